@@ -1,0 +1,33 @@
+"""Import real pycaffe with the process settings ddqn relies on.
+
+OpenBLAS is limited to one thread per process (workers are processes; override with
+``OPENBLAS_NUM_THREADS``) and glog to warnings and errors. Both must be set before ``_caffe.so``
+loads, so every module that needs Caffe gets it through :func:`caffe`.
+"""
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+from .errors import DDQNError
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+
+def caffe() -> ModuleType:
+    """Return the ``caffe`` module in CPU mode, or raise a one-line error if pycaffe is missing."""
+    try:
+        import caffe as _caffe  # noqa: PLC0415 - deferred so the env above is set first
+    except ImportError as exc:
+        raise DDQNError(f"pycaffe is not importable ({exc}); run `make install`") from exc
+    _caffe.set_mode_cpu()
+    return _caffe
+
+
+def caffe_pb2() -> ModuleType:
+    """Return Caffe's protobuf messages (``caffe.proto.caffe_pb2``)."""
+    caffe()
+    from caffe.proto import caffe_pb2 as pb2  # noqa: PLC0415
+
+    return pb2

@@ -1,0 +1,127 @@
+"""The Q-network: one real ``caffe.Net`` built from a validated prototxt, seen as flat vectors.
+
+Shapes: states are (B, C, H, W) uint8 frames (C stacked frames, 0..255); Q-values are (B, A) float32;
+parameters and gradients are one flat float32 vector laid out as ``spec.params`` (Caffe's
+``net.params`` order, blob after blob).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from .caffe_env import caffe
+from .netspec import Q_BLOB, NetSpec
+
+
+class QNetwork:
+    """Q(φ, ·; θ) on pycaffe: Q-values for acting, loss and flat gradient for learning.
+
+    Args:
+        spec: the validated prototxt (``load_netspec``); its text is what Caffe builds.
+        seed: seeds Caffe's weight fillers, so the same seed gives the same initial θ.
+    """
+
+    def __init__(self, spec: NetSpec, seed: int | None = None) -> None:
+        cf = caffe()
+        if seed is not None:
+            cf.set_random_seed(int(seed))
+        fd, path = tempfile.mkstemp(suffix=".prototxt", prefix="ddqn-net-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(spec.text)
+            self.net = cf.Net(path, cf.TRAIN)
+        finally:
+            os.unlink(path)
+        self.spec = spec
+        self._batch = spec.batch_size
+        self._data = [self.net.params[p.layer][p.index].data for p in spec.params]
+        self._diff = [self.net.params[p.layer][p.index].diff for p in spec.params]
+        for p, arr in zip(spec.params, self._data):  # the layout must be Caffe's own
+            assert arr.shape == p.shape, (p, arr.shape)
+        self._grad = np.empty(spec.num_params, np.float32)
+        self._eye = np.eye(spec.num_actions, dtype=np.float32)
+
+    @property
+    def num_params(self) -> int:
+        """Length of the flat parameter vector."""
+        return self.spec.num_params
+
+    def get_params(self, out: np.ndarray | None = None) -> np.ndarray:
+        """θ as one flat float32 vector (written into ``out`` if given)."""
+        out = np.empty(self.num_params, np.float32) if out is None else out
+        for p, arr in zip(self.spec.params, self._data):
+            out[p.offset:p.offset + p.size] = arr.reshape(-1)
+        return out
+
+    def set_params(self, theta: np.ndarray) -> None:
+        """Copy the flat vector ``theta`` (num_params float32) into the net's blobs."""
+        if theta.shape != (self.num_params,):
+            raise ValueError(f"expected {self.num_params} parameters, got shape {theta.shape}")
+        for p, arr in zip(self.spec.params, self._data):
+            arr.reshape(-1)[...] = theta[p.offset:p.offset + p.size]
+
+    def _set_batch(self, n: int) -> None:
+        if n == self._batch:
+            return
+        a = self.spec.num_actions
+        self.net.blobs["data"].reshape(n, *self.spec.state_shape)
+        self.net.blobs["action_mask"].reshape(n, a)
+        self.net.blobs["target"].reshape(n, a)
+        self.net.reshape()
+        self._batch = n
+
+    def _check_states(self, states: np.ndarray) -> None:
+        if states.ndim != 4 or states.shape[1:] != self.spec.state_shape or len(states) == 0:
+            raise ValueError(f"states must be (B, {', '.join(map(str, self.spec.state_shape))}), got {states.shape}")
+
+    def q_values(self, states: np.ndarray) -> np.ndarray:
+        """Q(φ, a) for a batch: states (B, C, H, W) uint8 → (B, A) float32 (a copy)."""
+        self._check_states(states)
+        self._set_batch(len(states))
+        self.net.blobs["data"].data[...] = states
+        self.net.forward(end=Q_BLOB)
+        return self.net.blobs[Q_BLOB].data.copy()
+
+    def loss_and_grad(self, states: np.ndarray, actions: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
+        """Loss ½·mean_j (y_j − Q(φ_j, a_j))² and its gradient w.r.t. θ.
+
+        Args:
+            states: (B, C, H, W) uint8; actions: (B,) int in [0, A); targets: (B,) float y_j.
+        Returns:
+            (loss, grad): grad is a flat float32 vector of num_params, owned by this object and
+            overwritten by the next call (copy it to keep it).
+        """
+        self._check_states(states)
+        n = len(states)
+        if actions.shape != (n,) or targets.shape != (n,):
+            raise ValueError(f"actions and targets must be ({n},), got {actions.shape} and {targets.shape}")
+        self._set_batch(n)
+        mask = self._eye[actions]
+        blobs = self.net.blobs
+        blobs["data"].data[...] = states
+        blobs["action_mask"].data[...] = mask
+        np.multiply(mask, targets.astype(np.float32)[:, None], out=blobs["target"].data)
+        self.net.clear_param_diffs()  # Caffe accumulates parameter gradients
+        loss = float(self.net.forward()["loss"])
+        self.net.backward()
+        for p, arr in zip(self.spec.params, self._diff):
+            self._grad[p.offset:p.offset + p.size] = arr.reshape(-1)
+        return loss, self._grad
+
+
+def bellman_targets(target_net: QNetwork, rewards: np.ndarray, next_states: np.ndarray,
+                    terminals: np.ndarray, gamma: float, online_net: QNetwork | None = None) -> np.ndarray:
+    """y_j = r_j (terminal) or r_j + γ·max_a′ Q̂(φ_{j+1}, a′) — the slides' step 6.
+
+    With ``online_net`` the Double-DQN target r_j + γ·Q̂(φ_{j+1}, argmax_a′ Q(φ_{j+1}, a′)) is used.
+    Shapes: rewards, terminals (B,); next_states (B, C, H, W) uint8 → (B,) float32.
+    """
+    q_next = target_net.q_values(next_states)
+    if online_net is None:
+        best = q_next.max(axis=1)
+    else:
+        best = q_next[np.arange(len(q_next)), online_net.q_values(next_states).argmax(axis=1)]
+    alive = 1.0 - terminals.astype(np.float32)
+    return (rewards.astype(np.float32) + np.float32(gamma) * alive * best).astype(np.float32)

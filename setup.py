@@ -1,0 +1,25 @@
+"""ddqn: distributed deep Q-learning (Ong, Chavez, Hong 2015) on Spark and real Caffe."""
+from setuptools import find_packages, setup
+
+setup(
+    name="ddqn",
+    version="0.1.0",
+    description="Distributed deep Q-learning on Spark and Caffe: DQN learns Snake from pixels",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["ddqn", "ddqn.*"]),
+    install_requires=[
+        "numpy>=2.0,<3",
+        "protobuf>=5",
+        "six",             # pycaffe imports it
+        "scikit-image",    # pycaffe's caffe.io imports it
+        "PyYAML>=6",
+        "lmdb>=1.4",
+        "gymnasium>=1.0",
+        "tqdm>=4.60",
+        "matplotlib>=3.8",
+        "imageio>=2.30",
+        "tensorboardX>=2.6",
+    ],
+    extras_require={"dev": ["pytest>=8", "pytest-timeout>=2.3"]},
+    entry_points={"console_scripts": ["ddqn=ddqn.cli:main"]},
+)
