@@ -71,6 +71,8 @@ def parse_solver_spec(text: str, source: str) -> SolverSpec:
         raise ConfigError(f"{source}: type: unsupported solver type '{kind}' (supported: {', '.join(SOLVER_TYPES)})")
     if not p.HasField("base_lr") or not p.base_lr > 0:
         raise ConfigError(f"{source}: base_lr: must be set and > 0")
+    if not p.lr_policy:
+        raise ConfigError(f"{source}: lr_policy: must be set (one of {', '.join(LR_POLICIES)})")
     if p.lr_policy not in LR_POLICIES:
         raise ConfigError(f"{source}: lr_policy: unsupported '{p.lr_policy}' (supported: {', '.join(LR_POLICIES)})")
     if p.lr_policy == "step" and p.stepsize <= 0:

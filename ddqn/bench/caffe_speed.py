@@ -1,0 +1,58 @@
+"""Forward+backward time of the Q-network family on real pycaffe (batch 32, one OpenBLAS thread).
+
+``python -m ddqn.bench.caffe_speed [--repeats N]`` prints milliseconds per minibatch for each model
+size and writes results/caffe_speed.json. The 2015 system's own figure for the paper net was 81.7 ms
+on a dual-core i7 (see ../shared/FACTS.md).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..netspec import load_netspec
+from ..qnet import QNetwork
+from . import write_result
+
+PROTOTXT = Path(__file__).resolve().parents[2] / "prototxt"
+MEMBERS = ("small", "paper", "large")
+
+
+def time_member(path: Path, repeats: int) -> dict[str, float]:
+    """Median forward+backward and forward-only milliseconds for one prototxt."""
+    spec = load_netspec(path)
+    net = QNetwork(spec, seed=0)
+    rng = np.random.default_rng(0)
+    states = rng.integers(0, 256, (spec.batch_size, *spec.state_shape), dtype=np.uint8)
+    actions = rng.integers(0, spec.num_actions, spec.batch_size)
+    targets = rng.standard_normal(spec.batch_size).astype(np.float32)
+    net.loss_and_grad(states, actions, targets)  # warm-up
+    fb, fwd = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        net.loss_and_grad(states, actions, targets)
+        fb.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        net.q_values(states)
+        fwd.append(time.perf_counter() - t)
+    return {"params": spec.num_params, "input": spec.state_shape[1], "batch": spec.batch_size,
+            "forward_backward_ms": 1e3 * float(np.median(fb)), "forward_ms": 1e3 * float(np.median(fwd))}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--members", nargs="+", default=list(MEMBERS), help=f"prototxt/snake_<member> (default {MEMBERS})")
+    args = ap.parse_args(argv)
+    rows = {}
+    for m in args.members:
+        rows[m] = r = time_member(PROTOTXT / f"snake_{m}.prototxt", args.repeats)
+        print(f"{m:>6s}: {r['params']:>9,d} params, {r['input']}x{r['input']} input: "
+              f"forward+backward {r['forward_backward_ms']:7.2f} ms, forward {r['forward_ms']:6.2f} ms (batch {r['batch']})")
+    write_result("caffe_speed", {"members": rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Shared fixtures: the prototxt directory and a tiny member of the Q-network family."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+PROTOTXT = Path(__file__).resolve().parent.parent / "prototxt"
+
+# A tiny net of the same family (conv → ReLU → pool → ip → ReLU → q, masked Euclidean loss), with
+# bias lr_mult 2 / decay_mult 0 so solver tests exercise the per-blob multipliers.
+TINY_NET = """
+name: "tiny"
+layer { name: "input" type: "Input" top: "data" top: "action_mask" top: "target"
+  input_param { shape { dim: 3 dim: 4 dim: 6 dim: 6 } shape { dim: 3 dim: 4 } shape { dim: 3 dim: 4 } } }
+layer { name: "scale" type: "Power" bottom: "data" top: "scaled" power_param { scale: 0.003921568627 } }
+layer { name: "conv1" type: "Convolution" bottom: "scaled" top: "conv1"
+  param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 }
+  convolution_param { num_output: 5 kernel_size: 3 pad: 1
+    weight_filler { type: "xavier" } bias_filler { type: "constant" value: 0.1 } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "ip1" type: "InnerProduct" bottom: "pool1" top: "ip1"
+  param { lr_mult: 0.5 decay_mult: 2 } param { lr_mult: 2 decay_mult: 0 }
+  inner_product_param { num_output: 8 weight_filler { type: "xavier" } bias_filler { type: "constant" value: 0.1 } } }
+layer { name: "relu2" type: "ReLU" bottom: "ip1" top: "ip1" }
+layer { name: "q" type: "InnerProduct" bottom: "ip1" top: "q"
+  inner_product_param { num_output: 4 weight_filler { type: "xavier" } bias_filler { type: "constant" value: 0 } } }
+layer { name: "q_taken" type: "Eltwise" bottom: "q" bottom: "action_mask" top: "q_taken" eltwise_param { operation: PROD } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "q_taken" bottom: "target" top: "loss" }
+"""
+
+
+@pytest.fixture
+def tiny_net_file(tmp_path: Path) -> Path:
+    """The tiny network prototxt written to a file."""
+    path = tmp_path / "tiny.prototxt"
+    path.write_text(TINY_NET)
+    return path

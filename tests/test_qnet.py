@@ -1,0 +1,137 @@
+"""The Q-network on real pycaffe: flat parameters, loss/gradient, targets and .caffemodel snapshots."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ddqn.caffe_env import caffe
+from ddqn.errors import ConfigError
+from ddqn.netspec import load_netspec
+from ddqn.qnet import QNetwork, bellman_targets
+from ddqn.snapshot import load_caffemodel, save_caffemodel
+
+from conftest import PROTOTXT
+
+
+def _batch(spec, n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    states = rng.integers(0, 256, (n, *spec.state_shape), dtype=np.uint8)
+    actions = rng.integers(0, spec.num_actions, n)
+    targets = rng.standard_normal(n).astype(np.float32)
+    return states, actions, targets
+
+
+def test_params_round_trip_and_seed(tiny_net_file: Path) -> None:
+    spec = load_netspec(tiny_net_file)
+    a, b, c = QNetwork(spec, seed=5), QNetwork(spec, seed=5), QNetwork(spec, seed=6)
+    theta = a.get_params()
+    assert theta.dtype == np.float32 and theta.shape == (spec.num_params,)
+    assert np.array_equal(theta, b.get_params()) and not np.array_equal(theta, c.get_params())
+    c.set_params(theta)
+    assert np.array_equal(c.get_params(), theta)
+    conv1 = spec.params[0]
+    assert np.array_equal(c.net.params["conv1"][0].data.reshape(-1), theta[conv1.offset:conv1.offset + conv1.size])
+    with pytest.raises(ValueError):
+        c.set_params(theta[:-1])
+
+
+def test_q_values_any_batch_size(tiny_net_file: Path) -> None:
+    q = QNetwork(load_netspec(tiny_net_file), seed=1)
+    states, _, _ = _batch(q.spec, 7)
+    all7 = q.q_values(states)
+    assert all7.shape == (7, 4) and all7.dtype == np.float32
+    one = q.q_values(states[2:3])
+    np.testing.assert_allclose(one[0], all7[2], rtol=1e-6)
+    with pytest.raises(ValueError):
+        q.q_values(states[:, :3])
+
+
+def test_loss_is_masked_euclidean(tiny_net_file: Path) -> None:
+    q = QNetwork(load_netspec(tiny_net_file), seed=1)
+    states, actions, targets = _batch(q.spec, 5)
+    qs = q.q_values(states)
+    loss, grad = q.loss_and_grad(states, actions, targets)
+    expected = 0.5 * np.mean((qs[np.arange(5), actions] - targets) ** 2)
+    assert loss == pytest.approx(expected, rel=1e-5)
+    loss2, grad2 = q.loss_and_grad(states, actions, targets)  # diffs are cleared, not accumulated
+    assert loss2 == loss and np.array_equal(grad2, grad) and np.abs(grad).sum() > 0
+    # A state whose target equals its Q-value contributes nothing: only the taken action is trained.
+    exact = qs[np.arange(5), actions]
+    assert q.loss_and_grad(states, actions, exact)[0] == pytest.approx(0, abs=1e-10)
+
+
+def test_gradient_matches_finite_differences(tiny_net_file: Path) -> None:
+    q = QNetwork(load_netspec(tiny_net_file), seed=2)
+    states, actions, targets = _batch(q.spec, 3, seed=1)
+    targets *= 3
+    _, grad = q.loss_and_grad(states, actions, targets)
+    grad = grad.copy()
+    theta = q.get_params()
+    eps = 1e-3
+    numeric = np.empty_like(grad)
+    for i in range(len(theta)):
+        t = theta.copy()
+        t[i] += eps
+        q.set_params(t)
+        up = q.loss_and_grad(states, actions, targets)[0]
+        t[i] -= 2 * eps
+        q.set_params(t)
+        down = q.loss_and_grad(states, actions, targets)[0]
+        numeric[i] = (up - down) / (2 * eps)
+    err = np.abs(numeric - grad)
+    scale = np.maximum(np.abs(numeric), np.abs(grad)).max()
+    # Piecewise-linear nets (ReLU, max-pool) may cross a kink for a few coordinates; nearly all must agree.
+    close = err <= 2e-2 * np.maximum(np.abs(grad), 0.05 * scale)
+    assert close.mean() > 0.95, f"{(~close).sum()} of {len(grad)} coordinates disagree"
+    assert np.linalg.norm(numeric - grad) < 2e-2 * np.linalg.norm(grad)
+    # and it really is a check: a wrong gradient (one blob's sign flipped) fails it
+    wrong = grad.copy()
+    wrong[:40] *= -1
+    assert np.linalg.norm(numeric - wrong) > 5e-2 * np.linalg.norm(grad)
+
+
+def test_bellman_targets(tiny_net_file: Path) -> None:
+    spec = load_netspec(tiny_net_file)
+    target, online = QNetwork(spec, seed=3), QNetwork(spec, seed=4)
+    next_states, _, _ = _batch(spec, 6)
+    rewards = np.array([1, 0, -1, 0, 1, 0], np.float32)
+    terminals = np.array([0, 0, 1, 0, 1, 0], bool)
+    q_hat = target.q_values(next_states)
+    y = bellman_targets(target, rewards, next_states, terminals, 0.9)
+    expected = rewards + 0.9 * (~terminals) * q_hat.max(axis=1)
+    np.testing.assert_allclose(y, expected, rtol=1e-6)
+    assert y[2] == -1 and y[4] == 1  # y = r at terminal states
+    y2 = bellman_targets(target, rewards, next_states, terminals, 0.9, online_net=online)
+    picks = online.q_values(next_states).argmax(axis=1)
+    np.testing.assert_allclose(y2, rewards + 0.9 * (~terminals) * q_hat[np.arange(6), picks], rtol=1e-6)
+
+
+def test_caffemodel_loads_in_caffe(tmp_path: Path) -> None:
+    proto = PROTOTXT / "snake_paper.prototxt"
+    spec = load_netspec(proto)
+    theta = QNetwork(spec, seed=1).get_params() + np.float32(0.5)
+    path = save_caffemodel(tmp_path / "w.caffemodel", spec, theta)
+    cf = caffe()
+    net = cf.Net(str(proto), str(path), cf.TEST)
+    for p in spec.params:
+        assert np.array_equal(net.params[p.layer][p.index].data.reshape(-1), theta[p.offset:p.offset + p.size])
+    # And Caffe's own net.save output reads back through our validated loader.
+    net.save(str(tmp_path / "caffe.caffemodel"))
+    assert np.array_equal(load_caffemodel(tmp_path / "caffe.caffemodel", spec), theta)
+
+
+def test_bad_weights_are_one_clear_error(tmp_path: Path) -> None:
+    paper = load_netspec(PROTOTXT / "snake_paper.prototxt")
+    small = load_netspec(PROTOTXT / "snake_small.prototxt")
+    other = save_caffemodel(tmp_path / "small.caffemodel", small, np.zeros(small.num_params, np.float32))
+    with pytest.raises(ConfigError, match="another architecture"):
+        load_caffemodel(other, paper)
+    good = save_caffemodel(tmp_path / "paper.caffemodel", paper, np.zeros(paper.num_params, np.float32))
+    corrupt = tmp_path / "corrupt.caffemodel"
+    corrupt.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ConfigError, match="corrupt or truncated"):
+        load_caffemodel(corrupt, paper)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_caffemodel(tmp_path / "missing.caffemodel", paper)

@@ -1,0 +1,171 @@
+"""Flat Caffe-exact solvers vs pycaffe's own solvers fed the same gradient sequence."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ddqn.caffe_env import caffe
+from ddqn.errors import ConfigError
+from ddqn.netspec import load_netspec
+from ddqn.qnet import QNetwork
+from ddqn.snapshot import load_solverstate, save_snapshot
+from ddqn.solvers import learning_rate, load_solver_spec, make_solver, parse_solver_spec
+
+from conftest import PROTOTXT
+
+STEPS = 25
+SOLVERS = {
+    "sgd-step": 'type: "SGD" base_lr: 0.05 momentum: 0.9 lr_policy: "step" gamma: 0.5 stepsize: 7 weight_decay: 0.01',
+    "sgd-l1-clip": 'type: "SGD" base_lr: 0.05 momentum: 0.5 lr_policy: "fixed" weight_decay: 0.02 '
+                   'regularization_type: "L1" clip_gradients: 3',
+    "adagrad-inv": 'type: "AdaGrad" base_lr: 0.1 lr_policy: "inv" gamma: 0.1 power: 0.75 delta: 1e-6 weight_decay: 0.005',
+    "adagrad-fixed": 'type: "AdaGrad" base_lr: 0.02 lr_policy: "fixed" delta: 1e-8',
+    "rmsprop-exp": 'type: "RMSProp" base_lr: 0.01 lr_policy: "exp" gamma: 0.97 rms_decay: 0.9 delta: 1e-6 '
+                   'weight_decay: 0.001',
+    "rmsprop-multistep": 'type: "RMSProp" base_lr: 0.003 lr_policy: "multistep" gamma: 0.3 stepvalue: 5 '
+                         'stepvalue: 15 rms_decay: 0.95',
+}
+
+
+def _gradients(n: int, size: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    return [(rng.standard_normal(size) * rng.uniform(0.1, 2.0)).astype(np.float32) for _ in range(n)]
+
+
+def _pycaffe_run(solver_file: Path, spec, grads: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Run pycaffe's solver for len(grads) steps, overwriting its diffs with ``grads``."""
+    cf = caffe()
+    cf.set_random_seed(3)
+    solver = cf.get_solver(str(solver_file))
+    blobs = [solver.net.params[p.layer][p.index] for p in spec.params]
+    theta0 = np.concatenate([b.data.reshape(-1) for b in blobs]).copy()
+    step = iter(grads)
+
+    def feed() -> None:
+        g = next(step)
+        for p, b in zip(spec.params, blobs):
+            b.diff[...] = g[p.offset:p.offset + p.size].reshape(p.shape)
+
+    solver.add_callback(lambda: None, feed)
+    solver.step(len(grads))
+    return theta0, np.concatenate([b.data.reshape(-1) for b in blobs])
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_matches_pycaffe_solver(name: str, tiny_net_file: Path, tmp_path: Path) -> None:
+    spec = load_netspec(tiny_net_file)
+    solver_file = tmp_path / "solver.prototxt"
+    solver_file.write_text(f'net: "{tiny_net_file}"\n{SOLVERS[name]}\n')
+    grads = _gradients(STEPS, spec.num_params)
+    theta0, expected = _pycaffe_run(solver_file, spec, grads)
+
+    ours = make_solver(parse_solver_spec(SOLVERS[name], name), spec.params)
+    theta = theta0.copy()
+    for g in grads:
+        ours.apply(theta, g.copy())
+    assert ours.iter == STEPS
+    assert not np.array_equal(theta, theta0)
+    moved = np.abs(expected - theta0).max()
+    # Same rule, same float32 ops: agreement to float rounding (OpenBLAS's axpby may fuse multiply-adds).
+    np.testing.assert_allclose(theta, expected, rtol=2e-5, atol=2e-6 * moved)
+
+
+def test_lr_policies_follow_caffe() -> None:
+    s = parse_solver_spec('type: "SGD" base_lr: 0.1 lr_policy: "step" gamma: 0.5 stepsize: 10', "s")
+    assert [float(learning_rate(s, i)) for i in (0, 9, 10, 25)] == pytest.approx([0.1, 0.1, 0.05, 0.025])
+    s = parse_solver_spec('type: "SGD" base_lr: 0.1 lr_policy: "inv" gamma: 0.01 power: 0.75', "s")
+    assert float(learning_rate(s, 100)) == pytest.approx(0.1 * 2 ** -0.75, rel=1e-6)
+    s = parse_solver_spec('type: "SGD" base_lr: 1 lr_policy: "poly" power: 2 max_iter: 10', "s")
+    assert float(learning_rate(s, 5)) == pytest.approx(0.25)
+
+
+def test_resume_is_bit_identical(tiny_net_file: Path, tmp_path: Path) -> None:
+    spec = load_netspec(tiny_net_file)
+    theta0 = QNetwork(spec, seed=1).get_params()
+    grads = _gradients(2 * STEPS, spec.num_params)
+    for text in (SOLVERS["rmsprop-exp"], SOLVERS["sgd-step"], SOLVERS["adagrad-inv"]):
+        full = make_solver(parse_solver_spec(text, "s"), spec.params)
+        theta_full = theta0.copy()
+        for g in grads:
+            full.apply(theta_full, g.copy())
+
+        first = make_solver(parse_solver_spec(text, "s"), spec.params)
+        theta = theta0.copy()
+        for g in grads[:STEPS]:
+            first.apply(theta, g.copy())
+        _, state = save_snapshot(tmp_path / "snap", spec, theta, first)
+        resumed = make_solver(parse_solver_spec(text, "s"), spec.params)
+        theta = load_solverstate(state, resumed, spec)
+        assert resumed.iter == STEPS
+        for g in grads[STEPS:]:
+            resumed.apply(theta, g.copy())
+        assert np.array_equal(theta, theta_full)
+        assert all(np.array_equal(a, b) for a, b in zip(resumed.history, full.history))
+
+
+def test_pycaffe_restores_our_solverstate(tiny_net_file: Path, tmp_path: Path) -> None:
+    """Our .solverstate is Caffe's own format: pycaffe's Solver.restore continues from it."""
+    spec = load_netspec(tiny_net_file)
+    text = SOLVERS["adagrad-inv"]
+    grads = _gradients(2 * STEPS, spec.num_params)
+    ours = make_solver(parse_solver_spec(text, "s"), spec.params)
+    theta = QNetwork(spec, seed=1).get_params()
+    for g in grads[:STEPS]:
+        ours.apply(theta, g.copy())
+    _, state = save_snapshot(tmp_path / "snap", spec, theta, ours)
+    for g in grads[STEPS:]:
+        ours.apply(theta, g.copy())
+
+    solver_file = tmp_path / "solver.prototxt"
+    solver_file.write_text(f'net: "{tiny_net_file}"\n{text}\n')
+    cf = caffe()
+    solver = cf.get_solver(str(solver_file))
+    import os
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # Caffe resolves learned_net relative to the working directory
+    try:
+        solver.restore(str(state))
+    finally:
+        os.chdir(cwd)
+    assert solver.iter == STEPS
+    blobs = [solver.net.params[p.layer][p.index] for p in spec.params]
+    step = iter(grads[STEPS:])
+
+    def feed() -> None:
+        g = next(step)
+        for p, b in zip(spec.params, blobs):
+            b.diff[...] = g[p.offset:p.offset + p.size].reshape(p.shape)
+
+    solver.add_callback(lambda: None, feed)
+    solver.step(STEPS)
+    theirs = np.concatenate([b.data.reshape(-1) for b in blobs])
+    np.testing.assert_allclose(theirs, theta, rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("text, field", [
+    ('type: "Adam" base_lr: 0.1', "type"),
+    ('type: "Nesterov" base_lr: 0.1', "type"),
+    ('type: "SGD"', "base_lr"),
+    ('type: "AdaGrad" base_lr: 0.1 lr_policy: "fixed" momentum: 0.9', "momentum"),
+    ('type: "SGD" base_lr: 0.1', "lr_policy"),
+    ('type: "SGD" base_lr: 0.1 lr_policy: "cosine"', "lr_policy"),
+    ('type: "SGD" base_lr: 0.1 lr_policy: "step"', "stepsize"),
+    ('type: "RMSProp" base_lr: 0.1 lr_policy: "fixed" rms_decay: 1.5', "rms_decay"),
+    ('type: "SGD" base_lr: 0.1 lr_policy: "fixed" iter_size: 2', "iter_size"),
+    ('type: "SGD" base_lr: 0.1 lr_policy: "fixed" regularization_type: "L3"', "regularization_type"),
+    ('type: "SGD" base_lr: 0.1 bogus_field: 3', "bogus_field"),
+])
+def test_bad_solver_is_one_clear_error(text: str, field: str, tmp_path: Path) -> None:
+    path = tmp_path / "bad_solver.prototxt"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_solver_spec(path)
+    msg = str(err.value)
+    assert str(path) in msg and field in msg and "\n" not in msg
+
+
+def test_shipped_solvers_parse() -> None:
+    kinds = {load_solver_spec(p).type for p in PROTOTXT.glob("solver_*.prototxt")}
+    assert kinds == {"SGD", "AdaGrad", "RMSProp"}
