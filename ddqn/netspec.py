@@ -49,6 +49,7 @@ class NetSpec:
     state_shape: tuple[int, int, int]  # (C stacked frames, H, W)
     num_actions: int
     params: tuple[ParamBlob, ...]
+    q_layer: str  # the layer whose top is the Q-value blob
 
     @property
     def num_params(self) -> int:
@@ -87,6 +88,7 @@ def parse_netspec(text: str, source: str, num_actions: int = 4) -> NetSpec:
     params: list[ParamBlob] = []
     names: set[str] = set()
     losses = 0
+    q_layer = ""
     for layer in net.layer:
         where = f"{source}: layer '{layer.name}'"
         if not layer.name or layer.name in names:
@@ -106,6 +108,8 @@ def parse_netspec(text: str, source: str, num_actions: int = 4) -> NetSpec:
             raise ConfigError(f"{where}: expects {len(tops)} top blob(s), has {len(layer.top)}")
         for name, shape in zip(layer.top, tops):
             shapes[name] = shape
+        if Q_BLOB in layer.top:
+            q_layer = layer.name
         if len(layer.param) > len(blobs):
             raise ConfigError(f"{where}: {len(layer.param)} param specs for {len(blobs)} learnable blobs")
         for i, shape in enumerate(blobs):
@@ -119,11 +123,11 @@ def parse_netspec(text: str, source: str, num_actions: int = 4) -> NetSpec:
             offset = params[-1].offset + params[-1].size if params else 0
             params.append(ParamBlob(layer.name, i, shape, offset, math.prod(shape), lr, decay))
         losses += layer.type in _LOSSES
-    return _check_roles(net.name, text, source, shapes, params, losses, num_actions)
+    return _check_roles(net.name, text, source, shapes, params, losses, num_actions, q_layer)
 
 
 def _check_roles(name: str, text: str, source: str, shapes: dict[str, tuple[int, ...]],
-                 params: list[ParamBlob], losses: int, num_actions: int) -> NetSpec:
+                 params: list[ParamBlob], losses: int, num_actions: int, q_layer: str) -> NetSpec:
     """Check the blobs ddqn needs exist with consistent shapes."""
     for blob in (*INPUTS, Q_BLOB, LOSS_BLOB):
         if blob not in shapes:
@@ -144,7 +148,7 @@ def _check_roles(name: str, text: str, source: str, shapes: dict[str, tuple[int,
         raise ConfigError(f"{source}: no loss layer (supported: {', '.join(sorted(_LOSSES))})")
     if not params:
         raise ConfigError(f"{source}: no learnable parameters")
-    return NetSpec(source, text, name, n, (data[1], data[2], data[3]), num_actions, tuple(params))
+    return NetSpec(source, text, name, n, (data[1], data[2], data[3]), num_actions, tuple(params), q_layer)
 
 
 def _pos(value: int, what: str, where: str) -> int:

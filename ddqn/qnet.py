@@ -84,11 +84,15 @@ class QNetwork:
         self.net.forward(end=Q_BLOB)
         return self.net.blobs[Q_BLOB].data.copy()
 
-    def loss_and_grad(self, states: np.ndarray, actions: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
+    def loss_and_grad(self, states: np.ndarray, actions: np.ndarray, targets: np.ndarray,
+                      error_clip: float = 0.0) -> tuple[float, np.ndarray]:
         """Loss ½·mean_j (y_j − Q(φ_j, a_j))² and its gradient w.r.t. θ.
 
         Args:
             states: (B, C, H, W) uint8; actions: (B,) int in [0, A); targets: (B,) float y_j.
+            error_clip: if > 0, the error y − Q is clipped to [−c, c] in the gradient (Nature DQN's error
+                clipping, i.e. a Huber loss); the prototxt's loss layer is then bypassed and the gradient
+                enters at the Q-value blob.
         Returns:
             (loss, grad): grad is a flat float32 vector of num_params, owned by this object and
             overwritten by the next call (copy it to keep it).
@@ -98,17 +102,33 @@ class QNetwork:
         if actions.shape != (n,) or targets.shape != (n,):
             raise ValueError(f"actions and targets must be ({n},), got {actions.shape} and {targets.shape}")
         self._set_batch(n)
-        mask = self._eye[actions]
         blobs = self.net.blobs
         blobs["data"].data[...] = states
-        blobs["action_mask"].data[...] = mask
-        np.multiply(mask, targets.astype(np.float32)[:, None], out=blobs["target"].data)
         self.net.clear_param_diffs()  # Caffe accumulates parameter gradients
-        loss = float(self.net.forward()["loss"])
-        self.net.backward()
+        if error_clip > 0:
+            loss = self._clipped_backward(actions, targets.astype(np.float32), np.float32(error_clip))
+        else:
+            mask = self._eye[actions]
+            blobs["action_mask"].data[...] = mask
+            np.multiply(mask, targets.astype(np.float32)[:, None], out=blobs["target"].data)
+            loss = float(self.net.forward()["loss"])
+            self.net.backward()
         for p, arr in zip(self.spec.params, self._diff):
             self._grad[p.offset:p.offset + p.size] = arr.reshape(-1)
         return loss, self._grad
+
+    def _clipped_backward(self, actions: np.ndarray, targets: np.ndarray, clip: np.float32) -> float:
+        """Forward to Q, set dL/dQ = clip(Q − y, −c, c)/B on the taken actions, backward from there."""
+        n = len(actions)
+        self.net.forward(end=self.spec.q_layer)
+        q = self.net.blobs[Q_BLOB]
+        err = q.data[np.arange(n), actions] - targets
+        absr = np.abs(err)
+        loss = np.where(absr <= clip, 0.5 * err**2, clip * (absr - 0.5 * clip)).mean()
+        q.diff[...] = 0
+        q.diff[np.arange(n), actions] = np.clip(err, -clip, clip) / n
+        self.net.backward(start=self.spec.q_layer)
+        return float(loss)
 
 
 def bellman_targets(target_net: QNetwork, rewards: np.ndarray, next_states: np.ndarray,

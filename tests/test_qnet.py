@@ -135,3 +135,21 @@ def test_bad_weights_are_one_clear_error(tmp_path: Path) -> None:
         load_caffemodel(corrupt, paper)
     with pytest.raises(ConfigError, match="cannot read"):
         load_caffemodel(tmp_path / "missing.caffemodel", paper)
+
+
+def test_error_clipping_is_huber(tiny_net_file: Path) -> None:
+    q = QNetwork(load_netspec(tiny_net_file), seed=1)
+    states, actions, targets = _batch(q.spec, 6)
+    loss, grad = q.loss_and_grad(states, actions, targets)
+    grad = grad.copy()
+    big_loss, big = q.loss_and_grad(states, actions, targets, error_clip=1e6)  # never clips: the plain loss
+    assert big_loss == pytest.approx(loss, rel=1e-5)
+    np.testing.assert_allclose(big, grad, rtol=1e-4, atol=1e-7)
+    # Errors far beyond c: every clipped error is ±c, so the gradient is that of targets moved to Q ∓ c.
+    qa = q.q_values(states)[np.arange(6), actions]
+    far = qa + np.where(np.arange(6) % 2, 50.0, -50.0).astype(np.float32)
+    _, clipped = q.loss_and_grad(states, actions, far, error_clip=0.5)
+    clipped = clipped.copy()
+    near = qa + np.where(np.arange(6) % 2, 0.5, -0.5).astype(np.float32)
+    _, expected = q.loss_and_grad(states, actions, near)
+    np.testing.assert_allclose(clipped, expected, rtol=1e-3, atol=1e-6)

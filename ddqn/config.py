@@ -1,0 +1,166 @@
+"""One typed, validated configuration for a training run, loaded from YAML.
+
+Defaults are the paper's (Ong, Chavez, Hong 2015) where the slides state them: 10×10 Snake, replay
+memory 30,000 filled with 20,000 random-policy transitions, minibatch 32 (from the prototxt), ε annealed
+1.0 → 0.1 over 50,000 steps, RMSProp or AdaGrad. The named configs in ``ddqn/configs/`` (``--config
+paper``, ``--config tuned``…) are YAML files over these defaults. Every run saves its config beside its
+results.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+NAMED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Hyperparameters of a DQN run (serial or distributed). Units: steps are env steps of one game."""
+
+    # game
+    board_size: int = 10  # n×n board
+    starve_steps: int = 400  # episode truncated after this many steps without an apple
+    paper_look: bool = False  # head drawn like the body (the paper's frames)
+    # network and solver (Caffe prototxt; the network fixes frame size, history and minibatch size)
+    net: str = "prototxt/snake_paper.prototxt"
+    solver: str = "prototxt/solver_rmsprop.prototxt"
+    # replay memory
+    replay_capacity: int = 30_000  # frames
+    replay_warmup: int = 20_000  # random-policy transitions before learning
+    replay_backend: str = "ram"  # "ram" or "lmdb"
+    # Q-learning
+    gamma: float = 0.95  # discount factor γ
+    eps_start: float = 1.0
+    eps_end: float = 0.1
+    eps_decay_steps: int = 50_000  # linear anneal length
+    target_update: int = 1_000  # C: reset Q̂ = Q every C gradient steps
+    train_every: int = 1  # env steps per gradient step (the slides: 1)
+    double_dqn: bool = False  # Double-DQN targets (van Hasselt 2016)
+    error_clip: float = 0.0  # clip y − Q to [−c, c] (Nature DQN uses 1); 0 = plain squared error
+    # evaluation, logging, snapshots
+    eval_every: int = 5_000  # env steps between greedy evaluations
+    eval_episodes: int = 50
+    log_every: int = 1_000  # env steps between metric rows
+    snapshot_every: int = 10_000  # env steps between snapshots
+    seed: int = 0
+
+    def path(self, name: str) -> Path:
+        """Resolve the file field ``name`` (``net``/``solver``): as given, else relative to the project."""
+        p = Path(getattr(self, name))
+        if p.is_absolute() or p.exists():
+            return p
+        return PROJECT_ROOT / p
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (for YAML/JSON)."""
+        return dataclasses.asdict(self)
+
+
+def _check(cfg: Config, source: str) -> Config:
+    def bad(name: str, why: str) -> ConfigError:
+        return ConfigError(f"{source}: {name}: {why} (got {getattr(cfg, name)!r})")
+
+    positive = ("board_size", "starve_steps", "replay_capacity", "eps_decay_steps", "target_update",
+                "train_every", "eval_every", "eval_episodes", "log_every", "snapshot_every")
+    for name in positive:
+        if getattr(cfg, name) <= 0:
+            raise bad(name, "must be > 0")
+    if cfg.board_size < 4:
+        raise bad("board_size", "board too small for the snake (needs >= 4)")
+    if cfg.replay_warmup < 1 or cfg.replay_warmup > cfg.replay_capacity:
+        raise bad("replay_warmup", f"must be in [1, replay_capacity={cfg.replay_capacity}]")
+    for name in ("eps_start", "eps_end"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise bad(name, "must be in [0, 1]")
+    if not 0.0 <= cfg.gamma < 1.0:
+        raise bad("gamma", "must be in [0, 1)")
+    if cfg.error_clip < 0:
+        raise bad("error_clip", "must be >= 0")
+    if cfg.replay_backend not in ("ram", "lmdb"):
+        raise bad("replay_backend", "must be 'ram' or 'lmdb'")
+    for name in ("net", "solver"):
+        if not cfg.path(name).is_file():
+            raise bad(name, "file not found")
+    return cfg
+
+
+def _coerce(name: str, value: Any, typ: Any, source: str) -> Any:
+    """Check ``value`` against the field type (ints accepted for floats, nothing else converted)."""
+    want = {"int": int, "float": float, "bool": bool, "str": str}.get(str(typ), None)
+    if want is None:
+        return value
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if want is int and isinstance(value, bool) or not isinstance(value, want):
+        raise ConfigError(f"{source}: {name}: expected {want.__name__}, got {value!r}")
+    return value
+
+
+def make_config(values: dict[str, Any], source: str, base: Config | None = None) -> Config:
+    """Build a validated Config from ``base`` (defaults) updated with ``values``."""
+    known = {f.name: f.type for f in fields(Config)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(known))})")
+    clean = {k: _coerce(k, v, known[k], source) for k, v in values.items()}
+    return _check(dataclasses.replace(base or Config(), **clean), source)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of key: value")
+    return data
+
+
+def config_path(name_or_path: str) -> Path:
+    """A config file path, or a named config (``paper``, ``tuned``…) from ``ddqn/configs``."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    named = NAMED_CONFIGS / f"{name_or_path}.yaml"
+    if not named.exists():
+        names = ", ".join(sorted(f.stem for f in NAMED_CONFIGS.glob("*.yaml")))
+        raise ConfigError(f"{name_or_path}: no such config file or named config (named: {names})")
+    return named
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` from the command line; the value is read as YAML (``gamma=0.9``, ``double_dqn=true``)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {text}: expected key=value")
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text}: value is not valid YAML") from exc
+
+
+def load_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults ← config file (or named config) ← ``key=value`` overrides; validated."""
+    cfg = Config()
+    if name_or_path:
+        path = config_path(name_or_path)
+        cfg = make_config(_read_yaml(path), str(path), cfg)
+    if overrides:
+        cfg = make_config(dict(parse_override(o) for o in overrides), "command line", cfg)
+    return _check(cfg, "config")
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    """Write ``cfg`` as YAML (every run saves the config it ran with)."""
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

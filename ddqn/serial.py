@@ -1,0 +1,219 @@
+"""Serial deep Q-learning: the slides' algorithm box, one game, one process, one Caffe net pair.
+
+    given replay memory D with capacity N; initialise Q, Q̂ with the same random weights θ
+    repeat until timeout: for t = 1..T:
+      1. a_t = argmax_a Q(φ_t, a; θ) w.p. 1 − ε, else a random action
+      2. execute a_t, observe r_t and frame x_{t+1}
+      3. φ_{t+1} = φ(s_t, a_t, x_{t+1})
+      4. store (φ_t, a_t, r_t, φ_{t+1}) in D
+      5. sample a minibatch (φ_j, a_j, r_j, φ_{j+1}) ~ D uniformly
+      6. y_j = r_j if terminal else r_j + γ max_a′ Q̂(φ_{j+1}, a′)
+      7. gradient step for Q on the minibatch (Caffe-exact AdaGrad/RMSProp on the flat θ)
+      8. every C steps reset Q̂ = Q
+
+Outputs in ``out_dir``: ``config.yaml``, ``train.csv``/``eval.csv`` and TensorBoard events (``tb/``),
+snapshots (``snapshots/serial_iter_<updates>.{caffemodel,solverstate}`` plus the target net's
+``.target.caffemodel``) and ``trainer_state.json`` naming the latest one, ``summary.json`` at the end.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .agent import LinearSchedule, dqn_gradient, epsilon_greedy
+from .config import Config, save_config
+from .errors import DDQNError
+from .metrics import MetricsLogger
+from .netspec import load_netspec
+from .qnet import QNetwork
+from .replay import LMDBReplayMemory, ReplayMemory
+from .rollouts import evaluate_greedy, fill_random, make_env
+from .snake import FrameStack, random_policy_score
+from .snapshot import load_caffemodel, load_solverstate, save_caffemodel, save_snapshot
+from .solvers import load_solver_spec, make_solver
+
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class Progress:
+    """Counters of a run (restored on resume)."""
+
+    env_steps: int = 0  # learning env steps (after the random warm-up)
+    updates: int = 0  # gradient steps applied
+    episodes: int = 0
+    wall_s: float = 0.0  # training wall-clock seconds, evaluations excluded
+
+
+class SerialTrainer:
+    """Deep Q-learning on one game with pycaffe (see the module docstring).
+
+    Args:
+        cfg: the validated run configuration.
+        out_dir: where metrics, snapshots and the config go.
+        resume: continue from ``out_dir/trainer_state.json`` (θ, Q̂, solver history, counters).
+        progress: show a tqdm progress bar.
+    """
+
+    def __init__(self, cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> None:
+        self.cfg, self.out = cfg, Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.spec = load_netspec(cfg.path("net"))
+        self.solver = make_solver(load_solver_spec(cfg.path("solver")), self.spec.params)
+        self.q = QNetwork(self.spec, seed=cfg.seed)
+        self.q_hat = QNetwork(self.spec)
+        self.theta = self.q.get_params()
+        self.state = Progress()
+        if resume:
+            self._restore()
+        else:
+            self.q_hat.set_params(self.theta)
+        self.q.set_params(self.theta)
+        history, h, w = self.spec.state_shape
+        self.frame_size = h
+        self.rng = np.random.default_rng([cfg.seed, self.state.env_steps])
+        self.replay = self._make_replay(history, (h, w))
+        self.epsilon = LinearSchedule(cfg.eps_start, cfg.eps_end, cfg.eps_decay_steps)
+        self.progress = progress
+        self.scores: deque[int] = deque(maxlen=100)
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def _make_replay(self, history: int, frame_shape: tuple[int, int]) -> ReplayMemory | LMDBReplayMemory:
+        seed = self.cfg.seed + self.state.env_steps
+        if self.cfg.replay_backend == "lmdb":
+            return LMDBReplayMemory(self.out / "replay", self.cfg.replay_capacity, frame_shape, history, seed)
+        return ReplayMemory(self.cfg.replay_capacity, frame_shape, history, seed)
+
+    def _restore(self) -> None:
+        path = self.out / STATE_FILE
+        try:
+            saved = json.loads(path.read_text())
+            state = self.out / saved["solverstate"]
+            target = self.out / saved["target"]
+            self.state = Progress(**saved["progress"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DDQNError(f"{path}: cannot resume: no readable snapshot state ({exc})") from exc
+        self.theta = load_solverstate(state, self.solver, self.spec)
+        self.q_hat.set_params(load_caffemodel(target, self.spec))
+        print(f"resumed from {state} (env step {self.state.env_steps}, update {self.state.updates})")
+
+    def snapshot(self) -> Path:
+        """Write θ, solver state and Q̂ for the current update; record them in trainer_state.json."""
+        prefix = self.out / "snapshots" / "serial"
+        model, state = save_snapshot(prefix, self.spec, self.theta, self.solver)
+        target = save_caffemodel(model.with_suffix(".target.caffemodel"), self.spec, self.q_hat.get_params())
+        record = {"model": str(model.relative_to(self.out)), "solverstate": str(state.relative_to(self.out)),
+                  "target": str(target.relative_to(self.out)), "progress": vars(self.state)}
+        tmp = self.out / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        tmp.replace(self.out / STATE_FILE)
+        return model
+
+    # -- the algorithm --------------------------------------------------------------------------
+    def train(self, steps: int | None = None, minutes: float | None = None) -> dict:
+        """Run until ``steps`` more learning env steps or ``minutes`` of wall clock; return a summary.
+
+        On Ctrl-C a final snapshot is written before KeyboardInterrupt propagates.
+        """
+        cfg = self.cfg
+        save_config(cfg, self.out / "config.yaml")
+        start = time.monotonic()
+        deadline = start + 60 * minutes if minutes else float("inf")
+        stop_at = self.state.env_steps + steps if steps else None
+        log = MetricsLogger(self.out)
+        try:
+            if len(self.replay) < cfg.replay_warmup:
+                fill_random(self.replay, cfg.replay_warmup - len(self.replay), cfg, self.frame_size,
+                            cfg.seed + self.state.env_steps)
+            random_score = random_policy_score(cfg.board_size, cfg.eval_episodes, cfg.seed,
+                                               frame_size=self.frame_size, max_steps_without_apple=cfg.starve_steps)
+            self._loop(log, stop_at, deadline, random_score)
+            return self._finish(log, random_score)
+        except KeyboardInterrupt:
+            model = self.snapshot()
+            print(f"\ninterrupted: snapshot written to {model}")
+            raise
+        finally:
+            log.close()
+            if hasattr(self.replay, "close"):
+                self.replay.close()
+
+    def _loop(self, log: MetricsLogger, stop_at: int | None, deadline: float, random_score: float) -> None:
+        cfg, st = self.cfg, self.state
+        env = make_env(cfg, self.frame_size)
+        frames = FrameStack(self.spec.state_shape[0])
+        frame, _ = env.reset(seed=cfg.seed + st.env_steps)
+        self.replay.start_episode(frame)
+        phi = frames.reset(frame)
+        losses: list[float] = []
+        bar = tqdm(total=(stop_at - st.env_steps) if stop_at else None, disable=not self.progress,
+                   unit="step", dynamic_ncols=True)
+        tick = time.monotonic()
+        with bar:
+            while (stop_at is None or st.env_steps < stop_at) and time.monotonic() < deadline:
+                eps = self.epsilon(st.env_steps)
+                a = epsilon_greedy(self.q, phi, eps, self.rng)  # 1
+                frame, r, terminated, truncated, info = env.step(a)  # 2
+                phi = frames.push(frame)  # 3
+                self.replay.add(a, r, frame, terminated)  # 4
+                st.env_steps += 1
+                if terminated or truncated:
+                    st.episodes += 1
+                    self.scores.append(info["score"])
+                    frame, _ = env.reset()
+                    self.replay.start_episode(frame)
+                    phi = frames.reset(frame)
+                if st.env_steps % cfg.train_every == 0:
+                    batch = self.replay.sample(self.spec.batch_size)  # 5
+                    loss, grad = dqn_gradient(self.q, self.q_hat, batch, cfg.gamma, double_dqn=cfg.double_dqn,
+                                              error_clip=cfg.error_clip)  # 6-7
+                    self.solver.apply(self.theta, grad)
+                    self.q.set_params(self.theta)
+                    losses.append(loss)
+                    st.updates += 1
+                    if st.updates % cfg.target_update == 0:
+                        self.q_hat.set_params(self.theta)  # 8
+                bar.update(1)
+                now = time.monotonic()
+                st.wall_s += now - tick
+                tick = now
+                if st.env_steps % cfg.log_every == 0:
+                    mean = float(np.mean(self.scores)) if self.scores else 0.0
+                    log.log("train", st.env_steps, {
+                        "rollout/ep_score_mean": mean, "rollout/episodes": st.episodes, "rollout/epsilon": eps,
+                        "train/loss": float(np.mean(losses)) if losses else 0.0, "train/updates": st.updates,
+                        "train/lr": float(self.solver.rate())}, st.wall_s)
+                    bar.set_postfix(ep=st.episodes, score=f"{mean:.2f}", eps=f"{eps:.2f}",
+                                    loss=f"{np.mean(losses) if losses else 0:.4f}")
+                    losses.clear()
+                if st.env_steps % cfg.eval_every == 0:
+                    self._evaluate(log, random_score)
+                    tick = time.monotonic()  # evaluation time is not training time
+                if st.env_steps % cfg.snapshot_every == 0:
+                    self.snapshot()
+                    tick = time.monotonic()
+
+    def _evaluate(self, log: MetricsLogger, random_score: float) -> np.ndarray:
+        scores = evaluate_greedy(self.q, self.cfg, self.cfg.eval_episodes, seed=10_000 + self.cfg.seed)
+        log.log("eval", self.state.env_steps, {
+            "eval/greedy_score_mean": float(scores.mean()), "eval/greedy_score_median": float(np.median(scores)),
+            "eval/greedy_score_max": float(scores.max()), "eval/random_score_mean": random_score,
+            "eval/updates": self.state.updates}, self.state.wall_s)
+        return scores
+
+    def _finish(self, log: MetricsLogger, random_score: float) -> dict:
+        scores = self._evaluate(log, random_score)
+        model = self.snapshot()
+        summary = {"model": str(model), "net": str(self.cfg.path("net")), "env_steps": self.state.env_steps,
+                   "updates": self.state.updates, "episodes": self.state.episodes,
+                   "train_minutes": self.state.wall_s / 60, "greedy_score_mean": float(scores.mean()),
+                   "greedy_score_median": float(np.median(scores)), "greedy_score_max": int(scores.max()),
+                   "random_score_mean": random_score}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
