@@ -1,0 +1,51 @@
+"""Watch an agent: a greedy episode as an animated GIF or in the terminal."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+
+from .agent import greedy_actions
+from .config import Config
+from .qnet import QNetwork
+from .rollouts import make_env
+from .snake import FrameStack
+
+
+def greedy_episode(q: QNetwork, cfg: Config, seed: int, render_mode: str = "rgb_array",
+                   max_steps: int = 2_000) -> tuple[list, int]:
+    """Play one greedy episode; return (rendered frames — RGB arrays or text boards —, score)."""
+    env = make_env(cfg, q.spec.state_shape[1], render_mode=render_mode)
+    stack = FrameStack(q.spec.state_shape[0])
+    frame, info = env.reset(seed=seed)
+    phi = stack.reset(frame)
+    shots = [env.render()]
+    for _ in range(max_steps):
+        action = int(greedy_actions(q, phi[None])[0])
+        frame, _, terminated, truncated, info = env.step(action)
+        phi = stack.push(frame)
+        shots.append(env.render())
+        if terminated or truncated:
+            break
+    return shots, int(info["score"])
+
+
+def write_gif(shots: list[np.ndarray], path: str | Path, fps: int = 8) -> Path:
+    """Write RGB frames (H, W, 3) uint8 as a looping animated GIF."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, np.stack(shots), duration=1000 / fps, loop=0)
+    return path
+
+
+def play_terminal(q: QNetwork, cfg: Config, seed: int, fps: float = 8.0) -> int:
+    """Animate a greedy episode in the terminal; return its score."""
+    shots, score = greedy_episode(q, cfg, seed, render_mode="ansi")
+    for i, board in enumerate(shots):
+        sys.stdout.write("\x1b[H\x1b[2J" + board + f"\nstep {i}\n")
+        sys.stdout.flush()
+        time.sleep(1 / fps)
+    return score
