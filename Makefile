@@ -8,7 +8,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian 12 packages real Caffe needs to build (CPU), and Java for Spark.
 DEB_PACKAGES := build-essential cmake libboost-system-dev libboost-thread-dev libboost-filesystem-dev \
   libboost-python-dev libboost-regex-dev libprotobuf-dev protobuf-compiler libgoogle-glog-dev \
-  libgflags-dev libhdf5-dev liblmdb-dev libleveldb-dev libsnappy-dev libopenblas-dev libgtest-dev
+  libgflags-dev libhdf5-dev liblmdb-dev libleveldb-dev libsnappy-dev libopenblas-dev libgtest-dev \
+  openjdk-17-jre-headless
 
 .PHONY: install deb-deps venv caffe test bench-caffe clean
 install: deb-deps $(VENV)/.deps-ok caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe

@@ -82,6 +82,7 @@ class SerialTrainer:
         self.epsilon = LinearSchedule(cfg.eps_start, cfg.eps_end, cfg.eps_decay_steps)
         self.progress = progress
         self.scores: deque[int] = deque(maxlen=100)
+        self._last_eval: tuple[int, np.ndarray] = (-1, np.zeros(0))
 
     # -- set-up ---------------------------------------------------------------------------------
     def _make_replay(self, history: int, frame_shape: tuple[int, int]) -> ReplayMemory | LMDBReplayMemory:
@@ -200,11 +201,14 @@ class SerialTrainer:
                     tick = time.monotonic()
 
     def _evaluate(self, log: MetricsLogger, random_score: float) -> np.ndarray:
+        if self._last_eval[0] == self.state.env_steps:  # the final evaluation may coincide with a periodic one
+            return self._last_eval[1]
         scores = evaluate_greedy(self.q, self.cfg, self.cfg.eval_episodes, seed=10_000 + self.cfg.seed)
         log.log("eval", self.state.env_steps, {
             "eval/greedy_score_mean": float(scores.mean()), "eval/greedy_score_median": float(np.median(scores)),
             "eval/greedy_score_max": float(scores.max()), "eval/random_score_mean": random_score,
             "eval/updates": self.state.updates}, self.state.wall_s)
+        self._last_eval = (self.state.env_steps, scores)
         return scores
 
     def _finish(self, log: MetricsLogger, random_score: float) -> dict:

@@ -1,0 +1,198 @@
+"""The wire protocol between workers and the parameter server: raw float32 buffers, no pickle.
+
+A message is a ZeroMQ multipart ``[header, payload, tag]``:
+
+* ``header`` — 48 bytes, ``struct`` format :data:`HEADER`: magic ``DDQN``, protocol version, message type,
+  flags, worker (partition) and attempt, per-session sequence number, two 64-bit fields whose meaning
+  depends on the type (versions, counts), and the payload length.
+* ``payload`` — raw float32 parameters/gradients (little-endian, the model layout's length), or a small
+  JSON object for HELLO/WELCOME/STATS (at most :data:`MAX_JSON` bytes).
+* ``tag`` — authenticates header and payload: 16 bytes (HMAC) for the handshake, then 64 bytes (the
+  header sealed with AES-GCM, payload as associated data, and the GCM tag).
+
+Authentication. The driver generates a per-run secret and ships it inside the Spark job. A worker opens a
+session with HELLO (its random nonce), tagged with HMAC-SHA256 under the secret; the server answers WELCOME
+with its own random nonce, also HMAC-tagged. Both derive a fresh session key
+``HMAC(secret, "ddqn-session" ‖ client_nonce ‖ server_nonce)``; every later message in either direction is
+tagged with AES-GMAC under that key (AES-GCM with the message as associated data), its nonce built from the
+direction and the session's strictly increasing sequence number, so a message cannot be forged, altered,
+replayed or reflected. A peer without the secret can connect and send bytes, which the server drops and
+counts; it cannot open a session, push a gradient, read θ or stop anything. Payloads are not encrypted
+(θ and gradients are not secret here); use Spark's own network encryption for the job's broadcast.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+MAGIC = b"DDQN"
+VERSION = 1
+HEADER = struct.Struct("<4sBBHIHHQQQI4x")  # magic, version, type, flags, worker, attempt, pad, seq, a, b, nbytes
+TAG_BYTES = 16
+NONCE_BYTES = 16
+MAX_JSON = 64 * 1024
+
+# message types: worker → server
+HELLO, FETCH, PUSH, STATS, BYE = 1, 2, 3, 4, 5
+# server → worker
+WELCOME, PARAMS, ACK = 11, 12, 13
+TYPE_NAMES = {HELLO: "HELLO", FETCH: "FETCH", PUSH: "PUSH", STATS: "STATS", BYE: "BYE",
+              WELCOME: "WELCOME", PARAMS: "PARAMS", ACK: "ACK"}
+# flags
+F_THETA, F_TARGET, F_STOP = 1, 2, 4
+
+
+class ProtocolError(ValueError):
+    """A message is malformed, oversized, of the wrong size, or fails authentication."""
+
+
+@dataclass(frozen=True)
+class Header:
+    """Decoded header fields. ``a``/``b`` per type: FETCH (have θ version, have θ⁻ version);
+    PARAMS (θ version, θ⁻ version); PUSH (base θ version, gradients summed); ACK (server version, 0)."""
+
+    type: int
+    flags: int
+    worker: int
+    attempt: int
+    seq: int
+    a: int
+    b: int
+    nbytes: int
+
+    def pack(self) -> bytes:
+        return HEADER.pack(MAGIC, VERSION, self.type, self.flags, self.worker, self.attempt, 0, self.seq,
+                           self.a, self.b, self.nbytes)
+
+
+def new_secret() -> bytes:
+    """A fresh 32-byte per-run secret."""
+    return os.urandom(32)
+
+
+def parse_header(frame: bytes) -> Header:
+    """Decode and sanity-check a header frame (size, magic, version, type)."""
+    if len(frame) != HEADER.size:
+        raise ProtocolError(f"header of {len(frame)} bytes, expected {HEADER.size}")
+    magic, version, kind, flags, worker, attempt, _, seq, a, b, nbytes = HEADER.unpack(frame)
+    if magic != MAGIC or version != VERSION:
+        raise ProtocolError("bad magic or protocol version")
+    if kind not in TYPE_NAMES:
+        raise ProtocolError(f"unknown message type {kind}")
+    return Header(kind, flags, worker, attempt, seq, a, b, nbytes)
+
+
+def _hmac_tag(secret: bytes, header: bytes, payload: bytes) -> bytes:
+    return hmac.new(secret, header + payload, hashlib.sha256).digest()[:TAG_BYTES]
+
+
+def session_key(secret: bytes, client_nonce: bytes, server_nonce: bytes) -> bytes:
+    """The per-session AES-128 key both ends derive after HELLO/WELCOME."""
+    return hmac.new(secret, b"ddqn-session" + client_nonce + server_nonce, hashlib.sha256).digest()[:16]
+
+
+def encode_json(obj: dict[str, Any]) -> bytes:
+    """A small JSON payload (HELLO/WELCOME/STATS); refuses anything over MAX_JSON bytes."""
+    data = json.dumps(obj, separators=(",", ":")).encode()
+    if len(data) > MAX_JSON:
+        raise ProtocolError(f"JSON payload of {len(data)} bytes exceeds {MAX_JSON}")
+    return data
+
+
+def decode_json(payload: bytes) -> dict[str, Any]:
+    """Parse a JSON payload; a non-object or oversized payload is a ProtocolError."""
+    if len(payload) > MAX_JSON:
+        raise ProtocolError("JSON payload too large")
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError("payload is not valid JSON") from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError("JSON payload must be an object")
+    return obj
+
+
+def seal_handshake(secret: bytes, header: Header, payload: bytes) -> list[bytes]:
+    """HELLO/WELCOME frames, tagged with HMAC-SHA256 under the run secret."""
+    h = header.pack()
+    return [h, payload, _hmac_tag(secret, h, payload)]
+
+
+def open_handshake(secret: bytes, frames: list[bytes], want: int) -> tuple[Header, bytes]:
+    """Check a HELLO/WELCOME (type ``want``) and its HMAC tag; return header and payload."""
+    header, payload = _split(frames, TAG_BYTES)
+    if header.type != want:
+        raise ProtocolError(f"expected {TYPE_NAMES[want]}, got {TYPE_NAMES[header.type]}")
+    if not hmac.compare_digest(bytes(frames[2]), _hmac_tag(secret, bytes(frames[0]), bytes(payload))):
+        raise ProtocolError("handshake tag does not verify (wrong secret?)")
+    return header, bytes(payload)
+
+
+def _split(frames: list, tag_bytes: int) -> tuple[Header, memoryview]:
+    if len(frames) != 3 or memoryview(frames[2]).nbytes != tag_bytes:
+        raise ProtocolError(f"expected 3 frames [header, payload, tag of {tag_bytes} bytes]")
+    header = parse_header(bytes(frames[0]))
+    payload = _bytes_view(frames[1])
+    if payload.nbytes != header.nbytes:
+        raise ProtocolError(f"payload of {payload.nbytes} bytes, header says {header.nbytes}")
+    return header, payload
+
+
+class Session:
+    """One authenticated session's sealing and opening (AES-GMAC, strictly increasing sequence numbers).
+
+    ``outbound``/``inbound`` are the direction bytes of this end (server: 1/0, worker: 0/1).
+    """
+
+    def __init__(self, key: bytes, outbound: int) -> None:
+        self._aead = AESGCM(key)
+        self._out, self._in = outbound, 1 - outbound
+        self.sent = 0  # sequence number of the last message sent
+        self.received = 0  # ... and received
+
+    @staticmethod
+    def _nonce(direction: int, seq: int) -> bytes:
+        return bytes([direction]) + seq.to_bytes(8, "little") + b"\0\0\0"
+
+    def seal(self, kind: int, worker: int, attempt: int, a: int = 0, b: int = 0, payload: bytes | memoryview = b"",
+             flags: int = 0) -> list:
+        """Frames of one message; ``payload`` may be a buffer (sent without a copy)."""
+        self.sent += 1
+        payload = _bytes_view(payload)
+        size = payload.nbytes
+        h = Header(kind, flags, worker, attempt, self.sent, a, b, size).pack()
+        # AES-GCM with the payload as associated data and the header as the (tiny) plaintext: one
+        # pass over the payload, no copy of it; the tag frame carries the sealed header and the tag.
+        tag = self._aead.encrypt(self._nonce(self._out, self.sent), h, payload)
+        return [h, payload, tag]
+
+    def open(self, frames: list) -> tuple[Header, memoryview]:
+        """Verify one message of this session; raises ProtocolError if forged, replayed or malformed.
+
+        ``frames`` may be bytes or zero-copy buffers; the payload is returned as a memoryview of frame 1.
+        """
+        header, payload = _split(frames, HEADER.size + TAG_BYTES)
+        if header.seq <= self.received:
+            raise ProtocolError(f"replayed or reordered message (seq {header.seq} <= {self.received})")
+        try:
+            sealed = self._aead.decrypt(self._nonce(self._in, header.seq), bytes(frames[2]), payload)
+        except InvalidTag as exc:
+            raise ProtocolError("message tag does not verify") from exc
+        if not hmac.compare_digest(sealed, bytes(frames[0])):
+            raise ProtocolError("message header does not match its sealed copy")
+        self.received = header.seq
+        return header, payload
+
+
+def _bytes_view(buf: bytes | memoryview) -> memoryview:
+    """A flat unsigned-byte view of any contiguous buffer (numpy arrays, zmq frames, bytes)."""
+    view = memoryview(buf)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")

@@ -1,0 +1,114 @@
+"""Serial deep Q-learning end to end on real pycaffe: it learns, and the commands behave."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+
+from ddqn.config import load_config
+from ddqn.netspec import load_netspec
+from ddqn.serial import SerialTrainer
+from ddqn.snapshot import load_caffemodel
+
+QUICK = ["--config", "small", "--set", "replay_warmup=300", "--set", "eval_episodes=5", "--set", "log_every=100",
+         "--set", "eval_every=100000", "--no-progress"]
+
+
+def ddqn(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run the ``ddqn`` command in a fresh interpreter."""
+    return subprocess.run([sys.executable, "-m", "ddqn.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_learns_to_beat_random_on_a_small_board(tmp_path: Path) -> None:
+    """The small net on a 6x6 board, a bounded number of steps: greedy play beats random by a margin."""
+    cfg = load_config("small", ["eval_episodes=100"])
+    summary = SerialTrainer(cfg, tmp_path, progress=False).train(steps=LEARN_STEPS)
+    greedy, rand = summary["greedy_score_mean"], summary["random_score_mean"]
+    print(f"greedy {greedy:.2f} vs random {rand:.2f} after {summary['env_steps']} steps")
+    assert greedy >= rand + 1.0 and greedy >= 4 * rand, summary
+
+
+LEARN_STEPS = 5_000
+
+
+def test_train_eval_play_resume(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = ddqn("train", *QUICK, "--steps", "300", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "snapshot:" in res.stdout and "vs random policy" in res.stdout
+    for name in ("config.yaml", "train.csv", "eval.csv", "summary.json", "trainer_state.json"):
+        assert (out / name).is_file(), name
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["progress"]["env_steps"] == 300 and state["progress"]["updates"] == 300
+    weights = out / state["model"]
+
+    res = ddqn("eval", "--config", "small", "--weights", str(weights), "--episodes", "10")
+    assert res.returncode == 0, res.stderr
+    assert "greedy: mean" in res.stdout and "random: mean" in res.stdout
+
+    gif = tmp_path / "agent.gif"
+    res = ddqn("play", "--config", "small", "--weights", str(weights), "--gif", str(gif))
+    assert res.returncode == 0, res.stderr
+    frames = iio.imread(gif)
+    assert frames.ndim == 4 and len(frames) >= 2
+
+    res = ddqn("train", "--resume", str(out), "--steps", "200", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert "resumed from" in res.stdout
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["progress"]["env_steps"] == 500 and state["progress"]["updates"] == 500
+
+
+def _one_line_error(res: subprocess.CompletedProcess, *words: str) -> None:
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ddqn: error:"), res.stderr
+    assert all(w in lines[0] for w in words), lines[0]
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
+    _one_line_error(ddqn("eval", "--config", "small", "--weights", str(tmp_path / "none.caffemodel")), "cannot read")
+    junk = tmp_path / "junk.caffemodel"
+    junk.write_bytes(os.urandom(3000))
+    _one_line_error(ddqn("eval", "--config", "small", "--weights", str(junk)), str(junk))
+    out = tmp_path / "run"
+    assert ddqn("train", *QUICK, "--steps", "50", "--out", str(out)).returncode == 0
+    small_weights = next((out / "snapshots").glob("*0.caffemodel"))
+    _one_line_error(ddqn("eval", "--config", "paper", "--weights", str(small_weights)), "another architecture")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("board_size: 6\nlearning_rate: 0.1\n")
+    _one_line_error(ddqn("train", "--config", str(bad), "--steps", "10"), "unknown key(s) learning_rate")
+    _one_line_error(ddqn("train", "--config", "small", "--set", "eps_start=2", "--steps", "10"), "eps_start")
+    _one_line_error(ddqn("train", "--config", "small", "--set", "board_size=2", "--steps", "10"), "board too small")
+    _one_line_error(ddqn("train", "--resume", str(tmp_path / "nothing"), "--steps", "10"), "nothing to resume")
+
+
+def test_ctrl_c_writes_a_final_snapshot(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "ddqn.cli", "train", *QUICK, "--steps", "1000000", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "train.csv").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert (out / "train.csv").exists(), "training never started"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["progress"]["env_steps"] >= 100
+    assert (out / state["model"]).is_file() and (out / state["solverstate"]).is_file()
+    spec = load_netspec(load_config("small").path("net"))
+    assert np.isfinite(load_caffemodel(out / state["model"], spec)).all()
