@@ -45,11 +45,16 @@ class Config:
     train_every: int = 1  # env steps per gradient step (the slides: 1)
     double_dqn: bool = False  # Double-DQN targets (van Hasselt 2016)
     error_clip: float = 0.0  # clip y − Q to [−c, c] (Nature DQN uses 1); 0 = plain squared error
+    # distributed (Spark) training
+    workers: int = 2  # Spark partitions, one long-running worker task each
+    fetch_every: int = 1  # worker env steps between FETCHes of θ
+    push_every: int = 1  # gradients summed before a PUSH
+    server_timeout: float = 60.0  # seconds a worker waits for the server before exiting
     # evaluation, logging, snapshots
     eval_every: int = 5_000  # env steps between greedy evaluations
     eval_episodes: int = 50
     log_every: int = 1_000  # env steps between metric rows
-    snapshot_every: int = 10_000  # env steps between snapshots
+    snapshot_every: int = 10_000  # env steps (serial) or server updates (distributed) between snapshots
     seed: int = 0
 
     def path(self, name: str) -> Path:
@@ -69,7 +74,8 @@ def _check(cfg: Config, source: str) -> Config:
         return ConfigError(f"{source}: {name}: {why} (got {getattr(cfg, name)!r})")
 
     positive = ("board_size", "starve_steps", "replay_capacity", "eps_decay_steps", "target_update",
-                "train_every", "eval_every", "eval_episodes", "log_every", "snapshot_every")
+                "train_every", "eval_every", "eval_episodes", "log_every", "snapshot_every", "workers",
+                "fetch_every", "push_every", "server_timeout")
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise bad(name, "must be > 0")

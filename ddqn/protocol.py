@@ -48,6 +48,7 @@ TYPE_NAMES = {HELLO: "HELLO", FETCH: "FETCH", PUSH: "PUSH", STATS: "STATS", BYE:
               WELCOME: "WELCOME", PARAMS: "PARAMS", ACK: "ACK"}
 # flags
 F_THETA, F_TARGET, F_STOP = 1, 2, 4
+NO_VERSION = 2**64 - 1  # FETCH from a worker that holds no parameters yet
 
 
 class ProtocolError(ValueError):
@@ -120,9 +121,10 @@ def decode_json(payload: bytes) -> dict[str, Any]:
     return obj
 
 
-def seal_handshake(secret: bytes, header: Header, payload: bytes) -> list[bytes]:
+def seal_handshake(secret: bytes, kind: int, worker: int, attempt: int, payload: bytes, a: int = 0,
+                   b: int = 0) -> list[bytes]:
     """HELLO/WELCOME frames, tagged with HMAC-SHA256 under the run secret."""
-    h = header.pack()
+    h = Header(kind, 0, worker, attempt, 0, a, b, len(payload)).pack()
     return [h, payload, _hmac_tag(secret, h, payload)]
 
 

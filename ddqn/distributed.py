@@ -1,0 +1,223 @@
+"""The Spark driver side of distributed deep Q-learning (the slides' "Implementation" and "Software").
+
+The driver parses config and prototxt, starts the parameter server in its own process, broadcasts the
+architecture (prototxt text), solver-free config, server address and per-run secret, and schedules W
+partitions with one long-running worker task each. Spark's part is the paper's "lightweight use":
+shipping code, scheduling and retrying tasks (a retried task regenerates its replay memory and rejoins).
+The driver stops its tasks when the budget is spent, on Ctrl-C, or on an error, and frees its port.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import protocol
+from .config import Config, save_config
+from .errors import DDQNError
+from .metrics import MetricsLogger
+from .netspec import load_netspec
+from .qnet import QNetwork
+from .rollouts import evaluate_greedy
+from .server import ParameterServer
+from .snake import random_policy_score
+from .snapshot import load_caffemodel, load_solverstate
+from .solvers import load_solver_spec, make_solver
+from .worker import JobSpec, run_partition
+
+log = logging.getLogger("ddqn.driver")
+STATE_FILE = "server_state.json"
+DEFAULT_MASTER = "local[*,4]"  # local mode that retries a failed task up to 4 times
+
+
+def spark_context(app: str, workers: int):
+    """The SparkContext (master from spark-submit, else ``local[*,4]``), checked to run ``workers`` tasks at once."""
+    from pyspark import SparkConf, SparkContext  # noqa: PLC0415 - Spark starts a JVM
+
+    conf = SparkConf().setAppName(app)
+    if not conf.contains("spark.master"):
+        conf.setMaster(DEFAULT_MASTER)
+    if conf.get("spark.master").startswith("local"):  # everything on this machine: loopback only
+        conf.setIfMissing("spark.driver.host", "127.0.0.1")
+        conf.setIfMissing("spark.driver.bindAddress", "127.0.0.1")
+    conf.setIfMissing("spark.pyspark.python", sys.executable)
+    conf.setIfMissing("spark.log.level", "WARN")
+    sc = SparkContext.getOrCreate(conf)
+    sc.setLogLevel("WARN")
+    return sc
+
+
+def driver_host(sc) -> str:
+    """The driver's own address (what executors can reach): spark.driver.host, resolved to an IP."""
+    host = sc.getConf().get("spark.driver.bindAddress", None) or sc.getConf().get("spark.driver.host", "127.0.0.1")
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        return "127.0.0.1"
+
+
+class Driver:
+    """One distributed run: server + Spark job + progress + final evaluation.
+
+    Args:
+        cfg: validated config (``cfg.workers`` worker tasks).
+        out_dir: snapshots, metrics (train.csv, eval.csv, workers.json, TensorBoard) and the GIF.
+        sync: synchronous rounds (the baseline) instead of asynchronous downpour SGD.
+        resume: continue θ, θ⁻ and solver state from ``out_dir``'s last snapshot.
+    """
+
+    def __init__(self, cfg: Config, out_dir: str | Path, sync: bool = False, resume: bool = False,
+                 progress: bool = True) -> None:
+        self.cfg, self.out, self.sync, self.progress = cfg, Path(out_dir), sync, progress
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.spec = load_netspec(cfg.path("net"))
+        self.solver = make_solver(load_solver_spec(cfg.path("solver")), self.spec.params)
+        self.q = QNetwork(self.spec, seed=cfg.seed)
+        theta = self.q.get_params()
+        target = theta.copy()
+        if resume:
+            theta, target = self._restore()
+        self.theta, self.target = theta, target
+        self.env_steps = 0
+
+    def _restore(self) -> tuple[np.ndarray, np.ndarray]:
+        path = self.out / STATE_FILE
+        try:
+            saved = json.loads(path.read_text())
+            state, target = self.out / saved["solverstate"], self.out / saved["target"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise DDQNError(f"{path}: cannot resume: no readable snapshot state ({exc})") from exc
+        theta = load_solverstate(state, self.solver, self.spec)
+        print(f"resumed from {state} (server update {self.solver.iter})", flush=True)
+        return theta, load_caffemodel(target, self.spec)
+
+    def _snapshot(self, server: ParameterServer) -> Path:
+        model, state, target = server.snapshot()
+        record = {k: str(p.relative_to(self.out)) for k, p in
+                  (("model", model), ("solverstate", state), ("target", target))}
+        (self.out / STATE_FILE).write_text(json.dumps({**record, "updates": server.version}, indent=2))
+        return model
+
+    def run(self, minutes: float | None = None, steps: int | None = None) -> dict:
+        """Train until ``minutes`` of wall clock or ``steps`` env steps over all workers; return a summary."""
+        cfg = self.cfg
+        save_config(cfg, self.out / "config.yaml")
+        sc = spark_context("ddqn", cfg.workers)
+        if sc.defaultParallelism < cfg.workers:
+            raise DDQNError(f"workers: {cfg.workers} worker tasks need {cfg.workers} task slots at once; "
+                            f"the Spark master {sc.master} offers {sc.defaultParallelism}")
+        secret = protocol.new_secret()
+        server = ParameterServer(self.spec, self.solver, self.theta, self.target, secret, host=driver_host(sc),
+                                 target_update=cfg.target_update, sync=self.sync, snapshot_every=cfg.snapshot_every,
+                                 snapshot_prefix=self.out / "snapshots" / "server",
+                                 session_timeout=max(10.0, 2 * cfg.server_timeout)).start()
+        job = JobSpec(self.spec.text, self.spec.source, cfg.to_dict(), server.address, secret.hex())
+        job_b = sc.broadcast(job.to_json())
+        results: list = []
+        failure: list[BaseException] = []
+
+        def spark_job() -> None:
+            from pyspark import TaskContext  # noqa: PLC0415
+
+            def task(index: int, _rows):
+                yield run_partition(job_b.value, index, TaskContext.get().attemptNumber())
+
+            try:
+                sc.setJobGroup("ddqn-workers", "ddqn workers", interruptOnCancel=True)
+                results.extend(sc.parallelize(range(cfg.workers), cfg.workers)
+                               .mapPartitionsWithIndex(task).collect())
+            except BaseException as exc:  # noqa: BLE001 - reported by the driver thread
+                failure.append(exc)
+
+        thread = threading.Thread(target=spark_job, name="ddqn-spark-job", daemon=True)
+        start = time.monotonic()
+        random_score = random_policy_score(cfg.board_size, cfg.eval_episodes, cfg.seed, frame_size=self.spec.state_shape[1],
+                                           max_steps_without_apple=cfg.starve_steps)
+        log_ = MetricsLogger(self.out)
+        try:
+            thread.start()
+            self._watch(server, thread, log_, start, minutes, steps)
+            server.request_stop()
+            thread.join(timeout=cfg.server_timeout + 60)
+        except KeyboardInterrupt:
+            print("\ninterrupted: stopping workers", flush=True)
+            server.request_stop()
+            thread.join(timeout=15)
+            sc.cancelJobGroup("ddqn-workers")
+            model = self._snapshot(server)
+            print(f"snapshot written to {model}", flush=True)
+            raise
+        finally:
+            if thread.is_alive():
+                sc.cancelJobGroup("ddqn-workers")
+                thread.join(timeout=30)
+            server.close()
+            log_.close()
+            self._write_workers(server, results)
+        if failure:
+            self._snapshot(server)
+            raise DDQNError(f"the Spark job failed: {str(failure[0]).splitlines()[0][:300]}")
+        return self._finish(server, results, random_score, time.monotonic() - start)
+
+    def _watch(self, server: ParameterServer, thread: threading.Thread, log_: MetricsLogger, start: float,
+               minutes: float | None, steps: int | None) -> None:
+        """Print one progress line and log metrics until the budget is spent or the job ends."""
+        deadline = start + 60 * minutes if minutes else float("inf")
+        last_log, last_updates, last_steps, last_t = start, server.version, 0, start
+        while thread.is_alive():
+            time.sleep(0.5)
+            now = time.monotonic()
+            env_steps = sum(w.env_steps for w in server.workers.values())
+            if now - last_log >= 5 or now >= deadline or (steps and env_steps >= steps):
+                dt = now - last_t
+                stal = np.array(server.staleness) if server.staleness else np.zeros(1)
+                row = {"server/updates": server.version, "server/updates_per_s": (server.version - last_updates) / dt,
+                       "rollout/env_steps_per_s": (env_steps - last_steps) / dt,
+                       "rollout/ep_score_mean": float(np.mean(server.scores)) if server.scores else 0.0,
+                       "server/staleness_p50": float(np.percentile(stal, 50)),
+                       "server/staleness_p95": float(np.percentile(stal, 95)),
+                       "server/live_workers": server.live_workers(), "server/dropped": sum(server.dropped.values())}
+                log_.log("train", env_steps, row, now - start)
+                if self.progress:
+                    print(f"[{(now - start) / 60:5.1f} min] updates {server.version} "
+                          f"({row['server/updates_per_s']:.0f}/s) env steps {env_steps} "
+                          f"({row['rollout/env_steps_per_s']:.0f}/s) score {row['rollout/ep_score_mean']:.2f} "
+                          f"staleness p50/p95 {row['server/staleness_p50']:.0f}/{row['server/staleness_p95']:.0f} "
+                          f"workers {row['server/live_workers']}", flush=True)
+                last_log, last_updates, last_steps, last_t = now, server.version, env_steps, now
+            if now >= deadline or (steps and env_steps >= steps):
+                return
+
+    def _write_workers(self, server: ParameterServer, results: list) -> None:
+        record = {"workers": {p: vars(w) for p, w in server.workers.items()}, "dropped": dict(server.dropped),
+                  "updates": server.version, "results": results}
+        (self.out / "workers.json").write_text(json.dumps(record, indent=2, default=float))
+
+    def _finish(self, server: ParameterServer, results: list, random_score: float, wall_s: float) -> dict:
+        model = self._snapshot(server)
+        self.q.set_params(server.theta)
+        scores = evaluate_greedy(self.q, self.cfg, self.cfg.eval_episodes, seed=10_000 + self.cfg.seed)
+        env_steps = sum(w.env_steps for w in server.workers.values())
+        with MetricsLogger(self.out) as log_:
+            log_.log("eval", env_steps, {"eval/greedy_score_mean": float(scores.mean()),
+                                         "eval/greedy_score_median": float(np.median(scores)),
+                                         "eval/greedy_score_max": float(scores.max()),
+                                         "eval/random_score_mean": random_score, "eval/updates": server.version}, wall_s)
+        stal = np.array(server.staleness) if server.staleness else np.zeros(1)
+        summary = {"model": str(model), "updates": server.version, "env_steps": env_steps,
+                   "minutes": wall_s / 60, "updates_per_s": server.version / wall_s,
+                   "staleness_p50": float(np.percentile(stal, 50)), "staleness_p95": float(np.percentile(stal, 95)),
+                   "workers": {p: {"pushes": w.pushes, "attempt": w.attempt, "rejoins": w.rejoins,
+                                   "env_steps": w.env_steps, "compute_s": w.compute_s, "comm_s": w.comm_s}
+                               for p, w in server.workers.items()},
+                   "dropped": dict(server.dropped), "greedy_score_mean": float(scores.mean()),
+                   "greedy_score_median": float(np.median(scores)), "greedy_score_max": int(scores.max()),
+                   "random_score_mean": random_score, "sync": self.sync}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary

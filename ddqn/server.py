@@ -1,0 +1,317 @@
+"""The parameter server: owns θ, the target parameters θ⁻ and the Caffe-exact solver state.
+
+DistBelief-style downpour SGD: workers FETCH θ (and θ⁻ when its version changed) and PUSH gradients;
+each gradient is applied as it arrives (asynchronous), tagged with its staleness (server version − the
+version the worker computed on). θ⁻ ← θ every ``target_update`` server updates. In synchronous mode
+(``sync=True``) a round waits for one gradient from every live worker, all computed on the same θ,
+applies their average, and only then answers the workers' next FETCH.
+
+The server runs in a thread of the Spark driver with one ZeroMQ ROUTER socket bound to the driver's
+address. Every message is authenticated (``ddqn.protocol``); a malformed, truncated, oversized,
+wrongly-sized, non-finite or unauthenticated message is dropped and counted, never applied.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from . import protocol as P
+from .netspec import NetSpec
+from .snapshot import save_caffemodel, save_snapshot
+from .solvers import FlatSolver
+
+log = logging.getLogger("ddqn.server")
+
+
+@dataclass
+class WorkerInfo:
+    """What the server knows of one worker (partition), across its attempts."""
+
+    partition: int
+    attempt: int = 0
+    pid: int = 0
+    host: str = ""
+    pushes: int = 0
+    env_steps: int = 0
+    episodes: int = 0
+    compute_s: float = 0.0
+    comm_s: float = 0.0
+    last_seen: float = field(default_factory=time.monotonic)
+    rejoins: int = 0
+
+
+@dataclass
+class _Session:
+    crypto: P.Session
+    partition: int
+    attempt: int
+    last_seen: float
+    pushed_round: int = -1  # sync mode: the version this session last pushed for
+
+
+class ParameterServer:
+    """Serves θ and applies gradients; see the module docstring.
+
+    Args:
+        spec: the net's flat layout (sizes are checked against it).
+        solver: the Caffe-exact solver (its history is the server's state).
+        theta, target: θ and θ⁻ (flat float32, owned by the server from now on).
+        secret: the per-run secret (``protocol.new_secret``).
+        host: the address to bind (the driver's own; 127.0.0.1 for local runs).
+        target_update: C, in server updates.
+        sync: synchronous rounds instead of asynchronous updates.
+        snapshot_every: updates between snapshots (0: none) written under ``snapshot_prefix``.
+        session_timeout: seconds of silence after which a worker's session is dropped.
+    """
+
+    def __init__(self, spec: NetSpec, solver: FlatSolver, theta: np.ndarray, target: np.ndarray, secret: bytes, *,
+                 host: str = "127.0.0.1", port: int = 0, target_update: int = 1000, sync: bool = False,
+                 snapshot_every: int = 0, snapshot_prefix: Path | None = None, session_timeout: float = 120.0) -> None:
+        self.spec, self.solver, self.secret = spec, solver, secret
+        self.theta, self.target = theta, target
+        self.nbytes = spec.num_params * 4
+        self.target_update, self.sync = target_update, sync
+        self.snapshot_every, self.snapshot_prefix = snapshot_every, snapshot_prefix
+        self.session_timeout = session_timeout
+        self.version = solver.iter  # server updates applied (continues across --resume)
+        self.target_version = 0  # bumped each time θ⁻ ← θ
+        self.workers: dict[int, WorkerInfo] = {}
+        self.dropped: Counter[str] = Counter()
+        self.staleness: deque[int] = deque(maxlen=2000)
+        self.scores: deque[float] = deque(maxlen=200)
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()  # guards θ/θ⁻/solver against snapshots from the driver thread
+        self._sessions: dict[bytes, _Session] = {}
+        self._published: tuple[int, np.ndarray] | None = None
+        self._published_target: tuple[int, np.ndarray] | None = None
+        self._grad = np.empty(spec.num_params, np.float32)
+        self._round_sum = np.zeros(spec.num_params, np.float32)
+        self._round_count = 0
+        self._waiting: list[tuple[bytes, _Session, P.Header]] = []  # sync: FETCHes held until the round ends
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, self.nbytes + 4096)  # larger frames never reach us
+        self.port = self._sock.bind_to_random_port(f"tcp://{host}") if port == 0 else port
+        if port:
+            self._sock.bind(f"tcp://{host}:{port}")
+        self.address = f"tcp://{host}:{self.port}"
+        self._thread = threading.Thread(target=self._serve, name="ddqn-parameter-server", daemon=True)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> "ParameterServer":
+        """Start serving in a background thread."""
+        self._thread.start()
+        return self
+
+    def request_stop(self) -> None:
+        """Tell every worker to stop in its next reply; keep serving until :meth:`close`."""
+        self.stopping.set()
+
+    def close(self, grace: float = 5.0) -> None:
+        """Stop serving, close the socket and free the port."""
+        self.stopping.set()
+        self._closed = True
+        self._thread.join(timeout=grace + 2)
+        self._sock.close(linger=0)
+        self._ctx.term()
+
+    _closed = False
+
+    def live_workers(self) -> int:
+        """Sessions heard from within the session timeout."""
+        now = time.monotonic()
+        return sum(now - s.last_seen < self.session_timeout for s in self._sessions.values())
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        while not self._closed:
+            if not poller.poll(100):
+                self._expire_sessions()
+                continue
+            try:
+                frames = self._sock.recv_multipart(copy=False)
+            except zmq.ZMQError:
+                self.dropped["receive error"] += 1
+                continue
+            ident, body = frames[0].bytes, frames[1:]
+            try:
+                self._handle(ident, body)
+            except P.ProtocolError as exc:
+                self.dropped[str(exc).split(" (")[0][:60]] += 1
+            except Exception:  # a bug must not take the server (and every worker) down
+                log.exception("error while handling a message")
+                self.dropped["server error"] += 1
+
+    def _handle(self, ident: bytes, body: list) -> None:
+        session = self._sessions.get(ident)
+        if session is None:
+            self._hello(ident, [f.bytes for f in body])
+            return
+        header, payload = session.crypto.open(body)
+        if header.worker != session.partition or header.attempt != session.attempt:
+            raise P.ProtocolError("message names another worker than its session")
+        session.last_seen = time.monotonic()
+        info = self.workers[session.partition]
+        info.last_seen = session.last_seen
+        if header.type == P.FETCH:
+            self._fetch(ident, session, header)
+        elif header.type == P.PUSH:
+            self._push(ident, session, header, payload, info)
+        elif header.type == P.STATS:
+            self._stats(ident, session, payload, info)
+        elif header.type == P.BYE:
+            self._sessions.pop(ident, None)
+        else:
+            raise P.ProtocolError(f"unexpected {P.TYPE_NAMES[header.type]} from a worker")
+
+    def _send(self, ident: bytes, frames: list) -> None:
+        self._sock.send_multipart([ident, *frames], copy=False)
+
+    def _hello(self, ident: bytes, frames: list[bytes]) -> None:
+        header, payload = P.open_handshake(self.secret, frames, P.HELLO)
+        if len(payload) < P.NONCE_BYTES:
+            raise P.ProtocolError("HELLO without a nonce")
+        client_nonce, meta = payload[:P.NONCE_BYTES], P.decode_json(payload[P.NONCE_BYTES:])
+        if meta.get("num_params") != self.spec.num_params:
+            raise P.ProtocolError("HELLO for another model size")
+        server_nonce = os.urandom(P.NONCE_BYTES)
+        key = P.session_key(self.secret, client_nonce, server_nonce)
+        now = time.monotonic()
+        self._sessions[ident] = _Session(P.Session(key, outbound=1), header.worker, header.attempt, now)
+        info = self.workers.get(header.worker)
+        if info is None:
+            info = self.workers[header.worker] = WorkerInfo(header.worker)
+            log.info("worker %d joined (attempt %d, pid %s on %s)", header.worker, header.attempt,
+                     meta.get("pid"), meta.get("host"))
+        elif header.attempt != info.attempt or meta.get("pid") != info.pid:
+            info.rejoins += 1
+            log.warning("worker %d rejoined (attempt %d, pid %s on %s): its replay memory is regenerated",
+                        header.worker, header.attempt, meta.get("pid"), meta.get("host"))
+        info.attempt, info.pid, info.host = header.attempt, int(meta.get("pid", 0)), str(meta.get("host", ""))
+        reply = server_nonce + P.encode_json({"num_params": self.spec.num_params})
+        self._send(ident, P.seal_handshake(self.secret, P.WELCOME, header.worker, header.attempt, reply,
+                                           self.version, self.target_version))
+
+    def _fetch(self, ident: bytes, session: _Session, header: P.Header) -> None:
+        if self.sync and not self.stopping.is_set() and session.pushed_round == self.version:
+            self._waiting.append((ident, session, header))  # answered when this round's average is applied
+            return
+        self._send_params(ident, session, header)
+
+    def _send_params(self, ident: bytes, session: _Session, header: P.Header) -> None:
+        flags, parts = (P.F_STOP if self.stopping.is_set() else 0), []
+        if header.a != self.version:
+            flags |= P.F_THETA
+            parts.append(self._publish())
+        if header.b != self.target_version:
+            flags |= P.F_TARGET
+            parts.append(self._publish_target())
+        payload = parts[0] if len(parts) == 1 else (np.concatenate(parts) if parts else b"")
+        self._send(ident, session.crypto.seal(P.PARAMS, session.partition, session.attempt, self.version,
+                                              self.target_version, payload, flags))
+
+    def _publish(self) -> np.ndarray:
+        """An immutable copy of θ for the current version (copied once per version, sent without copies)."""
+        if self._published is None or self._published[0] != self.version:
+            self._published = (self.version, self.theta.copy())
+        return self._published[1]
+
+    def _publish_target(self) -> np.ndarray:
+        if self._published_target is None or self._published_target[0] != self.target_version:
+            self._published_target = (self.target_version, self.target.copy())
+        return self._published_target[1]
+
+    def _push(self, ident: bytes, session: _Session, header: P.Header, payload: memoryview, info: WorkerInfo) -> None:
+        if header.nbytes != self.nbytes:
+            raise P.ProtocolError("gradient of the wrong size")
+        np.copyto(self._grad, np.frombuffer(payload, np.float32))
+        if not np.isfinite(self._grad).all():
+            raise P.ProtocolError("gradient is not finite")
+        staleness = self.version - header.a
+        if staleness < 0:
+            raise P.ProtocolError("gradient computed on a future version")
+        info.pushes += 1
+        self.staleness.append(staleness)
+        if header.b > 1:
+            self._grad /= np.float32(header.b)  # a sum over push_every minibatches → their mean
+        if self.sync:
+            self._sync_push(session, header)
+        else:
+            self._apply(self._grad)
+        self._send(ident, session.crypto.seal(P.ACK, session.partition, session.attempt, self.version, staleness,
+                                              flags=P.F_STOP if self.stopping.is_set() else 0))
+
+    def _sync_push(self, session: _Session, header: P.Header) -> None:
+        if header.a != self.version or session.pushed_round == self.version:
+            self.dropped["sync gradient for another round"] += 1
+            return
+        session.pushed_round = self.version
+        self._round_sum += self._grad
+        self._round_count += 1
+        if self._round_count >= self.live_workers():
+            self._finish_round()
+
+    def _finish_round(self) -> None:
+        if self._round_count:
+            np.multiply(self._round_sum, np.float32(1 / self._round_count), out=self._grad)
+            self._apply(self._grad)
+        self._round_sum[:] = 0
+        self._round_count = 0
+        waiting, self._waiting = self._waiting, []
+        for ident, session, header in waiting:
+            if ident in self._sessions:
+                self._send_params(ident, session, header)
+
+    def _apply(self, grad: np.ndarray) -> None:
+        with self.lock:
+            self.solver.apply(self.theta, grad)
+            self.version += 1
+            if self.version % self.target_update == 0:
+                self.target[...] = self.theta
+                self.target_version += 1
+        if self.snapshot_every and self.snapshot_prefix and self.version % self.snapshot_every == 0:
+            self.snapshot()
+
+    def _stats(self, ident: bytes, session: _Session, payload: memoryview, info: WorkerInfo) -> None:
+        stats = P.decode_json(bytes(payload))
+        scores = stats.get("scores", [])
+        if not isinstance(scores, list) or not all(isinstance(s, (int, float)) for s in scores):
+            raise P.ProtocolError("STATS scores must be a list of numbers")
+        self.scores.extend(scores)
+        info.episodes += len(scores)
+        for key in ("env_steps", "compute_s", "comm_s"):
+            value = stats.get(key, 0)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise P.ProtocolError(f"STATS {key} must be a number >= 0")
+            setattr(info, key, getattr(info, key) + value)
+        self._send(ident, session.crypto.seal(P.ACK, session.partition, session.attempt, self.version, 0,
+                                              flags=P.F_STOP if self.stopping.is_set() else 0))
+
+    def _expire_sessions(self) -> None:
+        now = time.monotonic()
+        for ident, s in list(self._sessions.items()):
+            if now - s.last_seen > self.session_timeout:
+                del self._sessions[ident]
+        if self.sync and self._round_count and self._round_count >= self.live_workers():
+            self._finish_round()
+
+    # -- snapshots ------------------------------------------------------------------------------
+    def snapshot(self) -> tuple[Path, Path, Path]:
+        """Write θ (.caffemodel), the solver state and θ⁻ under ``snapshot_prefix``."""
+        assert self.snapshot_prefix is not None
+        with self.lock:
+            theta, target = self.theta.copy(), self.target.copy()
+            model, state = save_snapshot(self.snapshot_prefix, self.spec, theta, self.solver)
+        tgt = save_caffemodel(model.with_suffix(".target.caffemodel"), self.spec, target)
+        return model, state, tgt

@@ -1,0 +1,69 @@
+"""spark-submit entry point: distributed deep Q-learning, the Spark driver as parameter server.
+
+    spark-submit spark_jobs/train.py [--config F] [--workers W] [--minutes M | --steps S] [--out DIR]
+                                     [--sync] [--resume] [--set KEY=VALUE ...]
+
+Without ``--master`` it runs on the embedded default ``local[*,4]`` (local mode that retries a failed task).
+User errors print one line ``train.py: error: …`` and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="train.py", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", help="YAML config file or a named config (paper, small, ...)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    ap.add_argument("--workers", type=int, help="worker tasks (overrides the config's 'workers')")
+    budget = ap.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, help="wall-clock budget")
+    budget.add_argument("--steps", type=int, help="env steps over all workers")
+    ap.add_argument("--out", default="runs/distributed", help="output directory (default runs/distributed)")
+    ap.add_argument("--sync", action="store_true", help="synchronous rounds (the baseline) instead of async")
+    ap.add_argument("--resume", action="store_true", help="continue from the last snapshot in --out")
+    ap.add_argument("--gif", default=None, help="GIF of a greedy episode at the end (default OUT/agent.gif)")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    from ddqn.config import load_config  # noqa: PLC0415 - after argparse, so --help is fast
+    from ddqn.distributed import Driver  # noqa: PLC0415
+    from ddqn.errors import DDQNError  # noqa: PLC0415
+    from ddqn.play import greedy_episode, write_gif  # noqa: PLC0415
+
+    try:
+        overrides = list(args.set) + ([f"workers={args.workers}"] if args.workers is not None else [])
+        cfg = load_config(args.config or ("paper" if not args.resume else str(Path(args.out) / "config.yaml")),
+                          overrides)
+        if args.minutes is None and args.steps is None:
+            args.minutes = 10.0
+        driver = Driver(cfg, args.out, sync=args.sync, resume=args.resume, progress=not args.quiet)
+        summary = driver.run(minutes=args.minutes, steps=args.steps)
+        shots, score = greedy_episode(driver.q, cfg, seed=cfg.seed)
+        gif = write_gif(shots, args.gif or Path(args.out) / "agent.gif")
+    except DDQNError as exc:
+        print(f"train.py: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("train.py: interrupted", file=sys.stderr)
+        return 130
+    workers = ", ".join(f"{p}: {w['pushes']} pushes" + (f" ({w['rejoins']} rejoin)" if w["rejoins"] else "")
+                        for p, w in sorted(summary["workers"].items()))
+    print(f"greedy score mean {summary['greedy_score_mean']:.2f} (median {summary['greedy_score_median']:.1f}, "
+          f"max {summary['greedy_score_max']}) vs random {summary['random_score_mean']:.2f}")
+    print(f"{summary['updates']} server updates in {summary['minutes']:.1f} min ({summary['updates_per_s']:.1f}/s), "
+          f"staleness p50/p95 {summary['staleness_p50']:.0f}/{summary['staleness_p95']:.0f}; workers {workers}")
+    print(f"snapshot: {summary['model']}\nmetrics:  {args.out}/train.csv, {args.out}/eval.csv, {args.out}/tb\n"
+          f"gif:      {gif} (score {score})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
