@@ -13,6 +13,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -79,8 +80,8 @@ class Worker:
             print(f"worker {self.partition}: {exc}; exiting", flush=True)
         finally:
             self.client.close()
-        return {"partition": self.partition, "attempt": self.attempt, "pid": os.getpid(), **self.counts,
-                "compute_s": self.compute_s, "comm_s": self.comm_s}
+        return {"partition": self.partition, "attempt": self.attempt, "pid": os.getpid(),
+                "executor_pid": executor_pid(), **self.counts, "compute_s": self.compute_s, "comm_s": self.comm_s}
 
     def _loop(self) -> None:
         cfg, spec = self.cfg, self.spec
@@ -150,6 +151,19 @@ class Worker:
         delta = {k: now[k] - reported[k] for k in now}
         reported.update(now)
         return self.client.stats(scores, **delta)
+
+
+def executor_pid() -> int:
+    """Process id of the Spark executor JVM this Python worker serves (its nearest ``java`` ancestor), or 0."""
+    pid = os.getppid()
+    while pid > 1:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "java":
+                return pid
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return 0
+    return 0
 
 
 def run_partition(job_json: str, partition: int, attempt: int) -> dict:
