@@ -50,6 +50,7 @@ class Config:
     fetch_every: int = 1  # worker env steps between FETCHes of θ
     push_every: int = 1  # gradients summed before a PUSH
     server_timeout: float = 60.0  # seconds a worker waits for the server before exiting
+    server_port: int = 0  # parameter-server TCP port on the driver (0: any free port)
     # evaluation, logging, snapshots
     eval_every: int = 5_000  # env steps between greedy evaluations
     eval_episodes: int = 50
@@ -88,6 +89,8 @@ def _check(cfg: Config, source: str) -> Config:
             raise bad(name, "must be in [0, 1]")
     if not 0.0 <= cfg.gamma < 1.0:
         raise bad("gamma", "must be in [0, 1)")
+    if not 0 <= cfg.server_port <= 65535:
+        raise bad("server_port", "must be a TCP port (0 = any free port)")
     if cfg.error_clip < 0:
         raise bad("error_clip", "must be >= 0")
     if cfg.replay_backend not in ("ram", "lmdb"):

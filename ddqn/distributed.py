@@ -54,8 +54,11 @@ def spark_context(app: str, workers: int):
 
 
 def driver_host(sc) -> str:
-    """The driver's own address (what executors can reach): spark.driver.host, resolved to an IP."""
-    host = sc.getConf().get("spark.driver.bindAddress", None) or sc.getConf().get("spark.driver.host", "127.0.0.1")
+    """The driver's own address, the one executors reach it by: spark.driver.host, resolved to an IP.
+
+    The parameter server binds to this address only (127.0.0.1 in local mode).
+    """
+    host = sc.getConf().get("spark.driver.host", "127.0.0.1")
     try:
         return socket.gethostbyname(host)
     except OSError:
@@ -114,6 +117,7 @@ class Driver:
                             f"the Spark master {sc.master} offers {sc.defaultParallelism}")
         secret = protocol.new_secret()
         server = ParameterServer(self.spec, self.solver, self.theta, self.target, secret, host=driver_host(sc),
+                                 port=cfg.server_port,
                                  target_update=cfg.target_update, sync=self.sync, snapshot_every=cfg.snapshot_every,
                                  snapshot_prefix=self.out / "snapshots" / "server",
                                  session_timeout=max(10.0, 2 * cfg.server_timeout)).start()

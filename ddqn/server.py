@@ -100,9 +100,11 @@ class ParameterServer:
         self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.MAXMSGSIZE, self.nbytes + 4096)  # larger frames never reach us
-        self.port = self._sock.bind_to_random_port(f"tcp://{host}") if port == 0 else port
         if port:
             self._sock.bind(f"tcp://{host}:{port}")
+            self.port = port
+        else:
+            self.port = self._sock.bind_to_random_port(f"tcp://{host}")
         self.address = f"tcp://{host}:{self.port}"
         self._thread = threading.Thread(target=self._serve, name="ddqn-parameter-server", daemon=True)
 
