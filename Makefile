@@ -1,9 +1,13 @@
-# ddqn — one install recipe, shared by `make test`, CI (.ci/run) and docker/Dockerfile.
+# ddqn — one install recipe (`make install`), shared by `make test`, CI (.ci/run) and docker/Dockerfile.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# spark-submit runs the driver and executors with the project's interpreter
+SPARK_ENV := PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY))
+MINUTES ?= 30
+WORKERS ?= 2
 
 # Debian 12 packages real Caffe needs to build (CPU), and Java for Spark.
 DEB_PACKAGES := build-essential cmake libboost-system-dev libboost-thread-dev libboost-filesystem-dev \
@@ -11,7 +15,9 @@ DEB_PACKAGES := build-essential cmake libboost-system-dev libboost-thread-dev li
   libgflags-dev libhdf5-dev liblmdb-dev libleveldb-dev libsnappy-dev libopenblas-dev libgtest-dev \
   openjdk-17-jre-headless
 
-.PHONY: install deb-deps venv caffe test bench-caffe clean
+.PHONY: install deb-deps caffe test train train-serial train-cluster bench-caffe bench-env bench-replay \
+  bench-serial cluster-up cluster-train cluster-results cluster-down clean
+
 install: deb-deps $(VENV)/.deps-ok caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
 
 deb-deps:  ## install missing Debian packages (no-op when all are present)
@@ -38,8 +44,44 @@ caffe: $(VENV)/.deps-ok  ## build (or reuse the cached) real pycaffe and link it
 test: install  ## the README's test command
 	$(PY) -m pytest -q tests
 
+train: install  ## the main job: distributed DQN on Spark (local[*,4]), paper settings, $(MINUTES) min
+	$(SPARK_ENV) $(VENV)/bin/spark-submit spark_jobs/train.py --config paper --workers 2 --minutes $(MINUTES) --out runs/train
+
+train-serial: install  ## the slides' serial algorithm, paper settings, $(MINUTES) min
+	$(VENV)/bin/ddqn train --mode serial --config paper --minutes $(MINUTES) --out runs/serial
+
+train-cluster: install  ## the same job on a Spark standalone cluster (master + 2 workers) on 127.0.0.1
+	$(SPARK_ENV) $(PY) -m ddqn.cluster --workers 2 -- spark_jobs/train.py --config paper --workers 2 \
+	  --minutes $(MINUTES) --out runs/train-cluster
+
 bench-caffe: install  ## forward+backward ms (batch 32, one thread) for the three model sizes
 	$(PY) -m ddqn.bench.caffe_speed
+
+bench-env: install  ## Snake env steps/s (single game, K=1 and K=256 batches)
+	$(PY) -m ddqn.bench.env_speed
+
+bench-replay: install  ## replay memory sampling throughput (RAM and LMDB)
+	$(PY) -m ddqn.bench.replay_speed
+
+bench-serial: install  ## serial DQN on the paper's setting: greedy score vs minutes and env steps
+	$(PY) -m ddqn.bench.serial_curve --minutes $(MINUTES)
+
+# The Spark cluster in Docker (docker/docker-compose.yml): needs Docker Engine with the Compose v2 plugin.
+COMPOSE := docker compose -f docker/docker-compose.yml
+
+cluster-up:  ## build the image (`make install` inside) and start the Spark master + $(WORKERS) workers
+	WORKERS=$(WORKERS) $(COMPOSE) up -d --build --wait --scale spark-worker=$(WORKERS) spark-master spark-worker
+
+cluster-train: cluster-up  ## `make train`'s job on the compose cluster; outputs in the volume ddqn_ddqn-data
+	WORKERS=$(WORKERS) MINUTES=$(MINUTES) $(COMPOSE) run --rm --use-aliases --service-ports submit
+
+cluster-results:  ## copy the cluster's run from the volume to runs/cluster-train
+	mkdir -p runs
+	$(COMPOSE) run --rm --no-deps -v "$(CURDIR)/runs:/export" submit sh -c \
+	  'rm -rf /export/cluster-train && cp -a /data/runs/train /export/cluster-train && chown -R $(shell id -u):$(shell id -g) /export/cluster-train'
+
+cluster-down:  ## stop and remove the cluster's containers and network (the data volume is kept)
+	$(COMPOSE) down --remove-orphans
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -115,6 +115,8 @@ class LocalCluster:
         return [str(spark_home() / "bin" / "spark-submit"), "--master", self.master_url,
                 "--conf", f"spark.driver.host={self.host}", "--conf", f"spark.driver.bindAddress={self.host}",
                 "--conf", "spark.executor.cores=1", "--conf", f"spark.cores.max={self.workers}",
+                "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",
+                "--conf", "spark.scheduler.maxRegisteredResourcesWaitingTime=120s",
                 "--conf", "spark.log.level=WARN", *job]
 
     def __enter__(self) -> "LocalCluster":

@@ -40,6 +40,7 @@ def spark_context(app: str, workers: int):
     """The SparkContext (master from spark-submit, else ``local[*,4]``), checked to run ``workers`` tasks at once."""
     from pyspark import SparkConf, SparkContext  # noqa: PLC0415 - Spark starts a JVM
 
+    SparkContext._ensure_initialized()  # attach to spark-submit's JVM so SparkConf sees its --master and --conf
     conf = SparkConf().setAppName(app)
     if not conf.contains("spark.master"):
         conf.setMaster(DEFAULT_MASTER)
@@ -120,7 +121,8 @@ class Driver:
                                  port=cfg.server_port,
                                  target_update=cfg.target_update, sync=self.sync, snapshot_every=cfg.snapshot_every,
                                  snapshot_prefix=self.out / "snapshots" / "server",
-                                 session_timeout=max(10.0, 2 * cfg.server_timeout)).start()
+                                 session_timeout=max(10.0, 2 * cfg.server_timeout),
+                                 expected_workers=cfg.workers).start()
         job = JobSpec(self.spec.text, self.spec.source, cfg.to_dict(), server.address, secret.hex())
         job_b = sc.broadcast(job.to_json())
         results: list = []

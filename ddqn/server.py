@@ -68,17 +68,19 @@ class ParameterServer:
         host: the address to bind (the driver's own; 127.0.0.1 for local runs).
         target_update: C, in server updates.
         sync: synchronous rounds instead of asynchronous updates.
+        expected_workers: workers the job starts (a synchronous round waits for all of them to join).
         snapshot_every: updates between snapshots (0: none) written under ``snapshot_prefix``.
         session_timeout: seconds of silence after which a worker's session is dropped.
     """
 
     def __init__(self, spec: NetSpec, solver: FlatSolver, theta: np.ndarray, target: np.ndarray, secret: bytes, *,
                  host: str = "127.0.0.1", port: int = 0, target_update: int = 1000, sync: bool = False,
-                 snapshot_every: int = 0, snapshot_prefix: Path | None = None, session_timeout: float = 120.0) -> None:
+                 snapshot_every: int = 0, snapshot_prefix: Path | None = None, session_timeout: float = 120.0,
+                 expected_workers: int = 1) -> None:
         self.spec, self.solver, self.secret = spec, solver, secret
         self.theta, self.target = theta, target
         self.nbytes = spec.num_params * 4
-        self.target_update, self.sync = target_update, sync
+        self.target_update, self.sync, self.expected_workers = target_update, sync, expected_workers
         self.snapshot_every, self.snapshot_prefix = snapshot_every, snapshot_prefix
         self.session_timeout = session_timeout
         self.version = solver.iter  # server updates applied (continues across --resume)
@@ -120,9 +122,12 @@ class ParameterServer:
 
     def close(self, grace: float = 5.0) -> None:
         """Stop serving, close the socket and free the port."""
+        if self._closed:
+            return
         self.stopping.set()
         self._closed = True
-        self._thread.join(timeout=grace + 2)
+        if self._thread.is_alive():
+            self._thread.join(timeout=grace + 2)
         self._sock.close(linger=0)
         self._ctx.term()
 
@@ -261,8 +266,12 @@ class ParameterServer:
         session.pushed_round = self.version
         self._round_sum += self._grad
         self._round_count += 1
-        if self._round_count >= self.live_workers():
+        if self._round_count >= self._round_size():
             self._finish_round()
+
+    def _round_size(self) -> int:
+        """Gradients a synchronous round waits for: every expected worker until all joined, then every live one."""
+        return self.expected_workers if len(self.workers) < self.expected_workers else self.live_workers()
 
     def _finish_round(self) -> None:
         if self._round_count:
@@ -305,7 +314,7 @@ class ParameterServer:
         for ident, s in list(self._sessions.items()):
             if now - s.last_seen > self.session_timeout:
                 del self._sessions[ident]
-        if self.sync and self._round_count and self._round_count >= self.live_workers():
+        if self.sync and self._round_count and self._round_count >= self._round_size():
             self._finish_round()
 
     # -- snapshots ------------------------------------------------------------------------------

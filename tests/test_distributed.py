@@ -1,0 +1,133 @@
+"""Distributed deep Q-learning on real Spark: local mode, synchronous mode, a killed worker, a standalone cluster.
+
+Every run is bounded in time; the cluster is stopped by its processes' own ids.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ddqn.cluster import LocalCluster, spark_home
+from ddqn.config import load_config
+from ddqn.netspec import load_netspec
+from ddqn.snapshot import load_caffemodel
+
+ROOT = Path(__file__).resolve().parent.parent
+JOB = str(ROOT / "spark_jobs" / "train.py")
+QUICK = ["--config", "small", "--set", "replay_warmup=500", "--set", "eval_episodes=10", "--quiet"]
+
+
+def submit_command(*args: str, master: str = "local[2,4]") -> list[str]:
+    return [str(spark_home() / "bin" / "spark-submit"), "--master", master, JOB, *QUICK, *args]
+
+
+def run_env() -> dict:
+    return dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+
+
+def final_theta(out: Path) -> np.ndarray:
+    state = json.loads((out / "server_state.json").read_text())
+    return load_caffemodel(out / state["model"], load_netspec(load_config("small").path("net")))
+
+
+def test_async_local_run_then_resume(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = subprocess.run(submit_command("--workers", "2", "--steps", "1200", "--out", str(out)), env=run_env(),
+                         capture_output=True, text=True, timeout=400)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    pushes = {int(p): w["pushes"] for p, w in summary["workers"].items()}
+    assert set(pushes) == {0, 1} and all(v > 50 for v in pushes.values()), pushes
+    assert summary["updates"] == sum(pushes.values())  # every honest gradient was applied
+    assert summary["dropped"] == {} and np.isfinite(final_theta(out)).all()
+    assert (out / "agent.gif").is_file() and (out / "train.csv").is_file() and (out / "eval.csv").is_file()
+    first = summary["updates"]
+
+    res = subprocess.run(submit_command("--workers", "2", "--steps", "300", "--out", str(out), "--resume"),
+                         env=run_env(), capture_output=True, text=True, timeout=400)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resumed from" in res.stdout
+    assert json.loads((out / "server_state.json").read_text())["updates"] > first
+
+
+def test_sync_rounds_average_one_gradient_per_worker(tmp_path: Path) -> None:
+    out = tmp_path / "sync"
+    res = subprocess.run(submit_command("--workers", "2", "--steps", "600", "--out", str(out), "--sync"),
+                         env=run_env(), capture_output=True, text=True, timeout=400)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    pushes = [w["pushes"] for w in summary["workers"].values()]
+    assert summary["sync"] and summary["updates"] > 20
+    # a round is applied once both workers pushed on the same θ: pushes per worker ≈ updates, staleness 0
+    assert all(abs(p - summary["updates"]) <= 1 for p in pushes), (pushes, summary["updates"])
+    assert summary["staleness_p95"] == 0
+
+
+class _Lines:
+    """Collects a process's output lines in a thread (so waits on it are bounded)."""
+
+    def __init__(self, stream) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                m = re.search(pattern, line)
+                if m:
+                    return m
+            time.sleep(0.2)
+        return None
+
+
+def test_killed_worker_is_retried_and_rejoins(tmp_path: Path) -> None:
+    out = tmp_path / "faults"
+    proc = subprocess.Popen(submit_command("--workers", "2", "--minutes", "1.5", "--out", str(out)), env=run_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        err = _Lines(proc.stdout)  # spark-submit passes the Python driver's stderr to its stdout
+        joined = err.wait_for(r"worker 0 joined \(attempt 0, pid (\d+)", timeout=180)
+        assert joined, "".join(err.lines[-30:])
+        assert err.wait_for(r"worker 1 joined", timeout=60)
+        time.sleep(10)  # both are pushing
+        os.kill(int(joined.group(1)), signal.SIGKILL)  # kill -9 one worker's Python process, by its id
+        assert err.wait_for(r"worker 0 rejoined \(attempt 1", timeout=180), "".join(err.lines[-30:])
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, "".join(err.lines[-40:])
+    summary = json.loads((out / "summary.json").read_text())
+    w0 = summary["workers"]["0"]
+    assert w0["attempt"] == 1 and w0["rejoins"] >= 1 and w0["pushes"] > 0
+    assert summary["workers"]["1"]["pushes"] > 0
+    assert np.isfinite(final_theta(out)).all()
+
+
+def test_standalone_cluster_two_executors(tmp_path: Path) -> None:
+    out = tmp_path / "cluster"
+    with LocalCluster(workers=2) as cluster:
+        cmd = cluster.submit_command([JOB, *QUICK, "--workers", "2", "--steps", "800", "--out", str(out)])
+        res = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=500)
+    assert res.returncode == 0, res.stderr[-3000:]
+    record = json.loads((out / "workers.json").read_text())
+    executors = {r["executor_pid"] for r in record["results"]}
+    assert len(executors) == 2 and 0 not in executors, record["results"]  # two executor JVMs
+    assert all(r["pushes"] > 0 for r in record["results"])
+    assert record["updates"] == sum(w["pushes"] for w in record["workers"].values())

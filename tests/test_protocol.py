@@ -1,0 +1,173 @@
+"""The parameter server under bad input: fuzzed, truncated, unauthenticated, replayed, wrong-size messages.
+
+None may crash the server or touch θ; each is dropped and counted; honest workers keep being served.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from ddqn import protocol as P
+from ddqn.client import ServerClient, ServerGone
+from ddqn.netspec import load_netspec
+from ddqn.qnet import QNetwork
+from ddqn.server import ParameterServer
+from ddqn.solvers import make_solver, parse_solver_spec
+
+SOLVER = 'type: "AdaGrad" base_lr: 0.01 lr_policy: "fixed"'
+
+
+@pytest.fixture
+def server(tiny_net_file: Path):
+    spec = load_netspec(tiny_net_file)
+    theta = QNetwork(spec, seed=0).get_params()
+    srv = ParameterServer(spec, make_solver(parse_solver_spec(SOLVER, "s"), spec.params), theta, theta.copy(),
+                          P.new_secret(), target_update=3, session_timeout=30).start()
+    yield srv
+    srv.close()
+
+
+def _raw(server: ParameterServer) -> zmq.Socket:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(server.address)
+    return sock
+
+
+def _settle(server: ParameterServer, before: int, at_least: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while sum(server.dropped.values()) < before + at_least and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_honest_worker_fetches_pushes_and_gets_stop(server: ParameterServer) -> None:
+    n = server.spec.num_params
+    client = ServerClient(server.address, server.secret, worker=0, attempt=0, num_params=n, timeout=10)
+    first = client.fetch()
+    assert first.version == 0 and np.array_equal(first.theta, server.theta) and first.target is not None
+    grad = np.full(n, 0.5, np.float32)
+    for i in range(4):
+        version, stop = client.push(grad, base_version=i)
+        assert version == i + 1 and not stop
+    p = client.fetch(first.version, first.target_version)
+    assert p.version == 4 and p.theta is not None and np.array_equal(p.theta, server.theta)
+    assert p.target is not None and p.target_version == 1  # θ⁻ ← θ after 3 updates (target_update=3)
+    same = client.fetch(p.version, p.target_version)
+    assert same.theta is None and same.target is None  # nothing new: no payload
+    assert not client.stats([3, 1], env_steps=10, compute_s=0.5, comm_s=0.1)
+    assert list(server.scores) == [3, 1] and server.workers[0].env_steps == 10
+    server.request_stop()
+    assert client.push(grad, base_version=4)[1]
+    client.close()
+
+
+def test_staleness_is_recorded(server: ParameterServer) -> None:
+    n = server.spec.num_params
+    a = ServerClient(server.address, server.secret, 0, 0, n, timeout=10)
+    b = ServerClient(server.address, server.secret, 1, 0, n, timeout=10)
+    a.fetch(), b.fetch()
+    grad = np.ones(n, np.float32)
+    a.push(grad, 0), a.push(grad, 1), a.push(grad, 2)
+    b.push(grad, 0)  # computed on version 0, arrives at version 3
+    assert list(server.staleness) == [0, 0, 0, 3]
+
+
+def test_garbage_never_touches_theta(server: ParameterServer) -> None:
+    n = server.spec.num_params
+    honest = ServerClient(server.address, server.secret, 0, 0, n, timeout=10)
+    honest.fetch()
+    theta0 = server.theta.copy()
+    rng = np.random.default_rng(1)
+    raw = _raw(server)
+    before = sum(server.dropped.values())
+    sent = 0
+    # 1. fuzz: random frames of random counts and sizes
+    for _ in range(200):
+        raw.send_multipart([os.urandom(int(rng.integers(0, 200))) for _ in range(int(rng.integers(1, 5)))])
+        sent += 1
+    # 2. a well-formed HELLO under the wrong secret
+    raw.send_multipart(P.seal_handshake(P.new_secret(), P.HELLO, 5, 0, os.urandom(16) + b'{"num_params": %d}' % n))
+    # 3. truncated HELLO (tag cut) and a header with a lying length
+    good = P.seal_handshake(server.secret, P.HELLO, 5, 0, os.urandom(16) + b'{"num_params": %d}' % n)
+    raw.send_multipart([good[0], good[1], good[2][:8]])
+    raw.send_multipart([good[0], good[1][:-3], good[2]])
+    # 4. a PUSH-shaped message without any session: unauthenticated
+    fake = P.Header(P.PUSH, 0, 0, 0, 1, 0, 1, 4 * n).pack()
+    raw.send_multipart([fake, np.zeros(n, np.float32).tobytes(), os.urandom(64)])
+    # 5. a HELLO for another model size (authentic, but wrong)
+    raw.send_multipart(P.seal_handshake(server.secret, P.HELLO, 6, 0, os.urandom(16) + b'{"num_params": 7}'))
+    # 6. an oversized message: ZeroMQ's MAXMSGSIZE drops the connection before it reaches the server
+    big = _raw(server)
+    big.send_multipart([b"x" * 16, os.urandom(4 * n + 10_000), b"y" * 16])
+    sent += 5
+    _settle(server, before, sent)
+    assert sum(server.dropped.values()) >= before + sent - 1
+    assert np.array_equal(server.theta, theta0) and server.version == 0
+    # the honest worker is still served
+    assert honest.push(np.zeros(n, np.float32), 0)[0] == 1
+    big.close()
+    raw.close()
+
+
+def _session(server: ParameterServer, worker: int) -> tuple[zmq.Socket, P.Session]:
+    """An authenticated raw session (as a worker holding the secret would open)."""
+    sock = _raw(server)
+    nonce = os.urandom(16)
+    sock.send_multipart(P.seal_handshake(server.secret, P.HELLO, worker, 0,
+                                         nonce + b'{"num_params": %d}' % server.spec.num_params))
+    assert sock.poll(10_000)
+    _, payload = P.open_handshake(server.secret, sock.recv_multipart(), P.WELCOME)
+    return sock, P.Session(P.session_key(server.secret, nonce, payload[:16]), outbound=0)
+
+
+def test_bad_messages_inside_a_session_are_dropped(server: ParameterServer) -> None:
+    n = server.spec.num_params
+    sock, s = _session(server, worker=3)
+    theta0 = server.theta.copy()
+    before = sum(server.dropped.values())
+    good = s.seal(P.PUSH, 3, 0, 0, 1, np.ones(n, np.float32))
+    tampered = bytearray(good[1].tobytes())
+    tampered[17] ^= 0x40
+    sock.send_multipart([good[0], bytes(tampered), good[2]])  # payload altered in flight
+    sock.send_multipart(s.seal(P.PUSH, 3, 0, 0, 1, np.ones(n - 1, np.float32)))  # wrong size
+    sock.send_multipart(s.seal(P.PUSH, 3, 0, 0, 1, np.full(n, np.nan, np.float32)))  # not finite
+    sock.send_multipart(s.seal(P.PUSH, 3, 0, 99, 1, np.ones(n, np.float32)))  # a future version
+    sock.send_multipart(s.seal(P.PUSH, 4, 0, 0, 1, np.ones(n, np.float32)))  # another worker's name
+    sock.send_multipart(s.seal(P.STATS, 3, 0, payload=b"[1, 2"))  # malformed JSON
+    sock.send_multipart(s.seal(P.STATS, 3, 0, payload=b'{"scores": "many"}'))  # wrong field type
+    _settle(server, before, 7)
+    assert sum(server.dropped.values()) == before + 7, server.dropped
+    assert np.array_equal(server.theta, theta0) and server.version == 0
+    ok = s.seal(P.PUSH, 3, 0, 0, 1, np.ones(n, np.float32))
+    sock.send_multipart(ok)
+    assert sock.poll(10_000)
+    h, _ = s.open(sock.recv_multipart())
+    assert h.type == P.ACK and h.a == 1
+    sock.send_multipart(ok)  # the same message again: a replay
+    _settle(server, before + 7, 1)
+    assert server.version == 1 and sum(server.dropped.values()) == before + 8
+    assert np.isfinite(server.theta).all()
+    sock.close()
+
+
+def test_worker_exits_when_the_server_is_gone(server: ParameterServer) -> None:
+    client = ServerClient(server.address, server.secret, 0, 0, server.spec.num_params, timeout=1.0)
+    client.fetch()
+    server.close()
+    start = time.monotonic()
+    with pytest.raises(ServerGone):
+        client.push(np.zeros(server.spec.num_params, np.float32), 0)
+    assert time.monotonic() - start < 5
+    client.close()
+
+
+def test_no_server_at_all_is_bounded() -> None:
+    start = time.monotonic()
+    with pytest.raises(ServerGone):
+        ServerClient("tcp://127.0.0.1:9", P.new_secret(), 0, 0, 10, timeout=1.0)
+    assert time.monotonic() - start < 5
