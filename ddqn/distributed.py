@@ -1,6 +1,6 @@
 """The Spark driver side of distributed deep Q-learning (the slides' "Implementation" and "Software").
 
-The driver parses config and prototxt, starts the parameter server in its own process, broadcasts the
+The driver parses config and prototxt, starts the parameter server inside its own process, broadcasts the
 architecture (prototxt text), solver-free config, server address and per-run secret, and schedules W
 partitions with one long-running worker task each. Spark's part is the paper's "lightweight use":
 shipping code, scheduling and retrying tasks (a retried task regenerates its replay memory and rejoins).
