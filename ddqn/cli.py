@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DDQNError
+from .errors import DDQNError, run_command
 
 
 def _net_info(args: argparse.Namespace) -> None:
@@ -106,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["serial"], default="serial", help="serial: the slides' serial algorithm")
     _config_args(p)
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--minutes", type=_positive(float), help="wall-clock budget")
-    budget.add_argument("--steps", type=_positive(int), help="learning env steps (after the random warm-up)")
+    budget.add_argument("--minutes", type=positive(float), help="wall-clock budget")
+    budget.add_argument("--steps", type=positive(int), help="learning env steps (after the random warm-up)")
     p.add_argument("--out", default="runs/serial", help="output directory (default runs/serial)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last snapshot")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -120,14 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
         _config_args(p)
         p.add_argument("--seed", type=int, default=12345)
         if name == "eval":
-            p.add_argument("--episodes", type=_positive(int), default=100)
+            p.add_argument("--episodes", type=positive(int), default=100)
         else:
             p.add_argument("--gif", help="write an animated GIF here instead of playing in the terminal")
         p.set_defaults(func=func)
     return ap
 
 
-def _positive(kind: type):
+def positive(kind: type):
+    """An argparse type: a number of ``kind`` that is > 0."""
     def parse(text: str):
         try:
             value = kind(text)
@@ -142,15 +143,7 @@ def _positive(kind: type):
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ddqn`` console script."""
     args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except DDQNError as exc:
-        print(f"ddqn: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ddqn: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_command("ddqn", lambda: args.func(args))
 
 
 if __name__ == "__main__":

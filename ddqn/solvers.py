@@ -183,6 +183,15 @@ class FlatSolver:
     def _update(self, grad: np.ndarray, rate: np.float32) -> np.ndarray:
         raise NotImplementedError
 
+    def _adaptive_step(self, grad: np.ndarray, rate: np.float32) -> np.ndarray:
+        """AdaGrad's and RMSProp's common tail: local_rate · g / (√h + δ), into the scratch buffer."""
+        u = self._scratch
+        np.sqrt(self.history[0], out=u)
+        np.add(u, np.float32(self.spec.delta), out=u)
+        np.divide(grad, u, out=u)
+        self._scale_by_local_rate(u, rate)
+        return u
+
 
 class SGDSolver(FlatSolver):
     """v ← momentum·v + local_rate·g ; θ ← θ − v."""
@@ -202,11 +211,7 @@ class AdaGradSolver(FlatSolver):
         h, u = self.history[0], self._scratch
         np.multiply(grad, grad, out=u)
         np.add(h, u, out=h)
-        np.sqrt(h, out=u)
-        np.add(u, np.float32(self.spec.delta), out=u)
-        np.divide(grad, u, out=u)
-        self._scale_by_local_rate(u, rate)
-        return u
+        return self._adaptive_step(grad, rate)
 
 
 class RMSPropSolver(FlatSolver):
@@ -219,11 +224,7 @@ class RMSPropSolver(FlatSolver):
         np.multiply(u, np.float32(1) - rho, out=u)
         np.multiply(h, rho, out=h)
         np.add(h, u, out=h)
-        np.sqrt(h, out=u)
-        np.add(u, np.float32(self.spec.delta), out=u)
-        np.divide(grad, u, out=u)
-        self._scale_by_local_rate(u, rate)
-        return u
+        return self._adaptive_step(grad, rate)
 
 
 _SOLVERS = {"SGD": SGDSolver, "AdaGrad": AdaGradSolver, "RMSProp": RMSPropSolver}

@@ -13,6 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
+from ddqn.cli import positive
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="train.py", description=__doc__.splitlines()[0])
@@ -20,8 +22,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     ap.add_argument("--workers", type=int, help="worker tasks (overrides the config's 'workers')")
     budget = ap.add_mutually_exclusive_group()
-    budget.add_argument("--minutes", type=float, help="wall-clock budget")
-    budget.add_argument("--steps", type=int, help="env steps over all workers")
+    budget.add_argument("--minutes", type=positive(float), default=10.0, help="wall-clock budget (default 10)")
+    budget.add_argument("--steps", type=positive(int), help="env steps over all workers")
     ap.add_argument("--out", default="runs/distributed", help="output directory (default runs/distributed)")
     ap.add_argument("--sync", action="store_true", help="synchronous rounds (the baseline) instead of async")
     ap.add_argument("--resume", action="store_true", help="continue from the last snapshot in --out")
@@ -33,27 +35,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    from ddqn.config import load_config  # noqa: PLC0415 - after argparse, so --help is fast
+    from ddqn.errors import run_command  # noqa: PLC0415 - after argparse, so --help is fast
+
+    return run_command("train.py", lambda: train(args))
+
+
+def train(args: argparse.Namespace) -> None:
+    """Run the job and print where the snapshot, metrics and GIF went."""
+    from ddqn.config import load_config  # noqa: PLC0415
     from ddqn.distributed import Driver  # noqa: PLC0415
-    from ddqn.errors import DDQNError  # noqa: PLC0415
     from ddqn.play import greedy_episode, write_gif  # noqa: PLC0415
 
-    try:
-        overrides = list(args.set) + ([f"workers={args.workers}"] if args.workers is not None else [])
-        cfg = load_config(args.config or ("paper" if not args.resume else str(Path(args.out) / "config.yaml")),
-                          overrides)
-        if args.minutes is None and args.steps is None:
-            args.minutes = 10.0
-        driver = Driver(cfg, args.out, sync=args.sync, resume=args.resume, progress=not args.quiet)
-        summary = driver.run(minutes=args.minutes, steps=args.steps)
-        shots, score = greedy_episode(driver.q, cfg, seed=cfg.seed)
-        gif = write_gif(shots, args.gif or Path(args.out) / "agent.gif")
-    except DDQNError as exc:
-        print(f"train.py: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("train.py: interrupted", file=sys.stderr)
-        return 130
+    overrides = list(args.set) + ([f"workers={args.workers}"] if args.workers is not None else [])
+    cfg = load_config(args.config or ("paper" if not args.resume else str(Path(args.out) / "config.yaml")), overrides)
+    driver = Driver(cfg, args.out, sync=args.sync, resume=args.resume, progress=not args.quiet)
+    summary = driver.run(minutes=args.minutes if args.steps is None else None, steps=args.steps)
+    shots, score = greedy_episode(driver.q, cfg, seed=cfg.seed)
+    gif = write_gif(shots, args.gif or Path(args.out) / "agent.gif")
     workers = ", ".join(f"{p}: {w['pushes']} pushes" + (f" ({w['rejoins']} rejoin)" if w["rejoins"] else "")
                         for p, w in sorted(summary["workers"].items()))
     print(f"greedy score mean {summary['greedy_score_mean']:.2f} (median {summary['greedy_score_median']:.1f}, "
@@ -62,7 +60,6 @@ def main(argv: list[str] | None = None) -> int:
           f"staleness p50/p95 {summary['staleness_p50']:.0f}/{summary['staleness_p95']:.0f}; workers {workers}")
     print(f"snapshot: {summary['model']}\nmetrics:  {args.out}/train.csv, {args.out}/eval.csv, {args.out}/tb\n"
           f"gif:      {gif} (score {score})")
-    return 0
 
 
 if __name__ == "__main__":
