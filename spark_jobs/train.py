@@ -52,12 +52,15 @@ def train(args: argparse.Namespace) -> None:
     summary = driver.run(minutes=args.minutes if args.steps is None else None, steps=args.steps)
     shots, score = greedy_episode(driver.q, cfg, seed=cfg.seed)
     gif = write_gif(shots, args.gif or Path(args.out) / "agent.gif")
-    workers = ", ".join(f"{p}: {w['pushes']} pushes" + (f" ({w['rejoins']} rejoin)" if w["rejoins"] else "")
-                        for p, w in sorted(summary["workers"].items()))
+    workers = "; ".join(
+        f"{p}: {w['pushes']} pushes, {w['pushes'] / (60 * summary['minutes']):.1f} grads/s, "
+        f"communication {100 * w['comm_s'] / max(w['comm_s'] + w['compute_s'], 1e-9):.0f}% of its time"
+        + (f", {w['rejoins']} rejoin(s)" if w["rejoins"] else "") for p, w in sorted(summary["workers"].items()))
     print(f"greedy score mean {summary['greedy_score_mean']:.2f} (median {summary['greedy_score_median']:.1f}, "
           f"max {summary['greedy_score_max']}) vs random {summary['random_score_mean']:.2f}")
     print(f"{summary['updates']} server updates in {summary['minutes']:.1f} min ({summary['updates_per_s']:.1f}/s), "
-          f"staleness p50/p95 {summary['staleness_p50']:.0f}/{summary['staleness_p95']:.0f}; workers {workers}")
+          f"staleness p50/p95 {summary['staleness_p50']:.0f}/{summary['staleness_p95']:.0f}")
+    print(f"workers: {workers}")
     print(f"snapshot: {summary['model']}\nmetrics:  {args.out}/train.csv, {args.out}/eval.csv, {args.out}/tb\n"
           f"gif:      {gif} (score {score})")
 

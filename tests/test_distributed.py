@@ -131,3 +131,32 @@ def test_standalone_cluster_two_executors(tmp_path: Path) -> None:
     assert len(executors) == 2 and 0 not in executors, record["results"]  # two executor JVMs
     assert all(r["pushes"] > 0 for r in record["results"])
     assert record["updates"] == sum(w["pushes"] for w in record["workers"].values())
+
+
+def _session_processes(sid: int) -> list[str]:
+    out = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-s", str(sid)], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.strip() and " Z" not in line]
+
+
+def test_ctrl_c_stops_tasks_snapshots_and_frees_the_port(tmp_path: Path) -> None:
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen(submit_command("--workers", "2", "--minutes", "5", "--out", str(out)), env=run_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        lines = _Lines(proc.stdout)
+        assert lines.wait_for(r"worker 1 joined", timeout=180) and lines.wait_for(r"worker 0 joined", timeout=60)
+        time.sleep(8)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the foreground job
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0
+    assert lines.wait_for(r"interrupted: stopping workers", timeout=1), "".join(lines.lines[-30:])
+    state = json.loads((out / "server_state.json").read_text())  # the final snapshot
+    assert state["updates"] > 0 and np.isfinite(final_theta(out)).all()
+    deadline = time.monotonic() + 30
+    while _session_processes(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _session_processes(proc.pid), _session_processes(proc.pid)  # no task or JVM left behind
