@@ -4,8 +4,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# spark-submit runs the driver and executors with the project's interpreter
-SPARK_ENV := PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY))
+# spark-submit runs the driver and executors with the project's interpreter; Spark's own servers (web UI,
+# RPC) bind to loopback, like the parameter server, since the local job is on this machine only
+SPARK_ENV := PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY)) SPARK_LOCAL_IP=127.0.0.1
 MINUTES ?= 30
 WORKERS ?= 2
 
@@ -63,8 +64,8 @@ bench-env: install  ## Snake env steps/s (single game, K=1 and K=256 batches)
 bench-replay: install  ## replay memory sampling throughput (RAM and LMDB)
 	$(PY) -m ddqn.bench.replay_speed
 
-bench-serial: install  ## serial DQN on the paper's setting: greedy score vs minutes and env steps
-	$(PY) -m ddqn.bench.serial_curve --minutes $(MINUTES)
+bench-serial: install  ## serial DQN on the paper's setting (paper and tuned configs side by side): score vs minutes, steps
+	$(PY) -m ddqn.bench.serial_curve --minutes $(MINUTES) --configs paper tuned
 
 # The Spark cluster in Docker (docker/docker-compose.yml): needs Docker Engine with the Compose v2 plugin.
 COMPOSE := docker compose -f docker/docker-compose.yml

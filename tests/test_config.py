@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ddqn.config import Config, load_config, save_config
+from ddqn.config import NAMED_CONFIGS, Config, load_config, save_config
 from ddqn.errors import ConfigError
 
 
@@ -14,6 +14,12 @@ def test_defaults_are_the_papers() -> None:
     assert (cfg.board_size, cfg.replay_capacity, cfg.replay_warmup) == (10, 30_000, 20_000)
     assert (cfg.eps_start, cfg.eps_end, cfg.eps_decay_steps) == (1.0, 0.1, 50_000)
     assert load_config("paper").net.endswith("snake_paper.prototxt")
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in NAMED_CONFIGS.glob("*.yaml")))
+def test_named_configs_load(name: str) -> None:
+    cfg = load_config(name)
+    assert cfg.path("net").is_file() and cfg.path("solver").is_file()
 
 
 def test_file_then_overrides(tmp_path: Path) -> None:

@@ -31,7 +31,9 @@ def submit_command(*args: str, master: str = "local[2,4]") -> list[str]:
 
 
 def run_env() -> dict:
-    return dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    # SPARK_LOCAL_IP: Spark's web UI and RPC bind to loopback too
+    return dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
+                SPARK_LOCAL_IP="127.0.0.1")
 
 
 def final_theta(out: Path) -> np.ndarray:
