@@ -22,6 +22,7 @@ setup(
         "pyspark==4.3.0",
         "pyzmq>=26",
         "cryptography>=42",
+        "numba>=0.60",
     ],
     extras_require={"dev": ["pytest>=8", "pytest-timeout>=2.3"]},
     entry_points={"console_scripts": ["ddqn=ddqn.cli:main"]},

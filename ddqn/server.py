@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from . import kernels
 from . import protocol as P
 from .netspec import NetSpec
 from .snapshot import save_caffemodel, save_snapshot
@@ -242,29 +243,29 @@ class ParameterServer:
     def _push(self, ident: bytes, session: _Session, header: P.Header, payload: memoryview, info: WorkerInfo) -> None:
         if header.nbytes != self.nbytes:
             raise P.ProtocolError("gradient of the wrong size")
-        np.copyto(self._grad, np.frombuffer(payload, np.float32))
-        if not np.isfinite(self._grad).all():
+        grad = np.frombuffer(payload, np.float32)  # read in place: the solver only reads it
+        if not kernels.all_finite(grad):
             raise P.ProtocolError("gradient is not finite")
         staleness = self.version - header.a
         if staleness < 0:
             raise P.ProtocolError("gradient computed on a future version")
         info.pushes += 1
         self.staleness.append(staleness)
-        if header.b > 1:
-            self._grad /= np.float32(header.b)  # a sum over push_every minibatches → their mean
+        if header.b > 1:  # a sum over push_every minibatches → their mean
+            grad = np.multiply(grad, np.float32(1 / header.b), out=self._grad)
         if self.sync:
-            self._sync_push(session, header)
+            self._sync_push(session, header, grad)
         else:
-            self._apply(self._grad)
+            self._apply(grad)
         self._send(ident, session.crypto.seal(P.ACK, session.partition, session.attempt, self.version, staleness,
                                               flags=P.F_STOP if self.stopping.is_set() else 0))
 
-    def _sync_push(self, session: _Session, header: P.Header) -> None:
+    def _sync_push(self, session: _Session, header: P.Header, grad: np.ndarray) -> None:
         if header.a != self.version or session.pushed_round == self.version:
             self.dropped["sync gradient for another round"] += 1
             return
         session.pushed_round = self.version
-        self._round_sum += self._grad
+        self._round_sum += grad
         self._round_count += 1
         if self._round_count >= self._round_size():
             self._finish_round()

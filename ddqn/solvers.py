@@ -5,18 +5,18 @@ step: learning rate from the lr policy at the current iteration → gradient cli
 (L2/L1, times ``decay_mult``) → the type's update rule (times ``lr_mult``) → θ -= update → iter += 1.
 The solver is data: a ``SolverParameter`` read from a solver prototxt with ``caffe_pb2``.
 
-Updates run in place on preallocated buffers; ``apply`` consumes the gradient buffer as Caffe
-consumes its diffs.
+Updates run in place, one fused pass per run of equal lr_mult/decay_mult (``ddqn.kernels``; a second
+pass when clipping or weight decay applies); the gradient is only read.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .caffe_env import caffe_pb2
+from . import kernels
 from .errors import ConfigError
 from .netspec import ParamBlob
 
@@ -129,102 +129,73 @@ class FlatSolver:
         params: the net's flat layout (``NetSpec.params``): gives per-blob lr_mult/decay_mult.
     """
 
-    n_history = 1
-
     def __init__(self, spec: SolverSpec, params: tuple[ParamBlob, ...]) -> None:
         self.spec = spec
         self.params = params
         self.size = params[-1].offset + params[-1].size
         self.iter = 0
-        self.history = [np.zeros(self.size, np.float32) for _ in range(self.n_history)]
-        self._scratch = np.empty(self.size, np.float32)
-        self._runs = _runs(params)
+        self.history = [np.zeros(self.size, np.float32)]
+        self._scratch = np.empty(self.size, np.float32)  # clipped/regularized gradient, when needed
+        self._runs = _runs(params, spec.weight_decay)
+        self._l1 = spec.regularization_type == "L1"
 
     def rate(self) -> np.float32:
         """Learning rate for the next update."""
         return learning_rate(self.spec, self.iter)
 
     def apply(self, theta: np.ndarray, grad: np.ndarray) -> None:
-        """One update: θ ← θ − update(grad). ``grad`` is used as scratch and left modified."""
-        if theta.shape != (self.size,) or grad.shape != (self.size,):
-            raise ValueError(f"expected vectors of {self.size} floats, got {theta.shape} and {grad.shape}")
-        rate = self.rate()
-        self._clip(grad)
-        self._regularize(theta, grad)
-        upd = self._update(grad, rate)
-        np.subtract(theta, upd, out=theta)
+        """One update in place: θ ← θ − update(grad). ``grad`` is only read (it may be a read-only buffer).
+
+        Caffe's ``ApplyUpdate`` order: rate from the lr policy → gradient clipping → weight decay → the rule.
+        """
+        if theta.shape != (self.size,) or grad.shape != (self.size,) or grad.dtype != np.float32:
+            raise ValueError(f"expected float32 vectors of {self.size}, got {theta.shape} and {grad.shape} {grad.dtype}")
+        rate, f32 = self.rate(), np.float32
+        scale = self._clip_scale(grad)
+        wd = f32(self.spec.weight_decay)
+        for lo, hi, lr_mult, decay_mult in self._runs:
+            g, decay = grad[lo:hi], f32(wd * f32(decay_mult))
+            if scale != 1 or decay != 0:  # Caffe's separate clip/regularize passes, fused into one
+                g = self._scratch[lo:hi]
+                kernels.regularize(theta[lo:hi], grad[lo:hi], g, scale, decay, self._l1)
+            self._step(theta[lo:hi], g, self.history[0][lo:hi], f32(rate * f32(lr_mult)))
         self.iter += 1
 
-    def _clip(self, grad: np.ndarray) -> None:
+    def _clip_scale(self, grad: np.ndarray) -> np.float32:
+        """Caffe's ClipGradients: scale by clip / ‖g‖ when the L2 norm exceeds ``clip_gradients``."""
         clip = np.float32(self.spec.clip_gradients)
         if clip < 0:
-            return
-        norm = np.float32(math.sqrt(float(np.dot(grad, grad))))
-        if norm > clip:
-            np.multiply(grad, np.float32(clip / norm), out=grad)
+            return np.float32(1)
+        sumsq = np.float32(0)
+        for p in self.params:
+            sumsq = np.float32(sumsq + kernels.sum_of_squares(grad[p.offset:p.offset + p.size]))
+        norm = np.sqrt(sumsq)
+        return np.float32(clip / norm) if norm > clip else np.float32(1)
 
-    def _regularize(self, theta: np.ndarray, grad: np.ndarray) -> None:
-        wd = np.float32(self.spec.weight_decay)
-        if wd == 0:
-            return
-        tmp = self._scratch
-        for lo, hi, _, decay in self._runs:
-            local = np.float32(wd * np.float32(decay))
-            if local == 0:
-                continue
-            src = theta[lo:hi] if self.spec.regularization_type == "L2" else np.sign(theta[lo:hi])
-            np.multiply(src, local, out=tmp[lo:hi])
-            np.add(grad[lo:hi], tmp[lo:hi], out=grad[lo:hi])
-
-    def _scale_by_local_rate(self, vec: np.ndarray, rate: np.float32) -> None:
-        for lo, hi, lr_mult, _ in self._runs:
-            np.multiply(vec[lo:hi], np.float32(rate * np.float32(lr_mult)), out=vec[lo:hi])
-
-    def _update(self, grad: np.ndarray, rate: np.float32) -> np.ndarray:
+    def _step(self, theta: np.ndarray, grad: np.ndarray, hist: np.ndarray, rate: np.float32) -> None:
         raise NotImplementedError
-
-    def _adaptive_step(self, grad: np.ndarray, rate: np.float32) -> np.ndarray:
-        """AdaGrad's and RMSProp's common tail: local_rate · g / (√h + δ), into the scratch buffer."""
-        u = self._scratch
-        np.sqrt(self.history[0], out=u)
-        np.add(u, np.float32(self.spec.delta), out=u)
-        np.divide(grad, u, out=u)
-        self._scale_by_local_rate(u, rate)
-        return u
 
 
 class SGDSolver(FlatSolver):
     """v ← momentum·v + local_rate·g ; θ ← θ − v."""
 
-    def _update(self, grad: np.ndarray, rate: np.float32) -> np.ndarray:
-        v = self.history[0]
-        self._scale_by_local_rate(grad, rate)
-        np.multiply(v, np.float32(self.spec.momentum), out=v)
-        np.add(v, grad, out=v)
-        return v
+    def _step(self, theta, grad, hist, rate) -> None:
+        kernels.sgd(theta, grad, hist, rate, np.float32(self.spec.momentum))
 
 
 class AdaGradSolver(FlatSolver):
     """h ← h + g² ; θ ← θ − local_rate·g / (√h + δ)."""
 
-    def _update(self, grad: np.ndarray, rate: np.float32) -> np.ndarray:
-        h, u = self.history[0], self._scratch
-        np.multiply(grad, grad, out=u)
-        np.add(h, u, out=h)
-        return self._adaptive_step(grad, rate)
+    def _step(self, theta, grad, hist, rate) -> None:
+        kernels.adagrad(theta, grad, hist, rate, np.float32(self.spec.delta))
 
 
 class RMSPropSolver(FlatSolver):
     """h ← ρ·h + (1−ρ)·g² ; θ ← θ − local_rate·g / (√h + δ)."""
 
-    def _update(self, grad: np.ndarray, rate: np.float32) -> np.ndarray:
-        h, u = self.history[0], self._scratch
+    def _step(self, theta, grad, hist, rate) -> None:
         rho = np.float32(self.spec.rms_decay)
-        np.multiply(grad, grad, out=u)
-        np.multiply(u, np.float32(1) - rho, out=u)
-        np.multiply(h, rho, out=h)
-        np.add(h, u, out=h)
-        return self._adaptive_step(grad, rate)
+        kernels.rmsprop(theta, grad, hist, rate, np.float32(self.spec.delta), rho, np.float32(1) - rho)
 
 
 _SOLVERS = {"SGD": SGDSolver, "AdaGrad": AdaGradSolver, "RMSProp": RMSPropSolver}
@@ -235,12 +206,13 @@ def make_solver(spec: SolverSpec, params: tuple[ParamBlob, ...]) -> FlatSolver:
     return _SOLVERS[spec.type](spec, params)
 
 
-def _runs(params: tuple[ParamBlob, ...]) -> list[tuple[int, int, float, float]]:
-    """Contiguous (lo, hi, lr_mult, decay_mult) runs of equal multipliers."""
+def _runs(params: tuple[ParamBlob, ...], weight_decay: float) -> list[tuple[int, int, float, float]]:
+    """Contiguous (lo, hi, lr_mult, decay_mult) runs of equal multipliers (decay_mult ignored without decay)."""
     runs: list[tuple[int, int, float, float]] = []
     for p in params:
-        if runs and runs[-1][2:] == (p.lr_mult, p.decay_mult) and runs[-1][1] == p.offset:
-            runs[-1] = (runs[-1][0], p.offset + p.size, p.lr_mult, p.decay_mult)
+        key = (p.lr_mult, p.decay_mult if weight_decay else 0.0)
+        if runs and runs[-1][2:] == key and runs[-1][1] == p.offset:
+            runs[-1] = (runs[-1][0], p.offset + p.size, *key)
         else:
-            runs.append((p.offset, p.offset + p.size, p.lr_mult, p.decay_mult))
+            runs.append((p.offset, p.offset + p.size, *key))
     return runs

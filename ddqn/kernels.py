@@ -1,0 +1,77 @@
+"""Fused single-pass solver updates on flat float32 vectors (numba), Caffe's arithmetic element by element.
+
+Caffe applies an update as a chain of BLAS-like passes over the whole vector (regularize, square,
+accumulate, square root, divide, scale, subtract); numpy in-place ufuncs mirror that and read/write the
+vectors ~8 times. These kernels do the same float32 operations in the same order for each element in one
+pass (θ, g, h read once; θ, h written once), so results are identical and a step costs a few memcpys.
+
+Arguments are equal-length slices (θ, g, h of one run of equal lr_mult/decay_mult) and float32 scalars
+(``np.float32``, so that no operation is promoted to double). Loops start at 0 and the error model is
+numpy's (no zero-division branch), which lets LLVM vectorise them.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_jit = njit(cache=True, nogil=True, error_model="numpy")
+
+
+@_jit
+def regularize(theta, grad, out, scale, decay, l1):
+    """Caffe's ClipGradients scale, then Regularize, into ``out``: g·scale + decay·θ (L2) or + decay·sign(θ) (L1)."""
+    for i in range(theta.size):
+        g = grad[i] * scale if scale != 1 else grad[i]
+        if l1:
+            t = theta[i]
+            s = np.float32(1) if t > 0 else (np.float32(-1) if t < 0 else np.float32(0))
+            out[i] = decay * s + g
+        else:
+            out[i] = decay * theta[i] + g
+
+
+@_jit
+def sgd(theta, grad, hist, rate, momentum):
+    """v ← rate·g + momentum·v ; θ ← θ − v."""
+    for i in range(theta.size):
+        v = rate * grad[i] + momentum * hist[i]
+        hist[i] = v
+        theta[i] = theta[i] - v
+
+
+@_jit
+def adagrad(theta, grad, hist, rate, delta):
+    """h ← h + g² ; θ ← θ − rate·(g / (√h + δ))."""
+    for i in range(theta.size):
+        g = grad[i]
+        h = hist[i] + g * g
+        hist[i] = h
+        theta[i] = theta[i] - (g / (np.sqrt(h) + delta)) * rate
+
+
+@_jit
+def rmsprop(theta, grad, hist, rate, delta, rho, one_minus_rho):
+    """h ← ρ·h + (1−ρ)·g² ; θ ← θ − rate·(g / (√h + δ))."""
+    for i in range(theta.size):
+        g = grad[i]
+        h = hist[i] * rho + (g * g) * one_minus_rho
+        hist[i] = h
+        theta[i] = theta[i] - (g / (np.sqrt(h) + delta)) * rate
+
+
+@_jit
+def all_finite(x):
+    """True if no element of ``x`` is NaN or ±inf (one read pass)."""
+    bad = 0
+    for i in range(x.size):
+        bad += not np.isfinite(x[i])
+    return bad == 0
+
+
+@_jit
+def sum_of_squares(x):
+    """Σ x² accumulated in float32, as Caffe's sumsq_diff."""
+    acc = np.float32(0)
+    for i in range(x.size):
+        acc += x[i] * x[i]
+    return acc
