@@ -25,14 +25,13 @@ from .metrics import MetricsLogger
 from .netspec import load_netspec
 from .qnet import QNetwork
 from .rollouts import evaluate_greedy
-from .server import ParameterServer
+from .server import STATE_FILE, ParameterServer
 from .snake import random_policy_score
-from .snapshot import load_caffemodel, load_solverstate
+from .snapshot import load_checkpoint
 from .solvers import load_solver_spec, make_solver
 from .worker import JobSpec, run_partition
 
 log = logging.getLogger("ddqn.driver")
-STATE_FILE = "server_state.json"
 DEFAULT_MASTER = "local[*,4]"  # local mode that retries a failed task up to 4 times
 
 
@@ -86,27 +85,9 @@ class Driver:
         theta = self.q.get_params()
         target = theta.copy()
         if resume:
-            theta, target = self._restore()
+            theta, target, _ = load_checkpoint(self.out, STATE_FILE, self.spec, self.solver)
         self.theta, self.target = theta, target
         self.env_steps = 0
-
-    def _restore(self) -> tuple[np.ndarray, np.ndarray]:
-        path = self.out / STATE_FILE
-        try:
-            saved = json.loads(path.read_text())
-            state, target = self.out / saved["solverstate"], self.out / saved["target"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise DDQNError(f"{path}: cannot resume: no readable snapshot state ({exc})") from exc
-        theta = load_solverstate(state, self.solver, self.spec)
-        print(f"resumed from {state} (server update {self.solver.iter})", flush=True)
-        return theta, load_caffemodel(target, self.spec)
-
-    def _snapshot(self, server: ParameterServer) -> Path:
-        model, state, target = server.snapshot()
-        record = {k: str(p.relative_to(self.out)) for k, p in
-                  (("model", model), ("solverstate", state), ("target", target))}
-        (self.out / STATE_FILE).write_text(json.dumps({**record, "updates": server.version}, indent=2))
-        return model
 
     def run(self, minutes: float | None = None, steps: int | None = None) -> dict:
         """Train until ``minutes`` of wall clock or ``steps`` env steps over all workers; return a summary."""
@@ -120,7 +101,7 @@ class Driver:
         server = ParameterServer(self.spec, self.solver, self.theta, self.target, secret, host=driver_host(sc),
                                  port=cfg.server_port,
                                  target_update=cfg.target_update, sync=self.sync, snapshot_every=cfg.snapshot_every,
-                                 snapshot_prefix=self.out / "snapshots" / "server",
+                                 snapshot_dir=self.out,
                                  session_timeout=max(10.0, 2 * cfg.server_timeout),
                                  expected_workers=cfg.workers).start()
         job = JobSpec(self.spec.text, self.spec.source, cfg.to_dict(), server.address, secret.hex())
@@ -156,7 +137,7 @@ class Driver:
             server.request_stop()
             thread.join(timeout=15)
             sc.cancelJobGroup("ddqn-workers")
-            model = self._snapshot(server)
+            model = server.snapshot()
             print(f"snapshot written to {model}", flush=True)
             raise
         finally:
@@ -167,7 +148,7 @@ class Driver:
             log_.close()
             self._write_workers(server, results)
         if failure:
-            self._snapshot(server)
+            server.snapshot()
             raise DDQNError(f"the Spark job failed: {str(failure[0]).splitlines()[0][:300]}")
         return self._finish(server, results, random_score, time.monotonic() - start)
 
@@ -206,7 +187,7 @@ class Driver:
         (self.out / "workers.json").write_text(json.dumps(record, indent=2, default=float))
 
     def _finish(self, server: ParameterServer, results: list, random_score: float, wall_s: float) -> dict:
-        model = self._snapshot(server)
+        model = server.snapshot()
         self.q.set_params(server.theta)
         scores = evaluate_greedy(self.q, self.cfg, self.cfg.eval_episodes, seed=10_000 + self.cfg.seed)
         env_steps = sum(w.env_steps for w in server.workers.values())

@@ -35,7 +35,7 @@ from .qnet import QNetwork
 from .replay import LMDBReplayMemory, ReplayMemory
 from .rollouts import evaluate_greedy, fill_random, make_env
 from .snake import FrameStack, random_policy_score
-from .snapshot import load_caffemodel, load_solverstate, save_caffemodel, save_snapshot
+from .snapshot import load_checkpoint, save_checkpoint
 from .solvers import load_solver_spec, make_solver
 
 STATE_FILE = "trainer_state.json"
@@ -92,29 +92,17 @@ class SerialTrainer:
         return ReplayMemory(self.cfg.replay_capacity, frame_shape, history, seed)
 
     def _restore(self) -> None:
-        path = self.out / STATE_FILE
+        self.theta, target, record = load_checkpoint(self.out, STATE_FILE, self.spec, self.solver)
+        self.q_hat.set_params(target)
         try:
-            saved = json.loads(path.read_text())
-            state = self.out / saved["solverstate"]
-            target = self.out / saved["target"]
-            self.state = Progress(**saved["progress"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise DDQNError(f"{path}: cannot resume: no readable snapshot state ({exc})") from exc
-        self.theta = load_solverstate(state, self.solver, self.spec)
-        self.q_hat.set_params(load_caffemodel(target, self.spec))
-        print(f"resumed from {state} (env step {self.state.env_steps}, update {self.state.updates})")
+            self.state = Progress(**record["progress"])
+        except (KeyError, TypeError) as exc:
+            raise DDQNError(f"{self.out / STATE_FILE}: cannot resume: no progress counters ({exc})") from exc
 
     def snapshot(self) -> Path:
         """Write θ, solver state and Q̂ for the current update; record them in trainer_state.json."""
-        prefix = self.out / "snapshots" / "serial"
-        model, state = save_snapshot(prefix, self.spec, self.theta, self.solver)
-        target = save_caffemodel(model.with_suffix(".target.caffemodel"), self.spec, self.q_hat.get_params())
-        record = {"model": str(model.relative_to(self.out)), "solverstate": str(state.relative_to(self.out)),
-                  "target": str(target.relative_to(self.out)), "progress": vars(self.state)}
-        tmp = self.out / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(record, indent=2))
-        tmp.replace(self.out / STATE_FILE)
-        return model
+        return save_checkpoint(self.out, "serial", self.spec, self.theta, self.q_hat.get_params(), self.solver,
+                               STATE_FILE, {"progress": vars(self.state)})
 
     # -- the algorithm --------------------------------------------------------------------------
     def train(self, steps: int | None = None, minutes: float | None = None) -> dict:

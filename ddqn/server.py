@@ -26,10 +26,11 @@ import zmq
 from . import kernels
 from . import protocol as P
 from .netspec import NetSpec
-from .snapshot import save_caffemodel, save_snapshot
+from .snapshot import save_checkpoint
 from .solvers import FlatSolver
 
 log = logging.getLogger("ddqn.server")
+STATE_FILE = "server_state.json"  # names the latest snapshot (what --resume reads)
 
 
 @dataclass
@@ -70,19 +71,19 @@ class ParameterServer:
         target_update: C, in server updates.
         sync: synchronous rounds instead of asynchronous updates.
         expected_workers: workers the job starts (a synchronous round waits for all of them to join).
-        snapshot_every: updates between snapshots (0: none) written under ``snapshot_prefix``.
+        snapshot_every: updates between snapshots (0: none) written into ``snapshot_dir``.
         session_timeout: seconds of silence after which a worker's session is dropped.
     """
 
     def __init__(self, spec: NetSpec, solver: FlatSolver, theta: np.ndarray, target: np.ndarray, secret: bytes, *,
                  host: str = "127.0.0.1", port: int = 0, target_update: int = 1000, sync: bool = False,
-                 snapshot_every: int = 0, snapshot_prefix: Path | None = None, session_timeout: float = 120.0,
+                 snapshot_every: int = 0, snapshot_dir: Path | None = None, session_timeout: float = 120.0,
                  expected_workers: int = 1) -> None:
         self.spec, self.solver, self.secret = spec, solver, secret
         self.theta, self.target = theta, target
         self.nbytes = spec.num_params * 4
         self.target_update, self.sync, self.expected_workers = target_update, sync, expected_workers
-        self.snapshot_every, self.snapshot_prefix = snapshot_every, snapshot_prefix
+        self.snapshot_every, self.snapshot_dir = snapshot_every, snapshot_dir
         self.session_timeout = session_timeout
         self.version = solver.iter  # server updates applied (continues across --resume)
         self.target_version = 0  # bumped each time θ⁻ ← θ
@@ -292,7 +293,7 @@ class ParameterServer:
             if self.version % self.target_update == 0:
                 self.target[...] = self.theta
                 self.target_version += 1
-        if self.snapshot_every and self.snapshot_prefix and self.version % self.snapshot_every == 0:
+        if self.snapshot_every and self.snapshot_dir and self.version % self.snapshot_every == 0:
             self.snapshot()
 
     def _stats(self, ident: bytes, session: _Session, payload: memoryview, info: WorkerInfo) -> None:
@@ -319,11 +320,10 @@ class ParameterServer:
             self._finish_round()
 
     # -- snapshots ------------------------------------------------------------------------------
-    def snapshot(self) -> tuple[Path, Path, Path]:
-        """Write θ (.caffemodel), the solver state and θ⁻ under ``snapshot_prefix``."""
-        assert self.snapshot_prefix is not None
+    def snapshot(self) -> Path:
+        """Write θ, the solver state and θ⁻ into ``snapshot_dir`` and record them in ``server_state.json``."""
+        assert self.snapshot_dir is not None
         with self.lock:
-            theta, target = self.theta.copy(), self.target.copy()
-            model, state = save_snapshot(self.snapshot_prefix, self.spec, theta, self.solver)
-        tgt = save_caffemodel(model.with_suffix(".target.caffemodel"), self.spec, target)
-        return model, state, tgt
+            theta, target, version = self.theta.copy(), self.target.copy(), self.version
+            return save_checkpoint(self.snapshot_dir, "server", self.spec, theta, target, self.solver, STATE_FILE,
+                                   {"updates": version})

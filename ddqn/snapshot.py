@@ -8,14 +8,16 @@ abort the process): a corrupt or foreign file is one :class:`ConfigError` line.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from google.protobuf.message import DecodeError
 
 from .caffe_env import caffe_pb2
-from .errors import ConfigError
+from .errors import ConfigError, DDQNError
 from .netspec import NetSpec, ParamBlob
 from .solvers import FlatSolver
 
@@ -143,3 +145,28 @@ def save_snapshot(prefix: str | Path, spec: NetSpec, theta: np.ndarray, solver: 
     save_caffemodel(model, spec, theta)
     save_solverstate(state, solver, model)
     return model, state
+
+
+def save_checkpoint(out_dir: Path, name: str, spec: NetSpec, theta: np.ndarray, target: np.ndarray,
+                    solver: FlatSolver, state_file: str, extra: dict[str, Any]) -> Path:
+    """Snapshot a run: θ, solver state and θ⁻ under ``out_dir/snapshots/<name>_iter_<n>``, then (last, atomically)
+    ``out_dir/<state_file>`` naming them, with ``extra`` counters. Returns the ``.caffemodel`` path."""
+    model, state = save_snapshot(out_dir / "snapshots" / name, spec, theta, solver)
+    tgt = save_caffemodel(model.with_suffix(".target.caffemodel"), spec, target)
+    record = {k: str(p.relative_to(out_dir)) for k, p in (("model", model), ("solverstate", state), ("target", tgt))}
+    _atomic_write(out_dir / state_file, json.dumps({**record, **extra}, indent=2).encode())
+    return model
+
+
+def load_checkpoint(out_dir: Path, state_file: str, spec: NetSpec, solver: FlatSolver
+                    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Restore the solver from the snapshot ``out_dir/<state_file>`` names; return (θ, θ⁻, its record)."""
+    path = out_dir / state_file
+    try:
+        record = json.loads(path.read_text())
+        state, target = out_dir / record["solverstate"], out_dir / record["target"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DDQNError(f"{path}: cannot resume: no readable snapshot record ({exc})") from exc
+    theta = load_solverstate(state, solver, spec)
+    print(f"resumed from {state} (update {solver.iter})", flush=True)
+    return theta, load_caffemodel(target, spec), record
