@@ -162,3 +162,27 @@ def test_ctrl_c_stops_tasks_snapshots_and_frees_the_port(tmp_path: Path) -> None
     while _session_processes(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not _session_processes(proc.pid), _session_processes(proc.pid)  # no task or JVM left behind
+
+
+def test_driver_killed_then_resumed_from_its_last_snapshot(tmp_path: Path) -> None:
+    out = tmp_path / "crash"
+    proc = subprocess.Popen(submit_command("--workers", "2", "--minutes", "5", "--out", str(out),
+                                           "--set", "snapshot_every=200"), env=run_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        lines = _Lines(proc.stdout)
+        assert lines.wait_for(r"worker 0 joined", timeout=180), "".join(lines.lines[-30:])
+        deadline = time.monotonic() + 180
+        while not (out / "server_state.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert (out / "server_state.json").exists(), "no periodic snapshot"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver (and everything it started) dies at once
+        proc.wait(timeout=60)
+    before = json.loads((out / "server_state.json").read_text())["updates"]
+    assert before >= 200 and before % 200 == 0
+    res = subprocess.run(submit_command("--workers", "2", "--steps", "300", "--out", str(out), "--resume"),
+                         env=run_env(), capture_output=True, text=True, timeout=400)
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert f"update {before})" in res.stdout
+    assert json.loads((out / "server_state.json").read_text())["updates"] > before
