@@ -17,7 +17,7 @@ DEB_PACKAGES := build-essential cmake libboost-system-dev libboost-thread-dev li
   openjdk-17-jre-headless
 
 .PHONY: install deb-deps caffe test train train-serial train-cluster bench-caffe bench-env bench-replay \
-  bench-serial cluster-up cluster-train cluster-results cluster-down clean
+  bench-serial bench-ps bench-worker cluster-up cluster-train cluster-results cluster-down clean
 
 install: deb-deps $(VENV)/.deps-ok caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
 
@@ -63,6 +63,12 @@ bench-env: install  ## Snake env steps/s (single game, K=1 and K=256 batches)
 
 bench-replay: install  ## replay memory sampling throughput (RAM and LMDB)
 	$(PY) -m ddqn.bench.replay_speed
+
+bench-ps: install  ## parameter server: solver apply vs memcpy of the same vector; updates/s over loopback
+	$(PY) -m ddqn.bench.ps_speed
+
+bench-worker: install  ## per-update compute and communicate time vs model size, linear fit and R²
+	$(PY) -m ddqn.bench.worker_speed
 
 bench-serial: install  ## serial DQN on the paper's setting (paper and tuned configs side by side): score vs minutes, steps
 	$(PY) -m ddqn.bench.serial_curve --minutes $(MINUTES) --configs paper tuned

@@ -1,0 +1,129 @@
+"""The parameter server's cost: one solver apply vs a memcpy of the same vector, and updates/s over loopback.
+
+``python -m ddqn.bench.ps_speed [--seconds S] [--clients C]`` times, for the small/paper/large nets and
+synthetic 1M and 10M floats, one AdaGrad and one RMSProp apply and — in the same loop — a memcpy of the
+same vector, and prints the ratio (goal ≤ 3). Then it starts the real parameter server (paper net, AdaGrad)
+on 127.0.0.1 and C synthetic clients (real protocol, no Caffe) that push gradients as fast as they can:
+receive + verify + apply + reply, in server updates/s (goal ≥ 3,000). Writes results/ps_speed.json.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import protocol
+from ..netspec import NetSpec, ParamBlob, load_netspec
+from ..solvers import SolverSpec, make_solver
+from . import write_result
+
+PROTOTXT = Path(__file__).resolve().parents[2] / "prototxt"
+SOLVERS = {"AdaGrad": SolverSpec("bench", "AdaGrad", 0.01, delta=1e-8),
+           "RMSProp": SolverSpec("bench", "RMSProp", 0.0002, delta=1e-6, rms_decay=0.95)}
+
+
+def synthetic_layout(n: int) -> tuple[ParamBlob, ...]:
+    """One blob of ``n`` floats."""
+    return (ParamBlob("synthetic", 0, (n,), 0, n, 1.0, 1.0),)
+
+
+def time_apply(params: tuple[ParamBlob, ...], solver: SolverSpec, repeats: int) -> dict[str, float]:
+    """Median seconds of one apply and of one memcpy of the same vector, interleaved."""
+    n = params[-1].offset + params[-1].size
+    rng = np.random.default_rng(0)
+    theta, grad = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+    dst = np.empty_like(theta)
+    s = make_solver(solver, params)
+    s.apply(theta, grad)  # compile / warm up
+    applies, copies = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        s.apply(theta, grad)
+        applies.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        np.copyto(dst, theta)
+        copies.append(time.perf_counter() - t)
+    a, c = float(np.median(applies)), float(np.median(copies))
+    return {"floats": n, "apply_us": 1e6 * a, "memcpy_us": 1e6 * c, "ratio": a / c}
+
+
+def _client(address: str, secret: bytes, worker: int, n: int, seconds: float, ready, go) -> None:
+    from ..client import ServerClient  # noqa: PLC0415 - in the child process
+
+    client = ServerClient(address, secret, worker, 0, n, timeout=30)
+    p = client.fetch()
+    grad = np.full(n, 1e-3, np.float32)
+    ready.release()
+    go.wait()
+    end, version = time.monotonic() + seconds, p.version
+    while time.monotonic() < end:
+        version, stop = client.push(grad, version)
+        if stop:
+            break
+    client.close()
+
+
+def server_rate(spec: NetSpec, clients: int, seconds: float) -> dict[str, float]:
+    """Server updates/s with ``clients`` synthetic clients pushing as fast as they can."""
+    from ..server import ParameterServer  # noqa: PLC0415
+
+    secret = protocol.new_secret()
+    theta = np.zeros(spec.num_params, np.float32)
+    server = ParameterServer(spec, make_solver(SOLVERS["AdaGrad"], spec.params), theta, theta.copy(), secret,
+                             target_update=10**9).start()
+    ctx = mp.get_context("spawn")
+    ready, go = ctx.Semaphore(0), ctx.Event()
+    procs = [ctx.Process(target=_client, args=(server.address, secret, i, spec.num_params, seconds, ready, go))
+             for i in range(clients)]
+    try:
+        for p in procs:
+            p.start()
+        for _ in procs:
+            if not ready.acquire(timeout=60):
+                raise RuntimeError("a synthetic client did not connect")
+        start_version, t = server.version, time.monotonic()
+        go.set()
+        for p in procs:
+            p.join(timeout=seconds + 60)
+        elapsed = time.monotonic() - t
+        return {"clients": clients, "updates": server.version - start_version,
+                "updates_per_s": (server.version - start_version) / elapsed, "dropped": sum(server.dropped.values())}
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        server.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=200, help="applies timed per size and solver")
+    ap.add_argument("--seconds", type=float, default=5.0, help="loopback measurement length")
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 2], help="synthetic client counts")
+    args = ap.parse_args(argv)
+    layouts = {m: load_netspec(PROTOTXT / f"snake_{m}.prototxt").params for m in ("small", "paper", "large")}
+    layouts |= {"1M": synthetic_layout(1_000_000), "10M": synthetic_layout(10_000_000)}
+    applies = []
+    for name, params in layouts.items():
+        for kind, solver in SOLVERS.items():
+            r = {"vector": name, "solver": kind, **time_apply(params, solver, max(20, args.repeats // (
+                10 if name == "10M" else 1)))}
+            applies.append(r)
+            print(f"{name:>6s} {kind:8s} {r['floats']:>10,d} floats: apply {r['apply_us']:9.1f} us, "
+                  f"memcpy {r['memcpy_us']:8.1f} us, ratio {r['ratio']:.2f}", flush=True)
+    paper = load_netspec(PROTOTXT / "snake_paper.prototxt")
+    loopback = []
+    for c in args.clients:
+        r = server_rate(paper, c, args.seconds)
+        loopback.append(r)
+        print(f"loopback, paper net ({paper.num_params:,} floats), {c} client(s): "
+              f"{r['updates_per_s']:,.0f} server updates/s ({r['dropped']} dropped)", flush=True)
+    write_result("ps_speed", {"applies": applies, "loopback": loopback,
+                              "max_ratio": max(r["ratio"] for r in applies)})
+
+
+if __name__ == "__main__":
+    main()
