@@ -1,0 +1,62 @@
+"""How many workers one parameter server can serve.
+
+``python -m ddqn.bench.capacity [--clients 1 2 4 … 64] [--seconds S]``: synthetic clients (real protocol,
+no Caffe) push gradients of the paper net's size as fast as they can; the server's updates/s is measured
+for each client count, and the plateau (the best rate) is divided by one real worker's gradient rate
+(1 / its forward+backward+targets time for the paper net, measured here). Clients run on the same
+machine as the server, so on a small machine they compete with it for cores: the figure is a lower bound.
+Writes results/capacity.json and results/capacity.png.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..netspec import load_netspec
+from . import write_result
+from .ps_speed import PROTOTXT, server_rate
+from .worker_speed import measure
+
+
+def plot(rows: list[dict], path: Path) -> Path:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["clients"] for r in rows], [r["updates_per_s"] for r in rows], "o-")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("synthetic clients")
+    ax.set_ylabel("server updates/s (paper net)")
+    ax.set_title("Parameter-server capacity over loopback")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
+    ap.add_argument("--seconds", type=float, default=5.0)
+    args = ap.parse_args(argv)
+    worker = measure("paper", repeats=5)
+    worker_rate = 1000 / worker["compute_ms"]
+    print(f"one real worker (paper net): {worker['compute_ms']:.1f} ms per gradient = {worker_rate:.1f} gradients/s")
+    spec = load_netspec(PROTOTXT / "snake_paper.prototxt")
+    rows = []
+    for c in args.clients:
+        rows.append(r := server_rate(spec, c, args.seconds))
+        print(f"{c:3d} clients: {r['updates_per_s']:8,.0f} server updates/s ({r['dropped']} dropped)", flush=True)
+    plateau = max(r["updates_per_s"] for r in rows)
+    print(f"plateau {plateau:,.0f} updates/s = {plateau / worker_rate:.0f} workers' worth of gradients")
+    write_result("capacity", {"rows": rows, "worker": worker, "worker_gradients_per_s": worker_rate,
+                              "plateau_updates_per_s": plateau, "workers_worth": plateau / worker_rate,
+                              "png": str(plot(rows, Path("results/capacity.png")))})
+
+
+if __name__ == "__main__":
+    main()
