@@ -1,0 +1,121 @@
+"""``make report``: regenerate results/REPORT.md from the benchmarks' JSON files (figures embedded).
+
+Every section puts the measured numbers beside the slides' claim; a benchmark that has not been run is
+listed as missing with the target that produces it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from . import machine
+
+
+def _load(results: Path, name: str) -> dict[str, Any] | None:
+    path = results / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _caffe(r: dict) -> list[str]:
+    lines = ["| member | parameters | input | forward+backward (ms, batch 32) | forward (ms) |", "|---|---|---|---|---|"]
+    for m, x in r["members"].items():
+        lines.append(f"| {m} | {x['params']:,} | {x['input']}×{x['input']} | {x['forward_backward_ms']:.1f} | "
+                     f"{x['forward_ms']:.1f} |")
+    return ["The 2015 system: 81.7 ms per gradient for the paper net on a dual-core i7.", "", *lines]
+
+
+def _ps(r: dict) -> list[str]:
+    lines = ["| vector | solver | floats | apply (µs) | memcpy (µs) | apply ÷ memcpy |", "|---|---|---|---|---|---|"]
+    for x in r["applies"]:
+        lines.append(f"| {x['vector']} | {x['solver']} | {x['floats']:,} | {x['apply_us']:.1f} | {x['memcpy_us']:.1f} | "
+                     f"{x['ratio']:.2f} |")
+    loop = "; ".join(f"{x['clients']} client(s): {x['updates_per_s']:,.0f}/s" for x in r["loopback"])
+    return ["Slides: \"bottleneck is parameter update time on parameter server\" (a 10 ms update caps a server at "
+            "100 updates/s). Goals: apply ≤ 3× memcpy; ≥ 3,000 server updates/s end to end.", "", *lines, "",
+            f"Largest ratio: **{r['max_ratio']:.2f}**. End to end over loopback (receive + verify + apply + reply), "
+            f"paper net: {loop}."]
+
+
+def _worker(r: dict) -> list[str]:
+    lines = ["| member | parameters | compute (ms) | communicate (ms) |", "|---|---|---|---|"]
+    for x in r["rows"]:
+        lines.append(f"| {x['member']} | {x['params']:,} | {x['compute_ms']:.1f} | {x['communicate_ms']:.2f} |")
+    fits = "; ".join(f"{k}: {f['slope_ms_per_mparam']:.1f} ms per million parameters, R² {f['r2']:.4f}"
+                     for k, f in r["fits"].items())
+    return ["Slides: \"compute/communicate time scales linearly with model size\".", "", *lines, "", f"Linear fits: {fits}.",
+            "", "![compute/communicate vs model size](worker_speed.png)"]
+
+
+def _capacity(r: dict) -> list[str]:
+    rows = ", ".join(f"{x['clients']}: {x['updates_per_s']:,.0f}" for x in r["rows"])
+    return [f"Server updates/s by synthetic clients ({rows}). Plateau {r['plateau_updates_per_s']:,.0f} updates/s "
+            f"÷ one real worker's {r['worker_gradients_per_s']:.1f} gradients/s = **{r['workers_worth']:.0f} workers' "
+            "worth** (goal ≥ 100). Clients share the machine's cores with the server: a lower bound.", "",
+            "![capacity](capacity.png)"]
+
+
+def _serial(r: dict) -> list[str]:
+    out = [f"Budget {r['budget_minutes']:g} training minutes per run, one core each.", ""]
+    for name, reach in r["reach"].items():
+        curve = r["curves"][name]
+        best = max(curve, key=lambda x: x["greedy_mean"]) if curve else None
+        got = ", ".join(f"score {s}: " + (f"{v['minutes']:.1f} min ({v['env_steps']:,} steps)" if v else "not reached")
+                        for s, v in reach.items())
+        out.append(f"- `{name}`: {got}; best greedy mean {best['greedy_mean']:.2f} at {best['minutes']:.1f} min"
+                   if best else f"- `{name}`: no evaluations")
+    return [*out, "", "![serial curves](serial_curve.png)"]
+
+
+def _env(r: dict) -> list[str]:
+    return [f"```\n{json.dumps({k: v for k, v in r.items() if k not in ('name', 'machine')}, indent=1)}\n```"]
+
+
+def _gifs(r: dict) -> list[str]:
+    return [f"Dumb snake (initial weights) scored {r['dumb_score']}; smart snake (`{r['weights']}`) scored "
+            f"{r['smart_score']}.", "", "![dumb and smart snake](snakes.gif)"]
+
+
+SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
+    ("caffe_speed", "Q-network speed on real Caffe", "make bench-caffe", _caffe),
+    ("ps_speed", "Parameter-server cost", "make bench-ps", _ps),
+    ("worker_speed", "Compute/communicate times vs model size", "make bench-worker", _worker),
+    ("capacity", "Workers one server can serve", "make bench-capacity", _capacity),
+    ("serial_curve", "Serial deep Q-learning on the paper's setting", "make bench-serial", _serial),
+    ("env_speed", "Snake environment speed", "make bench-env", _env),
+    ("replay_speed", "Replay memory throughput", "make bench-replay", _env),
+    ("gifs", "Example game play", "make gifs", _gifs),
+]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", default="results")
+    args = ap.parse_args(argv)
+    results = Path(args.results)
+    m = machine()
+    lines = ["# ddqn: reproduction report", "",
+             f"Generated {time.strftime('%Y-%m-%d %H:%M %Z')} on {m['cores']} cores ({m['cpu']}), Python {m['python']}. "
+             "Each section names the target that regenerates it; speeds are ratios measured within one run where "
+             "possible (this machine is shared and noisy).", ""]
+    missing = []
+    for name, title, target, render in SECTIONS:
+        r = _load(results, name)
+        if r is None:
+            missing.append(f"`{target}` ({title})")
+            continue
+        ran = r.get("machine", {})
+        lines += [f"## {title}", "", f"`{target}` — measured {ran.get('date', '?')} on {ran.get('cores', '?')} cores "
+                  f"({ran.get('cpu', '?')}).", "", *render(r), ""]
+    if missing:
+        lines += ["## Not yet measured", "", *[f"- {x}" for x in missing], ""]
+    path = results / "REPORT.md"
+    results.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    print(f"wrote {path} ({len(SECTIONS) - len(missing)} of {len(SECTIONS)} sections)")
+
+
+if __name__ == "__main__":
+    main()
