@@ -111,6 +111,7 @@ class ParameterServer:
             self.port = self._sock.bind_to_random_port(f"tcp://{host}")
         self.address = f"tcp://{host}:{self.port}"
         self._thread = threading.Thread(target=self._serve, name="ddqn-parameter-server", daemon=True)
+        self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "ParameterServer":
@@ -132,8 +133,6 @@ class ParameterServer:
             self._thread.join(timeout=grace + 2)
         self._sock.close(linger=0)
         self._ctx.term()
-
-    _closed = False
 
     def live_workers(self) -> int:
         """Sessions heard from within the session timeout."""
