@@ -17,7 +17,7 @@ DEB_PACKAGES := build-essential cmake libboost-system-dev libboost-thread-dev li
   openjdk-17-jre-headless
 
 .PHONY: install deb-deps caffe test train train-serial train-cluster bench-caffe bench-env bench-replay \
-  bench-serial bench-ps bench-worker bench-capacity gifs report cluster-up cluster-train cluster-results cluster-down clean
+  bench-serial bench-ps bench-worker bench-capacity bench-scaling gifs report cluster-up cluster-train cluster-results cluster-down clean
 
 install: deb-deps $(VENV)/.deps-ok caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
 
@@ -75,6 +75,9 @@ bench-capacity: install  ## how many workers one server serves: synthetic client
 
 gifs: install  ## "dumb snake" (initial weights) and "smart snake" (runs/train's snapshot) GIFs, side by side
 	$(PY) -m ddqn.bench.gifs
+
+bench-scaling: install  ## serial vs 1 and 2 async workers vs sync: greedy score vs wall clock, same budget ($(MINUTES) min each)
+	$(PY) -m ddqn.bench.scaling --minutes $(MINUTES)
 
 report: install  ## regenerate results/REPORT.md from the benchmarks' JSON files
 	$(PY) -m ddqn.bench.report

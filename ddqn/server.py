@@ -112,10 +112,12 @@ class ParameterServer:
         self.address = f"tcp://{host}:{self.port}"
         self._thread = threading.Thread(target=self._serve, name="ddqn-parameter-server", daemon=True)
         self._closed = False
+        self.started = time.monotonic()
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "ParameterServer":
         """Start serving in a background thread."""
+        self.started = time.monotonic()
         self._thread.start()
         return self
 
@@ -320,9 +322,18 @@ class ParameterServer:
 
     # -- snapshots ------------------------------------------------------------------------------
     def snapshot(self) -> Path:
-        """Write θ, the solver state and θ⁻ into ``snapshot_dir`` and record them in ``server_state.json``."""
+        """Write θ, the solver state and θ⁻ into ``snapshot_dir``, record them in ``server_state.json`` and
+        append (updates, wall seconds since start, env steps, path) to ``snapshots.csv``."""
         assert self.snapshot_dir is not None
         with self.lock:
-            theta, target, version = self.theta.copy(), self.target.copy(), self.version
-            return save_checkpoint(self.snapshot_dir, "server", self.spec, theta, target, self.solver, STATE_FILE,
-                                   {"updates": version})
+            model = save_checkpoint(self.snapshot_dir, "server", self.spec, self.theta, self.target, self.solver,
+                                    STATE_FILE, {"updates": self.version})
+        log = self.snapshot_dir / "snapshots.csv"
+        new = not log.exists()
+        with open(log, "a") as f:
+            if new:
+                f.write("updates,wall_s,env_steps,model\n")
+            env_steps = sum(w.env_steps for w in self.workers.values())
+            f.write(f"{self.version},{time.monotonic() - self.started:.3f},{env_steps},"
+                    f"{model.relative_to(self.snapshot_dir)}\n")
+        return model

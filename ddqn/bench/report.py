@@ -69,6 +69,18 @@ def _serial(r: dict) -> list[str]:
     return [*out, "", "![serial curves](serial_curve.png)"]
 
 
+def _scaling(r: dict) -> list[str]:
+    out = [f"Config `{r['config']}`, {r['budget_minutes']:g} minutes per mode on {r['cores']} cores (two workers and "
+           "the driver share them).", ""]
+    for m, reach in r["reach"].items():
+        got = ", ".join(f"score {s}: " + (f"{v['minutes']:.1f} min" if v else "not reached") for s, v in reach.items())
+        out.append(f"- `{m}`: {got}")
+    for s, ratios in r["speedup_vs_serial"].items():
+        out.append(f"- speedup over serial to score {s}: " + ", ".join(
+            f"{m} {x:.2f}×" if x else f"{m} n/a" for m, x in ratios.items()))
+    return ["Slides: \"performance scales linearly with number of workers\".", "", *out, "", "![scaling](scaling.png)"]
+
+
 def _env(r: dict) -> list[str]:
     return [f"```\n{json.dumps({k: v for k, v in r.items() if k not in ('name', 'machine')}, indent=1)}\n```"]
 
@@ -84,6 +96,7 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
     ("worker_speed", "Compute/communicate times vs model size", "make bench-worker", _worker),
     ("capacity", "Workers one server can serve", "make bench-capacity", _capacity),
     ("serial_curve", "Serial deep Q-learning on the paper's setting", "make bench-serial", _serial),
+    ("scaling", "Serial vs distributed", "make bench-scaling", _scaling),
     ("env_speed", "Snake environment speed", "make bench-env", _env),
     ("replay_speed", "Replay memory throughput", "make bench-replay", _env),
     ("gifs", "Example game play", "make gifs", _gifs),

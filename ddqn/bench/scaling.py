@@ -1,0 +1,91 @@
+"""The slides' "serial vs distributed": greedy score vs wall-clock time for serial, 1 and 2 asynchronous
+workers and the synchronous mode — same config, same budget, same seeds, one run after another.
+
+``python -m ddqn.bench.scaling [--minutes M] [--config paper] [--every N]``. The serial run evaluates
+itself every N env steps (its eval.csv; evaluation time excluded); distributed runs snapshot every N server
+updates and their snapshots are evaluated afterwards with the same greedy evaluation (same episodes and
+seed), against the wall-clock time each snapshot was taken. Reports minutes to reach mean score 5 and 10 and
+the speedups over serial; writes results/scaling.json and results/scaling.png. On a 2-core machine two
+workers and the driver share two cores: say so when quoting the numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ..cluster import spark_home
+from ..config import load_config
+from ..netspec import load_netspec
+from ..qnet import QNetwork
+from ..rollouts import evaluate_greedy
+from ..snapshot import load_caffemodel
+from . import write_result
+from .serial_curve import THRESHOLDS, first_reach, plot, read_curve
+
+ROOT = Path(__file__).resolve().parents[2]
+MODES = {"serial": [], "async-1": ["--workers", "1"], "async-2": ["--workers", "2"], "sync-2": ["--workers", "2", "--sync"]}
+
+
+def run(mode: str, config: str, minutes: float, every: int, out: Path) -> int:
+    """Train one mode into ``out``; returns the exit code."""
+    common = ["--config", config, "--set", f"eval_every={every}", "--set", f"snapshot_every={every}"]
+    if mode == "serial":
+        cmd = [sys.executable, "-m", "ddqn.cli", "train", "--mode", "serial", "--minutes", str(minutes),
+               "--out", str(out), "--no-progress", *common]
+    else:
+        cmd = [str(spark_home() / "bin" / "spark-submit"), str(ROOT / "spark_jobs" / "train.py"), "--minutes",
+               str(minutes), "--out", str(out), "--quiet", *MODES[mode], *common]
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
+               SPARK_LOCAL_IP="127.0.0.1")
+    print("running:", " ".join(cmd), flush=True)
+    return subprocess.call(cmd, env=env)
+
+
+def snapshot_curve(out: Path, config: str) -> list[dict[str, float]]:
+    """Greedy mean score of each snapshot in ``out/snapshots.csv`` against its wall-clock time."""
+    cfg = load_config(config)
+    q = QNetwork(load_netspec(cfg.path("net")))
+    curve = []
+    with open(out / "snapshots.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            q.set_params(load_caffemodel(out / row["model"], q.spec))
+            scores = evaluate_greedy(q, cfg, cfg.eval_episodes, seed=10_000 + cfg.seed)
+            curve.append({"env_steps": int(row["env_steps"]), "updates": int(row["updates"]),
+                          "minutes": float(row["wall_s"]) / 60, "greedy_mean": float(scores.mean())})
+    return curve
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=20.0, help="wall-clock budget per mode (default 20)")
+    ap.add_argument("--config", default="paper")
+    ap.add_argument("--every", type=int, default=5000, help="env steps (serial) / server updates between evaluations")
+    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    ap.add_argument("--out", default="results")
+    args = ap.parse_args(argv)
+    curves = {}
+    for mode in args.modes:
+        out = Path(args.out) / "runs" / f"scaling-{mode}"
+        if run(mode, args.config, args.minutes, args.every, out):
+            sys.exit(f"the {mode} run failed")
+        curves[mode] = read_curve(out / "eval.csv") if mode == "serial" else snapshot_curve(out, args.config)
+    reach = {m: {str(s): first_reach(c, s) for s in THRESHOLDS} for m, c in curves.items()}
+    speedup = {}
+    for s in map(str, THRESHOLDS):
+        base = reach.get("serial", {}).get(s)
+        speedup[s] = {m: (base["minutes"] / r[s]["minutes"] if base and r[s] else None) for m, r in reach.items()}
+    for m, c in curves.items():
+        best = max((r["greedy_mean"] for r in c), default=0.0)
+        got = ", ".join(f"score {s}: " + (f"{v['minutes']:.1f} min" if v else "not reached") for s, v in reach[m].items())
+        print(f"{m:>8s}: best greedy mean {best:.2f}; {got}")
+    png = plot(curves, Path(args.out) / "scaling.png", f"Serial vs distributed ({args.config}, {os.cpu_count()} cores)")
+    write_result("scaling", {"config": args.config, "budget_minutes": args.minutes, "cores": os.cpu_count(),
+                             "curves": curves, "reach": reach, "speedup_vs_serial": speedup, "png": str(png)}, args.out)
+
+
+if __name__ == "__main__":
+    main()
