@@ -181,6 +181,8 @@ def test_driver_killed_then_resumed_from_its_last_snapshot(tmp_path: Path) -> No
         proc.wait(timeout=60)
     before = json.loads((out / "server_state.json").read_text())["updates"]
     assert before >= 200 and before % 200 == 0
+    logged = (out / "snapshots.csv").read_text().splitlines()
+    assert logged[0] == "updates,wall_s,env_steps,model" and int(logged[-1].split(",")[0]) >= before
     res = subprocess.run(submit_command("--workers", "2", "--steps", "300", "--out", str(out), "--resume"),
                          env=run_env(), capture_output=True, text=True, timeout=400)
     assert res.returncode == 0, res.stdout[-3000:]

@@ -43,6 +43,7 @@ def time_member(path: Path, repeats: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="results", help="results directory")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--members", nargs="+", default=list(MEMBERS), help=f"prototxt/snake_<member> (default {MEMBERS})")
     args = ap.parse_args(argv)
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         rows[m] = r = time_member(PROTOTXT / f"snake_{m}.prototxt", args.repeats)
         print(f"{m:>6s}: {r['params']:>9,d} params, {r['input']}x{r['input']} input: "
               f"forward+backward {r['forward_backward_ms']:7.2f} ms, forward {r['forward_ms']:6.2f} ms (batch {r['batch']})")
-    write_result("caffe_speed", {"members": rows})
+    write_result("caffe_speed", {"members": rows}, args.out)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ def plot(rows: list[dict], path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="results", help="results directory")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
     ap.add_argument("--seconds", type=float, default=5.0)
     args = ap.parse_args(argv)
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"plateau {plateau:,.0f} updates/s = {plateau / worker_rate:.0f} workers' worth of gradients")
     write_result("capacity", {"rows": rows, "worker": worker, "worker_gradients_per_s": worker_rate,
                               "plateau_updates_per_s": plateau, "workers_worth": plateau / worker_rate,
-                              "png": str(plot(rows, Path("results/capacity.png")))})
+                              "png": str(plot(rows, Path(args.out) / "capacity.png"))}, args.out)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ def batch_env(num_envs: int, seconds: float) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per variant (default 3)")
+    parser.add_argument("--out", default="results", help="results directory")
     args = parser.parse_args(argv)
     figures = {
         "SnakeEnv": single_env(SnakeEnv(size=SIZE, frame_size=FRAME), args.seconds),
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {name:<16} {rate:>12,.0f}")
     print(f"  K=256 / K=1 speed-up: {figures['SnakeBatch_K256'] / figures['SnakeBatch_K1']:.1f}x")
     write_result("env_speed", {"size": SIZE, "frame_size": FRAME, "seconds": args.seconds,
-                               "steps_per_s": {k: round(v, 1) for k, v in figures.items()}})
+                               "steps_per_s": {k: round(v, 1) for k, v in figures.items()}}, args.out)
 
 
 if __name__ == "__main__":

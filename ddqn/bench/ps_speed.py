@@ -100,12 +100,15 @@ def server_rate(spec: NetSpec, clients: int, seconds: float) -> dict[str, float]
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="results", help="results directory")
     ap.add_argument("--repeats", type=int, default=200, help="applies timed per size and solver")
     ap.add_argument("--seconds", type=float, default=5.0, help="loopback measurement length")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 2], help="synthetic client counts")
+    ap.add_argument("--vectors", nargs="+", default=["small", "paper", "large", "1M", "10M"])
     args = ap.parse_args(argv)
-    layouts = {m: load_netspec(PROTOTXT / f"snake_{m}.prototxt").params for m in ("small", "paper", "large")}
-    layouts |= {"1M": synthetic_layout(1_000_000), "10M": synthetic_layout(10_000_000)}
+    synthetic = {"1M": 1_000_000, "10M": 10_000_000}
+    layouts = {v: synthetic_layout(synthetic[v]) if v in synthetic else
+               load_netspec(PROTOTXT / f"snake_{v}.prototxt").params for v in args.vectors}
     applies = []
     for name, params in layouts.items():
         for kind, solver in SOLVERS.items():
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"loopback, paper net ({paper.num_params:,} floats), {c} client(s): "
               f"{r['updates_per_s']:,.0f} server updates/s ({r['dropped']} dropped)", flush=True)
     write_result("ps_speed", {"applies": applies, "loopback": loopback,
-                              "max_ratio": max(r["ratio"] for r in applies)})
+                              "max_ratio": max(r["ratio"] for r in applies)}, args.out)
 
 
 if __name__ == "__main__":

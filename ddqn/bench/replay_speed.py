@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seconds", type=float, default=3.0, help="sampling time per variant")
     p.add_argument("--steps", type=int, default=3000, help="steps of the add+sample loop")
     p.add_argument("--flush-every", type=int, default=1000, help="LMDB commit interval (frames)")
+    p.add_argument("--out", default="results", help="results directory")
     args = p.parse_args(argv)
     shape = (args.size, args.size)
     frames = np.random.default_rng(0).integers(0, 256, (args.frames, *shape), dtype=np.uint8)
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"add+sample loop {r['dqn_steps_per_s']:>6,} steps/s | RAM {r['ram_bytes'] / 2**20:.1f} MiB")
     print(f"lmdb on disk {results['lmdb']['disk_bytes'] / 2**20:.1f} MiB; identical batches RAM vs LMDB: {same}")
     data = {"config": config, **results, "identical_batches": same}
-    write_result("replay_speed", data)
+    write_result("replay_speed", data, args.out)
     return data
 
 

@@ -102,6 +102,7 @@ def plot(rows: list[dict], fits: dict[str, dict], path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="results", help="results directory")
     ap.add_argument("--members", nargs="+", default=["small", "paper", "large", "x64", "x128"])
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args(argv)
@@ -115,8 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     for k, f in fits.items():
         print(f"{k}: {f['slope_ms_per_mparam']:.2f} ms per million parameters + {f['intercept_ms']:.2f} ms, "
               f"R² {f['r2']:.4f}")
-    png = plot(rows, fits, Path("results/worker_speed.png"))
-    write_result("worker_speed", {"rows": rows, "fits": fits, "paper_2015": PAPER_2015, "png": str(png)})
+    png = plot(rows, fits, Path(args.out) / "worker_speed.png")
+    write_result("worker_speed", {"rows": rows, "fits": fits, "paper_2015": PAPER_2015, "png": str(png)}, args.out)
 
 
 if __name__ == "__main__":
