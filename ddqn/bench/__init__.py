@@ -5,6 +5,8 @@ import json
 import os
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +33,21 @@ def write_result(name: str, data: dict[str, Any], out_dir: str | Path = "results
     path.write_text(json.dumps({"name": name, "machine": machine(), **data}, indent=2) + "\n")
     print(f"wrote {path}")
     return path
+
+
+@contextmanager
+def figure(path: Path, ncols: int = 1, figsize: tuple[float, float] = (6.5, 4.5)) -> Iterator[tuple[Any, Any]]:
+    """A matplotlib figure (Agg) with ``ncols`` axes, saved to ``path`` (PNG, 100 dpi) and closed on exit."""
+    import matplotlib  # noqa: PLC0415 - only benchmarks draw
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, axes = plt.subplots(1, ncols, figsize=figsize)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)

@@ -13,28 +13,20 @@ import argparse
 from pathlib import Path
 
 from ..netspec import load_netspec
-from . import write_result
+from . import figure, write_result
 from .ps_speed import PROTOTXT, server_rate
 from .worker_speed import measure
 
 
 def plot(rows: list[dict], path: Path) -> Path:
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([r["clients"] for r in rows], [r["updates_per_s"] for r in rows], "o-")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("synthetic clients")
-    ax.set_ylabel("server updates/s (paper net)")
-    ax.set_title("Parameter-server capacity over loopback")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    """Server updates/s vs synthetic clients."""
+    with figure(path, figsize=(6, 4)) as (_, ax):
+        ax.plot([r["clients"] for r in rows], [r["updates_per_s"] for r in rows], "o-")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("synthetic clients")
+        ax.set_ylabel("server updates/s (paper net)")
+        ax.set_title("Parameter-server capacity over loopback")
+        ax.grid(alpha=0.3)
     return path
 
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import write_result
+from . import figure, write_result
 
 THRESHOLDS = (5, 10)
 
@@ -35,27 +35,19 @@ def first_reach(curve: list[dict[str, float]], score: float) -> dict[str, float]
 
 def plot(curves: dict[str, list[dict[str, float]]], path: Path, title: str) -> Path:
     """Greedy mean score vs minutes and vs env steps, one line per run."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for name, curve in curves.items():
-        axes[0].plot([r["minutes"] for r in curve], [r["greedy_mean"] for r in curve], marker=".", label=name)
-        axes[1].plot([r["env_steps"] for r in curve], [r["greedy_mean"] for r in curve], marker=".", label=name)
-    rand = next((c[0]["random_mean"] for c in curves.values() if c), 0.0)
-    for ax, xlabel in zip(axes, ("training wall-clock minutes", "env steps")):
-        ax.axhline(rand, color="grey", ls="--", lw=1, label="random policy")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("greedy mean score (apples)")
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figure(path, ncols=2, figsize=(11, 4)) as (fig, axes):
+        for name, curve in curves.items():
+            axes[0].plot([r["minutes"] for r in curve], [r["greedy_mean"] for r in curve], marker=".", label=name)
+            axes[1].plot([r["env_steps"] for r in curve], [r["greedy_mean"] for r in curve], marker=".", label=name)
+        rand = next((c[0]["random_mean"] for c in curves.values() if c and "random_mean" in c[0]), None)
+        for ax, xlabel in zip(axes, ("training wall-clock minutes", "env steps")):
+            if rand is not None:
+                ax.axhline(rand, color="grey", ls="--", lw=1, label="random policy")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("greedy mean score (apples)")
+            ax.grid(alpha=0.3)
+        axes[0].legend()
+        fig.suptitle(title)
     return path
 
 

@@ -22,7 +22,7 @@ from ..qnet import QNetwork
 from ..replay import Batch
 from ..server import ParameterServer
 from ..solvers import make_solver
-from . import write_result
+from . import figure, write_result
 from .ps_speed import SOLVERS
 
 PROTOTXT = Path(__file__).resolve().parents[2] / "prototxt"
@@ -73,30 +73,21 @@ def fit(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 
 def plot(rows: list[dict], fits: dict[str, dict], path: Path) -> Path:
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
+    """Compute and communicate ms per update vs parameters, with the fitted lines and the 2015 system's compute."""
     x = np.array([r["params"] for r in rows]) / 1e6
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for key, label in (("compute_ms", "gradient compute"), ("communicate_ms", "communicate (fetch + push)")):
-        y = np.array([r[key] for r in rows])
-        f = fits[key]
-        ax.plot(x, y, "o", label=f"{label} (R² {f['r2']:.3f})")
-        xs = np.linspace(0, x.max(), 50)
-        ax.plot(xs, f["slope_ms_per_mparam"] * xs + f["intercept_ms"], "--", lw=1)
-    px = np.array(list(PAPER_2015)) / 1e6
-    ax.plot(px, [v[0] for v in PAPER_2015.values()], "x", color="grey", label="2015 system: compute")
-    ax.set_xlabel("parameters (millions)")
-    ax.set_ylabel("ms per update")
-    ax.set_title("Compute/communicate time per update vs model size")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figure(path) as (_, ax):
+        for key, label in (("compute_ms", "gradient compute"), ("communicate_ms", "communicate (fetch + push)")):
+            f = fits[key]
+            ax.plot(x, [r[key] for r in rows], "o", label=f"{label} (R² {f['r2']:.3f})")
+            xs = np.linspace(0, x.max(), 50)
+            ax.plot(xs, f["slope_ms_per_mparam"] * xs + f["intercept_ms"], "--", lw=1)
+        px = np.array(list(PAPER_2015)) / 1e6
+        ax.plot(px, [v[0] for v in PAPER_2015.values()], "x", color="grey", label="2015 system: compute")
+        ax.set_xlabel("parameters (millions)")
+        ax.set_ylabel("ms per update")
+        ax.set_title("Compute/communicate time per update vs model size")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     return path
 
 
