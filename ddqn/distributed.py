@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import socket
 import sys
 import threading
@@ -63,6 +64,21 @@ def driver_host(sc) -> str:
         return socket.gethostbyname(host)
     except OSError:
         return "127.0.0.1"
+
+
+def _ignore_signals() -> None:
+    """Let the driver finish its clean-up (snapshot, stop tasks, close the port) once it was interrupted."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _cancel(sc) -> None:
+    """Cancel the worker tasks (best effort: the JVM may already be shutting down)."""
+    try:
+        sc.cancelJobGroup("ddqn-workers")
+    except Exception as exc:  # noqa: BLE001 - py4j raises several kinds once the JVM is gone
+        log.warning("could not cancel the Spark job: %s", str(exc).splitlines()[0][:200])
 
 
 class Driver:
@@ -133,16 +149,16 @@ class Driver:
             server.request_stop()
             thread.join(timeout=cfg.server_timeout + 60)
         except KeyboardInterrupt:
+            _ignore_signals()  # Ctrl-C reaches spark-submit's JVM too, which then sends us SIGTERM
             print("\ninterrupted: stopping workers", flush=True)
             server.request_stop()
-            thread.join(timeout=15)
-            sc.cancelJobGroup("ddqn-workers")
-            model = server.snapshot()
+            model = server.snapshot()  # first: it needs nothing from Spark, whose JVM may be going down
             print(f"snapshot written to {model}", flush=True)
+            thread.join(timeout=15)
             raise
         finally:
             if thread.is_alive():
-                sc.cancelJobGroup("ddqn-workers")
+                _cancel(sc)
                 thread.join(timeout=30)
             server.close()
             log_.close()

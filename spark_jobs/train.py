@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -37,7 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     from ddqn.errors import run_command  # noqa: PLC0415 - after argparse, so --help is fast
 
+    signal.signal(signal.SIGTERM, _interrupt)  # spark-submit's JVM stops its Python driver with SIGTERM
     return run_command("train.py", lambda: train(args))
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def train(args: argparse.Namespace) -> None:
