@@ -62,13 +62,11 @@ def _train(args: argparse.Namespace) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     """Greedy score statistics of a weights file, beside the random policy's."""
-    from .rollouts import evaluate_greedy  # noqa: PLC0415
-    from .snake import random_policy_score  # noqa: PLC0415
+    from .rollouts import evaluate_greedy, random_score  # noqa: PLC0415
 
     cfg, q = _load_agent(args)
     scores = evaluate_greedy(q, cfg, args.episodes, args.seed)
-    rand = random_policy_score(cfg.board_size, args.episodes, args.seed, frame_size=q.spec.state_shape[1],
-                               max_steps_without_apple=cfg.starve_steps)
+    rand = random_score(cfg, q.spec.state_shape[1], args.episodes, args.seed)
     print(f"greedy: mean {scores.mean():.2f}  median {np.median(scores):.1f}  max {scores.max()}  "
           f"over {args.episodes} episodes on {cfg.board_size}x{cfg.board_size}")
     print(f"random: mean {rand:.2f}")

@@ -25,9 +25,8 @@ from .errors import DDQNError
 from .metrics import MetricsLogger
 from .netspec import load_netspec
 from .qnet import QNetwork
-from .rollouts import evaluate_greedy
+from .rollouts import evaluate_greedy, random_score
 from .server import STATE_FILE, ParameterServer
-from .snake import random_policy_score
 from .snapshot import load_checkpoint
 from .solvers import load_solver_spec, make_solver
 from .worker import JobSpec, run_partition
@@ -113,6 +112,8 @@ class Driver:
         if sc.defaultParallelism < cfg.workers:
             raise DDQNError(f"workers: {cfg.workers} worker tasks need {cfg.workers} task slots at once; "
                             f"the Spark master {sc.master} offers {sc.defaultParallelism}")
+        # the random-policy baseline first: nothing may run between starting the server and its try/finally
+        baseline = random_score(cfg, self.spec.state_shape[1], cfg.eval_episodes, cfg.seed)
         secret = protocol.new_secret()
         server = ParameterServer(self.spec, self.solver, self.theta, self.target, secret, host=driver_host(sc),
                                  port=cfg.server_port,
@@ -140,8 +141,6 @@ class Driver:
 
         thread = threading.Thread(target=spark_job, name="ddqn-spark-job", daemon=True)
         start = time.monotonic()
-        random_score = random_policy_score(cfg.board_size, cfg.eval_episodes, cfg.seed, frame_size=self.spec.state_shape[1],
-                                           max_steps_without_apple=cfg.starve_steps)
         log_ = MetricsLogger(self.out)
         try:
             thread.start()
@@ -166,7 +165,7 @@ class Driver:
         if failure:
             server.snapshot()
             raise DDQNError(f"the Spark job failed: {str(failure[0]).splitlines()[0][:300]}")
-        return self._finish(server, results, random_score, time.monotonic() - start)
+        return self._finish(server, results, baseline, time.monotonic() - start)
 
     def _watch(self, server: ParameterServer, thread: threading.Thread, log_: MetricsLogger, start: float,
                minutes: float | None, steps: int | None) -> None:

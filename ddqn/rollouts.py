@@ -10,7 +10,7 @@ from .agent import greedy_actions
 from .config import Config
 from .qnet import QNetwork
 from .replay import ReplayMemory
-from .snake import SnakeBatch, SnakeEnv
+from .snake import SnakeBatch, SnakeEnv, random_policy_score
 
 FILL_GAMES = 64
 
@@ -23,6 +23,12 @@ def make_env(cfg: Config, frame_size: int, render_mode: str | None = None) -> Sn
 def make_batch(cfg: Config, frame_size: int, num_envs: int) -> SnakeBatch:
     """K games as the config describes them."""
     return SnakeBatch(num_envs, cfg.board_size, frame_size, cfg.starve_steps, cfg.paper_look)
+
+
+def random_score(cfg: Config, frame_size: int, episodes: int, seed: int) -> float:
+    """Mean score of the uniform random policy on the config's game (the baseline every evaluation reports)."""
+    return random_policy_score(cfg.board_size, episodes, seed, frame_size=frame_size,
+                               max_steps_without_apple=cfg.starve_steps)
 
 
 def fill_random(replay: ReplayMemory, transitions: int, cfg: Config, frame_size: int, seed: int) -> int:

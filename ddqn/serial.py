@@ -33,8 +33,8 @@ from .metrics import MetricsLogger
 from .netspec import load_netspec
 from .qnet import QNetwork
 from .replay import LMDBReplayMemory, ReplayMemory
-from .rollouts import evaluate_greedy, fill_random, make_env
-from .snake import FrameStack, random_policy_score
+from .rollouts import evaluate_greedy, fill_random, make_env, random_score
+from .snake import FrameStack
 from .snapshot import load_checkpoint, save_checkpoint
 from .solvers import load_solver_spec, make_solver
 
@@ -120,10 +120,9 @@ class SerialTrainer:
             if len(self.replay) < cfg.replay_warmup:
                 fill_random(self.replay, cfg.replay_warmup - len(self.replay), cfg, self.frame_size,
                             cfg.seed + self.state.env_steps)
-            random_score = random_policy_score(cfg.board_size, cfg.eval_episodes, cfg.seed,
-                                               frame_size=self.frame_size, max_steps_without_apple=cfg.starve_steps)
-            self._loop(log, stop_at, deadline, random_score)
-            return self._finish(log, random_score)
+            baseline = random_score(cfg, self.frame_size, cfg.eval_episodes, cfg.seed)
+            self._loop(log, stop_at, deadline, baseline)
+            return self._finish(log, baseline)
         except KeyboardInterrupt:
             model = self.snapshot()
             print(f"\ninterrupted: snapshot written to {model}")
