@@ -51,6 +51,7 @@ class Config:
     push_every: int = 1  # gradients summed before a PUSH
     server_timeout: float = 60.0  # seconds a worker waits for the server before exiting
     server_port: int = 0  # parameter-server TCP port on the driver (0: any free port)
+    server_threads: int = 1  # driver cores one solver apply may use (bit-identical result; >1 for big nets)
     # evaluation, logging, snapshots
     eval_every: int = 5_000  # env steps between greedy evaluations
     eval_episodes: int = 50
@@ -76,7 +77,7 @@ def _check(cfg: Config, source: str) -> Config:
 
     positive = ("board_size", "starve_steps", "replay_capacity", "eps_decay_steps", "target_update",
                 "train_every", "eval_every", "eval_episodes", "log_every", "snapshot_every", "workers",
-                "fetch_every", "push_every", "server_timeout")
+                "fetch_every", "push_every", "server_timeout", "server_threads")
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise bad(name, "must be > 0")

@@ -95,7 +95,7 @@ class Driver:
         self.cfg, self.out, self.sync, self.progress = cfg, Path(out_dir), sync, progress
         self.out.mkdir(parents=True, exist_ok=True)
         self.spec = load_netspec(cfg.path("net"))
-        self.solver = make_solver(load_solver_spec(cfg.path("solver")), self.spec.params)
+        self.solver = make_solver(load_solver_spec(cfg.path("solver")), self.spec.params, cfg.server_threads)
         self.q = QNetwork(self.spec, seed=cfg.seed)
         theta = self.q.get_params()
         target = theta.copy()

@@ -8,13 +8,31 @@ pass (θ, g, h read once; θ, h written once), so results are identical and a st
 Arguments are equal-length slices (θ, g, h of one run of equal lr_mult/decay_mult) and float32 scalars
 (``np.float32``, so that no operation is promoted to double). Loops start at 0 and the error model is
 numpy's (no zero-division branch), which lets LLVM vectorise them.
+
+The ``*_par`` variants split the vector into ``chunks`` contiguous pieces run by numba's thread pool (a
+parameter server sharded over cores, as DistBelief shards it over machines); every element gets exactly
+the same operations, so the result is bit-identical to the one-thread kernel. They need a threadsafe
+threading layer (OpenMP or TBB, ``threadsafe``) because the server calls them from its own thread; idle
+OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``) instead of spinning on the cores Caffe's workers use.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+import os
+
+import numba
+from numba import njit, prange
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")
+_pjit = njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+
+
+def use_threads(threads: int) -> int:
+    """Prepare numba's thread pool for ``threads``-way kernels in the calling thread; returns the count used."""
+    numba.config.THREADING_LAYER = "threadsafe"
+    threads = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    return threads
 
 
 @_jit
@@ -75,3 +93,30 @@ def sum_of_squares(x):
     for i in range(x.size):
         acc += x[i] * x[i]
     return acc
+
+
+@_pjit
+def adagrad_par(theta, grad, hist, rate, delta, chunks):
+    """:func:`adagrad` over ``chunks`` contiguous pieces in parallel."""
+    step = (theta.size + chunks - 1) // chunks
+    for c in prange(chunks):
+        lo, hi = c * step, min(theta.size, (c + 1) * step)
+        adagrad(theta[lo:hi], grad[lo:hi], hist[lo:hi], rate, delta)
+
+
+@_pjit
+def rmsprop_par(theta, grad, hist, rate, delta, rho, one_minus_rho, chunks):
+    """:func:`rmsprop` over ``chunks`` contiguous pieces in parallel."""
+    step = (theta.size + chunks - 1) // chunks
+    for c in prange(chunks):
+        lo, hi = c * step, min(theta.size, (c + 1) * step)
+        rmsprop(theta[lo:hi], grad[lo:hi], hist[lo:hi], rate, delta, rho, one_minus_rho)
+
+
+@_pjit
+def sgd_par(theta, grad, hist, rate, momentum, chunks):
+    """:func:`sgd` over ``chunks`` contiguous pieces in parallel."""
+    step = (theta.size + chunks - 1) // chunks
+    for c in prange(chunks):
+        lo, hi = c * step, min(theta.size, (c + 1) * step)
+        sgd(theta[lo:hi], grad[lo:hi], hist[lo:hi], rate, momentum)

@@ -91,6 +91,7 @@ class ParameterServer:
         self.dropped: Counter[str] = Counter()
         self.staleness: deque[int] = deque(maxlen=2000)
         self.scores: deque[float] = deque(maxlen=200)
+        self.busy_s = 0.0  # the server thread's seconds spent receiving and handling messages (not polling)
         self.stopping = threading.Event()
         self.lock = threading.Lock()  # guards θ/θ⁻/solver against snapshots from the driver thread
         self._sessions: dict[bytes, _Session] = {}
@@ -149,6 +150,7 @@ class ParameterServer:
             if not poller.poll(100):
                 self._expire_sessions()
                 continue
+            t = time.perf_counter()
             try:
                 frames = self._sock.recv_multipart(copy=False)
             except zmq.ZMQError:
@@ -162,6 +164,7 @@ class ParameterServer:
             except Exception:  # a bug must not take the server (and every worker) down
                 log.exception("error while handling a message")
                 self.dropped["server error"] += 1
+            self.busy_s += time.perf_counter() - t
 
     def _handle(self, ident: bytes, body: list) -> None:
         session = self._sessions.get(ident)

@@ -10,6 +10,7 @@ pass when clipping or weight decay applies); the gradient is only read.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,10 +128,14 @@ class FlatSolver:
     Args:
         spec: the validated solver prototxt.
         params: the net's flat layout (``NetSpec.params``): gives per-blob lr_mult/decay_mult.
+        threads: cores one apply may use (>1: the ``*_par`` kernels; same result bit for bit). The thread
+            pool is set up for the thread that calls :meth:`apply` first.
     """
 
-    def __init__(self, spec: SolverSpec, params: tuple[ParamBlob, ...]) -> None:
+    def __init__(self, spec: SolverSpec, params: tuple[ParamBlob, ...], threads: int = 1) -> None:
         self.spec = spec
+        self.threads = threads
+        self._pool_thread: int | None = None
         self.params = params
         self.size = params[-1].offset + params[-1].size
         self.iter = 0
@@ -150,6 +155,9 @@ class FlatSolver:
         """
         if theta.shape != (self.size,) or grad.shape != (self.size,) or grad.dtype != np.float32:
             raise ValueError(f"expected float32 vectors of {self.size}, got {theta.shape} and {grad.shape} {grad.dtype}")
+        if self.threads > 1 and self._pool_thread != threading.get_ident():
+            self.threads = kernels.use_threads(self.threads)
+            self._pool_thread = threading.get_ident()
         rate, f32 = self.rate(), np.float32
         scale = self._clip_scale(grad)
         wd = f32(self.spec.weight_decay)
@@ -180,14 +188,20 @@ class SGDSolver(FlatSolver):
     """v ← momentum·v + local_rate·g ; θ ← θ − v."""
 
     def _step(self, theta, grad, hist, rate) -> None:
-        kernels.sgd(theta, grad, hist, rate, np.float32(self.spec.momentum))
+        if self.threads > 1:
+            kernels.sgd_par(theta, grad, hist, rate, np.float32(self.spec.momentum), self.threads)
+        else:
+            kernels.sgd(theta, grad, hist, rate, np.float32(self.spec.momentum))
 
 
 class AdaGradSolver(FlatSolver):
     """h ← h + g² ; θ ← θ − local_rate·g / (√h + δ)."""
 
     def _step(self, theta, grad, hist, rate) -> None:
-        kernels.adagrad(theta, grad, hist, rate, np.float32(self.spec.delta))
+        if self.threads > 1:
+            kernels.adagrad_par(theta, grad, hist, rate, np.float32(self.spec.delta), self.threads)
+        else:
+            kernels.adagrad(theta, grad, hist, rate, np.float32(self.spec.delta))
 
 
 class RMSPropSolver(FlatSolver):
@@ -195,15 +209,19 @@ class RMSPropSolver(FlatSolver):
 
     def _step(self, theta, grad, hist, rate) -> None:
         rho = np.float32(self.spec.rms_decay)
-        kernels.rmsprop(theta, grad, hist, rate, np.float32(self.spec.delta), rho, np.float32(1) - rho)
+        args = (theta, grad, hist, rate, np.float32(self.spec.delta), rho, np.float32(1) - rho)
+        if self.threads > 1:
+            kernels.rmsprop_par(*args, self.threads)
+        else:
+            kernels.rmsprop(*args)
 
 
 _SOLVERS = {"SGD": SGDSolver, "AdaGrad": AdaGradSolver, "RMSProp": RMSPropSolver}
 
 
-def make_solver(spec: SolverSpec, params: tuple[ParamBlob, ...]) -> FlatSolver:
-    """The solver class for ``spec.type`` over the flat layout ``params``."""
-    return _SOLVERS[spec.type](spec, params)
+def make_solver(spec: SolverSpec, params: tuple[ParamBlob, ...], threads: int = 1) -> FlatSolver:
+    """The solver class for ``spec.type`` over the flat layout ``params``, applying with ``threads`` cores."""
+    return _SOLVERS[spec.type](spec, params, threads)
 
 
 def _runs(params: tuple[ParamBlob, ...], weight_decay: float) -> list[tuple[int, int, float, float]]:

@@ -1,6 +1,7 @@
 """Flat Caffe-exact solvers vs pycaffe's own solvers fed the same gradient sequence."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,30 @@ def test_resume_is_bit_identical(tiny_net_file: Path, tmp_path: Path) -> None:
             resumed.apply(theta, g.copy())
         assert np.array_equal(theta, theta_full)
         assert all(np.array_equal(a, b) for a, b in zip(resumed.history, full.history))
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_threaded_apply_is_bit_identical(name: str, tiny_net_file: Path) -> None:
+    """server_threads > 1 splits each run over numba's pool, called from a non-main thread like the server's."""
+    spec = load_netspec(tiny_net_file)
+    theta0 = QNetwork(spec, seed=1).get_params()
+    grads = _gradients(STEPS, spec.num_params)
+    one, two = (make_solver(parse_solver_spec(SOLVERS[name], "s"), spec.params, t) for t in (1, 2))
+    theta_one, theta_two = theta0.copy(), theta0.copy()
+    for g in grads:
+        one.apply(theta_one, g)
+
+    def run_two() -> None:
+        for g in grads:
+            two.apply(theta_two, g)
+
+    thread = threading.Thread(target=run_two)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive() and two.iter == STEPS
+    assert not np.array_equal(theta_two, theta0)
+    assert np.array_equal(theta_one, theta_two)
+    assert all(np.array_equal(a, b) for a, b in zip(one.history, two.history))
 
 
 def test_pycaffe_restores_our_solverstate(tiny_net_file: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import time
 from pathlib import Path
 
@@ -30,24 +31,29 @@ def synthetic_layout(n: int) -> tuple[ParamBlob, ...]:
     return (ParamBlob("synthetic", 0, (n,), 0, n, 1.0, 1.0),)
 
 
-def time_apply(params: tuple[ParamBlob, ...], solver: SolverSpec, repeats: int) -> dict[str, float]:
-    """Median seconds of one apply and of one memcpy of the same vector, interleaved."""
+def time_apply(params: tuple[ParamBlob, ...], solver: SolverSpec, repeats: int, threads: int) -> dict[str, float]:
+    """Median seconds of one apply on 1 and on ``threads`` cores, each interleaved with a memcpy of the same vector."""
     n = params[-1].offset + params[-1].size
     rng = np.random.default_rng(0)
     theta, grad = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
     dst = np.empty_like(theta)
-    s = make_solver(solver, params)
-    s.apply(theta, grad)  # compile / warm up
-    applies, copies = [], []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        s.apply(theta, grad)
-        applies.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        np.copyto(dst, theta)
-        copies.append(time.perf_counter() - t)
-    a, c = float(np.median(applies)), float(np.median(copies))
-    return {"floats": n, "apply_us": 1e6 * a, "memcpy_us": 1e6 * c, "ratio": a / c}
+    solvers = {t: make_solver(solver, params, t) for t in sorted({1, threads})}
+    times: dict[object, list[float]] = {t: [] for t in solvers}
+    times["memcpy"] = []
+    for s in solvers.values():
+        s.apply(theta, grad)  # compile / warm up
+    for t, s in solvers.items():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            s.apply(theta, grad)
+            times[t].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            np.copyto(dst, theta)
+            times["memcpy"].append(time.perf_counter() - start)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    c = med["memcpy"]
+    return {"floats": n, "memcpy_us": 1e6 * c, "apply_us": 1e6 * med[1], "ratio": med[1] / c,
+            "threads": threads, "apply_threads_us": 1e6 * med[threads], "ratio_threads": med[threads] / c}
 
 
 def _client(address: str, secret: bytes, worker: int, n: int, seconds: float, ready, go) -> None:
@@ -84,13 +90,16 @@ def server_rate(spec: NetSpec, clients: int, seconds: float) -> dict[str, float]
         for _ in procs:
             if not ready.acquire(timeout=60):
                 raise RuntimeError("a synthetic client did not connect")
-        start_version, t = server.version, time.monotonic()
+        start_version, start_busy, t = server.version, server.busy_s, time.monotonic()
         go.set()
         for p in procs:
             p.join(timeout=seconds + 60)
         elapsed = time.monotonic() - t
-        return {"clients": clients, "updates": server.version - start_version,
-                "updates_per_s": (server.version - start_version) / elapsed, "dropped": sum(server.dropped.values())}
+        updates = server.version - start_version
+        busy_us = 1e6 * (server.busy_s - start_busy) / max(updates, 1)
+        return {"clients": clients, "updates": updates, "updates_per_s": updates / elapsed,
+                "server_thread_us_per_update": busy_us, "server_bound_updates_per_s": 1e6 / busy_us,
+                "dropped": sum(server.dropped.values())}
     finally:
         for p in procs:
             if p.is_alive():
@@ -105,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="loopback measurement length")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 2], help="synthetic client counts")
     ap.add_argument("--vectors", nargs="+", default=["small", "paper", "large", "1M", "10M"])
+    ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
+                    help="cores for the sharded apply (server_threads), timed beside the one-core apply")
     args = ap.parse_args(argv)
     synthetic = {"1M": 1_000_000, "10M": 10_000_000}
     layouts = {v: synthetic_layout(synthetic[v]) if v in synthetic else
@@ -113,19 +124,23 @@ def main(argv: list[str] | None = None) -> None:
     for name, params in layouts.items():
         for kind, solver in SOLVERS.items():
             r = {"vector": name, "solver": kind, **time_apply(params, solver, max(20, args.repeats // (
-                10 if name == "10M" else 1)))}
+                10 if name == "10M" else 1)), args.threads)}
             applies.append(r)
-            print(f"{name:>6s} {kind:8s} {r['floats']:>10,d} floats: apply {r['apply_us']:9.1f} us, "
-                  f"memcpy {r['memcpy_us']:8.1f} us, ratio {r['ratio']:.2f}", flush=True)
+            print(f"{name:>6s} {kind:8s} {r['floats']:>10,d} floats: memcpy {r['memcpy_us']:8.1f} us; apply "
+                  f"1 core {r['apply_us']:8.1f} us = {r['ratio']:.2f}x, {args.threads} cores "
+                  f"{r['apply_threads_us']:8.1f} us = {r['ratio_threads']:.2f}x", flush=True)
     paper = load_netspec(PROTOTXT / "snake_paper.prototxt")
     loopback = []
     for c in args.clients:
         r = server_rate(paper, c, args.seconds)
         loopback.append(r)
         print(f"loopback, paper net ({paper.num_params:,} floats), {c} client(s): "
-              f"{r['updates_per_s']:,.0f} server updates/s ({r['dropped']} dropped)", flush=True)
-    write_result("ps_speed", {"applies": applies, "loopback": loopback,
-                              "max_ratio": max(r["ratio"] for r in applies)}, args.out)
+              f"{r['updates_per_s']:,.0f} server updates/s; server thread {r['server_thread_us_per_update']:.0f} us "
+              f"per update (= {r['server_bound_updates_per_s']:,.0f}/s if it had a core to itself); "
+              f"{r['dropped']} dropped", flush=True)
+    write_result("ps_speed", {"applies": applies, "loopback": loopback, "threads": args.threads,
+                              "max_ratio": max(r["ratio"] for r in applies),
+                              "max_ratio_threads": max(r["ratio_threads"] for r in applies)}, args.out)
 
 
 if __name__ == "__main__":
