@@ -43,6 +43,7 @@ class ServerClient:
         self._sock.setsockopt(zmq.SNDTIMEO, self.timeout_ms)
         self._sock.setsockopt(zmq.MAXMSGSIZE, 2 * num_params * 4 + 4096)
         self._sock.connect(address)
+        self.prior_env_steps = 0  # env steps this partition played before (earlier attempts, resumed runs)
         self._session = self._hello(secret)
 
     def _recv(self) -> list:
@@ -56,8 +57,12 @@ class ServerClient:
         self._sock.send_multipart(P.seal_handshake(secret, P.HELLO, self.worker, self.attempt, nonce + meta))
         try:
             _, payload = P.open_handshake(secret, [f.bytes for f in self._recv()], P.WELCOME)
+            played = P.decode_json(payload[P.NONCE_BYTES:]).get("env_steps", 0)
         except P.ProtocolError as exc:
             raise ServerGone(f"bad WELCOME from the parameter server: {exc}") from exc
+        if not isinstance(played, int) or isinstance(played, bool) or played < 0:
+            raise ServerGone("bad WELCOME from the parameter server: env_steps must be an integer >= 0")
+        self.prior_env_steps = played
         return P.Session(P.session_key(secret, nonce, payload[:P.NONCE_BYTES]), outbound=0)
 
     def _request(self, kind: int, a: int = 0, b: int = 0, payload: bytes | np.ndarray = b"") -> tuple[P.Header, memoryview]:

@@ -80,6 +80,15 @@ def _cancel(sc) -> None:
         log.warning("could not cancel the Spark job: %s", str(exc).splitlines()[0][:200])
 
 
+def prior_env_steps(record: dict, source: Path) -> dict[int, int]:
+    """Env steps per partition named by a snapshot record (``worker_env_steps``; absent in old snapshots)."""
+    raw = record.get("worker_env_steps", {})
+    if not isinstance(raw, dict) or not all(
+            k.isdigit() and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in raw.items()):
+        raise DDQNError(f"{source}: worker_env_steps: must map partition numbers to step counts >= 0")
+    return {int(k): v for k, v in raw.items()}
+
+
 class Driver:
     """One distributed run: server + Spark job + progress + final evaluation.
 
@@ -99,10 +108,12 @@ class Driver:
         self.q = QNetwork(self.spec, seed=cfg.seed)
         theta = self.q.get_params()
         target = theta.copy()
+        self.prior_env_steps: dict[int, int] = {}
         if resume:
-            theta, target, _ = load_checkpoint(self.out, STATE_FILE, self.spec, self.solver)
+            theta, target, record = load_checkpoint(self.out, STATE_FILE, self.spec, self.solver)
+            self.prior_env_steps = prior_env_steps(record, self.out / STATE_FILE)
         self.theta, self.target = theta, target
-        self.env_steps = 0
+        self.start_updates = self.solver.iter  # server updates before this run (> 0 after --resume)
 
     def run(self, minutes: float | None = None, steps: int | None = None) -> dict:
         """Train until ``minutes`` of wall clock or ``steps`` env steps over all workers; return a summary."""
@@ -120,7 +131,7 @@ class Driver:
                                  target_update=cfg.target_update, sync=self.sync, snapshot_every=cfg.snapshot_every,
                                  snapshot_dir=self.out,
                                  session_timeout=max(10.0, 2 * cfg.server_timeout),
-                                 expected_workers=cfg.workers).start()
+                                 expected_workers=cfg.workers, prior_env_steps=self.prior_env_steps).start()
         job = JobSpec(self.spec.text, self.spec.source, cfg.to_dict(), server.address, secret.hex())
         job_b = sc.broadcast(job.to_json())
         results: list = []
@@ -213,7 +224,7 @@ class Driver:
                                          "eval/random_score_mean": random_score, "eval/updates": server.version}, wall_s)
         stal = np.array(server.staleness) if server.staleness else np.zeros(1)
         summary = {"model": str(model), "updates": server.version, "env_steps": env_steps,
-                   "minutes": wall_s / 60, "updates_per_s": server.version / wall_s,
+                   "minutes": wall_s / 60, "updates_per_s": (server.version - self.start_updates) / wall_s,
                    "staleness_p50": float(np.percentile(stal, 50)), "staleness_p95": float(np.percentile(stal, 95)),
                    "workers": {p: {"pushes": w.pushes, "attempt": w.attempt, "rejoins": w.rejoins,
                                    "env_steps": w.env_steps, "compute_s": w.compute_s, "comm_s": w.comm_s}

@@ -42,7 +42,8 @@ class WorkerInfo:
     pid: int = 0
     host: str = ""
     pushes: int = 0
-    env_steps: int = 0
+    env_steps: int = 0  # reported in this run (all attempts)
+    prior_env_steps: int = 0  # played before this run (restored by --resume)
     episodes: int = 0
     compute_s: float = 0.0
     comm_s: float = 0.0
@@ -73,12 +74,14 @@ class ParameterServer:
         expected_workers: workers the job starts (a synchronous round waits for all of them to join).
         snapshot_every: updates between snapshots (0: none) written into ``snapshot_dir``.
         session_timeout: seconds of silence after which a worker's session is dropped.
+        prior_env_steps: env steps each partition played in the runs this one resumes (its ε schedule
+            continues from there, as it does for a worker that rejoins after a failure).
     """
 
     def __init__(self, spec: NetSpec, solver: FlatSolver, theta: np.ndarray, target: np.ndarray, secret: bytes, *,
                  host: str = "127.0.0.1", port: int = 0, target_update: int = 1000, sync: bool = False,
                  snapshot_every: int = 0, snapshot_dir: Path | None = None, session_timeout: float = 120.0,
-                 expected_workers: int = 1) -> None:
+                 expected_workers: int = 1, prior_env_steps: dict[int, int] | None = None) -> None:
         self.spec, self.solver, self.secret = spec, solver, secret
         self.theta, self.target = theta, target
         self.nbytes = spec.num_params * 4
@@ -88,12 +91,14 @@ class ParameterServer:
         self.version = solver.iter  # server updates applied (continues across --resume)
         self.target_version = 0  # bumped each time θ⁻ ← θ
         self.workers: dict[int, WorkerInfo] = {}
+        self._prior_env_steps = dict(prior_env_steps or {})
         self.dropped: Counter[str] = Counter()
         self.staleness: deque[int] = deque(maxlen=2000)
         self.scores: deque[float] = deque(maxlen=200)
         self.busy_s = 0.0  # the server thread's seconds spent receiving and handling messages (not polling)
         self.stopping = threading.Event()
         self.lock = threading.Lock()  # guards θ/θ⁻/solver against snapshots from the driver thread
+        self._snapshot_lock = threading.Lock()
         self._sessions: dict[bytes, _Session] = {}
         self._published: tuple[int, np.ndarray] | None = None
         self._published_target: tuple[int, np.ndarray] | None = None
@@ -201,10 +206,14 @@ class ParameterServer:
         server_nonce = os.urandom(P.NONCE_BYTES)
         key = P.session_key(self.secret, client_nonce, server_nonce)
         now = time.monotonic()
+        for other, s in list(self._sessions.items()):  # an earlier attempt of this partition is dead: forget it
+            if s.partition == header.worker and other != ident:  # (a sync round no longer waits for it)
+                del self._sessions[other]
         self._sessions[ident] = _Session(P.Session(key, outbound=1), header.worker, header.attempt, now)
         info = self.workers.get(header.worker)
         if info is None:
-            info = self.workers[header.worker] = WorkerInfo(header.worker)
+            info = self.workers[header.worker] = WorkerInfo(header.worker,
+                                                            prior_env_steps=self._prior_env_steps.get(header.worker, 0))
             log.info("worker %d joined (attempt %d, pid %s on %s)", header.worker, header.attempt,
                      meta.get("pid"), meta.get("host"))
         elif header.attempt != info.attempt or meta.get("pid") != info.pid:
@@ -212,7 +221,8 @@ class ParameterServer:
             log.warning("worker %d rejoined (attempt %d, pid %s on %s): its replay memory is regenerated",
                         header.worker, header.attempt, meta.get("pid"), meta.get("host"))
         info.attempt, info.pid, info.host = header.attempt, int(meta.get("pid", 0)), str(meta.get("host", ""))
-        reply = server_nonce + P.encode_json({"num_params": self.spec.num_params})
+        played = info.prior_env_steps + info.env_steps  # the worker's ε schedule continues from here
+        reply = server_nonce + P.encode_json({"num_params": self.spec.num_params, "env_steps": played})
         self._send(ident, P.seal_handshake(self.secret, P.WELCOME, header.worker, header.attempt, reply,
                                            self.version, self.target_version))
 
@@ -323,20 +333,30 @@ class ParameterServer:
         if self.sync and self._round_count and self._round_count >= self._round_size():
             self._finish_round()
 
+    def env_steps_played(self) -> dict[str, int]:
+        """Env steps per partition over this run and the runs it resumed (JSON keys)."""
+        played = {str(p): n for p, n in self._prior_env_steps.items()}
+        for p, w in list(self.workers.items()):
+            played[str(p)] = w.prior_env_steps + w.env_steps
+        return played
+
     # -- snapshots ------------------------------------------------------------------------------
     def snapshot(self) -> Path:
         """Write θ, the solver state and θ⁻ into ``snapshot_dir``, record them in ``server_state.json`` and
         append (updates, wall seconds since start, env steps, path) to ``snapshots.csv``."""
         assert self.snapshot_dir is not None
-        with self.lock:
-            model = save_checkpoint(self.snapshot_dir, "server", self.spec, self.theta, self.target, self.solver,
-                                    STATE_FILE, {"updates": self.version})
-        log = self.snapshot_dir / "snapshots.csv"
-        new = not log.exists()
-        with open(log, "a") as f:
-            if new:
-                f.write("updates,wall_s,env_steps,model\n")
-            env_steps = sum(w.env_steps for w in self.workers.values())
-            f.write(f"{self.version},{time.monotonic() - self.started:.3f},{env_steps},"
-                    f"{model.relative_to(self.snapshot_dir)}\n")
+        with self._snapshot_lock:  # one writer at a time (the server thread's periodic, the driver's final)
+            with self.lock:  # copy under the θ lock (≈ 3 memcpys); write after releasing it
+                theta, target, solver = self.theta.copy(), self.target.copy(), self.solver.copy()
+                version, wall_s = self.version, time.monotonic() - self.started
+                played = self.env_steps_played()
+                env_steps = sum(w.env_steps for w in list(self.workers.values()))
+            model = save_checkpoint(self.snapshot_dir, "server", self.spec, theta, target, solver, STATE_FILE,
+                                    {"updates": version, "worker_env_steps": played})
+            log = self.snapshot_dir / "snapshots.csv"
+            new = not log.exists()
+            with open(log, "a") as f:
+                if new:
+                    f.write("updates,wall_s,env_steps,model\n")
+                f.write(f"{version},{wall_s:.3f},{env_steps},{model.relative_to(self.snapshot_dir)}\n")
         return model

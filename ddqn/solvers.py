@@ -10,6 +10,7 @@ pass when clipping or weight decay applies); the gradient is only read.
 """
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,6 +144,12 @@ class FlatSolver:
         self._scratch = np.empty(self.size, np.float32)  # clipped/regularized gradient, when needed
         self._runs = _runs(params, spec.weight_decay)
         self._l1 = spec.regularization_type == "L1"
+
+    def copy(self) -> "FlatSolver":
+        """A copy with its own history (what a snapshot writes while the original keeps training)."""
+        twin = copy.copy(self)
+        twin.history = [h.copy() for h in self.history]
+        return twin
 
     def rate(self) -> np.float32:
         """Learning rate for the next update."""

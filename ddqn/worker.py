@@ -91,6 +91,7 @@ class Worker:
         env, frames = make_env(cfg, h), FrameStack(history)
         rng = np.random.default_rng(self.seed)
         epsilon = LinearSchedule(cfg.eps_start, cfg.eps_end, cfg.eps_decay_steps)
+        t0 = self.client.prior_env_steps  # a rejoining or resumed worker continues its ε schedule
         frame, _ = env.reset(seed=self.seed)
         replay.start_episode(frame)
         phi = frames.reset(frame)
@@ -109,7 +110,7 @@ class Worker:
                 if not self._take(params):
                     break
             tick = time.perf_counter()
-            a = epsilon_greedy(self.q, phi, epsilon(t), rng)
+            a = epsilon_greedy(self.q, phi, epsilon(t0 + t), rng)
             frame, r, terminated, truncated, info = env.step(a)
             phi = frames.push(frame)
             replay.add(a, r, frame, terminated)

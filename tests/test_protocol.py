@@ -4,6 +4,7 @@ None may crash the server or touch θ; each is dropped and counted; honest worke
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ import zmq
 
 from ddqn import protocol as P
 from ddqn.client import ServerClient, ServerGone
+from ddqn.distributed import prior_env_steps
+from ddqn.errors import DDQNError
 from ddqn.netspec import load_netspec
 from ddqn.qnet import QNetwork
 from ddqn.server import ParameterServer
@@ -75,6 +78,59 @@ def test_staleness_is_recorded(server: ParameterServer) -> None:
     a.push(grad, 0), a.push(grad, 1), a.push(grad, 2)
     b.push(grad, 0)  # computed on version 0, arrives at version 3
     assert list(server.staleness) == [0, 0, 0, 3]
+
+
+def test_rejoining_and_resumed_workers_continue_their_epsilon_schedule(tiny_net_file: Path, tmp_path: Path) -> None:
+    """WELCOME tells a worker how many env steps its partition already played (this run's attempts, and the
+    runs a --resume continues, via the snapshot record); the worker anneals ε from there, not from 1.0."""
+    spec = load_netspec(tiny_net_file)
+    theta = QNetwork(spec, seed=0).get_params()
+    solver = make_solver(parse_solver_spec(SOLVER, "s"), spec.params)
+    srv = ParameterServer(spec, solver, theta, theta.copy(), P.new_secret(), snapshot_dir=tmp_path,
+                          prior_env_steps={1: 7000}).start()
+    try:
+        first = ServerClient(srv.address, srv.secret, 0, 0, spec.num_params, timeout=10)
+        assert first.prior_env_steps == 0
+        first.stats([], env_steps=500, compute_s=0.0, comm_s=0.0)
+        again = ServerClient(srv.address, srv.secret, 0, 1, spec.num_params, timeout=10)  # Spark's retry
+        assert again.prior_env_steps == 500 and srv.workers[0].rejoins == 1
+        other = ServerClient(srv.address, srv.secret, 1, 0, spec.num_params, timeout=10)
+        assert other.prior_env_steps == 7000
+        other.stats([], env_steps=30, compute_s=0.0, comm_s=0.0)
+        srv.snapshot()
+        record = json.loads((tmp_path / "server_state.json").read_text())
+        assert record["worker_env_steps"] == {"0": 500, "1": 7030}
+        assert prior_env_steps(record, tmp_path) == {0: 500, 1: 7030}
+        with pytest.raises(DDQNError, match="worker_env_steps"):
+            prior_env_steps({"worker_env_steps": {"0": -1}}, tmp_path)
+        for c in (first, again, other):
+            c.close()
+    finally:
+        srv.close()
+
+
+def test_sync_round_does_not_wait_for_a_replaced_attempt(tiny_net_file: Path) -> None:
+    """A retried task's HELLO retires its dead predecessor's session at once, so the next synchronous round
+    needs the live workers only (not a 2 × server_timeout wait for the dead session to expire)."""
+    spec = load_netspec(tiny_net_file)
+    theta = QNetwork(spec, seed=0).get_params()
+    srv = ParameterServer(spec, make_solver(parse_solver_spec(SOLVER, "s"), spec.params), theta, theta.copy(),
+                          P.new_secret(), sync=True, expected_workers=2, session_timeout=300).start()
+    n, grad = spec.num_params, np.ones(spec.num_params, np.float32)
+    try:
+        dead = ServerClient(srv.address, srv.secret, 0, 0, n, timeout=10)
+        b = ServerClient(srv.address, srv.secret, 1, 0, n, timeout=10)
+        dead.fetch(), b.fetch()
+        retry = ServerClient(srv.address, srv.secret, 0, 1, n, timeout=10)  # attempt 0 never says BYE
+        retry.fetch()
+        assert srv.live_workers() == 2
+        assert retry.push(grad, 0)[0] == 0  # round 0 waits for worker 1 ...
+        assert b.push(grad, 0)[0] == 1  # ... and only for it
+        assert srv.version == 1
+        for c in (dead, b, retry):
+            c.close()
+    finally:
+        srv.close()
 
 
 def test_garbage_never_touches_theta(server: ParameterServer) -> None:
