@@ -12,15 +12,14 @@ numpy's (no zero-division branch), which lets LLVM vectorise them.
 The ``*_par`` variants split the vector into ``chunks`` contiguous pieces run by numba's thread pool (a
 parameter server sharded over cores, as DistBelief shards it over machines); every element gets exactly
 the same operations, so the result is bit-identical to the one-thread kernel. They need a threadsafe
-threading layer (OpenMP or TBB, ``threadsafe``) because the server calls them from its own thread; idle
-OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``) instead of spinning on the cores Caffe's workers use.
+threading layer (OpenMP or TBB, ``threadsafe``) because the server calls them from its own thread. OpenMP's
+default wait policy is kept: a pool thread spins briefly after a call, then sleeps (measured: with
+``OMP_WAIT_POLICY=PASSIVE`` the wake-up made a 2-core apply of 130k-230k floats slower than one core).
 """
 from __future__ import annotations
 
-import numpy as np
-import os
-
 import numba
+import numpy as np
 from numba import njit, prange
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")
