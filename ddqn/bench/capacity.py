@@ -5,6 +5,8 @@ no Caffe) push gradients of the paper net's size as fast as they can; the server
 for each client count, and the plateau (the best rate) is divided by one real worker's gradient rate
 (1 / its forward+backward+targets time for the paper net, measured here). Clients run on the same
 machine as the server, so on a small machine they compete with it for cores: the figure is a lower bound.
+Beside it: the server thread's own time per update (receive, verify, apply, reply; ``ParameterServer.busy_s``),
+whose inverse is what the server could sustain with the clients on other machines.
 Writes results/capacity.json and results/capacity.png.
 """
 from __future__ import annotations
@@ -21,7 +23,10 @@ from .worker_speed import measure
 def plot(rows: list[dict], path: Path) -> Path:
     """Server updates/s vs synthetic clients."""
     with figure(path, figsize=(6, 4)) as (_, ax):
-        ax.plot([r["clients"] for r in rows], [r["updates_per_s"] for r in rows], "o-")
+        ax.plot([r["clients"] for r in rows], [r["updates_per_s"] for r in rows], "o-", label="measured")
+        ax.plot([r["clients"] for r in rows], [r["server_bound_updates_per_s"] for r in rows], "s--",
+                label="1 / server-thread time per update")
+        ax.legend()
         ax.set_xscale("log", base=2)
         ax.set_xlabel("synthetic clients")
         ax.set_ylabel("server updates/s (paper net)")
@@ -43,11 +48,16 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for c in args.clients:
         rows.append(r := server_rate(spec, c, args.seconds))
-        print(f"{c:3d} clients: {r['updates_per_s']:8,.0f} server updates/s ({r['dropped']} dropped)", flush=True)
-    plateau = max(r["updates_per_s"] for r in rows)
-    print(f"plateau {plateau:,.0f} updates/s = {plateau / worker_rate:.0f} workers' worth of gradients")
+        print(f"{c:3d} clients: {r['updates_per_s']:8,.0f} server updates/s, server thread "
+              f"{r['server_thread_us_per_update']:.0f} us per update ({r['dropped']} dropped)", flush=True)
+    best = max(rows, key=lambda r: r["updates_per_s"])
+    plateau, bound = best["updates_per_s"], best["server_bound_updates_per_s"]
+    print(f"plateau {plateau:,.0f} updates/s = {plateau / worker_rate:.0f} workers' worth of gradients; "
+          f"the server thread's own time at the plateau ({best['server_thread_us_per_update']:.0f} us per update) "
+          f"bounds it at {bound:,.0f}/s = {bound / worker_rate:.0f} workers' worth with clients on other machines")
     write_result("capacity", {"rows": rows, "worker": worker, "worker_gradients_per_s": worker_rate,
                               "plateau_updates_per_s": plateau, "workers_worth": plateau / worker_rate,
+                              "server_bound_updates_per_s": bound, "server_bound_workers_worth": bound / worker_rate,
                               "png": str(plot(rows, Path(args.out) / "capacity.png"))}, args.out)
 
 

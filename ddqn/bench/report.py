@@ -28,15 +28,23 @@ def _caffe(r: dict) -> list[str]:
 
 
 def _ps(r: dict) -> list[str]:
-    lines = ["| vector | solver | floats | apply (µs) | memcpy (µs) | apply ÷ memcpy |", "|---|---|---|---|---|---|"]
+    k = r.get("threads", 1)
+    lines = [f"| vector | solver | floats | memcpy (µs) | apply, 1 core (µs) | ÷ memcpy | apply, {k} cores (µs) | ÷ memcpy |",
+             "|---|---|---|---|---|---|---|---|"]
     for x in r["applies"]:
-        lines.append(f"| {x['vector']} | {x['solver']} | {x['floats']:,} | {x['apply_us']:.1f} | {x['memcpy_us']:.1f} | "
-                     f"{x['ratio']:.2f} |")
-    loop = "; ".join(f"{x['clients']} client(s): {x['updates_per_s']:,.0f}/s" for x in r["loopback"])
+        lines.append(f"| {x['vector']} | {x['solver']} | {x['floats']:,} | {x['memcpy_us']:.1f} | {x['apply_us']:.1f} | "
+                     f"{x['ratio']:.2f} | {x.get('apply_threads_us', x['apply_us']):.1f} | "
+                     f"{x.get('ratio_threads', x['ratio']):.2f} |")
+    loop = "; ".join(f"{x['clients']} client(s): {x['updates_per_s']:,.0f}/s" + (
+        f" (server thread {x['server_thread_us_per_update']:.0f} µs per update)"
+        if "server_thread_us_per_update" in x else "") for x in r["loopback"])
     return ["Slides: \"bottleneck is parameter update time on parameter server\" (a 10 ms update caps a server at "
             "100 updates/s). Goals: apply ≤ 3× memcpy; ≥ 3,000 server updates/s end to end.", "", *lines, "",
-            f"Largest ratio: **{r['max_ratio']:.2f}**. End to end over loopback (receive + verify + apply + reply), "
-            f"paper net: {loop}."]
+            f"Largest ratio: **{r['max_ratio']:.2f}** on one core"
+            + (f", **{r['max_ratio_threads']:.2f}** on {k} cores (`server_threads: {k}`)" if "max_ratio_threads" in r
+               else "") + ". One core is bound by the float32 square root and division every element needs "
+            "(Caffe's exact arithmetic), not by memory. End to end over loopback (receive + verify + apply + reply), "
+            f"paper net: {loop}. The synthetic clients run on the same cores as the server."]
 
 
 def _worker(r: dict) -> list[str]:
@@ -53,7 +61,10 @@ def _capacity(r: dict) -> list[str]:
     rows = ", ".join(f"{x['clients']}: {x['updates_per_s']:,.0f}" for x in r["rows"])
     return [f"Server updates/s by synthetic clients ({rows}). Plateau {r['plateau_updates_per_s']:,.0f} updates/s "
             f"÷ one real worker's {r['worker_gradients_per_s']:.1f} gradients/s = **{r['workers_worth']:.0f} workers' "
-            "worth** (goal ≥ 100). Clients share the machine's cores with the server: a lower bound.", "",
+            "worth** (goal ≥ 100). Clients share the machine's cores with the server: a lower bound."
+            + (f" The server thread's own time per update at the plateau bounds it at "
+               f"{r['server_bound_updates_per_s']:,.0f} updates/s = **{r['server_bound_workers_worth']:.0f} workers' "
+               "worth** with the clients on other machines." if "server_bound_updates_per_s" in r else ""), "",
             "![capacity](capacity.png)"]
 
 
@@ -70,19 +81,46 @@ def _serial(r: dict) -> list[str]:
 
 
 def _scaling(r: dict) -> list[str]:
-    out = [f"Config `{r['config']}`, {r['budget_minutes']:g} minutes per mode on {r['cores']} cores (two workers and "
-           "the driver share them).", ""]
+    levels = list(next(iter(r["reach"].values())))
+    head = ["| mode | best greedy mean | updates/s | staleness p50/p95 | "
+            + " | ".join(f"min to {s}" for s in levels) + " |", "|---" * (4 + len(levels)) + "|"]
     for m, reach in r["reach"].items():
-        got = ", ".join(f"score {s}: " + (f"{v['minutes']:.1f} min" if v else "not reached") for s, v in reach.items())
-        out.append(f"- `{m}`: {got}")
-    for s, ratios in r["speedup_vs_serial"].items():
-        out.append(f"- speedup over serial to score {s}: " + ", ".join(
-            f"{m} {x:.2f}×" if x else f"{m} n/a" for m, x in ratios.items()))
-    return ["Slides: \"performance scales linearly with number of workers\".", "", *out, "", "![scaling](scaling.png)"]
+        best = max((x["greedy_mean"] for x in r["curves"][m]), default=0.0)
+        st = r.get("runs", {}).get(m, {})
+        rate = f"{st['updates_per_s']:.1f}" if "updates_per_s" in st else "?"
+        stale = f"{st['staleness_p50']:g}/{st['staleness_p95']:g}" if "staleness_p50" in st else "–"
+        head.append(f"| {m} | {best:.2f} | {rate} | {stale} | "
+                    + " | ".join(f"{v['minutes']:.1f}" if v else "–" for v in reach.values()) + " |")
+    speed = [f"- to score {s}: " + ", ".join(f"{m} **{x:.2f}×**" for m, x in ratios.items() if x and m != "serial")
+             for s, ratios in r["speedup_vs_serial"].items() if any(x for m, x in ratios.items() if m != "serial")]
+    return ["Slides: \"performance scales linearly with number of workers\".", "",
+            f"Config `{r['config']}`, {r['budget_minutes']:g} wall-clock minutes per mode, one mode after another on "
+            f"{r['cores']} cores: serial and async-1 have a core to spare, async-2 and sync-2 share both cores between "
+            "two Caffe workers and the driver (server, Spark). \"–\": not reached within the budget. Updates/s: "
+            "gradient steps per second (serial: its own; distributed: the server's).", "", *head, "",
+            "Speedup over serial (serial minutes ÷ mode minutes to first reach the score):", "",
+            *(speed or ["- serial reached none of the levels in the budget: no ratio"]), "", "![scaling](scaling.png)"]
 
 
 def _env(r: dict) -> list[str]:
-    return [f"```\n{json.dumps({k: v for k, v in r.items() if k not in ('name', 'machine')}, indent=1)}\n```"]
+    sps = r["steps_per_s"]
+    rows = [f"| {k.replace('_', ' ')} | {v:,.0f} |" for k, v in sps.items()]
+    k1, kn = sps.get("SnakeBatch_K1"), sps.get("SnakeBatch_K256")
+    return [f"{r['size']}×{r['size']} board, {r['frame_size']}×{r['frame_size']} frames, random actions, "
+            f"{r['seconds']:g} s per variant.", "", "| variant | env steps/s |", "|---|---|", *rows, "",
+            *([f"The vectorised batch of 256 games steps {kn / k1:.0f}× as many games per second as one."] if k1 and kn
+              else [])]
+
+
+def _replay(r: dict) -> list[str]:
+    c = r["config"]
+    rows = [f"| {name} | {x['add_frames_per_s']:,} | {x['sample_batches_per_s']:,} | {x['sample_transitions_per_s']:,} | "
+            f"{x['dqn_steps_per_s']:,} | {x['ram_bytes'] / 2**20:.1f} |" for name, x in (("RAM", r["ram"]), ("LMDB", r["lmdb"]))]
+    return [f"{c['frames']:,} frames of {c['frame_shape'][0]}×{c['frame_shape'][1]}, history {c['history']}, minibatch "
+            f"{c['batch']}. The paper's worker needs one minibatch per env step (≈ 30/s per worker here).", "",
+            "| backend | frames added/s | minibatches/s | transitions/s | add+sample steps/s | RAM (MiB) |",
+            "|---|---|---|---|---|---|", *rows, "",
+            f"RAM and LMDB return identical minibatches for the same seed: {r['identical_batches']}."]
 
 
 def _gifs(r: dict) -> list[str]:
@@ -98,7 +136,7 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
     ("serial_curve", "Serial deep Q-learning on the paper's setting", "make bench-serial", _serial),
     ("scaling", "Serial vs distributed", "make bench-scaling", _scaling),
     ("env_speed", "Snake environment speed", "make bench-env", _env),
-    ("replay_speed", "Replay memory throughput", "make bench-replay", _env),
+    ("replay_speed", "Replay memory throughput", "make bench-replay", _replay),
     ("gifs", "Example game play", "make gifs", _gifs),
 ]
 

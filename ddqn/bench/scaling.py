@@ -4,14 +4,15 @@ workers and the synchronous mode — same config, same budget, same seeds, one r
 ``python -m ddqn.bench.scaling [--minutes M] [--config paper] [--every N]``. The serial run evaluates
 itself every N env steps (its eval.csv; evaluation time excluded); distributed runs snapshot every N server
 updates and their snapshots are evaluated afterwards with the same greedy evaluation (same episodes and
-seed), against the wall-clock time each snapshot was taken. Reports minutes to reach mean score 5 and 10 and
-the speedups over serial; writes results/scaling.json and results/scaling.png. On a 2-core machine two
+seed), against the wall-clock time each snapshot was taken. Reports minutes to reach mean scores 1-5 and 10
+and the speedups over serial (``--summarize`` recomputes them from an earlier run's results without training); writes results/scaling.json and results/scaling.png. On a 2-core machine two
 workers and the driver share two cores: say so when quoting the numbers.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from ..qnet import QNetwork
 from ..rollouts import evaluate_greedy
 from ..snapshot import load_caffemodel
 from . import write_result
-from .serial_curve import THRESHOLDS, first_reach, plot, read_curve
+from .serial_curve import first_reach, plot, read_curve
 
 ROOT = Path(__file__).resolve().parents[2]
 MODES = {"serial": [], "async-1": ["--workers", "1"], "async-2": ["--workers", "2"], "sync-2": ["--workers", "2", "--sync"]}
@@ -59,6 +60,54 @@ def snapshot_curve(out: Path, config: str) -> list[dict[str, float]]:
     return curve
 
 
+LEVELS = (1, 2, 3, 4, 5, 10)  # greedy mean scores whose first-reach times are compared (the issue's 5 and 10 + lower)
+
+
+def summarize(curves: dict[str, list[dict[str, float]]]) -> tuple[dict, dict]:
+    """Minutes each mode first reached each score level, and the speedup over serial (serial ÷ mode minutes;
+    None when either did not reach the level in the budget)."""
+    reach = {m: {str(s): first_reach(c, s) for s in LEVELS} for m, c in curves.items()}
+    speedup = {}
+    for s in map(str, LEVELS):
+        base = reach.get("serial", {}).get(s)
+        speedup[s] = {m: (base["minutes"] / r[s]["minutes"] if base and r[s] else None) for m, r in reach.items()}
+    return reach, speedup
+
+
+def run_stats(out: Path) -> dict[str, float]:
+    """Throughput of one finished run (its summary.json): env steps or server updates per second, staleness."""
+    path = out / "summary.json"
+    if not path.exists():
+        return {}
+    s = json.loads(path.read_text())
+    if "train_minutes" in s:  # serial
+        return {"env_steps": s["env_steps"], "updates_per_s": s["updates"] / (60 * s["train_minutes"]),
+                "final_greedy_mean": s["greedy_score_mean"]}
+    comm = [w["comm_s"] / max(w["comm_s"] + w["compute_s"], 1e-9) for w in s["workers"].values()]
+    return {"env_steps": s["env_steps"], "updates_per_s": s["updates_per_s"], "staleness_p50": s["staleness_p50"],
+            "staleness_p95": s["staleness_p95"], "comm_share": sum(comm) / max(len(comm), 1),
+            "final_greedy_mean": s["greedy_score_mean"]}
+
+
+def report(args: argparse.Namespace, curves: dict, stats: dict) -> None:
+    """Print the comparison, plot it and write results/scaling.json."""
+    reach, speedup = summarize(curves)
+    for m, c in curves.items():
+        best = max((r["greedy_mean"] for r in c), default=0.0)
+        got = ", ".join(f"{s}: {v['minutes']:.1f} min" if v else f"{s}: -" for s, v in reach[m].items())
+        rate = stats.get(m, {}).get("updates_per_s")
+        print(f"{m:>8s}: best greedy mean {best:.2f}; " + (f"{rate:.1f} updates/s; " if rate else "")
+              + f"minutes to score {got}")
+    for s, ratios in speedup.items():
+        if any(ratios.values()):
+            print(f"speedup over serial to score {s}: " + ", ".join(
+                f"{m} {x:.2f}x" for m, x in ratios.items() if x and m != "serial"))
+    png = plot(curves, Path(args.out) / "scaling.png", f"Serial vs distributed ({args.config}, {os.cpu_count()} cores)")
+    write_result("scaling", {"config": args.config, "budget_minutes": args.minutes, "cores": os.cpu_count(),
+                             "curves": curves, "reach": reach, "speedup_vs_serial": speedup, "runs": stats,
+                             "png": str(png)}, args.out)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=20.0, help="wall-clock budget per mode (default 20)")
@@ -66,25 +115,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--every", type=int, default=5000, help="env steps (serial) / server updates between evaluations")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     ap.add_argument("--out", default="results")
+    ap.add_argument("--summarize", action="store_true",
+                    help="no training: recompute the comparison from results/scaling.json's curves and the runs' summaries")
     args = ap.parse_args(argv)
-    curves = {}
-    for mode in args.modes:
-        out = Path(args.out) / "runs" / f"scaling-{mode}"
-        if run(mode, args.config, args.minutes, args.every, out):
-            sys.exit(f"the {mode} run failed")
-        curves[mode] = read_curve(out / "eval.csv") if mode == "serial" else snapshot_curve(out, args.config)
-    reach = {m: {str(s): first_reach(c, s) for s in THRESHOLDS} for m, c in curves.items()}
-    speedup = {}
-    for s in map(str, THRESHOLDS):
-        base = reach.get("serial", {}).get(s)
-        speedup[s] = {m: (base["minutes"] / r[s]["minutes"] if base and r[s] else None) for m, r in reach.items()}
-    for m, c in curves.items():
-        best = max((r["greedy_mean"] for r in c), default=0.0)
-        got = ", ".join(f"score {s}: " + (f"{v['minutes']:.1f} min" if v else "not reached") for s, v in reach[m].items())
-        print(f"{m:>8s}: best greedy mean {best:.2f}; {got}")
-    png = plot(curves, Path(args.out) / "scaling.png", f"Serial vs distributed ({args.config}, {os.cpu_count()} cores)")
-    write_result("scaling", {"config": args.config, "budget_minutes": args.minutes, "cores": os.cpu_count(),
-                             "curves": curves, "reach": reach, "speedup_vs_serial": speedup, "png": str(png)}, args.out)
+    runs = {m: Path(args.out) / "runs" / f"scaling-{m}" for m in args.modes}
+    if args.summarize:
+        old = json.loads((Path(args.out) / "scaling.json").read_text())
+        args.config, args.minutes = old["config"], old["budget_minutes"]
+        curves = {m: c for m, c in old["curves"].items() if m in runs}
+    else:
+        curves = {}
+        for mode, out in runs.items():
+            if run(mode, args.config, args.minutes, args.every, out):
+                sys.exit(f"the {mode} run failed")
+            curves[mode] = read_curve(out / "eval.csv") if mode == "serial" else snapshot_curve(out, args.config)
+    report(args, curves, {m: run_stats(out) for m, out in runs.items() if m in curves})
 
 
 if __name__ == "__main__":
