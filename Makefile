@@ -43,7 +43,7 @@ caffe: $(VENV)/.deps-ok  ## build (or reuse the cached) real pycaffe and link it
 	$(PY) -m ddqn.caffe_build
 
 test: install  ## the README's test command
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --timeout=900 tests
 
 train: install  ## the main job: distributed DQN on Spark (local[*,4]), paper settings, $(MINUTES) min
 	$(SPARK_ENV) $(VENV)/bin/spark-submit spark_jobs/train.py --config paper --workers 2 --minutes $(MINUTES) --out runs/train

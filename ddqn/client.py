@@ -34,8 +34,8 @@ class ServerClient:
     """The worker end of the protocol for partition ``worker`` (Spark task attempt ``attempt``)."""
 
     def __init__(self, address: str, secret: bytes, worker: int, attempt: int, num_params: int,
-                 timeout: float = 60.0) -> None:
-        self.worker, self.attempt, self.num_params = worker, attempt, num_params
+                 timeout: float = 60.0, auth: str = "message") -> None:
+        self.worker, self.attempt, self.num_params, self.auth = worker, attempt, num_params, auth
         self.timeout_ms = int(timeout * 1000)
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
@@ -53,7 +53,8 @@ class ServerClient:
 
     def _hello(self, secret: bytes) -> P.Session:
         nonce = os.urandom(P.NONCE_BYTES)
-        meta = P.encode_json({"num_params": self.num_params, "pid": os.getpid(), "host": socket.gethostname()})
+        meta = P.encode_json({"num_params": self.num_params, "pid": os.getpid(), "host": socket.gethostname(),
+                              "auth": self.auth})
         self._sock.send_multipart(P.seal_handshake(secret, P.HELLO, self.worker, self.attempt, nonce + meta))
         try:
             _, payload = P.open_handshake(secret, [f.bytes for f in self._recv()], P.WELCOME)
@@ -63,7 +64,7 @@ class ServerClient:
         if not isinstance(played, int) or isinstance(played, bool) or played < 0:
             raise ServerGone("bad WELCOME from the parameter server: env_steps must be an integer >= 0")
         self.prior_env_steps = played
-        return P.Session(P.session_key(secret, nonce, payload[:P.NONCE_BYTES]), outbound=0)
+        return P.Session(P.session_key(secret, nonce, payload[:P.NONCE_BYTES]), outbound=0, auth=self.auth)
 
     def _request(self, kind: int, a: int = 0, b: int = 0, payload: bytes | np.ndarray = b"") -> tuple[P.Header, memoryview]:
         try:

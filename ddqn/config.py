@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .protocol import AUTH_MODES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NAMED_CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -51,6 +52,7 @@ class Config:
     push_every: int = 1  # gradients summed before a PUSH
     server_timeout: float = 60.0  # seconds a worker waits for the server before exiting
     server_port: int = 0  # parameter-server TCP port on the driver (0: any free port)
+    auth: str = "message"  # "message": MAC every payload; "connection": like spark.authenticate (ddqn.protocol)
     server_threads: int = 1  # driver cores one solver apply may use (bit-identical result; >1 for big nets)
     # evaluation, logging, snapshots
     eval_every: int = 5_000  # env steps between greedy evaluations
@@ -94,6 +96,8 @@ def _check(cfg: Config, source: str) -> Config:
         raise bad("server_port", "must be a TCP port (0 = any free port)")
     if cfg.error_clip < 0:
         raise bad("error_clip", "must be >= 0")
+    if cfg.auth not in AUTH_MODES:
+        raise bad("auth", "must be " + " or ".join(repr(m) for m in AUTH_MODES))
     if cfg.replay_backend not in ("ram", "lmdb"):
         raise bad("replay_backend", "must be 'ram' or 'lmdb'")
     for name in ("net", "solver"):

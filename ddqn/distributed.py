@@ -131,7 +131,8 @@ class Driver:
                                  target_update=cfg.target_update, sync=self.sync, snapshot_every=cfg.snapshot_every,
                                  snapshot_dir=self.out,
                                  session_timeout=max(10.0, 2 * cfg.server_timeout),
-                                 expected_workers=cfg.workers, prior_env_steps=self.prior_env_steps).start()
+                                 expected_workers=cfg.workers, prior_env_steps=self.prior_env_steps,
+                                 auth=cfg.auth).start()
         job = JobSpec(self.spec.text, self.spec.source, cfg.to_dict(), server.address, secret.hex())
         job_b = sc.broadcast(job.to_json())
         results: list = []

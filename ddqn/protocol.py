@@ -19,6 +19,13 @@ direction and the session's strictly increasing sequence number, so a message ca
 replayed or reflected. A peer without the secret can connect and send bytes, which the server drops and
 counts; it cannot open a session, push a gradient, read θ or stop anything. Payloads are not encrypted
 (θ and gradients are not secret here); use Spark's own network encryption for the job's broadcast.
+
+``auth: connection`` (config) authenticates the connection instead of each payload, as Spark's own
+``spark.authenticate`` does: the handshake is the same and every header is still sealed (type, versions,
+sizes and sequence numbers cannot be forged or replayed), but the payload bytes are not MAC'd. It saves
+the two passes over 0.9 MB per update (≈ 0.12 ms each); what it gives up: a peer on the network path able
+to rewrite bytes inside an established TCP connection could alter a gradient or θ. A peer without the
+secret still cannot open a session or inject into someone else's.
 """
 from __future__ import annotations
 
@@ -49,6 +56,7 @@ TYPE_NAMES = {HELLO: "HELLO", FETCH: "FETCH", PUSH: "PUSH", STATS: "STATS", BYE:
 # flags
 F_THETA, F_TARGET, F_STOP = 1, 2, 4
 NO_VERSION = 2**64 - 1  # FETCH from a worker that holds no parameters yet
+AUTH_MODES = ("message", "connection")  # MAC every payload, or authenticate the connection (see above)
 
 
 class ProtocolError(ValueError):
@@ -151,10 +159,14 @@ def _split(frames: list, tag_bytes: int) -> tuple[Header, memoryview]:
 class Session:
     """One authenticated session's sealing and opening (AES-GMAC, strictly increasing sequence numbers).
 
-    ``outbound``/``inbound`` are the direction bytes of this end (server: 1/0, worker: 0/1).
+    ``outbound``/``inbound`` are the direction bytes of this end (server: 1/0, worker: 0/1). With
+    ``auth="connection"`` the header is sealed but the payload is not part of the tag (see the module).
     """
 
-    def __init__(self, key: bytes, outbound: int) -> None:
+    def __init__(self, key: bytes, outbound: int, auth: str = "message") -> None:
+        if auth not in AUTH_MODES:
+            raise ValueError(f"auth must be one of {AUTH_MODES}, got {auth!r}")
+        self._mac_payload = auth == "message"
         self._aead = AESGCM(key)
         self._out, self._in = outbound, 1 - outbound
         self.sent = 0  # sequence number of the last message sent
@@ -173,7 +185,7 @@ class Session:
         h = Header(kind, flags, worker, attempt, self.sent, a, b, size).pack()
         # AES-GCM with the payload as associated data and the header as the (tiny) plaintext: one
         # pass over the payload, no copy of it; the tag frame carries the sealed header and the tag.
-        tag = self._aead.encrypt(self._nonce(self._out, self.sent), h, payload)
+        tag = self._aead.encrypt(self._nonce(self._out, self.sent), h, payload if self._mac_payload else None)
         return [h, payload, tag]
 
     def open(self, frames: list) -> tuple[Header, memoryview]:
@@ -185,7 +197,8 @@ class Session:
         if header.seq <= self.received:
             raise ProtocolError(f"replayed or reordered message (seq {header.seq} <= {self.received})")
         try:
-            sealed = self._aead.decrypt(self._nonce(self._in, header.seq), bytes(frames[2]), payload)
+            sealed = self._aead.decrypt(self._nonce(self._in, header.seq), bytes(frames[2]),
+                                        payload if self._mac_payload else None)
         except InvalidTag as exc:
             raise ProtocolError("message tag does not verify") from exc
         if not hmac.compare_digest(sealed, bytes(frames[0])):

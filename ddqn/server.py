@@ -74,6 +74,7 @@ class ParameterServer:
         expected_workers: workers the job starts (a synchronous round waits for all of them to join).
         snapshot_every: updates between snapshots (0: none) written into ``snapshot_dir``.
         session_timeout: seconds of silence after which a worker's session is dropped.
+        auth: ``"message"`` (every payload MAC'd) or ``"connection"`` (see ``ddqn.protocol``).
         prior_env_steps: env steps each partition played in the runs this one resumes (its ε schedule
             continues from there, as it does for a worker that rejoins after a failure).
     """
@@ -81,8 +82,11 @@ class ParameterServer:
     def __init__(self, spec: NetSpec, solver: FlatSolver, theta: np.ndarray, target: np.ndarray, secret: bytes, *,
                  host: str = "127.0.0.1", port: int = 0, target_update: int = 1000, sync: bool = False,
                  snapshot_every: int = 0, snapshot_dir: Path | None = None, session_timeout: float = 120.0,
-                 expected_workers: int = 1, prior_env_steps: dict[int, int] | None = None) -> None:
-        self.spec, self.solver, self.secret = spec, solver, secret
+                 expected_workers: int = 1, prior_env_steps: dict[int, int] | None = None,
+                 auth: str = "message") -> None:
+        if auth not in P.AUTH_MODES:
+            raise ValueError(f"auth must be one of {P.AUTH_MODES}, got {auth!r}")
+        self.spec, self.solver, self.secret, self.auth = spec, solver, secret, auth
         self.theta, self.target = theta, target
         self.nbytes = spec.num_params * 4
         self.target_update, self.sync, self.expected_workers = target_update, sync, expected_workers
@@ -203,13 +207,15 @@ class ParameterServer:
         client_nonce, meta = payload[:P.NONCE_BYTES], P.decode_json(payload[P.NONCE_BYTES:])
         if meta.get("num_params") != self.spec.num_params:
             raise P.ProtocolError("HELLO for another model size")
+        if meta.get("auth", "message") != self.auth:
+            raise P.ProtocolError("HELLO for another auth mode")
         server_nonce = os.urandom(P.NONCE_BYTES)
         key = P.session_key(self.secret, client_nonce, server_nonce)
         now = time.monotonic()
         for other, s in list(self._sessions.items()):  # an earlier attempt of this partition is dead: forget it
             if s.partition == header.worker and other != ident:  # (a sync round no longer waits for it)
                 del self._sessions[other]
-        self._sessions[ident] = _Session(P.Session(key, outbound=1), header.worker, header.attempt, now)
+        self._sessions[ident] = _Session(P.Session(key, outbound=1, auth=self.auth), header.worker, header.attempt, now)
         info = self.workers.get(header.worker)
         if info is None:
             info = self.workers[header.worker] = WorkerInfo(header.worker,

@@ -56,7 +56,7 @@ class Worker:
         self.partition, self.attempt = partition, attempt
         self.q, self.q_hat = QNetwork(self.spec), QNetwork(self.spec)
         self.client = ServerClient(job.address, bytes.fromhex(job.secret_hex), partition, attempt,
-                                   self.spec.num_params, self.cfg.server_timeout)
+                                   self.spec.num_params, self.cfg.server_timeout, self.cfg.auth)
         self.version = self.target_version = -1
         self.seed = self.cfg.seed + 1_000 * (partition + 1) + 97 * attempt
         self.counts = {"env_steps": 0, "pushes": 0, "episodes": 0}

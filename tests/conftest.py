@@ -37,3 +37,13 @@ def tiny_net_file(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.prototxt"
     path.write_text(TINY_NET)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_shared_zmq_context():
+    """After the session, close whatever sockets a failed test left on ZeroMQ's shared context: its
+    termination at interpreter exit would otherwise wait for them forever."""
+    yield
+    import zmq  # noqa: PLC0415
+
+    zmq.Context.instance().destroy(linger=0)

@@ -211,6 +211,51 @@ def test_bad_messages_inside_a_session_are_dropped(server: ParameterServer) -> N
     sock.close()
 
 
+def test_connection_auth_seals_every_header_but_not_payloads(tiny_net_file: Path) -> None:
+    """auth: connection (like spark.authenticate): honest workers are served; forged, replayed and resized
+    messages are still dropped; a payload altered in flight is NOT detected (the documented trade-off);
+    a worker of the other mode cannot open a session."""
+    spec = load_netspec(tiny_net_file)
+    theta = QNetwork(spec, seed=0).get_params()
+    srv = ParameterServer(spec, make_solver(parse_solver_spec(SOLVER, "s"), spec.params), theta, theta.copy(),
+                          P.new_secret(), auth="connection").start()
+    n = spec.num_params
+    sock = _raw(srv)
+    honest = None
+    try:
+        honest = ServerClient(srv.address, srv.secret, 0, 0, n, timeout=10, auth="connection")
+        assert honest.fetch().version == 0 and honest.push(np.ones(n, np.float32), 0)[0] == 1
+        with pytest.raises(ServerGone):  # HELLO for the other mode: dropped, no WELCOME
+            ServerClient(srv.address, srv.secret, 1, 0, n, timeout=1.0, auth="message")
+        nonce = os.urandom(16)
+        sock.send_multipart(P.seal_handshake(srv.secret, P.HELLO, 2, 0,
+                                             nonce + b'{"num_params": %d, "auth": "connection"}' % n))
+        assert sock.poll(10_000)
+        _, payload = P.open_handshake(srv.secret, sock.recv_multipart(), P.WELCOME)
+        s = P.Session(P.session_key(srv.secret, nonce, payload[:16]), outbound=0, auth="connection")
+        before, theta1 = sum(srv.dropped.values()), srv.theta.copy()
+        good = s.seal(P.PUSH, 2, 0, 1, 1, np.ones(n, np.float32))
+        header = bytearray(good[0])
+        header[-12] ^= 1  # the header's payload length, altered
+        sock.send_multipart([bytes(header), good[1], good[2]])
+        sock.send_multipart([good[0], good[1], os.urandom(64)])  # a forged tag
+        _settle(srv, before, 2)
+        assert sum(srv.dropped.values()) == before + 2 and np.array_equal(srv.theta, theta1)
+        altered = np.frombuffer(good[1], np.float32).copy()
+        altered[0] = 5.0
+        sock.send_multipart([good[0], altered.tobytes(), good[2]])
+        assert sock.poll(10_000) and s.open(sock.recv_multipart())[0].a == 2  # accepted: payloads are not MAC'd
+        sock.send_multipart([good[0], altered.tobytes(), good[2]])  # replayed
+        sock.send_multipart(s.seal(P.PUSH, 2, 0, 2, 1, np.ones(n - 1, np.float32)))  # wrong size
+        _settle(srv, before + 2, 2)
+        assert srv.version == 2 and sum(srv.dropped.values()) == before + 4, srv.dropped
+    finally:  # an open socket of the shared context would block the interpreter's exit on a failure
+        sock.close()
+        if honest is not None:
+            honest.close()
+        srv.close()
+
+
 def test_worker_exits_when_the_server_is_gone(server: ParameterServer) -> None:
     client = ServerClient(server.address, server.secret, 0, 0, server.spec.num_params, timeout=1.0)
     client.fetch()

@@ -20,17 +20,19 @@ from .ps_speed import PROTOTXT, server_rate
 from .worker_speed import measure
 
 
-def plot(rows: list[dict], path: Path) -> Path:
-    """Server updates/s vs synthetic clients."""
+def plot(modes: dict[str, list[dict]], path: Path) -> Path:
+    """Server updates/s vs synthetic clients, per protocol mode."""
     with figure(path, figsize=(6, 4)) as (_, ax):
-        ax.plot([r["clients"] for r in rows], [r["updates_per_s"] for r in rows], "o-", label="measured")
-        ax.plot([r["clients"] for r in rows], [r["server_bound_updates_per_s"] for r in rows], "s--",
-                label="1 / server-thread time per update")
-        ax.legend()
+        for auth, rows in modes.items():
+            line, = ax.plot([r["clients"] for r in rows], [r["updates_per_s"] for r in rows], "o-",
+                            label=f"auth {auth}: measured")
+            ax.plot([r["clients"] for r in rows], [r["server_bound_updates_per_s"] for r in rows], "s--",
+                    color=line.get_color(), alpha=0.6, label=f"auth {auth}: 1 / server-thread time")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("synthetic clients")
         ax.set_ylabel("server updates/s (paper net)")
         ax.set_title("Parameter-server capacity over loopback")
+        ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     return path
 
@@ -40,25 +42,33 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="results", help="results directory")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--auth", nargs="+", default=["message", "connection"], choices=["message", "connection"],
+                    help="protocol modes (ddqn.protocol)")
     args = ap.parse_args(argv)
     worker = measure("paper", repeats=5)
     worker_rate = 1000 / worker["compute_ms"]
     print(f"one real worker (paper net): {worker['compute_ms']:.1f} ms per gradient = {worker_rate:.1f} gradients/s")
     spec = load_netspec(PROTOTXT / "snake_paper.prototxt")
-    rows = []
-    for c in args.clients:
-        rows.append(r := server_rate(spec, c, args.seconds))
-        print(f"{c:3d} clients: {r['updates_per_s']:8,.0f} server updates/s, server thread "
-              f"{r['server_thread_us_per_update']:.0f} us per update ({r['dropped']} dropped)", flush=True)
-    best = max(rows, key=lambda r: r["updates_per_s"])
-    plateau, bound = best["updates_per_s"], best["server_bound_updates_per_s"]
-    print(f"plateau {plateau:,.0f} updates/s = {plateau / worker_rate:.0f} workers' worth of gradients; "
-          f"the server thread's own time at the plateau ({best['server_thread_us_per_update']:.0f} us per update) "
-          f"bounds it at {bound:,.0f}/s = {bound / worker_rate:.0f} workers' worth with clients on other machines")
-    write_result("capacity", {"rows": rows, "worker": worker, "worker_gradients_per_s": worker_rate,
-                              "plateau_updates_per_s": plateau, "workers_worth": plateau / worker_rate,
-                              "server_bound_updates_per_s": bound, "server_bound_workers_worth": bound / worker_rate,
-                              "png": str(plot(rows, Path(args.out) / "capacity.png"))}, args.out)
+    modes: dict[str, list[dict]] = {}
+    summary: dict[str, dict] = {}
+    for auth in args.auth:
+        rows = modes[auth] = []
+        for c in args.clients:
+            rows.append(r := server_rate(spec, c, args.seconds, auth))
+            print(f"auth {auth}, {c:3d} clients: {r['updates_per_s']:8,.0f} server updates/s, server thread "
+                  f"{r['server_thread_us_per_update']:.0f} us per update ({r['dropped']} dropped)", flush=True)
+        best = max(rows, key=lambda r: r["updates_per_s"])
+        plateau, bound = best["updates_per_s"], best["server_bound_updates_per_s"]
+        summary[auth] = {"plateau_updates_per_s": plateau, "workers_worth": plateau / worker_rate,
+                         "server_bound_updates_per_s": bound, "server_bound_workers_worth": bound / worker_rate}
+        print(f"auth {auth}: plateau {plateau:,.0f} updates/s = {plateau / worker_rate:.0f} workers' worth of "
+              f"gradients; the server thread's own time at the plateau ({best['server_thread_us_per_update']:.0f} us "
+              f"per update) bounds it at {bound:,.0f}/s = {bound / worker_rate:.0f} workers' worth with clients on "
+              "other machines")
+    first = summary[args.auth[0]]
+    write_result("capacity", {"rows": modes[args.auth[0]], "modes": modes, "summary": summary, "auth": args.auth[0],
+                              "worker": worker, "worker_gradients_per_s": worker_rate, **first,
+                              "png": str(plot(modes, Path(args.out) / "capacity.png"))}, args.out)
 
 
 if __name__ == "__main__":

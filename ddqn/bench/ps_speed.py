@@ -4,7 +4,9 @@
 synthetic 1M and 10M floats, one AdaGrad and one RMSProp apply and — in the same loop — a memcpy of the
 same vector, and prints the ratio (goal ≤ 3). Then it starts the real parameter server (paper net, AdaGrad)
 on 127.0.0.1 and C synthetic clients (real protocol, no Caffe) that push gradients as fast as they can:
-receive + verify + apply + reply, in server updates/s (goal ≥ 3,000). Writes results/ps_speed.json.
+receive + verify + apply + reply, in server updates/s (goal ≥ 3,000), with every payload MAC'd
+(``auth: message``) and with the connection authenticated instead (``auth: connection``), beside the server
+thread's own time per update. Writes results/ps_speed.json.
 """
 from __future__ import annotations
 
@@ -56,10 +58,10 @@ def time_apply(params: tuple[ParamBlob, ...], solver: SolverSpec, repeats: int, 
             "threads": threads, "apply_threads_us": 1e6 * med[threads], "ratio_threads": med[threads] / c}
 
 
-def _client(address: str, secret: bytes, worker: int, n: int, seconds: float, ready, go) -> None:
+def _client(address: str, secret: bytes, worker: int, n: int, seconds: float, auth: str, ready, go) -> None:
     from ..client import ServerClient  # noqa: PLC0415 - in the child process
 
-    client = ServerClient(address, secret, worker, 0, n, timeout=30)
+    client = ServerClient(address, secret, worker, 0, n, timeout=30, auth=auth)
     p = client.fetch()
     grad = np.full(n, 1e-3, np.float32)
     ready.release()
@@ -72,17 +74,17 @@ def _client(address: str, secret: bytes, worker: int, n: int, seconds: float, re
     client.close()
 
 
-def server_rate(spec: NetSpec, clients: int, seconds: float) -> dict[str, float]:
-    """Server updates/s with ``clients`` synthetic clients pushing as fast as they can."""
+def server_rate(spec: NetSpec, clients: int, seconds: float, auth: str = "message") -> dict[str, float]:
+    """Server updates/s with ``clients`` synthetic clients pushing as fast as they can (``auth``: protocol mode)."""
     from ..server import ParameterServer  # noqa: PLC0415
 
     secret = protocol.new_secret()
     theta = np.zeros(spec.num_params, np.float32)
     server = ParameterServer(spec, make_solver(SOLVERS["AdaGrad"], spec.params), theta, theta.copy(), secret,
-                             target_update=10**9).start()
+                             target_update=10**9, auth=auth).start()
     ctx = mp.get_context("spawn")
     ready, go = ctx.Semaphore(0), ctx.Event()
-    procs = [ctx.Process(target=_client, args=(server.address, secret, i, spec.num_params, seconds, ready, go))
+    procs = [ctx.Process(target=_client, args=(server.address, secret, i, spec.num_params, seconds, auth, ready, go))
              for i in range(clients)]
     try:
         for p in procs:
@@ -97,7 +99,7 @@ def server_rate(spec: NetSpec, clients: int, seconds: float) -> dict[str, float]
         elapsed = time.monotonic() - t
         updates = server.version - start_version
         busy_us = 1e6 * (server.busy_s - start_busy) / max(updates, 1)
-        return {"clients": clients, "updates": updates, "updates_per_s": updates / elapsed,
+        return {"clients": clients, "auth": auth, "updates": updates, "updates_per_s": updates / elapsed,
                 "server_thread_us_per_update": busy_us, "server_bound_updates_per_s": 1e6 / busy_us,
                 "dropped": sum(server.dropped.values())}
     finally:
@@ -114,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="loopback measurement length")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 2], help="synthetic client counts")
     ap.add_argument("--vectors", nargs="+", default=["small", "paper", "large", "1M", "10M"])
+    ap.add_argument("--auth", nargs="+", default=["message", "connection"], choices=["message", "connection"],
+                    help="protocol modes for the loopback measurement (ddqn.protocol)")
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
                     help="cores for the sharded apply (server_threads), timed beside the one-core apply")
     args = ap.parse_args(argv)
@@ -131,10 +135,10 @@ def main(argv: list[str] | None = None) -> None:
                   f"{r['apply_threads_us']:8.1f} us = {r['ratio_threads']:.2f}x", flush=True)
     paper = load_netspec(PROTOTXT / "snake_paper.prototxt")
     loopback = []
-    for c in args.clients:
-        r = server_rate(paper, c, args.seconds)
+    for auth, c in ((a, c) for a in args.auth for c in args.clients):
+        r = server_rate(paper, c, args.seconds, auth)
         loopback.append(r)
-        print(f"loopback, paper net ({paper.num_params:,} floats), {c} client(s): "
+        print(f"loopback, paper net ({paper.num_params:,} floats), auth {auth}, {c} client(s): "
               f"{r['updates_per_s']:,.0f} server updates/s; server thread {r['server_thread_us_per_update']:.0f} us "
               f"per update (= {r['server_bound_updates_per_s']:,.0f}/s if it had a core to itself); "
               f"{r['dropped']} dropped", flush=True)
