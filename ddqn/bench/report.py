@@ -29,6 +29,7 @@ def _caffe(r: dict) -> list[str]:
 
 def _ps(r: dict) -> list[str]:
     k = r.get("threads", 1)
+    best, worst = max((min(x["ratio"], x.get("ratio_threads", x["ratio"])), x["vector"]) for x in r["applies"])
     lines = [f"| vector | solver | floats | memcpy (µs) | apply, 1 core (µs) | ÷ memcpy | apply, {k} cores (µs) | ÷ memcpy |",
              "|---|---|---|---|---|---|---|---|"]
     for x in r["applies"]:
@@ -41,8 +42,8 @@ def _ps(r: dict) -> list[str]:
     return ["Slides: \"bottleneck is parameter update time on parameter server\" (a 10 ms update caps a server at "
             "100 updates/s). Goals: apply ≤ 3× memcpy; ≥ 3,000 server updates/s end to end.", "", *lines, "",
             f"Largest ratio: **{r['max_ratio']:.2f}** on one core"
-            + (f", **{r['max_ratio_threads']:.2f}** on {k} cores (`server_threads: {k}`)" if "max_ratio_threads" in r
-               else "") + ". One core is bound by the float32 square root and division every element needs "
+            + (f"; with the faster of 1 and {k} cores at each size (`server_threads`), **{best:.2f}**, at "
+               f"{worst}" if "max_ratio_threads" in r else "") + ". One core is bound by the float32 square root and division every element needs "
             "(Caffe's exact arithmetic), not by memory. End to end over loopback (receive + verify + apply + reply), "
             f"paper net: {loop}. The synthetic clients run on the same cores as the server."]
 
@@ -103,7 +104,8 @@ def _scaling(r: dict) -> list[str]:
             f"Config `{r['config']}`, {r['budget_minutes']:g} wall-clock minutes per mode, one mode after another on "
             f"{r['cores']} cores: serial and async-1 have a core to spare, async-2 and sync-2 share both cores between "
             "two Caffe workers and the driver (server, Spark). \"–\": not reached within the budget. Updates/s: "
-            "gradient steps per second (serial: its own; distributed: the server's).", "", *head, "",
+            "gradient steps per second (serial: its own; distributed: the server's; sync-2: rounds, each the average of "
+            "two gradients).", "", *head, "",
             "Speedup over serial (serial minutes ÷ mode minutes to first reach the score):", "",
             *(speed or ["- serial reached none of the levels in the budget: no ratio"]), "", "![scaling](scaling.png)"]
 

@@ -105,7 +105,7 @@ def report(args: argparse.Namespace, curves: dict, stats: dict) -> None:
     png = plot(curves, Path(args.out) / "scaling.png", f"Serial vs distributed ({args.config}, {os.cpu_count()} cores)")
     write_result("scaling", {"config": args.config, "budget_minutes": args.minutes, "cores": os.cpu_count(),
                              "curves": curves, "reach": reach, "speedup_vs_serial": speedup, "runs": stats,
-                             "png": str(png)}, args.out)
+                             "png": png.name}, args.out)
 
 
 def main(argv: list[str] | None = None) -> None:
