@@ -53,12 +53,21 @@ def test_async_local_run_then_resume(tmp_path: Path) -> None:
     assert summary["dropped"] == {} and np.isfinite(final_theta(out)).all()
     assert (out / "agent.gif").is_file() and (out / "train.csv").is_file() and (out / "eval.csv").is_file()
     first = summary["updates"]
+    played = json.loads((out / "server_state.json").read_text())["worker_env_steps"]
+    assert set(played) == {"0", "1"} and sum(played.values()) == summary["env_steps"]
 
-    res = subprocess.run(submit_command("--workers", "2", "--steps", "300", "--out", str(out), "--resume"),
+    # the resumed run also uses the connection-authenticated protocol and a 2-core solver apply
+    res = subprocess.run(submit_command("--workers", "2", "--steps", "300", "--out", str(out), "--resume",
+                                        "--set", "auth=connection", "--set", "server_threads=2"),
                          env=run_env(), capture_output=True, text=True, timeout=400)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "resumed from" in res.stdout
-    assert json.loads((out / "server_state.json").read_text())["updates"] > first
+    state = json.loads((out / "server_state.json").read_text())
+    assert state["updates"] > first and np.isfinite(final_theta(out)).all()
+    assert all(state["worker_env_steps"][p] > played[p] for p in played)  # ε continues from these counts
+    resumed = json.loads((out / "summary.json").read_text())
+    assert resumed["dropped"] == {} and resumed["updates"] - first == sum(
+        w["pushes"] for w in resumed["workers"].values())
 
 
 def test_sync_rounds_average_one_gradient_per_worker(tmp_path: Path) -> None:
