@@ -26,7 +26,7 @@ from .metrics import MetricsLogger
 from .netspec import load_netspec
 from .qnet import QNetwork
 from .rollouts import evaluate_greedy, random_score
-from .server import STATE_FILE, ParameterServer
+from .server import STATE_FILE, ParameterServer, prior_env_steps
 from .snapshot import load_checkpoint
 from .solvers import load_solver_spec, make_solver
 from .worker import JobSpec, run_partition
@@ -78,15 +78,6 @@ def _cancel(sc) -> None:
         sc.cancelJobGroup("ddqn-workers")
     except Exception as exc:  # noqa: BLE001 - py4j raises several kinds once the JVM is gone
         log.warning("could not cancel the Spark job: %s", str(exc).splitlines()[0][:200])
-
-
-def prior_env_steps(record: dict, source: Path) -> dict[int, int]:
-    """Env steps per partition named by a snapshot record (``worker_env_steps``; absent in old snapshots)."""
-    raw = record.get("worker_env_steps", {})
-    if not isinstance(raw, dict) or not all(
-            k.isdigit() and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in raw.items()):
-        raise DDQNError(f"{source}: worker_env_steps: must map partition numbers to step counts >= 0")
-    return {int(k): v for k, v in raw.items()}
 
 
 class Driver:

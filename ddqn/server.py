@@ -25,6 +25,7 @@ import zmq
 
 from . import kernels
 from . import protocol as P
+from .errors import DDQNError
 from .netspec import NetSpec
 from .snapshot import save_checkpoint
 from .solvers import FlatSolver
@@ -58,6 +59,15 @@ class _Session:
     attempt: int
     last_seen: float
     pushed_round: int = -1  # sync mode: the version this session last pushed for
+
+
+def prior_env_steps(record: dict, source: Path) -> dict[int, int]:
+    """Env steps per partition in a record :meth:`ParameterServer.snapshot` wrote (absent in old snapshots)."""
+    raw = record.get("worker_env_steps", {})
+    if not isinstance(raw, dict) or not all(
+            k.isdigit() and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in raw.items()):
+        raise DDQNError(f"{source}: worker_env_steps: must map partition numbers to step counts >= 0")
+    return {int(k): v for k, v in raw.items()}
 
 
 class ParameterServer:

@@ -196,25 +196,26 @@ class FlatSolver:
     def _step(self, theta: np.ndarray, grad: np.ndarray, hist: np.ndarray, rate: np.float32) -> None:
         raise NotImplementedError
 
+    def _kernel(self, serial, parallel, theta: np.ndarray, *args) -> None:
+        """``serial(theta, *args)``, or ``parallel(theta, *args, threads)`` for a run of ≥ ``parallel_min`` floats."""
+        if self.threads > 1 and theta.size >= self.parallel_min:
+            parallel(theta, *args, self.threads)
+        else:
+            serial(theta, *args)
+
 
 class SGDSolver(FlatSolver):
     """v ← momentum·v + local_rate·g ; θ ← θ − v."""
 
     def _step(self, theta, grad, hist, rate) -> None:
-        if self.threads > 1 and theta.size >= self.parallel_min:
-            kernels.sgd_par(theta, grad, hist, rate, np.float32(self.spec.momentum), self.threads)
-        else:
-            kernels.sgd(theta, grad, hist, rate, np.float32(self.spec.momentum))
+        self._kernel(kernels.sgd, kernels.sgd_par, theta, grad, hist, rate, np.float32(self.spec.momentum))
 
 
 class AdaGradSolver(FlatSolver):
     """h ← h + g² ; θ ← θ − local_rate·g / (√h + δ)."""
 
     def _step(self, theta, grad, hist, rate) -> None:
-        if self.threads > 1 and theta.size >= self.parallel_min:
-            kernels.adagrad_par(theta, grad, hist, rate, np.float32(self.spec.delta), self.threads)
-        else:
-            kernels.adagrad(theta, grad, hist, rate, np.float32(self.spec.delta))
+        self._kernel(kernels.adagrad, kernels.adagrad_par, theta, grad, hist, rate, np.float32(self.spec.delta))
 
 
 class RMSPropSolver(FlatSolver):
@@ -222,11 +223,8 @@ class RMSPropSolver(FlatSolver):
 
     def _step(self, theta, grad, hist, rate) -> None:
         rho = np.float32(self.spec.rms_decay)
-        args = (theta, grad, hist, rate, np.float32(self.spec.delta), rho, np.float32(1) - rho)
-        if self.threads > 1 and theta.size >= self.parallel_min:
-            kernels.rmsprop_par(*args, self.threads)
-        else:
-            kernels.rmsprop(*args)
+        self._kernel(kernels.rmsprop, kernels.rmsprop_par, theta, grad, hist, rate, np.float32(self.spec.delta), rho,
+                     np.float32(1) - rho)
 
 
 _SOLVERS = {"SGD": SGDSolver, "AdaGrad": AdaGradSolver, "RMSProp": RMSPropSolver}

@@ -15,11 +15,10 @@ import zmq
 
 from ddqn import protocol as P
 from ddqn.client import ServerClient, ServerGone
-from ddqn.distributed import prior_env_steps
 from ddqn.errors import DDQNError
 from ddqn.netspec import load_netspec
 from ddqn.qnet import QNetwork
-from ddqn.server import ParameterServer
+from ddqn.server import ParameterServer, prior_env_steps
 from ddqn.solvers import make_solver, parse_solver_spec
 
 SOLVER = 'type: "AdaGrad" base_lr: 0.01 lr_policy: "fixed"'
