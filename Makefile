@@ -1,6 +1,7 @@
 # ddqn — one install recipe (`make install`), shared by `make test`, CI (.ci/run) and docker/Dockerfile.
 SHELL := /bin/bash
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# Debian's own interpreter first (what a stock Debian 12 and the Docker image have), then python3.11 on PATH.
+PYTHON ?= $(firstword $(wildcard /usr/bin/python3.11) $(shell command -v python3.11 || command -v python3))
 VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -10,16 +11,16 @@ SPARK_ENV := PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(P
 MINUTES ?= 30
 WORKERS ?= 2
 
-# Debian 12 packages real Caffe needs to build (CPU), and Java for Spark.
-DEB_PACKAGES := build-essential cmake libboost-system-dev libboost-thread-dev libboost-filesystem-dev \
+# Debian 12 packages: Python's venv and headers, what real Caffe needs to build (CPU), and Java for Spark.
+DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-dev libboost-thread-dev libboost-filesystem-dev \
   libboost-python-dev libboost-regex-dev libprotobuf-dev protobuf-compiler libgoogle-glog-dev \
   libgflags-dev libhdf5-dev liblmdb-dev libleveldb-dev libsnappy-dev libopenblas-dev libgtest-dev \
   openjdk-17-jre-headless
 
-.PHONY: install deb-deps caffe test train train-serial train-cluster bench-caffe bench-env bench-replay \
+.PHONY: install deb-deps venv caffe test train train-serial train-cluster bench-caffe bench-env bench-replay \
   bench-serial bench-ps bench-worker bench-capacity bench-scaling gifs report cluster-up cluster-train cluster-results cluster-down clean
 
-install: deb-deps $(VENV)/.deps-ok caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
+install: deb-deps venv caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
 
 deb-deps:  ## install missing Debian packages (no-op when all are present)
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
@@ -30,16 +31,24 @@ deb-deps:  ## install missing Debian packages (no-op when all are present)
 	  || { echo "install: error: apt-get could not install: $$missing" >&2; exit 1; }; \
 	fi
 
-$(VENV)/bin/python:
-	@[ -n "$(PYTHON)" ] || { echo "install: error: python3.11 not found" >&2; exit 1; }
-	$(PYTHON) -m venv $(VENV)
+# "<real path> <version>" of an interpreter: a .venv made by another interpreter than $(PYTHON) is rebuilt.
+WHICH_PY := import os, sys; print(os.path.realpath(sys._base_executable), sys.version.split()[0])
 
-$(VENV)/.deps-ok: setup.py | $(VENV)/bin/python
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
-	@touch $@
+venv: deb-deps  ## .venv made by $(PYTHON) with ddqn and its dependencies (rebuilt if another Python made it)
+	@[ -n "$(PYTHON)" ] || { echo "install: error: no python3.11 found (apt-get install python3)" >&2; exit 1; }
+	@want=$$($(PYTHON) -c '$(WHICH_PY)') || { echo "install: error: $(PYTHON) does not run" >&2; exit 1; }; \
+	case "$$want" in *" 3.11."*) ;; *) echo "install: error: $(PYTHON) is Python $${want##* }; ddqn needs 3.11" >&2; \
+	  exit 1;; esac; \
+	have=$$([ -x $(PY) ] && $(PY) -c '$(WHICH_PY)' 2>/dev/null); \
+	if [ "$$want" != "$$have" ]; then \
+	  [ ! -e $(VENV) ] || echo "[install] $(VENV) was made by '$${have:-an interpreter that no longer runs}'; rebuilding it with '$$want'"; \
+	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) || { echo "install: error: $(PYTHON) -m venv failed" >&2; exit 1; }; \
+	fi; \
+	if [ ! -f $(VENV)/.deps-ok ] || [ setup.py -nt $(VENV)/.deps-ok ]; then \
+	  $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[dev]' && touch $(VENV)/.deps-ok; \
+	fi
 
-caffe: $(VENV)/.deps-ok  ## build (or reuse the cached) real pycaffe and link it into .venv
+caffe: venv  ## build (or reuse the cached) real pycaffe and link it into .venv
 	$(PY) -m ddqn.caffe_build
 
 test: install  ## the README's test command

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -24,6 +25,7 @@ SDIST = "brocolli-caffe==9.0.2"
 SDIST_FILE = "brocolli-caffe-9.0.2.tar.gz"
 SDIST_SHA256 = "c6410cc60bdd6db685d441b66be7df05410f8850ac88d6b75d48ef9b2315c08a"
 CAFFE_COMMIT = "9b89154"
+BLAS = "Open"  # Caffe's CMake BLAS choice (Debian's libopenblas)
 PTH_NAME = "ddqn-pycaffe.pth"
 
 
@@ -36,10 +38,26 @@ def cache_root() -> Path:
     return Path(os.environ.get("DDQN_CACHE", Path.home() / ".cache" / "ddqn"))
 
 
-def build_dir() -> Path:
-    """Build location keyed by Caffe commit and Python version."""
-    py = f"py{sys.version_info.major}.{sys.version_info.minor}"
-    return cache_root() / f"caffe-{CAFFE_COMMIT}-{py}"
+def build_key() -> dict[str, str]:
+    """What the compiled ``_caffe.so`` depends on: the Caffe source, the interpreter it links (its real path
+    and full version), the numpy C ABI and API it was compiled against, and the BLAS."""
+    import numpy  # noqa: PLC0415 - only needed at build time
+
+    from numpy._core._multiarray_umath import _get_ndarray_c_version  # noqa: PLC0415
+
+    return {
+        "caffe": f"{CAFFE_COMMIT} {SDIST_SHA256}",
+        "python": f"{os.path.realpath(sys._base_executable)} {sys.version.split()[0]}",
+        "numpy": f"abi {_get_ndarray_c_version():#x} {'.'.join(numpy.__version__.split('.')[:2])}",
+        "blas": BLAS,
+    }
+
+
+def build_dir(key: dict[str, str] | None = None) -> Path:
+    """Build location: one directory per distinct :func:`build_key`."""
+    key = build_key() if key is None else key
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return cache_root() / f"caffe-{CAFFE_COMMIT}-py{sys.version_info.major}.{sys.version_info.minor}-{digest}"
 
 
 def _run(cmd: list[str], step: str, cwd: Path | None = None, log: Path | None = None) -> None:
@@ -70,6 +88,41 @@ def _fetch_sdist(dest: Path) -> Path:
     return path
 
 
+def _unsafe_member(member: tarfile.TarInfo, dest: Path) -> str | None:
+    """Why ``member`` may not be extracted into ``dest`` (None when it may): only regular files and
+    directories, with relative paths that stay inside ``dest``."""
+    name = member.name
+    if name.startswith(("/", "\\")) or Path(name).is_absolute():
+        return "absolute path"
+    if ".." in Path(name).parts:
+        return "'..' in path"
+    if not (member.isfile() or member.isdir()):
+        return "link or special file" if (member.issym() or member.islnk()) else "device or special file"
+    if not (dest / name).resolve().is_relative_to(dest.resolve()):
+        return "path leaves the destination"
+    return None
+
+
+def extract_sdist(archive: Path, dest: Path) -> None:
+    """Extract ``archive`` into ``dest`` safely on every Python 3.11: with tarfile's ``data`` filter where the
+    interpreter has it (3.11.4+), otherwise refusing (before anything is written) any member that has an
+    absolute path, ``..``, a link or a device, and dropping setuid/setgid/sticky and group/other write bits."""
+    with tarfile.open(archive) as tar:
+        if hasattr(tarfile, "data_filter"):
+            try:
+                tar.extractall(dest, filter="data")
+            except tarfile.FilterError as exc:
+                raise BuildError(f"{archive.name}: refused member: {exc}") from exc
+            return
+        members = tar.getmembers()
+        for member in members:
+            why = _unsafe_member(member, dest)
+            if why:
+                raise BuildError(f"{archive.name}: refused member {member.name!r}: {why}")
+            member.mode &= 0o755
+        tar.extractall(dest, members=members)
+
+
 def _link_dir(root: Path) -> Path:
     """Linker search dir whose generic names point at Debian's versioned libraries."""
     multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
@@ -93,10 +146,8 @@ def _link_dir(root: Path) -> Path:
 
 
 def _numpy_include() -> str:
-    try:
-        import numpy  # noqa: PLC0415 - only needed at build time
-    except ImportError as exc:
-        raise BuildError("numpy is not installed in this Python (run pip install first)") from exc
+    import numpy  # noqa: PLC0415 - only needed at build time (main checked that it imports)
+
     return numpy.get_include()
 
 
@@ -108,8 +159,7 @@ def build(root: Path, jobs: int) -> None:
     log = root / "build.log"
     with tempfile.TemporaryDirectory() as tmp:
         sdist = _fetch_sdist(Path(tmp))
-        with tarfile.open(sdist) as tar:
-            tar.extractall(root, filter="data")
+        extract_sdist(sdist, root)
     src = root / SDIST_FILE.removesuffix(".tar.gz")
     src.rename(root / "src")
     src = root / "src"
@@ -119,7 +169,7 @@ def build(root: Path, jobs: int) -> None:
     prefix = sysconfig.get_config_var("prefix") or sys.base_prefix
     cxx = f"-I/usr/include/hdf5/serial -I{_numpy_include()}"
     ldf = f"-L{link}"
-    _run(["cmake", "..", "-DCPU_ONLY=ON", "-DBLAS=Open", "-DCMAKE_BUILD_TYPE=Release",
+    _run(["cmake", "..", "-DCPU_ONLY=ON", f"-DBLAS={BLAS}", "-DCMAKE_BUILD_TYPE=Release",
           "-DBUILD_docs=OFF", "-DBUILD_python=ON", "-Dpython_version=3",
           f"-DANACONDA_HOME={prefix}", f"-DPYTHON_VERSION=python{sys.version_info.major}.{sys.version_info.minor}",
           f"-DPYTHON_EXECUTABLE={sys.executable}",
@@ -152,7 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="rebuild even if a verified build is cached")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel compile jobs")
     args = ap.parse_args(argv)
-    root = build_dir()
+    try:
+        key = build_key()
+    except ImportError as exc:
+        print(f"caffe-build: error: numpy is not importable in {sys.executable} ({exc}); run pip install first",
+              file=sys.stderr)
+        return 1
+    root = build_dir(key)
     stamp = root / "BUILD_OK"
     try:
         ok = False
@@ -165,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             ok, err = import_ok()
             if not ok:
                 raise BuildError(f"import caffe failed after build in {root}: {err}")
-        stamp.write_text(f"{SDIST} {SDIST_SHA256}\n")
+        stamp.write_text(json.dumps(key, indent=1, sort_keys=True) + "\n")
     except BuildError as exc:
         stamp.unlink(missing_ok=True)
         print(f"caffe-build: error: {exc}", file=sys.stderr)

@@ -1,6 +1,8 @@
 """Shared fixtures: the prototxt directory and a tiny member of the Q-network family."""
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,8 @@ def _close_shared_zmq_context():
     import zmq  # noqa: PLC0415
 
     zmq.Context.instance().destroy(linger=0)
+
+
+def pytest_report_header(config) -> str:
+    """Which interpreter runs the suite (on Debian, `make test` picks Debian's /usr/bin/python3.11)."""
+    return f"interpreter: {os.path.realpath(sys._base_executable)} {sys.version.split()[0]} (venv {sys.prefix})"

@@ -1,0 +1,87 @@
+"""The Caffe build's install-time guards: safe sdist extraction on every Python 3.11, and a cache key that
+changes with what the compiled module depends on."""
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from ddqn import caffe_build
+from ddqn.caffe_build import BuildError, build_dir, build_key, extract_sdist
+
+
+def _archive(path: Path, members: list[tarfile.TarInfo]) -> Path:
+    """A .tar.gz of a harmless file plus ``members`` (regular members get 5 bytes of content)."""
+    with tarfile.open(path, "w:gz") as tar:
+        ok = tarfile.TarInfo("pkg/ok.txt")
+        ok.size = 2
+        tar.addfile(ok, io.BytesIO(b"ok"))
+        for m in members:
+            tar.addfile(m, io.BytesIO(b"x" * m.size) if m.isfile() else None)
+    return path
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", mode: int = 0o644) -> tarfile.TarInfo:
+    m = tarfile.TarInfo(name)
+    m.type, m.linkname, m.mode = kind, link, mode
+    m.size = 5 if kind == tarfile.REGTYPE else 0
+    return m
+
+
+HOSTILE = {
+    "dotdot": _member("pkg/../../escaped.txt"),
+    "absolute": _member("/tmp/ddqn-absolute-escape.txt"),
+    "symlink": _member("pkg/link", tarfile.SYMTYPE, "/etc/passwd"),
+    "hardlink": _member("pkg/hard", tarfile.LNKTYPE, "/etc/passwd"),
+    "chardev": _member("pkg/dev", tarfile.CHRTYPE),
+    "blockdev": _member("pkg/blk", tarfile.BLKTYPE),
+    "fifo": _member("pkg/fifo", tarfile.FIFOTYPE),
+}
+
+
+@pytest.fixture(params=["without data_filter", "as this interpreter is"])
+def interpreter(request, monkeypatch):
+    """Run each case on the path an interpreter without ``tarfile.data_filter`` (3.11.2-3.11.3) takes, and
+    on this interpreter's own path (the same path on Debian's 3.11.2)."""
+    if request.param == "without data_filter":
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    return request.param
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_members_are_refused(tmp_path, interpreter, case):
+    archive = _archive(tmp_path / "evil.tar.gz", [HOSTILE[case]])
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(BuildError, match=r"evil\.tar\.gz: refused member"):
+        extract_sdist(archive, dest)
+    assert not (tmp_path / "escaped.txt").exists()
+    assert not Path("/tmp/ddqn-absolute-escape.txt").exists()
+    if interpreter == "without data_filter":  # validated whole before anything is written
+        assert list(dest.iterdir()) == []
+
+
+def test_plain_archive_extracts_without_special_bits(tmp_path, interpreter):
+    archive = _archive(tmp_path / "good.tar.gz", [_member("pkg/tool.sh", mode=0o6777), _member("pkg/sub/", tarfile.DIRTYPE, mode=0o755)])
+    dest = tmp_path / "out"
+    dest.mkdir()
+    extract_sdist(archive, dest)
+    assert (dest / "pkg/ok.txt").read_bytes() == b"ok"
+    assert (dest / "pkg/sub").is_dir()
+    mode = (dest / "pkg/tool.sh").stat().st_mode & 0o7777
+    assert mode & 0o7022 == 0, oct(mode)  # no setuid/setgid/sticky, no group/other write
+    assert mode & 0o100, oct(mode)        # the owner's execute bit survives
+
+
+def test_build_key_names_the_interpreter_numpy_and_blas():
+    key = build_key()
+    assert key["python"] == f"{os.path.realpath(sys._base_executable)} {sys.version.split()[0]}"
+    assert key["numpy"].startswith("abi 0x")
+    assert key["blas"] == caffe_build.BLAS
+    assert build_dir(key) == build_dir()
+    for field in key:  # any change in what the binary depends on selects another build directory
+        assert build_dir({**key, field: key[field] + " other"}) != build_dir(key)
