@@ -49,7 +49,7 @@ venv: deb-deps  ## .venv made by $(PYTHON) with ddqn and its dependencies (rebui
 	fi
 
 caffe: venv  ## build (or reuse the cached) real pycaffe and link it into .venv
-	$(PY) -m ddqn.caffe_build
+	$(PY) -m ddqn.net.caffe_build
 
 test: install  ## the README's test command
 	$(PY) -m pytest -q --timeout=900 tests
@@ -61,7 +61,7 @@ train-serial: install  ## the slides' serial algorithm, paper settings, $(MINUTE
 	$(VENV)/bin/ddqn train --mode serial --config paper --minutes $(MINUTES) --out runs/serial
 
 train-cluster: install  ## the same job on a Spark standalone cluster (master + 2 workers) on 127.0.0.1
-	$(SPARK_ENV) $(PY) -m ddqn.cluster --workers 2 -- spark_jobs/train.py --config paper --workers 2 \
+	$(SPARK_ENV) $(PY) -m ddqn.dist.cluster --workers 2 -- spark_jobs/train.py --config paper --workers 2 \
 	  --minutes $(MINUTES) --out runs/train-cluster
 
 bench-caffe: install  ## forward+backward ms (batch 32, one thread) for the three model sizes

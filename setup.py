@@ -7,6 +7,7 @@ setup(
     description="Distributed deep Q-learning on Spark and Caffe: DQN learns Snake from pixels",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["ddqn", "ddqn.*"]),
+    package_data={"ddqn": ["prototxt/*.prototxt", "configs/*.yaml"]},  # the shipped nets, solvers and configs
     install_requires=[
         "numpy>=2.0,<3",
         "protobuf>=5",

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DDQNError, run_command
+from ddqn.errors import DDQNError, run_command
 
 
 def _net_info(args: argparse.Namespace) -> None:
     """Validate a network (and optionally a solver) prototxt and print its flat parameter layout."""
-    from .netspec import load_netspec  # noqa: PLC0415 - keep `ddqn --help` fast
-    from .solvers import load_solver_spec  # noqa: PLC0415
+    from ddqn.net.netspec import load_netspec  # noqa: PLC0415 - keep `ddqn --help` fast
+    from ddqn.solvers.flat import load_solver_spec  # noqa: PLC0415
 
     spec = load_netspec(args.net, args.actions)
     print(f"{spec.source}: net '{spec.name}', state {spec.state_shape}, batch {spec.batch_size}, "
@@ -28,10 +28,10 @@ def _net_info(args: argparse.Namespace) -> None:
 
 def _load_agent(args: argparse.Namespace):
     """(config, Q-network with the weights of ``--weights``) for eval/play."""
-    from .config import load_config  # noqa: PLC0415
-    from .netspec import load_netspec  # noqa: PLC0415
-    from .qnet import QNetwork  # noqa: PLC0415
-    from .snapshot import load_caffemodel  # noqa: PLC0415
+    from ddqn.config import load_config  # noqa: PLC0415
+    from ddqn.net.netspec import load_netspec  # noqa: PLC0415
+    from ddqn.net.qnet import QNetwork  # noqa: PLC0415
+    from ddqn.net.snapshot import load_caffemodel  # noqa: PLC0415
 
     cfg = load_config(args.config, args.set)
     spec = load_netspec(cfg.path("net"))
@@ -42,8 +42,8 @@ def _load_agent(args: argparse.Namespace):
 
 def _train(args: argparse.Namespace) -> None:
     """Train an agent; print where the snapshot and metrics went."""
-    from .config import load_config  # noqa: PLC0415
-    from .serial import STATE_FILE, SerialTrainer  # noqa: PLC0415
+    from ddqn.config import load_config  # noqa: PLC0415
+    from ddqn.dqn.serial import STATE_FILE, SerialTrainer  # noqa: PLC0415
 
     out = Path(args.resume or args.out)
     config = args.config
@@ -62,7 +62,7 @@ def _train(args: argparse.Namespace) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     """Greedy score statistics of a weights file, beside the random policy's."""
-    from .rollouts import evaluate_greedy, random_score  # noqa: PLC0415
+    from ddqn.dqn.evaluation import evaluate_greedy, random_score  # noqa: PLC0415
 
     cfg, q = _load_agent(args)
     scores = evaluate_greedy(q, cfg, args.episodes, args.seed)
@@ -74,7 +74,7 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _play(args: argparse.Namespace) -> None:
     """A greedy episode as a GIF, or animated in the terminal."""
-    from .play import greedy_episode, play_terminal, write_gif  # noqa: PLC0415
+    from ddqn.dqn.play import greedy_episode, play_terminal, write_gif  # noqa: PLC0415
 
     cfg, q = _load_agent(args)
     if args.gif:

@@ -15,11 +15,11 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
-from .protocol import AUTH_MODES
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-NAMED_CONFIGS = Path(__file__).resolve().parent / "configs"
+from ddqn.errors import ConfigError
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROTOTXT_DIR = PACKAGE_DIR / "prototxt"  # the shipped nets and solvers (package data)
+NAMED_CONFIGS = PACKAGE_DIR / "configs"
+AUTH_MODES = ("message", "connection")  # MAC every payload, or authenticate the connection (ddqn.dist.protocol)
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,12 @@ class Config:
     seed: int = 0
 
     def path(self, name: str) -> Path:
-        """Resolve the file field ``name`` (``net``/``solver``): as given, else relative to the project."""
+        """Resolve the file field ``name`` (``net``/``solver``): as given (absolute, or relative to the working
+        directory), else within the installed package, where ``prototxt/…`` names a shipped file."""
         p = Path(getattr(self, name))
         if p.is_absolute() or p.exists():
             return p
-        return PROJECT_ROOT / p
+        return PACKAGE_DIR / p
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for YAML/JSON)."""

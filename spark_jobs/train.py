@@ -49,8 +49,8 @@ def _interrupt(signum: int, frame: object) -> None:
 def train(args: argparse.Namespace) -> None:
     """Run the job and print where the snapshot, metrics and GIF went."""
     from ddqn.config import load_config  # noqa: PLC0415
-    from ddqn.distributed import Driver  # noqa: PLC0415
-    from ddqn.play import greedy_episode, write_gif  # noqa: PLC0415
+    from ddqn.dist.driver import Driver  # noqa: PLC0415
+    from ddqn.dqn.play import greedy_episode, write_gif  # noqa: PLC0415
 
     overrides = list(args.set) + ([f"workers={args.workers}"] if args.workers is not None else [])
     cfg = load_config(args.config or ("paper" if not args.resume else str(Path(args.out) / "config.yaml")), overrides)

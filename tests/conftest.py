@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-PROTOTXT = Path(__file__).resolve().parent.parent / "prototxt"
+from ddqn.config import PROTOTXT_DIR as PROTOTXT
 
 # A tiny net of the same family (conv → ReLU → pool → ip → ReLU → q, masked Euclidean loss), with
 # bias lr_mult 2 / decay_mult 0 so solver tests exercise the per-blob multipliers.

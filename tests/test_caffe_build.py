@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ddqn import caffe_build
-from ddqn.caffe_build import BuildError, build_dir, build_key, extract_sdist
+from ddqn.net import caffe_build
+from ddqn.net.caffe_build import BuildError, build_dir, build_key, extract_sdist
 
 
 def _archive(path: Path, members: list[tarfile.TarInfo]) -> Path:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.cluster import LocalCluster, spark_home
+from ddqn.dist.cluster import LocalCluster, spark_home
 from ddqn.config import load_config
-from ddqn.netspec import load_netspec
-from ddqn.snapshot import load_caffemodel
+from ddqn.net.netspec import load_netspec
+from ddqn.net.snapshot import load_caffemodel
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB = str(ROOT / "spark_jobs" / "train.py")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ddqn.cluster import MASTER_CLASS, WORKER_CLASS, LocalCluster, master_command, spark_home, worker_command
+from ddqn.dist.cluster import MASTER_CLASS, WORKER_CLASS, LocalCluster, master_command, spark_home, worker_command
 from ddqn.config import NAMED_CONFIGS, load_config
 
 ROOT = Path(__file__).resolve().parent.parent

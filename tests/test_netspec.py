@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from ddqn.errors import ConfigError
-from ddqn.netspec import load_netspec
-from ddqn.qnet import QNetwork
+from ddqn.net.netspec import load_netspec
+from ddqn.net.qnet import QNetwork
 
 from conftest import PROTOTXT, TINY_NET
 

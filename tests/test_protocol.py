@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import zmq
 
-from ddqn import protocol as P
-from ddqn.client import ServerClient, ServerGone
+from ddqn.dist import protocol as P
+from ddqn.dist.client import ServerClient, ServerGone
 from ddqn.errors import DDQNError
-from ddqn.netspec import load_netspec
-from ddqn.qnet import QNetwork
-from ddqn.server import ParameterServer, prior_env_steps
-from ddqn.solvers import make_solver, parse_solver_spec
+from ddqn.net.netspec import load_netspec
+from ddqn.net.qnet import QNetwork
+from ddqn.dist.server import ParameterServer, prior_env_steps
+from ddqn.solvers.flat import make_solver, parse_solver_spec
 
 SOLVER = 'type: "AdaGrad" base_lr: 0.01 lr_policy: "fixed"'
 

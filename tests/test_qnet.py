@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ddqn.caffe_env import caffe
+from ddqn.net.caffe_env import caffe
 from ddqn.errors import ConfigError
-from ddqn.netspec import load_netspec
-from ddqn.qnet import QNetwork, bellman_targets
-from ddqn.snapshot import load_caffemodel, save_caffemodel
+from ddqn.net.netspec import load_netspec
+from ddqn.net.qnet import QNetwork, bellman_targets
+from ddqn.net.snapshot import load_caffemodel, save_caffemodel
 
 from conftest import PROTOTXT
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ddqn import replay
-from ddqn.replay import Batch, LMDBReplayMemory, ReplayMemory
+from ddqn.replay import memory as replay
+from ddqn.replay.memory import Batch, LMDBReplayMemory, ReplayMemory
 
 SHAPE = (5, 6)
 REPO = Path(__file__).resolve().parent.parent
@@ -349,7 +349,7 @@ def test_lmdb_reopen_sees_flushed_writes_after_a_crash(tmp_path: Path) -> None:
 import os, sys
 sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(Path(__file__).parent)!r})
 from test_replay import frame, SHAPE
-from ddqn.replay import LMDBReplayMemory
+from ddqn.replay.memory import LMDBReplayMemory
 m = LMDBReplayMemory({str(path)!r}, 20, SHAPE, 4, flush_every=1000)
 m.start_episode(frame(0))
 for g in range(1, 8):

@@ -13,9 +13,9 @@ import imageio.v3 as iio
 import numpy as np
 
 from ddqn.config import load_config
-from ddqn.netspec import load_netspec
-from ddqn.serial import SerialTrainer
-from ddqn.snapshot import load_caffemodel
+from ddqn.net.netspec import load_netspec
+from ddqn.dqn.serial import SerialTrainer
+from ddqn.net.snapshot import load_caffemodel
 
 QUICK = ["--config", "small", "--set", "replay_warmup=300", "--set", "eval_episodes=5", "--set", "log_every=100",
          "--set", "eval_every=100000", "--no-progress"]

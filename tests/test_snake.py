@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from ddqn import snake
-from ddqn.snake import (APPLE, BODY, CELL_APPLE, CELL_BODY, CELL_EMPTY, CELL_HEAD, EAST, HEAD, NORTH, SOUTH,
-                        WEST, FrameStack, SnakeBatch, SnakeEnv, game_seeds, random_policy_score, render_frame)
+from ddqn.config import make_config
+from ddqn.dqn.evaluation import random_score
+from ddqn.game import snake
+from ddqn.game.frames import FrameStack
+from ddqn.game.snake import (APPLE, BODY, CELL_APPLE, CELL_BODY, CELL_EMPTY, CELL_HEAD, EAST, HEAD, NORTH, SOUTH,
+                             WEST, SnakeBatch, SnakeEnv, game_seeds, render_frame)
 
 # A 4x4 serpentine covering 15 cells, head (3,1) heading west; the only empty cell is (3,0).
 SERPENTINE = [(3, 1), (3, 2), (3, 3), (2, 3), (2, 2), (2, 1), (2, 0), (1, 0), (1, 1), (1, 2), (1, 3),
@@ -306,10 +309,11 @@ def test_batch_rejects_bad_actions_and_unreset_use():
 
 
 def test_random_policy_score():
-    s1 = random_policy_score(size=6, episodes=50, seed=0, num_envs=16)
-    assert s1 == random_policy_score(size=6, episodes=50, seed=0, num_envs=16)
+    cfg = make_config({"board_size": 6}, "test")
+    s1 = random_score(cfg, 16, episodes=50, seed=0, num_envs=16)
+    assert s1 == random_score(cfg, 16, episodes=50, seed=0, num_envs=16)
     assert 0.0 <= s1 < 3.0
-    assert random_policy_score(size=6, episodes=3, seed=1, num_envs=64) >= 0.0
+    assert random_score(cfg, 16, episodes=3, seed=1, num_envs=64) >= 0.0
 
 
 def test_frame_stack():

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..netspec import load_netspec
-from ..qnet import QNetwork
-from . import write_result
+from ddqn.config import PROTOTXT_DIR
+from ddqn.net.netspec import load_netspec
+from ddqn.net.qnet import QNetwork
+from ddqn.bench import write_result
 
-PROTOTXT = Path(__file__).resolve().parents[2] / "prototxt"
+PROTOTXT = PROTOTXT_DIR
 MEMBERS = ("small", "paper", "large")
 
 

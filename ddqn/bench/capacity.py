@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..netspec import load_netspec
-from . import figure, write_result
-from .ps_speed import PROTOTXT, server_rate
-from .worker_speed import measure
+from ddqn.net.netspec import load_netspec
+from ddqn.bench import figure, write_result
+from ddqn.bench.ps_speed import PROTOTXT, server_rate
+from ddqn.bench.worker_speed import measure
 
 
 def plot(modes: dict[str, list[dict]], path: Path) -> Path:

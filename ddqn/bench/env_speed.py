@@ -12,8 +12,8 @@ from typing import Callable
 import gymnasium
 import numpy as np
 
-from . import write_result
-from ..snake import ENV_ID, SnakeBatch, SnakeEnv
+from ddqn.bench import write_result
+from ddqn.game.snake import ENV_ID, SnakeBatch, SnakeEnv
 
 SIZE, FRAME = 10, 16
 

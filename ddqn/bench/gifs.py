@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import load_config
-from ..errors import DDQNError, run_command
-from ..netspec import load_netspec
-from ..play import greedy_episode, write_gif
-from ..qnet import QNetwork
-from ..snapshot import load_caffemodel
-from . import write_result
+from ddqn.config import load_config
+from ddqn.errors import DDQNError, run_command
+from ddqn.net.netspec import load_netspec
+from ddqn.dqn.play import greedy_episode, write_gif
+from ddqn.net.qnet import QNetwork
+from ddqn.net.snapshot import load_caffemodel
+from ddqn.bench import write_result
 
 
 def latest_weights(run: Path) -> Path:

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import protocol
-from ..netspec import NetSpec, ParamBlob, load_netspec
-from ..solvers import SolverSpec, make_solver
-from . import write_result
+from ddqn.config import PROTOTXT_DIR
+from ddqn.dist import protocol
+from ddqn.net.netspec import NetSpec, ParamBlob, load_netspec
+from ddqn.solvers.flat import SolverSpec, make_solver
+from ddqn.bench import write_result
 
-PROTOTXT = Path(__file__).resolve().parents[2] / "prototxt"
+PROTOTXT = PROTOTXT_DIR
 SOLVERS = {"AdaGrad": SolverSpec("bench", "AdaGrad", 0.01, delta=1e-8),
            "RMSProp": SolverSpec("bench", "RMSProp", 0.0002, delta=1e-6, rms_decay=0.95)}
 
@@ -59,7 +60,7 @@ def time_apply(params: tuple[ParamBlob, ...], solver: SolverSpec, repeats: int, 
 
 
 def _client(address: str, secret: bytes, worker: int, n: int, seconds: float, auth: str, ready, go) -> None:
-    from ..client import ServerClient  # noqa: PLC0415 - in the child process
+    from ddqn.dist.client import ServerClient  # noqa: PLC0415 - in the child process
 
     client = ServerClient(address, secret, worker, 0, n, timeout=30, auth=auth)
     p = client.fetch()
@@ -76,7 +77,7 @@ def _client(address: str, secret: bytes, worker: int, n: int, seconds: float, au
 
 def server_rate(spec: NetSpec, clients: int, seconds: float, auth: str = "message") -> dict[str, float]:
     """Server updates/s with ``clients`` synthetic clients pushing as fast as they can (``auth``: protocol mode)."""
-    from ..server import ParameterServer  # noqa: PLC0415
+    from ddqn.dist.server import ParameterServer  # noqa: PLC0415
 
     secret = protocol.new_secret()
     theta = np.zeros(spec.num_params, np.float32)

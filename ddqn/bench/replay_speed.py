@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import write_result
-from ..replay import LMDBReplayMemory, ReplayMemory, _ReplayBase
+from ddqn.bench import write_result
+from ddqn.replay.memory import LMDBReplayMemory, ReplayMemory, _ReplayBase
 
 
 def make_episodes(n_frames: int, mean_len: int, seed: int) -> list[tuple[int, bool]]:

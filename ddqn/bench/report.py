@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import machine
+from ddqn.bench import machine
 
 
 def _load(results: Path, name: str) -> dict[str, Any] | None:

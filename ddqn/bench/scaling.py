@@ -18,14 +18,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..cluster import spark_home
-from ..config import load_config
-from ..netspec import load_netspec
-from ..qnet import QNetwork
-from ..rollouts import evaluate_greedy
-from ..snapshot import load_caffemodel
-from . import write_result
-from .serial_curve import first_reach, plot, read_curve
+from ddqn.dist.cluster import spark_home
+from ddqn.config import load_config
+from ddqn.net.netspec import load_netspec
+from ddqn.net.qnet import QNetwork
+from ddqn.dqn.evaluation import evaluate_greedy
+from ddqn.net.snapshot import load_caffemodel
+from ddqn.bench import write_result
+from ddqn.bench.serial_curve import first_reach, plot, read_curve
 
 ROOT = Path(__file__).resolve().parents[2]
 MODES = {"serial": [], "async-1": ["--workers", "1"], "async-2": ["--workers", "2"], "sync-2": ["--workers", "2", "--sync"]}

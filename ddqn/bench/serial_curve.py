@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import figure, write_result
+from ddqn.bench import figure, write_result
 
 THRESHOLDS = (5, 10)
 

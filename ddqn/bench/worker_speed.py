@@ -14,18 +14,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import protocol
-from ..agent import dqn_gradient
-from ..client import ServerClient
-from ..netspec import load_netspec
-from ..qnet import QNetwork
-from ..replay import Batch
-from ..server import ParameterServer
-from ..solvers import make_solver
-from . import figure, write_result
-from .ps_speed import SOLVERS
+from ddqn.config import PROTOTXT_DIR
+from ddqn.dist import protocol
+from ddqn.dqn.qlearning import dqn_gradient
+from ddqn.dist.client import ServerClient
+from ddqn.net.netspec import load_netspec
+from ddqn.net.qnet import QNetwork
+from ddqn.replay.memory import Batch
+from ddqn.dist.server import ParameterServer
+from ddqn.solvers.flat import make_solver
+from ddqn.bench import figure, write_result
+from ddqn.bench.ps_speed import SOLVERS
 
-PROTOTXT = Path(__file__).resolve().parents[2] / "prototxt"
+PROTOTXT = PROTOTXT_DIR
 # the 2015 system's own figures (../shared/FACTS.md): parameters → gradient compute ms, server latency ms
 PAPER_2015 = {228_132: (81.7, 5), 621_348: (252.8, 15), 2_194_212: (981.5, 40), 8_484_668: (4044, 116)}
 

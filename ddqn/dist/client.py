@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import zmq
 
-from . import protocol as P
+from ddqn.dist import protocol as P
 
 
 class ServerGone(RuntimeError):

@@ -1,6 +1,6 @@
 """A Spark standalone cluster on this machine: master and workers from the pyspark install, on 127.0.0.1.
 
-    python -m ddqn.cluster [--workers 2] -- spark_jobs/train.py [job args]
+    python -m ddqn.dist.cluster [--workers 2] -- spark_jobs/train.py [job args]
 
 starts a master and N one-core workers (``spark-class org.apache.spark.deploy.master.Master`` / ``...Worker``,
 the same commands the docker-compose services run), waits until every worker registered, runs
@@ -127,7 +127,7 @@ class LocalCluster:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ddqn.cluster", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m ddqn.dist.cluster", description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=2, help="one-core Spark workers (default 2)")
     ap.add_argument("--timeout", type=float, default=None, help="kill the job after this many seconds")
     ap.add_argument("job", nargs=argparse.REMAINDER, help="-- spark_jobs/train.py [args]")

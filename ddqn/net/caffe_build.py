@@ -1,6 +1,6 @@
 """Build real BVLC Caffe's pycaffe (CPU only) into a cache and link it into the running Python.
 
-Run as ``python -m ddqn.caffe_build`` (``make install`` does): stdlib only, so it works before ddqn's
+Run as ``python -m ddqn.net.caffe_build`` (``make install`` does): stdlib only, so it works before ddqn's
 own dependencies are importable. Idempotent: a cached, verified build is reused; a fresh machine builds
 (≈ 5 min on 2 cores). Nothing is reported as done until ``import caffe`` succeeds in a new process.
 
@@ -198,7 +198,7 @@ def import_ok() -> tuple[bool, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ddqn.caffe_build", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m ddqn.net.caffe_build", description=__doc__.splitlines()[0])
     ap.add_argument("--force", action="store_true", help="rebuild even if a verified build is cached")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel compile jobs")
     args = ap.parse_args(argv)

@@ -40,6 +40,8 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ddqn.config import AUTH_MODES
+
 MAGIC = b"DDQN"
 VERSION = 1
 HEADER = struct.Struct("<4sBBHIHHQQQI4x")  # magic, version, type, flags, worker, attempt, pad, seq, a, b, nbytes
@@ -56,7 +58,6 @@ TYPE_NAMES = {HELLO: "HELLO", FETCH: "FETCH", PUSH: "PUSH", STATS: "STATS", BYE:
 # flags
 F_THETA, F_TARGET, F_STOP = 1, 2, 4
 NO_VERSION = 2**64 - 1  # FETCH from a worker that holds no parameters yet
-AUTH_MODES = ("message", "connection")  # MAC every payload, or authenticate the connection (see above)
 
 
 class ProtocolError(ValueError):

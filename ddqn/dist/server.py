@@ -23,14 +23,15 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from . import kernels
-from . import protocol as P
-from .errors import DDQNError
-from .netspec import NetSpec
-from .snapshot import save_checkpoint
-from .solvers import FlatSolver
+from ddqn.solvers import kernels
+from ddqn.dist import protocol as P
+from ddqn.config import AUTH_MODES
+from ddqn.errors import DDQNError
+from ddqn.net.netspec import NetSpec
+from ddqn.net.snapshot import save_checkpoint
+from ddqn.solvers.flat import FlatSolver
 
-log = logging.getLogger("ddqn.server")
+log = logging.getLogger("ddqn.dist.server")
 STATE_FILE = "server_state.json"  # names the latest snapshot (what --resume reads)
 
 
@@ -94,8 +95,8 @@ class ParameterServer:
                  snapshot_every: int = 0, snapshot_dir: Path | None = None, session_timeout: float = 120.0,
                  expected_workers: int = 1, prior_env_steps: dict[int, int] | None = None,
                  auth: str = "message") -> None:
-        if auth not in P.AUTH_MODES:
-            raise ValueError(f"auth must be one of {P.AUTH_MODES}, got {auth!r}")
+        if auth not in AUTH_MODES:
+            raise ValueError(f"auth must be one of {AUTH_MODES}, got {auth!r}")
         self.spec, self.solver, self.secret, self.auth = spec, solver, secret, auth
         self.theta, self.target = theta, target
         self.nbytes = spec.num_params * 4

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .caffe_env import caffe_pb2
-from . import kernels
-from .errors import ConfigError
-from .netspec import ParamBlob
+from ddqn.net.caffe_env import caffe_pb2
+from ddqn.solvers import kernels
+from ddqn.errors import ConfigError
+from ddqn.net.netspec import ParamBlob
 
 SOLVER_TYPES = ("SGD", "AdaGrad", "RMSProp")
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")

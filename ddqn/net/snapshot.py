@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from .caffe_env import caffe_pb2
-from .errors import ConfigError, DDQNError
-from .netspec import NetSpec, ParamBlob
-from .solvers import FlatSolver
+from ddqn.net.caffe_env import caffe_pb2
+from ddqn.errors import ConfigError, DDQNError
+from ddqn.net.netspec import NetSpec, ParamBlob
+from ddqn.solvers.flat import FlatSolver
 
 
 def _blob(arr: np.ndarray, shape: tuple[int, ...]):

@@ -8,11 +8,11 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-from .agent import greedy_actions
-from .config import Config
-from .qnet import QNetwork
-from .rollouts import make_env
-from .snake import FrameStack
+from ddqn.dqn.qlearning import greedy_actions
+from ddqn.config import Config
+from ddqn.net.qnet import QNetwork
+from ddqn.game import make_env
+from ddqn.game.frames import FrameStack
 
 
 def greedy_episode(q: QNetwork, cfg: Config, seed: int, render_mode: str = "rgb_array",

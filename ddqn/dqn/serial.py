@@ -26,17 +26,19 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .agent import LinearSchedule, dqn_gradient, epsilon_greedy
-from .config import Config, save_config
-from .errors import DDQNError
-from .metrics import MetricsLogger
-from .netspec import load_netspec
-from .qnet import QNetwork
-from .replay import LMDBReplayMemory, ReplayMemory
-from .rollouts import evaluate_greedy, fill_random, make_env, random_score
-from .snake import FrameStack
-from .snapshot import load_checkpoint, save_checkpoint
-from .solvers import load_solver_spec, make_solver
+from ddqn.dqn.qlearning import LinearSchedule, dqn_gradient, epsilon_greedy
+from ddqn.config import Config, save_config
+from ddqn.errors import DDQNError
+from ddqn.metrics import MetricsLogger
+from ddqn.net.netspec import load_netspec
+from ddqn.net.qnet import QNetwork
+from ddqn.replay.memory import LMDBReplayMemory, ReplayMemory
+from ddqn.dqn.evaluation import evaluate_greedy, random_score
+from ddqn.game import make_env
+from ddqn.replay.fill import fill_random
+from ddqn.game.frames import FrameStack
+from ddqn.net.snapshot import load_checkpoint, save_checkpoint
+from ddqn.solvers.flat import load_solver_spec, make_solver
 
 STATE_FILE = "trainer_state.json"
 

@@ -11,8 +11,8 @@ import tempfile
 
 import numpy as np
 
-from .caffe_env import caffe
-from .netspec import Q_BLOB, NetSpec
+from ddqn.net.caffe_env import caffe
+from ddqn.net.netspec import Q_BLOB, NetSpec
 
 
 class QNetwork:

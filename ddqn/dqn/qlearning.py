@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .qnet import QNetwork, bellman_targets
-from .replay import Batch
+from ddqn.net.qnet import QNetwork, bellman_targets
+from ddqn.replay.memory import Batch
 
 
 @dataclass(frozen=True)

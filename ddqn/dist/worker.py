@@ -17,14 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .agent import LinearSchedule, dqn_gradient, epsilon_greedy
-from .client import Params, ServerClient, ServerGone
-from .config import Config, make_config
-from .netspec import parse_netspec
-from .qnet import QNetwork
-from .replay import ReplayMemory
-from .rollouts import fill_random, make_env
-from .snake import FrameStack
+from ddqn.dqn.qlearning import LinearSchedule, dqn_gradient, epsilon_greedy
+from ddqn.dist.client import Params, ServerClient, ServerGone
+from ddqn.config import Config, make_config
+from ddqn.net.netspec import parse_netspec
+from ddqn.net.qnet import QNetwork
+from ddqn.replay.memory import ReplayMemory
+from ddqn.game import make_env
+from ddqn.replay.fill import fill_random
+from ddqn.game.frames import FrameStack
 
 STATS_EVERY_S = 2.0
 

@@ -188,6 +188,8 @@ class SnakeEnv(gymnasium.Env):
 class SnakeBatch:
     """K games of Snake stepped together in numpy; finished games restart in the same step."""
 
+    num_actions = 4  # north, south, east, west
+
     def __init__(self, num_envs: int, size: int = 10, frame_size: int = 16,
                  max_steps_without_apple: int | None | str = "auto", paper_look: bool = False) -> None:
         if not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool) or num_envs < 1:
@@ -293,59 +295,10 @@ class SnakeBatch:
         return frames, (eat.astype(np.float32) - death), terminated, starved, info
 
 
-def random_policy_score(size: int = 10, episodes: int = 100, seed: int | None = 0, num_envs: int = 64,
-                        **env_kwargs: Any) -> float:
-    """Mean apples per episode of the uniform random policy over ``episodes`` episodes (SnakeBatch).
-
-    Each of K = min(num_envs, episodes) games contributes a fixed number of its first episodes, so
-    short episodes are not over-represented. ``env_kwargs`` go to SnakeBatch (frame_size, ...).
-    """
-    if not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"episodes must be an int >= 1, got {episodes!r}")
-    k = min(num_envs, episodes)
-    quota = np.full(k, episodes // k)
-    quota[: episodes % k] += 1
-    batch = SnakeBatch(k, size=size, **env_kwargs)
-    batch.reset(seed=seed)
-    rng = np.random.default_rng(None if seed is None else [seed, 1])
-    finished, total = np.zeros(k, np.int64), 0
-    while (finished < quota).any():
-        _, _, terminated, truncated, info = batch.step(rng.integers(0, 4, k))
-        counted = (terminated | truncated) & (finished < quota)
-        total += int(info["score"][counted].sum())
-        finished += counted
-    return total / episodes
-
-
-class FrameStack:
-    """The last ``history`` frames as one (history, H, W) uint8 state φ (oldest first)."""
-
-    def __init__(self, history: int = 4) -> None:
-        if not isinstance(history, int) or history < 1:
-            raise ValueError(f"history must be an int >= 1, got {history!r}")
-        self.history = history
-        self._buf: np.ndarray | None = None
-
-    def reset(self, frame: np.ndarray) -> np.ndarray:
-        """Start a new episode: the first frame repeated; returns a (history, H, W) uint8 copy."""
-        self._buf = np.repeat(np.asarray(frame, np.uint8)[None], self.history, axis=0)
-        return self._buf.copy()
-
-    def push(self, frame: np.ndarray) -> np.ndarray:
-        """Append a frame, dropping the oldest; returns a (history, H, W) uint8 copy."""
-        if self._buf is None:
-            raise RuntimeError("call reset(frame) before push(frame)")
-        if np.shape(frame) != self._buf.shape[1:]:
-            raise ValueError(f"frame shape {np.shape(frame)} != {self._buf.shape[1:]}")
-        self._buf[:-1] = self._buf[1:]
-        self._buf[-1] = frame
-        return self._buf.copy()
-
-
 def _register() -> None:
     """Register ``ddqn/Snake-v0`` with Gymnasium once (a re-import or second call is a no-op)."""
     if ENV_ID not in gymnasium.registry:
-        gymnasium.register(id=ENV_ID, entry_point="ddqn.snake:SnakeEnv")
+        gymnasium.register(id=ENV_ID, entry_point="ddqn.game.snake:SnakeEnv")
 
 
 _register()

@@ -19,17 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import protocol
-from .config import Config, save_config
-from .errors import DDQNError
-from .metrics import MetricsLogger
-from .netspec import load_netspec
-from .qnet import QNetwork
-from .rollouts import evaluate_greedy, random_score
-from .server import STATE_FILE, ParameterServer, prior_env_steps
-from .snapshot import load_checkpoint
-from .solvers import load_solver_spec, make_solver
-from .worker import JobSpec, run_partition
+from ddqn.dist import protocol
+from ddqn.config import Config, save_config
+from ddqn.errors import DDQNError
+from ddqn.metrics import MetricsLogger
+from ddqn.net.netspec import load_netspec
+from ddqn.net.qnet import QNetwork
+from ddqn.dqn.evaluation import evaluate_greedy, random_score
+from ddqn.dist.server import STATE_FILE, ParameterServer, prior_env_steps
+from ddqn.net.snapshot import load_checkpoint
+from ddqn.solvers.flat import load_solver_spec, make_solver
+from ddqn.dist.worker import JobSpec, run_partition
 
 log = logging.getLogger("ddqn.driver")
 DEFAULT_MASTER = "local[*,4]"  # local mode that retries a failed task up to 4 times

@@ -1,0 +1,58 @@
+"""Greedy evaluation and the random-policy baseline, on K games at once, and the rows every mode logs.
+
+Shapes: frames (K, H, W) uint8; stacked states φ (K, C, H, W) uint8 with C = history.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ddqn.config import Config
+from ddqn.dqn.qlearning import greedy_actions
+from ddqn.game import make_batch
+from ddqn.net.qnet import QNetwork
+
+
+def random_score(cfg: Config, frame_size: int, episodes: int, seed: int | None, num_envs: int = 64) -> float:
+    """Mean score per episode of the uniform random policy on the config's game (every evaluation's baseline).
+
+    Each of K = min(num_envs, episodes) games contributes a fixed number of its first episodes, so short
+    episodes are not over-represented.
+    """
+    if not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes must be an int >= 1, got {episodes!r}")
+    k = min(num_envs, episodes)
+    quota = np.full(k, episodes // k)
+    quota[: episodes % k] += 1
+    batch = make_batch(cfg, frame_size, k)
+    batch.reset(seed=seed)
+    rng = np.random.default_rng(None if seed is None else [seed, 1])
+    finished, total = np.zeros(k, np.int64), 0
+    while (finished < quota).any():
+        _, _, terminated, truncated, info = batch.step(rng.integers(0, batch.num_actions, k))
+        counted = (terminated | truncated) & (finished < quota)
+        total += int(info["score"][counted].sum())
+        finished += counted
+    return total / episodes
+
+
+def evaluate_greedy(q: QNetwork, cfg: Config, episodes: int, seed: int) -> np.ndarray:
+    """Scores (apples) of ``episodes`` greedy episodes, played side by side; (episodes,) int64."""
+    history, frame_size = q.spec.state_shape[0], q.spec.state_shape[1]
+    batch = make_batch(cfg, frame_size, episodes)
+    frames = batch.reset(seed)
+    states = np.repeat(frames[:, None], history, axis=1)
+    scores = np.zeros(episodes, np.int64)
+    done = np.zeros(episodes, bool)
+    actions = np.zeros(episodes, np.int64)
+    while not done.all():
+        live = np.flatnonzero(~done)
+        actions[live] = greedy_actions(q, states[live])
+        frames, _, terminated, truncated, info = batch.step(actions)
+        ended = (terminated | truncated) & ~done
+        scores[ended] = info["score"][ended]
+        done |= ended
+        states[:, :-1] = states[:, 1:]
+        states[:, -1] = frames
+        restarted = np.flatnonzero(terminated | truncated)
+        states[restarted] = frames[restarted, None]
+    return scores
