@@ -17,7 +17,7 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-d
   libgflags-dev libhdf5-dev liblmdb-dev libleveldb-dev libsnappy-dev libopenblas-dev libgtest-dev \
   openjdk-17-jre-headless
 
-.PHONY: install deb-deps venv caffe test train train-serial train-cluster bench-caffe bench-env bench-replay \
+.PHONY: install deb-deps venv caffe lint test train train-serial train-cluster bench-caffe bench-env bench-replay \
   bench-serial bench-ps bench-worker bench-capacity bench-scaling gifs report cluster-up cluster-train cluster-results cluster-down clean
 
 install: deb-deps venv caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
@@ -51,7 +51,10 @@ venv: deb-deps  ## .venv made by $(PYTHON) with ddqn and its dependencies (rebui
 caffe: venv  ## build (or reuse the cached) real pycaffe and link it into .venv
 	$(PY) -m ddqn.net.caffe_build
 
-test: install  ## the README's test command
+lint: venv  ## ruff (ruff.toml): style, import order, unused code
+	$(PY) -m ruff check .
+
+test: install lint  ## the README's test command (lint first, then the suite)
 	$(PY) -m pytest -q --timeout=900 tests
 
 train: install  ## the main job: distributed DQN on Spark (local[*,4]), paper settings, $(MINUTES) min
@@ -85,8 +88,10 @@ bench-capacity: install  ## how many workers one server serves: synthetic client
 gifs: install  ## "dumb snake" (initial weights) and "smart snake" (runs/train's snapshot) GIFs, side by side
 	$(PY) -m ddqn.bench.gifs
 
-bench-scaling: install  ## serial vs 1 and 2 async workers vs sync: greedy score vs wall clock, same budget ($(MINUTES) min each)
-	$(PY) -m ddqn.bench.scaling --minutes $(MINUTES)
+bench-scaling: CONFIG ?= paper
+bench-scaling: MODES ?= serial async-1 async-2 sync-2
+bench-scaling: install  ## serial vs 1 and 2 async workers vs sync: greedy score vs wall clock, same budget ($(MINUTES) min each); CONFIG: named config or YAML (default paper), MODES: a subset of the default "serial async-1 async-2 sync-2"
+	$(PY) -m ddqn.bench.scaling --minutes $(MINUTES) --config $(CONFIG) --modes $(MODES)
 
 report: install  ## regenerate results/REPORT.md from the benchmarks' JSON files
 	$(PY) -m ddqn.bench.report

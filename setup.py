@@ -25,6 +25,6 @@ setup(
         "cryptography>=42",
         "numba>=0.60",
     ],
-    extras_require={"dev": ["pytest>=8", "pytest-timeout>=2.3"]},
+    extras_require={"dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff==0.17.6"]},
     entry_points={"console_scripts": ["ddqn=ddqn.cli:main"]},
 )

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -26,26 +28,63 @@ def _net_info(args: argparse.Namespace) -> None:
         print(f"{s.source}: {s.type}, base_lr {s.base_lr:g}, lr_policy {s.lr_policy}")
 
 
+def _check_weights(weights: Path) -> None:
+    """A missing weights file is one error line (before any config is looked for)."""
+    if not weights.exists():
+        raise DDQNError(f"{weights}: cannot read weights file (no such file)")
+    if not weights.is_file():
+        raise DDQNError(f"{weights}: cannot read weights file (not a file)")
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it, else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def run_config(weights: Path) -> Path:
+    """The ``config.yaml`` a weights file was trained with: beside it, else in its run directory (the parent of
+    ``<run>/snapshots/``). Prints which one to stderr; a user error when there is none."""
+    here = weights.resolve().parent
+    for place, where in ((here, "beside the weights"), (here.parent, "the run directory of the weights")):
+        path = place / "config.yaml"
+        if path.is_file():
+            print(f"config: {_shown(path)} ({where})", file=sys.stderr, flush=True)
+            return path
+    raise DDQNError(f"{weights}: no config.yaml beside it or in its run directory; "
+                    "pass --config (the config it was trained with)")
+
+
 def _load_agent(args: argparse.Namespace):
-    """(config, Q-network with the weights of ``--weights``) for eval/play."""
+    """(config, Q-network with the weights of ``--weights``) for eval/play. Without ``--config``, the config is the
+    ``config.yaml`` of the run the weights belong to (:func:`run_config`)."""
     from ddqn.config import load_config  # noqa: PLC0415
     from ddqn.net.netspec import load_netspec  # noqa: PLC0415
     from ddqn.net.qnet import QNetwork  # noqa: PLC0415
     from ddqn.net.snapshot import load_caffemodel  # noqa: PLC0415
 
-    cfg = load_config(args.config, args.set)
+    weights = Path(args.weights)
+    _check_weights(weights)
+    config = args.config or str(run_config(weights))
+    cfg = load_config(config, args.set)
     spec = load_netspec(cfg.path("net"))
     q = QNetwork(spec)
-    q.set_params(load_caffemodel(args.weights, spec))
+    q.set_params(load_caffemodel(weights, spec))
     return cfg, q
 
 
-def _train(args: argparse.Namespace) -> None:
-    """Train an agent; print where the snapshot and metrics went."""
+def _train(args: argparse.Namespace) -> int | None:
+    """Train an agent; print where the snapshot and metrics went. Distributed: the exit code of the Spark job."""
+    if args.mode == "distributed":
+        return _train_distributed(args)
+    if args.workers is not None:
+        raise DDQNError("--workers is for --mode distributed (serial training is one process)")
     from ddqn.config import load_config  # noqa: PLC0415
     from ddqn.dqn.serial import STATE_FILE, SerialTrainer  # noqa: PLC0415
 
-    out = Path(args.resume or args.out)
+    out = Path(args.resume or args.out or "runs/serial")
     config = args.config
     if args.resume:
         if not (out / STATE_FILE).exists():
@@ -58,6 +97,72 @@ def _train(args: argparse.Namespace) -> None:
           f"max {summary['greedy_score_max']}) vs random policy {summary['random_score_mean']:.2f} "
           f"after {summary['env_steps']} env steps, {summary['train_minutes']:.1f} min")
     print(f"snapshot: {summary['model']}\nmetrics:  {out}/train.csv, {out}/eval.csv, {out}/tb")
+    return None
+
+
+def spark_job_file() -> Path:
+    """``spark_jobs/train.py`` of the repository ddqn runs from (an editable install)."""
+    import ddqn  # noqa: PLC0415
+
+    job = Path(ddqn.__file__).resolve().parents[1] / "spark_jobs" / "train.py"
+    if not job.is_file():
+        raise DDQNError(f"{job}: not found: --mode distributed runs the repository's spark_jobs/train.py "
+                        "(install ddqn from its repository with pip install -e .)")
+    return job
+
+
+def distributed_command(args: argparse.Namespace) -> list[str]:
+    """The ``spark-submit spark_jobs/train.py …`` command line equivalent to ``ddqn train --mode distributed``:
+    ``--resume DIR`` becomes ``--out DIR --resume``, ``--no-progress`` becomes ``--quiet``."""
+    from ddqn.dist.cluster import spark_submit_path  # noqa: PLC0415 - pyspark is imported on demand
+
+    try:
+        submit = spark_submit_path()
+    except ImportError as exc:
+        raise DDQNError(f"--mode distributed needs pyspark ({exc})") from exc
+    if not submit.is_file():
+        raise DDQNError(f"{submit}: not found (pyspark installed without its bin/?)")
+    cmd = [str(submit), str(spark_job_file())]
+    if args.config:
+        cmd += ["--config", args.config]
+    for item in args.set:
+        cmd += ["--set", item]
+    if args.workers is not None:
+        cmd += ["--workers", str(args.workers)]
+    if args.minutes is not None:
+        cmd += ["--minutes", str(args.minutes)]
+    if args.steps is not None:
+        cmd += ["--steps", str(args.steps)]
+    cmd += ["--out", args.resume or args.out or "runs/distributed"]
+    if args.resume:
+        cmd.append("--resume")
+    if args.no_progress:
+        cmd.append("--quiet")
+    return cmd
+
+
+def _train_distributed(args: argparse.Namespace) -> int:
+    """Run the Spark job in the foreground and return its exit code.
+
+    Ctrl-C reaches the job directly (same foreground process group), so this process only waits on while the job
+    writes its final snapshot; ``subprocess.run`` would kill the job 0.25 s after the interrupt.
+    """
+    cmd = distributed_command(args)
+    from ddqn.dist.cluster import spark_submit_env  # noqa: PLC0415
+
+    env = {**spark_submit_env(sys.executable), **os.environ}  # what the user set wins
+    print("running: spark-submit " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
+    try:
+        proc = subprocess.Popen(cmd, env=env)
+    except OSError as exc:
+        raise DDQNError(f"{cmd[0]}: cannot run ({exc.strerror})") from exc
+    while True:
+        try:
+            code = proc.wait()
+            break
+        except KeyboardInterrupt:
+            continue  # the job got the same SIGINT and stops by itself, with a final snapshot
+    return code if code >= 0 else 128 - code  # killed by signal N: 128 + N, as a shell reports it
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -100,21 +205,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actions", type=int, default=4, help="number of actions the game has (default 4)")
     p.set_defaults(func=_net_info)
 
-    p = sub.add_parser("train", help="train an agent (serial deep Q-learning)")
-    p.add_argument("--mode", choices=["serial"], default="serial", help="serial: the slides' serial algorithm")
+    p = sub.add_parser("train", help="train an agent (serial, or distributed on Spark)")
+    p.add_argument("--mode", choices=["serial", "distributed"], default="serial",
+                   help="serial: the slides' serial algorithm (default); distributed: the Spark job "
+                        "spark_jobs/train.py, run by pyspark's spark-submit")
     _config_args(p)
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=positive(float), help="wall-clock budget")
     budget.add_argument("--steps", type=positive(int), help="learning env steps (after the random warm-up)")
-    p.add_argument("--out", default="runs/serial", help="output directory (default runs/serial)")
+    p.add_argument("--out", help="output directory (default runs/serial, or runs/distributed)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last snapshot")
+    p.add_argument("--workers", type=positive(int), help="worker tasks (--mode distributed only; default: config)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
     for name, func, text in (("eval", _eval, "greedy score of a weights file vs the random policy"),
                              ("play", _play, "watch a greedy episode (GIF or terminal)")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--weights", required=True, help="a .caffemodel written by ddqn train")
+        p.add_argument("--weights", required=True, help="a .caffemodel written by ddqn train (its run's "
+                       "config.yaml is used unless --config is given)")
         _config_args(p)
         p.add_argument("--seed", type=int, default=12345)
         if name == "eval":
@@ -141,7 +250,9 @@ def positive(kind: type):
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ddqn`` console script."""
     args = build_parser().parse_args(argv)
-    return run_command("ddqn", lambda: args.func(args))
+    codes: list[int] = []  # a command may return an exit code (the Spark job's)
+    status = run_command("ddqn", lambda: codes.append(args.func(args) or 0))
+    return status or (codes[0] if codes else 0)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ddqn.errors import ConfigError
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROTOTXT_DIR = PACKAGE_DIR / "prototxt"  # the shipped nets and solvers (package data)
 NAMED_CONFIGS = PACKAGE_DIR / "configs"

@@ -45,7 +45,7 @@ class MetricsLogger:
         self._files.clear()
         self._tb.close()
 
-    def __enter__(self) -> "MetricsLogger":
+    def __enter__(self) -> MetricsLogger:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from ddqn.config import PROTOTXT_DIR as PROTOTXT
-
 # A tiny net of the same family (conv → ReLU → pool → ip → ReLU → q, masked Euclidean loss), with
 # bias lr_mult 2 / decay_mult 0 so solver tests exercise the per-blob multipliers.
 TINY_NET = """
@@ -46,7 +44,7 @@ def _close_shared_zmq_context():
     """After the session, close whatever sockets a failed test left on ZeroMQ's shared context: its
     termination at interpreter exit would otherwise wait for them forever."""
     yield
-    import zmq  # noqa: PLC0415
+    import zmq
 
     zmq.Context.instance().destroy(linger=0)
 

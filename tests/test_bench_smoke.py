@@ -1,16 +1,31 @@
 """Benchmarks are not tests: here each runs once in a tiny smoke mode, to prove it still works end to end.
 
-Only the shape of what they write is checked (JSON with the headline fields, the figure); never a speed.
+Only the shape of what they write is checked (JSON with the headline fields, the figure, the GIFs' captions);
+never a speed. Plus the benchmarks' own structure: they share only ``ddqn.bench.common``.
 """
 from __future__ import annotations
 
+import ast
+import itertools
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import imageio.v3 as iio
+import numpy as np
 import pytest
 
+from ddqn.bench.gifs import captioned
+from ddqn.bench.scaling import MODES
+from ddqn.config import load_config
+from ddqn.dist.cluster import spark_submit_env, spark_submit_path
+from ddqn.dqn.play import greedy_episode, greedy_episode_scores
+from ddqn.net.netspec import load_netspec
+from ddqn.net.qnet import QNetwork
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "ddqn" / "bench"
 SMOKE = {
     "caffe_speed": ["--repeats", "2", "--members", "small"],
     "env_speed": ["--seconds", "0.2"],
@@ -25,7 +40,7 @@ FIELDS = {"caffe_speed": "members", "env_speed": "steps_per_s", "replay_speed": 
 
 def bench(name: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", f"ddqn.bench.{name}", *args], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, check=False)
 
 
 @pytest.mark.parametrize("name", sorted(SMOKE))
@@ -38,18 +53,122 @@ def test_benchmark_smoke(name: str, tmp_path: Path) -> None:
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
 
 
+def distinct_colours(img: np.ndarray) -> int:
+    """Number of distinct pixel values of an (H, W, C) image."""
+    return len(np.unique(img.reshape(-1, img.shape[-1]), axis=0))
+
+
 def test_gifs_and_report(tmp_path: Path) -> None:
     run = tmp_path / "run"
     res = subprocess.run([sys.executable, "-m", "ddqn.cli", "train", "--config", "small", "--steps", "50", "--out",
                           str(run), "--set", "replay_warmup=200", "--set", "eval_episodes=3", "--no-progress"],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, check=False)
     assert res.returncode == 0, res.stderr
     res = bench("gifs", "--run", str(run), "--config", "small", "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr
-    assert (tmp_path / "snakes.gif").stat().st_size > 0
+    # each side: a caption strip (text, so not one colour) above the rendered board (16 px per cell)
+    board = 16 * load_config("small").board_size
+    sides = {k: iio.imread(tmp_path / f"{k}_snake.gif", index=None)[..., :3] for k in ("dumb", "smart")}
+    for frames in sides.values():
+        strip = frames.shape[1] - board
+        assert strip > 0 and frames.shape[2] >= board
+        assert all(distinct_colours(f[:strip]) > 1 for f in frames)
+    both = iio.imread(tmp_path / "snakes.gif", index=None)[..., :3]
+    wd = sides["dumb"].shape[2]
+    assert both.shape[1] == sides["dumb"].shape[1] and both.shape[2] == wd + 8 + sides["smart"].shape[2]
+    np.testing.assert_array_equal(both[0, :, :wd], sides["dumb"][0])
+    np.testing.assert_array_equal(both[0, :, -sides["smart"].shape[2]:], sides["smart"][0])
     assert bench("caffe_speed", "--repeats", "1", "--members", "small", "--out", str(tmp_path)).returncode == 0
     res = bench("report", "--results", str(tmp_path))
     assert res.returncode == 0, res.stderr
     report = (tmp_path / "REPORT.md").read_text()
     assert "## Q-network speed on real Caffe" in report and "## Example game play" in report
     assert "make bench-scaling" in report  # listed as not yet measured
+
+
+def test_caption_shows_label_and_running_score() -> None:
+    rng = np.random.default_rng(0)
+    shots = [rng.integers(0, 256, (96, 96, 3), dtype=np.uint8) for _ in range(3)]
+    out = captioned(shots, [0, 0, 3], ["dumb snake", "(initial weights)"])
+    strip = out[0].shape[0] - 96
+    assert strip > 0 and all(f.shape == out[0].shape for f in out)
+    width = out[0].shape[1]  # "(initial weights)" is wider than 96 px: the game is centred under it
+    assert width > 96
+    x0 = (width - 96) // 2
+    for shot, frame in zip(shots, out):
+        np.testing.assert_array_equal(frame[strip:, x0:x0 + 96], shot)
+        assert distinct_colours(frame[:strip]) > 1
+    np.testing.assert_array_equal(out[0][:strip], out[1][:strip])  # same score, same caption
+    rows = np.flatnonzero((out[0][:strip] != out[2][:strip]).any(axis=(1, 2)))
+    assert rows.size and rows.min() > 2 * strip // 3  # only the last line (the score) changed
+
+
+def test_greedy_episode_scores() -> None:
+    cfg = load_config("small")
+    q = QNetwork(load_netspec(cfg.path("net")), seed=0)
+    shots, scores = greedy_episode_scores(q, cfg, seed=3, max_steps=40)
+    assert len(shots) == len(scores) and scores[0] == 0 and all(isinstance(s, int) for s in scores)
+    assert all(b - a in (0, 1) for a, b in itertools.pairwise(scores))
+    assert greedy_episode(q, cfg, seed=3, max_steps=40)[1] == scores[-1]
+
+
+def import_violations(source: str, module: str, bench_modules: set[str]) -> list[str]:
+    """Imports of ``module`` (ddqn.bench.<name>) that reach into another bench module than ``common`` or take a
+    private (underscore) name from ddqn, including ``alias._name`` on a name imported from ddqn."""
+    bad, ddqn_aliases = [], set()
+    package = module.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            pairs = [(a.name, None, a.asname or a.name.split(".")[0]) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join([*parts[:len(parts) - node.level + 1], *([base] if base else [])])
+            pairs = [(base, a.name, a.asname or a.name) for a in node.names]
+        else:
+            continue
+        for mod, name, alias in pairs:
+            if mod.split(".")[0] != "ddqn":
+                continue
+            ddqn_aliases.add(alias)
+            target = f"{mod}.{name}" if mod == "ddqn.bench" and name in bench_modules else mod
+            if target.startswith("ddqn.bench.") and target not in ("ddqn.bench.common", module):
+                bad.append(f"{module} imports {target}")
+            if name and name.startswith("_"):
+                bad.append(f"{module} imports the private {mod}.{name}")
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in ddqn_aliases
+                and node.attr.startswith("_") and not node.attr.startswith("__")):
+            bad.append(f"{module} uses the private {node.value.id}.{node.attr}")
+    return bad
+
+
+def test_bench_modules_share_only_common() -> None:
+    files = sorted(BENCH.glob("*.py"))
+    names = {p.stem for p in files} - {"__init__"}
+    assert "common" in names
+    bad = [v for p in files for v in import_violations(p.read_text(), f"ddqn.bench.{p.stem}", names)]
+    assert bad == []
+    sample = ("from ddqn.bench.ps_speed import server_rate\nfrom ..bench import gifs\nimport ddqn.bench.scaling\n"
+              "from ddqn.replay.memory import _ReplayBase\nfrom ddqn.replay import memory\nmemory._ReplayBase\n"
+              "from .common import write_result\nfrom ddqn.bench import common\n")
+    assert len(import_violations(sample, "ddqn.bench.capacity", names)) == 5
+
+
+def makefile_var(prefix: str, subst: dict[str, str] | None = None) -> list[str]:
+    """The words after ``prefix`` on the Makefile line that starts with it, each make expression in ``subst``
+    replaced by its value first."""
+    line = next(x for x in (ROOT / "Makefile").read_text().splitlines() if x.startswith(prefix))[len(prefix):]
+    for expr, value in (subst or {}).items():
+        line = line.replace(expr, value)
+    return line.split()
+
+
+def test_spark_env_and_scaling_defaults_match_makefile() -> None:
+    words = makefile_var("SPARK_ENV :=", {"$(abspath $(PY))": "/venv/bin/python"})
+    make = dict(w.split("=", 1) for w in words)
+    assert spark_submit_env("/venv/bin/python") == make
+    assert spark_submit_path().name == "spark-submit" and spark_submit_path().exists()
+    assert makefile_var("bench-scaling: MODES ?=") == list(MODES)
+    assert makefile_var("bench-scaling: CONFIG ?=") == ["paper"]

@@ -66,7 +66,8 @@ def test_hostile_members_are_refused(tmp_path, interpreter, case):
 
 
 def test_plain_archive_extracts_without_special_bits(tmp_path, interpreter):
-    archive = _archive(tmp_path / "good.tar.gz", [_member("pkg/tool.sh", mode=0o6777), _member("pkg/sub/", tarfile.DIRTYPE, mode=0o755)])
+    members = [_member("pkg/tool.sh", mode=0o6777), _member("pkg/sub/", tarfile.DIRTYPE, mode=0o755)]
+    archive = _archive(tmp_path / "good.tar.gz", members)
     dest = tmp_path / "out"
     dest.mkdir()
     extract_sdist(archive, dest)

@@ -4,6 +4,7 @@ Every run is bounded in time; the cluster is stopped by its processes' own ids.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.dist.cluster import LocalCluster, spark_home
 from ddqn.config import load_config
+from ddqn.dist.cluster import LocalCluster, spark_submit_env, spark_submit_path
 from ddqn.net.netspec import load_netspec
 from ddqn.net.snapshot import load_caffemodel
 
@@ -27,13 +28,11 @@ QUICK = ["--config", "small", "--set", "replay_warmup=500", "--set", "eval_episo
 
 
 def submit_command(*args: str, master: str = "local[2,4]") -> list[str]:
-    return [str(spark_home() / "bin" / "spark-submit"), "--master", master, JOB, *QUICK, *args]
+    return [str(spark_submit_path()), "--master", master, JOB, *QUICK, *args]
 
 
 def run_env() -> dict:
-    # SPARK_LOCAL_IP: Spark's web UI and RPC bind to loopback too
-    return dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
-                SPARK_LOCAL_IP="127.0.0.1")
+    return {**os.environ, **spark_submit_env(sys.executable)}
 
 
 def final_theta(out: Path) -> np.ndarray:
@@ -68,6 +67,34 @@ def test_async_local_run_then_resume(tmp_path: Path) -> None:
     resumed = json.loads((out / "summary.json").read_text())
     assert resumed["dropped"] == {} and resumed["updates"] - first == sum(
         w["pushes"] for w in resumed["workers"].values())
+
+
+def test_step_counted_keys_and_lmdb_replay_mean_the_same_as_in_serial(tmp_path: Path) -> None:
+    """replay_backend, log_every, eval_every and snapshot_every, counted in env steps over all workers."""
+    out, local = tmp_path / "keys", tmp_path / "spark-local"
+    res = subprocess.run(submit_command("--workers", "2", "--steps", "3000", "--out", str(out),
+                                        "--set", "replay_backend=lmdb", "--set", "log_every=250",
+                                        "--set", "eval_every=600", "--set", "snapshot_every=1000"),
+                         env={**run_env(), "SPARK_LOCAL_DIRS": str(local)}, capture_output=True, text=True, timeout=400)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    results = json.loads((out / "workers.json").read_text())["results"]
+    assert {r["replay"] for r in results} == {"lmdb"}  # each worker's replay memory was an LMDB ...
+    for r in results:  # ... in the executor's Spark local directory, removed when the worker ended
+        assert local in Path(r["replay_dir"]).parents and not Path(r["replay_dir"]).exists(), r
+    with open(out / "train.csv") as f:
+        train_steps = [int(row["step"]) for row in csv.DictReader(f)]
+    assert len(train_steps) >= 3000 // 250 - 2 and train_steps == sorted(set(train_steps))
+    assert all(b - a < 2 * 250 + 200 for a, b in zip(train_steps, train_steps[1:])), train_steps  # ≈ every 250
+    with open(out / "eval.csv") as f:
+        evals = list(csv.DictReader(f))
+    during = [e for e in evals if float(e["eval/updates"]) < summary["updates"]]
+    assert len(during) >= 2, evals  # θ was evaluated while the workers were still pushing
+    assert all(float(e["eval/random_score_mean"]) == summary["random_score_mean"] for e in evals)
+    with open(out / "snapshots.csv") as f:
+        snaps = [int(row["env_steps"]) for row in csv.DictReader(f)]
+    assert len(snaps) >= 3 and all(s >= 1000 * (i + 1) for i, s in enumerate(snaps[:-1])), snaps
+    assert (out / "driver.log").read_text().count("env steps/s") >= 1
 
 
 def test_sync_rounds_average_one_gradient_per_worker(tmp_path: Path) -> None:
@@ -189,9 +216,9 @@ def test_driver_killed_then_resumed_from_its_last_snapshot(tmp_path: Path) -> No
         os.killpg(proc.pid, signal.SIGKILL)  # the driver (and everything it started) dies at once
         proc.wait(timeout=60)
     before = json.loads((out / "server_state.json").read_text())["updates"]
-    assert before >= 200 and before % 200 == 0
     logged = (out / "snapshots.csv").read_text().splitlines()
-    assert logged[0] == "updates,wall_s,env_steps,model" and int(logged[-1].split(",")[0]) >= before
+    assert logged[0] == "updates,wall_s,env_steps,model" and int(logged[-1].split(",")[0]) >= before > 0
+    assert int(logged[1].split(",")[2]) >= 200  # snapshot_every counts env steps over all workers
     res = subprocess.run(submit_command("--workers", "2", "--steps", "300", "--out", str(out), "--resume"),
                          env=run_env(), capture_output=True, text=True, timeout=400)
     assert res.returncode == 0, res.stdout[-3000:]

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ddqn.dist.cluster import MASTER_CLASS, WORKER_CLASS, LocalCluster, master_command, spark_home, worker_command
 from ddqn.config import NAMED_CONFIGS, load_config
+from ddqn.dist.cluster import MASTER_CLASS, WORKER_CLASS, LocalCluster, master_command, spark_home, worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"

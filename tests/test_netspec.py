@@ -6,12 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import PROTOTXT, TINY_NET
 
 from ddqn.errors import ConfigError
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
-
-from conftest import PROTOTXT, TINY_NET
 
 FAMILY = {"small": (8, 129_828), "paper": (16, 228_132), "large": (32, 621_348),
           "x64": (64, 2_194_212), "x128": (128, 8_485_668)}

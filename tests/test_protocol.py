@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -14,22 +15,33 @@ import pytest
 import zmq
 
 from ddqn.dist import protocol as P
+from ddqn.dist.checkpointer import Checkpointer, restore
 from ddqn.dist.client import ServerClient, ServerGone
+from ddqn.dist.server import ParameterServer
+from ddqn.dist.stats import ServerStats
+from ddqn.dist.store import ParameterStore
+from ddqn.dist.sync import SyncRounds
 from ddqn.errors import DDQNError
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
-from ddqn.dist.server import ParameterServer, prior_env_steps
 from ddqn.solvers.flat import make_solver, parse_solver_spec
 
 SOLVER = 'type: "AdaGrad" base_lr: 0.01 lr_policy: "fixed"'
 
 
+def _server(spec, *, target_update: int = 1000, sync_workers: int = 0, prior: dict[int, int] | None = None,
+            **options) -> ParameterServer:
+    """A started server on the tiny net's initial θ (AdaGrad), over a fresh store."""
+    theta = QNetwork(spec, seed=0).get_params()
+    store = ParameterStore(make_solver(parse_solver_spec(SOLVER, "s"), spec.params), theta, theta.copy(),
+                           target_update)
+    rounds = SyncRounds(spec.num_params, sync_workers) if sync_workers else None
+    return ParameterServer(store, P.new_secret(), rounds=rounds, stats=ServerStats(prior), **options).start()
+
+
 @pytest.fixture
 def server(tiny_net_file: Path):
-    spec = load_netspec(tiny_net_file)
-    theta = QNetwork(spec, seed=0).get_params()
-    srv = ParameterServer(spec, make_solver(parse_solver_spec(SOLVER, "s"), spec.params), theta, theta.copy(),
-                          P.new_secret(), target_update=3, session_timeout=30).start()
+    srv = _server(load_netspec(tiny_net_file), target_update=3, session_timeout=30)
     yield srv
     srv.close()
 
@@ -43,65 +55,64 @@ def _raw(server: ParameterServer) -> zmq.Socket:
 
 def _settle(server: ParameterServer, before: int, at_least: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while sum(server.dropped.values()) < before + at_least and time.monotonic() < deadline:
+    while sum(server.stats.view().dropped.values()) < before + at_least and time.monotonic() < deadline:
         time.sleep(0.02)
 
 
 def test_honest_worker_fetches_pushes_and_gets_stop(server: ParameterServer) -> None:
-    n = server.spec.num_params
+    n = server.store.num_params
     client = ServerClient(server.address, server.secret, worker=0, attempt=0, num_params=n, timeout=10)
     first = client.fetch()
-    assert first.version == 0 and np.array_equal(first.theta, server.theta) and first.target is not None
+    assert first.version == 0 and np.array_equal(first.theta, server.store.theta) and first.target is not None
     grad = np.full(n, 0.5, np.float32)
     for i in range(4):
         version, stop = client.push(grad, base_version=i)
         assert version == i + 1 and not stop
     p = client.fetch(first.version, first.target_version)
-    assert p.version == 4 and p.theta is not None and np.array_equal(p.theta, server.theta)
+    assert p.version == 4 and p.theta is not None and np.array_equal(p.theta, server.store.theta)
     assert p.target is not None and p.target_version == 1  # θ⁻ ← θ after 3 updates (target_update=3)
     same = client.fetch(p.version, p.target_version)
     assert same.theta is None and same.target is None  # nothing new: no payload
     assert not client.stats([3, 1], env_steps=10, compute_s=0.5, comm_s=0.1)
-    assert list(server.scores) == [3, 1] and server.workers[0].env_steps == 10
+    assert list(server.stats.view().scores) == [3, 1] and server.stats.view().workers[0].env_steps == 10
     server.request_stop()
     assert client.push(grad, base_version=4)[1]
     client.close()
 
 
 def test_staleness_is_recorded(server: ParameterServer) -> None:
-    n = server.spec.num_params
+    n = server.store.num_params
     a = ServerClient(server.address, server.secret, 0, 0, n, timeout=10)
     b = ServerClient(server.address, server.secret, 1, 0, n, timeout=10)
     a.fetch(), b.fetch()
     grad = np.ones(n, np.float32)
     a.push(grad, 0), a.push(grad, 1), a.push(grad, 2)
     b.push(grad, 0)  # computed on version 0, arrives at version 3
-    assert list(server.staleness) == [0, 0, 0, 3]
+    assert list(server.stats.view().staleness) == [0, 0, 0, 3]
 
 
 def test_rejoining_and_resumed_workers_continue_their_epsilon_schedule(tiny_net_file: Path, tmp_path: Path) -> None:
     """WELCOME tells a worker how many env steps its partition already played (this run's attempts, and the
     runs a --resume continues, via the snapshot record); the worker anneals ε from there, not from 1.0."""
     spec = load_netspec(tiny_net_file)
-    theta = QNetwork(spec, seed=0).get_params()
-    solver = make_solver(parse_solver_spec(SOLVER, "s"), spec.params)
-    srv = ParameterServer(spec, solver, theta, theta.copy(), P.new_secret(), snapshot_dir=tmp_path,
-                          prior_env_steps={1: 7000}).start()
+    srv = _server(spec, prior={1: 7000})
     try:
         first = ServerClient(srv.address, srv.secret, 0, 0, spec.num_params, timeout=10)
         assert first.prior_env_steps == 0
         first.stats([], env_steps=500, compute_s=0.0, comm_s=0.0)
         again = ServerClient(srv.address, srv.secret, 0, 1, spec.num_params, timeout=10)  # Spark's retry
-        assert again.prior_env_steps == 500 and srv.workers[0].rejoins == 1
+        assert again.prior_env_steps == 500 and srv.stats.view().workers[0].rejoins == 1
         other = ServerClient(srv.address, srv.secret, 1, 0, spec.num_params, timeout=10)
         assert other.prior_env_steps == 7000
         other.stats([], env_steps=30, compute_s=0.0, comm_s=0.0)
-        srv.snapshot()
+        Checkpointer(tmp_path, spec, srv.store, srv.stats).snapshot()
         record = json.loads((tmp_path / "server_state.json").read_text())
         assert record["worker_env_steps"] == {"0": 500, "1": 7030}
-        assert prior_env_steps(record, tmp_path) == {0: 500, 1: 7030}
+        solver = make_solver(parse_solver_spec(SOLVER, "s"), spec.params)
+        assert restore(tmp_path, spec, solver)[2] == {0: 500, 1: 7030}
+        (tmp_path / "server_state.json").write_text(json.dumps({**record, "worker_env_steps": {"0": -1}}))
         with pytest.raises(DDQNError, match="worker_env_steps"):
-            prior_env_steps({"worker_env_steps": {"0": -1}}, tmp_path)
+            restore(tmp_path, spec, solver)
         for c in (first, again, other):
             c.close()
     finally:
@@ -112,9 +123,7 @@ def test_sync_round_does_not_wait_for_a_replaced_attempt(tiny_net_file: Path) ->
     """A retried task's HELLO retires its dead predecessor's session at once, so the next synchronous round
     needs the live workers only (not a 2 × server_timeout wait for the dead session to expire)."""
     spec = load_netspec(tiny_net_file)
-    theta = QNetwork(spec, seed=0).get_params()
-    srv = ParameterServer(spec, make_solver(parse_solver_spec(SOLVER, "s"), spec.params), theta, theta.copy(),
-                          P.new_secret(), sync=True, expected_workers=2, session_timeout=300).start()
+    srv = _server(spec, sync_workers=2, session_timeout=300)
     n, grad = spec.num_params, np.ones(spec.num_params, np.float32)
     try:
         dead = ServerClient(srv.address, srv.secret, 0, 0, n, timeout=10)
@@ -125,7 +134,7 @@ def test_sync_round_does_not_wait_for_a_replaced_attempt(tiny_net_file: Path) ->
         assert srv.live_workers() == 2
         assert retry.push(grad, 0)[0] == 0  # round 0 waits for worker 1 ...
         assert b.push(grad, 0)[0] == 1  # ... and only for it
-        assert srv.version == 1
+        assert srv.store.version == 1
         for c in (dead, b, retry):
             c.close()
     finally:
@@ -133,13 +142,13 @@ def test_sync_round_does_not_wait_for_a_replaced_attempt(tiny_net_file: Path) ->
 
 
 def test_garbage_never_touches_theta(server: ParameterServer) -> None:
-    n = server.spec.num_params
+    n = server.store.num_params
     honest = ServerClient(server.address, server.secret, 0, 0, n, timeout=10)
     honest.fetch()
-    theta0 = server.theta.copy()
+    theta0 = server.store.theta.copy()
     rng = np.random.default_rng(1)
     raw = _raw(server)
-    before = sum(server.dropped.values())
+    before = sum(server.stats.view().dropped.values())
     sent = 0
     # 1. fuzz: random frames of random counts and sizes
     for _ in range(200):
@@ -161,8 +170,8 @@ def test_garbage_never_touches_theta(server: ParameterServer) -> None:
     big.send_multipart([b"x" * 16, os.urandom(4 * n + 10_000), b"y" * 16])
     sent += 5
     _settle(server, before, sent)
-    assert sum(server.dropped.values()) >= before + sent - 1
-    assert np.array_equal(server.theta, theta0) and server.version == 0
+    assert sum(server.stats.view().dropped.values()) >= before + sent - 1
+    assert np.array_equal(server.store.theta, theta0) and server.store.version == 0
     # the honest worker is still served
     assert honest.push(np.zeros(n, np.float32), 0)[0] == 1
     big.close()
@@ -174,17 +183,17 @@ def _session(server: ParameterServer, worker: int) -> tuple[zmq.Socket, P.Sessio
     sock = _raw(server)
     nonce = os.urandom(16)
     sock.send_multipart(P.seal_handshake(server.secret, P.HELLO, worker, 0,
-                                         nonce + b'{"num_params": %d}' % server.spec.num_params))
+                                         nonce + b'{"num_params": %d}' % server.store.num_params))
     assert sock.poll(10_000)
     _, payload = P.open_handshake(server.secret, sock.recv_multipart(), P.WELCOME)
     return sock, P.Session(P.session_key(server.secret, nonce, payload[:16]), outbound=0)
 
 
 def test_bad_messages_inside_a_session_are_dropped(server: ParameterServer) -> None:
-    n = server.spec.num_params
+    n = server.store.num_params
     sock, s = _session(server, worker=3)
-    theta0 = server.theta.copy()
-    before = sum(server.dropped.values())
+    theta0 = server.store.theta.copy()
+    before = sum(server.stats.view().dropped.values())
     good = s.seal(P.PUSH, 3, 0, 0, 1, np.ones(n, np.float32))
     tampered = bytearray(good[1].tobytes())
     tampered[17] ^= 0x40
@@ -196,17 +205,17 @@ def test_bad_messages_inside_a_session_are_dropped(server: ParameterServer) -> N
     sock.send_multipart(s.seal(P.STATS, 3, 0, payload=b"[1, 2"))  # malformed JSON
     sock.send_multipart(s.seal(P.STATS, 3, 0, payload=b'{"scores": "many"}'))  # wrong field type
     _settle(server, before, 7)
-    assert sum(server.dropped.values()) == before + 7, server.dropped
-    assert np.array_equal(server.theta, theta0) and server.version == 0
+    assert sum(server.stats.view().dropped.values()) == before + 7, server.stats.view().dropped
+    assert np.array_equal(server.store.theta, theta0) and server.store.version == 0
     ok = s.seal(P.PUSH, 3, 0, 0, 1, np.ones(n, np.float32))
     sock.send_multipart(ok)
     assert sock.poll(10_000)
     h, _ = s.open(sock.recv_multipart())
-    assert h.type == P.ACK and h.a == 1
+    assert h.type == P.ACK and h.version == 1
     sock.send_multipart(ok)  # the same message again: a replay
     _settle(server, before + 7, 1)
-    assert server.version == 1 and sum(server.dropped.values()) == before + 8
-    assert np.isfinite(server.theta).all()
+    assert server.store.version == 1 and sum(server.stats.view().dropped.values()) == before + 8
+    assert np.isfinite(server.store.theta).all()
     sock.close()
 
 
@@ -215,9 +224,7 @@ def test_connection_auth_seals_every_header_but_not_payloads(tiny_net_file: Path
     messages are still dropped; a payload altered in flight is NOT detected (the documented trade-off);
     a worker of the other mode cannot open a session."""
     spec = load_netspec(tiny_net_file)
-    theta = QNetwork(spec, seed=0).get_params()
-    srv = ParameterServer(spec, make_solver(parse_solver_spec(SOLVER, "s"), spec.params), theta, theta.copy(),
-                          P.new_secret(), auth="connection").start()
+    srv = _server(spec, auth="connection")
     n = spec.num_params
     sock = _raw(srv)
     honest = None
@@ -232,22 +239,22 @@ def test_connection_auth_seals_every_header_but_not_payloads(tiny_net_file: Path
         assert sock.poll(10_000)
         _, payload = P.open_handshake(srv.secret, sock.recv_multipart(), P.WELCOME)
         s = P.Session(P.session_key(srv.secret, nonce, payload[:16]), outbound=0, auth="connection")
-        before, theta1 = sum(srv.dropped.values()), srv.theta.copy()
+        before, theta1 = sum(srv.stats.view().dropped.values()), srv.store.theta.copy()
         good = s.seal(P.PUSH, 2, 0, 1, 1, np.ones(n, np.float32))
         header = bytearray(good[0])
         header[-12] ^= 1  # the header's payload length, altered
         sock.send_multipart([bytes(header), good[1], good[2]])
         sock.send_multipart([good[0], good[1], os.urandom(64)])  # a forged tag
         _settle(srv, before, 2)
-        assert sum(srv.dropped.values()) == before + 2 and np.array_equal(srv.theta, theta1)
+        assert sum(srv.stats.view().dropped.values()) == before + 2 and np.array_equal(srv.store.theta, theta1)
         altered = np.frombuffer(good[1], np.float32).copy()
         altered[0] = 5.0
         sock.send_multipart([good[0], altered.tobytes(), good[2]])
-        assert sock.poll(10_000) and s.open(sock.recv_multipart())[0].a == 2  # accepted: payloads are not MAC'd
+        assert sock.poll(10_000) and s.open(sock.recv_multipart())[0].version == 2  # accepted: payloads are not MAC'd
         sock.send_multipart([good[0], altered.tobytes(), good[2]])  # replayed
         sock.send_multipart(s.seal(P.PUSH, 2, 0, 2, 1, np.ones(n - 1, np.float32)))  # wrong size
         _settle(srv, before + 2, 2)
-        assert srv.version == 2 and sum(srv.dropped.values()) == before + 4, srv.dropped
+        assert srv.store.version == 2 and sum(srv.stats.view().dropped.values()) == before + 4, srv.stats.view().dropped
     finally:  # an open socket of the shared context would block the interpreter's exit on a failure
         sock.close()
         if honest is not None:
@@ -256,12 +263,12 @@ def test_connection_auth_seals_every_header_but_not_payloads(tiny_net_file: Path
 
 
 def test_worker_exits_when_the_server_is_gone(server: ParameterServer) -> None:
-    client = ServerClient(server.address, server.secret, 0, 0, server.spec.num_params, timeout=1.0)
+    client = ServerClient(server.address, server.secret, 0, 0, server.store.num_params, timeout=1.0)
     client.fetch()
     server.close()
     start = time.monotonic()
     with pytest.raises(ServerGone):
-        client.push(np.zeros(server.spec.num_params, np.float32), 0)
+        client.push(np.zeros(server.store.num_params, np.float32), 0)
     assert time.monotonic() - start < 5
     client.close()
 
@@ -271,3 +278,36 @@ def test_no_server_at_all_is_bounded() -> None:
     with pytest.raises(ServerGone):
         ServerClient("tcp://127.0.0.1:9", P.new_secret(), 0, 0, 10, timeout=1.0)
     assert time.monotonic() - start < 5
+
+
+def test_driver_reads_a_consistent_copy_while_workers_join(tiny_net_file: Path) -> None:
+    """The driver's statistics (ServerStats.view) are one consistent copy even while HELLOs for new workers
+    and their reports arrive: 10,000 reads, none fails, each one's totals agree with its per-worker counts."""
+    spec = load_netspec(tiny_net_file)
+    srv = _server(spec, session_timeout=30)
+    joined, stop = [], threading.Event()
+
+    def join_workers() -> None:
+        for partition in range(10_000):
+            if stop.is_set():
+                return
+            c = ServerClient(srv.address, srv.secret, partition, 0, spec.num_params, timeout=10)
+            c.stats([1, 2], env_steps=3, compute_s=0.0, comm_s=0.0)
+            c.close()
+            joined.append(partition)
+
+    thread = threading.Thread(target=join_workers)
+    thread.start()
+    try:
+        sizes, reads, deadline = set(), 0, time.monotonic() + 120
+        while (reads < 10_000 or len(joined) < 20) and time.monotonic() < deadline:
+            reads += 1
+            view = srv.stats.view()
+            sizes.add(len(view.workers))
+            assert view.episodes == sum(w.episodes for w in view.workers.values())
+            assert view.env_steps == 3 * sum(w.episodes for w in view.workers.values()) // 2
+        assert reads >= 10_000 and len(sizes) > 5, (reads, sizes)  # workers really joined while we read
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        srv.close()

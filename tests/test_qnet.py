@@ -5,14 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import PROTOTXT
 
-from ddqn.net.caffe_env import caffe
 from ddqn.errors import ConfigError
+from ddqn.net.caffe_env import caffe
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork, bellman_targets
 from ddqn.net.snapshot import load_caffemodel, save_caffemodel
-
-from conftest import PROTOTXT
 
 
 def _batch(spec, n: int, seed: int = 0):

@@ -13,8 +13,8 @@ import imageio.v3 as iio
 import numpy as np
 
 from ddqn.config import load_config
-from ddqn.net.netspec import load_netspec
 from ddqn.dqn.serial import SerialTrainer
+from ddqn.net.netspec import load_netspec
 from ddqn.net.snapshot import load_caffemodel
 
 QUICK = ["--config", "small", "--set", "replay_warmup=300", "--set", "eval_episodes=5", "--set", "log_every=100",

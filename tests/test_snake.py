@@ -12,8 +12,23 @@ from ddqn.config import make_config
 from ddqn.dqn.evaluation import random_score
 from ddqn.game import snake
 from ddqn.game.frames import FrameStack
-from ddqn.game.snake import (APPLE, BODY, CELL_APPLE, CELL_BODY, CELL_EMPTY, CELL_HEAD, EAST, HEAD, NORTH, SOUTH,
-                             WEST, SnakeBatch, SnakeEnv, game_seeds, render_frame)
+from ddqn.game.snake import (
+    APPLE,
+    BODY,
+    CELL_APPLE,
+    CELL_BODY,
+    CELL_EMPTY,
+    CELL_HEAD,
+    EAST,
+    HEAD,
+    NORTH,
+    SOUTH,
+    WEST,
+    SnakeBatch,
+    SnakeEnv,
+    game_seeds,
+    render_frame,
+)
 
 # A 4x4 serpentine covering 15 cells, head (3,1) heading west; the only empty cell is (3,0).
 SERPENTINE = [(3, 1), (3, 2), (3, 3), (2, 3), (2, 2), (2, 1), (2, 0), (1, 0), (1, 1), (1, 2), (1, 3),

@@ -6,15 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import PROTOTXT
 
-from ddqn.net.caffe_env import caffe
 from ddqn.errors import ConfigError
+from ddqn.net.caffe_env import caffe
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.net.snapshot import load_solverstate, save_snapshot
 from ddqn.solvers.flat import learning_rate, load_solver_spec, make_solver, parse_solver_spec
-
-from conftest import PROTOTXT
 
 STEPS = 25
 SOLVERS = {

@@ -8,22 +8,18 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 
-from ddqn.config import PROTOTXT_DIR
-from ddqn.net.netspec import load_netspec
+from ddqn.bench.common import net_spec, write_result
 from ddqn.net.qnet import QNetwork
-from ddqn.bench import write_result
 
-PROTOTXT = PROTOTXT_DIR
 MEMBERS = ("small", "paper", "large")
 
 
-def time_member(path: Path, repeats: int) -> dict[str, float]:
-    """Median forward+backward and forward-only milliseconds for one prototxt."""
-    spec = load_netspec(path)
+def time_member(member: str, repeats: int) -> dict[str, float]:
+    """Median forward+backward and forward-only milliseconds for one shipped net, prototxt/snake_<member>."""
+    spec = net_spec(member)
     net = QNetwork(spec, seed=0)
     rng = np.random.default_rng(0)
     states = rng.integers(0, 256, (spec.batch_size, *spec.state_shape), dtype=np.uint8)
@@ -50,9 +46,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     rows = {}
     for m in args.members:
-        rows[m] = r = time_member(PROTOTXT / f"snake_{m}.prototxt", args.repeats)
+        rows[m] = r = time_member(m, args.repeats)
         print(f"{m:>6s}: {r['params']:>9,d} params, {r['input']}x{r['input']} input: "
-              f"forward+backward {r['forward_backward_ms']:7.2f} ms, forward {r['forward_ms']:6.2f} ms (batch {r['batch']})")
+              f"forward+backward {r['forward_backward_ms']:7.2f} ms, forward {r['forward_ms']:6.2f} ms "
+              f"(batch {r['batch']})")
     write_result("caffe_speed", {"members": rows}, args.out)
 
 

@@ -14,10 +14,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ddqn.net.netspec import load_netspec
-from ddqn.bench import figure, write_result
-from ddqn.bench.ps_speed import PROTOTXT, server_rate
-from ddqn.bench.worker_speed import measure
+from ddqn.bench.common import (
+    figure,
+    net_spec,
+    server_rate,
+    worker_update_ms,
+    write_result,
+)
 
 
 def plot(modes: dict[str, list[dict]], path: Path) -> Path:
@@ -45,10 +48,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--auth", nargs="+", default=["message", "connection"], choices=["message", "connection"],
                     help="protocol modes (ddqn.protocol)")
     args = ap.parse_args(argv)
-    worker = measure("paper", repeats=5)
+    worker = worker_update_ms("paper", repeats=5)
     worker_rate = 1000 / worker["compute_ms"]
     print(f"one real worker (paper net): {worker['compute_ms']:.1f} ms per gradient = {worker_rate:.1f} gradients/s")
-    spec = load_netspec(PROTOTXT / "snake_paper.prototxt")
+    spec = net_spec("paper")
     modes: dict[str, list[dict]] = {}
     summary: dict[str, dict] = {}
     for auth in args.auth:

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import gymnasium
 import numpy as np
 
-from ddqn.bench import write_result
+from ddqn.bench.common import write_result
 from ddqn.game.snake import ENV_ID, SnakeBatch, SnakeEnv
 
 SIZE, FRAME = 10, 16

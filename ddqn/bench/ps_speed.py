@@ -11,22 +11,16 @@ thread's own time per update. Writes results/ps_speed.json.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 
-from ddqn.config import PROTOTXT_DIR
-from ddqn.dist import protocol
-from ddqn.net.netspec import NetSpec, ParamBlob, load_netspec
+from ddqn.bench.common import net_spec, server_rate, solver_spec, write_result
+from ddqn.net.netspec import ParamBlob
 from ddqn.solvers.flat import SolverSpec, make_solver
-from ddqn.bench import write_result
 
-PROTOTXT = PROTOTXT_DIR
-SOLVERS = {"AdaGrad": SolverSpec("bench", "AdaGrad", 0.01, delta=1e-8),
-           "RMSProp": SolverSpec("bench", "RMSProp", 0.0002, delta=1e-6, rms_decay=0.95)}
+SOLVERS = ("adagrad", "rmsprop")  # the shipped prototxt/solver_<name>.prototxt, the paper's two solvers
 
 
 def synthetic_layout(n: int) -> tuple[ParamBlob, ...]:
@@ -59,57 +53,6 @@ def time_apply(params: tuple[ParamBlob, ...], solver: SolverSpec, repeats: int, 
             "threads": threads, "apply_threads_us": 1e6 * med[threads], "ratio_threads": med[threads] / c}
 
 
-def _client(address: str, secret: bytes, worker: int, n: int, seconds: float, auth: str, ready, go) -> None:
-    from ddqn.dist.client import ServerClient  # noqa: PLC0415 - in the child process
-
-    client = ServerClient(address, secret, worker, 0, n, timeout=30, auth=auth)
-    p = client.fetch()
-    grad = np.full(n, 1e-3, np.float32)
-    ready.release()
-    go.wait()
-    end, version = time.monotonic() + seconds, p.version
-    while time.monotonic() < end:
-        version, stop = client.push(grad, version)
-        if stop:
-            break
-    client.close()
-
-
-def server_rate(spec: NetSpec, clients: int, seconds: float, auth: str = "message") -> dict[str, float]:
-    """Server updates/s with ``clients`` synthetic clients pushing as fast as they can (``auth``: protocol mode)."""
-    from ddqn.dist.server import ParameterServer  # noqa: PLC0415
-
-    secret = protocol.new_secret()
-    theta = np.zeros(spec.num_params, np.float32)
-    server = ParameterServer(spec, make_solver(SOLVERS["AdaGrad"], spec.params), theta, theta.copy(), secret,
-                             target_update=10**9, auth=auth).start()
-    ctx = mp.get_context("spawn")
-    ready, go = ctx.Semaphore(0), ctx.Event()
-    procs = [ctx.Process(target=_client, args=(server.address, secret, i, spec.num_params, seconds, auth, ready, go))
-             for i in range(clients)]
-    try:
-        for p in procs:
-            p.start()
-        for _ in procs:
-            if not ready.acquire(timeout=60):
-                raise RuntimeError("a synthetic client did not connect")
-        start_version, start_busy, t = server.version, server.busy_s, time.monotonic()
-        go.set()
-        for p in procs:
-            p.join(timeout=seconds + 60)
-        elapsed = time.monotonic() - t
-        updates = server.version - start_version
-        busy_us = 1e6 * (server.busy_s - start_busy) / max(updates, 1)
-        return {"clients": clients, "auth": auth, "updates": updates, "updates_per_s": updates / elapsed,
-                "server_thread_us_per_update": busy_us, "server_bound_updates_per_s": 1e6 / busy_us,
-                "dropped": sum(server.dropped.values())}
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-        server.close()
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results", help="results directory")
@@ -123,18 +66,18 @@ def main(argv: list[str] | None = None) -> None:
                     help="cores for the sharded apply (server_threads), timed beside the one-core apply")
     args = ap.parse_args(argv)
     synthetic = {"1M": 1_000_000, "10M": 10_000_000}
-    layouts = {v: synthetic_layout(synthetic[v]) if v in synthetic else
-               load_netspec(PROTOTXT / f"snake_{v}.prototxt").params for v in args.vectors}
+    layouts = {v: synthetic_layout(synthetic[v]) if v in synthetic else net_spec(v).params for v in args.vectors}
+    solvers = {s.type: s for s in map(solver_spec, SOLVERS)}
     applies = []
     for name, params in layouts.items():
-        for kind, solver in SOLVERS.items():
+        for kind, solver in solvers.items():
             r = {"vector": name, "solver": kind, **time_apply(params, solver, max(20, args.repeats // (
                 10 if name == "10M" else 1)), args.threads)}
             applies.append(r)
             print(f"{name:>6s} {kind:8s} {r['floats']:>10,d} floats: memcpy {r['memcpy_us']:8.1f} us; apply "
                   f"1 core {r['apply_us']:8.1f} us = {r['ratio']:.2f}x, {args.threads} cores "
                   f"{r['apply_threads_us']:8.1f} us = {r['ratio_threads']:.2f}x", flush=True)
-    paper = load_netspec(PROTOTXT / "snake_paper.prototxt")
+    paper = net_spec("paper")
     loopback = []
     for auth, c in ((a, c) for a in args.auth for c in args.clients):
         r = server_rate(paper, c, args.seconds, auth)

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.bench import write_result
-from ddqn.replay.memory import LMDBReplayMemory, ReplayMemory, _ReplayBase
+from ddqn.bench.common import write_result
+from ddqn.replay.memory import LMDBReplayMemory, ReplayMemory
+
+Memory = ReplayMemory | LMDBReplayMemory  # the two backends (same interface)
 
 
 def make_episodes(n_frames: int, mean_len: int, seed: int) -> list[tuple[int, bool]]:
@@ -29,7 +31,7 @@ def make_episodes(n_frames: int, mean_len: int, seed: int) -> list[tuple[int, bo
     return episodes
 
 
-def fill(mem: _ReplayBase, frames: np.ndarray, episodes: list[tuple[int, bool]]) -> int:
+def fill(mem: Memory, frames: np.ndarray, episodes: list[tuple[int, bool]]) -> int:
     """Play ``episodes`` into ``mem`` using ``frames`` (N, H, W) in order; return frames written."""
     g = 0
     for steps, terminal in episodes:
@@ -41,7 +43,7 @@ def fill(mem: _ReplayBase, frames: np.ndarray, episodes: list[tuple[int, bool]])
     return g
 
 
-def sampling_rate(mem: _ReplayBase, batch: int, seconds: float) -> float:
+def sampling_rate(mem: Memory, batch: int, seconds: float) -> float:
     """Minibatches of ``batch`` per second, sampled for about ``seconds``."""
     n, start = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - start) < seconds:
@@ -51,7 +53,7 @@ def sampling_rate(mem: _ReplayBase, batch: int, seconds: float) -> float:
     return n / elapsed
 
 
-def step_rate(mem: _ReplayBase, frames: np.ndarray, batch: int, steps: int) -> float:
+def step_rate(mem: Memory, frames: np.ndarray, batch: int, steps: int) -> float:
     """DQN loop steps per second: one add and one minibatch per step (one long episode)."""
     start = time.perf_counter()
     mem.start_episode(frames[0])
@@ -61,7 +63,8 @@ def step_rate(mem: _ReplayBase, frames: np.ndarray, batch: int, steps: int) -> f
     return steps / (time.perf_counter() - start)
 
 
-def measure(mem: _ReplayBase, frames: np.ndarray, episodes: list[tuple[int, bool]], args: argparse.Namespace) -> dict:
+def measure(mem: Memory, frames: np.ndarray, episodes: list[tuple[int, bool]], args: argparse.Namespace) -> dict:
+    """Fill ``mem`` with ``episodes``, then time sampling and the add+sample loop; the figures as a dict."""
     start = time.perf_counter()
     written = fill(mem, frames, episodes)
     if isinstance(mem, LMDBReplayMemory):
@@ -101,11 +104,11 @@ def main(argv: list[str] | None = None) -> dict:
     # same calls, same seed: the two variants must give the same minibatches
     ram2 = ReplayMemory(args.frames, shape, args.history, seed=5)
     fill(ram2, frames, episodes)
-    with tempfile.TemporaryDirectory(prefix="ddqn-replay-bench-") as tmp:
-        with LMDBReplayMemory(tmp, args.frames, shape, args.history, seed=5) as disk:
-            fill(disk, frames, episodes)
-            same = all(np.array_equal(a, b) for _ in range(10)
-                       for a, b in zip(ram2.sample(args.batch), disk.sample(args.batch)))
+    with (tempfile.TemporaryDirectory(prefix="ddqn-replay-bench-") as tmp,
+          LMDBReplayMemory(tmp, args.frames, shape, args.history, seed=5) as disk):
+        fill(disk, frames, episodes)
+        same = all(np.array_equal(a, b) for _ in range(10)
+                   for a, b in zip(ram2.sample(args.batch), disk.sample(args.batch)))
 
     config = {"frames": args.frames, "capacity": args.frames, "frame_shape": list(shape), "history": args.history,
               "batch": args.batch, "mean_episode_steps": args.mean_episode, "episodes": len(episodes),

@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ddqn.bench import machine
+from ddqn.bench.common import machine
 
 
 def _load(results: Path, name: str) -> dict[str, Any] | None:
@@ -20,7 +21,8 @@ def _load(results: Path, name: str) -> dict[str, Any] | None:
 
 
 def _caffe(r: dict) -> list[str]:
-    lines = ["| member | parameters | input | forward+backward (ms, batch 32) | forward (ms) |", "|---|---|---|---|---|"]
+    lines = ["| member | parameters | input | forward+backward (ms, batch 32) | forward (ms) |",
+             "|---|---|---|---|---|"]
     for m, x in r["members"].items():
         lines.append(f"| {m} | {x['params']:,} | {x['input']}×{x['input']} | {x['forward_backward_ms']:.1f} | "
                      f"{x['forward_ms']:.1f} |")
@@ -30,11 +32,11 @@ def _caffe(r: dict) -> list[str]:
 def _ps(r: dict) -> list[str]:
     k = r.get("threads", 1)
     best, worst = max((min(x["ratio"], x.get("ratio_threads", x["ratio"])), x["vector"]) for x in r["applies"])
-    lines = [f"| vector | solver | floats | memcpy (µs) | apply, 1 core (µs) | ÷ memcpy | apply, {k} cores (µs) | ÷ memcpy |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| vector | solver | floats | memcpy (µs) | apply, 1 core (µs) | ÷ memcpy | apply, {k} cores (µs) "
+             "| ÷ memcpy |", "|---|---|---|---|---|---|---|---|"]
     for x in r["applies"]:
-        lines.append(f"| {x['vector']} | {x['solver']} | {x['floats']:,} | {x['memcpy_us']:.1f} | {x['apply_us']:.1f} | "
-                     f"{x['ratio']:.2f} | {x.get('apply_threads_us', x['apply_us']):.1f} | "
+        lines.append(f"| {x['vector']} | {x['solver']} | {x['floats']:,} | {x['memcpy_us']:.1f} | "
+                     f"{x['apply_us']:.1f} | {x['ratio']:.2f} | {x.get('apply_threads_us', x['apply_us']):.1f} | "
                      f"{x.get('ratio_threads', x['ratio']):.2f} |")
     loop = "; ".join(f"auth {x.get('auth', 'message')}, {x['clients']} client(s): {x['updates_per_s']:,.0f}/s" + (
         f" (server thread {x['server_thread_us_per_update']:.0f} µs per update)"
@@ -43,7 +45,8 @@ def _ps(r: dict) -> list[str]:
             "100 updates/s). Goals: apply ≤ 3× memcpy; ≥ 3,000 server updates/s end to end.", "", *lines, "",
             f"Largest ratio: **{r['max_ratio']:.2f}** on one core"
             + (f"; with the faster of 1 and {k} cores at each size (`server_threads`), **{best:.2f}**, at "
-               f"{worst}" if "max_ratio_threads" in r else "") + ". One core is bound by the float32 square root and division every element needs "
+               f"{worst}" if "max_ratio_threads" in r else "")
+            + ". One core is bound by the float32 square root and division every element needs "
             "(Caffe's exact arithmetic), not by memory. End to end over loopback (receive + verify + apply + reply), "
             f"paper net: {loop}. The synthetic clients run on the same cores as the server."]
 
@@ -54,8 +57,8 @@ def _worker(r: dict) -> list[str]:
         lines.append(f"| {x['member']} | {x['params']:,} | {x['compute_ms']:.1f} | {x['communicate_ms']:.2f} |")
     fits = "; ".join(f"{k}: {f['slope_ms_per_mparam']:.1f} ms per million parameters, R² {f['r2']:.4f}"
                      for k, f in r["fits"].items())
-    return ["Slides: \"compute/communicate time scales linearly with model size\".", "", *lines, "", f"Linear fits: {fits}.",
-            "", "![compute/communicate vs model size](worker_speed.png)"]
+    return ["Slides: \"compute/communicate time scales linearly with model size\".", "", *lines, "",
+            f"Linear fits: {fits}.", "", "![compute/communicate vs model size](worker_speed.png)"]
 
 
 def _capacity(r: dict) -> list[str]:
@@ -69,7 +72,8 @@ def _capacity(r: dict) -> list[str]:
         s = summary[auth]
         got = ", ".join(f"{x['clients']}: {x['updates_per_s']:,.0f}" for x in rows)
         bound = (f"; server-thread bound {s['server_bound_updates_per_s']:,.0f}/s = "
-                 f"**{s['server_bound_workers_worth']:.0f} workers' worth**" if "server_bound_updates_per_s" in s else "")
+                 f"**{s['server_bound_workers_worth']:.0f} workers' worth**"
+                 if "server_bound_updates_per_s" in s else "")
         out.append(f"- `auth: {auth}` — updates/s by client count ({got}); plateau {s['plateau_updates_per_s']:,.0f}/s "
                    f"= **{s['workers_worth']:.0f} workers' worth**{bound}.")
     return [*out, "", "![capacity](capacity.png)"]
@@ -104,8 +108,8 @@ def _scaling(r: dict) -> list[str]:
             f"Config `{r['config']}`, {r['budget_minutes']:g} wall-clock minutes per mode, one mode after another on "
             f"{r['cores']} cores: serial and async-1 have a core to spare, async-2 and sync-2 share both cores between "
             "two Caffe workers and the driver (server, Spark). \"–\": not reached within the budget. Updates/s: "
-            "gradient steps per second (serial: its own; distributed: the server's; sync-2: rounds, each the average of "
-            "two gradients).", "", *head, "",
+            "gradient steps per second (serial: its own; distributed: the server's; sync-2: rounds, each the average "
+            "of two gradients).", "", *head, "",
             "Speedup over serial (serial minutes ÷ mode minutes to first reach the score):", "",
             *(speed or ["- serial reached none of the levels in the budget: no ratio"]), "", "![scaling](scaling.png)"]
 
@@ -122,8 +126,9 @@ def _env(r: dict) -> list[str]:
 
 def _replay(r: dict) -> list[str]:
     c = r["config"]
-    rows = [f"| {name} | {x['add_frames_per_s']:,} | {x['sample_batches_per_s']:,} | {x['sample_transitions_per_s']:,} | "
-            f"{x['dqn_steps_per_s']:,} | {x['ram_bytes'] / 2**20:.1f} |" for name, x in (("RAM", r["ram"]), ("LMDB", r["lmdb"]))]
+    rows = [f"| {name} | {x['add_frames_per_s']:,} | {x['sample_batches_per_s']:,} | "
+            f"{x['sample_transitions_per_s']:,} | {x['dqn_steps_per_s']:,} | {x['ram_bytes'] / 2**20:.1f} |"
+            for name, x in (("RAM", r["ram"]), ("LMDB", r["lmdb"]))]
     return [f"{c['frames']:,} frames of {c['frame_shape'][0]}×{c['frame_shape'][1]}, history {c['history']}, minibatch "
             f"{c['batch']}. The paper's worker needs one minibatch per env step (≈ 30/s per worker here).", "",
             "| backend | frames added/s | minibatches/s | transitions/s | add+sample steps/s | RAM (MiB) |",
@@ -156,9 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     results = Path(args.results)
     m = machine()
     lines = ["# ddqn: reproduction report", "",
-             f"Generated {time.strftime('%Y-%m-%d %H:%M %Z')} on {m['cores']} cores ({m['cpu']}), Python {m['python']}. "
-             "Each section names the target that regenerates it; speeds are ratios measured within one run where "
-             "possible (this machine is shared and noisy).", ""]
+             f"Generated {time.strftime('%Y-%m-%d %H:%M %Z')} on {m['cores']} cores ({m['cpu']}), "
+             f"Python {m['python']}. Each section names the target that regenerates it; speeds are ratios measured "
+             "within one run where possible (this machine is shared and noisy).", ""]
     missing = []
     for name, title, target, render in SECTIONS:
         r = _load(results, name)

@@ -1,12 +1,13 @@
 """The slides' "serial vs distributed": greedy score vs wall-clock time for serial, 1 and 2 asynchronous
 workers and the synchronous mode — same config, same budget, same seeds, one run after another.
 
-``python -m ddqn.bench.scaling [--minutes M] [--config paper] [--every N]``. The serial run evaluates
-itself every N env steps (its eval.csv; evaluation time excluded); distributed runs snapshot every N server
-updates and their snapshots are evaluated afterwards with the same greedy evaluation (same episodes and
-seed), against the wall-clock time each snapshot was taken. Reports minutes to reach mean scores 1-5 and 10
-and the speedups over serial (``--summarize`` recomputes them from an earlier run's results without training); writes results/scaling.json and results/scaling.png. On a 2-core machine two
-workers and the driver share two cores: say so when quoting the numbers.
+``python -m ddqn.bench.scaling [--minutes M] [--config paper] [--modes serial async-1 …] [--every N]``. The
+serial run evaluates itself every N env steps (its eval.csv; evaluation time excluded); distributed runs
+snapshot every N env steps (summed over workers) and their snapshots are evaluated afterwards with the same
+greedy evaluation (same episodes and seed), against the wall-clock time each snapshot was taken. Reports
+minutes to reach mean scores 1-5 and 10 and the speedups over serial (``--summarize`` recomputes them from an
+earlier run's results without training); writes results/scaling.json and results/scaling.png. On a 2-core
+machine two workers and the driver share two cores: say so when quoting the numbers.
 """
 from __future__ import annotations
 
@@ -18,17 +19,22 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ddqn.dist.cluster import spark_home
+from ddqn.bench.common import (
+    first_reach,
+    plot_curves,
+    read_curve,
+    write_result,
+)
 from ddqn.config import load_config
+from ddqn.dist.cluster import spark_submit_env, spark_submit_path
+from ddqn.dqn.evaluation import evaluate_greedy
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
-from ddqn.dqn.evaluation import evaluate_greedy
 from ddqn.net.snapshot import load_caffemodel
-from ddqn.bench import write_result
-from ddqn.bench.serial_curve import first_reach, plot, read_curve
 
 ROOT = Path(__file__).resolve().parents[2]
-MODES = {"serial": [], "async-1": ["--workers", "1"], "async-2": ["--workers", "2"], "sync-2": ["--workers", "2", "--sync"]}
+MODES = {"serial": [], "async-1": ["--workers", "1"], "async-2": ["--workers", "2"],
+         "sync-2": ["--workers", "2", "--sync"]}
 
 
 def run(mode: str, config: str, minutes: float, every: int, out: Path) -> int:
@@ -38,12 +44,10 @@ def run(mode: str, config: str, minutes: float, every: int, out: Path) -> int:
         cmd = [sys.executable, "-m", "ddqn.cli", "train", "--mode", "serial", "--minutes", str(minutes),
                "--out", str(out), "--no-progress", *common]
     else:
-        cmd = [str(spark_home() / "bin" / "spark-submit"), str(ROOT / "spark_jobs" / "train.py"), "--minutes",
+        cmd = [str(spark_submit_path()), str(ROOT / "spark_jobs" / "train.py"), "--minutes",
                str(minutes), "--out", str(out), "--quiet", *MODES[mode], *common]
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
-               SPARK_LOCAL_IP="127.0.0.1")
     print("running:", " ".join(cmd), flush=True)
-    return subprocess.call(cmd, env=env)
+    return subprocess.call(cmd, env={**os.environ, **spark_submit_env(sys.executable)})
 
 
 def snapshot_curve(out: Path, config: str) -> list[dict[str, float]]:
@@ -102,7 +106,8 @@ def report(args: argparse.Namespace, curves: dict, stats: dict) -> None:
         if any(ratios.values()):
             print(f"speedup over serial to score {s}: " + ", ".join(
                 f"{m} {x:.2f}x" for m, x in ratios.items() if x and m != "serial"))
-    png = plot(curves, Path(args.out) / "scaling.png", f"Serial vs distributed ({args.config}, {os.cpu_count()} cores)")
+    png = plot_curves(curves, Path(args.out) / "scaling.png",
+                      f"Serial vs distributed ({args.config}, {os.cpu_count()} cores)")
     write_result("scaling", {"config": args.config, "budget_minutes": args.minutes, "cores": os.cpu_count(),
                              "curves": curves, "reach": reach, "speedup_vs_serial": speedup, "runs": stats,
                              "png": png.name}, args.out)
@@ -112,11 +117,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=20.0, help="wall-clock budget per mode (default 20)")
     ap.add_argument("--config", default="paper")
-    ap.add_argument("--every", type=int, default=5000, help="env steps (serial) / server updates between evaluations")
+    ap.add_argument("--every", type=int, default=5000,
+                    help="env steps (summed over workers) between evaluations (serial) / snapshots (distributed)")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     ap.add_argument("--out", default="results")
     ap.add_argument("--summarize", action="store_true",
-                    help="no training: recompute the comparison from results/scaling.json's curves and the runs' summaries")
+                    help="no training: recompute the comparison from results/scaling.json's curves and the runs' "
+                    "summaries")
     args = ap.parse_args(argv)
     runs = {m: Path(args.out) / "runs" / f"scaling-{m}" for m in args.modes}
     if args.summarize:

@@ -9,46 +9,14 @@ training wall-clock, evaluation excluded.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from ddqn.bench import figure, write_result
+from ddqn.bench.common import first_reach, plot_curves, read_curve, write_result
 
 THRESHOLDS = (5, 10)
-
-
-def read_curve(eval_csv: Path) -> list[dict[str, float]]:
-    """Rows (env steps, training minutes, greedy mean, random mean) of a run's eval.csv."""
-    with open(eval_csv, newline="") as f:
-        return [{"env_steps": int(r["step"]), "minutes": float(r["wall_s"]) / 60,
-                 "greedy_mean": float(r["eval/greedy_score_mean"]), "random_mean": float(r["eval/random_score_mean"])}
-                for r in csv.DictReader(f)]
-
-
-def first_reach(curve: list[dict[str, float]], score: float) -> dict[str, float] | None:
-    """The first evaluation whose greedy mean is >= ``score``, or None."""
-    return next(({"minutes": r["minutes"], "env_steps": r["env_steps"]} for r in curve if r["greedy_mean"] >= score), None)
-
-
-def plot(curves: dict[str, list[dict[str, float]]], path: Path, title: str) -> Path:
-    """Greedy mean score vs minutes and vs env steps, one line per run."""
-    with figure(path, ncols=2, figsize=(11, 4)) as (fig, axes):
-        for name, curve in curves.items():
-            axes[0].plot([r["minutes"] for r in curve], [r["greedy_mean"] for r in curve], marker=".", label=name)
-            axes[1].plot([r["env_steps"] for r in curve], [r["greedy_mean"] for r in curve], marker=".", label=name)
-        rand = next((c[0]["random_mean"] for c in curves.values() if c and "random_mean" in c[0]), None)
-        for ax, xlabel in zip(axes, ("training wall-clock minutes", "env steps")):
-            if rand is not None:
-                ax.axhline(rand, color="grey", ls="--", lw=1, label="random policy")
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel("greedy mean score (apples)")
-            ax.grid(alpha=0.3)
-        axes[0].legend()
-        fig.suptitle(title)
-    return path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,15 +39,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"a serial run failed (exit codes {codes})")
     curves = {c: read_curve(run / "eval.csv") for c, run in runs.items()}
     reach = {c: {str(s): first_reach(curve, s) for s in THRESHOLDS} for c, curve in curves.items()}
-    png = plot(curves, out / "serial_curve.png", "Serial DQN, 10x10 Snake, paper net (one core per run)")
+    png = plot_curves(curves, out / "serial_curve.png", "Serial DQN, 10x10 Snake, paper net (one core per run)")
     for c, curve in curves.items():
         for s, r in reach[c].items():
             print(f"{c}: mean greedy score {s}: " + (f"reached after {r['minutes']:.1f} min, {r['env_steps']} env steps"
                                                      if r else f"not reached in {args.minutes:g} min"))
         best = max(curve, key=lambda r: r["greedy_mean"])
-        print(f"{c}: best greedy mean {best['greedy_mean']:.2f} at {best['minutes']:.1f} min ({best['env_steps']} steps); "
-              f"final {curve[-1]['greedy_mean']:.2f} after {curve[-1]['env_steps']} steps; "
-              f"random {curve[-1]['random_mean']:.2f}")
+        print(f"{c}: best greedy mean {best['greedy_mean']:.2f} at {best['minutes']:.1f} min "
+              f"({best['env_steps']} steps); final {curve[-1]['greedy_mean']:.2f} after {curve[-1]['env_steps']} "
+              f"steps; random {curve[-1]['random_mean']:.2f}")
     write_result("serial_curve", {"budget_minutes": args.minutes, "reach": reach, "curves": curves, "png": str(png)},
                  out)
 

@@ -9,60 +9,14 @@ parameter count, prints R², and writes results/worker_speed.json and results/wo
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 
-from ddqn.config import PROTOTXT_DIR
-from ddqn.dist import protocol
-from ddqn.dqn.qlearning import dqn_gradient
-from ddqn.dist.client import ServerClient
-from ddqn.net.netspec import load_netspec
-from ddqn.net.qnet import QNetwork
-from ddqn.replay.memory import Batch
-from ddqn.dist.server import ParameterServer
-from ddqn.solvers.flat import make_solver
-from ddqn.bench import figure, write_result
-from ddqn.bench.ps_speed import SOLVERS
+from ddqn.bench.common import figure, worker_update_ms, write_result
 
-PROTOTXT = PROTOTXT_DIR
 # the 2015 system's own figures (../shared/FACTS.md): parameters → gradient compute ms, server latency ms
 PAPER_2015 = {228_132: (81.7, 5), 621_348: (252.8, 15), 2_194_212: (981.5, 40), 8_484_668: (4044, 116)}
-
-
-def measure(member: str, repeats: int) -> dict[str, float]:
-    """Median compute and communicate seconds per update for one family member."""
-    spec = load_netspec(PROTOTXT / f"snake_{member}.prototxt")
-    q, q_hat = QNetwork(spec, seed=0), QNetwork(spec, seed=1)
-    rng = np.random.default_rng(0)
-    b, shape = spec.batch_size, (spec.batch_size, *spec.state_shape)
-    batch = Batch(rng.integers(0, 256, shape, dtype=np.uint8), rng.integers(0, 4, b),
-                  rng.standard_normal(b).astype(np.float32), rng.integers(0, 256, shape, dtype=np.uint8),
-                  rng.random(b) < 0.1)
-    theta = q.get_params()
-    secret = protocol.new_secret()
-    server = ParameterServer(spec, make_solver(SOLVERS["AdaGrad"], spec.params), theta.copy(), theta.copy(), secret,
-                             target_update=10**9).start()
-    client = ServerClient(server.address, secret, 0, 0, spec.num_params, timeout=60)
-    try:
-        p = client.fetch()
-        compute, communicate = [], []
-        for _ in range(repeats + 1):
-            t = time.perf_counter()
-            _, grad = dqn_gradient(q, q_hat, batch, 0.95)
-            t_compute = time.perf_counter() - t
-            t = time.perf_counter()
-            p = client.fetch(p.version - 1 if p.version else protocol.NO_VERSION, p.target_version)  # a new θ
-            q.set_params(p.theta)
-            client.push(grad, p.version)
-            compute.append(t_compute)
-            communicate.append(time.perf_counter() - t)
-    finally:
-        client.close()
-        server.close()
-    return {"member": member, "params": spec.num_params, "compute_ms": 1e3 * float(np.median(compute[1:])),
-            "communicate_ms": 1e3 * float(np.median(communicate[1:]))}
 
 
 def fit(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -100,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     rows = []
     for m in args.members:
-        rows.append(r := measure(m, args.repeats))
+        rows.append(r := worker_update_ms(m, args.repeats))
         print(f"{m:>6s}: {r['params']:>10,d} params: compute {r['compute_ms']:9.1f} ms, "
               f"communicate {r['communicate_ms']:7.2f} ms per update", flush=True)
     x = np.array([r["params"] for r in rows], float)

@@ -66,9 +66,11 @@ class ServerClient:
         self.prior_env_steps = played
         return P.Session(P.session_key(secret, nonce, payload[:P.NONCE_BYTES]), outbound=0, auth=self.auth)
 
-    def _request(self, kind: int, a: int = 0, b: int = 0, payload: bytes | np.ndarray = b"") -> tuple[P.Header, memoryview]:
+    def _request(self, kind: int, version: int = 0, aux: int = 0, payload: bytes | np.ndarray = b""
+                 ) -> tuple[P.Header, memoryview]:
         try:
-            self._sock.send_multipart(self._session.seal(kind, self.worker, self.attempt, a, b, payload), copy=False)
+            self._sock.send_multipart(self._session.seal(kind, self.worker, self.attempt, version, aux, payload),
+                                      copy=False)
             return self._session.open(self._recv())
         except zmq.Again as exc:
             raise ServerGone("could not send to the parameter server") from exc
@@ -84,7 +86,7 @@ class ServerClient:
             raise ServerGone("PARAMS reply of the wrong size")
         theta = arrays[:self.num_params] if h.flags & P.F_THETA else None
         target = arrays[-self.num_params:] if h.flags & P.F_TARGET else None
-        return Params(h.a, h.b, theta, target, bool(h.flags & P.F_STOP))
+        return Params(h.version, h.target_version, theta, target, bool(h.flags & P.F_STOP))
 
     def push(self, grad: np.ndarray, base_version: int, count: int = 1) -> tuple[int, bool]:
         """Send a gradient (sum of ``count`` minibatch gradients) computed on θ of ``base_version``.
@@ -92,7 +94,7 @@ class ServerClient:
         Returns (server version, stop flag).
         """
         h, _ = self._request(P.PUSH, base_version, count, grad)
-        return h.a, bool(h.flags & P.F_STOP)
+        return h.version, bool(h.flags & P.F_STOP)
 
     def stats(self, scores: list[int], env_steps: int, compute_s: float, comm_s: float) -> bool:
         """Report finished episodes' scores and time split since the last report; returns the stop flag."""

@@ -32,6 +32,17 @@ def spark_home() -> Path:
     return Path(pyspark.__file__).resolve().parent
 
 
+def spark_submit_path() -> Path:
+    """The ``spark-submit`` script of the installed pyspark."""
+    return spark_home() / "bin" / "spark-submit"
+
+
+def spark_submit_env(python: str) -> dict[str, str]:
+    """Variables (to add to ``os.environ``) for ``spark-submit``: driver and executors run ``python``; Spark's
+    own servers bind to loopback (what the Makefile's SPARK_ENV sets)."""
+    return {"PYSPARK_PYTHON": python, "PYSPARK_DRIVER_PYTHON": python, "SPARK_LOCAL_IP": "127.0.0.1"}
+
+
 def master_command(host: str, port: int, webui_port: int) -> list[str]:
     """The standalone master's command line."""
     return [str(spark_home() / "bin" / "spark-class"), MASTER_CLASS, "--host", host, "--port", str(port),

@@ -1,68 +1,50 @@
 """The Spark driver side of distributed deep Q-learning (the slides' "Implementation" and "Software").
 
 The driver parses config and prototxt, starts the parameter server inside its own process, broadcasts the
-architecture (prototxt text), solver-free config, server address and per-run secret, and schedules W
-partitions with one long-running worker task each. Spark's part is the paper's "lightweight use":
-shipping code, scheduling and retrying tasks (a retried task regenerates its replay memory and rejoins).
-The driver stops its tasks when the budget is spent, on Ctrl-C, or on an error, and frees its port.
+architecture (prototxt text), config, server address and per-run secret, and runs W partitions with one
+long-running worker task each (:class:`~ddqn.dist.spark.WorkerJob`). While they train it shows one
+progress bar, logs metrics every ``log_every`` env steps, evaluates every ``eval_every`` (in a background
+process) and snapshots every ``snapshot_every`` — env steps summed over all workers, as in serial training.
+It stops its tasks when the budget is spent, on Ctrl-C, or on an error, and frees its port.
+
+    run():  start server → start job → watch → finish
 """
 from __future__ import annotations
 
 import json
 import logging
 import signal
-import socket
-import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from ddqn.dist import protocol
 from ddqn.config import Config, save_config
+from ddqn.dist import protocol
+from ddqn.dist.checkpointer import Checkpointer, restore
+from ddqn.dist.evaluator import BackgroundEvaluator, EvalResult
+from ddqn.dist.job import JobSpec
+from ddqn.dist.server import ParameterServer
+from ddqn.dist.spark import WorkerJob, driver_host, spark_context
+from ddqn.dist.stats import ServerStats, StatsView
+from ddqn.dist.store import ParameterStore
+from ddqn.dist.sync import SyncRounds
+from ddqn.dqn.evaluation import eval_row, evaluate, random_score, score_summary
 from ddqn.errors import DDQNError
 from ddqn.metrics import MetricsLogger
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
-from ddqn.dqn.evaluation import evaluate_greedy, random_score
-from ddqn.dist.server import STATE_FILE, ParameterServer, prior_env_steps
-from ddqn.net.snapshot import load_checkpoint
 from ddqn.solvers.flat import load_solver_spec, make_solver
-from ddqn.dist.worker import JobSpec, run_partition
 
-log = logging.getLogger("ddqn.driver")
-DEFAULT_MASTER = "local[*,4]"  # local mode that retries a failed task up to 4 times
-
-
-def spark_context(app: str, workers: int):
-    """The SparkContext (master from spark-submit, else ``local[*,4]``), checked to run ``workers`` tasks at once."""
-    from pyspark import SparkConf, SparkContext  # noqa: PLC0415 - Spark starts a JVM
-
-    SparkContext._ensure_initialized()  # attach to spark-submit's JVM so SparkConf sees its --master and --conf
-    conf = SparkConf().setAppName(app)
-    if not conf.contains("spark.master"):
-        conf.setMaster(DEFAULT_MASTER)
-    if conf.get("spark.master").startswith("local"):  # everything on this machine: loopback only
-        conf.setIfMissing("spark.driver.host", "127.0.0.1")
-        conf.setIfMissing("spark.driver.bindAddress", "127.0.0.1")
-    conf.setIfMissing("spark.pyspark.python", sys.executable)
-    conf.setIfMissing("spark.log.level", "WARN")
-    sc = SparkContext.getOrCreate(conf)
-    sc.setLogLevel("WARN")
-    return sc
-
-
-def driver_host(sc) -> str:
-    """The driver's own address, the one executors reach it by: spark.driver.host, resolved to an IP.
-
-    The parameter server binds to this address only (127.0.0.1 in local mode).
-    """
-    host = sc.getConf().get("spark.driver.host", "127.0.0.1")
-    try:
-        return socket.gethostbyname(host)
-    except OSError:
-        return "127.0.0.1"
+log = logging.getLogger("ddqn.dist.driver")
+progress_log = logging.getLogger("ddqn.progress")  # driver.log only: the terminal has the bar
+progress_log.propagate = False
+LOG_FILE = "driver.log"  # the full progress lines and the server's log, in the run directory
+RATE_WINDOW_S = 30.0  # rates on the progress bar are over this window
+POLL_S = 0.5
 
 
 def _ignore_signals() -> None:
@@ -72,22 +54,28 @@ def _ignore_signals() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def _cancel(sc) -> None:
-    """Cancel the worker tasks (best effort: the JVM may already be shutting down)."""
-    try:
-        sc.cancelJobGroup("ddqn-workers")
-    except Exception as exc:  # noqa: BLE001 - py4j raises several kinds once the JVM is gone
-        log.warning("could not cancel the Spark job: %s", str(exc).splitlines()[0][:200])
+class _Every:
+    """Fires once each time a counter passes the next multiple of ``period``."""
+
+    def __init__(self, period: int, start: int = 0) -> None:
+        self.period, self.next = period, (start // period + 1) * period
+
+    def due(self, count: int) -> bool:
+        if count < self.next:
+            return False
+        self.next = (count // self.period + 1) * self.period
+        return True
 
 
 class Driver:
-    """One distributed run: server + Spark job + progress + final evaluation.
+    """One distributed run: parameter store and server, Spark job, progress, evaluation and snapshots.
 
     Args:
         cfg: validated config (``cfg.workers`` worker tasks).
-        out_dir: snapshots, metrics (train.csv, eval.csv, workers.json, TensorBoard) and the GIF.
+        out_dir: snapshots, metrics (train.csv, eval.csv, workers.json, TensorBoard), driver.log and the GIF.
         sync: synchronous rounds (the baseline) instead of asynchronous downpour SGD.
-        resume: continue θ, θ⁻ and solver state from ``out_dir``'s last snapshot.
+        resume: continue θ, θ⁻, solver state and each partition's ε schedule from ``out_dir``'s last snapshot.
+        progress: show a live progress bar.
     """
 
     def __init__(self, cfg: Config, out_dir: str | Path, sync: bool = False, resume: bool = False,
@@ -95,134 +83,157 @@ class Driver:
         self.cfg, self.out, self.sync, self.progress = cfg, Path(out_dir), sync, progress
         self.out.mkdir(parents=True, exist_ok=True)
         self.spec = load_netspec(cfg.path("net"))
-        self.solver = make_solver(load_solver_spec(cfg.path("solver")), self.spec.params, cfg.server_threads)
+        solver = make_solver(load_solver_spec(cfg.path("solver")), self.spec.params, cfg.server_threads)
         self.q = QNetwork(self.spec, seed=cfg.seed)
-        theta = self.q.get_params()
-        target = theta.copy()
-        self.prior_env_steps: dict[int, int] = {}
+        theta, target, played = self.q.get_params(), None, {}
         if resume:
-            theta, target, record = load_checkpoint(self.out, STATE_FILE, self.spec, self.solver)
-            self.prior_env_steps = prior_env_steps(record, self.out / STATE_FILE)
-        self.theta, self.target = theta, target
-        self.start_updates = self.solver.iter  # server updates before this run (> 0 after --resume)
+            theta, target, played = restore(self.out, self.spec, solver)
+        self.store = ParameterStore(solver, theta, theta.copy() if target is None else target, cfg.target_update)
+        self.stats = ServerStats(played)
+        self.checkpointer = Checkpointer(self.out, self.spec, self.store, self.stats)
+        self.start_updates = self.store.version  # server updates before this run (> 0 after --resume)
 
     def run(self, minutes: float | None = None, steps: int | None = None) -> dict:
         """Train until ``minutes`` of wall clock or ``steps`` env steps over all workers; return a summary."""
         cfg = self.cfg
         save_config(cfg, self.out / "config.yaml")
-        sc = spark_context("ddqn", cfg.workers)
+        sc = spark_context("ddqn")
         if sc.defaultParallelism < cfg.workers:
             raise DDQNError(f"workers: {cfg.workers} worker tasks need {cfg.workers} task slots at once; "
                             f"the Spark master {sc.master} offers {sc.defaultParallelism}")
         # the random-policy baseline first: nothing may run between starting the server and its try/finally
         baseline = random_score(cfg, self.spec.state_shape[1], cfg.eval_episodes, cfg.seed)
         secret = protocol.new_secret()
-        server = ParameterServer(self.spec, self.solver, self.theta, self.target, secret, host=driver_host(sc),
-                                 port=cfg.server_port,
-                                 target_update=cfg.target_update, sync=self.sync, snapshot_every=cfg.snapshot_every,
-                                 snapshot_dir=self.out,
-                                 session_timeout=max(10.0, 2 * cfg.server_timeout),
-                                 expected_workers=cfg.workers, prior_env_steps=self.prior_env_steps,
-                                 auth=cfg.auth).start()
-        job = JobSpec(self.spec.text, self.spec.source, cfg.to_dict(), server.address, secret.hex())
-        job_b = sc.broadcast(job.to_json())
-        results: list = []
-        failure: list[BaseException] = []
-
-        def spark_job() -> None:
-            from pyspark import TaskContext  # noqa: PLC0415
-
-            def task(index: int, _rows):
-                yield run_partition(job_b.value, index, TaskContext.get().attemptNumber())
-
-            try:
-                sc.setJobGroup("ddqn-workers", "ddqn workers", interruptOnCancel=True)
-                results.extend(sc.parallelize(range(cfg.workers), cfg.workers)
-                               .mapPartitionsWithIndex(task).collect())
-            except BaseException as exc:  # noqa: BLE001 - reported by the driver thread
-                failure.append(exc)
-
-        thread = threading.Thread(target=spark_job, name="ddqn-spark-job", daemon=True)
+        server = ParameterServer(self.store, secret, host=driver_host(sc), port=cfg.server_port,
+                                 rounds=SyncRounds(self.spec.num_params, cfg.workers) if self.sync else None,
+                                 session_timeout=max(10.0, 2 * cfg.server_timeout), auth=cfg.auth,
+                                 stats=self.stats).start()
+        job = WorkerJob(sc, JobSpec(self.spec.text, self.spec.source, cfg.to_dict(), server.address,
+                                    secret.hex()).to_json(), cfg.workers)
+        evaluator = BackgroundEvaluator(self.spec.text, self.spec.source, cfg.to_dict())
         start = time.monotonic()
-        log_ = MetricsLogger(self.out)
+        metrics = MetricsLogger(self.out)
+        file_log = _file_log(self.out / LOG_FILE)
         try:
-            thread.start()
-            self._watch(server, thread, log_, start, minutes, steps)
+            job.start()
+            self._watch(server, job, evaluator, metrics, baseline, start, minutes, steps)
             server.request_stop()
-            thread.join(timeout=cfg.server_timeout + 60)
+            job.join(timeout=cfg.server_timeout + 60)
         except KeyboardInterrupt:
             _ignore_signals()  # Ctrl-C reaches spark-submit's JVM too, which then sends us SIGTERM
             print("\ninterrupted: stopping workers", flush=True)
             server.request_stop()
-            model = server.snapshot()  # first: it needs nothing from Spark, whose JVM may be going down
+            model = self.checkpointer.snapshot()  # first: it needs nothing from Spark, whose JVM may be going down
             print(f"snapshot written to {model}", flush=True)
-            thread.join(timeout=15)
+            job.join(timeout=15)
             raise
         finally:
-            if thread.is_alive():
-                _cancel(sc)
-                thread.join(timeout=30)
+            job.cancel()
             server.close()
-            log_.close()
-            self._write_workers(server, results)
-        if failure:
-            server.snapshot()
-            raise DDQNError(f"the Spark job failed: {str(failure[0]).splitlines()[0][:300]}")
-        return self._finish(server, results, baseline, time.monotonic() - start)
+            evaluator.close()
+            metrics.close()
+            for name in ("ddqn", "ddqn.progress"):
+                logging.getLogger(name).removeHandler(file_log)
+            file_log.close()
+            self._write_workers(job.results)
+        if job.error is not None:
+            self.checkpointer.snapshot()
+            raise DDQNError(f"the Spark job failed: {str(job.error).splitlines()[0][:300]}")
+        return self._finish(job.results, baseline, time.monotonic() - start)
 
-    def _watch(self, server: ParameterServer, thread: threading.Thread, log_: MetricsLogger, start: float,
-               minutes: float | None, steps: int | None) -> None:
-        """Print one progress line and log metrics until the budget is spent or the job ends."""
+    def _watch(self, server: ParameterServer, job: WorkerJob, evaluator: BackgroundEvaluator,
+               metrics: MetricsLogger, baseline: float, start: float, minutes: float | None,
+               steps: int | None) -> None:
+        """Until the budget is spent or the job ends: progress bar, metric rows, evaluations, snapshots."""
+        cfg = self.cfg
         deadline = start + 60 * minutes if minutes else float("inf")
-        last_log, last_updates, last_steps, last_t = start, server.version, 0, start
-        while thread.is_alive():
-            time.sleep(0.5)
-            now = time.monotonic()
-            env_steps = sum(w.env_steps for w in server.workers.values())
-            if now - last_log >= 5 or now >= deadline or (steps and env_steps >= steps):
-                dt = now - last_t
-                stal = np.array(server.staleness) if server.staleness else np.zeros(1)
-                row = {"server/updates": server.version, "server/updates_per_s": (server.version - last_updates) / dt,
-                       "rollout/env_steps_per_s": (env_steps - last_steps) / dt,
-                       "rollout/ep_score_mean": float(np.mean(server.scores)) if server.scores else 0.0,
-                       "server/staleness_p50": float(np.percentile(stal, 50)),
-                       "server/staleness_p95": float(np.percentile(stal, 95)),
-                       "server/live_workers": server.live_workers(), "server/dropped": sum(server.dropped.values())}
-                log_.log("train", env_steps, row, now - start)
-                if self.progress:
-                    print(f"[{(now - start) / 60:5.1f} min] updates {server.version} "
-                          f"({row['server/updates_per_s']:.0f}/s) env steps {env_steps} "
-                          f"({row['rollout/env_steps_per_s']:.0f}/s) score {row['rollout/ep_score_mean']:.2f} "
-                          f"staleness p50/p95 {row['server/staleness_p50']:.0f}/{row['server/staleness_p95']:.0f} "
-                          f"workers {row['server/live_workers']}", flush=True)
-                last_log, last_updates, last_steps, last_t = now, server.version, env_steps, now
-            if now >= deadline or (steps and env_steps >= steps):
-                return
+        log_due, eval_due, snap_due = _Every(cfg.log_every), _Every(cfg.eval_every), _Every(cfg.snapshot_every)
+        window: deque[tuple[float, int, int]] = deque()  # (time, updates, env steps) over RATE_WINDOW_S
+        last_line = start
+        with tqdm(total=steps, unit="step", dynamic_ncols=True, disable=not self.progress) as bar:
+            while job.running():
+                time.sleep(POLL_S)
+                now, view, version = time.monotonic(), self.stats.view(), self.store.version
+                env_steps = view.env_steps
+                window.append((now, version, env_steps))
+                while now - window[0][0] > RATE_WINDOW_S and len(window) > 2:
+                    window.popleft()
+                row = self._row(view, version, window, server.live_workers())
+                bar.update(env_steps - bar.n)
+                bar.set_postfix_str(_postfix(row), refresh=False)
+                if now - last_line >= 10:
+                    progress_log.info("[%5.1f min] %s", (now - start) / 60, _postfix(row))
+                    last_line = now
+                if log_due.due(env_steps):
+                    metrics.log("train", env_steps, row, now - start)
+                if (done := evaluator.result()) is not None:
+                    self._log_eval(metrics, done, baseline)
+                if eval_due.due(env_steps) and not evaluator.busy:
+                    updates, theta = self.store.published()  # an immutable copy of θ, shared with FETCH replies
+                    evaluator.submit(env_steps, updates, now - start, theta)
+                if snap_due.due(env_steps):
+                    self.checkpointer.snapshot()
+                if now >= deadline or (steps and env_steps >= steps):
+                    return
 
-    def _write_workers(self, server: ParameterServer, results: list) -> None:
-        record = {"workers": {p: vars(w) for p, w in server.workers.items()}, "dropped": dict(server.dropped),
-                  "updates": server.version, "results": results}
+    @staticmethod
+    def _row(view: StatsView, version: int, window: deque, live: int) -> dict[str, float]:
+        """The ``train`` metrics row: rates over the window, recent score and staleness, worker counts."""
+        (t0, u0, s0), (t1, u1, s1) = window[0], window[-1]
+        dt = max(t1 - t0, 1e-9)
+        p50, p95 = view.staleness_percentiles()
+        return {"server/updates": version, "server/updates_per_s": (u1 - u0) / dt,
+                "rollout/env_steps_per_s": (s1 - s0) / dt,
+                "rollout/ep_score_mean": float(np.mean(view.scores)) if view.scores else 0.0,
+                "rollout/episodes": view.episodes, "server/staleness_p50": p50, "server/staleness_p95": p95,
+                "server/live_workers": live, "server/dropped": sum(view.dropped.values())}
+
+    @staticmethod
+    def _log_eval(metrics: MetricsLogger, done: EvalResult, baseline: float) -> None:
+        metrics.log("eval", done.env_steps, eval_row(done.scores, baseline, done.updates), done.wall_s)
+
+    def _write_workers(self, results: list) -> None:
+        view = self.stats.view()
+        record = {"workers": {p: vars(w) for p, w in view.workers.items()}, "dropped": view.dropped,
+                  "updates": self.store.version, "results": results}
         (self.out / "workers.json").write_text(json.dumps(record, indent=2, default=float))
 
-    def _finish(self, server: ParameterServer, results: list, random_score: float, wall_s: float) -> dict:
-        model = server.snapshot()
-        self.q.set_params(server.theta)
-        scores = evaluate_greedy(self.q, self.cfg, self.cfg.eval_episodes, seed=10_000 + self.cfg.seed)
-        env_steps = sum(w.env_steps for w in server.workers.values())
-        with MetricsLogger(self.out) as log_:
-            log_.log("eval", env_steps, {"eval/greedy_score_mean": float(scores.mean()),
-                                         "eval/greedy_score_median": float(np.median(scores)),
-                                         "eval/greedy_score_max": float(scores.max()),
-                                         "eval/random_score_mean": random_score, "eval/updates": server.version}, wall_s)
-        stal = np.array(server.staleness) if server.staleness else np.zeros(1)
-        summary = {"model": str(model), "updates": server.version, "env_steps": env_steps,
-                   "minutes": wall_s / 60, "updates_per_s": (server.version - self.start_updates) / wall_s,
-                   "staleness_p50": float(np.percentile(stal, 50)), "staleness_p95": float(np.percentile(stal, 95)),
+    def _finish(self, results: list, baseline: float, wall_s: float) -> dict:
+        model = self.checkpointer.snapshot()
+        state = self.store.copy()
+        self.q.set_params(state.theta)
+        scores = evaluate(self.q, self.cfg)
+        view = self.stats.view()
+        with MetricsLogger(self.out) as metrics:
+            metrics.log("eval", view.env_steps, eval_row(scores, baseline, state.version), wall_s)
+        p50, p95 = view.staleness_percentiles()
+        summary = {"model": str(model), "updates": state.version, "env_steps": view.env_steps,
+                   "minutes": wall_s / 60, "updates_per_s": (state.version - self.start_updates) / wall_s,
+                   "staleness_p50": p50, "staleness_p95": p95,
                    "workers": {p: {"pushes": w.pushes, "attempt": w.attempt, "rejoins": w.rejoins,
                                    "env_steps": w.env_steps, "compute_s": w.compute_s, "comm_s": w.comm_s}
-                               for p, w in server.workers.items()},
-                   "dropped": dict(server.dropped), "greedy_score_mean": float(scores.mean()),
-                   "greedy_score_median": float(np.median(scores)), "greedy_score_max": int(scores.max()),
-                   "random_score_mean": random_score, "sync": self.sync}
+                               for p, w in view.workers.items()},
+                   "dropped": view.dropped, **score_summary(scores, baseline), "sync": self.sync}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+
+def _postfix(row: dict[str, float]) -> str:
+    """The progress fields, as the bar and driver.log show them."""
+    return (f"updates {row['server/updates']:.0f} ({row['server/updates_per_s']:.0f}/s), "
+            f"{row['rollout/env_steps_per_s']:.0f} env steps/s, score {row['rollout/ep_score_mean']:.2f}, "
+            f"staleness p50/p95 {row['server/staleness_p50']:.0f}/{row['server/staleness_p95']:.0f}, "
+            f"workers {row['server/live_workers']:.0f}")
+
+
+def _file_log(path: Path) -> logging.Handler:
+    """Send ddqn's log records (server joins, progress lines) to ``path`` as well."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    for name in ("ddqn", "ddqn.progress"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+    return handler

@@ -3,8 +3,8 @@
 A message is a ZeroMQ multipart ``[header, payload, tag]``:
 
 * ``header`` — 48 bytes, ``struct`` format :data:`HEADER`: magic ``DDQN``, protocol version, message type,
-  flags, worker (partition) and attempt, per-session sequence number, two 64-bit fields whose meaning
-  depends on the type (versions, counts), and the payload length.
+  flags, worker (partition) and attempt, per-session sequence number, a θ version, one 64-bit field whose
+  meaning depends on the type (θ⁻ version, count, staleness: :class:`Header`), and the payload length.
 * ``payload`` — raw float32 parameters/gradients (little-endian, the model layout's length), or a small
   JSON object for HELLO/WELCOME/STATS (at most :data:`MAX_JSON` bytes).
 * ``tag`` — authenticates header and payload: 16 bytes (HMAC) for the handshake, then 64 bytes (the
@@ -44,7 +44,7 @@ from ddqn.config import AUTH_MODES
 
 MAGIC = b"DDQN"
 VERSION = 1
-HEADER = struct.Struct("<4sBBHIHHQQQI4x")  # magic, version, type, flags, worker, attempt, pad, seq, a, b, nbytes
+HEADER = struct.Struct("<4sBBHIHHQQQI4x")  # magic, protocol, type, flags, worker, attempt, pad, seq, version, aux, nbytes
 TAG_BYTES = 16
 NONCE_BYTES = 16
 MAX_JSON = 64 * 1024
@@ -66,21 +66,39 @@ class ProtocolError(ValueError):
 
 @dataclass(frozen=True)
 class Header:
-    """Decoded header fields. ``a``/``b`` per type: FETCH (have θ version, have θ⁻ version);
-    PARAMS (θ version, θ⁻ version); PUSH (base θ version, gradients summed); ACK (server version, 0)."""
+    """Decoded header fields.
+
+    ``version`` is a θ version: the one the worker holds (FETCH) or computed its gradient on (PUSH), or the
+    server's current one (PARAMS, ACK). ``aux`` depends on the type; read it through the named properties.
+    """
 
     type: int
     flags: int
     worker: int
     attempt: int
     seq: int
-    a: int
-    b: int
+    version: int
+    aux: int
     nbytes: int
+
+    @property
+    def target_version(self) -> int:
+        """FETCH: the θ⁻ version the worker holds; PARAMS: the server's θ⁻ version."""
+        return self.aux
+
+    @property
+    def summed(self) -> int:
+        """PUSH: how many minibatch gradients the payload sums (``push_every``)."""
+        return self.aux
+
+    @property
+    def staleness(self) -> int:
+        """ACK of a PUSH: server version − the version the gradient was computed on."""
+        return self.aux
 
     def pack(self) -> bytes:
         return HEADER.pack(MAGIC, VERSION, self.type, self.flags, self.worker, self.attempt, 0, self.seq,
-                           self.a, self.b, self.nbytes)
+                           self.version, self.aux, self.nbytes)
 
 
 def new_secret() -> bytes:
@@ -92,12 +110,12 @@ def parse_header(frame: bytes) -> Header:
     """Decode and sanity-check a header frame (size, magic, version, type)."""
     if len(frame) != HEADER.size:
         raise ProtocolError(f"header of {len(frame)} bytes, expected {HEADER.size}")
-    magic, version, kind, flags, worker, attempt, _, seq, a, b, nbytes = HEADER.unpack(frame)
-    if magic != MAGIC or version != VERSION:
+    magic, protocol, kind, flags, worker, attempt, _, seq, version, aux, nbytes = HEADER.unpack(frame)
+    if magic != MAGIC or protocol != VERSION:
         raise ProtocolError("bad magic or protocol version")
     if kind not in TYPE_NAMES:
         raise ProtocolError(f"unknown message type {kind}")
-    return Header(kind, flags, worker, attempt, seq, a, b, nbytes)
+    return Header(kind, flags, worker, attempt, seq, version, aux, nbytes)
 
 
 def _hmac_tag(secret: bytes, header: bytes, payload: bytes) -> bytes:
@@ -130,10 +148,10 @@ def decode_json(payload: bytes) -> dict[str, Any]:
     return obj
 
 
-def seal_handshake(secret: bytes, kind: int, worker: int, attempt: int, payload: bytes, a: int = 0,
-                   b: int = 0) -> list[bytes]:
+def seal_handshake(secret: bytes, kind: int, worker: int, attempt: int, payload: bytes, version: int = 0,
+                   aux: int = 0) -> list[bytes]:
     """HELLO/WELCOME frames, tagged with HMAC-SHA256 under the run secret."""
-    h = Header(kind, 0, worker, attempt, 0, a, b, len(payload)).pack()
+    h = Header(kind, 0, worker, attempt, 0, version, aux, len(payload)).pack()
     return [h, payload, _hmac_tag(secret, h, payload)]
 
 
@@ -177,13 +195,13 @@ class Session:
     def _nonce(direction: int, seq: int) -> bytes:
         return bytes([direction]) + seq.to_bytes(8, "little") + b"\0\0\0"
 
-    def seal(self, kind: int, worker: int, attempt: int, a: int = 0, b: int = 0, payload: bytes | memoryview = b"",
-             flags: int = 0) -> list:
+    def seal(self, kind: int, worker: int, attempt: int, version: int = 0, aux: int = 0,
+             payload: bytes | memoryview = b"", flags: int = 0) -> list:
         """Frames of one message; ``payload`` may be a buffer (sent without a copy)."""
         self.sent += 1
         payload = _bytes_view(payload)
         size = payload.nbytes
-        h = Header(kind, flags, worker, attempt, self.sent, a, b, size).pack()
+        h = Header(kind, flags, worker, attempt, self.sent, version, aux, size).pack()
         # AES-GCM with the payload as associated data and the header as the (tiny) plaintext: one
         # pass over the payload, no copy of it; the tag frame carries the sealed header and the tag.
         tag = self._aead.encrypt(self._nonce(self._out, self.sent), h, payload if self._mac_payload else None)

@@ -1,14 +1,15 @@
-"""The parameter server: owns θ, the target parameters θ⁻ and the Caffe-exact solver state.
+"""The parameter server: the ZeroMQ loop that serves θ from the parameter store and applies gradients.
 
-DistBelief-style downpour SGD: workers FETCH θ (and θ⁻ when its version changed) and PUSH gradients;
-each gradient is applied as it arrives (asynchronous), tagged with its staleness (server version − the
-version the worker computed on). θ⁻ ← θ every ``target_update`` server updates. In synchronous mode
-(``sync=True``) a round waits for one gradient from every live worker, all computed on the same θ,
-applies their average, and only then answers the workers' next FETCH.
+DistBelief-style downpour SGD: workers FETCH θ (and θ⁻ when its version changed) and PUSH gradients; each
+gradient is applied as it arrives (asynchronous), tagged with its staleness (server version − the version
+the worker computed on). With :class:`~ddqn.dist.sync.SyncRounds` a round waits for one gradient from every
+live worker, all on the same θ, applies their average, and only then answers the workers' next FETCH.
 
-The server runs in a thread of the Spark driver with one ZeroMQ ROUTER socket bound to the driver's
-address. Every message is authenticated (``ddqn.protocol``); a malformed, truncated, oversized,
-wrongly-sized, non-finite or unauthenticated message is dropped and counted, never applied.
+It runs in a thread of the Spark driver with one ZeroMQ ROUTER socket bound to the driver's address. Every
+message is authenticated (``ddqn.dist.protocol``); a malformed, truncated, oversized, wrongly-sized,
+non-finite or unauthenticated message is dropped and counted, never applied. θ lives in the
+:class:`~ddqn.dist.store.ParameterStore`, the counters in :class:`~ddqn.dist.stats.ServerStats`, sessions
+in :class:`~ddqn.dist.sessions.SessionTable`; snapshots are the driver's (:mod:`ddqn.dist.checkpointer`).
 """
 from __future__ import annotations
 
@@ -16,111 +17,45 @@ import logging
 import os
 import threading
 import time
-from collections import Counter, deque
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import zmq
 
-from ddqn.solvers import kernels
-from ddqn.dist import protocol as P
 from ddqn.config import AUTH_MODES
-from ddqn.errors import DDQNError
-from ddqn.net.netspec import NetSpec
-from ddqn.net.snapshot import save_checkpoint
-from ddqn.solvers.flat import FlatSolver
+from ddqn.dist import protocol as P
+from ddqn.dist.sessions import Session, SessionTable
+from ddqn.dist.stats import ServerStats
+from ddqn.dist.store import ParameterStore
+from ddqn.dist.sync import SyncRounds
+from ddqn.solvers import kernels
 
 log = logging.getLogger("ddqn.dist.server")
-STATE_FILE = "server_state.json"  # names the latest snapshot (what --resume reads)
-
-
-@dataclass
-class WorkerInfo:
-    """What the server knows of one worker (partition), across its attempts."""
-
-    partition: int
-    attempt: int = 0
-    pid: int = 0
-    host: str = ""
-    pushes: int = 0
-    env_steps: int = 0  # reported in this run (all attempts)
-    prior_env_steps: int = 0  # played before this run (restored by --resume)
-    episodes: int = 0
-    compute_s: float = 0.0
-    comm_s: float = 0.0
-    last_seen: float = field(default_factory=time.monotonic)
-    rejoins: int = 0
-
-
-@dataclass
-class _Session:
-    crypto: P.Session
-    partition: int
-    attempt: int
-    last_seen: float
-    pushed_round: int = -1  # sync mode: the version this session last pushed for
-
-
-def prior_env_steps(record: dict, source: Path) -> dict[int, int]:
-    """Env steps per partition in a record :meth:`ParameterServer.snapshot` wrote (absent in old snapshots)."""
-    raw = record.get("worker_env_steps", {})
-    if not isinstance(raw, dict) or not all(
-            k.isdigit() and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in raw.items()):
-        raise DDQNError(f"{source}: worker_env_steps: must map partition numbers to step counts >= 0")
-    return {int(k): v for k, v in raw.items()}
 
 
 class ParameterServer:
-    """Serves θ and applies gradients; see the module docstring.
+    """Serves ``store`` to authenticated workers; see the module docstring.
 
     Args:
-        spec: the net's flat layout (sizes are checked against it).
-        solver: the Caffe-exact solver (its history is the server's state).
-        theta, target: θ and θ⁻ (flat float32, owned by the server from now on).
+        store: θ, θ⁻ and the solver (the server thread applies gradients to it).
         secret: the per-run secret (``protocol.new_secret``).
-        host: the address to bind (the driver's own; 127.0.0.1 for local runs).
-        target_update: C, in server updates.
-        sync: synchronous rounds instead of asynchronous updates.
-        expected_workers: workers the job starts (a synchronous round waits for all of them to join).
-        snapshot_every: updates between snapshots (0: none) written into ``snapshot_dir``.
+        host, port: the address to bind (the driver's own; 127.0.0.1 for local runs); port 0 = any free port.
+        rounds: synchronous rounds (the baseline), or None for asynchronous updates.
         session_timeout: seconds of silence after which a worker's session is dropped.
-        auth: ``"message"`` (every payload MAC'd) or ``"connection"`` (see ``ddqn.protocol``).
-        prior_env_steps: env steps each partition played in the runs this one resumes (its ε schedule
-            continues from there, as it does for a worker that rejoins after a failure).
+        auth: ``"message"`` (every payload MAC'd) or ``"connection"`` (see ``ddqn.dist.protocol``).
+        stats: the counters (with env steps restored by ``--resume``); a fresh one by default.
     """
 
-    def __init__(self, spec: NetSpec, solver: FlatSolver, theta: np.ndarray, target: np.ndarray, secret: bytes, *,
-                 host: str = "127.0.0.1", port: int = 0, target_update: int = 1000, sync: bool = False,
-                 snapshot_every: int = 0, snapshot_dir: Path | None = None, session_timeout: float = 120.0,
-                 expected_workers: int = 1, prior_env_steps: dict[int, int] | None = None,
-                 auth: str = "message") -> None:
+    def __init__(self, store: ParameterStore, secret: bytes, *, host: str = "127.0.0.1", port: int = 0,
+                 rounds: SyncRounds | None = None, session_timeout: float = 120.0, auth: str = "message",
+                 stats: ServerStats | None = None) -> None:
         if auth not in AUTH_MODES:
             raise ValueError(f"auth must be one of {AUTH_MODES}, got {auth!r}")
-        self.spec, self.solver, self.secret, self.auth = spec, solver, secret, auth
-        self.theta, self.target = theta, target
-        self.nbytes = spec.num_params * 4
-        self.target_update, self.sync, self.expected_workers = target_update, sync, expected_workers
-        self.snapshot_every, self.snapshot_dir = snapshot_every, snapshot_dir
-        self.session_timeout = session_timeout
-        self.version = solver.iter  # server updates applied (continues across --resume)
-        self.target_version = 0  # bumped each time θ⁻ ← θ
-        self.workers: dict[int, WorkerInfo] = {}
-        self._prior_env_steps = dict(prior_env_steps or {})
-        self.dropped: Counter[str] = Counter()
-        self.staleness: deque[int] = deque(maxlen=2000)
-        self.scores: deque[float] = deque(maxlen=200)
-        self.busy_s = 0.0  # the server thread's seconds spent receiving and handling messages (not polling)
+        self.store, self.secret, self.auth, self.rounds = store, secret, auth, rounds
+        self.stats = stats or ServerStats()
+        self.sessions = SessionTable(session_timeout)
+        self.nbytes = store.num_params * 4
         self.stopping = threading.Event()
-        self.lock = threading.Lock()  # guards θ/θ⁻/solver against snapshots from the driver thread
-        self._snapshot_lock = threading.Lock()
-        self._sessions: dict[bytes, _Session] = {}
-        self._published: tuple[int, np.ndarray] | None = None
-        self._published_target: tuple[int, np.ndarray] | None = None
-        self._grad = np.empty(spec.num_params, np.float32)
-        self._round_sum = np.zeros(spec.num_params, np.float32)
-        self._round_count = 0
-        self._waiting: list[tuple[bytes, _Session, P.Header]] = []  # sync: FETCHes held until the round ends
+        self._grad = np.empty(store.num_params, np.float32)
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -133,12 +68,10 @@ class ParameterServer:
         self.address = f"tcp://{host}:{self.port}"
         self._thread = threading.Thread(target=self._serve, name="ddqn-parameter-server", daemon=True)
         self._closed = False
-        self.started = time.monotonic()
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "ParameterServer":
         """Start serving in a background thread."""
-        self.started = time.monotonic()
         self._thread.start()
         return self
 
@@ -158,9 +91,8 @@ class ParameterServer:
         self._ctx.term()
 
     def live_workers(self) -> int:
-        """Sessions heard from within the session timeout."""
-        now = time.monotonic()
-        return sum(now - s.last_seen < self.session_timeout for s in self._sessions.values())
+        """Sessions heard from within the session timeout (read by the server thread's own policies)."""
+        return self.sessions.live()
 
     # -- the loop -------------------------------------------------------------------------------
     def _serve(self) -> None:
@@ -174,20 +106,20 @@ class ParameterServer:
             try:
                 frames = self._sock.recv_multipart(copy=False)
             except zmq.ZMQError:
-                self.dropped["receive error"] += 1
+                self.stats.dropped("receive error")
                 continue
             ident, body = frames[0].bytes, frames[1:]
             try:
                 self._handle(ident, body)
             except P.ProtocolError as exc:
-                self.dropped[str(exc).split(" (")[0][:60]] += 1
+                self.stats.dropped(str(exc).split(" (")[0][:60])
             except Exception:  # a bug must not take the server (and every worker) down
                 log.exception("error while handling a message")
-                self.dropped["server error"] += 1
-            self.busy_s += time.perf_counter() - t
+                self.stats.dropped("server error")
+            self.stats.busy(time.perf_counter() - t)
 
     def _handle(self, ident: bytes, body: list) -> None:
-        session = self._sessions.get(ident)
+        session = self.sessions.get(ident)
         if session is None:
             self._hello(ident, [f.bytes for f in body])
             return
@@ -195,185 +127,113 @@ class ParameterServer:
         if header.worker != session.partition or header.attempt != session.attempt:
             raise P.ProtocolError("message names another worker than its session")
         session.last_seen = time.monotonic()
-        info = self.workers[session.partition]
-        info.last_seen = session.last_seen
+        self.stats.seen(session.partition)
         if header.type == P.FETCH:
             self._fetch(ident, session, header)
         elif header.type == P.PUSH:
-            self._push(ident, session, header, payload, info)
+            self._push(ident, session, header, payload)
         elif header.type == P.STATS:
-            self._stats(ident, session, payload, info)
+            self._stats(ident, session, payload)
         elif header.type == P.BYE:
-            self._sessions.pop(ident, None)
+            self.sessions.close(ident)
         else:
             raise P.ProtocolError(f"unexpected {P.TYPE_NAMES[header.type]} from a worker")
 
     def _send(self, ident: bytes, frames: list) -> None:
         self._sock.send_multipart([ident, *frames], copy=False)
 
+    def _flags(self) -> int:
+        return P.F_STOP if self.stopping.is_set() else 0
+
     def _hello(self, ident: bytes, frames: list[bytes]) -> None:
         header, payload = P.open_handshake(self.secret, frames, P.HELLO)
         if len(payload) < P.NONCE_BYTES:
             raise P.ProtocolError("HELLO without a nonce")
         client_nonce, meta = payload[:P.NONCE_BYTES], P.decode_json(payload[P.NONCE_BYTES:])
-        if meta.get("num_params") != self.spec.num_params:
+        if meta.get("num_params") != self.store.num_params:
             raise P.ProtocolError("HELLO for another model size")
         if meta.get("auth", "message") != self.auth:
             raise P.ProtocolError("HELLO for another auth mode")
         server_nonce = os.urandom(P.NONCE_BYTES)
         key = P.session_key(self.secret, client_nonce, server_nonce)
-        now = time.monotonic()
-        for other, s in list(self._sessions.items()):  # an earlier attempt of this partition is dead: forget it
-            if s.partition == header.worker and other != ident:  # (a sync round no longer waits for it)
-                del self._sessions[other]
-        self._sessions[ident] = _Session(P.Session(key, outbound=1, auth=self.auth), header.worker, header.attempt, now)
-        info = self.workers.get(header.worker)
-        if info is None:
-            info = self.workers[header.worker] = WorkerInfo(header.worker,
-                                                            prior_env_steps=self._prior_env_steps.get(header.worker, 0))
-            log.info("worker %d joined (attempt %d, pid %s on %s)", header.worker, header.attempt,
-                     meta.get("pid"), meta.get("host"))
-        elif header.attempt != info.attempt or meta.get("pid") != info.pid:
-            info.rejoins += 1
+        self.sessions.open(ident, P.Session(key, outbound=1, auth=self.auth), header.worker, header.attempt)
+        pid, host = int(meta.get("pid", 0)), str(meta.get("host", ""))
+        rejoin, played = self.stats.joined(header.worker, header.attempt, pid, host)
+        if rejoin:
             log.warning("worker %d rejoined (attempt %d, pid %s on %s): its replay memory is regenerated",
-                        header.worker, header.attempt, meta.get("pid"), meta.get("host"))
-        info.attempt, info.pid, info.host = header.attempt, int(meta.get("pid", 0)), str(meta.get("host", ""))
-        played = info.prior_env_steps + info.env_steps  # the worker's ε schedule continues from here
-        reply = server_nonce + P.encode_json({"num_params": self.spec.num_params, "env_steps": played})
+                        header.worker, header.attempt, pid, host)
+        else:
+            log.info("worker %d joined (attempt %d, pid %s on %s)", header.worker, header.attempt, pid, host)
+        reply = server_nonce + P.encode_json({"num_params": self.store.num_params, "env_steps": played})
         self._send(ident, P.seal_handshake(self.secret, P.WELCOME, header.worker, header.attempt, reply,
-                                           self.version, self.target_version))
+                                           self.store.version, self.store.target_version))
 
-    def _fetch(self, ident: bytes, session: _Session, header: P.Header) -> None:
-        if self.sync and not self.stopping.is_set() and session.pushed_round == self.version:
-            self._waiting.append((ident, session, header))  # answered when this round's average is applied
+    def _fetch(self, ident: bytes, session: Session, header: P.Header) -> None:
+        if self.rounds and not self.stopping.is_set() and self.rounds.holds_fetch(session, self.store.version):
+            self.rounds.waiting.append((ident, session, header.target_version))  # answered when the round ends
             return
-        self._send_params(ident, session, header)
+        self._send_params(ident, session, header.version, header.target_version)
 
-    def _send_params(self, ident: bytes, session: _Session, header: P.Header) -> None:
-        flags, parts = (P.F_STOP if self.stopping.is_set() else 0), []
-        if header.a != self.version:
+    def _send_params(self, ident: bytes, session: Session, have: int, have_target: int) -> None:
+        """PARAMS with θ if the worker's version is not current and θ⁻ if its target version is not."""
+        flags, parts = self._flags(), []
+        version, theta = self.store.published()
+        target_version, target = self.store.published_target()
+        if have != version:
             flags |= P.F_THETA
-            parts.append(self._publish())
-        if header.b != self.target_version:
+            parts.append(theta)
+        if have_target != target_version:
             flags |= P.F_TARGET
-            parts.append(self._publish_target())
+            parts.append(target)
         payload = parts[0] if len(parts) == 1 else (np.concatenate(parts) if parts else b"")
-        self._send(ident, session.crypto.seal(P.PARAMS, session.partition, session.attempt, self.version,
-                                              self.target_version, payload, flags))
+        self._send(ident, session.crypto.seal(P.PARAMS, session.partition, session.attempt, version,
+                                              target_version, payload, flags))
 
-    def _publish(self) -> np.ndarray:
-        """An immutable copy of θ for the current version (copied once per version, sent without copies)."""
-        if self._published is None or self._published[0] != self.version:
-            self._published = (self.version, self.theta.copy())
-        return self._published[1]
-
-    def _publish_target(self) -> np.ndarray:
-        if self._published_target is None or self._published_target[0] != self.target_version:
-            self._published_target = (self.target_version, self.target.copy())
-        return self._published_target[1]
-
-    def _push(self, ident: bytes, session: _Session, header: P.Header, payload: memoryview, info: WorkerInfo) -> None:
+    def _push(self, ident: bytes, session: Session, header: P.Header, payload: memoryview) -> None:
         if header.nbytes != self.nbytes:
             raise P.ProtocolError("gradient of the wrong size")
         grad = np.frombuffer(payload, np.float32)  # read in place: the solver only reads it
         if not kernels.all_finite(grad):
             raise P.ProtocolError("gradient is not finite")
-        staleness = self.version - header.a
+        staleness = self.store.version - header.version
         if staleness < 0:
             raise P.ProtocolError("gradient computed on a future version")
-        info.pushes += 1
-        self.staleness.append(staleness)
-        if header.b > 1:  # a sum over push_every minibatches → their mean
-            grad = np.multiply(grad, np.float32(1 / header.b), out=self._grad)
-        if self.sync:
-            self._sync_push(session, header, grad)
-        else:
-            self._apply(grad)
-        self._send(ident, session.crypto.seal(P.ACK, session.partition, session.attempt, self.version, staleness,
-                                              flags=P.F_STOP if self.stopping.is_set() else 0))
-
-    def _sync_push(self, session: _Session, header: P.Header, grad: np.ndarray) -> None:
-        if header.a != self.version or session.pushed_round == self.version:
-            self.dropped["sync gradient for another round"] += 1
-            return
-        session.pushed_round = self.version
-        self._round_sum += grad
-        self._round_count += 1
-        if self._round_count >= self._round_size():
+        self.stats.pushed(session.partition, staleness)
+        if header.summed > 1:  # a sum over push_every minibatches → their mean
+            grad = np.multiply(grad, np.float32(1 / header.summed), out=self._grad)
+        if self.rounds is None:
+            self.store.apply(grad)
+        elif not self.rounds.add(session, header.version, self.store.version, grad):
+            self.stats.dropped("sync gradient for another round")
+        elif self._round_complete():
             self._finish_round()
+        self._send(ident, session.crypto.seal(P.ACK, session.partition, session.attempt, self.store.version,
+                                              staleness, flags=self._flags()))
 
-    def _round_size(self) -> int:
-        """Gradients a synchronous round waits for: every expected worker until all joined, then every live one."""
-        return self.expected_workers if len(self.workers) < self.expected_workers else self.live_workers()
+    def _round_complete(self) -> bool:
+        return self.rounds is not None and self.rounds.complete(self.stats.joined_count(), self.sessions.live())
 
     def _finish_round(self) -> None:
-        if self._round_count:
-            np.multiply(self._round_sum, np.float32(1 / self._round_count), out=self._grad)
-            self._apply(self._grad)
-        self._round_sum[:] = 0
-        self._round_count = 0
-        waiting, self._waiting = self._waiting, []
-        for ident, session, header in waiting:
-            if ident in self._sessions:
-                self._send_params(ident, session, header)
+        for ident, session, have_target in self.rounds.finish(self.store.apply):
+            if ident in self.sessions:
+                self._send_params(ident, session, P.NO_VERSION, have_target)
 
-    def _apply(self, grad: np.ndarray) -> None:
-        with self.lock:
-            self.solver.apply(self.theta, grad)
-            self.version += 1
-            if self.version % self.target_update == 0:
-                self.target[...] = self.theta
-                self.target_version += 1
-        if self.snapshot_every and self.snapshot_dir and self.version % self.snapshot_every == 0:
-            self.snapshot()
-
-    def _stats(self, ident: bytes, session: _Session, payload: memoryview, info: WorkerInfo) -> None:
+    def _stats(self, ident: bytes, session: Session, payload: memoryview) -> None:
         stats = P.decode_json(bytes(payload))
         scores = stats.get("scores", [])
         if not isinstance(scores, list) or not all(isinstance(s, (int, float)) for s in scores):
             raise P.ProtocolError("STATS scores must be a list of numbers")
-        self.scores.extend(scores)
-        info.episodes += len(scores)
+        values = {}
         for key in ("env_steps", "compute_s", "comm_s"):
             value = stats.get(key, 0)
             if not isinstance(value, (int, float)) or value < 0:
                 raise P.ProtocolError(f"STATS {key} must be a number >= 0")
-            setattr(info, key, getattr(info, key) + value)
-        self._send(ident, session.crypto.seal(P.ACK, session.partition, session.attempt, self.version, 0,
-                                              flags=P.F_STOP if self.stopping.is_set() else 0))
+            values[key] = value
+        self.stats.reported(session.partition, scores, **values)
+        self._send(ident, session.crypto.seal(P.ACK, session.partition, session.attempt, self.store.version, 0,
+                                              flags=self._flags()))
 
     def _expire_sessions(self) -> None:
-        now = time.monotonic()
-        for ident, s in list(self._sessions.items()):
-            if now - s.last_seen > self.session_timeout:
-                del self._sessions[ident]
-        if self.sync and self._round_count and self._round_count >= self._round_size():
+        self.sessions.expire()
+        if self._round_complete():
             self._finish_round()
-
-    def env_steps_played(self) -> dict[str, int]:
-        """Env steps per partition over this run and the runs it resumed (JSON keys)."""
-        played = {str(p): n for p, n in self._prior_env_steps.items()}
-        for p, w in list(self.workers.items()):
-            played[str(p)] = w.prior_env_steps + w.env_steps
-        return played
-
-    # -- snapshots ------------------------------------------------------------------------------
-    def snapshot(self) -> Path:
-        """Write θ, the solver state and θ⁻ into ``snapshot_dir``, record them in ``server_state.json`` and
-        append (updates, wall seconds since start, env steps, path) to ``snapshots.csv``."""
-        assert self.snapshot_dir is not None
-        with self._snapshot_lock:  # one writer at a time (the server thread's periodic, the driver's final)
-            with self.lock:  # copy under the θ lock (≈ 3 memcpys); write after releasing it
-                theta, target, solver = self.theta.copy(), self.target.copy(), self.solver.copy()
-                version, wall_s = self.version, time.monotonic() - self.started
-                played = self.env_steps_played()
-                env_steps = sum(w.env_steps for w in list(self.workers.values()))
-            model = save_checkpoint(self.snapshot_dir, "server", self.spec, theta, target, solver, STATE_FILE,
-                                    {"updates": version, "worker_env_steps": played})
-            log = self.snapshot_dir / "snapshots.csv"
-            new = not log.exists()
-            with open(log, "a") as f:
-                if new:
-                    f.write("updates,wall_s,env_steps,model\n")
-                f.write(f"{version},{wall_s:.3f},{env_steps},{model.relative_to(self.snapshot_dir)}\n")
-        return model

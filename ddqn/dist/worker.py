@@ -9,43 +9,32 @@
 """
 from __future__ import annotations
 
-import json
 import os
+import shutil
+import tempfile
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ddqn.dqn.qlearning import LinearSchedule, dqn_gradient, epsilon_greedy
-from ddqn.dist.client import Params, ServerClient, ServerGone
 from ddqn.config import Config, make_config
+from ddqn.dist.client import Params, ServerClient, ServerGone
+from ddqn.dist.job import JobSpec
+from ddqn.dqn.loop import ExperienceLoop
 from ddqn.net.netspec import parse_netspec
 from ddqn.net.qnet import QNetwork
-from ddqn.replay.memory import ReplayMemory
-from ddqn.game import make_env
-from ddqn.replay.fill import fill_random
-from ddqn.game.frames import FrameStack
+from ddqn.replay import make_replay
 
 STATS_EVERY_S = 2.0
 
 
-@dataclass(frozen=True)
-class JobSpec:
-    """What the driver broadcasts to every worker (as JSON text)."""
-
-    net_text: str
-    net_source: str
-    config: dict
-    address: str
-    secret_hex: str
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @staticmethod
-    def from_json(text: str) -> "JobSpec":
-        return JobSpec(**json.loads(text))
+def replay_dir(partition: int, attempt: int) -> Path:
+    """Where a worker's LMDB replay lives: the executor's first Spark local directory (``SPARK_LOCAL_DIRS``,
+    which Spark sets for executors on a cluster), else the system temp directory; one fresh directory per
+    task attempt, removed when the worker ends (a retried task regenerates its replay, as the slides say)."""
+    base = (os.environ.get("SPARK_LOCAL_DIRS") or "").split(",")[0] or tempfile.gettempdir()
+    Path(base).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"ddqn-replay-p{partition}-a{attempt}-", dir=base))
 
 
 class Worker:
@@ -62,6 +51,7 @@ class Worker:
         self.seed = self.cfg.seed + 1_000 * (partition + 1) + 97 * attempt
         self.counts = {"env_steps": 0, "pushes": 0, "episodes": 0}
         self.compute_s = self.comm_s = 0.0
+        self.replay_dir = ""  # where an LMDB replay lived (removed at the end)
 
     def _take(self, p: Params) -> bool:
         """Load what a FETCH returned; False if the server says stop."""
@@ -82,23 +72,31 @@ class Worker:
         finally:
             self.client.close()
         return {"partition": self.partition, "attempt": self.attempt, "pid": os.getpid(),
-                "executor_pid": executor_pid(), **self.counts, "compute_s": self.compute_s, "comm_s": self.comm_s}
+                "executor_pid": executor_pid(), **self.counts,
+                "replay": self.cfg.replay_backend, "replay_dir": self.replay_dir, "compute_s": self.compute_s,
+                "comm_s": self.comm_s}
 
     def _loop(self) -> None:
         cfg, spec = self.cfg, self.spec
         history, h, w = spec.state_shape
-        replay = ReplayMemory(cfg.replay_capacity, (h, w), history, self.seed)
-        fill_random(replay, cfg.replay_warmup, cfg, h, self.seed)
-        env, frames = make_env(cfg, h), FrameStack(history)
-        rng = np.random.default_rng(self.seed)
-        epsilon = LinearSchedule(cfg.eps_start, cfg.eps_end, cfg.eps_decay_steps)
-        t0 = self.client.prior_env_steps  # a rejoining or resumed worker continues its ε schedule
-        frame, _ = env.reset(seed=self.seed)
-        replay.start_episode(frame)
-        phi = frames.reset(frame)
-        grad_sum = np.zeros(spec.num_params, np.float32)
+        lmdb_dir = replay_dir(self.partition, self.attempt) if cfg.replay_backend == "lmdb" else Path()
+        self.replay_dir = str(lmdb_dir) if cfg.replay_backend == "lmdb" else ""
+        replay = make_replay(cfg, (h, w), history, self.seed, lmdb_dir)
+        try:
+            loop = ExperienceLoop(cfg, self.q, self.q_hat, replay, np.random.default_rng(self.seed), self.seed,
+                                  env_steps=self.client.prior_env_steps)  # a rejoining worker continues its ε
+            loop.warm_up(cfg.replay_warmup)
+            self._play(loop)
+        finally:
+            replay.close()
+            if cfg.replay_backend == "lmdb":
+                shutil.rmtree(lmdb_dir, ignore_errors=True)
+
+    def _play(self, loop: ExperienceLoop) -> None:
+        """fetch θ → the experience loop → push each gradient, until the server says stop."""
+        cfg = self.cfg
+        grad_sum = np.zeros(self.spec.num_params, np.float32)
         pending, base = 0, self.version
-        scores: list[int] = []
         reported = {"env_steps": 0, "compute_s": 0.0, "comm_s": 0.0}
         last_stats = time.monotonic()
         t = 0
@@ -111,21 +109,11 @@ class Worker:
                 if not self._take(params):
                     break
             tick = time.perf_counter()
-            a = epsilon_greedy(self.q, phi, epsilon(t0 + t), rng)
-            frame, r, terminated, truncated, info = env.step(a)
-            phi = frames.push(frame)
-            replay.add(a, r, frame, terminated)
+            due = loop.step()
             self.counts["env_steps"] += 1
-            if terminated or truncated:
-                scores.append(int(info["score"]))
-                self.counts["episodes"] += 1
-                frame, _ = env.reset()
-                replay.start_episode(frame)
-                phi = frames.reset(frame)
             stop = False
-            if t % cfg.train_every == 0:
-                _, grad = dqn_gradient(self.q, self.q_hat, replay.sample(spec.batch_size), cfg.gamma,
-                                       double_dqn=cfg.double_dqn, error_clip=cfg.error_clip)
+            if due:
+                _, grad = loop.gradient()
                 if pending == 0:
                     base = self.version
                 grad_sum = grad if cfg.push_every == 1 else np.add(grad_sum, grad, out=grad_sum)
@@ -133,7 +121,7 @@ class Worker:
                 self.compute_s += time.perf_counter() - tick
                 if pending == cfg.push_every:
                     tick = time.perf_counter()
-                    _, stop = self.client.push(grad_sum, base, pending)
+                    _, stop = self.client.push(grad_sum, base, pending)  # 7. the gradient goes to the server
                     self.comm_s += time.perf_counter() - tick
                     self.counts["pushes"] += 1
                     pending = 0
@@ -142,13 +130,14 @@ class Worker:
             else:
                 self.compute_s += time.perf_counter() - tick
             if stop or time.monotonic() - last_stats > STATS_EVERY_S:
-                stop = self._report(scores, reported) or stop
-                scores, last_stats = [], time.monotonic()
+                stop = self._report(loop.take_scores(), reported) or stop
+                last_stats = time.monotonic()
             if stop:
                 break
 
     def _report(self, scores: list[int], reported: dict) -> bool:
         """Send episode scores and the compute/communicate split since the last report."""
+        self.counts["episodes"] += len(scores)
         now = {"env_steps": self.counts["env_steps"], "compute_s": self.compute_s, "comm_s": self.comm_s}
         delta = {k: now[k] - reported[k] for k in now}
         reported.update(now)

@@ -56,3 +56,21 @@ def evaluate_greedy(q: QNetwork, cfg: Config, episodes: int, seed: int) -> np.nd
         restarted = np.flatnonzero(terminated | truncated)
         states[restarted] = frames[restarted, None]
     return scores
+
+
+def evaluate(q: QNetwork, cfg: Config) -> np.ndarray:
+    """The training-time evaluation every mode runs: ``cfg.eval_episodes`` greedy episodes, seed 10,000 + seed."""
+    return evaluate_greedy(q, cfg, cfg.eval_episodes, seed=10_000 + cfg.seed)
+
+
+def eval_row(scores: np.ndarray, random_score: float, updates: int) -> dict[str, float]:
+    """The ``eval`` metrics row (eval.csv and TensorBoard) for greedy ``scores`` after ``updates`` updates."""
+    return {"eval/greedy_score_mean": float(scores.mean()), "eval/greedy_score_median": float(np.median(scores)),
+            "eval/greedy_score_max": float(scores.max()), "eval/random_score_mean": random_score,
+            "eval/updates": updates}
+
+
+def score_summary(scores: np.ndarray, random_score: float) -> dict[str, float]:
+    """The greedy-score part of ``summary.json``."""
+    return {"greedy_score_mean": float(scores.mean()), "greedy_score_median": float(np.median(scores)),
+            "greedy_score_max": int(scores.max()), "random_score_mean": random_score}

@@ -8,29 +8,38 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-from ddqn.dqn.qlearning import greedy_actions
 from ddqn.config import Config
-from ddqn.net.qnet import QNetwork
+from ddqn.dqn.qlearning import greedy_actions
 from ddqn.game import make_env
 from ddqn.game.frames import FrameStack
+from ddqn.net.qnet import QNetwork
 
 
-def greedy_episode(q: QNetwork, cfg: Config, seed: int, render_mode: str = "rgb_array",
-                   max_steps: int = 2_000) -> tuple[list, int]:
-    """Play one greedy episode; return (rendered frames — RGB arrays or text boards —, score)."""
+def greedy_episode_scores(q: QNetwork, cfg: Config, seed: int, render_mode: str = "rgb_array",
+                          max_steps: int = 2_000) -> tuple[list, list[int]]:
+    """Play one greedy episode; return (rendered frames — RGB arrays or text boards —, the score so far at each
+    frame: apples eaten, one int per frame, starting at 0)."""
     env = make_env(cfg, q.spec.state_shape[1], render_mode=render_mode)
     stack = FrameStack(q.spec.state_shape[0])
     frame, info = env.reset(seed=seed)
     phi = stack.reset(frame)
-    shots = [env.render()]
+    shots, scores = [env.render()], [int(info["score"])]
     for _ in range(max_steps):
         action = int(greedy_actions(q, phi[None])[0])
         frame, _, terminated, truncated, info = env.step(action)
         phi = stack.push(frame)
         shots.append(env.render())
+        scores.append(int(info["score"]))
         if terminated or truncated:
             break
-    return shots, int(info["score"])
+    return shots, scores
+
+
+def greedy_episode(q: QNetwork, cfg: Config, seed: int, render_mode: str = "rgb_array",
+                   max_steps: int = 2_000) -> tuple[list, int]:
+    """Play one greedy episode; return (rendered frames — RGB arrays or text boards —, final score)."""
+    shots, scores = greedy_episode_scores(q, cfg, seed, render_mode, max_steps)
+    return shots, scores[-1]
 
 
 def write_gif(shots: list[np.ndarray], path: str | Path, fps: int = 8) -> Path:

@@ -26,18 +26,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ddqn.dqn.qlearning import LinearSchedule, dqn_gradient, epsilon_greedy
 from ddqn.config import Config, save_config
+from ddqn.dqn.evaluation import eval_row, evaluate, random_score, score_summary
+from ddqn.dqn.loop import ExperienceLoop
 from ddqn.errors import DDQNError
 from ddqn.metrics import MetricsLogger
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
-from ddqn.replay.memory import LMDBReplayMemory, ReplayMemory
-from ddqn.dqn.evaluation import evaluate_greedy, random_score
-from ddqn.game import make_env
-from ddqn.replay.fill import fill_random
-from ddqn.game.frames import FrameStack
 from ddqn.net.snapshot import load_checkpoint, save_checkpoint
+from ddqn.replay import make_replay
 from ddqn.solvers.flat import load_solver_spec, make_solver
 
 STATE_FILE = "trainer_state.json"
@@ -79,19 +76,15 @@ class SerialTrainer:
         self.q.set_params(self.theta)
         history, h, w = self.spec.state_shape
         self.frame_size = h
-        self.rng = np.random.default_rng([cfg.seed, self.state.env_steps])
-        self.replay = self._make_replay(history, (h, w))
-        self.epsilon = LinearSchedule(cfg.eps_start, cfg.eps_end, cfg.eps_decay_steps)
+        seed = cfg.seed + self.state.env_steps
+        self.replay = make_replay(cfg, (h, w), history, seed, self.out / "replay")
+        rng = np.random.default_rng([cfg.seed, self.state.env_steps])
+        self.loop = ExperienceLoop(cfg, self.q, self.q_hat, self.replay, rng, seed, self.state.env_steps)
         self.progress = progress
         self.scores: deque[int] = deque(maxlen=100)
         self._last_eval: tuple[int, np.ndarray] = (-1, np.zeros(0))
 
     # -- set-up ---------------------------------------------------------------------------------
-    def _make_replay(self, history: int, frame_shape: tuple[int, int]) -> ReplayMemory | LMDBReplayMemory:
-        seed = self.cfg.seed + self.state.env_steps
-        if self.cfg.replay_backend == "lmdb":
-            return LMDBReplayMemory(self.out / "replay", self.cfg.replay_capacity, frame_shape, history, seed)
-        return ReplayMemory(self.cfg.replay_capacity, frame_shape, history, seed)
 
     def _restore(self) -> None:
         self.theta, target, record = load_checkpoint(self.out, STATE_FILE, self.spec, self.solver)
@@ -119,9 +112,7 @@ class SerialTrainer:
         stop_at = self.state.env_steps + steps if steps else None
         log = MetricsLogger(self.out)
         try:
-            if len(self.replay) < cfg.replay_warmup:
-                fill_random(self.replay, cfg.replay_warmup - len(self.replay), cfg, self.frame_size,
-                            cfg.seed + self.state.env_steps)
+            self.loop.warm_up(cfg.replay_warmup - len(self.replay))
             baseline = random_score(cfg, self.frame_size, cfg.eval_episodes, cfg.seed)
             self._loop(log, stop_at, deadline, baseline)
             return self._finish(log, baseline)
@@ -131,44 +122,29 @@ class SerialTrainer:
             raise
         finally:
             log.close()
-            if hasattr(self.replay, "close"):
-                self.replay.close()
+            self.replay.close()
 
-    def _loop(self, log: MetricsLogger, stop_at: int | None, deadline: float, random_score: float) -> None:
-        cfg, st = self.cfg, self.state
-        env = make_env(cfg, self.frame_size)
-        frames = FrameStack(self.spec.state_shape[0])
-        frame, _ = env.reset(seed=cfg.seed + st.env_steps)
-        self.replay.start_episode(frame)
-        phi = frames.reset(frame)
+    def _loop(self, log: MetricsLogger, stop_at: int | None, deadline: float, baseline: float) -> None:
+        cfg, st, loop = self.cfg, self.state, self.loop
         losses: list[float] = []
         bar = tqdm(total=(stop_at - st.env_steps) if stop_at else None, disable=not self.progress,
                    unit="step", dynamic_ncols=True)
         tick = time.monotonic()
         with bar:
             while (stop_at is None or st.env_steps < stop_at) and time.monotonic() < deadline:
-                eps = self.epsilon(st.env_steps)
-                a = epsilon_greedy(self.q, phi, eps, self.rng)  # 1
-                frame, r, terminated, truncated, info = env.step(a)  # 2
-                phi = frames.push(frame)  # 3
-                self.replay.add(a, r, frame, terminated)  # 4
-                st.env_steps += 1
-                if terminated or truncated:
-                    st.episodes += 1
-                    self.scores.append(info["score"])
-                    frame, _ = env.reset()
-                    self.replay.start_episode(frame)
-                    phi = frames.reset(frame)
-                if st.env_steps % cfg.train_every == 0:
-                    batch = self.replay.sample(self.spec.batch_size)  # 5
-                    loss, grad = dqn_gradient(self.q, self.q_hat, batch, cfg.gamma, double_dqn=cfg.double_dqn,
-                                              error_clip=cfg.error_clip)  # 6-7
-                    self.solver.apply(self.theta, grad)
+                eps = loop.current_epsilon
+                if loop.step():  # 1-4
+                    loss, grad = loop.gradient()  # 5-7
+                    self.solver.apply(self.theta, grad)  # 7. the gradient step, on θ here
                     self.q.set_params(self.theta)
                     losses.append(loss)
                     st.updates += 1
                     if st.updates % cfg.target_update == 0:
-                        self.q_hat.set_params(self.theta)  # 8
+                        self.q_hat.set_params(self.theta)  # 8. every C steps Q̂ = Q
+                st.env_steps = loop.env_steps
+                finished = loop.take_scores()
+                st.episodes += len(finished)
+                self.scores.extend(finished)
                 bar.update(1)
                 now = time.monotonic()
                 st.wall_s += now - tick
@@ -183,30 +159,25 @@ class SerialTrainer:
                                     loss=f"{np.mean(losses) if losses else 0:.4f}")
                     losses.clear()
                 if st.env_steps % cfg.eval_every == 0:
-                    self._evaluate(log, random_score)
+                    self._evaluate(log, baseline)
                     tick = time.monotonic()  # evaluation time is not training time
                 if st.env_steps % cfg.snapshot_every == 0:
                     self.snapshot()
                     tick = time.monotonic()
 
-    def _evaluate(self, log: MetricsLogger, random_score: float) -> np.ndarray:
+    def _evaluate(self, log: MetricsLogger, baseline: float) -> np.ndarray:
         if self._last_eval[0] == self.state.env_steps:  # the final evaluation may coincide with a periodic one
             return self._last_eval[1]
-        scores = evaluate_greedy(self.q, self.cfg, self.cfg.eval_episodes, seed=10_000 + self.cfg.seed)
-        log.log("eval", self.state.env_steps, {
-            "eval/greedy_score_mean": float(scores.mean()), "eval/greedy_score_median": float(np.median(scores)),
-            "eval/greedy_score_max": float(scores.max()), "eval/random_score_mean": random_score,
-            "eval/updates": self.state.updates}, self.state.wall_s)
+        scores = evaluate(self.q, self.cfg)
+        log.log("eval", self.state.env_steps, eval_row(scores, baseline, self.state.updates), self.state.wall_s)
         self._last_eval = (self.state.env_steps, scores)
         return scores
 
-    def _finish(self, log: MetricsLogger, random_score: float) -> dict:
-        scores = self._evaluate(log, random_score)
+    def _finish(self, log: MetricsLogger, baseline: float) -> dict:
+        scores = self._evaluate(log, baseline)
         model = self.snapshot()
         summary = {"model": str(model), "net": str(self.cfg.path("net")), "env_steps": self.state.env_steps,
                    "updates": self.state.updates, "episodes": self.state.episodes,
-                   "train_minutes": self.state.wall_s / 60, "greedy_score_mean": float(scores.mean()),
-                   "greedy_score_median": float(np.median(scores)), "greedy_score_max": int(scores.max()),
-                   "random_score_mean": random_score}
+                   "train_minutes": self.state.wall_s / 60, **score_summary(scores, baseline)}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import operator
 from collections import deque
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import gymnasium
 import numpy as np

@@ -42,7 +42,6 @@ def build_key() -> dict[str, str]:
     """What the compiled ``_caffe.so`` depends on: the Caffe source, the interpreter it links (its real path
     and full version), the numpy C ABI and API it was compiled against, and the BLAS."""
     import numpy  # noqa: PLC0415 - only needed at build time
-
     from numpy._core._multiarray_umath import _get_ndarray_c_version  # noqa: PLC0415
 
     return {

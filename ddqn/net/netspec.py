@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ddqn.net.caffe_env import caffe_pb2
 from ddqn.errors import ConfigError
+from ddqn.net.caffe_env import caffe_pb2
 
 INPUTS = ("data", "action_mask", "target")
 Q_BLOB = "q"

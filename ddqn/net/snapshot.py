@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from ddqn.net.caffe_env import caffe_pb2
 from ddqn.errors import ConfigError, DDQNError
+from ddqn.net.caffe_env import caffe_pb2
 from ddqn.net.netspec import NetSpec, ParamBlob
 from ddqn.solvers.flat import FlatSolver
 

@@ -216,6 +216,9 @@ class ReplayMemory(_ReplayBase):
     def _load(self, slots: np.ndarray) -> np.ndarray:
         return self.frames[slots]
 
+    def close(self) -> None:
+        """Nothing to release (the frames are in RAM); the same call as :meth:`LMDBReplayMemory.close`."""
+
     @property
     def nbytes(self) -> int:
         """RAM held: frame store (capacity × H × W) plus metadata."""

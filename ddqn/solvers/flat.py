@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.net.caffe_env import caffe_pb2
-from ddqn.solvers import kernels
 from ddqn.errors import ConfigError
+from ddqn.net.caffe_env import caffe_pb2
 from ddqn.net.netspec import ParamBlob
+from ddqn.solvers import kernels
 
 SOLVER_TYPES = ("SGD", "AdaGrad", "RMSProp")
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
@@ -151,7 +151,7 @@ class FlatSolver:
         self._runs = _runs(params, spec.weight_decay)
         self._l1 = spec.regularization_type == "L1"
 
-    def copy(self) -> "FlatSolver":
+    def copy(self) -> FlatSolver:
         """A copy with its own history (what a snapshot writes while the original keeps training)."""
         twin = copy.copy(self)
         twin.history = [h.copy() for h in self.history]
@@ -167,7 +167,8 @@ class FlatSolver:
         Caffe's ``ApplyUpdate`` order: rate from the lr policy → gradient clipping → weight decay → the rule.
         """
         if theta.shape != (self.size,) or grad.shape != (self.size,) or grad.dtype != np.float32:
-            raise ValueError(f"expected float32 vectors of {self.size}, got {theta.shape} and {grad.shape} {grad.dtype}")
+            raise ValueError(f"expected float32 vectors of {self.size}, "
+                             f"got {theta.shape} and {grad.shape} {grad.dtype}")
         if self.threads > 1 and self._pool_thread != threading.get_ident():
             self.threads = kernels.use_threads(self.threads)
             self._pool_thread = threading.get_ident()

@@ -1,0 +1,215 @@
+"""What the benchmarks share, so that no benchmark imports another.
+
+Result files and figures; the shipped prototxts (``ddqn/prototxt``); the environment ``spark-submit`` runs
+under; the parameter server under synthetic load (``ps_speed``, ``capacity``); one real worker's update
+times (``worker_speed``, ``capacity``); greedy-score curves of runs (``serial_curve``, ``scaling``).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing as mp
+import os
+import platform
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ddqn.config import PROTOTXT_DIR
+from ddqn.dist import protocol
+from ddqn.dist.client import ServerClient
+from ddqn.dist.server import ParameterServer
+from ddqn.dist.store import ParameterStore
+from ddqn.dqn.qlearning import dqn_gradient
+from ddqn.net.netspec import NetSpec, load_netspec
+from ddqn.net.qnet import QNetwork
+from ddqn.replay.memory import Batch
+from ddqn.solvers.flat import SolverSpec, load_solver_spec, make_solver
+
+SERVER_SOLVER = "adagrad"  # the solver of every parameter server the benchmarks start
+
+
+# -- results -------------------------------------------------------------------------------------------------
+
+def machine() -> dict[str, Any]:
+    """Cores, CPU model, Python version and date of this run."""
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def write_result(name: str, data: dict[str, Any], out_dir: str | Path = "results") -> Path:
+    """Write ``data`` plus the machine description to ``<out_dir>/<name>.json``; return the path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps({"name": name, "machine": machine(), **data}, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path
+
+
+@contextmanager
+def figure(path: Path, ncols: int = 1, figsize: tuple[float, float] = (6.5, 4.5)) -> Iterator[tuple[Any, Any]]:
+    """A matplotlib figure (Agg) with ``ncols`` axes, saved to ``path`` (PNG, 100 dpi) and closed on exit."""
+    import matplotlib  # noqa: PLC0415 - only the benchmarks that draw pay for matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - after choosing the Agg backend
+
+    fig, axes = plt.subplots(1, ncols, figsize=figsize)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+
+
+# -- the shipped prototxts and spark-submit ------------------------------------------------------------------
+
+def net_spec(member: str) -> NetSpec:
+    """The shipped Q-network ``prototxt/snake_<member>.prototxt`` (small, paper, large, x64, x128)."""
+    return load_netspec(PROTOTXT_DIR / f"snake_{member}.prototxt")
+
+
+def solver_spec(name: str) -> SolverSpec:
+    """The shipped solver ``prototxt/solver_<name>.prototxt`` (adagrad, rmsprop, sgd, …)."""
+    return load_solver_spec(PROTOTXT_DIR / f"solver_{name}.prototxt")
+
+
+# -- the parameter server under load -------------------------------------------------------------------------
+
+def start_server(spec: NetSpec, theta: np.ndarray, secret: bytes, auth: str = "message") -> ParameterServer:
+    """A running parameter server on 127.0.0.1 (any free port) serving θ = ``theta`` (num_params float32, owned
+    by the server from now on) with the shipped AdaGrad solver; θ⁻ never changes."""
+    store = ParameterStore(make_solver(solver_spec(SERVER_SOLVER), spec.params), theta, theta.copy(),
+                           target_update=10**9)
+    return ParameterServer(store, secret, auth=auth).start()
+
+
+def _client(address: str, secret: bytes, worker: int, n: int, seconds: float, auth: str, ready: Any,
+            go: Any) -> None:
+    """One synthetic client (child process): push a constant gradient of ``n`` floats for ``seconds``."""
+    client = ServerClient(address, secret, worker, 0, n, timeout=30, auth=auth)
+    p = client.fetch()
+    grad = np.full(n, 1e-3, np.float32)
+    ready.release()
+    go.wait()
+    end, version = time.monotonic() + seconds, p.version
+    while time.monotonic() < end:
+        version, stop = client.push(grad, version)
+        if stop:
+            break
+    client.close()
+
+
+def server_rate(spec: NetSpec, clients: int, seconds: float, auth: str = "message") -> dict[str, Any]:
+    """Server updates/s with ``clients`` synthetic clients pushing as fast as they can (``auth``: protocol mode),
+    and the server thread's own µs per update."""
+    secret = protocol.new_secret()
+    server = start_server(spec, np.zeros(spec.num_params, np.float32), secret, auth)
+    ctx = mp.get_context("spawn")
+    ready, go = ctx.Semaphore(0), ctx.Event()
+    procs = [ctx.Process(target=_client, args=(server.address, secret, i, spec.num_params, seconds, auth, ready, go))
+             for i in range(clients)]
+    try:
+        for p in procs:
+            p.start()
+        for _ in procs:
+            if not ready.acquire(timeout=60):
+                raise RuntimeError("a synthetic client did not connect")
+        start_version, start_busy, t = server.store.version, server.stats.view().busy_s, time.monotonic()
+        go.set()
+        for p in procs:
+            p.join(timeout=seconds + 60)
+        elapsed = time.monotonic() - t
+        stats, updates = server.stats.view(), server.store.version - start_version
+        busy_us = 1e6 * (stats.busy_s - start_busy) / max(updates, 1)
+        return {"clients": clients, "auth": auth, "updates": updates, "updates_per_s": updates / elapsed,
+                "server_thread_us_per_update": busy_us, "server_bound_updates_per_s": 1e6 / busy_us,
+                "dropped": sum(stats.dropped.values())}
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        server.close()
+
+
+def worker_update_ms(member: str, repeats: int) -> dict[str, Any]:
+    """Median ms per worker update for one family member: gradient compute (targets from Q̂ + forward and
+    backward, minibatch of the prototxt) and communicate (FETCH of a new θ + PUSH) with a real server."""
+    spec = net_spec(member)
+    q, q_hat = QNetwork(spec, seed=0), QNetwork(spec, seed=1)
+    rng = np.random.default_rng(0)
+    b, shape = spec.batch_size, (spec.batch_size, *spec.state_shape)
+    batch = Batch(rng.integers(0, 256, shape, dtype=np.uint8), rng.integers(0, 4, b),
+                  rng.standard_normal(b).astype(np.float32), rng.integers(0, 256, shape, dtype=np.uint8),
+                  rng.random(b) < 0.1)
+    theta = q.get_params()
+    secret = protocol.new_secret()
+    server = start_server(spec, theta.copy(), secret)
+    client = ServerClient(server.address, secret, 0, 0, spec.num_params, timeout=60)
+    try:
+        p = client.fetch()
+        compute, communicate = [], []
+        for _ in range(repeats + 1):
+            t = time.perf_counter()
+            _, grad = dqn_gradient(q, q_hat, batch, 0.95)
+            t_compute = time.perf_counter() - t
+            t = time.perf_counter()
+            p = client.fetch(p.version - 1 if p.version else protocol.NO_VERSION, p.target_version)  # a new θ
+            q.set_params(p.theta)
+            client.push(grad, p.version)
+            compute.append(t_compute)
+            communicate.append(time.perf_counter() - t)
+    finally:
+        client.close()
+        server.close()
+    return {"member": member, "params": spec.num_params, "compute_ms": 1e3 * float(np.median(compute[1:])),
+            "communicate_ms": 1e3 * float(np.median(communicate[1:]))}
+
+
+# -- greedy-score curves -------------------------------------------------------------------------------------
+
+def read_curve(eval_csv: Path) -> list[dict[str, float]]:
+    """Rows (env steps, training minutes, greedy mean, random mean) of a run's eval.csv."""
+    with open(eval_csv, newline="") as f:
+        return [{"env_steps": int(r["step"]), "minutes": float(r["wall_s"]) / 60,
+                 "greedy_mean": float(r["eval/greedy_score_mean"]), "random_mean": float(r["eval/random_score_mean"])}
+                for r in csv.DictReader(f)]
+
+
+def first_reach(curve: list[dict[str, float]], score: float) -> dict[str, float] | None:
+    """The first evaluation whose greedy mean is >= ``score`` (its minutes and env steps), or None."""
+    return next(({"minutes": r["minutes"], "env_steps": r["env_steps"]} for r in curve if r["greedy_mean"] >= score),
+                None)
+
+
+def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path, title: str) -> Path:
+    """Greedy mean score vs minutes and vs env steps, one line per run; PNG at ``path``."""
+    with figure(path, ncols=2, figsize=(11, 4)) as (fig, axes):
+        for name, curve in curves.items():
+            axes[0].plot([r["minutes"] for r in curve], [r["greedy_mean"] for r in curve], marker=".", label=name)
+            axes[1].plot([r["env_steps"] for r in curve], [r["greedy_mean"] for r in curve], marker=".", label=name)
+        rand = next((c[0]["random_mean"] for c in curves.values() if c and "random_mean" in c[0]), None)
+        for ax, xlabel in zip(axes, ("training wall-clock minutes", "env steps")):
+            if rand is not None:
+                ax.axhline(rand, color="grey", ls="--", lw=1, label="random policy")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("greedy mean score (apples)")
+            ax.grid(alpha=0.3)
+        axes[0].legend()
+        fig.suptitle(title)
+    return path

@@ -1,0 +1,100 @@
+"""Spark's part, the paper's "lightweight use": a SparkContext, the driver's address, and the worker job.
+
+Spark ships the code, schedules one long-running worker task per partition and retries a failed task (whose
+new attempt regenerates its replay memory and rejoins). :class:`WorkerJob` runs those tasks in a background
+thread of the driver, so the driver can watch the parameter server meanwhile.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+import threading
+
+from ddqn.dist.worker import run_partition
+
+log = logging.getLogger("ddqn.dist.spark")
+DEFAULT_MASTER = "local[*,4]"  # local mode that retries a failed task up to 4 times
+JOB_GROUP = "ddqn-workers"
+
+
+def spark_context(app: str):
+    """The SparkContext: the master from spark-submit (``--master``), else ``local[*,4]``."""
+    from pyspark import SparkConf, SparkContext  # noqa: PLC0415 - Spark starts a JVM
+
+    SparkContext._ensure_initialized()  # attach to spark-submit's JVM so SparkConf sees its --master and --conf
+    conf = SparkConf().setAppName(app)
+    if not conf.contains("spark.master"):
+        conf.setMaster(DEFAULT_MASTER)
+    if conf.get("spark.master").startswith("local"):  # everything on this machine: loopback only
+        conf.setIfMissing("spark.driver.host", "127.0.0.1")
+        conf.setIfMissing("spark.driver.bindAddress", "127.0.0.1")
+    conf.setIfMissing("spark.pyspark.python", sys.executable)
+    conf.setIfMissing("spark.log.level", "WARN")
+    sc = SparkContext.getOrCreate(conf)
+    sc.setLogLevel("WARN")
+    return sc
+
+
+def driver_host(sc) -> str:
+    """The driver's own address, the one executors reach it by: spark.driver.host, resolved to an IP.
+
+    The parameter server binds to this address only (127.0.0.1 in local mode).
+    """
+    host = sc.getConf().get("spark.driver.host", "127.0.0.1")
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        return "127.0.0.1"
+
+
+class WorkerJob:
+    """W partitions, one worker task each, running ``job_json`` (a :class:`~ddqn.dist.job.JobSpec`).
+
+    :meth:`start` submits the job from a background thread; :meth:`join` waits (bounded) for it;
+    :meth:`cancel` cancels its tasks. ``results`` holds each task's counters, ``error`` what failed it.
+    """
+
+    def __init__(self, sc, job_json: str, workers: int) -> None:
+        self.sc, self.workers = sc, workers
+        self.job = sc.broadcast(job_json)
+        self.results: list[dict] = []
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="ddqn-spark-job", daemon=True)
+
+    def _run(self) -> None:
+        from pyspark import TaskContext  # noqa: PLC0415
+
+        job = self.job
+
+        def task(index: int, _rows):
+            yield run_partition(job.value, index, TaskContext.get().attemptNumber())
+
+        try:
+            self.sc.setJobGroup(JOB_GROUP, "ddqn workers", interruptOnCancel=True)
+            self.results.extend(self.sc.parallelize(range(self.workers), self.workers)
+                                .mapPartitionsWithIndex(task).collect())
+        except BaseException as exc:  # noqa: BLE001 - reported by the driver thread
+            self.error = exc
+
+    def start(self) -> "WorkerJob":
+        self._thread.start()
+        return self
+
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; True if the job has ended."""
+        self._thread.join(timeout=timeout)
+        return not self._thread.is_alive()
+
+    def cancel(self, timeout: float = 30.0) -> None:
+        """Cancel the tasks if they still run (best effort: the JVM may already be shutting down)."""
+        if not self._thread.is_alive():
+            return
+        try:
+            self.sc.cancelJobGroup(JOB_GROUP)
+        except Exception as exc:  # noqa: BLE001 - py4j raises several kinds once the JVM is gone
+            log.warning("could not cancel the Spark job: %s", str(exc).splitlines()[0][:200])
+        self._thread.join(timeout=timeout)

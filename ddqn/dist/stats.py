@@ -1,0 +1,131 @@
+"""What the parameter server counts, written by the server thread and read by the driver as one copy.
+
+Every write and the copy happen under one lock: :meth:`ServerStats.view` returns a :class:`StatsView`
+whose numbers belong together (no dict that changes size while someone iterates over it).
+"""
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class WorkerInfo:
+    """What the server knows of one worker (partition), across its attempts."""
+
+    partition: int
+    attempt: int = 0
+    pid: int = 0
+    host: str = ""
+    pushes: int = 0
+    env_steps: int = 0  # reported in this run (all attempts)
+    prior_env_steps: int = 0  # played before this run (restored by --resume)
+    episodes: int = 0
+    compute_s: float = 0.0
+    comm_s: float = 0.0
+    last_seen: float = field(default_factory=time.monotonic)
+    rejoins: int = 0
+
+
+@dataclass(frozen=True)
+class StatsView:
+    """A consistent copy of the server's counters at one moment."""
+
+    workers: dict[int, WorkerInfo]
+    staleness: tuple[int, ...]  # of the last gradients applied (at most STALENESS_WINDOW)
+    scores: tuple[float, ...]  # of the last finished episodes over all workers (at most SCORE_WINDOW)
+    episodes: int  # finished episodes reported in this run
+    dropped: dict[str, int]  # dropped messages by reason
+    busy_s: float  # the server thread's seconds spent handling messages
+
+    @property
+    def env_steps(self) -> int:
+        """Env steps reported in this run, summed over all workers."""
+        return sum(w.env_steps for w in self.workers.values())
+
+    def played(self) -> dict[str, int]:
+        """Env steps per partition over this run and the runs it resumed (JSON keys)."""
+        return {str(p): w.prior_env_steps + w.env_steps for p, w in self.workers.items()}
+
+    def staleness_percentiles(self) -> tuple[float, float]:
+        """(p50, p95) of the recent staleness (0, 0 before any gradient)."""
+        stal = np.array(self.staleness or (0,))
+        return float(np.percentile(stal, 50)), float(np.percentile(stal, 95))
+
+
+class ServerStats:
+    """Counters of a running server; mutated only through its methods (each under the lock)."""
+
+    STALENESS_WINDOW = 2000
+    SCORE_WINDOW = 200
+
+    def __init__(self, prior_env_steps: dict[int, int] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._prior = dict(prior_env_steps or {})
+        self._workers: dict[int, WorkerInfo] = {p: WorkerInfo(p, prior_env_steps=n) for p, n in self._prior.items()}
+        self._joined: set[int] = set()
+        self._staleness: deque[int] = deque(maxlen=self.STALENESS_WINDOW)
+        self._scores: deque[float] = deque(maxlen=self.SCORE_WINDOW)
+        self._episodes = 0
+        self._dropped: Counter[str] = Counter()
+        self._busy_s = 0.0
+
+    def joined(self, partition: int, attempt: int, pid: int, host: str) -> tuple[bool, int]:
+        """Record a HELLO; returns (whether it is a rejoin, env steps the partition played so far)."""
+        with self._lock:
+            info = self._workers.setdefault(partition, WorkerInfo(partition))
+            rejoin = partition in self._joined and (attempt != info.attempt or pid != info.pid)
+            self._joined.add(partition)
+            info.rejoins += rejoin
+            info.attempt, info.pid, info.host, info.last_seen = attempt, pid, host, time.monotonic()
+            return rejoin, info.prior_env_steps + info.env_steps
+
+    def joined_count(self) -> int:
+        """Partitions that have said HELLO in this run."""
+        with self._lock:
+            return len(self._joined)
+
+    def seen(self, partition: int) -> None:
+        with self._lock:
+            self._workers[partition].last_seen = time.monotonic()
+
+    def pushed(self, partition: int, staleness: int) -> None:
+        with self._lock:
+            self._workers[partition].pushes += 1
+            self._staleness.append(staleness)
+
+    def reported(self, partition: int, scores: list[float], env_steps: int, compute_s: float, comm_s: float) -> None:
+        """Apply one validated STATS report."""
+        with self._lock:
+            info = self._workers[partition]
+            self._scores.extend(scores)
+            self._episodes += len(scores)
+            info.episodes += len(scores)
+            info.env_steps += env_steps
+            info.compute_s += compute_s
+            info.comm_s += comm_s
+
+    def dropped(self, reason: str) -> None:
+        with self._lock:
+            self._dropped[reason] += 1
+
+    def busy(self, seconds: float) -> None:
+        with self._lock:
+            self._busy_s += seconds
+
+    def view(self) -> StatsView:
+        """A consistent copy of everything (the driver's only way to read the counters)."""
+        with self._lock:
+            return StatsView({p: copy.copy(w) for p, w in self._workers.items() if p in self._joined},
+                             tuple(self._staleness), tuple(self._scores), self._episodes, dict(self._dropped),
+                             self._busy_s)
+
+    def played(self) -> dict[str, int]:
+        """Env steps per partition, including partitions restored by --resume that have not joined yet."""
+        with self._lock:
+            return {str(p): w.prior_env_steps + w.env_steps for p, w in self._workers.items()}

@@ -1,0 +1,75 @@
+"""The parameter store: θ, the target parameters θ⁻ and the Caffe-exact solver state, with no socket.
+
+Every change and every consistent read happens under one lock, so the server thread (which applies
+gradients) and the driver thread (which snapshots and evaluates) never see a half-applied update.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from ddqn.solvers.flat import FlatSolver
+
+
+@dataclass(frozen=True)
+class StoreCopy:
+    """A consistent copy of the store: θ and θ⁻ (flat float32), the solver, and their versions."""
+
+    theta: np.ndarray
+    target: np.ndarray
+    solver: FlatSolver
+    version: int
+    target_version: int
+
+
+class ParameterStore:
+    """θ, θ⁻ ← θ every ``target_update`` updates, and the solver that applies gradients to θ.
+
+    Args:
+        solver: the Caffe-exact solver; its iteration count is the store's version (it continues on resume).
+        theta, target: θ and θ⁻, flat float32 of the net's parameter count (owned by the store from now on).
+        target_update: C, in applied updates.
+    """
+
+    def __init__(self, solver: FlatSolver, theta: np.ndarray, target: np.ndarray, target_update: int) -> None:
+        if theta.shape != target.shape or theta.dtype != np.float32:
+            raise ValueError("theta and target must be flat float32 vectors of the same size")
+        self.solver, self.theta, self.target, self.target_update = solver, theta, target, target_update
+        self.num_params = theta.size
+        self.version = solver.iter  # updates applied (continues across --resume)
+        self.target_version = 0  # bumped each time θ⁻ ← θ
+        self.lock = threading.Lock()
+        self._published: tuple[int, np.ndarray] | None = None
+        self._published_target: tuple[int, np.ndarray] | None = None
+
+    def apply(self, grad: np.ndarray) -> int:
+        """θ ← solver step on ``grad`` (num_params float32, only read); θ⁻ ← θ every C updates. Returns the version."""
+        with self.lock:
+            self.solver.apply(self.theta, grad)
+            self.version += 1
+            if self.version % self.target_update == 0:
+                self.target[...] = self.theta
+                self.target_version += 1
+            return self.version
+
+    def published(self) -> tuple[int, np.ndarray]:
+        """(version, θ): an immutable copy per version, made once and then sent without further copies."""
+        with self.lock:
+            if self._published is None or self._published[0] != self.version:
+                self._published = (self.version, self.theta.copy())
+            return self._published
+
+    def published_target(self) -> tuple[int, np.ndarray]:
+        """(target version, θ⁻), copied once per target version like :meth:`published`."""
+        with self.lock:
+            if self._published_target is None or self._published_target[0] != self.target_version:
+                self._published_target = (self.target_version, self.target.copy())
+            return self._published_target
+
+    def copy(self) -> StoreCopy:
+        """A consistent copy for a snapshot (≈ 3 memcpys under the lock; write files after releasing it)."""
+        with self.lock:
+            return StoreCopy(self.theta.copy(), self.target.copy(), self.solver.copy(), self.version,
+                             self.target_version)

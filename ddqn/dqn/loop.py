@@ -1,0 +1,92 @@
+"""The one experience loop: game → φ → ε-greedy action → replay → minibatch gradient.
+
+The slides' "Serial deep Q-learning" box, steps 1–7, for one game. Serial training and every distributed
+worker run this same loop; what differs is what happens to a gradient (step 7): the serial trainer applies
+it to θ, a worker pushes it to the parameter server. Resetting Q̂ (step 8) is the owner of θ's job.
+
+    loop = ExperienceLoop(cfg, q, q_hat, replay, rng, env_seed, env_steps=0)
+    loop.warm_up(n)            # the random-policy fill of D
+    while ...:
+        if loop.step():        # 1-4: act, execute, φ, store; True when a gradient is due
+            loss, grad = loop.gradient()   # 5-7: sample D, targets from Q̂, loss and ∇θ
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ddqn.config import Config
+from ddqn.dqn.qlearning import LinearSchedule, dqn_gradient, epsilon_greedy
+from ddqn.game import make_env
+from ddqn.game.frames import FrameStack
+from ddqn.net.qnet import QNetwork
+from ddqn.replay import LMDBReplayMemory, ReplayMemory
+from ddqn.replay.fill import fill_random
+
+
+class ExperienceLoop:
+    """One game, its frame stack φ, the replay memory D and the ε schedule, acting with Q.
+
+    Args:
+        cfg: the run configuration (game, ε schedule, γ, ``train_every``, Double DQN, error clipping).
+        q, q_hat: the online network Q (acts, gets the gradient) and the target network Q̂ (targets).
+        replay: D; this loop adds every transition it plays.
+        rng: draws the ε-greedy choices.
+        env_seed: seed of the game's first reset.
+        env_steps: steps this game's ε schedule has already run (a resumed or rejoining worker continues).
+    """
+
+    def __init__(self, cfg: Config, q: QNetwork, q_hat: QNetwork, replay: ReplayMemory | LMDBReplayMemory,
+                 rng: np.random.Generator, env_seed: int, env_steps: int = 0) -> None:
+        self.cfg, self.q, self.q_hat, self.replay, self.rng = cfg, q, q_hat, replay, rng
+        history, frame_size, _ = q.spec.state_shape
+        self.env = make_env(cfg, frame_size)
+        self.frames = FrameStack(history)
+        self.epsilon = LinearSchedule(cfg.eps_start, cfg.eps_end, cfg.eps_decay_steps)
+        self.env_steps = env_steps  # position in the ε schedule (and train_every's count)
+        self.episodes = 0  # finished in this loop
+        self.scores: list[int] = []  # of episodes finished since the last take_scores()
+        self._env_seed = env_seed
+        self.phi: np.ndarray | None = None  # current state, (history, H, W) uint8
+
+    def warm_up(self, transitions: int) -> int:
+        """Fill D with at least ``transitions`` random-policy transitions (whole episodes); returns the count."""
+        if transitions <= 0:
+            return 0
+        return fill_random(self.replay, transitions, self.cfg, self.q.spec.state_shape[1], self._env_seed)
+
+    def _new_episode(self, seed: int | None = None) -> None:
+        frame, _ = self.env.reset(seed=seed)
+        self.replay.start_episode(frame)
+        self.phi = self.frames.reset(frame)
+
+    def step(self) -> bool:
+        """Steps 1–4 of one env step; returns True when a gradient is due (every ``train_every`` steps)."""
+        if self.phi is None:
+            self._new_episode(self._env_seed)
+        eps = self.epsilon(self.env_steps)
+        a = epsilon_greedy(self.q, self.phi, eps, self.rng)  # 1. ε-greedy action
+        frame, r, terminated, truncated, info = self.env.step(a)  # 2. execute, observe r and x'
+        self.phi = self.frames.push(frame)  # 3. φ' from the last frames
+        self.replay.add(a, r, frame, terminated)  # 4. store the transition in D
+        self.env_steps += 1
+        if terminated or truncated:
+            self.episodes += 1
+            self.scores.append(int(info["score"]))
+            self._new_episode()
+        return self.env_steps % self.cfg.train_every == 0
+
+    def gradient(self) -> tuple[float, np.ndarray]:
+        """Steps 5–7: a uniform minibatch from D, targets from Q̂, then (loss, ∇θ flat float32, owned by Q)."""
+        batch = self.replay.sample(self.q.spec.batch_size)  # 5. sample D
+        return dqn_gradient(self.q, self.q_hat, batch, self.cfg.gamma,  # 6-7. targets, gradient
+                            double_dqn=self.cfg.double_dqn, error_clip=self.cfg.error_clip)
+
+    @property
+    def current_epsilon(self) -> float:
+        """ε for the next step."""
+        return self.epsilon(self.env_steps)
+
+    def take_scores(self) -> list[int]:
+        """Scores of the episodes finished since the last call."""
+        scores, self.scores = self.scores, []
+        return scores
