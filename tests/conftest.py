@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from ddqn.config import PROTOTXT_DIR
+
+PROTOTXT = PROTOTXT_DIR  # the shipped nets and solvers
+
 # A tiny net of the same family (conv → ReLU → pool → ip → ReLU → q, masked Euclidean loss), with
 # bias lr_mult 2 / decay_mult 0 so solver tests exercise the per-blob multipliers.
 TINY_NET = """
