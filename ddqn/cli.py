@@ -1,18 +1,25 @@
-"""The ``ddqn`` command. User errors print one line ``ddqn: error: …`` and exit 2, never a traceback."""
+"""The ``ddqn`` command. User errors print one line ``ddqn: error: …`` and exit 2, never a traceback.
+
+Ctrl-C or SIGTERM sets a stop flag (:class:`ddqn.stop.StopFlag`, installed by :func:`main` before anything
+heavy is imported); training, evaluation and play stop at their next step boundary, finish cleanly (training:
+a final snapshot) and exit 130. A second signal exits at once.
+"""
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from ddqn.errors import DDQNError, run_command
+from ddqn.stop import StopFlag, Stoppable, sleep_unless
+
+JOB_STOP_S = 120.0  # after Ctrl-C, how long `ddqn train --mode distributed` waits for spark-submit to end
 
 
-def _net_info(args: argparse.Namespace) -> None:
+def _net_info(args: argparse.Namespace, stop: Stoppable) -> None:
     """Validate a network (and optionally a solver) prototxt and print its flat parameter layout."""
     from ddqn.net.netspec import load_netspec  # noqa: PLC0415 - keep `ddqn --help` fast
     from ddqn.solvers.flat import load_solver_spec  # noqa: PLC0415
@@ -75,10 +82,10 @@ def _load_agent(args: argparse.Namespace):
     return cfg, q
 
 
-def _train(args: argparse.Namespace) -> int | None:
+def _train(args: argparse.Namespace, stop: Stoppable) -> int | None:
     """Train an agent; print where the snapshot and metrics went. Distributed: the exit code of the Spark job."""
     if args.mode == "distributed":
-        return _train_distributed(args)
+        return _train_distributed(args, stop)
     if args.workers is not None:
         raise DDQNError("--workers is for --mode distributed (serial training is one process)")
     from ddqn.config import load_config  # noqa: PLC0415
@@ -92,7 +99,7 @@ def _train(args: argparse.Namespace) -> int | None:
         config = config or str(out / "config.yaml")
     cfg = load_config(config, args.set)
     trainer = SerialTrainer(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
-    summary = trainer.train(steps=args.steps, minutes=args.minutes)
+    summary = trainer.train(steps=args.steps, minutes=args.minutes, stop=stop)  # Interrupted once stopped
     print(f"greedy score mean {summary['greedy_score_mean']:.2f} (median {summary['greedy_score_median']:.1f}, "
           f"max {summary['greedy_score_max']}) vs random policy {summary['random_score_mean']:.2f} "
           f"after {summary['env_steps']} env steps, {summary['train_minutes']:.1f} min")
@@ -141,11 +148,12 @@ def distributed_command(args: argparse.Namespace) -> list[str]:
     return cmd
 
 
-def _train_distributed(args: argparse.Namespace) -> int:
+def _train_distributed(args: argparse.Namespace, stop: Stoppable) -> int:
     """Run the Spark job in the foreground and return its exit code.
 
     Ctrl-C reaches the job directly (same foreground process group), so this process only waits on while the job
-    writes its final snapshot; ``subprocess.run`` would kill the job 0.25 s after the interrupt.
+    stops by itself (``subprocess.run`` would kill the job 0.25 s after the interrupt) — up to ``JOB_STOP_S``
+    seconds, then it terminates the job, and kills it 10 s later.
     """
     cmd = distributed_command(args)
     from ddqn.dist.cluster import spark_submit_env  # noqa: PLC0415
@@ -156,37 +164,57 @@ def _train_distributed(args: argparse.Namespace) -> int:
         proc = subprocess.Popen(cmd, env=env)
     except OSError as exc:
         raise DDQNError(f"{cmd[0]}: cannot run ({exc.strerror})") from exc
-    while True:
-        try:
-            code = proc.wait()
-            break
-        except KeyboardInterrupt:
-            continue  # the job got the same SIGINT and stops by itself, with a final snapshot
+    while proc.poll() is None and not sleep_unless(stop, 1.0):
+        pass  # the job runs for its budget (--minutes/--steps)
+    if proc.poll() is None:  # stopped
+        if getattr(stop, "signum", signal.SIGINT) != signal.SIGINT:
+            proc.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C, which reaches the job by itself, would
+        code = _stop_job(proc)
+    else:
+        code = proc.returncode
     return code if code >= 0 else 128 - code  # killed by signal N: 128 + N, as a shell reports it
 
 
-def _eval(args: argparse.Namespace) -> None:
+def _stop_job(proc: subprocess.Popen) -> int:
+    """Wait up to ``JOB_STOP_S`` for a stopping job; then SIGTERM, and SIGKILL 10 s later. Its exit code."""
+    try:
+        return proc.wait(timeout=JOB_STOP_S)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+    try:
+        return proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    try:
+        return proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        raise DDQNError(f"spark-submit (pid {proc.pid}) did not end after SIGKILL") from None
+
+
+def _eval(args: argparse.Namespace, stop: Stoppable) -> None:
     """Greedy score statistics of a weights file, beside the random policy's."""
+    import numpy as np  # noqa: PLC0415 - keep the time before main() installs its signal handlers short
+
     from ddqn.dqn.evaluation import evaluate_greedy, random_score  # noqa: PLC0415
 
     cfg, q = _load_agent(args)
-    scores = evaluate_greedy(q, cfg, args.episodes, args.seed)
-    rand = random_score(cfg, q.spec.state_shape[1], args.episodes, args.seed)
+    scores = evaluate_greedy(q, cfg, args.episodes, args.seed, stop=stop)  # Interrupted once stopped
+    rand = random_score(cfg, q.spec.state_shape[1], args.episodes, args.seed, stop=stop)
     print(f"greedy: mean {scores.mean():.2f}  median {np.median(scores):.1f}  max {scores.max()}  "
           f"over {args.episodes} episodes on {cfg.board_size}x{cfg.board_size}")
     print(f"random: mean {rand:.2f}")
 
 
-def _play(args: argparse.Namespace) -> None:
+def _play(args: argparse.Namespace, stop: Stoppable) -> None:
     """A greedy episode as a GIF, or animated in the terminal."""
     from ddqn.dqn.play import greedy_episode, play_terminal, write_gif  # noqa: PLC0415
 
     cfg, q = _load_agent(args)
     if args.gif:
-        shots, score = greedy_episode(q, cfg, args.seed)
+        shots, score = greedy_episode(q, cfg, args.seed, stop=stop)  # Interrupted once stopped
         print(f"score {score}, {len(shots)} frames: {write_gif(shots, args.gif)}")
     else:
-        print(f"score {play_terminal(q, cfg, args.seed)}")
+        print(f"score {play_terminal(q, cfg, args.seed, stop=stop)}")
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -247,11 +275,21 @@ def positive(kind: type):
     return parse
 
 
+def _stop_message(args: argparse.Namespace) -> str:
+    """The line the first Ctrl-C (or SIGTERM) prints, for this command."""
+    if args.command != "train":
+        return "interrupted: stopping"
+    if args.mode == "distributed":
+        return "interrupted: the Spark job stops its workers and writes a final snapshot"
+    return "interrupted: finishing this step, then a final snapshot"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ddqn`` console script."""
     args = build_parser().parse_args(argv)
     codes: list[int] = []  # a command may return an exit code (the Spark job's)
-    status = run_command("ddqn", lambda: codes.append(args.func(args) or 0))
+    with StopFlag(_stop_message(args)) as stop:
+        status = run_command("ddqn", lambda: codes.append(args.func(args, stop) or 0))
     return status or (codes[0] if codes else 0)
 
 

@@ -55,6 +55,7 @@ class Config:
     server_port: int = 0  # parameter-server TCP port on the driver (0: any free port)
     auth: str = "message"  # "message": MAC every payload; "connection": like spark.authenticate (ddqn.protocol)
     server_threads: int = 1  # driver cores one solver apply may use (bit-identical result; >1 for big nets)
+    max_grad_norm: float = 1.0e4  # the server drops a pushed gradient whose L2 norm exceeds this (per minibatch)
     # evaluation, logging, snapshots
     eval_every: int = 5_000  # env steps between greedy evaluations
     eval_episodes: int = 50
@@ -81,7 +82,7 @@ def _check(cfg: Config, source: str) -> Config:
 
     positive = ("board_size", "starve_steps", "replay_capacity", "eps_decay_steps", "target_update",
                 "train_every", "eval_every", "eval_episodes", "log_every", "snapshot_every", "workers",
-                "fetch_every", "push_every", "server_timeout", "server_threads")
+                "fetch_every", "push_every", "server_timeout", "server_threads", "max_grad_norm")
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise bad(name, "must be > 0")

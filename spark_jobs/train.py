@@ -4,17 +4,19 @@
                                      [--sync] [--resume] [--set KEY=VALUE ...]
 
 Without ``--master`` it runs on the embedded default ``local[*,4]`` (local mode that retries a failed task).
-User errors print one line ``train.py: error: …`` and exit 2.
+User errors print one line ``train.py: error: …`` and exit 2. Ctrl-C (SIGINT, which a terminal sends to
+spark-submit's JVM and this Python driver alike) or SIGTERM sets a stop flag: the driver stops its workers,
+writes a final snapshot, frees its port and exits 130. A second signal exits at once.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from pathlib import Path
 
 from ddqn.cli import positive
+from ddqn.stop import StopFlag
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,15 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     from ddqn.errors import run_command  # noqa: PLC0415 - after argparse, so --help is fast
 
-    signal.signal(signal.SIGTERM, _interrupt)  # spark-submit's JVM stops its Python driver with SIGTERM
-    return run_command("train.py", lambda: train(args))
+    with StopFlag("interrupted: stopping workers, then a final snapshot") as stop:
+        return run_command("train.py", lambda: train(args, stop))
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def train(args: argparse.Namespace) -> None:
+def train(args: argparse.Namespace, stop: StopFlag) -> None:
     """Run the job and print where the snapshot, metrics and GIF went."""
     from ddqn.config import load_config  # noqa: PLC0415
     from ddqn.dist.driver import Driver  # noqa: PLC0415
@@ -55,8 +53,8 @@ def train(args: argparse.Namespace) -> None:
     overrides = list(args.set) + ([f"workers={args.workers}"] if args.workers is not None else [])
     cfg = load_config(args.config or ("paper" if not args.resume else str(Path(args.out) / "config.yaml")), overrides)
     driver = Driver(cfg, args.out, sync=args.sync, resume=args.resume, progress=not args.quiet)
-    summary = driver.run(minutes=args.minutes if args.steps is None else None, steps=args.steps)
-    shots, score = greedy_episode(driver.q, cfg, seed=cfg.seed)
+    summary = driver.run(minutes=args.minutes if args.steps is None else None, steps=args.steps, stop=stop)
+    shots, score = greedy_episode(driver.q, cfg, seed=cfg.seed, stop=stop)
     gif = write_gif(shots, args.gif or Path(args.out) / "agent.gif")
     workers = "; ".join(
         f"{p}: {w['pushes']} pushes, {w['pushes'] / (60 * summary['minutes']):.1f} grads/s, "

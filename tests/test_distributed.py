@@ -190,14 +190,16 @@ def test_ctrl_c_stops_tasks_snapshots_and_frees_the_port(tmp_path: Path) -> None
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode != 0
+    assert proc.returncode == 130  # the JVM's own exit on SIGINT; the Python driver finishes its stop meanwhile
     assert lines.wait_for(r"interrupted: stopping workers", timeout=1), "".join(lines.lines[-30:])
-    state = json.loads((out / "server_state.json").read_text())  # the final snapshot
-    assert state["updates"] > 0 and np.isfinite(final_theta(out)).all()
     deadline = time.monotonic() + 30
     while _session_processes(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not _session_processes(proc.pid), _session_processes(proc.pid)  # no task or JVM left behind
+    # the stop flag's path ran to its end: the driver's own log (its stdout may have lost its reader, the JVM)
+    assert "interrupted: snapshot written to" in (out / "driver.log").read_text()
+    state = json.loads((out / "server_state.json").read_text())  # the final snapshot
+    assert state["updates"] > 0 and np.isfinite(final_theta(out)).all()
 
 
 def test_driver_killed_then_resumed_from_its_last_snapshot(tmp_path: Path) -> None:

@@ -17,10 +17,11 @@ import zmq
 from ddqn.dist import protocol as P
 from ddqn.dist.checkpointer import Checkpointer, restore
 from ddqn.dist.client import ServerClient, ServerGone
-from ddqn.dist.server import ParameterServer
+from ddqn.dist.server import ParameterServer, ServerOptions
 from ddqn.dist.stats import ServerStats
 from ddqn.dist.store import ParameterStore
 from ddqn.dist.sync import SyncRounds
+from ddqn.dist.zap import plain_client
 from ddqn.errors import DDQNError
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
@@ -36,7 +37,8 @@ def _server(spec, *, target_update: int = 1000, sync_workers: int = 0, prior: di
     store = ParameterStore(make_solver(parse_solver_spec(SOLVER, "s"), spec.params), theta, theta.copy(),
                            target_update)
     rounds = SyncRounds(spec.num_params, sync_workers) if sync_workers else None
-    return ParameterServer(store, P.new_secret(), rounds=rounds, stats=ServerStats(prior), **options).start()
+    options = ServerOptions(**{"partitions": 16, **options})
+    return ParameterServer(store, P.new_secret(), options, rounds=rounds, stats=ServerStats(prior)).start()
 
 
 @pytest.fixture
@@ -46,9 +48,12 @@ def server(tiny_net_file: Path):
     srv.close()
 
 
-def _raw(server: ParameterServer) -> zmq.Socket:
+def _raw(server: ParameterServer, token: bool = True) -> zmq.Socket:
+    """A raw DEALER to the server; with the connection token (what a worker derives from the secret) or not."""
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if token:
+        plain_client(sock, P.connection_token(server.secret))
     sock.connect(server.address)
     return sock
 
@@ -101,7 +106,9 @@ def test_rejoining_and_resumed_workers_continue_their_epsilon_schedule(tiny_net_
         assert first.prior_env_steps == 0
         first.stats([], env_steps=500, compute_s=0.0, comm_s=0.0)
         again = ServerClient(srv.address, srv.secret, 0, 1, spec.num_params, timeout=10)  # Spark's retry
-        assert again.prior_env_steps == 500 and srv.stats.view().workers[0].rejoins == 1
+        assert again.prior_env_steps == 500 and srv.stats.view().workers[0].rejoins == 0  # not proven yet
+        again.fetch()  # its first sealed message proves the key: now it replaces attempt 0
+        assert srv.stats.view().workers[0].rejoins == 1 and srv.stats.view().workers[0].attempt == 1
         other = ServerClient(srv.address, srv.secret, 1, 0, spec.num_params, timeout=10)
         assert other.prior_env_steps == 7000
         other.stats([], env_steps=30, compute_s=0.0, comm_s=0.0)
@@ -284,7 +291,7 @@ def test_driver_reads_a_consistent_copy_while_workers_join(tiny_net_file: Path) 
     """The driver's statistics (ServerStats.view) are one consistent copy even while HELLOs for new workers
     and their reports arrive: 10,000 reads, none fails, each one's totals agree with its per-worker counts."""
     spec = load_netspec(tiny_net_file)
-    srv = _server(spec, session_timeout=30)
+    srv = _server(spec, session_timeout=30, partitions=10_000)
     joined, stop = [], threading.Event()
 
     def join_workers() -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -91,24 +92,80 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
     _one_line_error(ddqn("train", "--resume", str(tmp_path / "nothing"), "--steps", "10"), "nothing to resume")
 
 
+CTRL_C_WINDOW_S = 8.0  # SIGINT lands uniformly in [0, 8] s after the run directory appears: trainer set-up, warm-up,
+# baseline, training steps, periodic evaluations and snapshots (every 100 / 150 env steps; 30-100 steps/s on 2 cores)
+
+
+def _ctrl_c_seed() -> int:
+    """DDQN_CTRL_C_SEED reproduces a run; otherwise a fresh seed, printed with the delay it gives."""
+    return int(os.environ.get("DDQN_CTRL_C_SEED") or random.SystemRandom().randrange(2**32))
+
+
 def test_ctrl_c_writes_a_final_snapshot(tmp_path: Path) -> None:
+    """SIGINT at a random moment: exit 130 within a bound, a final snapshot that loads, no traceback."""
+    seed = _ctrl_c_seed()
+    delay = random.Random(seed).uniform(0.0, CTRL_C_WINDOW_S)
+    case = f"DDQN_CTRL_C_SEED={seed}: SIGINT {delay:.3f} s after the run directory appeared"
+    print(case)
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "ddqn.cli", "train", *QUICK, "--steps", "1000000", "--out", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "ddqn.cli", "train", *QUICK, "--set", "eval_every=100",
+                             "--set", "snapshot_every=150", "--steps", "1000000", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not (out / "train.csv").exists() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-        assert (out / "train.csv").exists(), "training never started"
+        while not out.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        assert out.exists(), f"{case}: the trainer never started"
+        time.sleep(delay)
+        assert proc.poll() is None, f"{case}: ended before the signal"
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        sent = time.monotonic()
+        try:
+            stdout, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{case}: still running 60 s after SIGINT") from None
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, err
+    took = time.monotonic() - sent
+    assert proc.returncode == 130, (case, proc.returncode, err)
+    assert "Traceback" not in err, (case, err)
+    assert "interrupted: snapshot written to" in stdout, (case, stdout)
     state = json.loads((out / "trainer_state.json").read_text())
-    assert state["progress"]["env_steps"] >= 100
-    assert (out / state["model"]).is_file() and (out / state["solverstate"]).is_file()
+    assert (out / state["model"]).is_file() and (out / state["solverstate"]).is_file(), case
     spec = load_netspec(load_config("small").path("net"))
-    assert np.isfinite(load_caffemodel(out / state["model"], spec)).all()
+    assert np.isfinite(load_caffemodel(out / state["model"], spec)).all(), case
+    assert not (out / "summary.json").exists(), case  # an interrupted run does not evaluate or summarise
+    print(f"{case}: exit 130 {took:.2f} s after SIGINT, snapshot at env step {state['progress']['env_steps']}")
+
+
+def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
+    """Two SIGINTs 0.2 s apart during a long random warm-up fill (seconds, not a step boundary): the second one
+    ends the process at once, exit 130, no traceback."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "ddqn.cli", "train", *QUICK, "--set", "replay_capacity=600000",
+                             "--set", "replay_warmup=600000", "--steps", "1000000", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("tb/events.*")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.01)  # the TensorBoard file is created just before the fill (≥ 2 s for 600,000)
+        assert list(out.glob("tb/events.*")), "training never started"
+        time.sleep(0.2)  # into the fill: a first SIGINT before it would skip it and stop at once
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        assert proc.poll() is None, "the first SIGINT ended the process during the warm-up"
+        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        try:
+            _, err = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("still running 5 s after the second SIGINT") from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert "SIGINT again: exiting at once" in err and "Traceback" not in err, err
+    print(f"gone {time.monotonic() - sent:.2f} s after the second SIGINT")

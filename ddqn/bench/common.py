@@ -22,7 +22,7 @@ import numpy as np
 from ddqn.config import PROTOTXT_DIR
 from ddqn.dist import protocol
 from ddqn.dist.client import ServerClient
-from ddqn.dist.server import ParameterServer
+from ddqn.dist.server import ParameterServer, ServerOptions
 from ddqn.dist.store import ParameterStore
 from ddqn.dqn.qlearning import dqn_gradient
 from ddqn.net.netspec import NetSpec, load_netspec
@@ -91,12 +91,15 @@ def solver_spec(name: str) -> SolverSpec:
 
 # -- the parameter server under load -------------------------------------------------------------------------
 
+MAX_CLIENTS = 1024  # partitions (worker ids) the benchmark servers admit
+
+
 def start_server(spec: NetSpec, theta: np.ndarray, secret: bytes, auth: str = "message") -> ParameterServer:
     """A running parameter server on 127.0.0.1 (any free port) serving θ = ``theta`` (num_params float32, owned
     by the server from now on) with the shipped AdaGrad solver; θ⁻ never changes."""
     store = ParameterStore(make_solver(solver_spec(SERVER_SOLVER), spec.params), theta, theta.copy(),
                            target_update=10**9)
-    return ParameterServer(store, secret, auth=auth).start()
+    return ParameterServer(store, secret, ServerOptions(auth=auth, partitions=MAX_CLIENTS)).start()
 
 
 def _client(address: str, secret: bytes, worker: int, n: int, seconds: float, auth: str, ready: Any,

@@ -13,6 +13,7 @@ import numpy as np
 import zmq
 
 from ddqn.dist import protocol as P
+from ddqn.dist.zap import plain_client
 
 
 class ServerGone(RuntimeError):
@@ -42,6 +43,7 @@ class ServerClient:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDTIMEO, self.timeout_ms)
         self._sock.setsockopt(zmq.MAXMSGSIZE, 2 * num_params * 4 + 4096)
+        plain_client(self._sock, P.connection_token(secret))  # the server's ZAP handler admits this connection
         self._sock.connect(address)
         self.prior_env_steps = 0  # env steps this partition played before (earlier attempts, resumed runs)
         self._session = self._hello(secret)

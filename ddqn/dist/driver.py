@@ -8,12 +8,16 @@ process) and snapshots every ``snapshot_every`` — env steps summed over all wo
 It stops its tasks when the budget is spent, on Ctrl-C, or on an error, and frees its port.
 
     run():  start server → start job → watch → finish
+
+Ctrl-C and SIGTERM only set a stop flag (:mod:`ddqn.stop`, installed by ``spark_jobs/train.py``); the watch loop
+sees it within 50 ms, and the driver then tells the workers to stop, writes a final snapshot (first: on Ctrl-C
+spark-submit's JVM exits within a second, and the snapshot needs nothing from it), waits up to 15 s for the
+tasks, cancels them, closes the server's port and raises :class:`~ddqn.errors.Interrupted` (exit code 130).
 """
 from __future__ import annotations
 
 import json
 import logging
-import signal
 import threading
 import time
 from collections import deque
@@ -27,17 +31,18 @@ from ddqn.dist import protocol
 from ddqn.dist.checkpointer import Checkpointer, restore
 from ddqn.dist.evaluator import BackgroundEvaluator, EvalResult
 from ddqn.dist.job import JobSpec
-from ddqn.dist.server import ParameterServer
+from ddqn.dist.server import ParameterServer, ServerOptions
 from ddqn.dist.spark import WorkerJob, driver_host, spark_context
 from ddqn.dist.stats import ServerStats, StatsView
 from ddqn.dist.store import ParameterStore
 from ddqn.dist.sync import SyncRounds
 from ddqn.dqn.evaluation import eval_row, evaluate, random_score, score_summary
-from ddqn.errors import DDQNError
+from ddqn.errors import DDQNError, Interrupted
 from ddqn.metrics import MetricsLogger
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.solvers.flat import load_solver_spec, make_solver
+from ddqn.stop import NEVER, Stoppable, sleep_unless
 
 log = logging.getLogger("ddqn.dist.driver")
 progress_log = logging.getLogger("ddqn.progress")  # driver.log only: the terminal has the bar
@@ -45,13 +50,45 @@ progress_log.propagate = False
 LOG_FILE = "driver.log"  # the full progress lines and the server's log, in the run directory
 RATE_WINDOW_S = 30.0  # rates on the progress bar are over this window
 POLL_S = 0.5
+SPARK_START_S = 300.0  # bound on creating the SparkContext
+STOP_JOIN_S = 15.0  # after a stop, how long the tasks get to end by themselves before they are cancelled
 
 
-def _ignore_signals() -> None:
-    """Let the driver finish its clean-up (snapshot, stop tasks, close the port) once it was interrupted."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def _start_spark(stop: Stoppable):
+    """The SparkContext, created in a helper thread; :class:`Interrupted` if ``stop`` is set meanwhile.
+
+    Created in the main thread, pyspark's SparkContext replaces the SIGINT handler with its own, which raises
+    KeyboardInterrupt wherever the main thread happens to be; from another thread it leaves the stop flag's
+    handler in place.
+    """
+    made: list = []
+
+    def create() -> None:
+        try:
+            made.append(spark_context("ddqn"))
+        except BaseException as exc:  # raised again in the calling thread
+            made.append(exc)
+
+    thread = threading.Thread(target=create, name="ddqn-spark-context", daemon=True)
+    thread.start()
+    end = time.monotonic() + SPARK_START_S
+    while thread.is_alive():
+        if stop.is_set():
+            raise Interrupted()
+        if time.monotonic() > end:
+            raise DDQNError(f"Spark did not start within {SPARK_START_S:.0f} s")
+        thread.join(timeout=0.05)
+    if isinstance(made[0], BaseException):
+        raise made[0]
+    return made[0]
+
+
+def _say(line: str) -> None:
+    """Print a line; on Ctrl-C spark-submit's JVM, the reader of our stdout, may already be gone."""
+    try:
+        print(line, flush=True)
+    except OSError:
+        pass
 
 
 class _Every:
@@ -93,40 +130,46 @@ class Driver:
         self.checkpointer = Checkpointer(self.out, self.spec, self.store, self.stats)
         self.start_updates = self.store.version  # server updates before this run (> 0 after --resume)
 
-    def run(self, minutes: float | None = None, steps: int | None = None) -> dict:
-        """Train until ``minutes`` of wall clock or ``steps`` env steps over all workers; return a summary."""
+    def run(self, minutes: float | None = None, steps: int | None = None, stop: Stoppable = NEVER) -> dict:
+        """Train until ``minutes`` of wall clock or ``steps`` env steps over all workers; return a summary.
+
+        Once ``stop`` is set: stop the tasks, write a final snapshot, free the port, raise :class:`Interrupted`.
+        """
         cfg = self.cfg
         save_config(cfg, self.out / "config.yaml")
-        sc = spark_context("ddqn")
-        if sc.defaultParallelism < cfg.workers:
-            raise DDQNError(f"workers: {cfg.workers} worker tasks need {cfg.workers} task slots at once; "
-                            f"the Spark master {sc.master} offers {sc.defaultParallelism}")
-        # the random-policy baseline first: nothing may run between starting the server and its try/finally
-        baseline = random_score(cfg, self.spec.state_shape[1], cfg.eval_episodes, cfg.seed)
+        try:
+            sc = _start_spark(stop)
+            if sc.defaultParallelism < cfg.workers:
+                raise DDQNError(f"workers: {cfg.workers} worker tasks need {cfg.workers} task slots at once; "
+                                f"the Spark master {sc.master} offers {sc.defaultParallelism}")
+            # the random-policy baseline first: nothing may run between starting the server and its try/finally
+            baseline = random_score(cfg, self.spec.state_shape[1], cfg.eval_episodes, cfg.seed, stop=stop)
+        except Interrupted:
+            self._snapshot_interrupted()
+            raise
         secret = protocol.new_secret()
-        server = ParameterServer(self.store, secret, host=driver_host(sc), port=cfg.server_port,
-                                 rounds=SyncRounds(self.spec.num_params, cfg.workers) if self.sync else None,
-                                 session_timeout=max(10.0, 2 * cfg.server_timeout), auth=cfg.auth,
-                                 stats=self.stats).start()
+        options = ServerOptions(host=driver_host(sc), port=cfg.server_port, auth=cfg.auth, partitions=cfg.workers,
+                                session_timeout=max(10.0, 2 * cfg.server_timeout), max_grad_norm=cfg.max_grad_norm)
+        server = ParameterServer(self.store, secret, options, stats=self.stats,
+                                 rounds=SyncRounds(self.spec.num_params, cfg.workers) if self.sync else None).start()
         job = WorkerJob(sc, JobSpec(self.spec.text, self.spec.source, cfg.to_dict(), server.address,
                                     secret.hex()).to_json(), cfg.workers)
         evaluator = BackgroundEvaluator(self.spec.text, self.spec.source, cfg.to_dict())
         start = time.monotonic()
         metrics = MetricsLogger(self.out)
         file_log = _file_log(self.out / LOG_FILE)
+        interrupted = False
         try:
             job.start()
-            self._watch(server, job, evaluator, metrics, baseline, start, minutes, steps)
-            server.request_stop()
-            job.join(timeout=cfg.server_timeout + 60)
-        except KeyboardInterrupt:
-            _ignore_signals()  # Ctrl-C reaches spark-submit's JVM too, which then sends us SIGTERM
-            print("\ninterrupted: stopping workers", flush=True)
-            server.request_stop()
-            model = self.checkpointer.snapshot()  # first: it needs nothing from Spark, whose JVM may be going down
-            print(f"snapshot written to {model}", flush=True)
-            job.join(timeout=15)
-            raise
+            self._watch(server, job, evaluator, metrics, baseline, start, minutes, steps, stop)
+            server.request_stop()  # the workers finish their step, report and end
+            end = time.monotonic() + cfg.server_timeout + 60
+            while not job.join(timeout=0.05) and not stop.is_set() and time.monotonic() < end:
+                pass
+            if stop.is_set():
+                interrupted = True
+                self._snapshot_interrupted()  # first: it needs nothing from Spark, whose JVM may be going down
+                job.join(timeout=STOP_JOIN_S)  # the workers were told to stop; then cancel() below
         finally:
             job.cancel()
             server.close()
@@ -136,23 +179,32 @@ class Driver:
                 logging.getLogger(name).removeHandler(file_log)
             file_log.close()
             self._write_workers(job.results)
+        if interrupted:
+            raise Interrupted()
         if job.error is not None:
             self.checkpointer.snapshot()
             raise DDQNError(f"the Spark job failed: {str(job.error).splitlines()[0][:300]}")
-        return self._finish(job.results, baseline, time.monotonic() - start)
+        return self._finish(job.results, baseline, time.monotonic() - start, stop)
+
+    def _snapshot_interrupted(self) -> Path:
+        """The final snapshot of a stopped run, and where it went (terminal and driver.log)."""
+        model = self.checkpointer.snapshot()
+        progress_log.info("interrupted: snapshot written to %s", model)
+        _say(f"\ninterrupted: snapshot written to {model}")
+        return model
 
     def _watch(self, server: ParameterServer, job: WorkerJob, evaluator: BackgroundEvaluator,
                metrics: MetricsLogger, baseline: float, start: float, minutes: float | None,
-               steps: int | None) -> None:
-        """Until the budget is spent or the job ends: progress bar, metric rows, evaluations, snapshots."""
+               steps: int | None, stop: Stoppable) -> None:
+        """Until the budget is spent, the job ends or ``stop`` is set: progress bar, metric rows, evaluations,
+        snapshots. ``stop`` is looked at every 50 ms."""
         cfg = self.cfg
         deadline = start + 60 * minutes if minutes else float("inf")
         log_due, eval_due, snap_due = _Every(cfg.log_every), _Every(cfg.eval_every), _Every(cfg.snapshot_every)
         window: deque[tuple[float, int, int]] = deque()  # (time, updates, env steps) over RATE_WINDOW_S
         last_line = start
         with tqdm(total=steps, unit="step", dynamic_ncols=True, disable=not self.progress) as bar:
-            while job.running():
-                time.sleep(POLL_S)
+            while job.running() and not sleep_unless(stop, POLL_S):
                 now, view, version = time.monotonic(), self.stats.view(), self.store.version
                 env_steps = view.env_steps
                 window.append((now, version, env_steps))
@@ -198,11 +250,15 @@ class Driver:
                   "updates": self.store.version, "results": results}
         (self.out / "workers.json").write_text(json.dumps(record, indent=2, default=float))
 
-    def _finish(self, results: list, baseline: float, wall_s: float) -> dict:
+    def _finish(self, results: list, baseline: float, wall_s: float, stop: Stoppable) -> dict:
         model = self.checkpointer.snapshot()
         state = self.store.copy()
         self.q.set_params(state.theta)
-        scores = evaluate(self.q, self.cfg)
+        try:
+            scores = evaluate(self.q, self.cfg, stop)
+        except Interrupted:  # stopped during the final evaluation: the snapshot above is the final one
+            _say(f"\ninterrupted: snapshot written to {model}")
+            raise
         view = self.stats.view()
         with MetricsLogger(self.out) as metrics:
             metrics.log("eval", view.env_steps, eval_row(scores, baseline, state.version), wall_s)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import signal
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +29,8 @@ class EvalResult:
 
 
 def _serve(net_text: str, net_source: str, config: dict, tasks: mp.Queue, results: mp.Queue) -> None:
-    """The child: evaluate each θ it receives until it receives None."""
+    """The child: evaluate each θ it receives until it receives None (the driver handles Ctrl-C and ends it)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal signals the whole process group
     os.nice(NICE)
     from ddqn.config import make_config  # noqa: PLC0415 - imported in the child only
     from ddqn.dqn.evaluation import evaluate  # noqa: PLC0415

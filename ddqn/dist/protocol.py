@@ -16,9 +16,11 @@ with its own random nonce, also HMAC-tagged. Both derive a fresh session key
 ``HMAC(secret, "ddqn-session" ‖ client_nonce ‖ server_nonce)``; every later message in either direction is
 tagged with AES-GMAC under that key (AES-GCM with the message as associated data), its nonce built from the
 direction and the session's strictly increasing sequence number, so a message cannot be forged, altered,
-replayed or reflected. A peer without the secret can connect and send bytes, which the server drops and
-counts; it cannot open a session, push a gradient, read θ or stop anything. Payloads are not encrypted
-(θ and gradients are not secret here); use Spark's own network encryption for the job's broadcast.
+replayed or reflected. Before any of this, a connection must present :func:`connection_token` (ZeroMQ
+PLAIN, checked by ``ddqn.dist.zap``), so a peer without it cannot get a message read at all; one that
+learned the token but lacks the secret can send bytes, which the server drops and counts; it cannot open a
+session, push a gradient, read θ or stop anything. Payloads are not encrypted (θ and gradients are not
+secret here); use Spark's own network encryption for the job's broadcast.
 
 ``auth: connection`` (config) authenticates the connection instead of each payload, as Spark's own
 ``spark.authenticate`` does: the handshake is the same and every header is still sealed (type, versions,
@@ -44,7 +46,8 @@ from ddqn.config import AUTH_MODES
 
 MAGIC = b"DDQN"
 VERSION = 1
-HEADER = struct.Struct("<4sBBHIHHQQQI4x")  # magic, protocol, type, flags, worker, attempt, pad, seq, version, aux, nbytes
+# magic, protocol version, type, flags, worker, attempt, pad, seq, θ version, aux, payload bytes
+HEADER = struct.Struct("<4sBBHIHHQQQI4x")
 TAG_BYTES = 16
 NONCE_BYTES = 16
 MAX_JSON = 64 * 1024
@@ -60,8 +63,39 @@ F_THETA, F_TARGET, F_STOP = 1, 2, 4
 NO_VERSION = 2**64 - 1  # FETCH from a worker that holds no parameters yet
 
 
+# Why a message was dropped: the server counts drops under these keys and no others (summary.json "dropped").
+DROP_REASONS = (
+    "malformed",  # frame count or sizes, header (size, magic, protocol version, type), payload length
+    "unauthenticated",  # HMAC/GMAC tag does not verify, or the header differs from its sealed copy
+    "unauthenticated connection",  # refused by ZAP: no connection token (never reaches the server thread)
+    "replayed",  # sequence number not above the last one received
+    "bad json",  # not JSON, over MAX_JSON, nested too deep, or not an object
+    "bad hello",  # authentic HELLO with a wrong model size, auth mode, pid, host or partition
+    "stale attempt",  # a session for an older task attempt than the partition's live one
+    "wrong worker",  # message names another worker than its session
+    "unexpected type",
+    "wrong size",  # gradient of the wrong length
+    "not finite",  # gradient with NaN or ±inf
+    "too large",  # gradient L2 norm over the limit (max_grad_norm)
+    "future version",  # gradient computed on a version the server never had
+    "stale round",  # sync mode: gradient for another round
+    "bad stats",  # STATS fields of the wrong type or out of bounds
+    "receive error",
+    "server error",  # a bug; logged with its traceback
+)
+
+
 class ProtocolError(ValueError):
-    """A message is malformed, oversized, of the wrong size, or fails authentication."""
+    """A message is malformed, oversized, of the wrong size, or fails authentication.
+
+    ``reason`` is one of :data:`DROP_REASONS` (what the server counts); the message text may carry details.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        if reason not in DROP_REASONS:
+            raise ValueError(f"unknown drop reason {reason!r}")
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -106,15 +140,21 @@ def new_secret() -> bytes:
     return os.urandom(32)
 
 
+def connection_token(secret: bytes) -> bytes:
+    """The ZeroMQ PLAIN password every connection must present (checked by the server's ZAP handler before a
+    single message is read): derived from the secret, which it does not reveal."""
+    return hmac.new(secret, b"ddqn-connection-token", hashlib.sha256).hexdigest()[:32].encode()
+
+
 def parse_header(frame: bytes) -> Header:
     """Decode and sanity-check a header frame (size, magic, version, type)."""
     if len(frame) != HEADER.size:
-        raise ProtocolError(f"header of {len(frame)} bytes, expected {HEADER.size}")
+        raise ProtocolError("malformed", f"header of {len(frame)} bytes, expected {HEADER.size}")
     magic, protocol, kind, flags, worker, attempt, _, seq, version, aux, nbytes = HEADER.unpack(frame)
     if magic != MAGIC or protocol != VERSION:
-        raise ProtocolError("bad magic or protocol version")
+        raise ProtocolError("malformed", "bad magic or protocol version")
     if kind not in TYPE_NAMES:
-        raise ProtocolError(f"unknown message type {kind}")
+        raise ProtocolError("malformed", f"unknown message type {kind}")
     return Header(kind, flags, worker, attempt, seq, version, aux, nbytes)
 
 
@@ -131,20 +171,20 @@ def encode_json(obj: dict[str, Any]) -> bytes:
     """A small JSON payload (HELLO/WELCOME/STATS); refuses anything over MAX_JSON bytes."""
     data = json.dumps(obj, separators=(",", ":")).encode()
     if len(data) > MAX_JSON:
-        raise ProtocolError(f"JSON payload of {len(data)} bytes exceeds {MAX_JSON}")
+        raise ProtocolError("bad json", f"JSON payload of {len(data)} bytes exceeds {MAX_JSON}")
     return data
 
 
 def decode_json(payload: bytes) -> dict[str, Any]:
     """Parse a JSON payload; a non-object or oversized payload is a ProtocolError."""
     if len(payload) > MAX_JSON:
-        raise ProtocolError("JSON payload too large")
+        raise ProtocolError("bad json", "JSON payload too large")
     try:
         obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError("payload is not valid JSON") from exc
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
+        raise ProtocolError("bad json", "payload is not valid JSON") from exc
     if not isinstance(obj, dict):
-        raise ProtocolError("JSON payload must be an object")
+        raise ProtocolError("bad json", "JSON payload must be an object")
     return obj
 
 
@@ -159,19 +199,19 @@ def open_handshake(secret: bytes, frames: list[bytes], want: int) -> tuple[Heade
     """Check a HELLO/WELCOME (type ``want``) and its HMAC tag; return header and payload."""
     header, payload = _split(frames, TAG_BYTES)
     if header.type != want:
-        raise ProtocolError(f"expected {TYPE_NAMES[want]}, got {TYPE_NAMES[header.type]}")
+        raise ProtocolError("unexpected type", f"expected {TYPE_NAMES[want]}, got {TYPE_NAMES[header.type]}")
     if not hmac.compare_digest(bytes(frames[2]), _hmac_tag(secret, bytes(frames[0]), bytes(payload))):
-        raise ProtocolError("handshake tag does not verify (wrong secret?)")
+        raise ProtocolError("unauthenticated", "handshake tag does not verify (wrong secret?)")
     return header, bytes(payload)
 
 
 def _split(frames: list, tag_bytes: int) -> tuple[Header, memoryview]:
     if len(frames) != 3 or memoryview(frames[2]).nbytes != tag_bytes:
-        raise ProtocolError(f"expected 3 frames [header, payload, tag of {tag_bytes} bytes]")
+        raise ProtocolError("malformed", f"expected 3 frames [header, payload, tag of {tag_bytes} bytes]")
     header = parse_header(bytes(frames[0]))
     payload = _bytes_view(frames[1])
     if payload.nbytes != header.nbytes:
-        raise ProtocolError(f"payload of {payload.nbytes} bytes, header says {header.nbytes}")
+        raise ProtocolError("malformed", f"payload of {payload.nbytes} bytes, header says {header.nbytes}")
     return header, payload
 
 
@@ -214,14 +254,14 @@ class Session:
         """
         header, payload = _split(frames, HEADER.size + TAG_BYTES)
         if header.seq <= self.received:
-            raise ProtocolError(f"replayed or reordered message (seq {header.seq} <= {self.received})")
+            raise ProtocolError("replayed", f"seq {header.seq} <= {self.received}")
         try:
             sealed = self._aead.decrypt(self._nonce(self._in, header.seq), bytes(frames[2]),
                                         payload if self._mac_payload else None)
         except InvalidTag as exc:
-            raise ProtocolError("message tag does not verify") from exc
+            raise ProtocolError("unauthenticated", "message tag does not verify") from exc
         if not hmac.compare_digest(sealed, bytes(frames[0])):
-            raise ProtocolError("message header does not match its sealed copy")
+            raise ProtocolError("unauthenticated", "message header does not match its sealed copy")
         self.received = header.seq
         return header, payload
 

@@ -14,9 +14,11 @@ in :class:`~ddqn.dist.sessions.SessionTable`; snapshots are the driver's (:mod:`
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import zmq
@@ -27,9 +29,36 @@ from ddqn.dist.sessions import Session, SessionTable
 from ddqn.dist.stats import ServerStats
 from ddqn.dist.store import ParameterStore
 from ddqn.dist.sync import SyncRounds
+from ddqn.dist.zap import ZapHandler, plain_server
 from ddqn.solvers import kernels
 
 log = logging.getLogger("ddqn.dist.server")
+REFUSED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+           | zmq.EVENT_HANDSHAKE_FAILED_AUTH)  # a connection without the token (or not speaking ZMTP)
+SEND_QUEUE = 4  # replies ZeroMQ may hold for one connection (an honest worker has one request in flight)
+RECV_QUEUE = 16  # messages ZeroMQ may hold from one connection before the server thread reads them
+MAX_SCORES = 10_000  # episode scores in one STATS report (a worker reports every 2 s)
+MAX_COUNT = 10**12  # bound of every STATS count and second total
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Where and how the server listens, and what it accepts.
+
+    Args:
+        host, port: the address to bind (the driver's own; 127.0.0.1 for local runs); port 0 = any free port.
+        session_timeout: seconds of silence after which a worker's session is dropped.
+        auth: ``"message"`` (every payload MAC'd) or ``"connection"`` (see ``ddqn.dist.protocol``).
+        partitions: the job's worker partitions; a HELLO for another partition is refused.
+        max_grad_norm: a gradient whose L2 norm exceeds this is dropped ("too large"), never applied.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    session_timeout: float = 120.0
+    auth: str = "message"
+    partitions: int = 1
+    max_grad_norm: float = math.inf
 
 
 class ParameterServer:
@@ -38,39 +67,43 @@ class ParameterServer:
     Args:
         store: θ, θ⁻ and the solver (the server thread applies gradients to it).
         secret: the per-run secret (``protocol.new_secret``).
-        host, port: the address to bind (the driver's own; 127.0.0.1 for local runs); port 0 = any free port.
+        options: address, timeouts and limits (:class:`ServerOptions`).
         rounds: synchronous rounds (the baseline), or None for asynchronous updates.
-        session_timeout: seconds of silence after which a worker's session is dropped.
-        auth: ``"message"`` (every payload MAC'd) or ``"connection"`` (see ``ddqn.dist.protocol``).
         stats: the counters (with env steps restored by ``--resume``); a fresh one by default.
     """
 
-    def __init__(self, store: ParameterStore, secret: bytes, *, host: str = "127.0.0.1", port: int = 0,
-                 rounds: SyncRounds | None = None, session_timeout: float = 120.0, auth: str = "message",
-                 stats: ServerStats | None = None) -> None:
-        if auth not in AUTH_MODES:
-            raise ValueError(f"auth must be one of {AUTH_MODES}, got {auth!r}")
-        self.store, self.secret, self.auth, self.rounds = store, secret, auth, rounds
+    def __init__(self, store: ParameterStore, secret: bytes, options: ServerOptions = ServerOptions(), *,
+                 rounds: SyncRounds | None = None, stats: ServerStats | None = None) -> None:
+        if options.auth not in AUTH_MODES:
+            raise ValueError(f"auth must be one of {AUTH_MODES}, got {options.auth!r}")
+        self.store, self.secret, self.options, self.auth, self.rounds = store, secret, options, options.auth, rounds
         self.stats = stats or ServerStats()
-        self.sessions = SessionTable(session_timeout)
+        self.sessions = SessionTable(options.session_timeout)
         self.nbytes = store.num_params * 4
         self.stopping = threading.Event()
         self._grad = np.empty(store.num_params, np.float32)
+        self._max_norm_sq = options.max_grad_norm ** 2
         self._ctx = zmq.Context()
+        self._zap = ZapHandler(self._ctx, P.connection_token(secret)).start()
         self._sock = self._ctx.socket(zmq.ROUTER)
+        plain_server(self._sock)  # no connection without the run's token gets a message through
+        self._refusals = self._sock.get_monitor_socket(REFUSED)  # handshakes that failed: counted
         self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.MAXMSGSIZE, self.nbytes + 4096)  # larger frames never reach us
-        if port:
-            self._sock.bind(f"tcp://{host}:{port}")
-            self.port = port
+        largest = max(self.nbytes, P.NONCE_BYTES + P.MAX_JSON)  # a gradient, or a HELLO/STATS
+        self._sock.setsockopt(zmq.MAXMSGSIZE, largest + 4096)  # a larger frame ends its connection
+        self._sock.setsockopt(zmq.SNDHWM, SEND_QUEUE)  # replies beyond it are dropped by ZeroMQ, not queued
+        self._sock.setsockopt(zmq.RCVHWM, RECV_QUEUE)
+        if options.port:
+            self._sock.bind(f"tcp://{options.host}:{options.port}")
+            self.port = options.port
         else:
-            self.port = self._sock.bind_to_random_port(f"tcp://{host}")
-        self.address = f"tcp://{host}:{self.port}"
+            self.port = self._sock.bind_to_random_port(f"tcp://{options.host}")
+        self.address = f"tcp://{options.host}:{self.port}"
         self._thread = threading.Thread(target=self._serve, name="ddqn-parameter-server", daemon=True)
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> "ParameterServer":
+    def start(self) -> ParameterServer:
         """Start serving in a background thread."""
         self._thread.start()
         return self
@@ -87,7 +120,10 @@ class ParameterServer:
         self._closed = True
         if self._thread.is_alive():
             self._thread.join(timeout=grace + 2)
+        self._sock.disable_monitor()
+        self._refusals.close(linger=0)
         self._sock.close(linger=0)
+        self._zap.close()
         self._ctx.term()
 
     def live_workers(self) -> int:
@@ -98,9 +134,16 @@ class ParameterServer:
     def _serve(self) -> None:
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
+        poller.register(self._refusals, zmq.POLLIN)
         while not self._closed:
-            if not poller.poll(100):
+            ready = dict(poller.poll(100))
+            if not ready:
                 self._expire_sessions()
+                continue
+            if self._refusals in ready:
+                self._refusals.recv_multipart()
+                self.stats.dropped("unauthenticated connection")
+            if self._sock not in ready:
                 continue
             t = time.perf_counter()
             try:
@@ -108,11 +151,12 @@ class ParameterServer:
             except zmq.ZMQError:
                 self.stats.dropped("receive error")
                 continue
-            ident, body = frames[0].bytes, frames[1:]
             try:
-                self._handle(ident, body)
+                if len(frames) != 4:  # identity + [header, payload, tag]: counted before any frame is copied
+                    raise P.ProtocolError("malformed", f"{len(frames) - 1} frames")
+                self._handle(frames[0].bytes, frames[1:])
             except P.ProtocolError as exc:
-                self.stats.dropped(str(exc).split(" (")[0][:60])
+                self.stats.dropped(exc.reason)
             except Exception:  # a bug must not take the server (and every worker) down
                 log.exception("error while handling a message")
                 self.stats.dropped("server error")
@@ -121,11 +165,15 @@ class ParameterServer:
     def _handle(self, ident: bytes, body: list) -> None:
         session = self.sessions.get(ident)
         if session is None:
+            if len(body[1]) > P.NONCE_BYTES + P.MAX_JSON or len(body[0]) != P.HEADER.size:
+                raise P.ProtocolError("malformed", "not a HELLO")
             self._hello(ident, [f.bytes for f in body])
             return
         header, payload = session.crypto.open(body)
         if header.worker != session.partition or header.attempt != session.attempt:
-            raise P.ProtocolError("message names another worker than its session")
+            raise P.ProtocolError("wrong worker")
+        if not session.proven:
+            self._admit(ident)
         session.last_seen = time.monotonic()
         self.stats.seen(session.partition)
         if header.type == P.FETCH:
@@ -137,7 +185,7 @@ class ParameterServer:
         elif header.type == P.BYE:
             self.sessions.close(ident)
         else:
-            raise P.ProtocolError(f"unexpected {P.TYPE_NAMES[header.type]} from a worker")
+            raise P.ProtocolError("unexpected type", f"{P.TYPE_NAMES[header.type]} from a worker")
 
     def _send(self, ident: bytes, frames: list) -> None:
         self._sock.send_multipart([ident, *frames], copy=False)
@@ -146,27 +194,42 @@ class ParameterServer:
         return P.F_STOP if self.stopping.is_set() else 0
 
     def _hello(self, ident: bytes, frames: list[bytes]) -> None:
+        """An authentic HELLO offers a session (WELCOME answers it); nothing live changes until it proves the key."""
         header, payload = P.open_handshake(self.secret, frames, P.HELLO)
         if len(payload) < P.NONCE_BYTES:
-            raise P.ProtocolError("HELLO without a nonce")
-        client_nonce, meta = payload[:P.NONCE_BYTES], P.decode_json(payload[P.NONCE_BYTES:])
-        if meta.get("num_params") != self.store.num_params:
-            raise P.ProtocolError("HELLO for another model size")
+            raise P.ProtocolError("bad hello", "no nonce")
+        client_nonce = payload[:P.NONCE_BYTES]
+        if not self.sessions.fresh(client_nonce):
+            raise P.ProtocolError("replayed", "HELLO seen before")
+        meta = P.decode_json(payload[P.NONCE_BYTES:])
+        pid, host = meta.get("pid", 0), meta.get("host", "")
+        if not 0 <= header.worker < self.options.partitions:
+            raise P.ProtocolError("bad hello", f"partition {header.worker} is not one of the job's")
+        if meta.get("num_params") != self.store.num_params or isinstance(meta.get("num_params"), bool):
+            raise P.ProtocolError("bad hello", "another model size")
         if meta.get("auth", "message") != self.auth:
-            raise P.ProtocolError("HELLO for another auth mode")
+            raise P.ProtocolError("bad hello", "another auth mode")
+        if not (type(pid) is int and 0 <= pid < 2**31 and isinstance(host, str) and len(host) <= 255):
+            raise P.ProtocolError("bad hello", "pid must be an integer and host a short string")
         server_nonce = os.urandom(P.NONCE_BYTES)
         key = P.session_key(self.secret, client_nonce, server_nonce)
-        self.sessions.open(ident, P.Session(key, outbound=1, auth=self.auth), header.worker, header.attempt)
-        pid, host = int(meta.get("pid", 0)), str(meta.get("host", ""))
-        rejoin, played = self.stats.joined(header.worker, header.attempt, pid, host)
-        if rejoin:
-            log.warning("worker %d rejoined (attempt %d, pid %s on %s): its replay memory is regenerated",
-                        header.worker, header.attempt, pid, host)
-        else:
-            log.info("worker %d joined (attempt %d, pid %s on %s)", header.worker, header.attempt, pid, host)
-        reply = server_nonce + P.encode_json({"num_params": self.store.num_params, "env_steps": played})
+        self.sessions.offer(ident, P.Session(key, outbound=1, auth=self.auth), header.worker, header.attempt,
+                            pid, host)
+        reply = server_nonce + P.encode_json({"num_params": self.store.num_params,
+                                              "env_steps": self.stats.played_of(header.worker)})
         self._send(ident, P.seal_handshake(self.secret, P.WELCOME, header.worker, header.attempt, reply,
                                            self.store.version, self.store.target_version))
+
+    def _admit(self, ident: bytes) -> None:
+        """The first sealed message of an offered session verified: it becomes the partition's live session."""
+        session = self.sessions.promote(ident)
+        rejoin, _ = self.stats.joined(session.partition, session.attempt, session.pid, session.host)
+        if rejoin:
+            log.warning("worker %d rejoined (attempt %d, pid %s on %s): its replay memory is regenerated",
+                        session.partition, session.attempt, session.pid, session.host)
+        else:
+            log.info("worker %d joined (attempt %d, pid %s on %s)", session.partition, session.attempt,
+                     session.pid, session.host)
 
     def _fetch(self, ident: bytes, session: Session, header: P.Header) -> None:
         if self.rounds and not self.stopping.is_set() and self.rounds.holds_fetch(session, self.store.version):
@@ -176,35 +239,38 @@ class ParameterServer:
 
     def _send_params(self, ident: bytes, session: Session, have: int, have_target: int) -> None:
         """PARAMS with θ if the worker's version is not current and θ⁻ if its target version is not."""
-        flags, parts = self._flags(), []
-        version, theta = self.store.published()
-        target_version, target = self.store.published_target()
-        if have != version:
-            flags |= P.F_THETA
-            parts.append(theta)
-        if have_target != target_version:
-            flags |= P.F_TARGET
-            parts.append(target)
-        payload = parts[0] if len(parts) == 1 else (np.concatenate(parts) if parts else b"")
+        flags, version, target_version = self._flags(), self.store.version, self.store.target_version
+        need_theta, need_target = have != version, have_target != target_version
+        payload = b""  # the store's published buffers go out without a copy (ZeroMQ holds a reference)
+        if need_theta and need_target:
+            version, target_version, payload = self.store.published_both()
+        elif need_theta:
+            version, payload = self.store.published()
+        elif need_target:
+            target_version, payload = self.store.published_target()
+        flags |= (P.F_THETA if need_theta else 0) | (P.F_TARGET if need_target else 0)
         self._send(ident, session.crypto.seal(P.PARAMS, session.partition, session.attempt, version,
                                               target_version, payload, flags))
 
     def _push(self, ident: bytes, session: Session, header: P.Header, payload: memoryview) -> None:
         if header.nbytes != self.nbytes:
-            raise P.ProtocolError("gradient of the wrong size")
+            raise P.ProtocolError("wrong size")
         grad = np.frombuffer(payload, np.float32)  # read in place: the solver only reads it
-        if not kernels.all_finite(grad):
-            raise P.ProtocolError("gradient is not finite")
+        norm_sq = kernels.norm_squared(grad)  # float64: NaN or ±inf anywhere makes it non-finite
+        if not math.isfinite(norm_sq):
+            raise P.ProtocolError("not finite")
+        if norm_sq > self._max_norm_sq * max(header.summed, 1) ** 2:  # a sum of `summed` honest gradients
+            raise P.ProtocolError("too large", f"norm {math.sqrt(norm_sq):.3g}")
         staleness = self.store.version - header.version
         if staleness < 0:
-            raise P.ProtocolError("gradient computed on a future version")
+            raise P.ProtocolError("future version")
         self.stats.pushed(session.partition, staleness)
         if header.summed > 1:  # a sum over push_every minibatches → their mean
             grad = np.multiply(grad, np.float32(1 / header.summed), out=self._grad)
         if self.rounds is None:
             self.store.apply(grad)
         elif not self.rounds.add(session, header.version, self.store.version, grad):
-            self.stats.dropped("sync gradient for another round")
+            self.stats.dropped("stale round")
         elif self._round_complete():
             self._finish_round()
         self._send(ident, session.crypto.seal(P.ACK, session.partition, session.attempt, self.store.version,
@@ -219,17 +285,18 @@ class ParameterServer:
                 self._send_params(ident, session, P.NO_VERSION, have_target)
 
     def _stats(self, ident: bytes, session: Session, payload: memoryview) -> None:
+        """A worker's report: validated whole (types and bounds), then applied all at once."""
         stats = P.decode_json(bytes(payload))
         scores = stats.get("scores", [])
-        if not isinstance(scores, list) or not all(isinstance(s, (int, float)) for s in scores):
-            raise P.ProtocolError("STATS scores must be a list of numbers")
-        values = {}
-        for key in ("env_steps", "compute_s", "comm_s"):
-            value = stats.get(key, 0)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise P.ProtocolError(f"STATS {key} must be a number >= 0")
-            values[key] = value
-        self.stats.reported(session.partition, scores, **values)
+        if not (isinstance(scores, list) and len(scores) <= MAX_SCORES
+                and all(type(s) is int and 0 <= s <= MAX_COUNT for s in scores)):
+            raise P.ProtocolError("bad stats", f"scores: a list of at most {MAX_SCORES} integers")
+        env_steps, compute_s, comm_s = (stats.get(k, 0) for k in ("env_steps", "compute_s", "comm_s"))
+        if not (type(env_steps) is int and 0 <= env_steps <= MAX_COUNT):
+            raise P.ProtocolError("bad stats", "env_steps: an integer count")
+        if not all(type(x) in (int, float) and math.isfinite(x) and 0 <= x <= MAX_COUNT for x in (compute_s, comm_s)):
+            raise P.ProtocolError("bad stats", "compute_s, comm_s: finite seconds >= 0")
+        self.stats.reported(session.partition, scores, env_steps, float(compute_s), float(comm_s))
         self._send(ident, session.crypto.seal(P.ACK, session.partition, session.attempt, self.store.version, 0,
                                               flags=self._flags()))
 

@@ -1,7 +1,15 @@
-"""The parameter server's session table: one authenticated session per live worker connection."""
+"""The parameter server's session table: sessions a HELLO offered, and the live ones that proved the key.
+
+A HELLO only *offers* a session: it is pending until the first sealed message from its connection
+verifies under the derived key, which only a holder of the secret can produce. Only then does it replace
+the partition's older session. A HELLO whose nonce the server has seen before is a replay and is refused
+outright (no WELCOME); one the server no longer remembers can at most add a pending entry (bounded per
+partition), never evict an honest worker's session.
+"""
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from ddqn.dist import protocol as P
@@ -9,51 +17,87 @@ from ddqn.dist import protocol as P
 
 @dataclass
 class Session:
-    """One worker connection (ZeroMQ identity) after a verified HELLO."""
+    """One worker connection (ZeroMQ identity) after an authentic HELLO."""
 
     crypto: P.Session
     partition: int
     attempt: int
+    pid: int
+    host: str
     last_seen: float
+    proven: bool = False  # a sealed message verified under the session key
     pushed_round: int = -1  # sync mode: the version this session last pushed for
 
 
 class SessionTable:
-    """Sessions by ZeroMQ identity; a session silent for ``timeout`` seconds expires.
+    """Pending and live sessions by ZeroMQ identity; a session silent for ``timeout`` seconds expires.
 
+    At most :attr:`PENDING_PER_PARTITION` pending sessions per partition are kept (the oldest goes first).
     Only the server thread uses it.
     """
 
+    PENDING_PER_PARTITION = 4
+    REMEMBERED_NONCES = 16_384  # HELLO nonces kept to refuse replays (authentic HELLOs only; oldest forgotten)
+
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self._by_ident: dict[bytes, Session] = {}
+        self._live: dict[bytes, Session] = {}
+        self._pending: dict[bytes, Session] = {}  # in arrival order
+        self._nonces: OrderedDict[bytes, None] = OrderedDict()
+
+    def fresh(self, nonce: bytes) -> bool:
+        """Whether an authentic HELLO's nonce is new (and remember it); False for a replay."""
+        if nonce in self._nonces:
+            return False
+        self._nonces[nonce] = None
+        if len(self._nonces) > self.REMEMBERED_NONCES:
+            self._nonces.popitem(last=False)
+        return True
 
     def get(self, ident: bytes) -> Session | None:
-        return self._by_ident.get(ident)
+        return self._live.get(ident) or self._pending.get(ident)
 
-    def open(self, ident: bytes, crypto: P.Session, partition: int, attempt: int) -> Session:
-        """Install a session for ``ident``; an earlier attempt of the same partition is dead: forget it
-        (so a synchronous round no longer waits for it)."""
-        for other, s in list(self._by_ident.items()):
-            if s.partition == partition and other != ident:
-                del self._by_ident[other]
-        session = self._by_ident[ident] = Session(crypto, partition, attempt, time.monotonic())
+    def offer(self, ident: bytes, crypto: P.Session, partition: int, attempt: int, pid: int, host: str) -> None:
+        """A pending session for an authentic HELLO; nothing live changes."""
+        self._pending.pop(ident, None)
+        same = [i for i, s in self._pending.items() if s.partition == partition]
+        for old in same[:max(0, len(same) - self.PENDING_PER_PARTITION + 1)]:
+            del self._pending[old]
+        self._pending[ident] = Session(crypto, partition, attempt, pid, host, time.monotonic())
+
+    def promote(self, ident: bytes) -> Session:
+        """Make the pending session of ``ident`` live (its first sealed message verified): it replaces the
+        partition's other sessions (an earlier attempt is dead; a sync round no longer waits for it).
+        Raises ProtocolError("stale attempt") if the partition has a live session of a later attempt."""
+        session = self._pending.pop(ident)
+        others = [i for i, s in self._live.items() if s.partition == session.partition]
+        if any(self._live[i].attempt > session.attempt for i in others):
+            raise P.ProtocolError("stale attempt", f"attempt {session.attempt} of partition {session.partition}")
+        for i in others:
+            del self._live[i]
+        session.proven = True
+        self._live[ident] = session
         return session
 
     def close(self, ident: bytes) -> None:
-        self._by_ident.pop(ident, None)
+        self._live.pop(ident, None)
+        self._pending.pop(ident, None)
 
     def expire(self) -> None:
         """Drop every session silent for longer than the timeout."""
         now = time.monotonic()
-        for ident, s in list(self._by_ident.items()):
-            if now - s.last_seen > self.timeout:
-                del self._by_ident[ident]
+        for table in (self._live, self._pending):
+            for ident, s in list(table.items()):
+                if now - s.last_seen > self.timeout:
+                    del table[ident]
 
     def live(self) -> int:
-        """Sessions heard from within the timeout."""
+        """Live sessions heard from within the timeout."""
         now = time.monotonic()
-        return sum(now - s.last_seen < self.timeout for s in self._by_ident.values())
+        return sum(now - s.last_seen < self.timeout for s in self._live.values())
+
+    def pending(self) -> int:
+        return len(self._pending)
 
     def __contains__(self, ident: bytes) -> bool:
-        return ident in self._by_ident
+        return ident in self._live

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ddqn.dist.protocol import DROP_REASONS
+
 
 @dataclass
 class WorkerInfo:
@@ -76,7 +78,7 @@ class ServerStats:
         self._busy_s = 0.0
 
     def joined(self, partition: int, attempt: int, pid: int, host: str) -> tuple[bool, int]:
-        """Record a HELLO; returns (whether it is a rejoin, env steps the partition played so far)."""
+        """Record a worker whose session proved the key; returns (whether it is a rejoin, env steps played)."""
         with self._lock:
             info = self._workers.setdefault(partition, WorkerInfo(partition))
             rejoin = partition in self._joined and (attempt != info.attempt or pid != info.pid)
@@ -84,6 +86,12 @@ class ServerStats:
             info.rejoins += rejoin
             info.attempt, info.pid, info.host, info.last_seen = attempt, pid, host, time.monotonic()
             return rejoin, info.prior_env_steps + info.env_steps
+
+    def played_of(self, partition: int) -> int:
+        """Env steps ``partition`` played so far (earlier attempts and resumed runs): where its ε continues."""
+        with self._lock:
+            info = self._workers.get(partition)
+            return 0 if info is None else info.prior_env_steps + info.env_steps
 
     def joined_count(self) -> int:
         """Partitions that have said HELLO in this run."""
@@ -111,6 +119,9 @@ class ServerStats:
             info.comm_s += comm_s
 
     def dropped(self, reason: str) -> None:
+        """Count a dropped message under ``reason``, one of ``protocol.DROP_REASONS`` (a fixed set of keys)."""
+        if reason not in DROP_REASONS:
+            raise ValueError(f"unknown drop reason {reason!r}")
         with self._lock:
             self._dropped[reason] += 1
 

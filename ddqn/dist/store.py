@@ -43,6 +43,7 @@ class ParameterStore:
         self.lock = threading.Lock()
         self._published: tuple[int, np.ndarray] | None = None
         self._published_target: tuple[int, np.ndarray] | None = None
+        self._published_both: tuple[int, int, np.ndarray] | None = None
 
     def apply(self, grad: np.ndarray) -> int:
         """θ ← solver step on ``grad`` (num_params float32, only read); θ⁻ ← θ every C updates. Returns the version."""
@@ -67,6 +68,14 @@ class ParameterStore:
             if self._published_target is None or self._published_target[0] != self.target_version:
                 self._published_target = (self.target_version, self.target.copy())
             return self._published_target
+
+    def published_both(self) -> tuple[int, int, np.ndarray]:
+        """(version, target version, [θ | θ⁻]): one immutable buffer per version pair, for a FETCH that needs
+        both (so repeated FETCHes share it instead of each concatenating 2 × num_params floats)."""
+        with self.lock:
+            if self._published_both is None or self._published_both[:2] != (self.version, self.target_version):
+                self._published_both = (self.version, self.target_version, np.concatenate([self.theta, self.target]))
+            return self._published_both
 
     def copy(self) -> StoreCopy:
         """A consistent copy for a snapshot (≈ 3 memcpys under the lock; write files after releasing it)."""

@@ -1,6 +1,9 @@
 """Greedy evaluation and the random-policy baseline, on K games at once, and the rows every mode logs.
 
 Shapes: frames (K, H, W) uint8; stacked states φ (K, C, H, W) uint8 with C = history.
+
+Each episode loop takes ``stop`` (:mod:`ddqn.stop`): once it is set, the loop raises
+:class:`~ddqn.errors.Interrupted` at its next step boundary instead of returning partial scores.
 """
 from __future__ import annotations
 
@@ -8,11 +11,14 @@ import numpy as np
 
 from ddqn.config import Config
 from ddqn.dqn.qlearning import greedy_actions
+from ddqn.errors import Interrupted
 from ddqn.game import make_batch
 from ddqn.net.qnet import QNetwork
+from ddqn.stop import NEVER, Stoppable
 
 
-def random_score(cfg: Config, frame_size: int, episodes: int, seed: int | None, num_envs: int = 64) -> float:
+def random_score(cfg: Config, frame_size: int, episodes: int, seed: int | None, num_envs: int = 64,
+                 stop: Stoppable = NEVER) -> float:
     """Mean score per episode of the uniform random policy on the config's game (every evaluation's baseline).
 
     Each of K = min(num_envs, episodes) games contributes a fixed number of its first episodes, so short
@@ -28,6 +34,7 @@ def random_score(cfg: Config, frame_size: int, episodes: int, seed: int | None, 
     rng = np.random.default_rng(None if seed is None else [seed, 1])
     finished, total = np.zeros(k, np.int64), 0
     while (finished < quota).any():
+        _check(stop, "the random-policy baseline")
         _, _, terminated, truncated, info = batch.step(rng.integers(0, batch.num_actions, k))
         counted = (terminated | truncated) & (finished < quota)
         total += int(info["score"][counted].sum())
@@ -35,7 +42,7 @@ def random_score(cfg: Config, frame_size: int, episodes: int, seed: int | None, 
     return total / episodes
 
 
-def evaluate_greedy(q: QNetwork, cfg: Config, episodes: int, seed: int) -> np.ndarray:
+def evaluate_greedy(q: QNetwork, cfg: Config, episodes: int, seed: int, stop: Stoppable = NEVER) -> np.ndarray:
     """Scores (apples) of ``episodes`` greedy episodes, played side by side; (episodes,) int64."""
     history, frame_size = q.spec.state_shape[0], q.spec.state_shape[1]
     batch = make_batch(cfg, frame_size, episodes)
@@ -45,6 +52,7 @@ def evaluate_greedy(q: QNetwork, cfg: Config, episodes: int, seed: int) -> np.nd
     done = np.zeros(episodes, bool)
     actions = np.zeros(episodes, np.int64)
     while not done.all():
+        _check(stop, "the greedy evaluation")
         live = np.flatnonzero(~done)
         actions[live] = greedy_actions(q, states[live])
         frames, _, terminated, truncated, info = batch.step(actions)
@@ -58,9 +66,15 @@ def evaluate_greedy(q: QNetwork, cfg: Config, episodes: int, seed: int) -> np.nd
     return scores
 
 
-def evaluate(q: QNetwork, cfg: Config) -> np.ndarray:
+def evaluate(q: QNetwork, cfg: Config, stop: Stoppable = NEVER) -> np.ndarray:
     """The training-time evaluation every mode runs: ``cfg.eval_episodes`` greedy episodes, seed 10,000 + seed."""
-    return evaluate_greedy(q, cfg, cfg.eval_episodes, seed=10_000 + cfg.seed)
+    return evaluate_greedy(q, cfg, cfg.eval_episodes, seed=10_000 + cfg.seed, stop=stop)
+
+
+def _check(stop: Stoppable, what: str) -> None:
+    """The step boundary of an episode loop: raise :class:`Interrupted` once a stop was requested."""
+    if stop.is_set():
+        raise Interrupted(f"interrupted during {what}")
 
 
 def eval_row(scores: np.ndarray, random_score: float, updates: int) -> dict[str, float]:

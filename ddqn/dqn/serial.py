@@ -14,6 +14,11 @@
 Outputs in ``out_dir``: ``config.yaml``, ``train.csv``/``eval.csv`` and TensorBoard events (``tb/``),
 snapshots (``snapshots/serial_iter_<updates>.{caffemodel,solverstate}`` plus the target net's
 ``.target.caffemodel``) and ``trainer_state.json`` naming the latest one, ``summary.json`` at the end.
+
+Stopping: :meth:`SerialTrainer.train` takes a ``stop`` flag (:mod:`ddqn.stop`; the ``ddqn`` command sets it on
+Ctrl-C or SIGTERM) and checks it at every env step and every evaluation step. Once set, the run writes a final
+snapshot, closes its CSV and TensorBoard sinks and raises :class:`~ddqn.errors.Interrupted`; it does not
+evaluate.
 """
 from __future__ import annotations
 
@@ -29,13 +34,14 @@ from tqdm import tqdm
 from ddqn.config import Config, save_config
 from ddqn.dqn.evaluation import eval_row, evaluate, random_score, score_summary
 from ddqn.dqn.loop import ExperienceLoop
-from ddqn.errors import DDQNError
+from ddqn.errors import DDQNError, Interrupted
 from ddqn.metrics import MetricsLogger
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.net.snapshot import load_checkpoint, save_checkpoint
 from ddqn.replay import make_replay
 from ddqn.solvers.flat import load_solver_spec, make_solver
+from ddqn.stop import NEVER, Stoppable
 
 STATE_FILE = "trainer_state.json"
 
@@ -100,10 +106,11 @@ class SerialTrainer:
                                STATE_FILE, {"progress": vars(self.state)})
 
     # -- the algorithm --------------------------------------------------------------------------
-    def train(self, steps: int | None = None, minutes: float | None = None) -> dict:
+    def train(self, steps: int | None = None, minutes: float | None = None, stop: Stoppable = NEVER) -> dict:
         """Run until ``steps`` more learning env steps or ``minutes`` of wall clock; return a summary.
 
-        On Ctrl-C a final snapshot is written before KeyboardInterrupt propagates.
+        Once ``stop`` is set (checked at every env step and evaluation step) a final snapshot is written, the
+        sinks are closed and :class:`~ddqn.errors.Interrupted` is raised.
         """
         cfg = self.cfg
         save_config(cfg, self.out / "config.yaml")
@@ -112,26 +119,39 @@ class SerialTrainer:
         stop_at = self.state.env_steps + steps if steps else None
         log = MetricsLogger(self.out)
         try:
-            self.loop.warm_up(cfg.replay_warmup - len(self.replay))
-            baseline = random_score(cfg, self.frame_size, cfg.eval_episodes, cfg.seed)
-            self._loop(log, stop_at, deadline, baseline)
-            return self._finish(log, baseline)
-        except KeyboardInterrupt:
-            model = self.snapshot()
-            print(f"\ninterrupted: snapshot written to {model}")
-            raise
+            summary = self._run(log, stop_at, deadline, stop)
         finally:
             log.close()
             self.replay.close()
+        if summary is None:
+            raise Interrupted()
+        return summary
 
-    def _loop(self, log: MetricsLogger, stop_at: int | None, deadline: float, baseline: float) -> None:
+    def _run(self, log: MetricsLogger, stop_at: int | None, deadline: float, stop: Stoppable) -> dict | None:
+        """Warm-up, the loop, the final evaluation and snapshot: the summary; None when stopped (after a snapshot)."""
+        cfg = self.cfg
+        try:
+            if not stop.is_set():
+                self.loop.warm_up(cfg.replay_warmup - len(self.replay))  # bounded: well under a second
+            baseline = random_score(cfg, self.frame_size, cfg.eval_episodes, cfg.seed, stop=stop)
+            self._loop(log, stop_at, deadline, baseline, stop)
+            if not stop.is_set():  # an interrupted run snapshots and ends; it does not evaluate
+                return self._finish(log, baseline, stop)
+        except Interrupted:  # raised at a step boundary of an evaluation once the flag is set
+            pass
+        model = self.snapshot()
+        print(f"\ninterrupted: snapshot written to {model}", flush=True)
+        return None
+
+    def _loop(self, log: MetricsLogger, stop_at: int | None, deadline: float, baseline: float,
+              stop: Stoppable) -> None:
         cfg, st, loop = self.cfg, self.state, self.loop
         losses: list[float] = []
         bar = tqdm(total=(stop_at - st.env_steps) if stop_at else None, disable=not self.progress,
                    unit="step", dynamic_ncols=True)
         tick = time.monotonic()
         with bar:
-            while (stop_at is None or st.env_steps < stop_at) and time.monotonic() < deadline:
+            while not stop.is_set() and (stop_at is None or st.env_steps < stop_at) and time.monotonic() < deadline:
                 eps = loop.current_epsilon
                 if loop.step():  # 1-4
                     loss, grad = loop.gradient()  # 5-7
@@ -159,22 +179,22 @@ class SerialTrainer:
                                     loss=f"{np.mean(losses) if losses else 0:.4f}")
                     losses.clear()
                 if st.env_steps % cfg.eval_every == 0:
-                    self._evaluate(log, baseline)
+                    self._evaluate(log, baseline, stop)
                     tick = time.monotonic()  # evaluation time is not training time
                 if st.env_steps % cfg.snapshot_every == 0:
                     self.snapshot()
                     tick = time.monotonic()
 
-    def _evaluate(self, log: MetricsLogger, baseline: float) -> np.ndarray:
+    def _evaluate(self, log: MetricsLogger, baseline: float, stop: Stoppable) -> np.ndarray:
         if self._last_eval[0] == self.state.env_steps:  # the final evaluation may coincide with a periodic one
             return self._last_eval[1]
-        scores = evaluate(self.q, self.cfg)
+        scores = evaluate(self.q, self.cfg, stop)  # raises Interrupted at a step boundary once stop is set
         log.log("eval", self.state.env_steps, eval_row(scores, baseline, self.state.updates), self.state.wall_s)
         self._last_eval = (self.state.env_steps, scores)
         return scores
 
-    def _finish(self, log: MetricsLogger, baseline: float) -> dict:
-        scores = self._evaluate(log, baseline)
+    def _finish(self, log: MetricsLogger, baseline: float, stop: Stoppable) -> dict:
+        scores = self._evaluate(log, baseline, stop)
         model = self.snapshot()
         summary = {"model": str(model), "net": str(self.cfg.path("net")), "env_steps": self.state.env_steps,
                    "updates": self.state.updates, "episodes": self.state.episodes,

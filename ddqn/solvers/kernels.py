@@ -77,12 +77,13 @@ def rmsprop(theta, grad, hist, rate, delta, rho, one_minus_rho):
 
 
 @_jit
-def all_finite(x):
-    """True if no element of ``x`` is NaN or ±inf (one read pass)."""
-    bad = 0
+def norm_squared(x):
+    """Σ x² accumulated in float64 (no finite float32 vector overflows it); NaN or ±inf if any element is."""
+    acc = 0.0
     for i in range(x.size):
-        bad += not np.isfinite(x[i])
-    return bad == 0
+        v = np.float64(x[i])
+        acc += v * v
+    return acc
 
 
 @_jit

@@ -1,0 +1,163 @@
+"""Ctrl-C/SIGTERM as a stop flag: the handlers, and each loop stopping at its step boundary."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from ddqn.config import load_config
+from ddqn.dqn import evaluation, serial
+from ddqn.dqn.evaluation import evaluate_greedy, random_score
+from ddqn.dqn.play import greedy_episode, play_terminal
+from ddqn.dqn.serial import SerialTrainer
+from ddqn.errors import DDQNError, Interrupted, run_command
+from ddqn.net.netspec import load_netspec
+from ddqn.net.qnet import QNetwork
+from ddqn.stop import NEVER, StopFlag, sleep_unless
+
+SMALL = ["replay_warmup=300", "eval_episodes=5", "log_every=100", "eval_every=100000"]
+
+
+class SetAfter:
+    """A stop flag that reads as set from its ``n``-th look on (a stop landing mid-loop, deterministically)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.looks = n, 0
+
+    def is_set(self) -> bool:
+        self.looks += 1
+        return self.looks >= self.n
+
+
+def _signal_self(signum: int) -> None:
+    os.kill(os.getpid(), signum)
+    time.sleep(0.05)  # the handler runs in the main thread at its next bytecode boundary
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_first_signal_sets_the_flag_and_prints_one_line(signum: int, capfd: pytest.CaptureFixture) -> None:
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with StopFlag("interrupted: testing") as stop:
+        assert not stop.is_set()
+        _signal_self(signum)
+        assert stop.is_set() and stop.signum == signum
+    assert {s: signal.getsignal(s) for s in before} == before  # the previous handlers are back
+    err = capfd.readouterr().err
+    assert err.strip().splitlines() == [f"interrupted: testing ({signal.Signals(signum).name}; "
+                                        "send it again to exit at once)"]
+
+
+def test_second_signal_exits_at_once_with_130() -> None:
+    code = textwrap.dedent("""
+        import os, signal, time
+        from ddqn.stop import StopFlag
+        with StopFlag("interrupted: testing") as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            assert stop.is_set()
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)
+        print("not reached")
+    """)
+    start = time.monotonic()
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 130, res.stderr
+    assert "not reached" not in res.stdout and time.monotonic() - start < 10
+    assert res.stderr.strip().splitlines()[-1] == "SIGTERM again: exiting at once (no final snapshot)"
+
+
+def test_sleep_unless_returns_early_once_set() -> None:
+    stop = StopFlag()
+    start = time.monotonic()
+    assert sleep_unless(stop, 0.2) is False and time.monotonic() - start >= 0.2
+    stop.set()
+    start = time.monotonic()
+    assert sleep_unless(stop, 10.0) is True and time.monotonic() - start < 0.1
+
+
+def test_run_command_exit_codes(capsys: pytest.CaptureFixture) -> None:
+    def raise_(exc: BaseException):
+        def body() -> None:
+            raise exc
+        return body
+
+    assert run_command("prog", raise_(Interrupted())) == 130
+    assert capsys.readouterr().err == "prog: interrupted\n"
+    assert run_command("prog", raise_(DDQNError("bad value"))) == 2
+    assert capsys.readouterr().err == "prog: error: bad value\n"
+    assert run_command("prog", lambda: None) == 0
+
+
+@pytest.fixture(scope="module")
+def small_q():
+    cfg = load_config("small", SMALL)
+    return cfg, QNetwork(load_netspec(cfg.path("net")), seed=0)
+
+
+def test_evaluation_loops_stop_at_a_step_boundary(small_q) -> None:
+    cfg, q = small_q
+    stop = SetAfter(3)
+    with pytest.raises(Interrupted):
+        evaluate_greedy(q, cfg, 4, seed=0, stop=stop)
+    assert stop.looks == 3  # it looked once per step and stopped at the first look that saw the flag
+    with pytest.raises(Interrupted):
+        random_score(cfg, q.spec.state_shape[1], 10, seed=0, stop=SetAfter(5))
+    assert len(evaluate_greedy(q, cfg, 2, seed=0, stop=NEVER)) == 2
+
+
+def test_play_stops_at_a_step_boundary(small_q, capsys: pytest.CaptureFixture) -> None:
+    cfg, q = small_q
+    with pytest.raises(Interrupted):
+        greedy_episode(q, cfg, seed=0, stop=SetAfter(2))
+    looks = SetAfter(10**9)
+    shots, _ = greedy_episode(q, cfg, seed=0, render_mode="ansi", stop=looks)
+    assert looks.looks == len(shots) - 1  # one look per step
+    start = time.monotonic()
+    with pytest.raises(Interrupted):  # set while the terminal animation sleeps after its first frame (1 s)
+        play_terminal(q, cfg, seed=0, fps=1.0, stop=SetAfter(looks.looks + 2))
+    assert time.monotonic() - start < 0.5
+    assert capsys.readouterr().out.count("step ") == 1
+
+
+def _assert_final_snapshot(out: Path) -> dict:
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert (out / state["model"]).is_file() and (out / state["solverstate"]).is_file()
+    assert not (out / "summary.json").exists()
+    return state
+
+
+def test_serial_training_stops_at_a_step_boundary_and_snapshots(tmp_path: Path) -> None:
+    trainer = SerialTrainer(load_config("small", SMALL), tmp_path, progress=False)
+    stop = SetAfter(3 + 150)  # a look before the warm-up and two in the baseline, then one per env step
+    with pytest.raises(Interrupted):
+        trainer.train(steps=10_000, stop=stop)
+    state = _assert_final_snapshot(tmp_path)
+    assert 0 < state["progress"]["env_steps"] < 10_000
+    assert state["progress"]["env_steps"] == trainer.state.env_steps
+    assert not (tmp_path / "eval.csv").exists()  # the final evaluation is skipped
+    assert len((tmp_path / "train.csv").read_text().splitlines()) >= 2  # the CSV was flushed and closed
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_serial_training_stops_inside_an_evaluation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop that lands during a periodic evaluation: no eval row, a final snapshot at that step."""
+    stop = StopFlag()
+
+    def evaluate_then_stop(q, cfg, stop_arg):
+        stop.set()  # as if Ctrl-C came while this evaluation runs
+        return evaluation.evaluate(q, cfg, stop_arg)
+
+    monkeypatch.setattr(serial, "evaluate", evaluate_then_stop)
+    trainer = SerialTrainer(load_config("small", SMALL + ["eval_every=200"]), tmp_path, progress=False)
+    with pytest.raises(Interrupted):
+        trainer.train(steps=10_000, stop=stop)
+    state = _assert_final_snapshot(tmp_path)
+    assert state["progress"]["env_steps"] == 200
+    assert not (tmp_path / "eval.csv").exists()
