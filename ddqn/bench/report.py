@@ -57,8 +57,15 @@ def _worker(r: dict) -> list[str]:
         lines.append(f"| {x['member']} | {x['params']:,} | {x['compute_ms']:.1f} | {x['communicate_ms']:.2f} |")
     fits = "; ".join(f"{k}: {f['slope_ms_per_mparam']:.1f} ms per million parameters, R² {f['r2']:.4f}"
                      for k, f in r["fits"].items())
-    return ["Slides: \"compute/communicate time scales linearly with model size\".", "", *lines, "",
-            f"Linear fits: {fits}.", "", "![compute/communicate vs model size](worker_speed.png)"]
+    out = ["Slides: \"compute/communicate time scales linearly with model size\".", "", *lines, "",
+           f"Linear fits: {fits}.", "", "![compute/communicate vs model size](worker_speed.png)"]
+    if "breakdown" in r:
+        b = r["breakdown"]
+        out += ["", f"A real worker's time per gradient, all in ({b['config']} config, {b['gradients']} gradients): "
+                f"**{b['ms_per_gradient']:.1f} ms = {b['gradients_per_s']:.1f} gradients/s**, by phase:", "",
+                "| phase | ms per gradient | share |", "|---|---|---|",
+                *[f"| {k} | {v:.2f} | {100 * v / b['ms_per_gradient']:.1f} % |" for k, v in b["phases_ms"].items()]]
+    return out
 
 
 def _capacity(r: dict) -> list[str]:

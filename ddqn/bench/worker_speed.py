@@ -5,15 +5,28 @@ member of the Q-network family, one worker update's gradient computation (target
 backward on a minibatch of 32, one OpenBLAS thread) and its communication with a real parameter server on
 127.0.0.1 (FETCH of a new θ + PUSH of the gradient, authenticated). Fits a line to each against the
 parameter count, prints R², and writes results/worker_speed.json and results/worker_speed.png.
+
+Then the **breakdown**: a real worker (``ddqn.dist.worker.Worker``, the same experience loop as every Spark
+task) of ``--config`` trains for ``--seconds`` against a real parameter server in this process, and its time
+per gradient, all in, is split by phase (fetch, θ copy-in, act, env step, store, replay sample, target
+forward, forward+backward, push, stats; ``ddqn.dqn.phases``).
 """
 from __future__ import annotations
 
 import argparse
+import threading
 from pathlib import Path
 
 import numpy as np
 
-from ddqn.bench.common import figure, worker_update_ms, write_result
+from ddqn.bench.common import figure, start_server, worker_update_ms, write_result
+from ddqn.config import load_config
+from ddqn.dist import protocol
+from ddqn.dist.job import JobSpec
+from ddqn.dist.worker import Worker
+from ddqn.dqn.phases import PHASES, PhaseClock
+from ddqn.net.netspec import load_netspec
+from ddqn.net.qnet import QNetwork
 
 # the 2015 system's own figures (../shared/FACTS.md): parameters → gradient compute ms, server latency ms
 PAPER_2015 = {228_132: (81.7, 5), 621_348: (252.8, 15), 2_194_212: (981.5, 40), 8_484_668: (4044, 116)}
@@ -46,11 +59,47 @@ def plot(rows: list[dict], fits: dict[str, dict], path: Path) -> Path:
     return path
 
 
+class _StopAfter(PhaseClock):
+    """A phase clock that, once the worker starts timing (after its warm-up fill), stops the server after
+    ``seconds`` — so the worker trains exactly that long, then ends as in a real run."""
+
+    def __init__(self, seconds: float, stop) -> None:
+        super().__init__()
+        self.timer = threading.Timer(seconds, stop)
+
+    def restart(self) -> None:
+        super().restart()
+        self.timer.start()
+
+
+def breakdown(config: str, seconds: float, overrides: list[str] | None = None) -> dict:
+    """A real worker of ``config`` for ``seconds`` (after its warm-up fill): ms per gradient, all in and by phase."""
+    cfg = load_config(config, overrides)
+    spec = load_netspec(cfg.path("net"))
+    secret = protocol.new_secret()
+    server = start_server(spec, QNetwork(spec, seed=cfg.seed).get_params(), secret)
+    clock = _StopAfter(seconds, server.request_stop)
+    try:
+        job = JobSpec(spec.text, spec.source, cfg.to_dict(), server.address, secret.hex())
+        counts = Worker(job, 0, 0, clock).run()
+    finally:
+        clock.timer.cancel()
+        server.close()
+    grads = max(counts["pushes"], 1)
+    total = sum(clock.seconds.values()) * 1e3 / grads
+    return {"config": config, "overrides": overrides or [], "gradients": counts["pushes"],
+            "env_steps": counts["env_steps"], "ms_per_gradient": total, "gradients_per_s": 1e3 / total,
+            "phases_ms": {k: 1e3 * clock.seconds.get(k, 0.0) / grads for k in PHASES}}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results", help="results directory")
     ap.add_argument("--members", nargs="+", default=["small", "paper", "large", "x64", "x128"])
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--config", default="paper", help="config of the breakdown's worker (default paper)")
+    ap.add_argument("--seconds", type=float, default=60.0, help="training time the breakdown measures")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     args = ap.parse_args(argv)
     rows = []
     for m in args.members:
@@ -63,7 +112,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{k}: {f['slope_ms_per_mparam']:.2f} ms per million parameters + {f['intercept_ms']:.2f} ms, "
               f"R² {f['r2']:.4f}")
     png = plot(rows, fits, Path(args.out) / "worker_speed.png")
-    write_result("worker_speed", {"rows": rows, "fits": fits, "paper_2015": PAPER_2015, "png": str(png)}, args.out)
+    split = breakdown(args.config, args.seconds, args.set)
+    print(f"a real {args.config} worker: {split['gradients']} gradients, {split['ms_per_gradient']:.1f} ms each all in "
+          f"({split['gradients_per_s']:.1f}/s):")
+    for phase, ms in split["phases_ms"].items():
+        print(f"  {phase:>17s} {ms:7.2f} ms  {100 * ms / split['ms_per_gradient']:5.1f} %")
+    write_result("worker_speed", {"rows": rows, "fits": fits, "paper_2015": PAPER_2015, "png": str(png),
+                                  "breakdown": split}, args.out)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from ddqn.config import Config, make_config
 from ddqn.dist.client import Params, ServerClient, ServerGone
 from ddqn.dist.job import JobSpec
 from ddqn.dqn.loop import ExperienceLoop
+from ddqn.dqn.phases import NO_CLOCK, PhaseClock
 from ddqn.net.netspec import parse_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.replay import make_replay
@@ -40,7 +41,7 @@ def replay_dir(partition: int, attempt: int) -> Path:
 class Worker:
     """One worker's nets, replay memory, game and connection; :meth:`run` until the server says stop."""
 
-    def __init__(self, job: JobSpec, partition: int, attempt: int) -> None:
+    def __init__(self, job: JobSpec, partition: int, attempt: int, clock: PhaseClock = NO_CLOCK) -> None:
         self.cfg: Config = make_config(job.config, "broadcast config")
         self.spec = parse_netspec(job.net_text, job.net_source)
         self.partition, self.attempt = partition, attempt
@@ -52,6 +53,7 @@ class Worker:
         self.counts = {"env_steps": 0, "pushes": 0, "episodes": 0}
         self.compute_s = self.comm_s = 0.0
         self.replay_dir = ""  # where an LMDB replay lived (removed at the end)
+        self.clock = clock  # time per phase (the worker benchmark's breakdown); nothing by default
 
     def _take(self, p: Params) -> bool:
         """Load what a FETCH returned; False if the server says stop."""
@@ -84,8 +86,9 @@ class Worker:
         replay = make_replay(cfg, (h, w), history, self.seed, lmdb_dir)
         try:
             loop = ExperienceLoop(cfg, self.q, self.q_hat, replay, np.random.default_rng(self.seed), self.seed,
-                                  env_steps=self.client.prior_env_steps)  # a rejoining worker continues its ε
+                                  env_steps=self.client.prior_env_steps, clock=self.clock)  # ε continues
             loop.warm_up(cfg.replay_warmup)
+            self.clock.restart()
             self._play(loop)
         finally:
             replay.close()
@@ -106,8 +109,10 @@ class Worker:
                 tick = time.perf_counter()
                 params = self.client.fetch(self.version, self.target_version)
                 self.comm_s += time.perf_counter() - tick
+                self.clock.lap("fetch")
                 if not self._take(params):
                     break
+                self.clock.lap("θ copy-in")
             tick = time.perf_counter()
             due = loop.step()
             self.counts["env_steps"] += 1
@@ -123,6 +128,7 @@ class Worker:
                     tick = time.perf_counter()
                     _, stop = self.client.push(grad_sum, base, pending)  # 7. the gradient goes to the server
                     self.comm_s += time.perf_counter() - tick
+                    self.clock.lap("push")
                     self.counts["pushes"] += 1
                     pending = 0
                     if cfg.push_every > 1:
@@ -132,6 +138,7 @@ class Worker:
             if stop or time.monotonic() - last_stats > STATS_EVERY_S:
                 stop = self._report(loop.take_scores(), reported) or stop
                 last_stats = time.monotonic()
+                self.clock.lap("stats")
             if stop:
                 break
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ddqn.config import Config
+from ddqn.dqn.phases import NO_CLOCK, PhaseClock
 from ddqn.dqn.qlearning import LinearSchedule, dqn_gradient, epsilon_greedy
 from ddqn.game import make_env
 from ddqn.game.frames import FrameStack
@@ -33,11 +34,12 @@ class ExperienceLoop:
         rng: draws the ε-greedy choices.
         env_seed: seed of the game's first reset.
         env_steps: steps this game's ε schedule has already run (a resumed or rejoining worker continues).
+        clock: charges each step's time to its phase (``ddqn.dqn.phases``; by default nothing is timed).
     """
 
     def __init__(self, cfg: Config, q: QNetwork, q_hat: QNetwork, replay: ReplayMemory | LMDBReplayMemory,
-                 rng: np.random.Generator, env_seed: int, env_steps: int = 0) -> None:
-        self.cfg, self.q, self.q_hat, self.replay, self.rng = cfg, q, q_hat, replay, rng
+                 rng: np.random.Generator, env_seed: int, env_steps: int = 0, clock: PhaseClock = NO_CLOCK) -> None:
+        self.cfg, self.q, self.q_hat, self.replay, self.rng, self.clock = cfg, q, q_hat, replay, rng, clock
         history, frame_size, _ = q.spec.state_shape
         self.env = make_env(cfg, frame_size)
         self.frames = FrameStack(history)
@@ -65,7 +67,9 @@ class ExperienceLoop:
             self._new_episode(self._env_seed)
         eps = self.epsilon(self.env_steps)
         a = epsilon_greedy(self.q, self.phi, eps, self.rng)  # 1. ε-greedy action
+        self.clock.lap("act")
         frame, r, terminated, truncated, info = self.env.step(a)  # 2. execute, observe r and x'
+        self.clock.lap("env step")
         self.phi = self.frames.push(frame)  # 3. φ' from the last frames
         self.replay.add(a, r, frame, terminated)  # 4. store the transition in D
         self.env_steps += 1
@@ -73,13 +77,15 @@ class ExperienceLoop:
             self.episodes += 1
             self.scores.append(int(info["score"]))
             self._new_episode()
+        self.clock.lap("store")
         return self.env_steps % self.cfg.train_every == 0
 
     def gradient(self) -> tuple[float, np.ndarray]:
         """Steps 5–7: a uniform minibatch from D, targets from Q̂, then (loss, ∇θ flat float32, owned by Q)."""
         batch = self.replay.sample(self.q.spec.batch_size)  # 5. sample D
+        self.clock.lap("replay sample")
         return dqn_gradient(self.q, self.q_hat, batch, self.cfg.gamma,  # 6-7. targets, gradient
-                            double_dqn=self.cfg.double_dqn, error_clip=self.cfg.error_clip)
+                            double_dqn=self.cfg.double_dqn, error_clip=self.cfg.error_clip, clock=self.clock)
 
     @property
     def current_epsilon(self) -> float:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ddqn.dqn.phases import NO_CLOCK, PhaseClock
 from ddqn.net.qnet import QNetwork, bellman_targets
 from ddqn.replay.memory import Batch
 
@@ -44,11 +45,14 @@ def greedy_actions(q: QNetwork, states: np.ndarray) -> np.ndarray:
 
 
 def dqn_gradient(q: QNetwork, q_hat: QNetwork, batch: Batch, gamma: float, *, double_dqn: bool = False,
-                 error_clip: float = 0.0) -> tuple[float, np.ndarray]:
+                 error_clip: float = 0.0, clock: PhaseClock = NO_CLOCK) -> tuple[float, np.ndarray]:
     """Steps 6–7: targets y_j from Q̂, then loss and flat gradient of Q on the minibatch.
 
     Returns (loss, grad); grad is owned by ``q`` and overwritten by its next call.
     """
     y = bellman_targets(q_hat, batch.rewards, batch.next_states, batch.terminals, gamma,
                         online_net=q if double_dqn else None)
-    return q.loss_and_grad(batch.states, batch.actions, y, error_clip=error_clip)
+    clock.lap("target forward")
+    loss_grad = q.loss_and_grad(batch.states, batch.actions, y, error_clip=error_clip)
+    clock.lap("forward+backward")
+    return loss_grad
