@@ -31,7 +31,8 @@ SMOKE = {
     "env_speed": ["--seconds", "0.2"],
     "replay_speed": ["--frames", "2000", "--seconds", "0.2", "--steps", "100"],
     "ps_speed": ["--repeats", "5", "--seconds", "0.5", "--clients", "1", "--vectors", "small", "1M"],
-    "worker_speed": ["--members", "small", "paper", "--repeats", "1"],
+    "worker_speed": ["--members", "small", "paper", "--repeats", "1", "--config", "small", "--seconds", "3",
+                     "--set", "replay_warmup=200"],
     "capacity": ["--clients", "1", "2", "--seconds", "0.5"],
 }
 FIELDS = {"caffe_speed": "members", "env_speed": "steps_per_s", "replay_speed": "identical_batches",
@@ -51,6 +52,22 @@ def test_benchmark_smoke(name: str, tmp_path: Path) -> None:
     assert data["name"] == name and data["machine"]["cores"] >= 1 and FIELDS[name] in data
     if name in ("worker_speed", "capacity"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
+
+
+def test_grad_norms_smoke(tmp_path: Path) -> None:
+    res = bench("grad_norms", "--configs", "small", "--steps", "120", "--bin", "50", "--set", "replay_warmup=200",
+                "--no-progress", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr[-2000:]
+    data = json.loads((tmp_path / "grad_norms.json").read_text())
+    assert data["name"] == "grad_norms" and data["overrides"] == ["replay_warmup=200"]
+    r = data["configs"]["small"]
+    assert r["updates"] == 120 and r["nonfinite"] == 0 and r["warmup_transitions"] >= 200
+    assert np.isfinite(r["max"]) and r["max"] > 0
+    assert r["max"] >= r["p99_9"] >= r["p99"] >= r["p50"] > 0
+    assert [b["updates"] for b in r["bins"]] == [[0, 50], [50, 100], [100, 120]]
+    assert max(b["max"] for b in r["bins"]) == r["max"]
+    assert len(r["head"]) == 20 and r["top"][0] == {"update": r["argmax_update"], "norm": r["max"]}
+    assert data["largest_max"] == {"config": "small", "max": r["max"]}
 
 
 def distinct_colours(img: np.ndarray) -> int:

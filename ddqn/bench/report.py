@@ -143,6 +143,14 @@ def _replay(r: dict) -> list[str]:
             f"RAM and LMDB return identical minibatches for the same seed: {r['identical_batches']}."]
 
 
+def _grad_norms(r: dict) -> list[str]:
+    rows = [f"| {name} | {c['updates']:,} | {c['max']:.3g} | {c['p99_9']:.3g} | {c['p99']:.3g} | {c['p50']:.3g} |"
+            for name, c in r["configs"].items()]
+    return ["L2 norms of the gradients honest serial learners push, per shipped config (what the parameter "
+            "server's `max_grad_norm` must never drop).", "",
+            "| config | updates | max | p99.9 | p99 | p50 |", "|---|---|---|---|---|---|", *rows]
+
+
 def _gifs(r: dict) -> list[str]:
     return [f"Dumb snake (initial weights) scored {r['dumb_score']}; smart snake (`{r['weights']}`) scored "
             f"{r['smart_score']}.", "", "![dumb and smart snake](snakes.gif)"]
@@ -153,6 +161,7 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
     ("ps_speed", "Parameter-server cost", "make bench-ps", _ps),
     ("worker_speed", "Compute/communicate times vs model size", "make bench-worker", _worker),
     ("capacity", "Workers one server can serve", "make bench-capacity", _capacity),
+    ("grad_norms", "Honest gradient norms", "make bench-grad-norms", _grad_norms),
     ("serial_curve", "Serial deep Q-learning on the paper's setting", "make bench-serial", _serial),
     ("scaling", "Serial vs distributed", "make bench-scaling", _scaling),
     ("env_speed", "Snake environment speed", "make bench-env", _env),
