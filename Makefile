@@ -18,7 +18,7 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-d
   openjdk-17-jre-headless
 
 .PHONY: install deb-deps venv caffe lint test train train-serial train-cluster bench-caffe bench-env bench-replay \
-  bench-serial bench-ps bench-worker bench-capacity bench-scaling bench-grad-norms gifs report cluster-up cluster-train cluster-results cluster-down clean
+  bench-serial bench-ps bench-worker bench-capacity bench-scaling bench-grad-norms bench-blas gifs report cluster-up cluster-train cluster-results cluster-down clean
 
 install: deb-deps venv caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
 
@@ -84,6 +84,10 @@ bench-worker: install  ## per-update compute and communicate time vs model size,
 
 bench-capacity: install  ## how many workers one server serves: synthetic clients 1..64, updates/s
 	$(PY) -m ddqn.bench.capacity
+
+bench-blas: install  ## Caffe forward+backward (paper, large nets) on each registry BLAS: Debian OpenBLAS, PyPI OpenBLAS and MKL, Debian BLIS
+	@$(MAKE) --no-print-directory deb-deps DEB_PACKAGES=libblis4-pthread
+	$(PY) -m ddqn.bench.blas
 
 bench-grad-norms: install  ## L2 norms of honest gradients per shipped config (max, p99.9, p99, p50; vs progress) for the server's norm limit
 	$(PY) -m ddqn.bench.grad_norms

@@ -189,3 +189,16 @@ def test_spark_env_and_scaling_defaults_match_makefile() -> None:
     assert spark_submit_path().name == "spark-submit" and spark_submit_path().exists()
     assert makefile_var("bench-scaling: MODES ?=") == list(MODES)
     assert makefile_var("bench-scaling: CONFIG ?=") == ["paper"]
+
+
+def test_blas_candidates_run_the_same_caffe(tmp_path: Path) -> None:
+    """bench-blas swaps a BLAS in by preloading it: Caffe's own link and PyPI's prefixed OpenBLAS (through the
+    compiled trampoline library) both time the nets, each in its own process."""
+    from ddqn.bench import blas
+
+    base = blas.time_candidate({}, 1)
+    shim = blas._scipy_openblas_shim(tmp_path)
+    swapped = blas.time_candidate({"LD_PRELOAD": str(shim)}, 1)
+    for t in (base, swapped):
+        assert set(t) == {"paper", "large"} and all(t[n]["forward_backward_ms"] > 0 for n in t)
+    assert "scipy_openblas" in subprocess.run(["ldd", str(shim)], capture_output=True, text=True).stdout

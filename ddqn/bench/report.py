@@ -143,6 +143,17 @@ def _replay(r: dict) -> list[str]:
             f"RAM and LMDB return identical minibatches for the same seed: {r['identical_batches']}."]
 
 
+def _blas(r: dict) -> list[str]:
+    base = r["table_ms"]["OpenBLAS 0.3.21 (Debian, linked)"]
+    rows = [f"| {name} | {t['paper']:.2f} ({base['paper'] / t['paper']:.2f}×) | {t['large']:.2f} "
+            f"({base['large'] / t['large']:.2f}×) |" for name, t in r["table_ms"].items()]
+    return ["Forward+backward ms at batch 32 on one thread, the same Caffe binary with each BLAS swapped in "
+            f"(median of {r['rounds']} interleaved rounds; speedup over Caffe's own OpenBLAS).", "",
+            "| BLAS | paper net | large net |", "|---|---|---|", *rows, "",
+            f"Fastest on the paper net: {r['winner']}, {100 * r['winner_share_of_limit']:.0f} % of the "
+            f"≈ {r['limit_ms']:g} ms physical limit."]
+
+
 def _grad_norms(r: dict) -> list[str]:
     rows = [f"| {name} | {c['updates']:,} | {c['max']:.3g} | {c['p99_9']:.3g} | {c['p99']:.3g} | {c['p50']:.3g} |"
             for name, c in r["configs"].items()]
@@ -161,6 +172,7 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
     ("ps_speed", "Parameter-server cost", "make bench-ps", _ps),
     ("worker_speed", "Compute/communicate times vs model size", "make bench-worker", _worker),
     ("capacity", "Workers one server can serve", "make bench-capacity", _capacity),
+    ("blas", "Caffe on each BLAS", "make bench-blas", _blas),
     ("grad_norms", "Honest gradient norms", "make bench-grad-norms", _grad_norms),
     ("serial_curve", "Serial deep Q-learning on the paper's setting", "make bench-serial", _serial),
     ("scaling", "Serial vs distributed", "make bench-scaling", _scaling),
