@@ -6,8 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import zmq
 
 from ddqn.config import PROTOTXT_DIR
+from ddqn.dist import protocol as P
+from ddqn.dist.zap import plain_client
 
 PROTOTXT = PROTOTXT_DIR  # the shipped nets and solvers
 
@@ -56,3 +59,14 @@ def _close_shared_zmq_context():
 def pytest_report_header(config) -> str:
     """Which interpreter runs the suite (on Debian, `make test` picks Debian's /usr/bin/python3.11)."""
     return f"interpreter: {os.path.realpath(sys._base_executable)} {sys.version.split()[0]} (venv {sys.prefix})"
+
+
+def raw_socket(server, token: bool = True) -> zmq.Socket:
+    """A raw DEALER to a parameter server; with the connection token (what a worker derives from the secret)
+    or without it."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    if token:
+        plain_client(sock, P.connection_token(server.secret))
+    sock.connect(server.address)
+    return sock

@@ -18,13 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zmq
-from conftest import PROTOTXT
+from conftest import PROTOTXT, raw_socket
 
 from ddqn.dist import protocol as P
 from ddqn.dist.client import ServerClient
 from ddqn.dist.server import ParameterServer, ServerOptions
 from ddqn.dist.store import ParameterStore
-from ddqn.dist.zap import plain_client
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.solvers.flat import make_solver, parse_solver_spec
@@ -51,13 +50,6 @@ def server(request, tiny_net_file: Path):
     srv.close()
 
 
-def _raw(server: ParameterServer, token: bool = True) -> zmq.Socket:
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    if token:
-        plain_client(sock, P.connection_token(server.secret))
-    sock.connect(server.address)
-    return sock
 
 
 def _hello(server: ParameterServer, worker: int, attempt: int = 0, meta: bytes | None = None) -> tuple[list, bytes]:
@@ -128,7 +120,7 @@ def test_1_replayed_hello_evicts_nobody(server: ParameterServer) -> None:
     """A HELLO recorded once and replayed from other connections is refused as a replay (no WELCOME). Even
     one the server no longer remembers only offers a session that never proves the key: the honest session
     stays, no rejoin is counted, pending sessions stay bounded."""
-    sock = _raw(server)
+    sock = raw_socket(server)
     hello, nonce = _hello(server, 0)
     s = _open(server, sock, hello, nonce)
     pushed, rng = [], np.random.default_rng(7)
@@ -139,7 +131,7 @@ def test_1_replayed_hello_evicts_nobody(server: ParameterServer) -> None:
         pushed.append(g)
 
     push()
-    replayers = [_raw(server) for _ in range(20)]
+    replayers = [raw_socket(server) for _ in range(20)]
     for r in replayers:  # 20 connections × 10 replays of the same HELLO
         for _ in range(10):
             r.send_multipart(hello)
@@ -173,7 +165,7 @@ def test_1_replayed_hello_evicts_nobody(server: ParameterServer) -> None:
 
 
 def test_2_drops_are_counted_under_a_fixed_set_of_reasons(server: ParameterServer) -> None:
-    honest, sock = Honest(server), _raw(server)
+    honest, sock = Honest(server), raw_socket(server)
     header = P.Header(P.PUSH, 0, 0, 0, 1, 0, 1, 0)
     for i in range(1500):  # headers that lie about their payload length, each a different number
         lie = P.Header(P.PUSH, 0, 0, 0, 1, 0, 1, 1000 + i).pack()
@@ -244,7 +236,7 @@ def test_3_many_frames_with_the_token_are_dropped_before_any_copy(server: Parame
 
 
 def test_4_stats_are_validated_whole_and_applied_all_or_nothing(server: ParameterServer) -> None:
-    honest, sock = Honest(server), _raw(server)
+    honest, sock = Honest(server), raw_socket(server)
     hello, nonce = _hello(server, 1)
     s = _open(server, sock, hello, nonce)
     ok = json.dumps({"scores": [1, 2], "env_steps": 10, "compute_s": 0.5, "comm_s": 0.1}).encode()
@@ -269,10 +261,10 @@ def test_4_stats_are_validated_whole_and_applied_all_or_nothing(server: Paramete
 
 
 def test_5_deeply_nested_json_is_a_counted_drop_not_a_server_error(server: ParameterServer) -> None:
-    honest, sock = Honest(server), _raw(server)
+    honest, sock = Honest(server), raw_socket(server)
     s = _open(server, sock, *_hello(server, 1))
     sock.send_multipart(s.seal(P.STATS, 1, 0, payload=b"[" * 30_000 + b"]" * 30_000))
-    other = _raw(server)  # a new connection: its first message is taken as a HELLO
+    other = raw_socket(server)  # a new connection: its first message is taken as a HELLO
     other.send_multipart(P.seal_handshake(server.secret, P.HELLO, 2, 0, os.urandom(16) + b"{" * 30_000))
     _settle(server, 2)
     assert _dropped(server) == {"bad json": 2}
@@ -285,7 +277,7 @@ def test_5_deeply_nested_json_is_a_counted_drop_not_a_server_error(server: Param
 @pytest.mark.parametrize("meta", [{"pid": "x"}, {"pid": 1.5}, {"pid": True}, {"pid": -1}, {"pid": 2**40},
                                   {"host": 7}, {"host": "h" * 256}, {"num_params": True}])
 def test_6_a_hello_with_bad_fields_installs_nothing(server: ParameterServer, meta: dict) -> None:
-    honest, sock = Honest(server), _raw(server)
+    honest, sock = Honest(server), raw_socket(server)
     fields = {"num_params": server.store.num_params, "pid": 1, "host": "h", "auth": server.auth, **meta}
     hello, _ = _hello(server, 1, meta=json.dumps(fields).encode())
     sock.send_multipart(hello)
@@ -359,7 +351,7 @@ def test_8_a_huge_finite_gradient_is_dropped_and_counted(server: ParameterServer
     honest = Honest(server)
     honest.push()
     n = server.store.num_params
-    sock = _raw(server)
+    sock = raw_socket(server)
     s = _open(server, sock, *_hello(server, 1))
     for value in (1e20, 1e3, 3e38):
         sock.send_multipart(s.seal(P.PUSH, 1, 0, server.store.version, 1, np.full(n, value, np.float32)))
@@ -377,7 +369,7 @@ def test_8_a_huge_finite_gradient_is_dropped_and_counted(server: ParameterServer
 
 
 def test_9_partitions_outside_the_job_are_refused(server: ParameterServer) -> None:
-    honest, sock = Honest(server), _raw(server)
+    honest, sock = Honest(server), raw_socket(server)
     for worker in (PARTITIONS, PARTITIONS + 1, 2**31):
         sock.send_multipart(_hello(server, worker)[0])
     _settle(server, 3)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zmq
+from conftest import raw_socket
 
 from ddqn.dist import protocol as P
 from ddqn.dist.checkpointer import Checkpointer, restore
@@ -21,7 +22,6 @@ from ddqn.dist.server import ParameterServer, ServerOptions
 from ddqn.dist.stats import ServerStats
 from ddqn.dist.store import ParameterStore
 from ddqn.dist.sync import SyncRounds
-from ddqn.dist.zap import plain_client
 from ddqn.errors import DDQNError
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
@@ -48,14 +48,6 @@ def server(tiny_net_file: Path):
     srv.close()
 
 
-def _raw(server: ParameterServer, token: bool = True) -> zmq.Socket:
-    """A raw DEALER to the server; with the connection token (what a worker derives from the secret) or not."""
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    if token:
-        plain_client(sock, P.connection_token(server.secret))
-    sock.connect(server.address)
-    return sock
 
 
 def _settle(server: ParameterServer, before: int, at_least: int, timeout: float = 10.0) -> None:
@@ -154,7 +146,7 @@ def test_garbage_never_touches_theta(server: ParameterServer) -> None:
     honest.fetch()
     theta0 = server.store.theta.copy()
     rng = np.random.default_rng(1)
-    raw = _raw(server)
+    raw = raw_socket(server)
     before = sum(server.stats.view().dropped.values())
     sent = 0
     # 1. fuzz: random frames of random counts and sizes
@@ -173,7 +165,7 @@ def test_garbage_never_touches_theta(server: ParameterServer) -> None:
     # 5. a HELLO for another model size (authentic, but wrong)
     raw.send_multipart(P.seal_handshake(server.secret, P.HELLO, 6, 0, os.urandom(16) + b'{"num_params": 7}'))
     # 6. an oversized message: ZeroMQ's MAXMSGSIZE drops the connection before it reaches the server
-    big = _raw(server)
+    big = raw_socket(server)
     big.send_multipart([b"x" * 16, os.urandom(4 * n + 10_000), b"y" * 16])
     sent += 5
     _settle(server, before, sent)
@@ -187,7 +179,7 @@ def test_garbage_never_touches_theta(server: ParameterServer) -> None:
 
 def _session(server: ParameterServer, worker: int) -> tuple[zmq.Socket, P.Session]:
     """An authenticated raw session (as a worker holding the secret would open)."""
-    sock = _raw(server)
+    sock = raw_socket(server)
     nonce = os.urandom(16)
     sock.send_multipart(P.seal_handshake(server.secret, P.HELLO, worker, 0,
                                          nonce + b'{"num_params": %d}' % server.store.num_params))
@@ -233,7 +225,7 @@ def test_connection_auth_seals_every_header_but_not_payloads(tiny_net_file: Path
     spec = load_netspec(tiny_net_file)
     srv = _server(spec, auth="connection")
     n = spec.num_params
-    sock = _raw(srv)
+    sock = raw_socket(srv)
     honest = None
     try:
         honest = ServerClient(srv.address, srv.secret, 0, 0, n, timeout=10, auth="connection")

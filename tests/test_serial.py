@@ -101,6 +101,16 @@ def _ctrl_c_seed() -> int:
     return int(os.environ.get("DDQN_CTRL_C_SEED") or random.SystemRandom().randrange(2**32))
 
 
+def _start_training(out: Path, ready, *overrides: str) -> subprocess.Popen:
+    """``ddqn train`` on the quick config into ``out``, returned once ``ready()`` holds (bounded: 120 s)."""
+    proc = subprocess.Popen([sys.executable, "-m", "ddqn.cli", "train", *QUICK, *overrides, "--steps", "1000000",
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not ready() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    return proc
+
+
 def test_ctrl_c_writes_a_final_snapshot(tmp_path: Path) -> None:
     """SIGINT at a random moment: exit 130 within a bound, a final snapshot that loads, no traceback."""
     seed = _ctrl_c_seed()
@@ -108,13 +118,8 @@ def test_ctrl_c_writes_a_final_snapshot(tmp_path: Path) -> None:
     case = f"DDQN_CTRL_C_SEED={seed}: SIGINT {delay:.3f} s after the run directory appeared"
     print(case)
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "ddqn.cli", "train", *QUICK, "--set", "eval_every=100",
-                             "--set", "snapshot_every=150", "--steps", "1000000", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _start_training(out, out.exists, "--set", "eval_every=100", "--set", "snapshot_every=150")
     try:
-        deadline = time.monotonic() + 120
-        while not out.exists() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.01)
         assert out.exists(), f"{case}: the trainer never started"
         time.sleep(delay)
         assert proc.poll() is None, f"{case}: ended before the signal"
@@ -144,13 +149,10 @@ def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
     """Two SIGINTs 0.2 s apart during a long random warm-up fill (seconds, not a step boundary): the second one
     ends the process at once, exit 130, no traceback."""
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "ddqn.cli", "train", *QUICK, "--set", "replay_capacity=600000",
-                             "--set", "replay_warmup=600000", "--steps", "1000000", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # the TensorBoard file is created just before the fill (≥ 2 s for 600,000 transitions)
+    proc = _start_training(out, lambda: any(out.glob("tb/events.*")), "--set", "replay_capacity=600000",
+                           "--set", "replay_warmup=600000")
     try:
-        deadline = time.monotonic() + 120
-        while not list(out.glob("tb/events.*")) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.01)  # the TensorBoard file is created just before the fill (≥ 2 s for 600,000)
         assert list(out.glob("tb/events.*")), "training never started"
         time.sleep(0.2)  # into the fill: a first SIGINT before it would skip it and stop at once
         proc.send_signal(signal.SIGINT)
