@@ -50,10 +50,6 @@ class StatsView:
         """Env steps reported in this run, summed over all workers."""
         return sum(w.env_steps for w in self.workers.values())
 
-    def played(self) -> dict[str, int]:
-        """Env steps per partition over this run and the runs it resumed (JSON keys)."""
-        return {str(p): w.prior_env_steps + w.env_steps for p, w in self.workers.items()}
-
     def staleness_percentiles(self) -> tuple[float, float]:
         """(p50, p95) of the recent staleness (0, 0 before any gradient)."""
         stal = np.array(self.staleness or (0,))
