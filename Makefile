@@ -15,9 +15,9 @@ WORKERS ?= 2
 DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-dev libboost-thread-dev libboost-filesystem-dev \
   libboost-python-dev libboost-regex-dev libprotobuf-dev protobuf-compiler libgoogle-glog-dev \
   libgflags-dev libhdf5-dev liblmdb-dev libleveldb-dev libsnappy-dev libopenblas-dev libgtest-dev \
-  openjdk-17-jre-headless
+  openjdk-17-jre-headless iproute2
 
-.PHONY: install deb-deps venv caffe lint test train train-serial train-cluster bench-caffe bench-env bench-replay \
+.PHONY: install deb-deps venv caffe lint test test-hosts train train-serial train-cluster train-hosts bench-caffe bench-env bench-replay \
   bench-serial bench-ps bench-worker bench-capacity bench-scaling bench-grad-norms bench-blas gifs report cluster-up cluster-train cluster-results cluster-down clean
 
 install: deb-deps venv caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
@@ -66,6 +66,15 @@ train-serial: install  ## the slides' serial algorithm, paper settings, $(MINUTE
 train-cluster: install  ## the same job on a Spark standalone cluster (master + 2 workers) on 127.0.0.1
 	$(SPARK_ENV) $(PY) -m ddqn.dist.cluster --workers 2 -- spark_jobs/train.py --config paper --workers 2 \
 	  --minutes $(MINUTES) --out runs/train-cluster
+
+# Network namespaces as hosts (ddqn/dist/hosts.py): needs root, so sudo when not root; the run is then chowned back.
+train-hosts: install  ## the same job on a multi-host cluster on this machine: master, driver and $(WORKERS) worker hosts as network namespaces
+	$(SUDO) $(PY) -m ddqn.dist.hosts --workers $(WORKERS) -- spark_jobs/train.py --config paper --workers $(WORKERS) \
+	  --minutes $(MINUTES) --out runs/train-hosts
+	$(if $(SUDO),$(SUDO) chown -R $$(id -u):$$(id -g) runs/train-hosts)
+
+test-hosts: install  ## only the multi-host tests (tests/test_hosts.py: network namespaces; sudo when not root)
+	$(SUDO) $(PY) -m pytest -q --timeout=900 -m hosts tests/test_hosts.py
 
 bench-caffe: install  ## forward+backward ms (batch 32, one thread) for the three model sizes
 	$(PY) -m ddqn.bench.caffe_speed

@@ -70,3 +70,33 @@ def raw_socket(server, token: bool = True) -> zmq.Socket:
         plain_client(sock, P.connection_token(server.secret))
     sock.connect(server.address)
     return sock
+
+
+# -- multi-host tests (tests/test_hosts.py): network namespaces need root and iproute2 -----------------------
+HOSTS_MARK = "hosts"
+_hosts_deselected: list[str] = []  # "deselected N multi-host tests: <reason>", printed at the end of the run
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", f"{HOSTS_MARK}: runs on network-namespace hosts (needs root and iproute2)")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Deselect the multi-host tests where network namespaces cannot be made (not root, no iproute2, a chroot or
+    container that forbids them), with a one-line reason printed at the end; never a silent skip."""
+    hosts = [item for item in items if item.get_closest_marker(HOSTS_MARK)]
+    if not hosts:
+        return
+    from ddqn.dist.hosts import unavailable
+
+    reason = unavailable()
+    if reason is None:
+        return
+    items[:] = [item for item in items if not item.get_closest_marker(HOSTS_MARK)]
+    config.hook.pytest_deselected(items=hosts)
+    _hosts_deselected.append(f"deselected {len(hosts)} multi-host tests: {reason}")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for line in _hosts_deselected:
+        terminalreporter.write_line(line, yellow=True, bold=True)

@@ -2,7 +2,9 @@
 
 The compose services must run the very commands of the loopback standalone cluster (ddqn/cluster.py,
 exercised by the cluster tests), differing only in host names and ports, and the image must be built by
-the one install recipe (``make install``). These tests parse the files and fail when they drift apart.
+the one install recipe (``make install``). The multi-host helper (ddqn/dist/hosts.py: network namespaces as
+hosts, exercised by tests/test_hosts.py) runs the same commands again, with each host's address for the
+service's host name and the same ports. These tests parse the files and fail when they drift apart.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import yaml
 
 from ddqn.config import NAMED_CONFIGS, load_config
 from ddqn.dist.cluster import MASTER_CLASS, WORKER_CLASS, LocalCluster, master_command, spark_home, worker_command
+from ddqn.dist.hosts import SERVER_PORT, HostsCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
@@ -302,3 +305,64 @@ def test_compose_env_defaults_follow_environment(raw: dict) -> None:
     assert job[job.index("--workers") + 1] == "4" == confs["spark.cores.max"]
     assert job[job.index("--minutes") + 1] == "5"
     assert services["spark-worker"]["deploy"]["replicas"] == "4"
+
+
+@pytest.fixture
+def hosts_cluster() -> HostsCluster:
+    """A namespace-hosts cluster object, never started: its commands are known without root or namespaces."""
+    return HostsCluster(workers=2)
+
+
+def on_hosts(argv: list[str], hosts: HostsCluster) -> list[str]:
+    """A compose command with each service's host name replaced by the address of its host in ``hosts``."""
+    out = []
+    for item in map(str, argv):
+        item = hosts.master.addr if item == "spark-master" else item
+        item = re.sub(r"(?<=//)spark-master(?=:)", hosts.master.addr, item)
+        out.append(re.sub(r"(?<==)submit$", hosts.driver.addr, item))
+    return out
+
+
+def test_hosts_helper_runs_the_compose_commands(services: dict, hosts_cluster: HostsCluster) -> None:
+    """ddqn.dist.hosts starts the compose services' very commands, each on its own host: the master's, one
+    worker's per worker host (registered under the host's address, its hostname there as $HOSTNAME is in
+    compose), and the submit service's spark-submit with the driver host's address and the same fixed ports."""
+    hosts = hosts_cluster
+    master = services["spark-master"]["command"]
+    assert normalise(hosts.master_argv()) == normalise(on_hosts(master, hosts))
+    worker = worker_argv(services["spark-worker"])
+    for i, host in enumerate(hosts.worker_hosts):
+        expected = [host.addr if item == "${HOSTNAME}" else item for item in on_hosts(worker, hosts)]
+        assert expected[expected.index("--host") + 1] == host.addr
+        assert normalise(hosts.worker_argv(i)) == normalise(expected)
+    submit = services["submit"]["command"]
+    _, job, _ = options(submit)
+    assert job[-2:] == ["--set", f"server_port={SERVER_PORT}"], "the helper fixes the parameter server's port too"
+    assert normalise(hosts.submit_command(job[:-2])) == normalise(on_hosts(submit, hosts))
+    # the only additions on a host: its network namespace, and its address as its hostname
+    for host, argv in ((hosts.master, hosts.master_argv()), (hosts.driver, hosts.submit_command([JOB]))):
+        wrapped = hosts.launch_argv(host, argv)
+        assert wrapped[:4] == ["ip", "netns", "exec", host.ns] and wrapped[-len(argv):] == argv
+        assert wrapped[4:-len(argv)] == ["unshare", "--uts", "sh", "-c", wrapped[8], host.addr]
+        assert "hostname" in wrapped[8] and wrapped[8].endswith('exec "$@"')
+
+
+def test_hosts_helper_extra_conf_comes_after_the_compose_options(services: dict, hosts_cluster: HostsCluster) -> None:
+    """Tests lower Spark's timeouts with extra --conf pairs: appended after the compose options, before the job."""
+    plain = hosts_cluster.submit_command([JOB])
+    extra = hosts_cluster.submit_command([JOB], {"spark.network.timeout": "30s"})
+    i = plain.index(JOB)
+    assert extra[:i] == plain[:i] and extra[i:i + 2] == ["--conf", "spark.network.timeout=30s"]
+    assert extra[i + 2:] == plain[i:]
+
+
+def test_make_train_hosts_runs_the_compose_job() -> None:
+    """`make train-hosts` runs the submit service's job (`make train`'s config) with one worker host per worker."""
+    makefile = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    recipe = re.search(r"^train-hosts:.*\n\t(.*)$", makefile, re.M).group(1)
+    args = shlex.split(recipe)
+    assert args[1:4] == ["$(PY)", "-m", "ddqn.dist.hosts"], args
+    helper, job = args[4:args.index("--")], args[args.index("--") + 1:]
+    assert helper == ["--workers", "$(WORKERS)"]
+    assert job[:7] == [JOB, "--config", "paper", "--workers", "$(WORKERS)", "--minutes", "$(MINUTES)"], job
+    assert re.search(r"^WORKERS \?= 2$", makefile, re.M), "the compose file's default worker count"

@@ -62,6 +62,44 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def signal_group(pgid: int, sig: int) -> None:
+    """Send ``sig`` to process group ``pgid`` (a process started with ``start_new_session``); gone is fine."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def stop_groups(procs: list[subprocess.Popen], timeout: float = 20.0) -> None:
+    """Stop the process groups of ``procs`` by their own ids: SIGTERM all (newest first), wait up to
+    ``timeout`` s in all, then SIGKILL what is left. Clears ``procs``."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            signal_group(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            signal_group(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    procs.clear()
+
+
+def wait_job(proc: subprocess.Popen, timeout: float | None, grace: float) -> int:
+    """Wait for a submitted job; on Ctrl-C or after ``timeout`` s, SIGINT its group (the driver stops its
+    workers and writes a final snapshot), give it ``grace`` s, then SIGKILL. Returns its exit code."""
+    try:
+        return proc.wait(timeout=timeout)
+    except (KeyboardInterrupt, subprocess.TimeoutExpired):
+        signal_group(proc.pid, signal.SIGINT)
+        try:
+            return proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            signal_group(proc.pid, signal.SIGKILL)
+            return proc.wait()
+
+
 class LocalCluster:
     """Master + ``workers`` one-core workers on 127.0.0.1; a context manager that always tears down."""
 
@@ -108,17 +146,7 @@ class LocalCluster:
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop every process this cluster started, by its own process group id (SIGTERM, then SIGKILL)."""
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        self.procs.clear()
+        stop_groups(self.procs, timeout)
         self._dir.cleanup()
 
     def submit_command(self, job: list[str]) -> list[str]:
@@ -151,14 +179,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(web UI http://{cluster.host}:{cluster.webui_port})", flush=True)
         proc = subprocess.Popen(cluster.submit_command(job), env=cluster.env, start_new_session=True)
         try:
-            return proc.wait(timeout=args.timeout)
-        except (KeyboardInterrupt, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                return proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                return proc.wait()
+            return wait_job(proc, args.timeout, grace=60)
         finally:
             print("cluster down", flush=True)
 
