@@ -9,7 +9,7 @@ import pytest
 from conftest import PROTOTXT
 
 from ddqn.errors import ConfigError
-from ddqn.net.caffe_env import caffe
+from ddqn.net.caffe_env import caffe, caffe_pb2
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.net.snapshot import load_solverstate, save_snapshot
@@ -26,6 +26,11 @@ SOLVERS = {
                    'weight_decay: 0.001',
     "rmsprop-multistep": 'type: "RMSProp" base_lr: 0.003 lr_policy: "multistep" gamma: 0.3 stepvalue: 5 '
                          'stepvalue: 15 rms_decay: 0.95',
+    "adam-fixed": 'type: "Adam" base_lr: 0.01 lr_policy: "fixed" momentum: 0.9',  # Caffe's momentum2/delta defaults
+    "adam-step-l2-clip": 'type: "Adam" base_lr: 0.02 lr_policy: "step" gamma: 0.5 stepsize: 8 momentum: 0.8 '
+                         'momentum2: 0.99 delta: 1.5e-4 weight_decay: 0.01 clip_gradients: 4',
+    "adam-inv-l1": 'type: "Adam" base_lr: 0.005 lr_policy: "inv" gamma: 0.1 power: 0.75 momentum: 0 momentum2: 0.9 '
+                   'delta: 1e-6 weight_decay: 0.02 regularization_type: "L1"',
 }
 
 
@@ -85,7 +90,7 @@ def test_resume_is_bit_identical(tiny_net_file: Path, tmp_path: Path) -> None:
     spec = load_netspec(tiny_net_file)
     theta0 = QNetwork(spec, seed=1).get_params()
     grads = _gradients(2 * STEPS, spec.num_params)
-    for text in (SOLVERS["rmsprop-exp"], SOLVERS["sgd-step"], SOLVERS["adagrad-inv"]):
+    for text in (SOLVERS["rmsprop-exp"], SOLVERS["sgd-step"], SOLVERS["adagrad-inv"], SOLVERS["adam-step-l2-clip"]):
         full = make_solver(parse_solver_spec(text, "s"), spec.params)
         theta_full = theta0.copy()
         for g in grads:
@@ -130,16 +135,19 @@ def test_threaded_apply_is_bit_identical(name: str, tiny_net_file: Path) -> None
     assert all(np.array_equal(a, b) for a, b in zip(one.history, two.history))
 
 
-def test_pycaffe_restores_our_solverstate(tiny_net_file: Path, tmp_path: Path) -> None:
-    """Our .solverstate is Caffe's own format: pycaffe's Solver.restore continues from it."""
+@pytest.mark.parametrize("name", ["adagrad-inv", "adam-step-l2-clip"])
+def test_pycaffe_restores_our_solverstate(name: str, tiny_net_file: Path, tmp_path: Path) -> None:
+    """Our .solverstate is Caffe's own format: pycaffe's Solver.restore continues from it (Adam: m for every
+    blob, then v for every blob, and the iteration that drives the bias correction)."""
     spec = load_netspec(tiny_net_file)
-    text = SOLVERS["adagrad-inv"]
+    text = SOLVERS[name]
     grads = _gradients(2 * STEPS, spec.num_params)
     ours = make_solver(parse_solver_spec(text, "s"), spec.params)
     theta = QNetwork(spec, seed=1).get_params()
     for g in grads[:STEPS]:
         ours.apply(theta, g.copy())
     _, state = save_snapshot(tmp_path / "snap", spec, theta, ours)
+    assert len(caffe_pb2().SolverState.FromString(state.read_bytes()).history) == len(ours.history) * len(spec.params)
     for g in grads[STEPS:]:
         ours.apply(theta, g.copy())
 
@@ -170,7 +178,7 @@ def test_pycaffe_restores_our_solverstate(tiny_net_file: Path, tmp_path: Path) -
 
 
 @pytest.mark.parametrize("text, field", [
-    ('type: "Adam" base_lr: 0.1', "type"),
+    ('type: "AdaDelta" base_lr: 0.1', "type"),
     ('type: "Nesterov" base_lr: 0.1', "type"),
     ('type: "SGD"', "base_lr"),
     ('type: "AdaGrad" base_lr: 0.1 lr_policy: "fixed" momentum: 0.9', "momentum"),
@@ -179,6 +187,13 @@ def test_pycaffe_restores_our_solverstate(tiny_net_file: Path, tmp_path: Path) -
     ('type: "SGD" base_lr: 0.1 lr_policy: "step"', "stepsize"),
     ('type: "RMSProp" base_lr: 0.1 lr_policy: "fixed" rms_decay: 1.5', "rms_decay"),
     ('type: "SGD" base_lr: 0.1 lr_policy: "fixed" iter_size: 2', "iter_size"),
+    ('type: "Adam" base_lr: 0.1 lr_policy: "fixed"', "momentum"),
+    ('type: "Adam" base_lr: 0.1 lr_policy: "fixed" momentum: 1', "momentum"),
+    ('type: "Adam" base_lr: 0.1 lr_policy: "fixed" momentum: -0.1', "momentum"),
+    ('type: "Adam" base_lr: 0.1 lr_policy: "fixed" momentum: 0.9 momentum2: 1', "momentum2"),
+    ('type: "Adam" base_lr: 0.1 lr_policy: "fixed" momentum: 0.9 momentum2: -0.5', "momentum2"),
+    ('type: "Adam" base_lr: 0.1 lr_policy: "fixed" momentum: 0.9 delta: 0', "delta"),
+    ('type: "RMSProp" base_lr: 0.1 lr_policy: "fixed" momentum2: 0.99', "momentum2"),
     ('type: "SGD" base_lr: 0.1 lr_policy: "fixed" regularization_type: "L3"', "regularization_type"),
     ('type: "SGD" base_lr: 0.1 bogus_field: 3', "bogus_field"),
 ])
@@ -193,4 +208,33 @@ def test_bad_solver_is_one_clear_error(text: str, field: str, tmp_path: Path) ->
 
 def test_shipped_solvers_parse() -> None:
     kinds = {load_solver_spec(p).type for p in PROTOTXT.glob("solver_*.prototxt")}
-    assert kinds == {"SGD", "AdaGrad", "RMSProp"}
+    assert kinds == {"SGD", "AdaGrad", "RMSProp", "Adam"}
+
+
+def test_adam_history_is_m_then_v(tiny_net_file: Path) -> None:
+    """Adam keeps two history vectors ([m, v], as Caffe's history_), bias-corrected as Caffe does; copy() copies both."""
+    spec = load_netspec(tiny_net_file)
+    solver = make_solver(parse_solver_spec(SOLVERS["adam-fixed"], "s"), spec.params)
+    assert len(solver.history) == 2
+    # Caffe's β are floats: float32(0.999) = 0.99900001… moves c_1 by ~7e-6 relative from the decimal value
+    b1, b2 = float(np.float32(0.9)), float(np.float32(0.999))
+    assert float(solver.correction()) == pytest.approx(np.sqrt(1 - b2) / (1 - b1), rel=1e-7)
+    assert float(solver.correction()) != pytest.approx(np.sqrt(1 - 0.999) / (1 - 0.9), rel=1e-6)
+    g = _gradients(1, spec.num_params)[0]
+    theta0 = QNetwork(spec, seed=1).get_params()
+    theta = theta0.copy()
+    solver.apply(theta, g)
+    m, v = solver.history
+    f32 = np.float32
+    assert np.array_equal(m, (f32(1) - f32(0.9)) * g)  # 1 − β1 in float, as Caffe computes it
+    assert np.array_equal(v, (f32(1) - f32(0.999)) * (g * g))
+    lr = np.concatenate([np.full(p.size, 0.01 * p.lr_mult) for p in spec.params])
+    step = (theta0 - theta).astype(np.float64)
+    c1 = np.sqrt(1 - b2) / (1 - b1)
+    np.testing.assert_allclose(step, lr * c1 * m / (np.sqrt(v.astype(np.float64)) + 1e-8), rtol=2e-6,
+                               atol=float(np.spacing(np.abs(theta0).max())))  # θ0 − θ is exact to an ulp of θ
+    # the first step is lr·lr_mult·sign(g) up to delta: the correction undoes the zero initialisation
+    np.testing.assert_allclose(step, lr * np.sign(g), rtol=1e-2)
+    twin = solver.copy()
+    twin.history[1][:] = 0
+    assert v.any()

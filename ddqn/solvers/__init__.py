@@ -1,1 +1,1 @@
-"""Caffe-exact solvers (SGD, AdaGrad, RMSProp) on the flat θ, read from Caffe solver prototxt."""
+"""Caffe-exact solvers (SGD, AdaGrad, RMSProp, Adam) on the flat θ, read from Caffe solver prototxt."""

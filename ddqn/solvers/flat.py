@@ -1,6 +1,6 @@
 """Caffe-exact solvers on flat float32 parameter vectors (what the parameter server applies).
 
-Each solver reproduces ``caffe::SGDSolver::ApplyUpdate`` and its AdaGrad/RMSProp subclasses step for
+Each solver reproduces ``caffe::SGDSolver::ApplyUpdate`` and its AdaGrad/RMSProp/Adam subclasses step for
 step: learning rate from the lr policy at the current iteration → gradient clipping → weight decay
 (L2/L1, times ``decay_mult``) → the type's update rule (times ``lr_mult``) → θ -= update → iter += 1.
 The solver is data: a ``SolverParameter`` read from a solver prototxt with ``caffe_pb2``.
@@ -22,7 +22,7 @@ from ddqn.net.caffe_env import caffe_pb2
 from ddqn.net.netspec import ParamBlob
 from ddqn.solvers import kernels
 
-SOLVER_TYPES = ("SGD", "AdaGrad", "RMSProp")
+SOLVER_TYPES = ("SGD", "AdaGrad", "RMSProp", "Adam")
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
 _LEGACY_TYPES = {0: "SGD", 1: "Nesterov", 2: "AdaGrad", 3: "RMSProp", 4: "AdaDelta", 5: "Adam"}
 
@@ -40,7 +40,8 @@ class SolverSpec:
     stepsize: int = 0
     stepvalue: tuple[int, ...] = ()
     max_iter: int = 0
-    momentum: float = 0.0
+    momentum: float = 0.0  # SGD's momentum; Adam's β1
+    momentum2: float = 0.999  # Adam's β2
     weight_decay: float = 0.0
     regularization_type: str = "L2"
     delta: float = 1e-8
@@ -85,10 +86,16 @@ def parse_solver_spec(text: str, source: str) -> SolverSpec:
         raise ConfigError(f"{source}: stepvalue: must be increasing")
     if p.regularization_type not in ("L1", "L2"):
         raise ConfigError(f"{source}: regularization_type: must be 'L1' or 'L2'")
-    if kind != "SGD" and p.momentum != 0:
+    if kind not in ("SGD", "Adam") and p.momentum != 0:
         raise ConfigError(f"{source}: momentum: {kind} does not use momentum; set it to 0")
+    if kind == "Adam" and not p.HasField("momentum"):  # Caffe would silently use its proto default, 0
+        raise ConfigError(f"{source}: momentum: must be set for Adam (beta1, usually 0.9; Caffe's default is 0)")
     if not 0 <= p.momentum < 1:
         raise ConfigError(f"{source}: momentum: must be in [0, 1)")
+    if kind != "Adam" and p.HasField("momentum2"):
+        raise ConfigError(f"{source}: momentum2: only Adam uses momentum2 (beta2); remove it")
+    if not 0 <= p.momentum2 < 1:
+        raise ConfigError(f"{source}: momentum2: must be in [0, 1)")
     if p.weight_decay < 0:
         raise ConfigError(f"{source}: weight_decay: must be >= 0")
     if kind != "SGD" and not p.delta > 0:
@@ -99,7 +106,7 @@ def parse_solver_spec(text: str, source: str) -> SolverSpec:
         raise ConfigError(f"{source}: iter_size: only 1 is supported (workers push per minibatch)")
     return SolverSpec(source=source, type=kind, base_lr=p.base_lr, lr_policy=p.lr_policy, gamma=p.gamma,
                       power=p.power, stepsize=p.stepsize, stepvalue=tuple(p.stepvalue), max_iter=p.max_iter,
-                      momentum=p.momentum, weight_decay=p.weight_decay,
+                      momentum=p.momentum, momentum2=p.momentum2, weight_decay=p.weight_decay,
                       regularization_type=p.regularization_type, delta=p.delta, rms_decay=p.rms_decay,
                       clip_gradients=p.clip_gradients, text=text)
 
@@ -138,6 +145,8 @@ class FlatSolver:
             cost more than it saved (``make bench-ps``: 130 k floats took 4.6-5.9× a memcpy on 2 cores, 3.4× on 1).
     """
 
+    HISTORIES = 1  # history vectors, each laid out as θ (a .solverstate holds HISTORIES × blobs, in this order)
+
     def __init__(self, spec: SolverSpec, params: tuple[ParamBlob, ...], threads: int = 1,
                  parallel_min: int = PARALLEL_MIN) -> None:
         self.spec = spec
@@ -146,7 +155,7 @@ class FlatSolver:
         self.params = params
         self.size = params[-1].offset + params[-1].size
         self.iter = 0
-        self.history = [np.zeros(self.size, np.float32)]
+        self.history = [np.zeros(self.size, np.float32) for _ in range(self.HISTORIES)]
         self._scratch = np.empty(self.size, np.float32)  # clipped/regularized gradient, when needed
         self._runs = _runs(params, spec.weight_decay)
         self._l1 = spec.regularization_type == "L1"
@@ -180,7 +189,7 @@ class FlatSolver:
             if scale != 1 or decay != 0:  # Caffe's separate clip/regularize passes, fused into one
                 g = self._scratch[lo:hi]
                 kernels.regularize(theta[lo:hi], grad[lo:hi], g, scale, decay, self._l1)
-            self._step(theta[lo:hi], g, self.history[0][lo:hi], f32(rate * f32(lr_mult)))
+            self._step(theta[lo:hi], g, [h[lo:hi] for h in self.history], f32(rate * f32(lr_mult)))
         self.iter += 1
 
     def _clip_scale(self, grad: np.ndarray) -> np.float32:
@@ -194,7 +203,9 @@ class FlatSolver:
         norm = np.sqrt(sumsq)
         return np.float32(clip / norm) if norm > clip else np.float32(1)
 
-    def _step(self, theta: np.ndarray, grad: np.ndarray, hist: np.ndarray, rate: np.float32) -> None:
+    def _step(self, theta: np.ndarray, grad: np.ndarray, hist: list[np.ndarray], rate: np.float32) -> None:
+        """The rule on one run: ``hist`` holds the run's slice of each history vector; ``rate`` is the local rate
+        (lr policy × lr_mult); ``self.iter`` is still the iteration being applied."""
         raise NotImplementedError
 
     def _kernel(self, serial, parallel, theta: np.ndarray, *args) -> None:
@@ -209,14 +220,14 @@ class SGDSolver(FlatSolver):
     """v ← momentum·v + local_rate·g ; θ ← θ − v."""
 
     def _step(self, theta, grad, hist, rate) -> None:
-        self._kernel(kernels.sgd, kernels.sgd_par, theta, grad, hist, rate, np.float32(self.spec.momentum))
+        self._kernel(kernels.sgd, kernels.sgd_par, theta, grad, hist[0], rate, np.float32(self.spec.momentum))
 
 
 class AdaGradSolver(FlatSolver):
     """h ← h + g² ; θ ← θ − local_rate·g / (√h + δ)."""
 
     def _step(self, theta, grad, hist, rate) -> None:
-        self._kernel(kernels.adagrad, kernels.adagrad_par, theta, grad, hist, rate, np.float32(self.spec.delta))
+        self._kernel(kernels.adagrad, kernels.adagrad_par, theta, grad, hist[0], rate, np.float32(self.spec.delta))
 
 
 class RMSPropSolver(FlatSolver):
@@ -224,11 +235,32 @@ class RMSPropSolver(FlatSolver):
 
     def _step(self, theta, grad, hist, rate) -> None:
         rho = np.float32(self.spec.rms_decay)
-        self._kernel(kernels.rmsprop, kernels.rmsprop_par, theta, grad, hist, rate, np.float32(self.spec.delta), rho,
+        self._kernel(kernels.rmsprop, kernels.rmsprop_par, theta, grad, hist[0], rate, np.float32(self.spec.delta), rho,
                      np.float32(1) - rho)
 
 
-_SOLVERS = {"SGD": SGDSolver, "AdaGrad": AdaGradSolver, "RMSProp": RMSPropSolver}
+class AdamSolver(FlatSolver):
+    """m ← β1·m + (1−β1)·g ; v ← β2·v + (1−β2)·g² ; θ ← θ − local_rate·c_t·m / (√v + δ),
+    c_t = √(1−β2^t) / (1−β1^t) with t = iter + 1 (Caffe's AdamSolver; β1 = ``momentum``, β2 = ``momentum2``).
+
+    ``history`` is [m, v]: Caffe's history_ holds m for every blob, then v for every blob.
+    """
+
+    HISTORIES = 2
+
+    def correction(self) -> np.float32:
+        """c_t for the next update, as Caffe computes it: pow(float, int) and the rest in double, then float."""
+        b1, b2, t = float(np.float32(self.spec.momentum)), float(np.float32(self.spec.momentum2)), self.iter + 1
+        return np.float32(np.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t))
+
+    def _step(self, theta, grad, hist, rate) -> None:
+        f32 = np.float32
+        b1, b2 = f32(self.spec.momentum), f32(self.spec.momentum2)
+        self._kernel(kernels.adam, kernels.adam_par, theta, grad, hist[0], hist[1], f32(rate * self.correction()),
+                     b1, f32(1) - b1, b2, f32(1) - b2, f32(self.spec.delta))
+
+
+_SOLVERS = {"SGD": SGDSolver, "AdaGrad": AdaGradSolver, "RMSProp": RMSPropSolver, "Adam": AdamSolver}
 
 
 def make_solver(spec: SolverSpec, params: tuple[ParamBlob, ...], threads: int = 1) -> FlatSolver:

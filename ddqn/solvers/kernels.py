@@ -77,6 +77,18 @@ def rmsprop(theta, grad, hist, rate, delta, rho, one_minus_rho):
 
 
 @_jit
+def adam(theta, grad, m, v, scale, beta1, one_minus_beta1, beta2, one_minus_beta2, delta):
+    """m ← (1−β1)·g + β1·m ; v ← (1−β2)·g² + β2·v ; θ ← θ − scale·(m / (√v + δ)), scale = local_rate·c_t."""
+    for i in range(theta.size):
+        g = grad[i]
+        mi = one_minus_beta1 * g + beta1 * m[i]
+        vi = one_minus_beta2 * (g * g) + beta2 * v[i]
+        m[i] = mi
+        v[i] = vi
+        theta[i] = theta[i] - scale * (mi / (np.sqrt(vi) + delta))
+
+
+@_jit
 def norm_squared(x):
     """Σ x² accumulated in float64 (no finite float32 vector overflows it); NaN or ±inf if any element is."""
     acc = 0.0
@@ -120,3 +132,13 @@ def sgd_par(theta, grad, hist, rate, momentum, chunks):
     for c in prange(chunks):
         lo, hi = c * step, min(theta.size, (c + 1) * step)
         sgd(theta[lo:hi], grad[lo:hi], hist[lo:hi], rate, momentum)
+
+
+@_pjit
+def adam_par(theta, grad, m, v, scale, beta1, one_minus_beta1, beta2, one_minus_beta2, delta, chunks):
+    """:func:`adam` over ``chunks`` contiguous pieces in parallel."""
+    step = (theta.size + chunks - 1) // chunks
+    for c in prange(chunks):
+        lo, hi = c * step, min(theta.size, (c + 1) * step)
+        adam(theta[lo:hi], grad[lo:hi], m[lo:hi], v[lo:hi], scale, beta1, one_minus_beta1, beta2, one_minus_beta2,
+             delta)
