@@ -18,7 +18,7 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-d
   openjdk-17-jre-headless iproute2
 
 .PHONY: install deb-deps venv caffe lint test test-hosts train train-serial train-cluster train-hosts bench-caffe bench-env bench-replay \
-  bench-serial bench-ps bench-worker bench-capacity bench-scaling bench-grad-norms bench-blas gifs report cluster-up cluster-train cluster-results cluster-down clean
+  bench-serial bench-ps bench-worker bench-capacity bench-scaling bench-grad-norms bench-blas bench-atari gifs report cluster-up cluster-train cluster-results cluster-down clean
 
 install: deb-deps venv caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
 
@@ -108,6 +108,10 @@ bench-scaling: CONFIG ?= paper
 bench-scaling: MODES ?= serial async-1 async-2 sync-2
 bench-scaling: install  ## serial vs 1 and 2 async workers vs sync: greedy score vs wall clock, same budget ($(MINUTES) min each); CONFIG: named config or YAML (default paper), MODES: a subset of the default "serial async-1 async-2 sync-2"
 	$(PY) -m ddqn.bench.scaling --minutes $(MINUTES) --config $(CONFIG) --modes $(MODES)
+
+bench-atari: MINUTES = 60
+bench-atari: install  ## Atari: ALE steps/s, the DQN papers' nets beside the Snake net, and Breakout with 2 async workers for $(MINUTES) min (default 60) against the random policy
+	$(PY) -m ddqn.bench.atari --minutes $(MINUTES)
 
 report: install  ## regenerate results/REPORT.md from the benchmarks' JSON files
 	$(PY) -m ddqn.bench.report

@@ -4,7 +4,7 @@ from setuptools import find_packages, setup
 setup(
     name="ddqn",
     version="0.1.0",
-    description="Distributed deep Q-learning on Spark and Caffe: DQN learns Snake from pixels",
+    description="Distributed deep Q-learning on Spark and Caffe: DQN learns Snake and Atari games from pixels",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["ddqn", "ddqn.*"]),
     package_data={"ddqn": ["prototxt/*.prototxt", "configs/*.yaml"]},  # the shipped nets, solvers and configs
@@ -16,6 +16,8 @@ setup(
         "PyYAML>=6",
         "lmdb>=1.4",
         "gymnasium>=1.0",
+        "ale-py>=0.12,<0.13",             # Atari games (ALE); 0.12 ships the ROMs
+        "opencv-python-headless>=4.8",    # Gymnasium's AtariPreprocessing resizes frames with cv2
         "tqdm>=4.60",
         "matplotlib>=3.8",
         "imageio>=2.30",

@@ -68,6 +68,7 @@ def _load_agent(args: argparse.Namespace):
     """(config, Q-network with the weights of ``--weights``) for eval/play. Without ``--config``, the config is the
     ``config.yaml`` of the run the weights belong to (:func:`run_config`)."""
     from ddqn.config import load_config  # noqa: PLC0415
+    from ddqn.game import game_actions  # noqa: PLC0415
     from ddqn.net.netspec import load_netspec  # noqa: PLC0415
     from ddqn.net.qnet import QNetwork  # noqa: PLC0415
     from ddqn.net.snapshot import load_caffemodel  # noqa: PLC0415
@@ -76,7 +77,7 @@ def _load_agent(args: argparse.Namespace):
     _check_weights(weights)
     config = args.config or str(run_config(weights))
     cfg = load_config(config, args.set)
-    spec = load_netspec(cfg.path("net"))
+    spec = load_netspec(cfg.path("net"), game_actions(cfg))
     q = QNetwork(spec)
     q.set_params(load_caffemodel(weights, spec))
     return cfg, q
@@ -200,19 +201,21 @@ def _eval(args: argparse.Namespace, stop: Stoppable) -> None:
     cfg, q = _load_agent(args)
     scores = evaluate_greedy(q, cfg, args.episodes, args.seed, stop=stop)  # Interrupted once stopped
     rand = random_score(cfg, q.spec.state_shape[1], args.episodes, args.seed, stop=stop)
-    print(f"greedy: mean {scores.mean():.2f}  median {np.median(scores):.1f}  max {scores.max()}  "
-          f"over {args.episodes} episodes on {cfg.board_size}x{cfg.board_size}")
+    game = cfg.game if cfg.game != "snake" else f"{cfg.board_size}x{cfg.board_size} Snake"
+    policy = "greedy" if cfg.eval_epsilon == 0 else f"ε-greedy (ε {cfg.eval_epsilon:g})"
+    print(f"{policy}: mean {scores.mean():.2f}  median {np.median(scores):.1f}  max {scores.max()}  "
+          f"over {args.episodes} episodes on {game}")
     print(f"random: mean {rand:.2f}")
 
 
 def _play(args: argparse.Namespace, stop: Stoppable) -> None:
     """A greedy episode as a GIF, or animated in the terminal."""
-    from ddqn.dqn.play import greedy_episode, play_terminal, write_gif  # noqa: PLC0415
+    from ddqn.dqn.play import gif_fps, greedy_episode, play_terminal, write_gif  # noqa: PLC0415
 
     cfg, q = _load_agent(args)
     if args.gif:
         shots, score = greedy_episode(q, cfg, args.seed, stop=stop)  # Interrupted once stopped
-        print(f"score {score}, {len(shots)} frames: {write_gif(shots, args.gif)}")
+        print(f"score {score}, {len(shots)} frames: {write_gif(shots, args.gif, gif_fps(cfg))}")
     else:
         print(f"score {play_terminal(q, cfg, args.seed, stop=stop)}")
 

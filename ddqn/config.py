@@ -5,6 +5,10 @@ memory 30,000 filled with 20,000 random-policy transitions, minibatch 32 (from t
 1.0 → 0.1 over 50,000 steps, RMSProp or AdaGrad. The named configs in ``ddqn/configs/`` (``--config
 paper``, ``--config tuned``…) are YAML files over these defaults. Every run saves its config beside its
 results.
+
+``game`` picks the game family: Snake (the default) or an Atari game (ALE id, e.g. ``--config breakout``, whose
+keys follow the DQN papers, Mnih et al. 2013/2015). Game-family keys are ignored by the other family; every
+other key means the same for every game and in every mode (serial or distributed).
 """
 from __future__ import annotations
 
@@ -27,10 +31,18 @@ AUTH_MODES = ("message", "connection")  # MAC every payload, or authenticate the
 class Config:
     """Hyperparameters of a DQN run (serial or distributed). Units: steps are env steps of one game."""
 
-    # game
+    # game: "snake" or an ALE Gymnasium id such as "ALE/Breakout-v5" (ddqn.game.atari)
+    game: str = "snake"
+    # Snake only (Atari games ignore them)
     board_size: int = 10  # n×n board
     starve_steps: int = 400  # episode truncated after this many steps without an apple
     paper_look: bool = False  # head drawn like the body (the paper's frames)
+    # Atari only (Snake ignores them); the DQN papers' values
+    frame_skip: int = 4  # emulator frames per agent step (max-pooled over the last two)
+    noop_max: int = 30  # a game starts with 1..noop_max no-op frames (0: none)
+    sticky_actions: float = 0.0  # ALE repeat_action_probability: 0 deterministic (DQN papers), 0.25 Machado 2018
+    max_episode_steps: int = 27_000  # agent steps per game before it is cut (108,000 frames at frame_skip 4)
+    life_loss_terminal: bool = True  # a lost life is terminal for learning (not for the score or evaluation)
     # network and solver (Caffe prototxt; the network fixes frame size, history and minibatch size)
     net: str = "prototxt/snake_paper.prototxt"
     solver: str = "prototxt/solver_rmsprop.prototxt"
@@ -47,6 +59,7 @@ class Config:
     train_every: int = 1  # env steps per gradient step (the slides: 1)
     double_dqn: bool = False  # Double-DQN targets (van Hasselt 2016)
     error_clip: float = 0.0  # clip y − Q to [−c, c] (Nature DQN uses 1); 0 = plain squared error
+    reward_clip: float = 0.0  # learning sees rewards clipped to [−c, c] (DQN papers: 1); 0 = off; scores stay raw
     # distributed (Spark) training
     workers: int = 2  # Spark partitions, one long-running worker task each
     fetch_every: int = 1  # worker env steps between FETCHes of θ
@@ -60,6 +73,7 @@ class Config:
     # evaluation, logging, snapshots
     eval_every: int = 5_000  # env steps between greedy evaluations
     eval_episodes: int = 50
+    eval_epsilon: float = 0.0  # ε of the evaluation (and play) policy: 0 greedy (Snake); the DQN papers' Atari 0.05
     log_every: int = 1_000  # env steps between metric rows
     snapshot_every: int = 10_000  # env steps (serial) or server updates (distributed) between snapshots
     seed: int = 0
@@ -91,7 +105,18 @@ def _check(cfg: Config, source: str) -> Config:
         raise bad("board_size", "board too small for the snake (needs >= 4)")
     if cfg.replay_warmup < 1 or cfg.replay_warmup > cfg.replay_capacity:
         raise bad("replay_warmup", f"must be in [1, replay_capacity={cfg.replay_capacity}]")
-    for name in ("eps_start", "eps_end"):
+    if cfg.game != "snake":
+        from ddqn.game.atari import id_problem  # noqa: PLC0415 - ALE loads only for Atari configs
+
+        if problem := id_problem(cfg.game):
+            raise bad("game", problem)
+    for name in ("frame_skip", "max_episode_steps"):
+        if getattr(cfg, name) < 1:
+            raise bad(name, "must be >= 1")
+    for name in ("noop_max", "reward_clip"):
+        if getattr(cfg, name) < 0:
+            raise bad(name, "must be >= 0" + (" (0 = off)" if name == "reward_clip" else ""))
+    for name in ("eps_start", "eps_end", "eval_epsilon", "sticky_actions"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise bad(name, "must be in [0, 1]")
     if not 0.0 <= cfg.gamma < 1.0:

@@ -48,14 +48,14 @@ def train(args: argparse.Namespace, stop: StopFlag) -> None:
     """Run the job and print where the snapshot, metrics and GIF went."""
     from ddqn.config import load_config  # noqa: PLC0415
     from ddqn.dist.driver import Driver  # noqa: PLC0415
-    from ddqn.dqn.play import greedy_episode, write_gif  # noqa: PLC0415
+    from ddqn.dqn.play import gif_fps, greedy_episode, write_gif  # noqa: PLC0415
 
     overrides = list(args.set) + ([f"workers={args.workers}"] if args.workers is not None else [])
     cfg = load_config(args.config or ("paper" if not args.resume else str(Path(args.out) / "config.yaml")), overrides)
     driver = Driver(cfg, args.out, sync=args.sync, resume=args.resume, progress=not args.quiet)
     summary = driver.run(minutes=args.minutes if args.steps is None else None, steps=args.steps, stop=stop)
     shots, score = greedy_episode(driver.q, cfg, seed=cfg.seed, stop=stop)
-    gif = write_gif(shots, args.gif or Path(args.out) / "agent.gif")
+    gif = write_gif(shots, args.gif or Path(args.out) / "agent.gif", gif_fps(cfg))
     workers = "; ".join(
         f"{p}: {w['pushes']} pushes, {w['pushes'] / (60 * summary['minutes']):.1f} grads/s, "
         f"communication {100 * w['comm_s'] / max(w['comm_s'] + w['compute_s'], 1e-9):.0f}% of its time"

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from ddqn.bench.common import net_spec, write_result
+from ddqn.net.netspec import NetSpec
 from ddqn.net.qnet import QNetwork
 
 MEMBERS = ("small", "paper", "large")
@@ -19,7 +20,12 @@ MEMBERS = ("small", "paper", "large")
 
 def time_member(member: str, repeats: int) -> dict[str, float]:
     """Median forward+backward and forward-only milliseconds for one shipped net, prototxt/snake_<member>."""
-    spec = net_spec(member)
+    return time_spec(net_spec(member), repeats)
+
+
+def time_spec(spec: NetSpec, repeats: int) -> dict[str, float]:
+    """Median forward+backward and forward-only milliseconds of the net ``spec`` at its batch size, on random
+    uint8 states and targets."""
     net = QNetwork(spec, seed=0)
     rng = np.random.default_rng(0)
     states = rng.integers(0, 256, (spec.batch_size, *spec.state_shape), dtype=np.uint8)

@@ -18,6 +18,7 @@ from ddqn.bench.common import write_result
 from ddqn.config import load_config
 from ddqn.dqn.play import greedy_episode_scores, write_gif
 from ddqn.errors import DDQNError, run_command
+from ddqn.game import game_actions
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.net.snapshot import load_caffemodel
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         cfg = load_config(args.config)
-        spec = load_netspec(cfg.path("net"))
+        spec = load_netspec(cfg.path("net"), game_actions(cfg))
         weights = Path(args.weights) if args.weights else latest_weights(Path(args.run))
         dumb, smart = QNetwork(spec, seed=cfg.seed), QNetwork(spec)
         smart.set_params(load_caffemodel(weights, spec))

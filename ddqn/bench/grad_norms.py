@@ -29,6 +29,7 @@ from tqdm import tqdm
 from ddqn.bench.common import write_result
 from ddqn.config import NAMED_CONFIGS, Config, load_config
 from ddqn.dqn.loop import ExperienceLoop
+from ddqn.game import game_actions
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.replay import make_replay
@@ -66,7 +67,7 @@ def summarize(norms: np.ndarray) -> dict[str, float]:
 def measure(cfg: Config, steps: int, bin_size: int, progress: bool = True) -> dict[str, Any]:
     """Serial deep Q-learning with ``cfg`` for ``steps`` learning env steps after the random warm-up, recording the
     L2 norm of every gradient before applying it; the summary, per-bin curve and timings."""
-    spec = load_netspec(cfg.path("net"))
+    spec = load_netspec(cfg.path("net"), game_actions(cfg))
     solver_spec = load_solver_spec(cfg.path("solver"))
     solver = make_solver(solver_spec, spec.params)
     q, q_hat = QNetwork(spec, seed=cfg.seed), QNetwork(spec)

@@ -162,6 +162,28 @@ def _grad_norms(r: dict) -> list[str]:
             "| config | updates | max | p99.9 | p99 | p50 |", "|---|---|---|---|---|---|", *rows]
 
 
+def _atari(r: dict) -> list[str]:
+    ale = r["ale"]
+    nets = [f"| {name} | {x['params']:,} | {x['input']}×{x['input']} | {x['forward_backward_ms']:.1f} | "
+            f"{x['forward_ms']:.1f} |" for name, x in r["nets"].items()]
+    out = [f"ALE `{r['game']}`: {ale['steps_per_s']:,.0f} agent steps/s ({ale['frames_per_s']:,.0f} frames/s) on one "
+           "core, random actions, DQN preprocessing.", "",
+           "| net | parameters | input | forward+backward (ms, batch 32) | forward (ms) |", "|---|---|---|---|---|",
+           *nets]
+    learn = r.get("learning")
+    if learn:
+        b, f = learn["best"], learn["best_reevaluated"]
+        out += ["", f"Learning: `{r['config']}` with 2 asynchronous workers for {learn['minutes']:g} wall-clock "
+                f"minutes on {r['cores']} cores (the workers and the driver share them). Evaluation as the papers: ε = "
+                f"{learn['eval_epsilon']:g}, whole games, raw scores, at most {learn['max_episode_steps']:,} agent "
+                f"steps. Best snapshot ({b['minutes']:.1f} min, {b['env_steps']:,} env steps): "
+                f"**{f['mean']:.2f} ± {f['se']:.2f}** over {f['episodes']} games; random policy "
+                f"{learn['random_mean']:.2f}: **{learn['ratio_to_random']:.1f}× random** (target "
+                f"{learn['target_ratio']:g}×: {'reached' if learn['reached'] else 'not reached'}).", "",
+                "![atari](atari.png)"]
+    return out
+
+
 def _gifs(r: dict) -> list[str]:
     return [f"Dumb snake (initial weights) scored {r['dumb_score']}; smart snake (`{r['weights']}`) scored "
             f"{r['smart_score']}.", "", "![dumb and smart snake](snakes.gif)"]
@@ -178,6 +200,7 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
     ("scaling", "Serial vs distributed", "make bench-scaling", _scaling),
     ("env_speed", "Snake environment speed", "make bench-env", _env),
     ("replay_speed", "Replay memory throughput", "make bench-replay", _replay),
+    ("atari", "Atari (ALE) through the same system", "make bench-atari", _atari),
     ("gifs", "Example game play", "make gifs", _gifs),
 ]
 

@@ -28,6 +28,7 @@ from ddqn.bench.common import (
 from ddqn.config import load_config
 from ddqn.dist.cluster import spark_submit_env, spark_submit_path
 from ddqn.dqn.evaluation import evaluate_greedy
+from ddqn.game import game_actions
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.net.snapshot import load_caffemodel
@@ -53,7 +54,7 @@ def run(mode: str, config: str, minutes: float, every: int, out: Path) -> int:
 def snapshot_curve(out: Path, config: str) -> list[dict[str, float]]:
     """Greedy mean score of each snapshot in ``out/snapshots.csv`` against its wall-clock time."""
     cfg = load_config(config)
-    q = QNetwork(load_netspec(cfg.path("net")))
+    q = QNetwork(load_netspec(cfg.path("net"), game_actions(cfg)))
     curve = []
     with open(out / "snapshots.csv", newline="") as f:
         for row in csv.DictReader(f):

@@ -25,6 +25,7 @@ from ddqn.dist import protocol
 from ddqn.dist.job import JobSpec
 from ddqn.dist.worker import Worker
 from ddqn.dqn.phases import PHASES, PhaseClock
+from ddqn.game import game_actions
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 
@@ -75,7 +76,7 @@ class _StopAfter(PhaseClock):
 def breakdown(config: str, seconds: float, overrides: list[str] | None = None) -> dict:
     """A real worker of ``config`` for ``seconds`` (after its warm-up fill): ms per gradient, all in and by phase."""
     cfg = load_config(config, overrides)
-    spec = load_netspec(cfg.path("net"))
+    spec = load_netspec(cfg.path("net"), game_actions(cfg))
     secret = protocol.new_secret()
     server = start_server(spec, QNetwork(spec, seed=cfg.seed).get_params(), secret)
     clock = _StopAfter(seconds, server.request_stop)

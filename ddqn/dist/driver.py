@@ -38,6 +38,7 @@ from ddqn.dist.store import ParameterStore
 from ddqn.dist.sync import SyncRounds
 from ddqn.dqn.evaluation import eval_row, evaluate, random_score, score_summary
 from ddqn.errors import DDQNError, Interrupted
+from ddqn.game import game_actions
 from ddqn.metrics import MetricsLogger
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
@@ -119,7 +120,7 @@ class Driver:
                  progress: bool = True) -> None:
         self.cfg, self.out, self.sync, self.progress = cfg, Path(out_dir), sync, progress
         self.out.mkdir(parents=True, exist_ok=True)
-        self.spec = load_netspec(cfg.path("net"))
+        self.spec = load_netspec(cfg.path("net"), game_actions(cfg))
         solver = make_solver(load_solver_spec(cfg.path("solver")), self.spec.params, cfg.server_threads)
         self.q = QNetwork(self.spec, seed=cfg.seed)
         theta, target, played = self.q.get_params(), None, {}

@@ -34,11 +34,12 @@ def _serve(net_text: str, net_source: str, config: dict, tasks: mp.Queue, result
     os.nice(NICE)
     from ddqn.config import make_config  # noqa: PLC0415 - imported in the child only
     from ddqn.dqn.evaluation import evaluate  # noqa: PLC0415
+    from ddqn.game import game_actions  # noqa: PLC0415
     from ddqn.net.netspec import parse_netspec  # noqa: PLC0415
     from ddqn.net.qnet import QNetwork  # noqa: PLC0415
 
     cfg = make_config(config, "broadcast config")
-    q = QNetwork(parse_netspec(net_text, net_source))
+    q = QNetwork(parse_netspec(net_text, net_source, game_actions(cfg)))
     while (task := tasks.get()) is not None:
         env_steps, updates, wall_s, theta = task
         q.set_params(theta)

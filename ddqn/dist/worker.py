@@ -22,6 +22,7 @@ from ddqn.dist.client import Params, ServerClient, ServerGone
 from ddqn.dist.job import JobSpec
 from ddqn.dqn.loop import ExperienceLoop
 from ddqn.dqn.phases import NO_CLOCK, PhaseClock
+from ddqn.game import game_actions
 from ddqn.net.netspec import parse_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.replay import make_replay
@@ -43,7 +44,7 @@ class Worker:
 
     def __init__(self, job: JobSpec, partition: int, attempt: int, clock: PhaseClock = NO_CLOCK) -> None:
         self.cfg: Config = make_config(job.config, "broadcast config")
-        self.spec = parse_netspec(job.net_text, job.net_source)
+        self.spec = parse_netspec(job.net_text, job.net_source, game_actions(self.cfg))
         self.partition, self.attempt = partition, attempt
         self.q, self.q_hat = QNetwork(self.spec), QNetwork(self.spec)
         self.client = ServerClient(job.address, bytes.fromhex(job.secret_hex), partition, attempt,

@@ -1,4 +1,11 @@
-"""Greedy evaluation and the random-policy baseline, on K games at once, and the rows every mode logs.
+"""Evaluation of Q and the random-policy baseline, on K games at once, and the rows every mode logs.
+
+The protocol (the DQN papers' for Atari; for Snake, greedy as the slides): each evaluation episode is a whole
+game — every life, a lost life is no terminal here and φ runs on across it — until game over or the game's own
+cut (Snake starving, Atari ``max_episode_steps``); the policy is ε-greedy with ε = ``cfg.eval_epsilon`` (0:
+greedy; Atari configs 0.05), its random choices drawn from a generator seeded by the evaluation seed, so an
+evaluation is repeatable; the score is the game's raw score ``info["score"]`` (unclipped). The random baseline
+plays the uniform random policy under the same protocol.
 
 Shapes: frames (K, H, W) uint8; stacked states φ (K, C, H, W) uint8 with C = history.
 
@@ -43,9 +50,11 @@ def random_score(cfg: Config, frame_size: int, episodes: int, seed: int | None, 
 
 
 def evaluate_greedy(q: QNetwork, cfg: Config, episodes: int, seed: int, stop: Stoppable = NEVER) -> np.ndarray:
-    """Scores (apples) of ``episodes`` greedy episodes, played side by side; (episodes,) int64."""
+    """Raw scores of ``episodes`` whole games of the ε-greedy policy (ε = ``cfg.eval_epsilon``; 0: greedy), played
+    side by side; (episodes,) int64. The same ``seed`` gives the same games and the same random choices."""
     history, frame_size = q.spec.state_shape[0], q.spec.state_shape[1]
     batch = make_batch(cfg, frame_size, episodes)
+    rng = np.random.default_rng([seed, 3])  # the ε draws (none when ε = 0: greedy play is unchanged)
     frames = batch.reset(seed)
     states = np.repeat(frames[:, None], history, axis=1)
     scores = np.zeros(episodes, np.int64)
@@ -55,6 +64,9 @@ def evaluate_greedy(q: QNetwork, cfg: Config, episodes: int, seed: int, stop: St
         _check(stop, "the greedy evaluation")
         live = np.flatnonzero(~done)
         actions[live] = greedy_actions(q, states[live])
+        if cfg.eval_epsilon > 0:
+            explore = live[rng.random(live.size) < cfg.eval_epsilon]
+            actions[explore] = rng.integers(0, batch.num_actions, explore.size)
         frames, _, terminated, truncated, info = batch.step(actions)
         ended = (terminated | truncated) & ~done
         scores[ended] = info["score"][ended]
@@ -67,7 +79,7 @@ def evaluate_greedy(q: QNetwork, cfg: Config, episodes: int, seed: int, stop: St
 
 
 def evaluate(q: QNetwork, cfg: Config, stop: Stoppable = NEVER) -> np.ndarray:
-    """The training-time evaluation every mode runs: ``cfg.eval_episodes`` greedy episodes, seed 10,000 + seed."""
+    """The training-time evaluation every mode runs: ``cfg.eval_episodes`` episodes, seed 10,000 + seed."""
     return evaluate_greedy(q, cfg, cfg.eval_episodes, seed=10_000 + cfg.seed, stop=stop)
 
 

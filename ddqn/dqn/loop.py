@@ -9,6 +9,10 @@ it to θ, a worker pushes it to the parameter server. Resetting Q̂ (step 8) is 
     while ...:
         if loop.step():        # 1-4: act, execute, φ, store; True when a gradient is due
             loss, grad = loop.gradient()   # 5-7: sample D, targets from Q̂, loss and ∇θ
+
+Lives (Atari): with ``life_loss_terminal`` a lost life is stored as a terminal transition and starts a new replay
+segment and a new φ at the frame after the loss, while the game (and its episode: score, count) goes on until game
+over or truncation; the rules live in :mod:`ddqn.replay.transition`, shared with the random warm-up.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from ddqn.game.frames import FrameStack
 from ddqn.net.qnet import QNetwork
 from ddqn.replay import LMDBReplayMemory, ReplayMemory
 from ddqn.replay.fill import fill_random
+from ddqn.replay.transition import store_step
 
 
 class ExperienceLoop:
@@ -71,7 +76,9 @@ class ExperienceLoop:
         frame, r, terminated, truncated, info = self.env.step(a)  # 2. execute, observe r and x'
         self.clock.lap("env step")
         self.phi = self.frames.push(frame)  # 3. φ' from the last frames
-        self.replay.add(a, r, frame, terminated)  # 4. store the transition in D
+        if store_step(self.replay, self.cfg, a, r, frame, terminated, truncated,  # 4. store the transition in D
+                      info.get("life_lost", False)):
+            self.phi = self.frames.reset(frame)  # a lost life: φ restarts with D's new segment
         self.env_steps += 1
         if terminated or truncated:
             self.episodes += 1

@@ -1,4 +1,10 @@
-"""Watch an agent: a greedy episode as an animated GIF or in the terminal.
+"""Watch an agent: an episode of the evaluation policy as an animated GIF or in the terminal.
+
+The policy is evaluation's (:mod:`ddqn.dqn.evaluation`): ε-greedy with ε = ``cfg.eval_epsilon`` (0, Snake's
+default: greedy), its random choices seeded by ``seed``. A GIF shows what the game renders — Snake's board, an
+Atari game's real 210×160 screen — at the game's pace. An episode ends at game over, the game's own cut, or after
+``max_steps`` (default :func:`episode_cap`: 2,000 for Snake; for Atari the game's own cut, at most 5,000 steps).
+Terminal play is Snake's only.
 
 Both loops take ``stop`` (:mod:`ddqn.stop`): once it is set they raise :class:`~ddqn.errors.Interrupted` at
 their next step (or frame) boundary.
@@ -13,26 +19,45 @@ import numpy as np
 
 from ddqn.config import Config
 from ddqn.dqn.qlearning import greedy_actions
-from ddqn.errors import Interrupted
-from ddqn.game import make_env
+from ddqn.errors import DDQNError, Interrupted
+from ddqn.game import is_atari, make_env
 from ddqn.game.frames import FrameStack
 from ddqn.net.qnet import QNetwork
 from ddqn.stop import NEVER, Stoppable, sleep_unless
 
+SNAKE_MAX_STEPS = 2_000  # a Snake episode shown (Snake's own cut is starving, which a looping snake never hits)
+# an Atari episode shown: a whole game of a trained agent (it lasts thousands of steps), but a GIF holds every
+# 210×160 RGB screen (100 KB): 5,000 of them are 0.5 GB and 5.5 minutes at 15 fps; a full 27,000-step cap 2.7 GB
+ATARI_MAX_STEPS = 5_000
+SNAKE_FPS, ATARI_FPS = 8, 15  # GIF frames per second: Snake's pace; Atari's real time (60 Hz / frame skip 4)
+
+
+def episode_cap(cfg: Config) -> int:
+    """Default step bound of a shown episode: 2,000 for Snake; for Atari the game's own cut, at most 5,000."""
+    return min(cfg.max_episode_steps, ATARI_MAX_STEPS) if is_atari(cfg) else SNAKE_MAX_STEPS
+
+
+def gif_fps(cfg: Config) -> int:
+    """Frames per second of the config's game in a GIF."""
+    return ATARI_FPS if is_atari(cfg) else SNAKE_FPS
+
 
 def greedy_episode_scores(q: QNetwork, cfg: Config, seed: int, render_mode: str = "rgb_array",
-                          max_steps: int = 2_000, stop: Stoppable = NEVER) -> tuple[list, list[int]]:
-    """Play one greedy episode; return (rendered frames — RGB arrays or text boards —, the score so far at each
-    frame: apples eaten, one int per frame, starting at 0)."""
+                          max_steps: int | None = None, stop: Stoppable = NEVER) -> tuple[list, list[int]]:
+    """Play one episode of the evaluation policy; return (rendered frames — RGB arrays or text boards —, the score
+    so far at each frame: one int per frame, starting at 0). ``max_steps`` None: :func:`episode_cap`."""
     env = make_env(cfg, q.spec.state_shape[1], render_mode=render_mode)
     stack = FrameStack(q.spec.state_shape[0])
+    rng = np.random.default_rng([seed, 3])  # the ε draws, as evaluation's
     frame, info = env.reset(seed=seed)
     phi = stack.reset(frame)
     shots, scores = [env.render()], [int(info["score"])]
-    for _ in range(max_steps):
+    for _ in range(episode_cap(cfg) if max_steps is None else max_steps):
         if stop.is_set():
             raise Interrupted("interrupted during the greedy episode")
         action = int(greedy_actions(q, phi[None])[0])
+        if cfg.eval_epsilon > 0 and rng.random() < cfg.eval_epsilon:
+            action = int(rng.integers(env.action_space.n))
         frame, _, terminated, truncated, info = env.step(action)
         phi = stack.push(frame)
         shots.append(env.render())
@@ -43,13 +68,14 @@ def greedy_episode_scores(q: QNetwork, cfg: Config, seed: int, render_mode: str 
 
 
 def greedy_episode(q: QNetwork, cfg: Config, seed: int, render_mode: str = "rgb_array",
-                   max_steps: int = 2_000, stop: Stoppable = NEVER) -> tuple[list, int]:
-    """Play one greedy episode; return (rendered frames — RGB arrays or text boards —, final score)."""
+                   max_steps: int | None = None, stop: Stoppable = NEVER) -> tuple[list, int]:
+    """Play one episode of the evaluation policy; return (rendered frames — RGB arrays or text boards —, final
+    score)."""
     shots, scores = greedy_episode_scores(q, cfg, seed, render_mode, max_steps, stop)
     return shots, scores[-1]
 
 
-def write_gif(shots: list[np.ndarray], path: str | Path, fps: int = 8) -> Path:
+def write_gif(shots: list[np.ndarray], path: str | Path, fps: int = SNAKE_FPS) -> Path:
     """Write RGB frames (H, W, 3) uint8 as a looping animated GIF."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +84,9 @@ def write_gif(shots: list[np.ndarray], path: str | Path, fps: int = 8) -> Path:
 
 
 def play_terminal(q: QNetwork, cfg: Config, seed: int, fps: float = 8.0, stop: Stoppable = NEVER) -> int:
-    """Animate a greedy episode in the terminal; return its score."""
+    """Animate a greedy episode in the terminal; return its score. Snake only (ALE renders no text)."""
+    if is_atari(cfg):
+        raise DDQNError(f"game {cfg.game}: Atari games cannot be played in the terminal; write a GIF with --gif")
     shots, score = greedy_episode(q, cfg, seed, render_mode="ansi", stop=stop)
     for i, board in enumerate(shots):
         sys.stdout.write("\x1b[H\x1b[2J" + board + f"\nstep {i}\n")

@@ -35,6 +35,7 @@ from ddqn.config import Config, save_config
 from ddqn.dqn.evaluation import eval_row, evaluate, random_score, score_summary
 from ddqn.dqn.loop import ExperienceLoop
 from ddqn.errors import DDQNError, Interrupted
+from ddqn.game import game_actions
 from ddqn.metrics import MetricsLogger
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
@@ -69,7 +70,7 @@ class SerialTrainer:
     def __init__(self, cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> None:
         self.cfg, self.out = cfg, Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.spec = load_netspec(cfg.path("net"))
+        self.spec = load_netspec(cfg.path("net"), game_actions(cfg))
         self.solver = make_solver(load_solver_spec(cfg.path("solver")), self.spec.params)
         self.q = QNetwork(self.spec, seed=cfg.seed)
         self.q_hat = QNetwork(self.spec)
@@ -132,7 +133,7 @@ class SerialTrainer:
         cfg = self.cfg
         try:
             if not stop.is_set():
-                self.loop.warm_up(cfg.replay_warmup - len(self.replay))  # bounded: well under a second
+                self.loop.warm_up(cfg.replay_warmup - len(self.replay))  # bounded: < 1 s Snake, ~10 s Atari
             baseline = random_score(cfg, self.frame_size, cfg.eval_episodes, cfg.seed, stop=stop)
             self._loop(log, stop_at, deadline, baseline, stop)
             if not stop.is_set():  # an interrupted run snapshots and ends; it does not evaluate

@@ -1,20 +1,26 @@
-"""Games the agent learns, behind one interface (Snake, the paper's game; room for another family).
+"""Games the agent learns, behind one interface: Snake (the paper's game) and Atari (ALE through Gymnasium).
 
-What the rest of ddqn needs from a game family, given a :class:`~ddqn.config.Config`:
+``cfg.game`` picks the family: ``"snake"``, or an ALE Gymnasium id such as ``"ALE/Breakout-v5"``
+(:mod:`ddqn.game.atari`). What the rest of ddqn needs from a game, given a :class:`~ddqn.config.Config`:
 
 * :func:`make_env` — one game as a Gymnasium env: ``reset(seed)``/``step(a)`` give (H, W) uint8 frames at the
-  network's input size, ``Discrete`` actions, and ``info["score"]`` (the game's own score) when an episode ends.
-* :func:`make_batch` — K games stepped together (:class:`GameBatch`): the random warm-up fill and greedy
-  evaluation play many episodes at once.
+  network's input size, ``Discrete`` actions, and ``info["score"]`` (the game's own score so far). An Atari game
+  also reports ``info["life_lost"]`` (a life lost on this step, the game going on).
+* :func:`make_batch` — K games stepped together (:class:`GameBatch`): the random warm-up fill and evaluation
+  play many episodes at once.
+* :func:`game_actions` — the number of actions, which the network's Q outputs must match.
 """
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+import gymnasium
 import numpy as np
 
 from ddqn.config import Config
 from ddqn.game.snake import SnakeBatch, SnakeEnv
+
+SNAKE = "snake"
 
 
 class GameBatch(Protocol):
@@ -22,7 +28,8 @@ class GameBatch(Protocol):
 
     ``reset(seed)`` → frames (K, H, W) uint8. ``step(actions (K,))`` → (frames (K, H, W) uint8, rewards (K,)
     float32, terminated (K,) bool, truncated (K,) bool, info) where ``info["final_frame"]`` holds each game's
-    last frame before a restart and ``info["score"]`` (K,) its score so far.
+    last frame before a restart and ``info["score"]`` (K,) its score so far; Atari batches add
+    ``info["life_lost"]`` (K,) bool.
     """
 
     num_envs: int
@@ -33,11 +40,35 @@ class GameBatch(Protocol):
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]: ...
 
 
-def make_env(cfg: Config, frame_size: int, render_mode: str | None = None) -> SnakeEnv:
-    """One game as the config describes it, rendered at the network's input size."""
+def is_atari(cfg: Config) -> bool:
+    """True when the config's game is an Atari (ALE) game."""
+    return cfg.game != SNAKE
+
+
+def make_env(cfg: Config, frame_size: int, render_mode: str | None = None) -> gymnasium.Env:
+    """One game as the config describes it, observed at the network's input size ``frame_size``."""
+    if is_atari(cfg):
+        from ddqn.game.atari import AtariEnv  # noqa: PLC0415 - ALE and OpenCV load only for Atari runs
+
+        return AtariEnv(cfg.game, frame_size, cfg.frame_skip, cfg.noop_max, cfg.sticky_actions,
+                        cfg.max_episode_steps, render_mode)
     return SnakeEnv(cfg.board_size, frame_size, cfg.starve_steps, cfg.paper_look, render_mode)
 
 
 def make_batch(cfg: Config, frame_size: int, num_envs: int) -> GameBatch:
     """K games as the config describes them."""
+    if is_atari(cfg):
+        from ddqn.game.atari import AtariBatch  # noqa: PLC0415 - ALE and OpenCV load only for Atari runs
+
+        return AtariBatch(num_envs, cfg.game, frame_size, cfg.frame_skip, cfg.noop_max, cfg.sticky_actions,
+                          cfg.max_episode_steps)
     return SnakeBatch(num_envs, cfg.board_size, frame_size, cfg.starve_steps, cfg.paper_look)
+
+
+def game_actions(cfg: Config) -> int:
+    """Number of actions of the config's game (Snake 4; an Atari game its minimal action set, e.g. Pong 6)."""
+    if is_atari(cfg):
+        from ddqn.game.atari import num_actions  # noqa: PLC0415 - ALE loads only for Atari runs
+
+        return num_actions(cfg.game)
+    return SnakeBatch.num_actions

@@ -26,6 +26,8 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
 
+from ddqn.game.seeds import game_seeds
+
 NORTH, SOUTH, EAST, WEST = 0, 1, 2, 3
 ACTION_NAMES = ("north", "south", "east", "west")
 DELTAS = np.array([(-1, 0), (1, 0), (0, 1), (0, -1)])  # (d_row, d_col) per action
@@ -57,11 +59,6 @@ def draw_apple(rng: np.random.Generator, free: np.ndarray) -> int:
     """Flat index of a uniformly random True cell of ``free`` (row-major), or -1 if none."""
     cells = np.flatnonzero(free)
     return int(cells[rng.integers(cells.size)]) if cells.size else -1
-
-
-def game_seeds(seed: int | None, num_envs: int) -> list[int]:
-    """Per-game seeds of a batch: game i behaves like a SnakeEnv reset with seed ``[i]``."""
-    return [int(s) for s in np.random.SeedSequence(seed).generate_state(num_envs, np.uint64)]
 
 
 def _check_args(size: Any, frame_size: Any, max_steps: Any) -> int | None:

@@ -157,10 +157,15 @@ def _pos(value: int, what: str, where: str) -> int:
     return value
 
 
-def _hw(repeated, h: int, w: int, default: int | None, what: str, where: str) -> tuple[int, int]:
-    """Resolve Caffe's ``kernel_size``/``kernel_h``/``kernel_w``-style fields to (h, w)."""
-    if h or w:
-        return h, w
+def _hw(p, field: str, default: int | None, what: str, where: str) -> tuple[int, int]:
+    """Resolve Caffe's ``kernel_size``/``kernel_h``/``kernel_w``-style fields of message ``p`` to (h, w) as Caffe
+    does: the ``_h``/``_w`` pair when either is *set* (Caffe tests ``has_stride_h()``, not the value; this
+    caffe.proto defaults the convolution's ``stride_h``/``stride_w`` to 1), else ``field``."""
+    base = field.removesuffix("_size")
+    names = p.DESCRIPTOR.fields_by_name
+    if f"{base}_h" in names and (p.HasField(f"{base}_h") or p.HasField(f"{base}_w")):
+        return getattr(p, f"{base}_h"), getattr(p, f"{base}_w")
+    repeated = getattr(p, field)
     vals = list(repeated) if not isinstance(repeated, int) else [repeated]
     if len(vals) == 0:
         if default is None:
@@ -233,10 +238,10 @@ def _conv(p, x: tuple[int, ...], where: str, bottoms: list):
     if len(x) != 4:
         raise ConfigError(f"{where}: needs a 4-D input, got {x}")
     n, c, h, w = x
-    kh, kw = _hw(p.kernel_size, p.kernel_h, p.kernel_w, None, "kernel_size", where)
-    sh, sw = _hw(p.stride, p.stride_h, p.stride_w, 1, "stride", where)
-    ph, pw = _hw(p.pad, p.pad_h, p.pad_w, 0, "pad", where)
-    dh, dw = _hw(p.dilation, 0, 0, 1, "dilation", where)
+    kh, kw = _hw(p, "kernel_size", None, "kernel_size", where)
+    sh, sw = _hw(p, "stride", 1, "stride", where)
+    ph, pw = _hw(p, "pad", 0, "pad", where)
+    dh, dw = _hw(p, "dilation", 1, "dilation", where)
     o, g = _pos(p.num_output, "num_output", where), _pos(p.group, "group", where)
     for v, what in ((kh, "kernel"), (kw, "kernel"), (sh, "stride"), (sw, "stride"), (dh, "dilation"), (dw, "dilation")):
         _pos(v, what, where)
@@ -257,9 +262,9 @@ def _pool(p, x: tuple[int, ...], where: str, bottoms: list):
     n, c, h, w = x
     if p.global_pooling:
         return [(n, c, 1, 1)], []
-    kh, kw = _hw(p.kernel_size, p.kernel_h, p.kernel_w, None, "kernel_size", where)
-    sh, sw = _hw(p.stride, p.stride_h, p.stride_w, 1, "stride", where)
-    ph, pw = _hw(p.pad, p.pad_h, p.pad_w, 0, "pad", where)
+    kh, kw = _hw(p, "kernel_size", None, "kernel_size", where)
+    sh, sw = _hw(p, "stride", 1, "stride", where)
+    ph, pw = _hw(p, "pad", 0, "pad", where)
     for v, what in ((kh, "kernel"), (kw, "kernel"), (sh, "stride"), (sw, "stride")):
         _pos(v, what, where)
     if ph >= kh or pw >= kw:

@@ -17,6 +17,12 @@ The last frame of every episode starts no transition. Truncation (a time limit) 
 (x_T, a_T, r_T, x_{T+1}) keeps terminal=False and its φ_{T+1} ends at x_{T+1}, its own frame;
 the next episode's first frame is never part of it.
 
+Lives (Atari). An "episode" here is a replay segment, which need not be a whole game: when a lost life is
+terminal for learning (``life_loss_terminal``), the loss is a terminal ``add`` and a ``start_episode`` at the
+frame after it, while the game goes on (:mod:`ddqn.replay.transition` is the one place that decides this).
+That frame is then stored twice — as the terminal transition's next frame and as the new segment's first — and
+no state stacks frames from before the loss, as in DeepMind's replay.
+
 Sampling: ``batch_size`` transitions i.i.d. uniform (with replacement) over the sampleable ones,
 from ``numpy.random.default_rng(seed)`` created when the memory is constructed or (LMDB) opened.
 The same calls on memories with the same contents and seed give the same batches, in either
