@@ -18,7 +18,7 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-d
   openjdk-17-jre-headless iproute2
 
 .PHONY: install deb-deps venv caffe lint test test-hosts train train-serial train-cluster train-hosts bench-caffe bench-env bench-replay \
-  bench-serial bench-ps bench-worker bench-capacity bench-scaling bench-grad-norms bench-blas bench-atari gifs report cluster-up cluster-train cluster-results cluster-down clean
+  bench-serial bench-ps bench-worker bench-capacity bench-scaling bench-grad-norms bench-blas bench-atari bench-scale-out gifs report cluster-up cluster-train cluster-results cluster-down clean
 
 install: deb-deps venv caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
 
@@ -57,8 +57,9 @@ lint: venv  ## ruff (ruff.toml): style, import order, unused code
 test: install lint  ## the README's test command (lint first, then the suite)
 	$(PY) -m pytest -q --timeout=900 tests
 
-train: install  ## the main job: distributed DQN on Spark (local[*,4]), paper settings, $(MINUTES) min
-	$(SPARK_ENV) $(VENV)/bin/spark-submit spark_jobs/train.py --config paper --workers 2 --minutes $(MINUTES) --out runs/train
+train: CONFIG ?= paper
+train: install  ## the main job: distributed DQN on Spark (local[*,4]), paper settings (CONFIG: another named config or YAML), $(MINUTES) min
+	$(SPARK_ENV) $(VENV)/bin/spark-submit spark_jobs/train.py --config $(CONFIG) --workers 2 --minutes $(MINUTES) --out runs/train
 
 train-serial: install  ## the slides' serial algorithm, paper settings, $(MINUTES) min
 	$(VENV)/bin/ddqn train --mode serial --config paper --minutes $(MINUTES) --out runs/serial
@@ -108,6 +109,11 @@ bench-scaling: CONFIG ?= paper
 bench-scaling: MODES ?= serial async-1 async-2 sync-2
 bench-scaling: install  ## serial vs 1 and 2 async workers vs sync: greedy score vs wall clock, same budget ($(MINUTES) min each); CONFIG: named config or YAML (default paper), MODES: a subset of the default "serial async-1 async-2 sync-2"
 	$(PY) -m ddqn.bench.scaling --minutes $(MINUTES) --config $(CONFIG) --modes $(MODES)
+
+bench-scale-out: SCALE_OUT ?= --validate --project --controls --config small
+bench-scale-out: install  ## the scale-out simulator (ddqn simulate): server service times, validation against real W = 1, 2 runs, projection to W = 64 (hours: see ddqn/bench/scale_out.py; SCALE_OUT: its options)
+	$(PY) -m ddqn.bench.ps_speed --parts service
+	$(SPARK_ENV) $(PY) -m ddqn.bench.scale_out $(SCALE_OUT)
 
 bench-atari: MINUTES = 60
 bench-atari: install  ## Atari: ALE steps/s, the DQN papers' nets beside the Snake net, and Breakout with 2 async workers for $(MINUTES) min (default 60) against the random policy

@@ -262,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--gif", help="write an animated GIF here instead of playing in the terminal")
         p.set_defaults(func=func)
+
+    # listed here for `ddqn --help`; main() hands its arguments to ddqn.sim.cli whole
+    sub.add_parser("simulate", add_help=False, help="simulate W asynchronous workers and one parameter server "
+                   "with real Caffe gradients (`ddqn simulate --help`; the same as python -m ddqn.sim)")
     return ap
 
 
@@ -289,6 +293,11 @@ def _stop_message(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ddqn`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulate"]:
+        from ddqn.sim.cli import main as simulate  # noqa: PLC0415 - keep `ddqn --help` fast
+
+        return run_command("ddqn simulate", lambda: simulate(argv[1:], prog="ddqn simulate"))
     args = build_parser().parse_args(argv)
     codes: list[int] = []  # a command may return an exit code (the Spark job's)
     with StopFlag(_stop_message(args)) as stop:

@@ -68,6 +68,9 @@ class Config:
     server_port: int = 0  # parameter-server TCP port on the driver (0: any free port)
     auth: str = "message"  # "message": MAC every payload; "connection": like spark.authenticate (ddqn.protocol)
     server_threads: int = 1  # driver cores one solver apply may use (bit-identical result; >1 for big nets)
+    max_staleness: int = 0  # the server drops a pushed gradient more than K θ versions old (counted "too stale");
+    # 0 = off (Gorila discarded stale gradients)
+    staleness_lr: bool = False  # the server divides an update's learning rate (not the gradient) by staleness + 1
     max_grad_norm: float = 100.0  # the server drops a pushed gradient whose L2 norm exceeds this (per minibatch;
     # honest maxima measured by `make bench-grad-norms`: paper 0.91, small 2.8, tuned 3.1)
     # evaluation, logging, snapshots
@@ -119,6 +122,8 @@ def _check(cfg: Config, source: str) -> Config:
     for name in ("eps_start", "eps_end", "eval_epsilon", "sticky_actions"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise bad(name, "must be in [0, 1]")
+    if cfg.max_staleness < 0:
+        raise bad("max_staleness", "must be >= 0 (0 = off)")
     if not 0.0 <= cfg.gamma < 1.0:
         raise bad("gamma", "must be in [0, 1)")
     if not 0 <= cfg.server_port <= 65535:

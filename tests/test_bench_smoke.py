@@ -30,13 +30,16 @@ SMOKE = {
     "caffe_speed": ["--repeats", "2", "--members", "small"],
     "env_speed": ["--seconds", "0.2"],
     "replay_speed": ["--frames", "2000", "--seconds", "0.2", "--steps", "100"],
-    "ps_speed": ["--repeats", "5", "--seconds", "0.5", "--clients", "1", "--vectors", "small", "1M"],
+    "ps_speed": ["--repeats", "5", "--seconds", "0.5", "--clients", "1", "--vectors", "small", "1M",
+                 "--service-nets", "small", "--service-solvers", "adagrad", "--service-messages", "5",
+                 "--cycle-repeats", "1"],
+    "atari": ["--no-learning", "--ale-steps", "300", "--repeats", "1"],
     "worker_speed": ["--members", "small", "paper", "--repeats", "1", "--config", "small", "--seconds", "3",
                      "--set", "replay_warmup=200"],
     "capacity": ["--clients", "1", "2", "--seconds", "0.5"],
 }
 FIELDS = {"caffe_speed": "members", "env_speed": "steps_per_s", "replay_speed": "identical_batches",
-          "ps_speed": "max_ratio", "worker_speed": "fits", "capacity": "workers_worth"}
+          "ps_speed": "max_ratio", "atari": "nets", "worker_speed": "fits", "capacity": "workers_worth"}
 
 
 def bench(name: str, *args: str) -> subprocess.CompletedProcess:

@@ -19,26 +19,21 @@ minutes are wall-clock minutes on this machine.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ddqn.bench.caffe_speed import time_spec
-from ddqn.bench.common import figure, write_result
+from ddqn.bench.common import figure, snapshot_scores, time_net, train_run, write_result
 from ddqn.config import PROTOTXT_DIR, Config, load_config
-from ddqn.dist.cluster import spark_submit_env, spark_submit_path
 from ddqn.dqn.evaluation import evaluate_greedy, random_score
 from ddqn.game import game_actions, make_env
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.net.snapshot import load_caffemodel
 
-ROOT = Path(__file__).resolve().parents[2]
 NETS = ("atari_nips", "atari_nature", "snake_paper")  # prototxt/<name>.prototxt, 4 actions each
 TARGET_RATIO = 5.0  # the issue's bar: evaluation score >= 5x the random policy's
 
@@ -62,33 +57,25 @@ def ale_speed(cfg: Config, steps: int, frame_size: int = 84) -> dict[str, float]
 
 def net_speeds(repeats: int) -> dict[str, dict[str, float]]:
     """Forward+backward and forward ms (median of ``repeats``) of each net in :data:`NETS`."""
-    return {name: time_spec(load_netspec(PROTOTXT_DIR / f"{name}.prototxt"), repeats) for name in NETS}
+    return {name: time_net(load_netspec(PROTOTXT_DIR / f"{name}.prototxt"), repeats) for name in NETS}
 
 
 def train(config: str, minutes: float, every: int, out: Path) -> None:
     """The learning run: 2 asynchronous workers via spark-submit; snapshots every ``every`` env steps. The
     driver's own periodic evaluation is off (it would compete with the workers for the cores): snapshots are
     evaluated afterwards."""
-    cmd = [str(spark_submit_path()), str(ROOT / "spark_jobs" / "train.py"), "--config", config, "--workers", "2",
-           "--minutes", str(minutes), "--out", str(out), "--quiet", "--set", f"snapshot_every={every}",
-           "--set", "eval_every=1000000000"]
-    print("running:", " ".join(cmd), flush=True)
-    if subprocess.call(cmd, env={**os.environ, **spark_submit_env(sys.executable)}):
+    if train_run(config, minutes, out, ["--workers", "2", "--set", f"snapshot_every={every}",
+                                        "--set", "eval_every=1000000000"]):
         sys.exit(f"bench-atari: the training run failed (see {out})")
 
 
 def evaluate_snapshots(cfg: Config, out: Path) -> list[dict[str, float]]:
     """Mean and standard error of each snapshot's evaluation score (papers' protocol), against its minute."""
-    q = QNetwork(load_netspec(cfg.path("net"), game_actions(cfg)))
     curve = []
-    with open(out / "snapshots.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            q.set_params(load_caffemodel(out / row["model"], q.spec))
-            scores = evaluate_greedy(q, cfg, cfg.eval_episodes, seed=10_000 + cfg.seed)
-            curve.append({"model": row["model"], "env_steps": int(row["env_steps"]), "updates": int(row["updates"]),
-                          "minutes": float(row["wall_s"]) / 60, **_stats(scores)})
-            print(f"  {curve[-1]['minutes']:5.1f} min, {curve[-1]['env_steps']:>9,d} env steps: "
-                  f"{curve[-1]['mean']:.2f} ± {curve[-1]['se']:.2f}", flush=True)
+    for row, scores in snapshot_scores(out, cfg):
+        curve.append({**row, **_stats(scores)})
+        print(f"  {row['minutes']:5.1f} min, {row['env_steps']:>9,d} env steps: {curve[-1]['mean']:.2f} ± "
+              f"{curve[-1]['se']:.2f}", flush=True)
     return curve
 
 

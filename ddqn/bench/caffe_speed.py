@@ -7,41 +7,15 @@ on a dual-core i7 (see ../shared/FACTS.md).
 from __future__ import annotations
 
 import argparse
-import time
 
-import numpy as np
-
-from ddqn.bench.common import net_spec, write_result
-from ddqn.net.netspec import NetSpec
-from ddqn.net.qnet import QNetwork
+from ddqn.bench.common import net_spec, time_net, write_result
 
 MEMBERS = ("small", "paper", "large")
 
 
 def time_member(member: str, repeats: int) -> dict[str, float]:
     """Median forward+backward and forward-only milliseconds for one shipped net, prototxt/snake_<member>."""
-    return time_spec(net_spec(member), repeats)
-
-
-def time_spec(spec: NetSpec, repeats: int) -> dict[str, float]:
-    """Median forward+backward and forward-only milliseconds of the net ``spec`` at its batch size, on random
-    uint8 states and targets."""
-    net = QNetwork(spec, seed=0)
-    rng = np.random.default_rng(0)
-    states = rng.integers(0, 256, (spec.batch_size, *spec.state_shape), dtype=np.uint8)
-    actions = rng.integers(0, spec.num_actions, spec.batch_size)
-    targets = rng.standard_normal(spec.batch_size).astype(np.float32)
-    net.loss_and_grad(states, actions, targets)  # warm-up
-    fb, fwd = [], []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        net.loss_and_grad(states, actions, targets)
-        fb.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        net.q_values(states)
-        fwd.append(time.perf_counter() - t)
-    return {"params": spec.num_params, "input": spec.state_shape[1], "batch": spec.batch_size,
-            "forward_backward_ms": 1e3 * float(np.median(fb)), "forward_ms": 1e3 * float(np.median(fwd))}
+    return time_net(net_spec(member), repeats)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,6 +11,8 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,14 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from ddqn.config import PROTOTXT_DIR
+from ddqn.config import PROTOTXT_DIR, Config
 from ddqn.dist import protocol
 from ddqn.dist.client import ServerClient
+from ddqn.dist.cluster import spark_submit_env, spark_submit_path
 from ddqn.dist.server import ParameterServer, ServerOptions
 from ddqn.dist.store import ParameterStore
+from ddqn.dqn.evaluation import evaluate_greedy
 from ddqn.dqn.qlearning import dqn_gradient
+from ddqn.game import game_actions
 from ddqn.net.netspec import NetSpec, load_netspec
 from ddqn.net.qnet import QNetwork
+from ddqn.net.snapshot import load_caffemodel
 from ddqn.replay.memory import Batch
 from ddqn.solvers.flat import SolverSpec, load_solver_spec, make_solver
 
@@ -34,6 +40,8 @@ SERVER_SOLVER = "adagrad"  # the solver of every parameter server the benchmarks
 
 
 # -- results -------------------------------------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (spark_jobs/train.py)
+
 
 def machine() -> dict[str, Any]:
     """Cores, CPU model, Python version and date of this run."""
@@ -182,6 +190,51 @@ def worker_update_ms(member: str, repeats: int) -> dict[str, Any]:
         server.close()
     return {"member": member, "params": spec.num_params, "compute_ms": 1e3 * float(np.median(compute[1:])),
             "communicate_ms": 1e3 * float(np.median(communicate[1:]))}
+
+
+def time_net(spec: NetSpec, repeats: int) -> dict[str, float]:
+    """Median forward+backward and forward-only milliseconds of the net ``spec`` at its batch size, on random
+    uint8 states and targets."""
+    net = QNetwork(spec, seed=0)
+    rng = np.random.default_rng(0)
+    states = rng.integers(0, 256, (spec.batch_size, *spec.state_shape), dtype=np.uint8)
+    actions = rng.integers(0, spec.num_actions, spec.batch_size)
+    targets = rng.standard_normal(spec.batch_size).astype(np.float32)
+    net.loss_and_grad(states, actions, targets)  # warm-up
+    fb, fwd = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        net.loss_and_grad(states, actions, targets)
+        fb.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        net.q_values(states)
+        fwd.append(time.perf_counter() - t)
+    return {"params": spec.num_params, "input": spec.state_shape[1], "batch": spec.batch_size,
+            "forward_backward_ms": 1e3 * float(np.median(fb)), "forward_ms": 1e3 * float(np.median(fwd))}
+
+
+def snapshot_scores(out: Path, cfg: Config) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
+    """Each snapshot of the run in ``out`` (its snapshots.csv) with its evaluation scores: ``cfg.eval_episodes``
+    games of the training-time evaluation (seed 10,000 + seed, ε = ``cfg.eval_epsilon``). Yields ({model,
+    env_steps, updates, minutes}, scores (episodes,))."""
+    q = QNetwork(load_netspec(cfg.path("net"), game_actions(cfg)))
+    with open(out / "snapshots.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            q.set_params(load_caffemodel(out / row["model"], q.spec))
+            scores = evaluate_greedy(q, cfg, cfg.eval_episodes, seed=10_000 + cfg.seed)
+            yield ({"model": row["model"], "env_steps": int(row["env_steps"]), "updates": int(row["updates"]),
+                    "minutes": float(row["wall_s"]) / 60}, scores)
+
+
+def train_run(config: str, minutes: float, out: Path, args: list[str], serial: bool = False) -> int:
+    """Train ``config`` for ``minutes`` of wall clock into ``out``: the Spark job (``spark-submit
+    spark_jobs/train.py``) with ``args`` (e.g. ``--workers 2``, ``--set k=v``), or ``ddqn train --mode serial``.
+    Prints the command; returns its exit code."""
+    head = ([sys.executable, "-m", "ddqn.cli", "train", "--mode", "serial", "--no-progress"] if serial else
+            [str(spark_submit_path()), str(ROOT / "spark_jobs" / "train.py"), "--quiet"])
+    cmd = [*head, "--config", str(config), "--minutes", str(minutes), "--out", str(out), *args]
+    print("running:", " ".join(cmd), flush=True)
+    return subprocess.call(cmd, env={**os.environ, **spark_submit_env(sys.executable)})
 
 
 # -- greedy-score curves -------------------------------------------------------------------------------------

@@ -189,6 +189,76 @@ def _gifs(r: dict) -> list[str]:
             f"{r['smart_score']}.", "", "![dumb and smart snake](snakes.gif)"]
 
 
+def _fmt(x: float | None, spec: str = ".1f") -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def _scale_out(data: dict) -> list[str]:
+    out = [f"**Every table: {data['statement']}.** A simulated worker's compute costs what it really took in the "
+           "simulator (one core per worker); the server is one FIFO thread with measured service times per message "
+           "(`make bench-ps`).", ""]
+    for r in data.get("configs", {}).values():
+        out += [f"### Config `{r['config']}`", "", *_scale_out_config(r, data["statement"])]
+    sat = data.get("saturation")
+    if sat:
+        out += ["Saturation of one server (timing, not learning: W = a worker's cycle ÷ the server's PUSH + FETCH "
+                "service time):", "", "| net | parameters | auth | cycle (ms) | server per cycle (µs) | saturation W |",
+                "|---|---|---|---|---|---|",
+                *[f"| {x['member']} | {x['params']:,} | {x['auth']} | {x['cycle_ms']:.1f} | "
+                  f"{x['service_per_cycle_us']:.0f} | {x['saturation_workers']:.0f} |" for x in sat], ""]
+    return out
+
+
+def _scale_out_config(r: dict, statement: str) -> list[str]:
+    out = []
+    v = r.get("validation")
+    if v:
+        out += [f"Validation ({statement}; real runs: {v['real_minutes']:g} min each on this machine's "
+                f"{r.get('cores', '?')} cores; tolerances fixed before running: updates/s ±15 %, staleness p50/p95 "
+                "±1, greedy score vs updates inside the real seeds' spread at ≥ 90 % of the compared points):", "",
+                "| W | seed | updates/s real | sim | diff | staleness p50/p95 real | sim | inside spread | pass |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for w, rows in v["workers"].items():
+            for seed, x in rows.items():
+                re_, si, rel = x["real"], x["sim"], x["updates_per_s_rel_diff"]
+                out.append(f"| {w} | {seed} | {re_['steady_updates_per_s']:.1f} | {si['steady_updates_per_s']:.1f} | "
+                           f"{_fmt(None if rel is None else 100 * rel, '+.0f')} % | "
+                           f"{re_['staleness_p50']:.0f}/{re_['staleness_p95']:.0f} | {si['staleness_p50']:.0f}/"
+                           f"{si['staleness_p95']:.0f} | {_fmt(x['inside_spread'], '.0%')} | "
+                           f"{', '.join(k for k, ok in x['pass'].items() if not ok) or 'all'}"
+                           f"{' fail' if not all(x['pass'].values()) else ''} |")
+        out.append("")
+    p = r.get("projection")
+    if p:
+        lv = [str(x) for x in p["levels"]]
+        out += [f"Projection ({statement}; budget: {_fmt(p['minutes_budget'], 'g')} simulated minutes"
+                + (f" or {p['updates_budget']:,} updates" if p.get("updates_budget") else "")
+                + f"; score levels {', '.join(lv)}):", "",
+                "| W | updates/s | " + " | ".join(f"min to {x}" for x in lv) + " | "
+                + " | ".join(f"speedup to {x}" for x in lv) + " | staleness p50/p95 | server busy | best score |",
+                "|---" * (5 + 2 * len(lv)) + "|"]
+        for w, x in sorted(p["rows"].items(), key=lambda kv: int(kv[0])):
+            mins = " | ".join(_fmt(x["reach"][k]["minutes"] if x["reach"][k] else None, ".2f") for k in lv)
+            sp = " | ".join(_fmt(x["speedup"][k], ".2f") + "×" if x["speedup"][k] else "–" for k in lv)
+            out.append(f"| {w} | {x['steady_updates_per_s']:.0f} | {mins} | {sp} | {x['staleness_p50']:.0f}/"
+                       f"{x['staleness_p95']:.0f} | {_fmt(x['server_utilisation'], '.0%')} | "
+                       f"{x['best_greedy_mean']:.2f} |")
+        out += ["", f"![scale-out projection]({r['png']})", ""]
+    c = r.get("controls")
+    if c:
+        out += [f"Staleness controls ({statement}; `max_staleness` K = W/2; `staleness_lr`: rate ÷ (τ + 1)):", "",
+                "| W | control | updates/s | dropped | staleness p50/p95 | best score | simulated min to levels |",
+                "|---|---|---|---|---|---|---|"]
+        for w, rows in c["rows"].items():
+            for name, x in rows.items():
+                reach = ", ".join(f"{k}: {_fmt(v['minutes'] if v else None, '.2f')}" for k, v in x["reach"].items())
+                k = f" (K={x['max_staleness']})" if x["max_staleness"] else ""
+                out.append(f"| {w} | {name}{k} | "
+                           f"{x['steady_updates_per_s']:.0f} | {x['dropped']} | {x['staleness_p50']:.0f}/"
+                           f"{x['staleness_p95']:.0f} | {x['best_greedy_mean']:.2f} | {reach} |")
+    return out
+
+
 SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
     ("caffe_speed", "Q-network speed on real Caffe", "make bench-caffe", _caffe),
     ("ps_speed", "Parameter-server cost", "make bench-ps", _ps),
@@ -198,6 +268,7 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
     ("grad_norms", "Honest gradient norms", "make bench-grad-norms", _grad_norms),
     ("serial_curve", "Serial deep Q-learning on the paper's setting", "make bench-serial", _serial),
     ("scaling", "Serial vs distributed", "make bench-scaling", _scaling),
+    ("scale_out", "Scale-out beyond this machine (simulated)", "make bench-scale-out", _scale_out),
     ("env_speed", "Snake environment speed", "make bench-env", _env),
     ("replay_speed", "Replay memory throughput", "make bench-replay", _replay),
     ("atari", "Atari (ALE) through the same system", "make bench-atari", _atari),

@@ -12,10 +12,8 @@ machine two workers and the driver share two cores: say so when quoting the numb
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,46 +21,26 @@ from ddqn.bench.common import (
     first_reach,
     plot_curves,
     read_curve,
+    snapshot_scores,
+    train_run,
     write_result,
 )
 from ddqn.config import load_config
-from ddqn.dist.cluster import spark_submit_env, spark_submit_path
-from ddqn.dqn.evaluation import evaluate_greedy
-from ddqn.game import game_actions
-from ddqn.net.netspec import load_netspec
-from ddqn.net.qnet import QNetwork
-from ddqn.net.snapshot import load_caffemodel
 
-ROOT = Path(__file__).resolve().parents[2]
 MODES = {"serial": [], "async-1": ["--workers", "1"], "async-2": ["--workers", "2"],
          "sync-2": ["--workers", "2", "--sync"]}
 
 
 def run(mode: str, config: str, minutes: float, every: int, out: Path) -> int:
     """Train one mode into ``out``; returns the exit code."""
-    common = ["--config", config, "--set", f"eval_every={every}", "--set", f"snapshot_every={every}"]
-    if mode == "serial":
-        cmd = [sys.executable, "-m", "ddqn.cli", "train", "--mode", "serial", "--minutes", str(minutes),
-               "--out", str(out), "--no-progress", *common]
-    else:
-        cmd = [str(spark_submit_path()), str(ROOT / "spark_jobs" / "train.py"), "--minutes",
-               str(minutes), "--out", str(out), "--quiet", *MODES[mode], *common]
-    print("running:", " ".join(cmd), flush=True)
-    return subprocess.call(cmd, env={**os.environ, **spark_submit_env(sys.executable)})
+    every_args = ["--set", f"eval_every={every}", "--set", f"snapshot_every={every}"]
+    return train_run(config, minutes, out, [*MODES[mode], *every_args], serial=mode == "serial")
 
 
 def snapshot_curve(out: Path, config: str) -> list[dict[str, float]]:
     """Greedy mean score of each snapshot in ``out/snapshots.csv`` against its wall-clock time."""
-    cfg = load_config(config)
-    q = QNetwork(load_netspec(cfg.path("net"), game_actions(cfg)))
-    curve = []
-    with open(out / "snapshots.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            q.set_params(load_caffemodel(out / row["model"], q.spec))
-            scores = evaluate_greedy(q, cfg, cfg.eval_episodes, seed=10_000 + cfg.seed)
-            curve.append({"env_steps": int(row["env_steps"]), "updates": int(row["updates"]),
-                          "minutes": float(row["wall_s"]) / 60, "greedy_mean": float(scores.mean())})
-    return curve
+    return [{"env_steps": r["env_steps"], "updates": r["updates"], "minutes": r["minutes"],
+             "greedy_mean": float(scores.mean())} for r, scores in snapshot_scores(out, load_config(config))]
 
 
 LEVELS = (1, 2, 3, 4, 5, 10)  # greedy mean scores whose first-reach times are compared (the issue's 5 and 10 + lower)

@@ -33,7 +33,7 @@ from ddqn.dist.evaluator import BackgroundEvaluator, EvalResult
 from ddqn.dist.job import JobSpec
 from ddqn.dist.server import ParameterServer, ServerOptions
 from ddqn.dist.spark import WorkerJob, driver_host, spark_context
-from ddqn.dist.stats import ServerStats, StatsView
+from ddqn.dist.stats import ServerStats, train_row
 from ddqn.dist.store import ParameterStore
 from ddqn.dist.sync import SyncRounds
 from ddqn.dqn.evaluation import eval_row, evaluate, random_score, score_summary
@@ -126,7 +126,8 @@ class Driver:
         theta, target, played = self.q.get_params(), None, {}
         if resume:
             theta, target, played = restore(self.out, self.spec, solver)
-        self.store = ParameterStore(solver, theta, theta.copy() if target is None else target, cfg.target_update)
+        self.store = ParameterStore(solver, theta, theta.copy() if target is None else target, cfg.target_update,
+                                    cfg.max_staleness, cfg.staleness_lr)
         self.stats = ServerStats(played)
         self.checkpointer = Checkpointer(self.out, self.spec, self.store, self.stats)
         self.start_updates = self.store.version  # server updates before this run (> 0 after --resume)
@@ -211,7 +212,7 @@ class Driver:
                 window.append((now, version, env_steps))
                 while now - window[0][0] > RATE_WINDOW_S and len(window) > 2:
                     window.popleft()
-                row = self._row(view, version, window, server.live_workers())
+                row = train_row(view, version, window[0], window[-1], server.live_workers())
                 bar.update(env_steps - bar.n)
                 bar.set_postfix_str(_postfix(row), refresh=False)
                 if now - last_line >= 10:
@@ -228,18 +229,6 @@ class Driver:
                     self.checkpointer.snapshot()
                 if now >= deadline or (steps and env_steps >= steps):
                     return
-
-    @staticmethod
-    def _row(view: StatsView, version: int, window: deque, live: int) -> dict[str, float]:
-        """The ``train`` metrics row: rates over the window, recent score and staleness, worker counts."""
-        (t0, u0, s0), (t1, u1, s1) = window[0], window[-1]
-        dt = max(t1 - t0, 1e-9)
-        p50, p95 = view.staleness_percentiles()
-        return {"server/updates": version, "server/updates_per_s": (u1 - u0) / dt,
-                "rollout/env_steps_per_s": (s1 - s0) / dt,
-                "rollout/ep_score_mean": float(np.mean(view.scores)) if view.scores else 0.0,
-                "rollout/episodes": view.episodes, "server/staleness_p50": p50, "server/staleness_p95": p95,
-                "server/live_workers": live, "server/dropped": sum(view.dropped.values())}
 
     @staticmethod
     def _log_eval(metrics: MetricsLogger, done: EvalResult, baseline: float) -> None:

@@ -78,6 +78,7 @@ DROP_REASONS = (
     "not finite",  # gradient with NaN or ±inf
     "too large",  # gradient L2 norm over the limit (max_grad_norm)
     "future version",  # gradient computed on a version the server never had
+    "too stale",  # gradient older than the server's max_staleness versions (an honest worker: it gets its ACK)
     "stale round",  # sync mode: gradient for another round
     "bad stats",  # STATS fields of the wrong type or out of bounds
     "receive error",

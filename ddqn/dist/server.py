@@ -264,11 +264,16 @@ class ParameterServer:
         staleness = self.store.version - header.version
         if staleness < 0:
             raise P.ProtocolError("future version")
+        if not self.store.admits(staleness):  # max_staleness: dropped and counted, but an honest worker gets its ACK
+            self.stats.dropped("too stale")
+            self._send(ident, session.crypto.seal(P.ACK, session.partition, session.attempt, self.store.version,
+                                                  staleness, flags=self._flags()))
+            return
         self.stats.pushed(session.partition, staleness)
         if header.summed > 1:  # a sum over push_every minibatches → their mean
             grad = np.multiply(grad, np.float32(1 / header.summed), out=self._grad)
         if self.rounds is None:
-            self.store.apply(grad)
+            self.store.apply(grad, staleness)
         elif not self.rounds.add(session, header.version, self.store.version, grad):
             self.stats.dropped("stale round")
         elif self._round_complete():

@@ -136,3 +136,17 @@ class ServerStats:
         """Env steps per partition, including partitions restored by --resume that have not joined yet."""
         with self._lock:
             return {str(p): w.prior_env_steps + w.env_steps for p, w in self._workers.items()}
+
+
+def train_row(view: StatsView, version: int, first: tuple[float, int, int], last: tuple[float, int, int],
+              live: int) -> dict[str, float]:
+    """The ``train`` metrics row of a distributed run (the driver's and the simulator's): rates between the
+    window's ``first`` and ``last`` (seconds, server updates, env steps), recent scores, staleness, workers."""
+    (t0, u0, s0), (t1, u1, s1) = first, last
+    dt = max(t1 - t0, 1e-9)
+    p50, p95 = view.staleness_percentiles()
+    return {"server/updates": version, "server/updates_per_s": (u1 - u0) / dt,
+            "rollout/env_steps_per_s": (s1 - s0) / dt,
+            "rollout/ep_score_mean": float(np.mean(view.scores)) if view.scores else 0.0,
+            "rollout/episodes": view.episodes, "server/staleness_p50": p50, "server/staleness_p95": p95,
+            "server/live_workers": live, "server/dropped": sum(view.dropped.values())}

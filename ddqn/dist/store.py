@@ -31,13 +31,21 @@ class ParameterStore:
         solver: the Caffe-exact solver; its iteration count is the store's version (it continues on resume).
         theta, target: θ and θ⁻, flat float32 of the net's parameter count (owned by the store from now on).
         target_update: C, in applied updates.
+        max_staleness: K; :meth:`admits` refuses a gradient more than K versions old (Gorila's discarding of
+            stale gradients). 0: off, every gradient is admitted.
+        staleness_lr: divide the learning rate (not the gradient, so AdaGrad/RMSProp histories see g unchanged) of
+            an update with a gradient of staleness τ by τ + 1 (staleness-aware async SGD, Zhang et al. 2016).
     """
 
-    def __init__(self, solver: FlatSolver, theta: np.ndarray, target: np.ndarray, target_update: int) -> None:
+    def __init__(self, solver: FlatSolver, theta: np.ndarray, target: np.ndarray, target_update: int,
+                 max_staleness: int = 0, staleness_lr: bool = False) -> None:
         if theta.shape != target.shape or theta.dtype != np.float32:
             raise ValueError("theta and target must be flat float32 vectors of the same size")
         self.solver, self.theta, self.target, self.target_update = solver, theta, target, target_update
         self.num_params = theta.size
+        if max_staleness < 0:
+            raise ValueError("max_staleness must be >= 0 (0: off)")
+        self.max_staleness, self.staleness_lr = max_staleness, staleness_lr
         self.version = solver.iter  # updates applied (continues across --resume)
         self.target_version = 0  # bumped each time θ⁻ ← θ
         self.lock = threading.Lock()
@@ -45,10 +53,17 @@ class ParameterStore:
         self._published_target: tuple[int, np.ndarray] | None = None
         self._published_both: tuple[int, int, np.ndarray] | None = None
 
-    def apply(self, grad: np.ndarray) -> int:
-        """θ ← solver step on ``grad`` (num_params float32, only read); θ⁻ ← θ every C updates. Returns the version."""
+    def admits(self, staleness: int) -> bool:
+        """Whether a gradient ``staleness`` versions old may be applied (``max_staleness``; always, when off)."""
+        return not 0 < self.max_staleness < staleness
+
+    def apply(self, grad: np.ndarray, staleness: int = 0) -> int:
+        """θ ← solver step on ``grad`` (num_params float32, only read); θ⁻ ← θ every C updates. Returns the version.
+
+        With ``staleness_lr`` the step's learning rate is divided by ``staleness`` + 1.
+        """
         with self.lock:
-            self.solver.apply(self.theta, grad)
+            self.solver.apply(self.theta, grad, staleness + 1 if self.staleness_lr else 1)
             self.version += 1
             if self.version % self.target_update == 0:
                 self.target[...] = self.theta

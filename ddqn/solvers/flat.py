@@ -170,10 +170,12 @@ class FlatSolver:
         """Learning rate for the next update."""
         return learning_rate(self.spec, self.iter)
 
-    def apply(self, theta: np.ndarray, grad: np.ndarray) -> None:
+    def apply(self, theta: np.ndarray, grad: np.ndarray, lr_divisor: int = 1) -> None:
         """One update in place: θ ← θ − update(grad). ``grad`` is only read (it may be a read-only buffer).
 
         Caffe's ``ApplyUpdate`` order: rate from the lr policy → gradient clipping → weight decay → the rule.
+        ``lr_divisor`` divides this update's rate (float32), not the gradient: the history sees g unchanged
+        (the parameter server's ``staleness_lr`` passes τ + 1).
         """
         if theta.shape != (self.size,) or grad.shape != (self.size,) or grad.dtype != np.float32:
             raise ValueError(f"expected float32 vectors of {self.size}, "
@@ -182,6 +184,8 @@ class FlatSolver:
             self.threads = kernels.use_threads(self.threads)
             self._pool_thread = threading.get_ident()
         rate, f32 = self.rate(), np.float32
+        if lr_divisor != 1:
+            rate = f32(rate / f32(lr_divisor))
         scale = self._clip_scale(grad)
         wd = f32(self.spec.weight_decay)
         for lo, hi, lr_mult, decay_mult in self._runs:

@@ -1,0 +1,295 @@
+"""Scale-out beyond this machine: validate the simulator (``ddqn.sim``) against real runs, then project W workers.
+
+    python -m ddqn.bench.scale_out [--validate] [--project] [--controls] [--config small] [--workers 1 2 4 …]
+        [--minutes M] [--updates N] [--seeds 0 1] [--real-minutes M] [--levels 1 2 3] [--parallel 2]
+
+* ``--validate``: real asynchronous runs with W = 1 and 2 (``ddqn.bench.common.train_run``: spark-submit, this
+  machine's 2 cores; one at a time, nothing else running) and simulations of the same config and seeds; compares
+  updates/s (tolerance 15 %), staleness p50/p95 (within 1) and greedy score against updates (inside the spread of
+  the real seeds at ≥ 90 % of the compared update counts). The tolerances were fixed before anything ran.
+* ``--project``: simulations for each W (default 1, 2, 4, 8, 16, 32, 64): simulated minutes to three score levels,
+  speedup over W = 1 against linear, staleness p50/p95, server utilisation; the saturation W per net from
+  ``results/ps_speed.json`` (``make bench-ps``: timing, not learning).
+* ``--controls``: the server's staleness controls (``max_staleness`` K = W/2, ``staleness_lr``) at W = 16 and 64.
+
+Simulations run ``--parallel`` at a time (one core each); a run directory that already holds a summary.json is
+reused, so an interrupted sweep continues. Writes results/scale_out.json (one entry per config, other configs kept)
+and results/scale_out_<config>.png. Every number is in **simulated minutes on one core per worker of this machine
+type**.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ddqn.bench.common import figure, first_reach, train_run, write_result
+from ddqn.config import load_config, save_config
+
+STATEMENT = "simulated minutes on one core per worker of this machine type"
+PAPER_LEVELS = (3.0, 5.0, 10.0)  # the issue's levels on the paper config
+RUN_TIMEOUT_S = 12 * 3600  # bound on one run (the whole sweep is planned at ≈ 8 core-hours)
+TOLERANCE = {"updates_per_s_rel": 0.15, "staleness_abs": 1.0, "inside_spread": 0.9}
+
+
+# -- runs ----------------------------------------------------------------------------------------------------
+
+def seeded_config(config: str, seed: int, root: Path) -> Path:
+    """A YAML file of ``config`` with ``seed`` (what both the real run and the simulation load)."""
+    path = root / "configs" / f"{Path(config).stem}-seed{seed}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_config(load_config(config, [f"seed={seed}"]), path)
+    return path
+
+
+def simulate(config: Path, workers: int, out: Path, minutes: float | None, updates: int | None,
+             extra: list[str] = ()) -> Path:
+    """One ``python -m ddqn.sim`` run into ``out`` (reused if it has a summary.json); returns ``out``."""
+    if (out / "summary.json").exists():
+        print(f"reusing {out}", flush=True)
+        return out
+    cmd = [sys.executable, "-m", "ddqn.sim", "--config", str(config), "--workers", str(workers), "--out", str(out),
+           "--no-progress", *(["--minutes", str(minutes)] if minutes else []),
+           *(["--updates", str(updates)] if updates else []), *extra]
+    print("running:", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, timeout=RUN_TIMEOUT_S)
+    return out
+
+
+def real_run(config: Path, workers: int, minutes: float, every: int, out: Path) -> Path:
+    """One real asynchronous run (the Spark job, as ``make bench-scaling`` runs it) into ``out`` (reused if it has a
+    summary.json)."""
+    args = ["--workers", str(workers), "--set", f"eval_every={every}", "--set", f"snapshot_every={every}"]
+    if not (out / "summary.json").exists() and train_run(str(config), minutes, out, args):
+        raise RuntimeError(f"the real run {out} failed")
+    return out
+
+
+def in_parallel(jobs: list, parallel: int) -> list:
+    """Run the zero-argument callables ``jobs``, ``parallel`` at a time; their results in order."""
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        return [f.result() for f in [pool.submit(job) for job in jobs]]
+
+
+# -- reading a run -------------------------------------------------------------------------------------------
+
+def eval_curve(run: Path) -> list[dict[str, float]]:
+    """A run's eval.csv: env steps, minutes, server updates, greedy and random mean."""
+    with open(run / "eval.csv", newline="") as f:
+        return [{"env_steps": int(r["step"]), "minutes": float(r["wall_s"]) / 60, "updates": int(r["eval/updates"]),
+                 "greedy_mean": float(r["eval/greedy_score_mean"]), "random_mean": float(r["eval/random_score_mean"])}
+                for r in csv.DictReader(f)]
+
+
+def run_numbers(run: Path) -> dict[str, float]:
+    """Steady updates/s (median of train.csv's 30 s windows once updates flow), staleness, utilisation, best score."""
+    s = json.loads((run / "summary.json").read_text())
+    rows = []
+    if (run / "train.csv").exists():  # none when the run ended before log_every env steps
+        with open(run / "train.csv", newline="") as f:
+            rows = [r for r in csv.DictReader(f) if float(r["server/updates"]) > 0]
+    steady = [float(r["server/updates_per_s"]) for r in rows[len(rows) // 4:]]  # past the first quarter
+    curve = eval_curve(run)
+    sim = s.get("simulated", {})
+    return {"updates": s["updates"], "minutes": s["minutes"], "updates_per_s": s["updates_per_s"],
+            "steady_updates_per_s": float(np.median(steady)) if steady else s["updates_per_s"],
+            "staleness_p50": s["staleness_p50"], "staleness_p95": s["staleness_p95"],
+            "server_utilisation": sim.get("server_utilisation"), "dropped": sum(s.get("dropped", {}).values()),
+            "best_greedy_mean": max((r["greedy_mean"] for r in curve), default=0.0),
+            "final_greedy_mean": s["greedy_score_mean"]}
+
+
+# -- validation ----------------------------------------------------------------------------------------------
+
+def spread_share(sim: list[dict], reals: list[list[dict]]) -> float | None:
+    """Share of the simulation's evaluations whose greedy mean lies inside [min, max] of the real seeds' curves
+    (each interpolated at the same update count), over the update range all real runs cover."""
+    if not sim or len(reals) < 2 or any(not r for r in reals):
+        return None
+    top = min(r[-1]["updates"] for r in reals)
+    pts = [p for p in sim if p["updates"] <= top]
+    if not pts:
+        return None
+    inside = 0
+    for p in pts:
+        vals = [float(np.interp(p["updates"], [x["updates"] for x in r], [x["greedy_mean"] for x in r]))
+                for r in reals]
+        inside += bool(min(vals) - 1e-9 <= p["greedy_mean"] <= max(vals) + 1e-9)
+    return inside / len(pts)
+
+
+def validate(args: argparse.Namespace, root: Path) -> dict:
+    """Real and simulated W = 1, 2 runs per seed, compared with the fixed tolerances."""
+    out: dict = {"tolerance": TOLERANCE, "real_minutes": args.real_minutes, "seeds": args.seeds, "workers": {}}
+    configs = {s: seeded_config(args.config, s, root) for s in args.seeds}
+    every = load_config(args.config).eval_every
+    for w in (1, 2):  # real runs alone on the machine, then the simulations two at a time
+        for s in args.seeds:
+            real_run(configs[s], w, args.real_minutes, every, root / f"real-w{w}-s{s}")
+    in_parallel([lambda w=w, s=s: simulate(configs[s], w, root / f"sim-w{w}-s{s}", args.real_minutes, None,
+                                           args.sim_args) for w in (1, 2) for s in args.seeds], args.parallel)
+    for w in (1, 2):
+        real = {s: run_numbers(root / f"real-w{w}-s{s}") for s in args.seeds}
+        sim = {s: run_numbers(root / f"sim-w{w}-s{s}") for s in args.seeds}
+        real_curves = [eval_curve(root / f"real-w{w}-s{s}") for s in args.seeds]
+        rows = {}
+        for s in args.seeds:
+            r, m = real[s], sim[s]
+            rel = m["steady_updates_per_s"] / r["steady_updates_per_s"] - 1 if r["steady_updates_per_s"] else None
+            share = spread_share(eval_curve(root / f"sim-w{w}-s{s}"), real_curves)
+            rows[s] = {"real": r, "sim": m, "updates_per_s_rel_diff": rel,
+                       "staleness_p50_diff": m["staleness_p50"] - r["staleness_p50"],
+                       "staleness_p95_diff": m["staleness_p95"] - r["staleness_p95"], "inside_spread": share,
+                       "pass": {"updates_per_s": rel is not None and abs(rel) <= TOLERANCE["updates_per_s_rel"],
+                                "staleness": abs(m["staleness_p50"] - r["staleness_p50"]) <= TOLERANCE["staleness_abs"]
+                                and abs(m["staleness_p95"] - r["staleness_p95"]) <= TOLERANCE["staleness_abs"],
+                                "score_vs_updates": share is not None and share >= TOLERANCE["inside_spread"]}}
+        out["workers"][str(w)] = rows
+    return out
+
+
+# -- projection ----------------------------------------------------------------------------------------------
+
+def levels_for(args: argparse.Namespace, w1_curve: list[dict]) -> list[float]:
+    """The score levels: given, the paper's on the paper config, else 50/75/90 % of W = 1's best (0.5 steps)."""
+    if args.levels:
+        return list(args.levels)
+    if Path(args.config).stem == "paper":
+        return list(PAPER_LEVELS)
+    best = max((r["greedy_mean"] for r in w1_curve), default=0.0)
+    return sorted({max(0.5, round(2 * f * best) / 2) for f in (0.5, 0.75, 0.9)})
+
+
+def project(args: argparse.Namespace, root: Path) -> dict:
+    """Simulations for each W; minutes to the levels, speedups over W = 1, staleness, utilisation."""
+    config = seeded_config(args.config, args.seeds[0], root)
+    runs = in_parallel([lambda w=w: simulate(config, w, root / f"proj-w{w}", args.minutes, args.updates,
+                                             args.sim_args) for w in args.workers], args.parallel)
+    curves = {w: eval_curve(r) for w, r in zip(args.workers, runs)}
+    levels = levels_for(args, curves.get(1, curves[args.workers[0]]))
+    base = curves.get(1, [])
+    rows = {}
+    for w, run in zip(args.workers, runs):
+        reach = {str(lv): first_reach(curves[w], lv) for lv in levels}
+        speedup = {str(lv): (first_reach(base, lv)["minutes"] / reach[str(lv)]["minutes"]
+                             if first_reach(base, lv) and reach[str(lv)] else None) for lv in levels}
+        rows[str(w)] = {**run_numbers(run), "reach": reach, "speedup": speedup}
+    return {"levels": levels, "minutes_budget": args.minutes, "updates_budget": args.updates, "rows": rows,
+            "curves": {str(w): c for w, c in curves.items()}}
+
+
+def controls(args: argparse.Namespace, root: Path, levels: list[float]) -> dict:
+    """Staleness controls at W = 16 and 64: off, max_staleness K = W/2, staleness_lr."""
+    config = seeded_config(args.config, args.seeds[0], root)
+    variants = {"off": [], "max_staleness": None, "staleness_lr": ["--set", "staleness_lr=true"]}
+    jobs, keys = [], []
+    for w in args.control_workers:
+        for name, extra in variants.items():
+            extra = ["--set", f"max_staleness={max(1, w // 2)}"] if extra is None else extra
+            out = root / (f"proj-w{w}" if name == "off" else f"ctl-w{w}-{name}")
+            jobs.append(lambda w=w, out=out, extra=extra: simulate(config, w, out, args.minutes, args.updates,
+                                                                   args.sim_args + extra))
+            keys.append((w, name))
+    rows: dict = {}
+    for (w, name), run in zip(keys, in_parallel(jobs, args.parallel)):
+        curve = eval_curve(run)
+        rows.setdefault(str(w), {})[name] = {**run_numbers(run),
+                                             "reach": {str(lv): first_reach(curve, lv) for lv in levels},
+                                             "max_staleness": max(1, w // 2) if name == "max_staleness" else 0}
+    return {"workers": args.control_workers, "rows": rows}
+
+
+def saturation_points(results: Path) -> list[dict]:
+    """The saturation W per net from ``ps_speed.json`` (``make bench-ps``), or none."""
+    path = results / "ps_speed.json"
+    return json.loads(path.read_text()).get("saturation", []) if path.exists() else []
+
+
+# -- figure and main -----------------------------------------------------------------------------------------
+
+def plot(data: dict, path: Path) -> Path:
+    """Greedy score vs simulated minutes per W; speedup vs W against linear; validation score vs updates."""
+    with figure(path, ncols=3, figsize=(16, 4.5)) as (fig, axes):
+        proj = data.get("projection")
+        if proj:
+            for w, c in proj["curves"].items():
+                axes[0].plot([r["minutes"] for r in c], [r["greedy_mean"] for r in c], marker=".", label=f"W={w}")
+            ws = sorted(int(w) for w in proj["rows"])
+            for lv in map(str, proj["levels"]):
+                pts = [(w, proj["rows"][str(w)]["speedup"][lv]) for w in ws if proj["rows"][str(w)]["speedup"][lv]]
+                if pts:
+                    axes[1].plot(*zip(*pts), marker="o", label=f"score {lv}")
+            axes[1].plot(ws, ws, "k--", lw=1, label="linear")
+            axes[1].set_xscale("log", base=2)
+            axes[1].set_yscale("log", base=2)
+        val = data.get("validation")
+        if val:
+            for w, rows in val["workers"].items():
+                for s in rows:
+                    for kind, style in (("real", "-"), ("sim", ":")):
+                        c = eval_curve(Path(data["runs"]) / f"{kind}-w{w}-s{s}")
+                        axes[2].plot([r["updates"] for r in c], [r["greedy_mean"] for r in c], style,
+                                     label=f"{kind} W={w} seed {s}")
+        for ax, (x, y, t) in zip(axes, [("simulated minutes", "greedy mean score", "projection"),
+                                        ("workers W", "speedup over W = 1", "speedup (time to score)"),
+                                        ("server updates", "greedy mean score", "validation: real vs simulated")]):
+            ax.set_xlabel(x)
+            ax.set_ylabel(y)
+            ax.set_title(t)
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+        fig.suptitle(f"Scale-out ({data['config']} config): {STATEMENT}")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--validate", action="store_true", help="real vs simulated W = 1, 2")
+    ap.add_argument("--project", action="store_true", help="simulate each W")
+    ap.add_argument("--controls", action="store_true", help="staleness controls at --control-workers")
+    ap.add_argument("--config", default="small")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
+    ap.add_argument("--control-workers", type=int, nargs="+", default=[16, 64])
+    ap.add_argument("--minutes", type=float, default=30.0, help="simulated minutes budget per projection run")
+    ap.add_argument("--updates", type=int, help="server-updates budget per projection run (whichever comes first)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--real-minutes", type=float, default=20.0, help="wall-clock minutes of each real run")
+    ap.add_argument("--levels", type=float, nargs="+", help="score levels (default: see levels_for)")
+    ap.add_argument("--parallel", type=int, default=min(2, os.cpu_count() or 1), help="simulations at once")
+    ap.add_argument("--sim-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for the simulations only (e.g. eval_episodes=10 for a smoke run)")
+    ap.add_argument("--out", default="results")
+    args = ap.parse_args(argv)
+    if not (args.validate or args.project or args.controls):
+        args.validate = args.project = args.controls = True
+    args.sim_args = [x for kv in args.sim_set for x in ("--set", kv)]
+    results = Path(args.out)
+    root = results / "runs" / f"scale-out-{Path(args.config).stem}"
+    path = results / "scale_out.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    for key in ("name", "machine"):  # write_result adds them afresh
+        data.pop(key, None)
+    name = Path(args.config).stem
+    part = data.setdefault("configs", {}).setdefault(name, {})  # parts not rerun now are kept from the file
+    part.update({"config": name, "runs": str(root), "cores": os.cpu_count()})
+    if args.validate:
+        part["validation"] = validate(args, root)
+    if args.project:
+        part["projection"] = project(args, root)
+    if args.controls:
+        levels = part.get("projection", {}).get("levels") or list(args.levels or PAPER_LEVELS)
+        part["controls"] = controls(args, root, levels)
+    part["png"] = plot(part, results / f"scale_out_{name}.png").name
+    data.update({"statement": STATEMENT, "saturation": saturation_points(results)})
+    write_result("scale_out", data, results)
+
+if __name__ == "__main__":
+    main()

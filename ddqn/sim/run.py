@@ -1,0 +1,216 @@
+"""One simulated distributed run: W workers and one parameter server in simulated time, written like a real run.
+
+The "driver" part mirrors :class:`ddqn.dist.driver.Driver`: every 0.5 simulated seconds it reads the counters,
+writes a ``train.csv`` row every ``log_every`` env steps (the same columns, plus ``server/utilisation``) and a greedy
+evaluation to ``eval.csv`` every ``eval_every`` env steps (summed over workers, as reported by the workers'
+STATS). Evaluations use :func:`ddqn.dqn.evaluation.evaluate` on the server's θ of that moment and take no
+simulated time. At the end: a final evaluation, a snapshot in Caffe's formats and ``summary.json`` with the real
+run's keys (``minutes`` are simulated) plus a ``simulated`` block: staleness histogram, server utilisation, the
+service times used, and what the simulation cost in real seconds.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ddqn.config import Config, save_config
+from ddqn.dist.checkpointer import STATE_FILE
+from ddqn.dist.client import Params
+from ddqn.dist.stats import ServerStats, StatsView, train_row
+from ddqn.dist.store import ParameterStore
+from ddqn.dqn.evaluation import eval_row, evaluate, random_score, score_summary
+from ddqn.game import game_actions
+from ddqn.metrics import MetricsLogger
+from ddqn.net.netspec import load_netspec
+from ddqn.net.qnet import QNetwork
+from ddqn.net.snapshot import save_checkpoint
+from ddqn.sim.events import EventQueue
+from ddqn.sim.messages import Message
+from ddqn.sim.server import SimServer
+from ddqn.sim.service import ServiceTimes
+from ddqn.sim.timing import FixedCycle, Timing
+from ddqn.sim.worker import SharedNets, SimWorker
+from ddqn.solvers.flat import load_solver_spec, make_solver
+
+POLL_S = 0.5  # the driver's watch period (simulated seconds)
+RATE_WINDOW_S = 30.0  # rates in train.csv are over this window, as the driver's
+PROGRESS_EVERY_S = 30.0  # real seconds between progress lines
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    """What to simulate besides the config.
+
+    Args:
+        workers: W.
+        minutes: simulated minutes budget (None: no time limit).
+        updates: stop after this many server updates (None: no limit).
+        fixed: compute times from this table instead of measured (deterministic; tests).
+        max_staleness, staleness_lr: the server's staleness controls (``ParameterStore``).
+        latency_s, gbps: a network beyond loopback (``Timing``).
+        progress: print a line to stderr every 30 real seconds.
+    """
+
+    workers: int
+    minutes: float | None = None
+    updates: int | None = None
+    fixed: FixedCycle | None = None
+    max_staleness: int = 0
+    staleness_lr: bool = False
+    latency_s: float = 0.0
+    gbps: float = 0.0
+    progress: bool = False
+
+
+class _Every:
+    """Fires once each time a counter passes the next multiple of ``period`` (the driver's rule)."""
+
+    def __init__(self, period: int) -> None:
+        self.period, self.next = period, period
+
+    def due(self, count: int) -> bool:
+        if count < self.next:
+            return False
+        self.next = (count // self.period + 1) * self.period
+        return True
+
+
+class Simulation:
+    """W simulated workers and the simulated server for ``cfg``, writing into ``out`` (see the module docstring)."""
+
+    def __init__(self, cfg: Config, out: str | Path, service: ServiceTimes, opts: SimOptions) -> None:
+        if opts.minutes is None and opts.updates is None:
+            raise ValueError("give a simulated minutes budget or an updates budget")
+        self.cfg, self.out, self.opts = cfg, Path(out), opts
+        self.spec = load_netspec(cfg.path("net"), game_actions(cfg))
+        q = QNetwork(self.spec, seed=cfg.seed)  # the driver's initial θ
+        theta = q.get_params()
+        solver = make_solver(load_solver_spec(cfg.path("solver")), self.spec.params)
+        self.store = ParameterStore(solver, theta, theta.copy(), cfg.target_update, opts.max_staleness,
+                                    opts.staleness_lr)
+        self.stats = ServerStats()
+        self.events = EventQueue()
+        self.timing = Timing(service, 4 * self.spec.num_params, opts.latency_s, opts.gbps)
+        self.server = SimServer(self.store, self.stats, self.timing, self.events, self._deliver)
+        nets = SharedNets(q, QNetwork(self.spec))
+        self.eval_q = QNetwork(self.spec)
+        self.workers = [SimWorker(cfg, nets, p, opts.workers, opts.fixed) for p in range(opts.workers)]
+        self.real = {"warmup_s": 0.0, "eval_s": 0.0, "total_s": 0.0}
+        self._window: deque[tuple[float, int, int, float]] = deque()
+        self._log_due, self._eval_due = _Every(cfg.log_every), _Every(cfg.eval_every)
+        self._metrics: MetricsLogger | None = None
+        self._baseline = 0.0
+        self._last_progress = 0.0
+
+    # -- transport -------------------------------------------------------------------------------------------
+    def send(self, msg: Message) -> None:
+        """A worker's request leaves at ``msg.sent_at`` and reaches the server one up-leg later."""
+        self.events.at(msg.sent_at + self.timing.legs(msg.kind)[0], self.server.arrive, msg)
+
+    def _deliver(self, msg: Message, reply: Params | None) -> None:
+        self.workers[msg.partition].on_reply(self, msg, reply)
+
+    # -- the run ---------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        """Warm up every worker, simulate until the budget is spent, finish; returns the summary."""
+        cfg, start = self.cfg, time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.out / "config.yaml")
+        self._baseline = random_score(cfg, self.spec.state_shape[1], cfg.eval_episodes, cfg.seed)
+        t = time.perf_counter()
+        for w in self.workers:
+            w.warm_up()
+            self.events.at(0.0, w.start, self)
+        self.real["warmup_s"] = time.perf_counter() - t
+        self.events.at(0.0, self._tick)
+        deadline = 60 * self.opts.minutes if self.opts.minutes is not None else float("inf")
+        self._last_progress = time.perf_counter()
+        with MetricsLogger(self.out) as self._metrics:
+            self.events.run(deadline, self._budget_spent)
+            summary = self._finish(start)
+        return summary
+
+    def _budget_spent(self) -> bool:
+        return self.opts.updates is not None and self.store.version >= self.opts.updates
+
+    def _tick(self) -> None:
+        """The driver's watch loop, every POLL_S simulated seconds: rates, train.csv rows, evaluations."""
+        now, view, version = self.events.now, self.stats.view(), self.store.version
+        env_steps = view.env_steps
+        self._window.append((now, version, env_steps, self.server.busy_s))
+        while now - self._window[0][0] > RATE_WINDOW_S and len(self._window) > 2:
+            self._window.popleft()
+        if self._log_due.due(env_steps):
+            self._metrics.log("train", env_steps, sim_train_row(view, version, self._window, len(self.workers)), now)
+        if self._eval_due.due(env_steps):
+            self._evaluate(env_steps, now)
+        if self.opts.progress and time.perf_counter() - self._last_progress > PROGRESS_EVERY_S:
+            self._last_progress = time.perf_counter()
+            p50, p95 = view.staleness_percentiles()
+            print(f"[sim {now / 60:6.2f} min] updates {version}, env steps {env_steps}, staleness p50/p95 "
+                  f"{p50:.0f}/{p95:.0f}, server busy {self.server.busy_s / max(now, 1e-9):.0%}", file=sys.stderr,
+                  flush=True)
+        self.events.at(now + POLL_S, self._tick)
+
+    def _evaluate(self, env_steps: int, now: float) -> np.ndarray:
+        t = time.perf_counter()
+        self.eval_q.set_params(self.store.theta)
+        scores = evaluate(self.eval_q, self.cfg)
+        self._metrics.log("eval", env_steps, eval_row(scores, self._baseline, self.store.version), now)
+        self.real["eval_s"] += time.perf_counter() - t
+        return scores
+
+    def _finish(self, start: float) -> dict:
+        for w in self.workers:  # told to stop, each worker reports what it has not reported yet
+            self.stats.reported(w.partition, **w.report())
+        now, view = self.events.now, self.stats.view()
+        scores = self._evaluate(view.env_steps, now)
+        model = save_checkpoint(self.out, "server", self.spec, self.store.theta, self.store.target, self.store.solver,
+                                STATE_FILE, {"updates": self.store.version, "worker_env_steps": self.stats.played()})
+        self.real["total_s"] = time.perf_counter() - start
+        p50, p95 = view.staleness_percentiles()
+        summary = {"model": str(model), "updates": self.store.version, "env_steps": view.env_steps,
+                   "minutes": now / 60, "updates_per_s": self.store.version / max(now, 1e-9),
+                   "staleness_p50": p50, "staleness_p95": p95,
+                   "workers": {w.partition: {"pushes": w.counts["pushes"], "attempt": 0, "rejoins": 0,
+                                             "env_steps": w.counts["env_steps"], "compute_s": w.compute_s,
+                                             "comm_s": w.comm_s} for w in self.workers},
+                   "dropped": view.dropped, **score_summary(scores, self._baseline), "sync": False,
+                   "simulated": self._sim_block(now)}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def _sim_block(self, now: float) -> dict:
+        """What only a simulation knows: staleness histogram, utilisation, times used, its own cost."""
+        hist, dropped = self.server.staleness, self.server.too_stale
+        taus = np.repeat(np.array(list(hist), dtype=np.int64), list(hist.values())) if hist else np.zeros(1)
+        gradients = sum(w.counts["gradients"] for w in self.workers)
+        real_compute = sum(w.real_compute_s for w in self.workers)
+        r = self.real
+        return {"workers": len(self.workers), "fixed_cycle": asdict(self.opts.fixed) if self.opts.fixed else None,
+                "server_utilisation": self.server.busy_s / max(now, 1e-9), "max_queue": self.server.max_queue,
+                "staleness_histogram": {str(k): hist[k] for k in sorted(hist)},
+                "too_stale_histogram": {str(k): dropped[k] for k in sorted(dropped)},
+                "staleness_p50_all": float(np.percentile(taus, 50)),
+                "staleness_p95_all": float(np.percentile(taus, 95)),
+                "max_staleness": self.store.max_staleness, "staleness_lr": self.store.staleness_lr,
+                "service_us": self.timing.service.row(), "latency_us": 1e6 * self.opts.latency_s,
+                "gbps": self.opts.gbps,
+                "compute_ms_per_gradient": 1e3 * sum(w.compute_s for w in self.workers) / max(gradients, 1),
+                "comm_ms_per_gradient": 1e3 * sum(w.comm_s for w in self.workers) / max(gradients, 1),
+                "warmup_s_mean": float(np.mean([w.warmup_s for w in self.workers])),
+                "real_s": {**r, "compute_s": real_compute,
+                           "overhead_s": r["total_s"] - real_compute - r["warmup_s"] - r["eval_s"]}}
+
+
+def sim_train_row(view: StatsView, version: int, window: deque, live: int) -> dict[str, float]:
+    """The driver's ``train`` row (same keys and windows) plus the server's busy share over the window."""
+    (t0, u0, s0, b0), (t1, u1, s1, b1) = window[0], window[-1]
+    return {**train_row(view, version, (t0, u0, s0), (t1, u1, s1), live),
+            "server/utilisation": (b1 - b0) / max(t1 - t0, 1e-9)}

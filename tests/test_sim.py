@@ -1,0 +1,173 @@
+"""The scale-out simulator (ddqn.sim) and the server's staleness controls, at a tiny size (seconds each).
+
+Every gradient is real Caffe on the tiny net; times come from a fixed table (``FixedCycle``), so runs are
+deterministic for a seed.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ddqn.config import Config, make_config
+from ddqn.dist import protocol as P
+from ddqn.dist.client import ServerClient
+from ddqn.dist.server import ParameterServer, ServerOptions
+from ddqn.dist.store import ParameterStore
+from ddqn.net.netspec import load_netspec
+from ddqn.net.qnet import QNetwork
+from ddqn.sim.cli import main as sim_main
+from ddqn.sim.run import SimOptions, Simulation
+from ddqn.sim.service import ServiceTimes
+from ddqn.sim.timing import FIXED_SERVICE, FixedCycle
+from ddqn.solvers.flat import load_solver_spec, make_solver
+
+pytestmark = pytest.mark.timeout(180)
+
+RMSPROP = "prototxt/solver_rmsprop.prototxt"
+CYCLE = FixedCycle()  # 2 ms per env step, 20 ms per gradient, 1 s warm-up
+
+
+def _cfg(net: Path, **kw) -> Config:
+    """The tiny net on a 6×6 board, small replay, short evaluations; ``kw`` overrides."""
+    values = {"board_size": 6, "starve_steps": 30, "net": str(net), "solver": RMSPROP, "replay_capacity": 400,
+              "replay_warmup": 60, "eps_decay_steps": 500, "target_update": 25, "eval_every": 400,
+              "eval_episodes": 2, "log_every": 50, "fetch_every": 1, "push_every": 1, "seed": 3, **kw}
+    return make_config(values, "test")
+
+
+def _simulate(cfg: Config, out: Path, workers: int, service: ServiceTimes = FIXED_SERVICE,
+              fixed: FixedCycle = CYCLE, **opts) -> Simulation:
+    sim = Simulation(cfg, out, service, SimOptions(workers, fixed=fixed, **opts))
+    sim.run()
+    return sim
+
+
+def test_equal_cycles_give_staleness_w_minus_1(tiny_net_file: Path, tmp_path: Path) -> None:
+    w = 4
+    sim = _simulate(_cfg(tiny_net_file), tmp_path, w, updates=60)
+    hist = sim.server.staleness
+    assert sim.store.version == 60
+    assert hist == {0: 1, 1: 1, 2: 1, 3: 57}, hist  # the first W gradients: 0 … W−1, then exactly W − 1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["updates"] == 60 and summary["simulated"]["staleness_histogram"] == {"0": 1, "1": 1, "2": 1,
+                                                                                        "3": 57}
+    with open(tmp_path / "eval.csv", newline="") as f:
+        assert list(csv.DictReader(f))[-1]["eval/updates"] == "60"
+
+
+def test_same_seed_same_theta(tiny_net_file: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tiny_net_file)
+    a, b = (_simulate(cfg, tmp_path / name, 3, updates=40) for name in "ab")
+    assert a.store.version == b.store.version == 40
+    assert np.array_equal(a.store.theta, b.store.theta) and np.array_equal(a.store.target, b.store.target)
+    assert all(np.array_equal(x, y) for x, y in zip(a.store.solver.history, b.store.solver.history))
+    other = _simulate(dataclasses.replace(cfg, seed=4), tmp_path / "c", 3, updates=40)
+    assert not np.array_equal(a.store.theta, other.store.theta)
+
+
+def test_a_slow_server_saturates(tiny_net_file: Path, tmp_path: Path) -> None:
+    """PUSH service 10 ms > a worker's 1.5 ms cycle: the server is (almost) always busy, updates/s = busy share ÷
+    service time → 100/s. FIFO keeps the workers in step: each round of W pushes is followed by their FETCHes and
+    one compute gap, so the busy share is ≈ W·10 ms / (W·10 ms + 1.5 ms) — 99 % at W = 16."""
+    service = dataclasses.replace(FIXED_SERVICE, push_s=0.010, fetch_s=0.0, fetch_both_s=0.0, stats_s=0.0)
+    fixed = FixedCycle(step_s=0.0005, gradient_s=0.001, warmup_s=0.0)
+    sim = _simulate(_cfg(tiny_net_file), tmp_path / "slow", 16, service, fixed, updates=1000)
+    rate, busy = sim.store.version / sim.events.now, sim.server.busy_s / sim.events.now
+    assert rate == pytest.approx(busy / 0.010, rel=1e-9) and busy > 0.98, (rate, busy)
+    assert sim.server.max_queue == 15  # every other worker waits while one is served
+    fast = _simulate(_cfg(tiny_net_file), tmp_path / "fast", 2, FIXED_SERVICE, fixed, updates=1000)
+    assert fast.server.busy_s / fast.events.now < 0.5  # 2 workers, 0.3 ms of server per 2.3 ms cycle
+
+
+def test_max_staleness_drops_and_counts(tiny_net_file: Path, tmp_path: Path) -> None:
+    sim = _simulate(_cfg(tiny_net_file), tmp_path, 4, minutes=0.05, max_staleness=1)
+    dropped = sum(sim.server.too_stale.values())
+    assert dropped > 0 and min(sim.server.too_stale) == 2
+    assert max(sim.server.staleness) <= 1
+    assert sim.stats.view().dropped == {"too stale": dropped}
+    assert sim.store.version == sum(sim.server.staleness.values())  # only admitted gradients were applied
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["dropped"] == {"too stale": dropped}
+
+
+def _tiny_store(net: Path, **kw) -> tuple[ParameterStore, object]:
+    spec = load_netspec(net)
+    theta = QNetwork(spec, seed=0).get_params()
+    solver = make_solver(load_solver_spec(Config().path("solver").parent / "solver_rmsprop.prototxt"), spec.params)
+    return ParameterStore(solver, theta, theta.copy(), 1000, **kw), spec
+
+
+def _manual(store: ParameterStore, spec, grads: list[np.ndarray], divisors: list[int]) -> np.ndarray:
+    """θ after applying ``grads`` with fresh solvers whose base_lr is the store's divided by each divisor
+    (float32, as the solver does); the RMSProp history carries over, seeing each g unchanged."""
+    base = store.solver.spec
+    theta, history = store.theta.copy(), None
+    for i, (g, d) in enumerate(zip(grads, divisors)):
+        lr = float(np.float32(np.float32(base.base_lr) / np.float32(d)))
+        solver = make_solver(dataclasses.replace(base, base_lr=lr), spec.params)
+        solver.iter = i
+        if history is not None:
+            solver.history = history
+        solver.apply(theta, g)
+        history = solver.history
+    return theta
+
+
+def test_staleness_lr_divides_the_rate_not_the_gradient(tiny_net_file: Path) -> None:
+    store, spec = _tiny_store(tiny_net_file, staleness_lr=True)
+    rng = np.random.default_rng(0)
+    grads = [rng.standard_normal(spec.num_params).astype(np.float32) * 1e-2 for _ in range(3)]
+    want = _manual(store, spec, grads, [1, 4, 3])
+    for g, tau in zip(grads, [0, 3, 2]):
+        store.apply(g, tau)
+    assert np.array_equal(store.theta, want)
+    plain, _ = _tiny_store(tiny_net_file)
+    for g, tau in zip(grads, [0, 3, 2]):
+        plain.apply(g, tau)  # staleness_lr off: the staleness changes nothing
+    assert np.array_equal(plain.theta, _manual(_tiny_store(tiny_net_file)[0], spec, grads, [1, 1, 1]))
+    assert not np.array_equal(plain.theta, store.theta)
+
+
+def test_real_server_drops_too_stale_gradients_and_scales_the_rate(tiny_net_file: Path) -> None:
+    """The socket server: a gradient 2 versions old is dropped (counted, ACKed, θ untouched) with max_staleness 1;
+    one 1 version old is applied at half the rate with staleness_lr."""
+    store, spec = _tiny_store(tiny_net_file, max_staleness=1, staleness_lr=True)
+    g = np.full(spec.num_params, 1e-3, np.float32)
+    want = _manual(store, spec, [g, g], [1, 2])
+    server = ParameterServer(store, P.new_secret(), ServerOptions(partitions=1)).start()
+    client = ServerClient(server.address, server.secret, 0, 0, spec.num_params, timeout=10)
+    try:
+        base = client.fetch().version
+        assert client.push(g, base) == (base + 1, False)  # staleness 0
+        assert client.push(g, base) == (base + 2, False)  # staleness 1: rate / 2
+        assert np.array_equal(store.theta, want)
+        assert client.push(g, base) == (base + 2, False)  # staleness 2: dropped, but ACKed
+        deadline = time.monotonic() + 5
+        while not server.stats.view().dropped and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.stats.view().dropped == {"too stale": 1}
+        assert np.array_equal(store.theta, want) and store.version == base + 2
+    finally:
+        client.close()
+        server.close()
+
+
+def test_cli_writes_a_run_directory(tiny_net_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    summary = sim_main(["--config", "small", "--set", f"net={tiny_net_file}", "--set", "board_size=6",
+                        "--set", "replay_warmup=60", "--set", "replay_capacity=400", "--set", "eval_episodes=2",
+                        "--set", "log_every=20", "--workers", "2", "--minutes", "0.1", "--fixed-cycle",
+                        "--out", str(out), "--no-progress"])
+    for name in ("config.yaml", "train.csv", "eval.csv", "summary.json", "server_state.json"):
+        assert (out / name).is_file(), name
+    with open(out / "train.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and {"server/updates_per_s", "server/staleness_p50", "server/staleness_p95",
+                     "server/utilisation"} <= set(rows[0])
+    assert summary["simulated"]["service_source"] == "fixed" and summary["minutes"] == pytest.approx(0.1, abs=0.01)
