@@ -90,6 +90,7 @@ def _train(args: argparse.Namespace, stop: Stoppable) -> int | None:
     if args.workers is not None:
         raise DDQNError("--workers is for --mode distributed (serial training is one process)")
     from ddqn.config import load_config  # noqa: PLC0415
+    from ddqn.dqn.evaluation import policy_name  # noqa: PLC0415
     from ddqn.dqn.serial import STATE_FILE, SerialTrainer  # noqa: PLC0415
 
     out = Path(args.resume or args.out or "runs/serial")
@@ -101,7 +102,8 @@ def _train(args: argparse.Namespace, stop: Stoppable) -> int | None:
     cfg = load_config(config, args.set)
     trainer = SerialTrainer(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
     summary = trainer.train(steps=args.steps, minutes=args.minutes, stop=stop)  # Interrupted once stopped
-    print(f"greedy score mean {summary['greedy_score_mean']:.2f} (median {summary['greedy_score_median']:.1f}, "
+    print(f"{policy_name(cfg)} score mean {summary['greedy_score_mean']:.2f} "
+          f"(median {summary['greedy_score_median']:.1f}, "
           f"max {summary['greedy_score_max']}) vs random policy {summary['random_score_mean']:.2f} "
           f"after {summary['env_steps']} env steps, {summary['train_minutes']:.1f} min")
     print(f"snapshot: {summary['model']}\nmetrics:  {out}/train.csv, {out}/eval.csv, {out}/tb")
@@ -196,14 +198,13 @@ def _eval(args: argparse.Namespace, stop: Stoppable) -> None:
     """Greedy score statistics of a weights file, beside the random policy's."""
     import numpy as np  # noqa: PLC0415 - keep the time before main() installs its signal handlers short
 
-    from ddqn.dqn.evaluation import evaluate_greedy, random_score  # noqa: PLC0415
+    from ddqn.dqn.evaluation import evaluate_greedy, policy_name, random_score  # noqa: PLC0415
 
     cfg, q = _load_agent(args)
     scores = evaluate_greedy(q, cfg, args.episodes, args.seed, stop=stop)  # Interrupted once stopped
     rand = random_score(cfg, q.spec.state_shape[1], args.episodes, args.seed, stop=stop)
     game = cfg.game if cfg.game != "snake" else f"{cfg.board_size}x{cfg.board_size} Snake"
-    policy = "greedy" if cfg.eval_epsilon == 0 else f"ε-greedy (ε {cfg.eval_epsilon:g})"
-    print(f"{policy}: mean {scores.mean():.2f}  median {np.median(scores):.1f}  max {scores.max()}  "
+    print(f"{policy_name(cfg)}: mean {scores.mean():.2f}  median {np.median(scores):.1f}  max {scores.max()}  "
           f"over {args.episodes} episodes on {game}")
     print(f"random: mean {rand:.2f}")
 
@@ -250,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
-    for name, func, text in (("eval", _eval, "greedy score of a weights file vs the random policy"),
+    for name, func, text in (("eval", _eval, "evaluation score of a weights file vs the random policy"),
                              ("play", _play, "watch a greedy episode (GIF or terminal)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--weights", required=True, help="a .caffemodel written by ddqn train (its run's "

@@ -48,6 +48,7 @@ def train(args: argparse.Namespace, stop: StopFlag) -> None:
     """Run the job and print where the snapshot, metrics and GIF went."""
     from ddqn.config import load_config  # noqa: PLC0415
     from ddqn.dist.driver import Driver  # noqa: PLC0415
+    from ddqn.dqn.evaluation import policy_name  # noqa: PLC0415
     from ddqn.dqn.play import gif_fps, greedy_episode, write_gif  # noqa: PLC0415
 
     overrides = list(args.set) + ([f"workers={args.workers}"] if args.workers is not None else [])
@@ -60,7 +61,8 @@ def train(args: argparse.Namespace, stop: StopFlag) -> None:
         f"{p}: {w['pushes']} pushes, {w['pushes'] / (60 * summary['minutes']):.1f} grads/s, "
         f"communication {100 * w['comm_s'] / max(w['comm_s'] + w['compute_s'], 1e-9):.0f}% of its time"
         + (f", {w['rejoins']} rejoin(s)" if w["rejoins"] else "") for p, w in sorted(summary["workers"].items()))
-    print(f"greedy score mean {summary['greedy_score_mean']:.2f} (median {summary['greedy_score_median']:.1f}, "
+    print(f"{policy_name(cfg)} score mean {summary['greedy_score_mean']:.2f} "
+          f"(median {summary['greedy_score_median']:.1f}, "
           f"max {summary['greedy_score_max']}) vs random {summary['random_score_mean']:.2f}")
     print(f"{summary['updates']} server updates in {summary['minutes']:.1f} min ({summary['updates_per_s']:.1f}/s), "
           f"staleness p50/p95 {summary['staleness_p50']:.0f}/{summary['staleness_p95']:.0f}")

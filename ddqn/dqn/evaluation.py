@@ -24,6 +24,11 @@ from ddqn.net.qnet import QNetwork
 from ddqn.stop import NEVER, Stoppable
 
 
+def policy_name(cfg: Config) -> str:
+    """How the evaluation policy is named in messages: "greedy", or "ε=0.05-greedy" with ``eval_epsilon``."""
+    return "greedy" if cfg.eval_epsilon == 0 else f"ε={cfg.eval_epsilon:g}-greedy"
+
+
 def random_score(cfg: Config, frame_size: int, episodes: int, seed: int | None, num_envs: int = 64,
                  stop: Stoppable = NEVER) -> float:
     """Mean score per episode of the uniform random policy on the config's game (every evaluation's baseline).
