@@ -165,15 +165,23 @@ class LocalCluster:
         self.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ddqn.dist.cluster", description=__doc__.splitlines()[0])
-    ap.add_argument("--workers", type=int, default=2, help="one-core Spark workers (default 2)")
-    ap.add_argument("--timeout", type=float, default=None, help="kill the job after this many seconds")
+def parse_job_args(prog: str, description: str, workers_help: str,
+                   argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """``[--workers N] [--timeout S] -- spark_jobs/train.py [args]``: the options and the job to submit."""
+    ap = argparse.ArgumentParser(prog=prog, description=description)
+    ap.add_argument("--workers", type=int, default=2, help=workers_help)
+    ap.add_argument("--timeout", type=float, default=None, help="stop the job after this many seconds")
     ap.add_argument("job", nargs=argparse.REMAINDER, help="-- spark_jobs/train.py [args]")
     args = ap.parse_args(argv)
     job = args.job[1:] if args.job[:1] == ["--"] else args.job
     if not job:
         ap.error("give the job to submit after --, e.g. -- spark_jobs/train.py --minutes 5")
+    return args, job
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, job = parse_job_args("python -m ddqn.dist.cluster", __doc__.splitlines()[0],
+                               "one-core Spark workers (default 2)", argv)
     with LocalCluster(args.workers) as cluster:
         print(f"cluster up: {cluster.master_url} with {args.workers} workers "
               f"(web UI http://{cluster.host}:{cluster.webui_port})", flush=True)

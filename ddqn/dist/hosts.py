@@ -34,7 +34,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ddqn.dist.cluster import LocalCluster, master_command, spark_home, stop_groups, wait_job, worker_command
+from ddqn.dist.cluster import (LocalCluster, master_command, parse_job_args, spark_home, stop_groups, wait_job,
+                               worker_command)
 
 # The docker-compose file's ports: each host has its own port space, so they are fixed here as there.
 MASTER_PORT = 7077
@@ -361,16 +362,11 @@ def _interrupt(*_: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ddqn.dist.hosts", description=__doc__.splitlines()[0])
-    ap.add_argument("--workers", type=int, default=2, help="worker hosts, one one-core Spark worker each (default 2)")
-    ap.add_argument("--timeout", type=float, default=None, help="stop the job after this many seconds")
-    ap.add_argument("job", nargs=argparse.REMAINDER, help="-- spark_jobs/train.py [args]")
-    args = ap.parse_args(argv)
-    job = args.job[1:] if args.job[:1] == ["--"] else args.job
-    if not job:
-        ap.error("give the job to submit after --, e.g. -- spark_jobs/train.py --minutes 5")
+    prog = "python -m ddqn.dist.hosts"
+    args, job = parse_job_args(prog, __doc__.splitlines()[0],
+                               "worker hosts, one one-core Spark worker each (default 2)", argv)
     if (why := unavailable()) is not None:
-        print(f"{ap.prog}: error: {why}", file=sys.stderr)
+        print(f"{prog}: error: {why}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM tears down as Ctrl-C does
     with HostsCluster(args.workers) as cluster:
