@@ -181,7 +181,11 @@ def make_train_mismatches(makefile: str, services: dict) -> list[str] | None:
     args = shlex.split(lines[0].strip())
     job = submit_job(services)
     bad = []
-    if args[args.index("--config") + 1] != job["--config"]:
+    config = args[args.index("--config") + 1]
+    if config == "$(CONFIG)":  # `make train CONFIG=…`: its default is the target's `train: CONFIG ?= …`
+        default = re.search(r"^train:\s*CONFIG\s*\??=\s*(\S+)", makefile, re.M)
+        config = default.group(1) if default else config
+    if config != job["--config"]:
         bad.append("--config")
     if "--workers" in args and args[args.index("--workers") + 1].isdigit() and \
             args[args.index("--workers") + 1] != job["--workers"]:
@@ -202,6 +206,9 @@ def test_make_train_check_itself(services: dict) -> None:
              "--workers 2 --minutes $(MINUTES) --out runs/train\n"
     assert make_train_mismatches(recipe.format(m=30, c="paper"), services) == []
     assert make_train_mismatches(recipe.format(m=10, c="small"), services) == ["--config", "--minutes"]
+    with_default = "train: CONFIG ?= {d}\n" + recipe.format(m=30, c="$(CONFIG)")
+    assert make_train_mismatches(with_default.format(d="paper"), services) == []
+    assert make_train_mismatches(with_default.format(d="small"), services) == ["--config"]
     assert make_train_mismatches("test:\n\tpytest\n", services) is None
 
 
