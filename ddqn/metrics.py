@@ -50,3 +50,17 @@ class MetricsLogger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Every:
+    """Fires once each time a counter passes the next multiple of ``period`` (when a metrics row, an evaluation or a
+    snapshot is due; the driver's and the simulator's rule)."""
+
+    def __init__(self, period: int) -> None:
+        self.period, self.next = period, period
+
+    def due(self, count: int) -> bool:
+        if count < self.next:
+            return False
+        self.next = (count // self.period + 1) * self.period
+        return True

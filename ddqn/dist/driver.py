@@ -39,7 +39,7 @@ from ddqn.dist.sync import SyncRounds
 from ddqn.dqn.evaluation import eval_row, evaluate, random_score, score_summary
 from ddqn.errors import DDQNError, Interrupted
 from ddqn.game import game_actions
-from ddqn.metrics import MetricsLogger
+from ddqn.metrics import Every, MetricsLogger
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.solvers.flat import load_solver_spec, make_solver
@@ -90,19 +90,6 @@ def _say(line: str) -> None:
         print(line, flush=True)
     except OSError:
         pass
-
-
-class _Every:
-    """Fires once each time a counter passes the next multiple of ``period``."""
-
-    def __init__(self, period: int, start: int = 0) -> None:
-        self.period, self.next = period, (start // period + 1) * period
-
-    def due(self, count: int) -> bool:
-        if count < self.next:
-            return False
-        self.next = (count // self.period + 1) * self.period
-        return True
 
 
 class Driver:
@@ -202,7 +189,7 @@ class Driver:
         snapshots. ``stop`` is looked at every 50 ms."""
         cfg = self.cfg
         deadline = start + 60 * minutes if minutes else float("inf")
-        log_due, eval_due, snap_due = _Every(cfg.log_every), _Every(cfg.eval_every), _Every(cfg.snapshot_every)
+        log_due, eval_due, snap_due = Every(cfg.log_every), Every(cfg.eval_every), Every(cfg.snapshot_every)
         window: deque[tuple[float, int, int]] = deque()  # (time, updates, env steps) over RATE_WINDOW_S
         last_line = start
         with tqdm(total=steps, unit="step", dynamic_ncols=True, disable=not self.progress) as bar:

@@ -18,7 +18,7 @@ import imageio.v3 as iio
 import numpy as np
 
 from ddqn.config import Config
-from ddqn.dqn.qlearning import greedy_actions
+from ddqn.dqn.qlearning import epsilon_greedy
 from ddqn.errors import DDQNError, Interrupted
 from ddqn.game import is_atari, make_env
 from ddqn.game.frames import FrameStack
@@ -55,9 +55,7 @@ def greedy_episode_scores(q: QNetwork, cfg: Config, seed: int, render_mode: str 
     for _ in range(episode_cap(cfg) if max_steps is None else max_steps):
         if stop.is_set():
             raise Interrupted("interrupted during the greedy episode")
-        action = int(greedy_actions(q, phi[None])[0])
-        if cfg.eval_epsilon > 0 and rng.random() < cfg.eval_epsilon:
-            action = int(rng.integers(env.action_space.n))
+        action = epsilon_greedy(q, phi, cfg.eval_epsilon, rng)
         frame, _, terminated, truncated, info = env.step(action)
         phi = stack.push(frame)
         shots.append(env.render())

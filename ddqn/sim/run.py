@@ -26,7 +26,7 @@ from ddqn.dist.stats import ServerStats, StatsView, train_row
 from ddqn.dist.store import ParameterStore
 from ddqn.dqn.evaluation import eval_row, evaluate, random_score, score_summary
 from ddqn.game import game_actions
-from ddqn.metrics import MetricsLogger
+from ddqn.metrics import Every, MetricsLogger
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.net.snapshot import save_checkpoint
@@ -68,19 +68,6 @@ class SimOptions:
     progress: bool = False
 
 
-class _Every:
-    """Fires once each time a counter passes the next multiple of ``period`` (the driver's rule)."""
-
-    def __init__(self, period: int) -> None:
-        self.period, self.next = period, period
-
-    def due(self, count: int) -> bool:
-        if count < self.next:
-            return False
-        self.next = (count // self.period + 1) * self.period
-        return True
-
-
 class Simulation:
     """W simulated workers and the simulated server for ``cfg``, writing into ``out`` (see the module docstring)."""
 
@@ -103,7 +90,7 @@ class Simulation:
         self.workers = [SimWorker(cfg, nets, p, opts.workers, opts.fixed) for p in range(opts.workers)]
         self.real = {"warmup_s": 0.0, "eval_s": 0.0, "total_s": 0.0}
         self._window: deque[tuple[float, int, int, float]] = deque()
-        self._log_due, self._eval_due = _Every(cfg.log_every), _Every(cfg.eval_every)
+        self._log_due, self._eval_due = Every(cfg.log_every), Every(cfg.eval_every)
         self._metrics: MetricsLogger | None = None
         self._baseline = 0.0
         self._last_progress = 0.0
