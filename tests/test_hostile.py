@@ -378,3 +378,24 @@ def test_9_partitions_outside_the_job_are_refused(server: ParameterServer) -> No
     honest.push()
     _assert_replay_identical(server, honest.pushed)
     sock.close()
+
+
+def test_10_a_join_and_a_silent_session_are_logged_with_the_peer_address(tiny_net_file: Path, caplog) -> None:
+    spec = load_netspec(tiny_net_file)
+    srv = ParameterServer(_store(spec), P.new_secret(), ServerOptions(partitions=1, session_timeout=0.5)).start()
+    client = ServerClient(srv.address, srv.secret, 0, 0, srv.store.num_params, timeout=10)
+    try:
+        with caplog.at_level("INFO", logger="ddqn.dist.server"):
+            client.fetch()
+            deadline = time.monotonic() + 10
+            while "silent for over" not in caplog.text:
+                assert time.monotonic() < deadline, caplog.text
+                time.sleep(0.05)
+        assert f"worker 0 joined (attempt 0, pid {os.getpid()} on " in caplog.text
+        joined = [r.getMessage() for r in caplog.records if "joined" in r.getMessage()]
+        silent = [r.getMessage() for r in caplog.records if "silent for over" in r.getMessage()]
+        assert len(joined) == 1 and joined[0].endswith(", 127.0.0.1)"), joined
+        assert len(silent) == 1 and "127.0.0.1) silent for over 0.5 s" in silent[0], silent
+    finally:
+        client.close()
+        srv.close()

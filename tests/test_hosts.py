@@ -268,6 +268,9 @@ def test_worker_host_partitioned_longer_than_server_timeout(cluster: HostsCluste
              f"driver's live worker count dropped {noticed_s:.1f} s after it (session timeout {SESSION_S} s); "
              f"link down {cut_s:.1f} s")
     assert job.wait(300) == 0, job.output(60)
+    # the server names the silent worker by its host's address as it saw the connection
+    assert re.search(rf"worker 0 \(attempt 0, pid \d+ on \S+, {re.escape(victim.addr)}\) silent for over "
+                     rf"{SESSION_S:g} s", job.output()), job.output(60)
 
     summary = job.summary()
     w0, w1 = summary["workers"]["0"], summary["workers"]["1"]
@@ -314,6 +317,8 @@ def test_worker_host_partitioned_past_sparks_worker_timeout_is_rerun(tmp_path: P
         assert lost_s is not None, job.output(40)  # the master declared the host lost; the driver was told
         rejoined = wait_until(lambda: "worker 0 rejoined (attempt 1" in job.output(), 90)
         assert rejoined is not None, job.output(40)
+        assert re.search(rf"worker 0 rejoined \(attempt 1, pid \d+ on \S+, {re.escape(victim.addr)}\)",
+                         job.output()), job.output(40)
         measured(f"partition past spark.worker.timeout (10 s): worker exit {exit_s:.1f} s, Spark's 'Lost executor' "
                  f"{lost_s:.1f} s after the cut; links back after {healed - cut:.1f} s, attempt 1 rejoined "
                  f"{rejoined:.1f} s later")

@@ -167,7 +167,7 @@ class ParameterServer:
         if session is None:
             if len(body[1]) > P.NONCE_BYTES + P.MAX_JSON or len(body[0]) != P.HEADER.size:
                 raise P.ProtocolError("malformed", "not a HELLO")
-            self._hello(ident, [f.bytes for f in body])
+            self._hello(ident, [f.bytes for f in body], _peer_address(body[0]))
             return
         header, payload = session.crypto.open(body)
         if header.worker != session.partition or header.attempt != session.attempt:
@@ -193,7 +193,7 @@ class ParameterServer:
     def _flags(self) -> int:
         return P.F_STOP if self.stopping.is_set() else 0
 
-    def _hello(self, ident: bytes, frames: list[bytes]) -> None:
+    def _hello(self, ident: bytes, frames: list[bytes], peer: str) -> None:
         """An authentic HELLO offers a session (WELCOME answers it); nothing live changes until it proves the key."""
         header, payload = P.open_handshake(self.secret, frames, P.HELLO)
         if len(payload) < P.NONCE_BYTES:
@@ -214,7 +214,7 @@ class ParameterServer:
         server_nonce = os.urandom(P.NONCE_BYTES)
         key = P.session_key(self.secret, client_nonce, server_nonce)
         self.sessions.offer(ident, P.Session(key, outbound=1, auth=self.auth), header.worker, header.attempt,
-                            pid, host)
+                            pid, host, peer)
         reply = server_nonce + P.encode_json({"num_params": self.store.num_params,
                                               "env_steps": self.stats.played_of(header.worker)})
         self._send(ident, P.seal_handshake(self.secret, P.WELCOME, header.worker, header.attempt, reply,
@@ -225,11 +225,11 @@ class ParameterServer:
         session = self.sessions.promote(ident)
         rejoin, _ = self.stats.joined(session.partition, session.attempt, session.pid, session.host)
         if rejoin:
-            log.warning("worker %d rejoined (attempt %d, pid %s on %s): its replay memory is regenerated",
-                        session.partition, session.attempt, session.pid, session.host)
+            log.warning("worker %d rejoined (attempt %d, pid %s on %s, %s): its replay memory is regenerated",
+                        session.partition, session.attempt, session.pid, session.host, session.peer or "?")
         else:
-            log.info("worker %d joined (attempt %d, pid %s on %s)", session.partition, session.attempt,
-                     session.pid, session.host)
+            log.info("worker %d joined (attempt %d, pid %s on %s, %s)", session.partition, session.attempt,
+                     session.pid, session.host, session.peer or "?")
 
     def _fetch(self, ident: bytes, session: Session, header: P.Header) -> None:
         if self.rounds and not self.stopping.is_set() and self.rounds.holds_fetch(session, self.store.version):
@@ -306,6 +306,16 @@ class ParameterServer:
                                               flags=self._flags()))
 
     def _expire_sessions(self) -> None:
-        self.sessions.expire()
+        for s in self.sessions.expire():
+            log.warning("worker %d (attempt %d, pid %s on %s, %s) silent for over %g s: its session is dropped",
+                        s.partition, s.attempt, s.pid, s.host, s.peer or "?", self.sessions.timeout)
         if self._round_complete():
             self._finish_round()
+
+
+def _peer_address(frame: zmq.Frame) -> str:
+    """The IP address a message came from (ZeroMQ's ``Peer-Address`` property), or "" where there is none."""
+    try:
+        return str(frame.get("Peer-Address"))
+    except (zmq.ZMQError, UnicodeDecodeError, TypeError):
+        return ""

@@ -25,6 +25,7 @@ class Session:
     pid: int
     host: str
     last_seen: float
+    peer: str = ""  # the connection's IP address as ZeroMQ saw it ("" when the transport has none)
     proven: bool = False  # a sealed message verified under the session key
     pushed_round: int = -1  # sync mode: the version this session last pushed for
 
@@ -57,13 +58,14 @@ class SessionTable:
     def get(self, ident: bytes) -> Session | None:
         return self._live.get(ident) or self._pending.get(ident)
 
-    def offer(self, ident: bytes, crypto: P.Session, partition: int, attempt: int, pid: int, host: str) -> None:
+    def offer(self, ident: bytes, crypto: P.Session, partition: int, attempt: int, pid: int, host: str,
+              peer: str = "") -> None:
         """A pending session for an authentic HELLO; nothing live changes."""
         self._pending.pop(ident, None)
         same = [i for i, s in self._pending.items() if s.partition == partition]
         for old in same[:max(0, len(same) - self.PENDING_PER_PARTITION + 1)]:
             del self._pending[old]
-        self._pending[ident] = Session(crypto, partition, attempt, pid, host, time.monotonic())
+        self._pending[ident] = Session(crypto, partition, attempt, pid, host, time.monotonic(), peer)
 
     def promote(self, ident: bytes) -> Session:
         """Make the pending session of ``ident`` live (its first sealed message verified): it replaces the
@@ -83,13 +85,18 @@ class SessionTable:
         self._live.pop(ident, None)
         self._pending.pop(ident, None)
 
-    def expire(self) -> None:
-        """Drop every session silent for longer than the timeout."""
+    def expire(self) -> list[Session]:
+        """Drop every session silent for longer than the timeout; returns the live ones dropped (pending offers
+        that never proved the key go without a word: anyone holding a recorded HELLO can make those)."""
         now = time.monotonic()
+        gone = []
         for table in (self._live, self._pending):
             for ident, s in list(table.items()):
                 if now - s.last_seen > self.timeout:
                     del table[ident]
+                    if table is self._live:
+                        gone.append(s)
+        return gone
 
     def live(self) -> int:
         """Live sessions heard from within the timeout."""
