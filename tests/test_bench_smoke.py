@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import itertools
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,11 +19,13 @@ import pytest
 
 from ddqn.bench.gifs import captioned
 from ddqn.bench.scaling import MODES
+from ddqn.bench.tuning import VARIANTS, variant_config
 from ddqn.config import load_config
 from ddqn.dist.cluster import spark_submit_env, spark_submit_path
 from ddqn.dqn.play import greedy_episode, greedy_episode_scores
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
+from ddqn.solvers.flat import load_solver_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "ddqn" / "bench"
@@ -192,6 +195,33 @@ def test_spark_env_and_scaling_defaults_match_makefile() -> None:
     assert spark_submit_path().name == "spark-submit" and spark_submit_path().exists()
     assert makefile_var("bench-scaling: MODES ?=") == list(MODES)
     assert makefile_var("bench-scaling: CONFIG ?=") == ["paper"]
+    assert makefile_var("bench-tuning: VARIANTS ?=") == list(VARIANTS)
+
+
+def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
+    """Every variant's config and solver load as a run loads them; one variant with its own solver prototxt
+    (lr_policy step) trains for real and is evaluated from its snapshots."""
+    for name in VARIANTS:
+        cfg = load_config(str(variant_config(name, tmp_path / name, 3)))
+        spec = load_solver_spec(cfg.path("solver"))
+        assert cfg.seed == 3 and all(getattr(cfg, k) == v for k, v in VARIANTS[name].config.items())
+        assert all(getattr(spec, k) == pytest.approx(v) for k, v in VARIANTS[name].solver_fields.items()
+                   if k != "lr_policy")
+    assert load_solver_spec(load_config(str(variant_config("lr-step", tmp_path / "s", 0))).path("solver")).lr_policy \
+        == "step"
+    res = subprocess.run([sys.executable, "-m", "ddqn.bench.tuning", "--variants", "lr-step", "--minutes", "0.4",
+                          "--every", "100", "--set", "replay_warmup=200", "--set", "eval_episodes=3",
+                          "--out", str(tmp_path / "results")],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, **spark_submit_env(
+                             sys.executable)})
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    data = json.loads((tmp_path / "results" / "tuning.json").read_text())
+    row = data["variants"]["lr-step"]
+    assert data["common"] == ["replay_warmup=200", "eval_episodes=3"] and row["curve"], row
+    assert row["best"]["greedy_se"] >= 0 and row["updates_per_s"] > 0
+    assert bench("report", "--results", str(tmp_path / "results")).returncode == 0
+    report = (tmp_path / "results" / "REPORT.md").read_text()
+    assert "## What buys score per minute (variants of tuned)" in report and "| lr-step | RMSProp 1e-3 halved" in report
 
 
 def test_blas_candidates_run_the_same_caffe(tmp_path: Path) -> None:

@@ -171,3 +171,20 @@ def test_cli_writes_a_run_directory(tiny_net_file: Path, tmp_path: Path) -> None
     assert rows and {"server/updates_per_s", "server/staleness_p50", "server/staleness_p95",
                      "server/utilisation"} <= set(rows[0])
     assert summary["simulated"]["service_source"] == "fixed" and summary["minutes"] == pytest.approx(0.1, abs=0.01)
+
+
+def test_validation_score_measures() -> None:
+    """The fixed criterion (share inside the real seeds' range) and the post-hoc RMS ratio on known curves."""
+    from ddqn.bench.scale_out import noise_ratio, spread_share
+
+    def curve(values: list[float]) -> list[dict[str, float]]:
+        return [{"updates": 100 * i, "greedy_mean": v} for i, v in enumerate(values)]
+
+    a, b = curve([0, 1, 2, 3, 2]), curve([1, 2, 1, 2, 4])
+    assert spread_share(curve([0.5, 1.5, 1.5, 2.5, 3.0]), [a, b]) == 1.0
+    assert spread_share(curve([5, 5, 5, 5, 5]), [a, b]) == 0.0
+    assert noise_ratio(a, [a, b]) == pytest.approx({"rms_ratio": 0.5, "mean_diff": -0.2, "points": 5})
+    assert noise_ratio(curve([0.5, 1.5, 1.5, 2.5, 3.0]), [a, b])["rms_ratio"] == 0.0
+    shifted = noise_ratio(curve([3.5, 4.5, 4.5, 5.5, 6.0]), [a, b])
+    assert shifted["mean_diff"] == pytest.approx(3.0) and shifted["rms_ratio"] > 2
+    assert noise_ratio(a, [a]) is None and noise_ratio(a, [a, []]) is None

@@ -98,7 +98,11 @@ def run_numbers(run: Path) -> dict[str, float]:
     steady = [float(r["server/updates_per_s"]) for r in rows[len(rows) // 4:]]  # past the first quarter
     curve = eval_curve(run)
     sim = s.get("simulated", {})
-    return {"updates": s["updates"], "minutes": s["minutes"], "updates_per_s": s["updates_per_s"],
+    workers = s.get("workers", {}).values()
+    pushes = max(sum(w["pushes"] for w in workers), 1)
+    return {"compute_ms_per_gradient": 1e3 * sum(w["compute_s"] for w in workers) / pushes,
+            "comm_ms_per_gradient": 1e3 * sum(w["comm_s"] for w in workers) / pushes,
+            "updates": s["updates"], "minutes": s["minutes"], "updates_per_s": s["updates_per_s"],
             "steady_updates_per_s": float(np.median(steady)) if steady else s["updates_per_s"],
             "staleness_p50": s["staleness_p50"], "staleness_p95": s["staleness_p95"],
             "server_utilisation": sim.get("server_utilisation"), "dropped": sum(s.get("dropped", {}).values()),
@@ -125,6 +129,27 @@ def spread_share(sim: list[dict], reals: list[list[dict]]) -> float | None:
     return inside / len(pts)
 
 
+def noise_ratio(sim: list[dict], reals: list[list[dict]]) -> dict[str, float] | None:
+    """Added after the first validation ran, beside the fixed tolerances, not instead of them: with two real seeds,
+    a curve that is just one more seed lies inside their spread at a point only 1/3 of the time (the middle of three
+    exchangeable values), so "inside the spread at ≥ 90 %" fails a perfect simulator. Instead: RMS of (simulation −
+    mean of the two real seeds) over RMS of (real seed A − real seed B), at the simulation's evaluations within the
+    update range both real runs cover. For independent curves of equal noise it is √(3/4) ≈ 0.87; a systematic
+    difference makes it larger. Also the mean difference (simulation − real mean)."""
+    if len(reals) != 2 or any(not r for r in reals):
+        return None
+    top = min(r[-1]["updates"] for r in reals)
+    pts = [p for p in sim if p["updates"] <= top]
+    if not pts:
+        return None
+    x = [p["updates"] for p in pts]
+    a, b = (np.interp(x, [q["updates"] for q in r], [q["greedy_mean"] for q in r]) for r in reals)
+    diff = np.array([p["greedy_mean"] for p in pts]) - (a + b) / 2
+    spread = float(np.sqrt(np.mean((a - b) ** 2)))
+    return {"rms_ratio": float(np.sqrt(np.mean(diff ** 2))) / spread if spread else float("inf"),
+            "mean_diff": float(diff.mean()), "points": len(pts)}
+
+
 def validate(args: argparse.Namespace, root: Path) -> dict:
     """Real and simulated W = 1, 2 runs per seed, compared with the fixed tolerances."""
     out: dict = {"tolerance": TOLERANCE, "real_minutes": args.real_minutes, "seeds": args.seeds, "workers": {}}
@@ -143,8 +168,9 @@ def validate(args: argparse.Namespace, root: Path) -> dict:
         for s in args.seeds:
             r, m = real[s], sim[s]
             rel = m["steady_updates_per_s"] / r["steady_updates_per_s"] - 1 if r["steady_updates_per_s"] else None
-            share = spread_share(eval_curve(root / f"sim-w{w}-s{s}"), real_curves)
-            rows[s] = {"real": r, "sim": m, "updates_per_s_rel_diff": rel,
+            sim_curve = eval_curve(root / f"sim-w{w}-s{s}")
+            share = spread_share(sim_curve, real_curves)
+            rows[s] = {"real": r, "sim": m, "updates_per_s_rel_diff": rel, "noise": noise_ratio(sim_curve, real_curves),
                        "staleness_p50_diff": m["staleness_p50"] - r["staleness_p50"],
                        "staleness_p95_diff": m["staleness_p95"] - r["staleness_p95"], "inside_spread": share,
                        "pass": {"updates_per_s": rel is not None and abs(rel) <= TOLERANCE["updates_per_s_rel"],

@@ -1,0 +1,137 @@
+"""What buys score per wall-clock minute: variants of the `tuned` config, each trained the same way, one at a time.
+
+    python -m ddqn.bench.tuning [--minutes 30] [--variants tuned gamma-0.99 …] [--workers 2] [--seed 0] [--every 5000]
+
+Each variant (:data:`VARIANTS`) is `tuned` with a few config keys and/or solver fields changed; the board, the net
+and the evaluation protocol stay the paper's. Every run is the real Spark job (``train_run``: `--workers` async
+workers on this machine's cores) for the same wall-clock budget, one after another, never at the same time; its
+snapshots are evaluated afterwards on the training-time evaluation episodes (seed 10,000, greedy), against the time
+each snapshot was taken (bench-scaling's clock). A run directory that already holds a summary.json is reused, and
+variants not rerun are kept in results/tuning.json, so the table grows across sessions. Short runs rank candidates;
+the plateau shows after ≈ 25 minutes, so confirm winners on full-length runs. Writes results/tuning.json and
+results/tuning.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ddqn.bench.common import first_reach, plot_curves, snapshot_scores, train_run, write_result
+from ddqn.config import load_config, save_config
+from ddqn.solvers.flat import load_solver_spec
+
+BASE = "tuned"
+LEVELS = (3.0, 5.0, 10.0)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """`tuned` with ``config`` keys changed; ``solver`` (a shipped solver prototxt) and ``solver_fields``
+    (fields set in it, e.g. ``base_lr``) give a solver prototxt of its own in the run directory."""
+
+    what: str
+    config: dict[str, object] = field(default_factory=dict)
+    solver: str | None = None
+    solver_fields: dict[str, object] = field(default_factory=dict)
+
+
+VARIANTS: dict[str, Variant] = {
+    "tuned": Variant("the tuned config as shipped (RMSProp 1e-3, γ 0.95, replay 30k, ε → 0.1 over 10k, C 1,000)"),
+    "gamma-0.99": Variant("γ 0.99: a horizon of ≈ 100 steps instead of ≈ 20", {"gamma": 0.99}),
+    "adam-2.5e-4": Variant("Caffe-exact Adam at 2.5e-4 (the single-process library's optimiser)",
+                           solver="prototxt/solver_adam.prototxt", solver_fields={"base_lr": 2.5e-4}),
+    "replay-100k": Variant("replay memory 100,000 frames per worker", {"replay_capacity": 100_000}),
+    "eps-0.02": Variant("ε floor 0.02 instead of 0.1", {"eps_end": 0.02}),
+    "train-every-2": Variant("2 env steps per gradient", {"train_every": 2}),
+    "C-4000": Variant("target network reset every 4,000 gradients", {"target_update": 4000}),
+    "lr-step": Variant("RMSProp 1e-3 halved every 50,000 updates (Caffe lr_policy step)",
+                       solver="prototxt/solver_rmsprop_tuned.prototxt",
+                       solver_fields={"lr_policy": '"step"', "gamma": 0.5, "stepsize": 50_000}),
+}
+
+
+def solver_text(base: str, fields: dict[str, object]) -> str:
+    """``base``'s text with each of ``fields`` set (its line replaced, or appended when absent)."""
+    for key, value in fields.items():
+        line = f"{key}: {value}"
+        base, n = re.subn(rf"(?m)^{key}:.*$", line, base)
+        base = base if n else f"{base.rstrip()}\n{line}\n"
+    return base
+
+
+def variant_config(name: str, out: Path, seed: int, common: list[str] = ()) -> Path:
+    """The YAML (and solver prototxt) of variant ``name`` in ``out``, with the ``common`` ``key=value`` overrides
+    of every variant; validated as a run would load it."""
+    v = VARIANTS[name]
+    out.mkdir(parents=True, exist_ok=True)
+    keys = [f"{k}={val}" for k, val in v.config.items()] + [*common, f"seed={seed}"]
+    cfg = load_config(BASE, keys)
+    if v.solver or v.solver_fields:
+        path = out / "solver.prototxt"
+        path.write_text(solver_text(load_config(BASE, [f"solver={v.solver}"] if v.solver else []).path("solver")
+                                    .read_text(), v.solver_fields))
+        load_solver_spec(path)  # a clear error here, before any run
+        cfg = load_config(BASE, [*keys, f"solver={path.resolve()}"])
+    save_config(cfg, out / "variant.yaml")
+    return out / "variant.yaml"
+
+
+def curve(run: Path, config: Path) -> list[dict[str, float]]:
+    """Each snapshot's greedy mean and standard error against the minutes it was taken at."""
+    cfg = load_config(str(config))
+    return [{"minutes": r["minutes"], "env_steps": r["env_steps"], "updates": r["updates"],
+             "greedy_mean": float(s.mean()), "greedy_se": float(s.std(ddof=1) / np.sqrt(len(s)))}
+            for r, s in snapshot_scores(run, cfg)]
+
+
+def summarize(name: str, c: list[dict[str, float]], run: Path) -> dict:
+    """Best point (mean ± se), final point, minutes to the levels, and the run's rates."""
+    best = max(c, key=lambda r: r["greedy_mean"], default=None)
+    s = json.loads((run / "summary.json").read_text())
+    return {"what": VARIANTS[name].what, "config": VARIANTS[name].config, "solver_fields": VARIANTS[name].solver_fields,
+            "best": best, "final": c[-1] if c else None, "reach": {str(lv): first_reach(c, lv) for lv in LEVELS},
+            "updates_per_s": s["updates_per_s"], "env_steps": s["env_steps"], "curve": c}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget per variant")
+    ap.add_argument("--workers", type=int, default=2, help="asynchronous workers (the issue's async-2)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--every", type=int, default=5000, help="server updates between snapshots")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for every variant (e.g. replay_warmup=200 for a smoke run)")
+    ap.add_argument("--out", default="results")
+    args = ap.parse_args(argv)
+    results = Path(args.out)
+    path = results / "tuning.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    same = data.get("workers") == args.workers and data.get("common", []) == args.set
+    rows = data.get("variants", {}) if same else {}  # earlier variants count only if run the same way
+    for name in args.variants:
+        run = results / "runs" / f"tuning-{name}-s{args.seed}"
+        config = variant_config(name, run / "config", args.seed, args.set)
+        if not (run / "summary.json").exists():
+            extra = ["--workers", str(args.workers), "--set", f"eval_every={args.every}",
+                     "--set", f"snapshot_every={args.every}"]
+            if train_run(str(config), args.minutes, run, extra):
+                raise SystemExit(f"the {name} run failed")
+        rows[name] = {**summarize(name, curve(run, config), run), "minutes_budget": args.minutes, "seed": args.seed}
+        b = rows[name]["best"] or {"greedy_mean": 0.0, "greedy_se": 0.0, "minutes": 0.0}  # no snapshot yet
+        print(f"{name:>14s}: best {b['greedy_mean']:.2f} ± {b['greedy_se']:.2f} at {b['minutes']:.1f} min; "
+              + ", ".join(f"{lv}: {r['minutes']:.1f} min" if r else f"{lv}: -" for lv, r in rows[name]["reach"].items())
+              + f"; {rows[name]['updates_per_s']:.1f} updates/s", flush=True)
+    png = plot_curves({n: r["curve"] for n, r in rows.items()}, results / "tuning.png",
+                      f"Variants of `{BASE}` ({args.workers} async workers)")
+    write_result("tuning", {"base": BASE, "workers": args.workers, "levels": list(LEVELS), "common": args.set,
+                            "variants": rows, "png": png.name}, results)
+
+
+if __name__ == "__main__":
+    main()
