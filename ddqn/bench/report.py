@@ -285,6 +285,7 @@ def _scale_out_config(r: dict, statement: str) -> list[str]:
                 out.append(f"| {w} | {name}{k} | "
                            f"{x['steady_updates_per_s']:.0f} | {x['dropped']} | {x['staleness_p50']:.0f}/"
                            f"{x['staleness_p95']:.0f} | {x['best_greedy_mean']:.2f} | {reach} |")
+        out.append("")
     return out
 
 
