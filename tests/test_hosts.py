@@ -41,7 +41,7 @@ SESSION_S = max(10, 2 * S)  # the server drops a silent session after this (ddqn
 PROGRESS_S = 10  # driver.log gets a progress line (with the live worker count) every 10 s
 FAULT = ["--set", f"server_timeout={S}", "--set", "log_every=100"]
 LATE = {"malformed", "unauthenticated"}  # what a message of an expired session, delivered after a heal, counts as
-JOINED = re.compile(r"worker (\d+) joined \(attempt \d+, pid \d+ on ([\d.]+)\)")
+JOINED = re.compile(r"worker (\d+) joined \(attempt \d+, pid \d+ on ([\d.]+), \2\)")  # hostname = the address the server saw
 
 
 @pytest.fixture
