@@ -381,21 +381,26 @@ def test_9_partitions_outside_the_job_are_refused(server: ParameterServer) -> No
 
 
 def test_10_a_join_and_a_silent_session_are_logged_with_the_peer_address(tiny_net_file: Path, caplog) -> None:
+    """Worker 0 goes silent while worker 1 keeps the server busy (never 100 ms idle): its session is still dropped
+    after the timeout, and the log names it with the address the server saw."""
     spec = load_netspec(tiny_net_file)
-    srv = ParameterServer(_store(spec), P.new_secret(), ServerOptions(partitions=1, session_timeout=0.5)).start()
-    client = ServerClient(srv.address, srv.secret, 0, 0, srv.store.num_params, timeout=10)
+    srv = ParameterServer(_store(spec), P.new_secret(), ServerOptions(partitions=2, session_timeout=0.5)).start()
+    clients = [ServerClient(srv.address, srv.secret, w, 0, srv.store.num_params, timeout=10) for w in (0, 1)]
     try:
         with caplog.at_level("INFO", logger="ddqn.dist.server"):
-            client.fetch()
+            clients[0].fetch()
             deadline = time.monotonic() + 10
             while "silent for over" not in caplog.text:
                 assert time.monotonic() < deadline, caplog.text
-                time.sleep(0.05)
+                clients[1].fetch()  # a message every few ms
+                time.sleep(0.005)
         assert f"worker 0 joined (attempt 0, pid {os.getpid()} on " in caplog.text
         joined = [r.getMessage() for r in caplog.records if "joined" in r.getMessage()]
         silent = [r.getMessage() for r in caplog.records if "silent for over" in r.getMessage()]
-        assert len(joined) == 1 and joined[0].endswith(", 127.0.0.1)"), joined
-        assert len(silent) == 1 and "127.0.0.1) silent for over 0.5 s" in silent[0], silent
+        assert len(joined) == 2 and all(m.endswith(", 127.0.0.1)") for m in joined), joined
+        assert len(silent) == 1 and silent[0].startswith("worker 0 (attempt 0") and \
+            "127.0.0.1) silent for over 0.5 s" in silent[0], silent
     finally:
-        client.close()
+        for c in clients:
+            c.close()
         srv.close()

@@ -33,6 +33,7 @@ from ddqn.dist.zap import ZapHandler, plain_server
 from ddqn.solvers import kernels
 
 log = logging.getLogger("ddqn.dist.server")
+EXPIRY_CHECK_S = 1.0  # how often the server thread looks for sessions silent past the timeout
 REFUSED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
            | zmq.EVENT_HANDSHAKE_FAILED_AUTH)  # a connection without the token (or not speaking ZMTP)
 SEND_QUEUE = 4  # replies ZeroMQ may hold for one connection (an honest worker has one request in flight)
@@ -135,10 +136,13 @@ class ParameterServer:
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         poller.register(self._refusals, zmq.POLLIN)
+        next_expiry = time.monotonic() + EXPIRY_CHECK_S
         while not self._closed:
             ready = dict(poller.poll(100))
-            if not ready:
+            if time.monotonic() >= next_expiry:  # also when busy: a busy server must still notice a silent worker
                 self._expire_sessions()
+                next_expiry = time.monotonic() + EXPIRY_CHECK_S
+            if not ready:
                 continue
             if self._refusals in ready:
                 self._refusals.recv_multipart()
