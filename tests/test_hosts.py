@@ -165,7 +165,10 @@ def stray_processes(cluster: HostsCluster) -> dict[str, list[str]]:
     ids and command lines."""
     daemon = {role: proc.pid for role, proc in cluster.daemons.items()}
     found = {h.role: [p for p in cluster.pids(h) if p != daemon.get(h.role)] for h in cluster.hosts}
-    return {role: [f"{p} {command_line(p)}" for p in pids] for role, pids in found.items() if pids}
+    lines = {role: [f"{p} {command_line(p)}" for p in pids] for role, pids in found.items()}
+    # a process that ended between the listing and the reading of its command line is not left over
+    lines = {role: [x for x in xs if not x.endswith(" (gone)")] for role, xs in lines.items()}
+    return {role: xs for role, xs in lines.items() if xs}
 
 
 def command_line(pid: int) -> str:
