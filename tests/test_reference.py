@@ -48,6 +48,11 @@ def _inputs(spec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return theta, states, rng.integers(0, spec.num_actions, n), rng.standard_normal(n).astype(np.float32)
 
 
+def _blob_norms(spec, grad: np.ndarray) -> np.ndarray:
+    """The L2 norm of each parameter blob's part of ``grad`` (float64)."""
+    return np.array([np.linalg.norm(grad[p.offset:p.offset + p.size].astype(np.float64)) for p in spec.params])
+
+
 def compute() -> dict[str, np.ndarray]:
     """Q-values, loss, sampled gradient entries and per-blob gradient norms (plain and error-clipped loss)."""
     spec = load_netspec(NET)
@@ -60,8 +65,7 @@ def compute() -> dict[str, np.ndarray]:
         loss, grad = net.loss_and_grad(states, actions, targets, error_clip=clip)
         out[f"{name}_loss"] = np.float64(loss)
         out[f"{name}_grad"] = grad[out["index"]].copy()
-        out[f"{name}_norms"] = np.array([np.linalg.norm(grad[p.offset:p.offset + p.size].astype(np.float64))
-                                         for p in spec.params])
+        out[f"{name}_norms"] = _blob_norms(spec, grad)
         out[f"{name}_max"] = np.array([np.abs(grad[p.offset:p.offset + p.size]).max() for p in spec.params])
     return out
 
@@ -104,9 +108,7 @@ def test_the_tolerance_sees_a_small_error() -> None:
     net.set_params(theta)
     ref = _reference()
     _, grad = net.loss_and_grad(states, actions, targets)
-    got = {**ref, "q": net.q_values(states), "plain_grad": grad[ref["index"]],
-           "plain_norms": np.array([np.linalg.norm(grad[p.offset:p.offset + p.size].astype(np.float64))
-                                    for p in spec.params])}
+    got = {**ref, "q": net.q_values(states), "plain_grad": grad[ref["index"]], "plain_norms": _blob_norms(spec, grad)}
     worst = differences(got, ref)
     assert worst["q"] > 1 and worst["plain_grad"] > 1 and worst["plain_norms"] > 1, worst
 

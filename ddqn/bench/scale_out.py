@@ -112,13 +112,18 @@ def run_numbers(run: Path) -> dict[str, float]:
 
 # -- validation ----------------------------------------------------------------------------------------------
 
+def compared_points(sim: list[dict], reals: list[list[dict]]) -> list[dict]:
+    """The simulation's evaluations within the update range every real run covers (none if a real curve is empty)."""
+    if any(not r for r in reals):
+        return []
+    top = min(r[-1]["updates"] for r in reals)
+    return [p for p in sim if p["updates"] <= top]
+
+
 def spread_share(sim: list[dict], reals: list[list[dict]]) -> float | None:
     """Share of the simulation's evaluations whose greedy mean lies inside [min, max] of the real seeds' curves
     (each interpolated at the same update count), over the update range all real runs cover."""
-    if not sim or len(reals) < 2 or any(not r for r in reals):
-        return None
-    top = min(r[-1]["updates"] for r in reals)
-    pts = [p for p in sim if p["updates"] <= top]
+    pts = compared_points(sim, reals) if len(reals) >= 2 else []
     if not pts:
         return None
     inside = 0
@@ -136,10 +141,7 @@ def noise_ratio(sim: list[dict], reals: list[list[dict]]) -> dict[str, float] | 
     mean of the two real seeds) over RMS of (real seed A − real seed B), at the simulation's evaluations within the
     update range both real runs cover. For independent curves of equal noise it is √(3/4) ≈ 0.87; a systematic
     difference makes it larger. Also the mean difference (simulation − real mean)."""
-    if len(reals) != 2 or any(not r for r in reals):
-        return None
-    top = min(r[-1]["updates"] for r in reals)
-    pts = [p for p in sim if p["updates"] <= top]
+    pts = compared_points(sim, reals) if len(reals) == 2 else []
     if not pts:
         return None
     x = [p["updates"] for p in pts]
