@@ -58,6 +58,7 @@ class Config:
     target_update: int = 1_000  # C: reset Q̂ = Q every C gradient steps
     train_every: int = 1  # env steps per gradient step (the slides: 1)
     double_dqn: bool = False  # Double-DQN targets (van Hasselt 2016)
+    n_step: int = 1  # rewards summed per target, γ^n on the bootstrap (Sutton 1988; Rainbow uses 3); 1 = the slides
     error_clip: float = 0.0  # clip y − Q to [−c, c] (Nature DQN uses 1); 0 = plain squared error
     reward_clip: float = 0.0  # learning sees rewards clipped to [−c, c] (DQN papers: 1); 0 = off; scores stay raw
     # distributed (Spark) training
@@ -130,6 +131,8 @@ def _check(cfg: Config, source: str) -> Config:
         raise bad("server_port", "must be a TCP port (0 = any free port)")
     if cfg.error_clip < 0:
         raise bad("error_clip", "must be >= 0")
+    if cfg.n_step < 1:
+        raise bad("n_step", "must be >= 1 (1 = one-step targets)")
     if cfg.auth not in AUTH_MODES:
         raise bad("auth", "must be " + " or ".join(repr(m) for m in AUTH_MODES))
     if cfg.replay_backend not in ("ram", "lmdb"):

@@ -38,6 +38,7 @@ def test_file_then_overrides(tmp_path: Path) -> None:
     ("eps_end: -0.1", "eps_end: must be in [0, 1]"),
     ("board_size: 3", "board too small"),
     ("gamma: 1.0", "gamma: must be in [0, 1)"),
+    ("n_step: 0", "n_step: must be >= 1"),
     ("board_size: ten", "board_size: expected int"),
     ("replay_warmup: 50000", "replay_warmup: must be in [1, replay_capacity=30000]"),
     ("net: nowhere.prototxt", "net: file not found"),

@@ -105,6 +105,10 @@ def test_bellman_targets(tiny_net_file: Path) -> None:
     y2 = bellman_targets(target, rewards, next_states, terminals, 0.9, online_net=online)
     picks = online.q_values(next_states).argmax(axis=1)
     np.testing.assert_allclose(y2, rewards + 0.9 * (~terminals) * q_hat[np.arange(6), picks], rtol=1e-6)
+    steps = np.array([1, 3, 2, 1, 3, 2])  # n-step returns: the bootstrap is discounted by γ^steps
+    y3 = bellman_targets(target, rewards, next_states, terminals, 0.9, steps=steps)
+    np.testing.assert_allclose(y3, rewards + 0.9 ** steps * (~terminals) * q_hat.max(axis=1), rtol=1e-6)
+    assert np.array_equal(bellman_targets(target, rewards, next_states, terminals, 0.9, steps=np.ones(6, int)), y)
 
 
 def test_caffemodel_loads_in_caffe(tmp_path: Path) -> None:

@@ -164,6 +164,65 @@ def test_sampled_transitions_match_brute_force_reference(sc: Scenario) -> None:
     assert seen == set(ref)   # every sampleable transition shows up
 
 
+def n_step_reference(ops: list[tuple], one_step: dict[int, tuple], n: int, gamma: float, history: int) -> dict:
+    """Brute force n-step: start frame g → (state ids, action, return, next-state ids, terminal, steps), walking
+    the script's transitions of g's episode until n are summed, one is terminal, or the episode has no next one."""
+    ep_start, steps, total, ep = {}, {}, 0, -1
+    for op in ops:
+        if op[0] == "start":
+            ep = total
+        else:
+            steps[total - 1] = op[2]
+        ep_start[total] = ep
+        total += 1
+    out = {}
+    for g, (state, action, reward, _, terminal) in one_step.items():
+        ret, m = np.float32(reward), 1
+        while m < n and not terminal and g + m in steps and ep_start[g + m] == ep_start[g]:
+            ret += np.float32(gamma ** m) * np.float32(reward_of(g + m))
+            terminal = steps[g + m]
+            m += 1
+        end = g + m
+        nxt = tuple(max(ep_start[g], end - history + 1 + j) for j in range(history))
+        out[g] = (state, action, ret, nxt, terminal, m)
+    return out
+
+
+@pytest.mark.parametrize("sc", SCENARIOS, ids=lambda s: s.name)
+def test_n_step_returns_match_brute_force_reference(sc: Scenario, tmp_path: Path) -> None:
+    mem, ops = filled(sc)
+    ref = n_step_reference(ops, reference(ops, sc.capacity, sc.history), 3, 0.9, sc.history)
+    seen: dict[int, int] = {}
+    for _ in range(40):
+        b = mem.sample(len(ref), n_step=3, gamma=0.9)
+        states, nexts = decode(b.states), decode(b.next_states)
+        for i in range(len(b.actions)):
+            g = int(states[i, -1])
+            state, action, ret, nxt, terminal, m = ref[g]
+            assert tuple(states[i]) == state and tuple(nexts[i]) == nxt, g
+            assert (b.actions[i], b.terminals[i], b.steps[i]) == (action, terminal, m), g
+            assert b.rewards[i] == pytest.approx(ret, rel=1e-6), g
+            seen[g] = m
+    assert set(seen) == set(ref)
+    assert {1, 2, 3} <= set(seen.values()) or sc.max_len < 3  # chains cut by ends and by n both occur
+    disk = LMDBReplayMemory(tmp_path / "d", sc.capacity, SHAPE, sc.history, seed=5)
+    ram = ReplayMemory(sc.capacity, SHAPE, sc.history, seed=5)
+    for op in ops:
+        apply(disk, op)
+        apply(ram, op)
+    with disk:
+        k = min(16, len(ram))
+        assert batches_equal(ram.sample(k, n_step=3, gamma=0.9), disk.sample(k, n_step=3, gamma=0.9))
+
+
+def test_one_step_sample_is_the_n_step_sample_with_n_1() -> None:
+    a, _ = filled(SCENARIOS[1], seed=3)
+    b, _ = filled(SCENARIOS[1], seed=3)
+    for _ in range(5):
+        x, y = a.sample(32), b.sample(32, n_step=1, gamma=0.5)
+        assert batches_equal(x, y) and set(x.steps.tolist()) == {1}
+
+
 def test_episode_start_repeats_first_frame() -> None:
     mem = ReplayMemory(10, SHAPE, 4, seed=0)
     mem.start_episode(frame(0))
@@ -302,6 +361,9 @@ def test_sample_errors() -> None:
         with pytest.raises(ValueError, match="batch_size"):
             mem.sample(bad)
     assert len(mem.sample(1).actions) == 1
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="n_step"):
+            mem.sample(1, n_step=bad)
 
 
 # ---------------------------------------------------------------------------- RAM ≡ LMDB

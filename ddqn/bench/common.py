@@ -167,7 +167,7 @@ def worker_update_ms(member: str, repeats: int) -> dict[str, Any]:
     b, shape = spec.batch_size, (spec.batch_size, *spec.state_shape)
     batch = Batch(rng.integers(0, 256, shape, dtype=np.uint8), rng.integers(0, 4, b),
                   rng.standard_normal(b).astype(np.float32), rng.integers(0, 256, shape, dtype=np.uint8),
-                  rng.random(b) < 0.1)
+                  rng.random(b) < 0.1, np.ones(b, np.int64))
     theta = q.get_params()
     secret = protocol.new_secret()
     server = start_server(spec, theta.copy(), secret)

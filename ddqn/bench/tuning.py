@@ -48,6 +48,7 @@ VARIANTS: dict[str, Variant] = {
     "replay-100k": Variant("replay memory 100,000 frames per worker", {"replay_capacity": 100_000}),
     "eps-0.02": Variant("ε floor 0.02 instead of 0.1", {"eps_end": 0.02}),
     "train-every-2": Variant("2 env steps per gradient", {"train_every": 2}),
+    "n-step-3": Variant("3-step returns (γ³ on the bootstrap; Rainbow's choice)", {"n_step": 3}),
     "C-4000": Variant("target network reset every 4,000 gradients", {"target_update": 4000}),
     "lr-step": Variant("RMSProp 1e-3 halved every 50,000 updates (Caffe lr_policy step)",
                        solver="prototxt/solver_rmsprop_tuned.prototxt",

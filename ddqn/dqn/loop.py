@@ -88,8 +88,9 @@ class ExperienceLoop:
         return self.env_steps % self.cfg.train_every == 0
 
     def gradient(self) -> tuple[float, np.ndarray]:
-        """Steps 5–7: a uniform minibatch from D, targets from Q̂, then (loss, ∇θ flat float32, owned by Q)."""
-        batch = self.replay.sample(self.q.spec.batch_size)  # 5. sample D
+        """Steps 5–7: a uniform minibatch from D (``n_step``-step returns), targets from Q̂, then (loss, ∇θ flat
+        float32, owned by Q)."""
+        batch = self.replay.sample(self.q.spec.batch_size, self.cfg.n_step, self.cfg.gamma)  # 5. sample D
         self.clock.lap("replay sample")
         return dqn_gradient(self.q, self.q_hat, batch, self.cfg.gamma,  # 6-7. targets, gradient
                             double_dqn=self.cfg.double_dqn, error_clip=self.cfg.error_clip, clock=self.clock)

@@ -46,12 +46,13 @@ def greedy_actions(q: QNetwork, states: np.ndarray) -> np.ndarray:
 
 def dqn_gradient(q: QNetwork, q_hat: QNetwork, batch: Batch, gamma: float, *, double_dqn: bool = False,
                  error_clip: float = 0.0, clock: PhaseClock = NO_CLOCK) -> tuple[float, np.ndarray]:
-    """Steps 6–7: targets y_j from Q̂, then loss and flat gradient of Q on the minibatch.
+    """Steps 6–7: targets y_j from Q̂ (γ^steps_j for n-step batches), then loss and flat gradient of Q on the
+    minibatch.
 
     Returns (loss, grad); grad is owned by ``q`` and overwritten by its next call.
     """
     y = bellman_targets(q_hat, batch.rewards, batch.next_states, batch.terminals, gamma,
-                        online_net=q if double_dqn else None)
+                        online_net=q if double_dqn else None, steps=batch.steps)
     clock.lap("target forward")
     loss_grad = q.loss_and_grad(batch.states, batch.actions, y, error_clip=error_clip)
     clock.lap("forward+backward")

@@ -132,11 +132,14 @@ class QNetwork:
 
 
 def bellman_targets(target_net: QNetwork, rewards: np.ndarray, next_states: np.ndarray,
-                    terminals: np.ndarray, gamma: float, online_net: QNetwork | None = None) -> np.ndarray:
+                    terminals: np.ndarray, gamma: float, online_net: QNetwork | None = None,
+                    steps: np.ndarray | None = None) -> np.ndarray:
     """y_j = r_j (terminal) or r_j + γ·max_a′ Q̂(φ_{j+1}, a′) — the slides' step 6.
 
-    With ``online_net`` the Double-DQN target r_j + γ·Q̂(φ_{j+1}, argmax_a′ Q(φ_{j+1}, a′)) is used.
-    Shapes: rewards, terminals (B,); next_states (B, C, H, W) uint8 → (B,) float32.
+    With ``online_net`` the Double-DQN target r_j + γ·Q̂(φ_{j+1}, argmax_a′ Q(φ_{j+1}, a′)) is used. With
+    ``steps`` (n-step returns: r_j is the discounted sum of that many rewards, φ_{j+1} the state after them) the
+    bootstrap is discounted by γ^steps_j.
+    Shapes: rewards, terminals, steps (B,); next_states (B, C, H, W) uint8 → (B,) float32.
     """
     q_next = target_net.q_values(next_states)
     if online_net is None:
@@ -144,4 +147,5 @@ def bellman_targets(target_net: QNetwork, rewards: np.ndarray, next_states: np.n
     else:
         best = q_next[np.arange(len(q_next)), online_net.q_values(next_states).argmax(axis=1)]
     alive = 1.0 - terminals.astype(np.float32)
-    return (rewards.astype(np.float32) + np.float32(gamma) * alive * best).astype(np.float32)
+    discount = np.float32(gamma) if steps is None else np.float32(gamma) ** steps.astype(np.float32)
+    return (rewards.astype(np.float32) + discount * alive * best).astype(np.float32)

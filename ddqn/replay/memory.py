@@ -23,6 +23,11 @@ frame after it, while the game goes on (:mod:`ddqn.replay.transition` is the one
 That frame is then stored twice — as the terminal transition's next frame and as the new segment's first — and
 no state stacks frames from before the loss, as in DeepMind's replay.
 
+Multi-step returns (``n_step`` > 1): a sampled transition's reward becomes the discounted sum
+r_g + γ·r_{g+1} + … over up to n of its segment's transitions, stopping after a terminal one or where the
+segment has no next transition (a truncated or still-open episode's newest frame); its next state is the one
+after the last summed step and ``steps`` says how many were summed (γ^steps discounts the bootstrap).
+
 Sampling: ``batch_size`` transitions i.i.d. uniform (with replacement) over the sampleable ones,
 from ``numpy.random.default_rng(seed)`` created when the memory is constructed or (LMDB) opened.
 The same calls on memories with the same contents and seed give the same batches, in either
@@ -41,13 +46,15 @@ import numpy as np
 
 class Batch(NamedTuple):
     """B transitions: states and next_states (B, history, H, W) uint8, actions (B,) int64,
-    rewards (B,) float32, terminals (B,) bool."""
+    rewards (B,) float32 (n-step: the discounted sum), terminals (B,) bool, steps (B,) int64 (rewards summed;
+    next_states is that many steps after states)."""
 
     states: np.ndarray
     actions: np.ndarray
     rewards: np.ndarray
     next_states: np.ndarray
     terminals: np.ndarray
+    steps: np.ndarray
 
 
 def _is_int(x: object) -> bool:
@@ -187,20 +194,47 @@ class _ReplayBase:
             bad[bad] = ~self._valid(g[bad])
         return g
 
-    def sample(self, batch_size: int) -> Batch:
-        """``batch_size`` transitions drawn uniformly with replacement; ValueError if fewer are stored."""
+    def _n_step(self, g: np.ndarray, n: int, gamma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For start frames g (B,): the discounted sum of up to n rewards along each one's segment (float32), the
+        number summed (int64) and whether the last summed step was terminal (see the module docstring)."""
+        s = g % self.capacity
+        ret, done = self._reward[s].copy(), self._terminal[s].copy()
+        steps = np.ones(len(g), np.int64)
+        going = ~done
+        for k in range(1, n):  # transition g+k exists iff its frame (stored: g+k-1 was linked) is linked
+            sk = (g + k) % self.capacity
+            going &= self._linked[sk]
+            ret[going] += np.float32(gamma ** k) * self._reward[sk[going]]
+            steps[going] += 1
+            done[going] = self._terminal[sk[going]]
+            going &= ~self._terminal[sk]
+        return ret, steps, done
+
+    def sample(self, batch_size: int, n_step: int = 1, gamma: float = 1.0) -> Batch:
+        """``batch_size`` transitions drawn uniformly with replacement, with ``n_step``-step returns discounted
+        by ``gamma`` (1: one-step, the rewards as stored); ValueError if fewer are stored."""
         if not _is_int(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not _is_int(n_step) or n_step < 1:
+            raise ValueError(f"n_step must be a positive integer, got {n_step!r}")
         n = len(self)
         if n < batch_size:
             raise ValueError(f"cannot sample batch_size={batch_size}: the replay memory holds only "
                              f"{n} sampleable transitions")
         g = self._draw(int(batch_size), n)
         s = g % self.capacity
-        offsets = np.arange(1 - self.history, 2)          # frames g-h+1 .. g+1
-        frames = self._load(np.maximum(g[:, None] + offsets, self._ep_start[s][:, None]) % self.capacity)
-        return Batch(np.ascontiguousarray(frames[:, :-1]), self._action[s], self._reward[s],
-                     np.ascontiguousarray(frames[:, 1:]), self._terminal[s])
+        start = self._ep_start[s][:, None]
+        if n_step == 1:
+            offsets = np.arange(1 - self.history, 2)          # frames g-h+1 .. g+1
+            frames = self._load(np.maximum(g[:, None] + offsets, start) % self.capacity)
+            return Batch(np.ascontiguousarray(frames[:, :-1]), self._action[s], self._reward[s],
+                         np.ascontiguousarray(frames[:, 1:]), self._terminal[s], np.ones(len(g), np.int64))
+        rewards, steps, terminals = self._n_step(g, int(n_step), gamma)
+        offsets = np.arange(1 - self.history, 1)              # a state: frames e-h+1 .. e
+        ends = np.concatenate([g[:, None], (g + steps)[:, None]], axis=1)[..., None] + offsets
+        frames = self._load(np.maximum(ends, start[..., None]) % self.capacity)
+        return Batch(np.ascontiguousarray(frames[:, 0]), self._action[s], rewards,
+                     np.ascontiguousarray(frames[:, 1]), terminals, steps)
 
     @property
     def metadata_nbytes(self) -> int:
