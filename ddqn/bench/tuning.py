@@ -6,10 +6,10 @@ Each variant (:data:`VARIANTS`) is `tuned` with a few config keys and/or solver 
 and the evaluation protocol stay the paper's. Every run is the real Spark job (``train_run``: `--workers` async
 workers on this machine's cores) for the same wall-clock budget, one after another, never at the same time; its
 snapshots are evaluated afterwards on the training-time evaluation episodes (seed 10,000, greedy), against the time
-each snapshot was taken (bench-scaling's clock). A run directory that already holds a summary.json is reused, and
-variants not rerun are kept in results/tuning.json, so the table grows across sessions. Short runs rank candidates;
-the plateau shows after ≈ 25 minutes, so confirm winners on full-length runs. Writes results/tuning.json and
-results/tuning.png.
+each snapshot was taken (bench-scaling's clock). A run directory (one per variant, seed and budget) that already
+holds a summary.json is reused, and variants not rerun are kept in results/tuning.json, so the table grows across
+sessions. Short runs rank candidates; the plateau shows after ≈ 25 minutes, so confirm winners on full-length runs.
+Writes results/tuning.json and results/tuning.png.
 """
 from __future__ import annotations
 
@@ -45,10 +45,10 @@ VARIANTS: dict[str, Variant] = {
     "gamma-0.99": Variant("γ 0.99: a horizon of ≈ 100 steps instead of ≈ 20", {"gamma": 0.99}),
     "adam-2.5e-4": Variant("Caffe-exact Adam at 2.5e-4 (the single-process library's optimiser)",
                            solver="prototxt/solver_adam.prototxt", solver_fields={"base_lr": 2.5e-4}),
+    "n-step-3": Variant("3-step returns (γ³ on the bootstrap; Rainbow's choice)", {"n_step": 3}),
     "replay-100k": Variant("replay memory 100,000 frames per worker", {"replay_capacity": 100_000}),
     "eps-0.02": Variant("ε floor 0.02 instead of 0.1", {"eps_end": 0.02}),
     "train-every-2": Variant("2 env steps per gradient", {"train_every": 2}),
-    "n-step-3": Variant("3-step returns (γ³ on the bootstrap; Rainbow's choice)", {"n_step": 3}),
     "C-4000": Variant("target network reset every 4,000 gradients", {"target_update": 4000}),
     "lr-step": Variant("RMSProp 1e-3 halved every 50,000 updates (Caffe lr_policy step)",
                        solver="prototxt/solver_rmsprop_tuned.prototxt",
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     same = data.get("workers") == args.workers and data.get("common", []) == args.set
     rows = data.get("variants", {}) if same else {}  # earlier variants count only if run the same way
     for name in args.variants:
-        run = results / "runs" / f"tuning-{name}-s{args.seed}"
+        run = results / "runs" / f"tuning-{name}-s{args.seed}-{args.minutes:g}min"  # reused only at this budget
         config = variant_config(name, run / "config", args.seed, args.set)
         if not (run / "summary.json").exists():
             extra = ["--workers", str(args.workers), "--set", f"eval_every={args.every}",
