@@ -37,6 +37,7 @@ class Config:
     board_size: int = 10  # n×n board
     starve_steps: int = 400  # episode truncated after this many steps without an apple
     paper_look: bool = False  # head drawn like the body (the paper's frames)
+    frame_layout: str = "scaled"  # "scaled": board stretched over the frame; "cells": k×k pixels per cell in a wall
     # Atari only (Snake ignores them); the DQN papers' values
     frame_skip: int = 4  # emulator frames per agent step (max-pooled over the last two)
     noop_max: int = 30  # a game starts with 1..noop_max no-op frames (0: none)
@@ -135,6 +136,8 @@ def _check(cfg: Config, source: str) -> Config:
         raise bad("n_step", "must be >= 1 (1 = one-step targets)")
     if cfg.auth not in AUTH_MODES:
         raise bad("auth", "must be " + " or ".join(repr(m) for m in AUTH_MODES))
+    if cfg.frame_layout not in ("scaled", "cells"):
+        raise bad("frame_layout", "must be 'scaled' or 'cells'")
     if cfg.replay_backend not in ("ram", "lmdb"):
         raise bad("replay_backend", "must be 'ram' or 'lmdb'")
     for name in ("net", "solver"):

@@ -7,6 +7,7 @@ import pytest
 
 from ddqn.config import NAMED_CONFIGS, Config, load_config, save_config
 from ddqn.errors import ConfigError
+from ddqn.game import make_batch, make_env
 
 
 def test_defaults_are_the_papers() -> None:
@@ -39,6 +40,7 @@ def test_file_then_overrides(tmp_path: Path) -> None:
     ("board_size: 3", "board too small"),
     ("gamma: 1.0", "gamma: must be in [0, 1)"),
     ("n_step: 0", "n_step: must be >= 1"),
+    ("frame_layout: tiles", "frame_layout: must be 'scaled' or 'cells'"),
     ("board_size: ten", "board_size: expected int"),
     ("replay_warmup: 50000", "replay_warmup: must be in [1, replay_capacity=30000]"),
     ("net: nowhere.prototxt", "net: file not found"),
@@ -60,3 +62,11 @@ def test_bad_override_and_unknown_named_config() -> None:
     with pytest.raises(ConfigError, match="no such config file or named config"):
         load_config("nonexistent")
     assert Config().path("net").is_file()
+
+
+def test_cells_layout_too_big_for_the_nets_frames_is_a_config_error() -> None:
+    cfg = load_config("small", ["board_size=7", "frame_layout=cells"])  # the small net takes 8x8 frames
+    for make in (lambda: make_env(cfg, 8), lambda: make_batch(cfg, 8, 2)):
+        with pytest.raises(ConfigError, match=r"frame_layout: 'cells' needs .* at least board_size \+ 2 = 9 pixels"):
+            make()
+    assert make_env(load_config("small", ["frame_layout=cells"]), 8).reset(seed=0)[0].shape == (8, 8)

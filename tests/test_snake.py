@@ -23,6 +23,7 @@ from ddqn.game.snake import (
     HEAD,
     NORTH,
     SOUTH,
+    WALL,
     WEST,
     SnakeBatch,
     SnakeEnv,
@@ -183,6 +184,28 @@ def test_integer_upscaling_is_blocks():
     assert np.array_equal(frame, np.kron(np.array([[0, BODY, HEAD, APPLE]] * 4), np.ones((2, 2))))
 
 
+@pytest.mark.parametrize("n,f,k", [(10, 16, 1), (4, 16, 2), (6, 8, 1), (5, 21, 3)])
+def test_cells_layout_is_square_blocks_inside_a_wall(n, f, k):
+    """Every cell k×k pixels, the board centred, all other pixels wall; the env and the renderer agree."""
+    board = np.random.default_rng(n + f).integers(0, 4, (n, n)).astype(np.int8)
+    frame = render_frame(board, f, layout="cells")
+    off = (f - k * n) // 2
+    expect = np.full((f, f), WALL, np.uint8)
+    expect[off:off + k * n, off:off + k * n] = np.kron(np.array([0, BODY, HEAD, APPLE])[board], np.ones((k, k)))
+    assert np.array_equal(frame, expect) and off >= k  # a wall at least one cell thick on each side
+    env = SnakeEnv(size=n, frame_size=f, layout="cells")
+    obs, _ = env.reset(seed=0)
+    assert np.array_equal(obs, render_frame(env.board, f, layout="cells"))
+    assert np.array_equal(env.reset(seed=0)[0], obs)
+
+
+def test_cells_layout_needs_room_for_the_wall():
+    with pytest.raises(ValueError, match="at least 12 pixels, got 11"):
+        SnakeEnv(size=10, frame_size=11, layout="cells")
+    with pytest.raises(ValueError, match="layout"):
+        SnakeBatch(2, size=10, layout="tiled")
+
+
 def run_env(seed: int, actions: list[int], size: int = 6) -> list[np.ndarray]:
     env = SnakeEnv(size=size)
     frames = [env.reset(seed=seed)[0]]
@@ -228,10 +251,12 @@ def test_gymnasium_registration_and_env_checker():
         check_env(SnakeEnv())
 
 
-def compare_batch_with_envs(num_envs: int, seed: int, steps: int, size: int, max_steps: int) -> dict[str, int]:
+def compare_batch_with_envs(num_envs: int, seed: int, steps: int, size: int, max_steps: int,
+                            layout: str = "scaled") -> dict[str, int]:
     """Step a SnakeBatch and one SnakeEnv per game with the same actions; all outputs must agree."""
-    batch = SnakeBatch(num_envs, size=size, frame_size=16, max_steps_without_apple=max_steps)
-    envs = [SnakeEnv(size=size, frame_size=16, max_steps_without_apple=max_steps) for _ in range(num_envs)]
+    batch = SnakeBatch(num_envs, size=size, frame_size=16, max_steps_without_apple=max_steps, layout=layout)
+    envs = [SnakeEnv(size=size, frame_size=16, max_steps_without_apple=max_steps, layout=layout)
+            for _ in range(num_envs)]
     frames = batch.reset(seed=seed)
     for i, s in enumerate(game_seeds(seed, num_envs)):
         assert np.array_equal(frames[i], envs[i].reset(seed=s)[0])
@@ -261,8 +286,9 @@ def test_batch_of_one_matches_env():
     assert counts["eat"] > 0 and counts["death"] > 0
 
 
-def test_batch_matches_envs_game_by_game():
-    counts = compare_batch_with_envs(8, seed=3, steps=300, size=5, max_steps=12)
+@pytest.mark.parametrize("layout", ["scaled", "cells"])
+def test_batch_matches_envs_game_by_game(layout):
+    counts = compare_batch_with_envs(8, seed=3, steps=300, size=5, max_steps=12, layout=layout)
     assert min(counts.values()) > 0, counts  # apples, deaths and starvations all happened
 
 

@@ -46,6 +46,8 @@ VARIANTS: dict[str, Variant] = {
     "adam-2.5e-4": Variant("Caffe-exact Adam at 2.5e-4 (the single-process library's optimiser)",
                            solver="prototxt/solver_adam.prototxt", solver_fields={"base_lr": 2.5e-4}),
     "n-step-3": Variant("3-step returns (γ³ on the bootstrap; Rainbow's choice)", {"n_step": 3}),
+    "cells": Variant("frames of 1 pixel per cell inside a visible wall, not the board stretched to 16 pixels "
+                     "(cells 1 or 2 pixels wide)", {"frame_layout": "cells"}),
     "replay-100k": Variant("replay memory 100,000 frames per worker", {"replay_capacity": 100_000}),
     "eps-0.02": Variant("ε floor 0.02 instead of 0.1", {"eps_end": 0.02}),
     "train-every-2": Variant("2 env steps per gradient", {"train_every": 2}),

@@ -192,7 +192,8 @@ class Driver:
         log_due, eval_due, snap_due = Every(cfg.log_every), Every(cfg.eval_every), Every(cfg.snapshot_every)
         window: deque[tuple[float, int, int]] = deque()  # (time, updates, env steps) over RATE_WINDOW_S
         last_line = start
-        with tqdm(total=steps, unit="step", dynamic_ncols=True, disable=not self.progress) as bar:
+        # the bar only on a terminal (disable=None): a log file gets the 10-second lines below, not carriage returns
+        with tqdm(total=steps, unit="step", dynamic_ncols=True, disable=None if self.progress else True) as bar:
             while job.running() and not sleep_unless(stop, POLL_S):
                 now, view, version = time.monotonic(), self.stats.view(), self.store.version
                 env_steps = view.env_steps

@@ -148,7 +148,7 @@ class SerialTrainer:
               stop: Stoppable) -> None:
         cfg, st, loop = self.cfg, self.state, self.loop
         losses: list[float] = []
-        bar = tqdm(total=(stop_at - st.env_steps) if stop_at else None, disable=not self.progress,
+        bar = tqdm(total=(stop_at - st.env_steps) if stop_at else None, disable=None if self.progress else True,
                    unit="step", dynamic_ncols=True)
         tick = time.monotonic()
         with bar:

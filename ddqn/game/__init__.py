@@ -18,6 +18,7 @@ import gymnasium
 import numpy as np
 
 from ddqn.config import Config
+from ddqn.errors import ConfigError
 from ddqn.game.snake import SnakeBatch, SnakeEnv
 
 SNAKE = "snake"
@@ -52,7 +53,8 @@ def make_env(cfg: Config, frame_size: int, render_mode: str | None = None) -> gy
 
         return AtariEnv(cfg.game, frame_size, cfg.frame_skip, cfg.noop_max, cfg.sticky_actions,
                         cfg.max_episode_steps, render_mode)
-    return SnakeEnv(cfg.board_size, frame_size, cfg.starve_steps, cfg.paper_look, render_mode)
+    return SnakeEnv(cfg.board_size, frame_size, cfg.starve_steps, cfg.paper_look, render_mode,
+                    _snake_layout(cfg, frame_size))
 
 
 def make_batch(cfg: Config, frame_size: int, num_envs: int) -> GameBatch:
@@ -62,7 +64,16 @@ def make_batch(cfg: Config, frame_size: int, num_envs: int) -> GameBatch:
 
         return AtariBatch(num_envs, cfg.game, frame_size, cfg.frame_skip, cfg.noop_max, cfg.sticky_actions,
                           cfg.max_episode_steps)
-    return SnakeBatch(num_envs, cfg.board_size, frame_size, cfg.starve_steps, cfg.paper_look)
+    return SnakeBatch(num_envs, cfg.board_size, frame_size, cfg.starve_steps, cfg.paper_look,
+                      _snake_layout(cfg, frame_size))
+
+
+def _snake_layout(cfg: Config, frame_size: int) -> str:
+    """The config's ``frame_layout``, or a one-line error when the net's frames are too small for it."""
+    if cfg.frame_layout == "cells" and frame_size < cfg.board_size + 2:
+        raise ConfigError(f"frame_layout: 'cells' needs the net's frames to be at least board_size + 2 = "
+                          f"{cfg.board_size + 2} pixels wide, but {cfg.net} takes {frame_size}")
+    return cfg.frame_layout
 
 
 def game_actions(cfg: Config) -> int:

@@ -8,7 +8,9 @@ body gives -1 and ends the episode (``terminated``); moving into the cell the ta
 step is legal. Filling the board is a win (``terminated``, no apple can be placed). After
 ``max_steps_without_apple`` steps without eating the episode is cut (``truncated``, "starved").
 On death the board is left as it was before the fatal move. Observation: one (F, F) uint8 frame,
-empty 0, body 200, head 100 (200 with ``paper_look``), apple 255, board scaled by nearest neighbour.
+empty 0, body 200, head 100 (200 with ``paper_look``), apple 255; the board either scaled over the whole frame
+by nearest neighbour (``layout="scaled"``, the default) or drawn one k×k block per cell inside a wall of 50
+(``layout="cells"``; see :func:`frame_map`).
 
 :class:`SnakeEnv` is the readable one-game reference (a Gymnasium env, id ``ddqn/Snake-v0``);
 :class:`SnakeBatch` steps K games at once in numpy with same-step autoreset. Game i of a batch
@@ -33,26 +35,51 @@ ACTION_NAMES = ("north", "south", "east", "west")
 DELTAS = np.array([(-1, 0), (1, 0), (0, 1), (0, -1)])  # (d_row, d_col) per action
 OPPOSITE = np.array([SOUTH, NORTH, WEST, EAST])
 # Board encoding (int8 codes of an (n, n) board) and the pixel value of each code in a frame.
-CELL_EMPTY, CELL_BODY, CELL_HEAD, CELL_APPLE = 0, 1, 2, 3
-EMPTY, BODY, HEAD, APPLE = 0, 200, 100, 255
+CELL_EMPTY, CELL_BODY, CELL_HEAD, CELL_APPLE, CELL_WALL = 0, 1, 2, 3, 4  # CELL_WALL: off the board (frames only)
+EMPTY, BODY, HEAD, APPLE, WALL = 0, 200, 100, 255, 50
+LAYOUTS = ("scaled", "cells")
 RGB = np.array([(25, 25, 25), (40, 170, 70), (240, 210, 60), (220, 40, 40)], np.uint8)
 ENV_ID = "ddqn/Snake-v0"
 
 
 def pixel_table(paper_look: bool = False) -> np.ndarray:
-    """uint8 (4,) pixel value per cell code; ``paper_look`` draws the head like the body."""
-    return np.array([EMPTY, BODY, BODY if paper_look else HEAD, APPLE], np.uint8)
+    """uint8 (5,) pixel value per cell code (4: the wall around the board); ``paper_look`` draws the head like the
+    body."""
+    return np.array([EMPTY, BODY, BODY if paper_look else HEAD, APPLE, WALL], np.uint8)
 
 
-def render_frame(board: np.ndarray, frame_size: int, paper_look: bool = False) -> np.ndarray:
-    """Frame (..., F, F) uint8 of a board (..., n, n) of cell codes, scaled by nearest neighbour.
+def frame_map(n: int, frame_size: int, layout: str = "scaled") -> np.ndarray:
+    """(F, F) int64: the flat board cell (row·n + col) that each frame pixel shows, or n·n for the wall.
 
-    Codes: 0 empty, 1 body, 2 head, 3 apple → pixels 0, 200, 100 (200 if ``paper_look``), 255.
-    Output pixel (i, j) shows board cell (floor(i*n/F), floor(j*n/F)); F may be < or > n.
+    ``"scaled"``: pixel (i, j) shows cell (⌊i·n/F⌋, ⌊j·n/F⌋), the board stretched over the whole frame (F may be
+    < or > n; when F is not a multiple of n the cells come out 1 or 2 pixels wide, e.g. 10 cells on 16 pixels).
+    ``"cells"``: every cell is k×k pixels with k = ⌊F/(n + 2)⌋, the board centred and everything around it wall,
+    so a wall at least one cell thick is visible on each side (needs F ≥ n + 2).
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout == "scaled":
+        src = np.arange(frame_size) * n // frame_size
+        return src[:, None] * n + src[None, :]
+    k = frame_size // (n + 2)
+    if k < 1:
+        raise ValueError(f"the 'cells' layout of a {n}x{n} board needs a frame of at least {n + 2} pixels, "
+                         f"got {frame_size}")
+    pos = np.arange(frame_size) - (frame_size - k * n) // 2
+    inside = (pos >= 0) & (pos < k * n)
+    cell = np.where(inside, pos, 0) // k
+    return np.where(inside[:, None] & inside[None, :], cell[:, None] * n + cell[None, :], n * n)
+
+
+def render_frame(board: np.ndarray, frame_size: int, paper_look: bool = False, layout: str = "scaled") -> np.ndarray:
+    """Frame (..., F, F) uint8 of a board (..., n, n) of cell codes, laid out as :func:`frame_map` says.
+
+    Codes: 0 empty, 1 body, 2 head, 3 apple → pixels 0, 200, 100 (200 if ``paper_look``), 255; the wall is 50.
     """
     n = board.shape[-1]
-    src = np.arange(frame_size) * n // frame_size
-    return pixel_table(paper_look)[board[..., src[:, None], src[None, :]]]
+    flat = board.reshape(*board.shape[:-2], n * n)
+    cells = np.concatenate([flat, np.full((*flat.shape[:-1], 1), CELL_WALL, flat.dtype)], axis=-1)
+    return pixel_table(paper_look)[cells[..., frame_map(n, frame_size, layout)]]
 
 
 def draw_apple(rng: np.random.Generator, free: np.ndarray) -> int:
@@ -107,8 +134,10 @@ class SnakeEnv(gymnasium.Env):
     metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 8}
 
     def __init__(self, size: int = 10, frame_size: int = 16, max_steps_without_apple: int | None | str = "auto",
-                 paper_look: bool = False, render_mode: str | None = None) -> None:
+                 paper_look: bool = False, render_mode: str | None = None, layout: str = "scaled") -> None:
         self.max_steps = _check_args(size, frame_size, max_steps_without_apple)
+        self._map = frame_map(int(size), int(frame_size), layout).ravel()  # frame pixel -> cell (n*n: wall)
+        self._pixels = pixel_table(paper_look)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.size, self.frame_size, self.paper_look = int(size), int(frame_size), bool(paper_look)
@@ -169,7 +198,8 @@ class SnakeEnv(gymnasium.Env):
 
     def board_frame(self) -> np.ndarray:
         """The observation: (frame_size, frame_size) uint8 frame of the current board."""
-        return render_frame(self.board, self.frame_size, self.paper_look)
+        cells = np.append(self.board.ravel(), np.int8(CELL_WALL))
+        return self._pixels.take(cells.take(self._map)).reshape(self.frame_size, self.frame_size)
 
     def render(self) -> np.ndarray | str | None:
         """rgb_array: (16n, 16n, 3) uint8 image; ansi: text board ('@' head, 'o' body, '*' apple)."""
@@ -189,14 +219,15 @@ class SnakeBatch:
     num_actions = 4  # north, south, east, west
 
     def __init__(self, num_envs: int, size: int = 10, frame_size: int = 16,
-                 max_steps_without_apple: int | None | str = "auto", paper_look: bool = False) -> None:
+                 max_steps_without_apple: int | None | str = "auto", paper_look: bool = False,
+                 layout: str = "scaled") -> None:
         if not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
         self.max_steps = _check_args(size, frame_size, max_steps_without_apple)
         self.num_envs, self.size, self.frame_size = int(num_envs), int(size), int(frame_size)
         k, cells = self.num_envs, self.size * self.size
-        src = np.arange(self.frame_size) * self.size // self.frame_size
-        self._gather = (src[:, None] * self.size + src[None, :]).ravel()  # frame pixel -> board cell
+        self._gather = frame_map(self.size, self.frame_size, layout).ravel()  # frame pixel -> cell (n*n: wall)
+        self._walled = bool((self._gather == cells).any())
         self._pixels = pixel_table(paper_look)
         self._rows = np.arange(k)
         self.board = np.zeros((k, cells), np.int8)  # flat cell codes per game
@@ -240,6 +271,8 @@ class SnakeBatch:
 
     def _render(self, boards: np.ndarray) -> np.ndarray:
         """(k, F, F) uint8 frames of flat boards (k, n*n) (take() is faster than fancy indexing)."""
+        if self._walled:
+            boards = np.concatenate([boards, np.full((len(boards), 1), CELL_WALL, boards.dtype)], axis=1)
         return self._pixels.take(boards).take(self._gather, axis=1).reshape(-1, self.frame_size, self.frame_size)
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
