@@ -10,6 +10,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SPARK_ENV := PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY)) SPARK_LOCAL_IP=127.0.0.1
 MINUTES ?= 30
 WORKERS ?= 2
+# The BLAS Caffe is built against: openblas (Debian's) or mkl (Intel MKL from PyPI); see ddqn/net/caffe_build.py.
+BLAS ?= openblas
 
 # Debian 12 packages: Python's venv and headers, what real Caffe needs to build (CPU), and Java for Spark.
 DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-dev libboost-thread-dev libboost-filesystem-dev \
@@ -48,8 +50,8 @@ venv: deb-deps  ## .venv made by $(PYTHON) with ddqn and its dependencies (rebui
 	  $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[dev]' && touch $(VENV)/.deps-ok; \
 	fi
 
-caffe: venv  ## build (or reuse the cached) real pycaffe and link it into .venv
-	$(PY) -m ddqn.net.caffe_build
+caffe: venv  ## build (or reuse the cached) real pycaffe against $(BLAS) and link it into .venv
+	$(PY) -m ddqn.net.caffe_build --blas $(BLAS)
 
 lint: venv  ## ruff (ruff.toml): style, import order, unused code
 	$(PY) -m ruff check .

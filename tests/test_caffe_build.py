@@ -82,7 +82,8 @@ def test_build_key_names_the_interpreter_numpy_and_blas():
     key = build_key()
     assert key["python"] == f"{os.path.realpath(sys._base_executable)} {sys.version.split()[0]}"
     assert key["numpy"].startswith("abi 0x")
-    assert key["blas"] == caffe_build.BLAS
-    assert build_dir(key) == build_dir()
+    assert key["blas"] == "Open"  # as before the mkl choice existed: the cached OpenBLAS build is reused
+    assert build_key("mkl")["blas"] == "MKL " + " ".join(caffe_build.MKL_PINS)
+    assert build_dir(key) == build_dir() != build_dir(build_key("mkl"))
     for field in key:  # any change in what the binary depends on selects another build directory
         assert build_dir({**key, field: key[field] + " other"}) != build_dir(key)

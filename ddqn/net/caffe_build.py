@@ -6,6 +6,11 @@ own dependencies are importable. Idempotent: a cached, verified build is reused;
 
 There is no pycaffe wheel on PyPI and no Caffe package in Debian 12; the PyPI source distribution
 ``brocolli-caffe==9.0.2`` carries BVLC Caffe master 9b89154, whose CMake project we build directly.
+
+BLAS (``--blas``, ``make install BLAS=…``): ``openblas`` (default) links Debian's OpenBLAS; ``mkl`` installs Intel
+MKL from PyPI (pinned, ``pip --prefix`` inside the build directory, so the venv does not grow) and builds with
+Caffe's ``BLAS=MKL`` through MKL's single dynamic library, run in its sequential layer (``ddqn.net.caffe_env``).
+Each choice is its own cached build; the last one built or named is the one linked into the interpreter.
 """
 from __future__ import annotations
 
@@ -25,7 +30,8 @@ SDIST = "brocolli-caffe==9.0.2"
 SDIST_FILE = "brocolli-caffe-9.0.2.tar.gz"
 SDIST_SHA256 = "c6410cc60bdd6db685d441b66be7df05410f8850ac88d6b75d48ef9b2315c08a"
 CAFFE_COMMIT = "9b89154"
-BLAS = "Open"  # Caffe's CMake BLAS choice (Debian's libopenblas)
+BLAS_CHOICES = ("openblas", "mkl")
+MKL_PINS = ("mkl==2026.2.0", "mkl-include==2026.2.0")  # PyPI wheels: libmkl_rt.so.3 and mkl.h
 PTH_NAME = "ddqn-pycaffe.pth"
 
 
@@ -38,9 +44,9 @@ def cache_root() -> Path:
     return Path(os.environ.get("DDQN_CACHE", Path.home() / ".cache" / "ddqn"))
 
 
-def build_key() -> dict[str, str]:
+def build_key(blas: str = "openblas") -> dict[str, str]:
     """What the compiled ``_caffe.so`` depends on: the Caffe source, the interpreter it links (its real path
-    and full version), the numpy C ABI and API it was compiled against, and the BLAS."""
+    and full version), the numpy C ABI and API it was compiled against, and the BLAS (``BLAS_CHOICES``)."""
     import numpy  # noqa: PLC0415 - only needed at build time
     from numpy._core._multiarray_umath import _get_ndarray_c_version  # noqa: PLC0415
 
@@ -48,7 +54,7 @@ def build_key() -> dict[str, str]:
         "caffe": f"{CAFFE_COMMIT} {SDIST_SHA256}",
         "python": f"{os.path.realpath(sys._base_executable)} {sys.version.split()[0]}",
         "numpy": f"abi {_get_ndarray_c_version():#x} {'.'.join(numpy.__version__.split('.')[:2])}",
-        "blas": BLAS,
+        "blas": "Open" if blas == "openblas" else f"MKL {' '.join(MKL_PINS)}",  # the openblas key predates mkl
     }
 
 
@@ -150,8 +156,20 @@ def _numpy_include() -> str:
     return numpy.get_include()
 
 
-def build(root: Path, jobs: int) -> None:
-    """Download, configure and compile ``make pycaffe`` into ``root``."""
+def _mkl(root: Path, log: Path) -> list[str]:
+    """MKL from PyPI under ``root/mkl``; the CMake arguments that build Caffe against its ``libmkl_rt``."""
+    prefix = root / "mkl"
+    _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--prefix", str(prefix), *MKL_PINS],
+         f"install {' '.join(MKL_PINS)} from PyPI", log=log)
+    rt = sorted((prefix / "lib").glob("libmkl_rt.so.*"))
+    if not rt or not (prefix / "include" / "mkl.h").exists():
+        raise BuildError(f"{' '.join(MKL_PINS)} did not install libmkl_rt.so.* and include/mkl.h under {prefix}")
+    return ["-DBLAS=MKL", "-DMKL_USE_SINGLE_DYNAMIC_LIBRARY=ON", f"-DMKL_INCLUDE_DIR={prefix / 'include'}",
+            f"-DMKL_RT_LIBRARY={rt[0]}"]
+
+
+def build(root: Path, jobs: int, blas: str = "openblas") -> None:
+    """Download, configure and compile ``make pycaffe`` into ``root``, against ``blas``."""
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
@@ -168,7 +186,8 @@ def build(root: Path, jobs: int) -> None:
     prefix = sysconfig.get_config_var("prefix") or sys.base_prefix
     cxx = f"-I/usr/include/hdf5/serial -I{_numpy_include()}"
     ldf = f"-L{link}"
-    _run(["cmake", "..", "-DCPU_ONLY=ON", f"-DBLAS={BLAS}", "-DCMAKE_BUILD_TYPE=Release",
+    blas_args = _mkl(root, log) if blas == "mkl" else ["-DBLAS=Open"]
+    _run(["cmake", "..", "-DCPU_ONLY=ON", *blas_args, "-DCMAKE_BUILD_TYPE=Release",
           "-DBUILD_docs=OFF", "-DBUILD_python=ON", "-Dpython_version=3",
           f"-DANACONDA_HOME={prefix}", f"-DPYTHON_VERSION=python{sys.version_info.major}.{sys.version_info.minor}",
           f"-DPYTHON_EXECUTABLE={sys.executable}",
@@ -200,9 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ddqn.net.caffe_build", description=__doc__.splitlines()[0])
     ap.add_argument("--force", action="store_true", help="rebuild even if a verified build is cached")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel compile jobs")
+    ap.add_argument("--blas", choices=BLAS_CHOICES, default="openblas", help="the BLAS Caffe links (default openblas)")
     args = ap.parse_args(argv)
     try:
-        key = build_key()
+        key = build_key(args.blas)
     except ImportError as exc:
         print(f"caffe-build: error: numpy is not importable in {sys.executable} ({exc}); run pip install first",
               file=sys.stderr)
@@ -215,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             link_into_python(root)
             ok, _ = import_ok()  # a cached build that no longer imports is rebuilt
         if not ok:
-            build(root, args.jobs)
+            build(root, args.jobs, args.blas)
             link_into_python(root)
             ok, err = import_ok()
             if not ok:

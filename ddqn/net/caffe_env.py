@@ -1,7 +1,8 @@
 """Import real pycaffe with the process settings ddqn relies on.
 
-OpenBLAS is limited to one thread per process (workers are processes; override with
-``OPENBLAS_NUM_THREADS``) and glog to warnings and errors. Both must be set before ``_caffe.so``
+The BLAS is limited to one thread per process (workers are processes): OpenBLAS by ``OPENBLAS_NUM_THREADS``,
+MKL (``make install BLAS=mkl``) by its sequential layer; each can be overridden from the environment. glog is
+limited to warnings and errors. Both must be set before ``_caffe.so``
 loads, so every module that needs Caffe gets it through :func:`caffe`.
 """
 from __future__ import annotations
@@ -12,6 +13,8 @@ from types import ModuleType
 from ddqn.errors import DDQNError
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_THREADING_LAYER", "SEQUENTIAL")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 
