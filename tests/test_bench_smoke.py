@@ -38,7 +38,7 @@ SMOKE = {
                  "--cycle-repeats", "1"],
     "atari": ["--no-learning", "--ale-steps", "300", "--repeats", "1"],
     "worker_speed": ["--members", "small", "paper", "--repeats", "1", "--config", "small", "--seconds", "3",
-                     "--set", "replay_warmup=200"],
+                     "--set", "replay_warmup=200", "--blas", "openblas"],  # the breakdown in a child on the build
     "capacity": ["--clients", "1", "2", "--seconds", "0.5"],
 }
 FIELDS = {"caffe_speed": "members", "env_speed": "steps_per_s", "replay_speed": "identical_batches",
@@ -58,6 +58,10 @@ def test_benchmark_smoke(name: str, tmp_path: Path) -> None:
     assert data["name"] == name and data["machine"]["cores"] >= 1 and FIELDS[name] in data
     if name in ("worker_speed", "capacity"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
+    if name == "worker_speed":  # the child imported the named build and timed a real worker
+        (split,) = data["breakdowns"]
+        assert split["blas"] == "openblas" and split["blas_loaded"].startswith("libopenblas"), split
+        assert split["gradients"] > 0 and sum(split["phases_ms"].values()) == pytest.approx(split["ms_per_gradient"])
 
 
 def test_grad_norms_smoke(tmp_path: Path) -> None:

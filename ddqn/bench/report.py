@@ -59,13 +59,25 @@ def _worker(r: dict) -> list[str]:
                      for k, f in r["fits"].items())
     out = ["Slides: \"compute/communicate time scales linearly with model size\".", "", *lines, "",
            f"Linear fits: {fits}.", "", "![compute/communicate vs model size](worker_speed.png)"]
-    if "breakdown" in r:
-        b = r["breakdown"]
-        out += ["", f"A real worker's time per gradient, all in ({b['config']} config, {b['gradients']} gradients): "
-                f"**{b['ms_per_gradient']:.1f} ms = {b['gradients_per_s']:.1f} gradients/s**, by phase:", "",
-                "| phase | ms per gradient | share |", "|---|---|---|",
-                *[f"| {k} | {v:.2f} | {100 * v / b['ms_per_gradient']:.1f} % |" for k, v in b["phases_ms"].items()]]
+    splits = r.get("breakdowns") or ([r["breakdown"]] if "breakdown" in r else [])
+    if splits:
+        b0 = splits[0]
+        names = [b.get("blas_loaded", "linked BLAS") for b in splits]
+        rates = ", ".join(f"{n}: **{b['ms_per_gradient']:.1f} ms = {b['gradients_per_s']:.1f} gradients/s**"
+                          for n, b in zip(names, splits))
+        ratio = (f" ({splits[-1]['gradients_per_s'] / b0['gradients_per_s']:.2f}× of the first, measured in one run)"
+                 if len(splits) > 1 else "")
+        out += ["", f"A real worker's time per gradient, all in ({b0['config']} config, one process per BLAS build): "
+                f"{rates}{ratio}. By phase:", "",
+                "| phase | " + " | ".join(f"ms per gradient ({n}) | share" for n in names) + " |",
+                "|---" * (1 + 2 * len(splits)) + "|",
+                *[f"| {k} | " + " | ".join(_phase_cells(b, k) for b in splits) + " |" for k in b0["phases_ms"]]]
     return out
+
+
+def _phase_cells(b: dict, phase: str) -> str:
+    ms = b["phases_ms"][phase]
+    return f"{ms:.2f} | {100 * ms / b['ms_per_gradient']:.1f} %"
 
 
 def _capacity(r: dict) -> list[str]:

@@ -9,11 +9,17 @@ parameter count, prints R², and writes results/worker_speed.json and results/wo
 Then the **breakdown**: a real worker (``ddqn.dist.worker.Worker``, the same experience loop as every Spark
 task) of ``--config`` trains for ``--seconds`` against a real parameter server in this process, and its time
 per gradient, all in, is split by phase (fetch, θ copy-in, act, env step, store, replay sample, target
-forward, forward+backward, push, stats; ``ddqn.dqn.phases``).
+forward, forward+backward, push, stats; ``ddqn.dqn.phases``). With ``--blas openblas mkl`` the breakdown runs once
+per cached Caffe build (``make install BLAS=…`` made each), one after another in this run, each in its own
+process with that build first on its path: a worker's gradients/s before and after a BLAS change, measured together.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -26,6 +32,7 @@ from ddqn.dist.job import JobSpec
 from ddqn.dist.worker import Worker
 from ddqn.dqn.phases import PHASES, PhaseClock
 from ddqn.game import game_actions
+from ddqn.net.caffe_build import BLAS_CHOICES, build_dir, build_key
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 
@@ -93,6 +100,31 @@ def breakdown(config: str, seconds: float, overrides: list[str] | None = None) -
             "phases_ms": {k: 1e3 * clock.seconds.get(k, 0.0) / grads for k in PHASES}}
 
 
+def loaded_blas() -> str:
+    """The BLAS library this process has mapped (after Caffe loaded): its file name, or "?"."""
+    maps = Path("/proc/self/maps").read_text()
+    names = {Path(line.split()[-1]).name for line in maps.splitlines() if "/" in line}
+    return next((n for n in sorted(names) if n.startswith(("libmkl_rt", "libopenblas", "libblis"))), "?")
+
+
+_CHILD = ("import json, sys; from ddqn.bench.worker_speed import breakdown, loaded_blas; "
+          "r = breakdown(sys.argv[1], float(sys.argv[2]), sys.argv[3:]); r['blas_loaded'] = loaded_blas(); "
+          "print(json.dumps(r))")
+
+
+def breakdown_on(blas: str, config: str, seconds: float, overrides: list[str]) -> dict:
+    """:func:`breakdown` in a child process whose ``import caffe`` is the cached ``blas`` build."""
+    root = build_dir(build_key(blas))
+    if not (root / "BUILD_OK").exists():
+        raise SystemExit(f"bench-worker: error: no cached Caffe build for BLAS={blas} ({root}); "
+                         f"run `make install BLAS={blas}` first")
+    path = os.pathsep.join(p for p in (str(root / "src" / "python"), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
+    res = subprocess.run([sys.executable, "-c", _CHILD, config, str(seconds), *overrides], env=env,
+                         capture_output=True, text=True, timeout=seconds + 900, check=True)
+    return {**json.loads(res.stdout.strip().splitlines()[-1]), "blas": blas}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results", help="results directory")
@@ -101,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", default="paper", help="config of the breakdown's worker (default paper)")
     ap.add_argument("--seconds", type=float, default=60.0, help="training time the breakdown measures")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    ap.add_argument("--blas", nargs="+", choices=BLAS_CHOICES,
+                    help="run the breakdown once per cached Caffe build (default: only the linked one, in-process)")
     args = ap.parse_args(argv)
     rows = []
     for m in args.members:
@@ -113,13 +147,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{k}: {f['slope_ms_per_mparam']:.2f} ms per million parameters + {f['intercept_ms']:.2f} ms, "
               f"R² {f['r2']:.4f}")
     png = plot(rows, fits, Path(args.out) / "worker_speed.png")
-    split = breakdown(args.config, args.seconds, args.set)
-    print(f"a real {args.config} worker: {split['gradients']} gradients, {split['ms_per_gradient']:.1f} ms each all in "
-          f"({split['gradients_per_s']:.1f}/s):")
-    for phase, ms in split["phases_ms"].items():
-        print(f"  {phase:>17s} {ms:7.2f} ms  {100 * ms / split['ms_per_gradient']:5.1f} %")
+    splits = ([breakdown_on(b, args.config, args.seconds, args.set) for b in args.blas] if args.blas
+              else [{**breakdown(args.config, args.seconds, args.set), "blas_loaded": loaded_blas()}])
+    for split in splits:
+        print(f"a real {args.config} worker ({split['blas_loaded']}): {split['gradients']} gradients, "
+              f"{split['ms_per_gradient']:.1f} ms each all in ({split['gradients_per_s']:.1f}/s):")
+        for phase, ms in split["phases_ms"].items():
+            print(f"  {phase:>17s} {ms:7.2f} ms  {100 * ms / split['ms_per_gradient']:5.1f} %")
     write_result("worker_speed", {"rows": rows, "fits": fits, "paper_2015": PAPER_2015, "png": str(png),
-                                  "breakdown": split}, args.out)
+                                  "breakdown": splits[0], "breakdowns": splits}, args.out)
 
 
 if __name__ == "__main__":
