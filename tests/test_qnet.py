@@ -156,3 +156,28 @@ def test_error_clipping_is_huber(tiny_net_file: Path) -> None:
     near = qa + np.where(np.arange(6) % 2, 0.5, -0.5).astype(np.float32)
     _, expected = q.loss_and_grad(states, actions, near)
     np.testing.assert_allclose(clipped, expected, rtol=1e-3, atol=1e-6)
+
+
+def test_the_experience_loop_learns_from_n_step_targets() -> None:
+    """With n_step = 3 the loop's minibatch carries multi-step returns, and its loss is the one of targets
+    r + γ^steps·max Q̂ on that very minibatch."""
+    from ddqn.config import load_config  # noqa: PLC0415
+    from ddqn.dqn.loop import ExperienceLoop  # noqa: PLC0415
+    from ddqn.game import game_actions  # noqa: PLC0415
+    from ddqn.replay import ReplayMemory  # noqa: PLC0415
+
+    cfg = load_config("small", ["n_step=3", "gamma=0.9", "double_dqn=false", "error_clip=0"])
+    spec = load_netspec(cfg.path("net"), game_actions(cfg))
+    q, q_hat = QNetwork(spec, seed=0), QNetwork(spec, seed=1)
+    replay = ReplayMemory(2000, spec.state_shape[1:], spec.state_shape[0], seed=0)
+    loop = ExperienceLoop(cfg, q, q_hat, replay, np.random.default_rng(0), env_seed=3)
+    loop.warm_up(500)
+    seen = []
+    sample = replay.sample
+    replay.sample = lambda *a: seen.append(sample(*a)) or seen[-1]  # keep the batch the loop draws
+    loss, _ = loop.gradient()
+    (b,) = seen
+    assert b.steps.max() == 3 and b.steps.min() >= 1 and (b.steps[~b.terminals] == 3).mean() > 0.5
+    y = b.rewards + 0.9 ** b.steps * (~b.terminals) * q_hat.q_values(b.next_states).max(axis=1)
+    q_taken = q.q_values(b.states)[np.arange(len(y)), b.actions]
+    assert loss == pytest.approx(0.5 * np.mean((y - q_taken) ** 2), rel=1e-4)
