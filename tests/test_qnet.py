@@ -7,11 +7,15 @@ import numpy as np
 import pytest
 from conftest import PROTOTXT
 
+from ddqn.config import load_config
+from ddqn.dqn.loop import ExperienceLoop
 from ddqn.errors import ConfigError
+from ddqn.game import game_actions
 from ddqn.net.caffe_env import caffe
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork, bellman_targets
 from ddqn.net.snapshot import load_caffemodel, save_caffemodel
+from ddqn.replay import ReplayMemory
 
 
 def _batch(spec, n: int, seed: int = 0):
@@ -161,11 +165,6 @@ def test_error_clipping_is_huber(tiny_net_file: Path) -> None:
 def test_the_experience_loop_learns_from_n_step_targets() -> None:
     """With n_step = 3 the loop's minibatch carries multi-step returns, and its loss is the one of targets
     r + γ^steps·max Q̂ on that very minibatch."""
-    from ddqn.config import load_config  # noqa: PLC0415
-    from ddqn.dqn.loop import ExperienceLoop  # noqa: PLC0415
-    from ddqn.game import game_actions  # noqa: PLC0415
-    from ddqn.replay import ReplayMemory  # noqa: PLC0415
-
     cfg = load_config("small", ["n_step=3", "gamma=0.9", "double_dqn=false", "error_clip=0"])
     spec = load_netspec(cfg.path("net"), game_actions(cfg))
     q, q_hat = QNetwork(spec, seed=0), QNetwork(spec, seed=1)
