@@ -91,8 +91,8 @@ def apply(mem, op: tuple) -> None:
         mem.add(action_of(g - 1), reward_of(g - 1), frame(g), op[2])
 
 
-def reference(ops: list[tuple], capacity: int, history: int) -> dict[int, tuple]:
-    """Brute force: start frame g → (state ids, action, reward, next-state ids, terminal)."""
+def replay_script(ops: list[tuple]) -> tuple[dict[int, int], dict[int, bool], int]:
+    """The script's frames: frame g → its episode's first frame, transition start g → terminal, frame count."""
     ep_start: dict[int, int] = {}
     steps: dict[int, bool] = {}
     total, ep = 0, -1
@@ -103,6 +103,12 @@ def reference(ops: list[tuple], capacity: int, history: int) -> dict[int, tuple]
             steps[total - 1] = op[2]
         ep_start[total] = ep
         total += 1
+    return ep_start, steps, total
+
+
+def reference(ops: list[tuple], capacity: int, history: int) -> dict[int, tuple]:
+    """Brute force: start frame g → (state ids, action, reward, next-state ids, terminal)."""
+    ep_start, steps, total = replay_script(ops)
     oldest = max(0, total - capacity)
     out = {}
     for g, terminal in steps.items():
@@ -167,14 +173,7 @@ def test_sampled_transitions_match_brute_force_reference(sc: Scenario) -> None:
 def n_step_reference(ops: list[tuple], one_step: dict[int, tuple], n: int, gamma: float, history: int) -> dict:
     """Brute force n-step: start frame g → (state ids, action, return, next-state ids, terminal, steps), walking
     the script's transitions of g's episode until n are summed, one is terminal, or the episode has no next one."""
-    ep_start, steps, total, ep = {}, {}, 0, -1
-    for op in ops:
-        if op[0] == "start":
-            ep = total
-        else:
-            steps[total - 1] = op[2]
-        ep_start[total] = ep
-        total += 1
+    ep_start, steps, _ = replay_script(ops)
     out = {}
     for g, (state, action, reward, _, terminal) in one_step.items():
         ret, m = np.float32(reward), 1
