@@ -214,7 +214,7 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
     assert load_solver_spec(load_config(str(variant_config("lr-step", tmp_path / "s", 0))).path("solver")).lr_policy \
         == "step"
     res = subprocess.run([sys.executable, "-m", "ddqn.bench.tuning", "--variants", "lr-step", "--minutes", "0.4",
-                          "--every", "100", "--set", "replay_warmup=200", "--set", "eval_episodes=3",
+                          "--every", "100", "--confirm-episodes", "7", "--set", "replay_warmup=200", "--set", "eval_episodes=3",
                           "--out", str(tmp_path / "results")],
                          capture_output=True, text=True, timeout=300, env={**os.environ, **spark_submit_env(
                              sys.executable)})
@@ -223,6 +223,7 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
     row = data["variants"]["lr-step"]
     assert data["common"] == ["replay_warmup=200", "eval_episodes=3"] and row["curve"], row
     assert row["best"]["greedy_se"] >= 0 and row["updates_per_s"] > 0
+    assert row["confirmed"]["model"] == row["best"]["model"] and row["confirmed"]["episodes"] == 7
     assert bench("report", "--results", str(tmp_path / "results")).returncode == 0
     report = (tmp_path / "results" / "REPORT.md").read_text()
     assert "## What buys score per minute (variants of tuned)" in report and "| lr-step | RMSProp 1e-3 halved" in report

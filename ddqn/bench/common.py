@@ -226,6 +226,20 @@ def snapshot_scores(out: Path, cfg: Config) -> Iterator[tuple[dict[str, Any], np
                     "minutes": float(row["wall_s"]) / 60}, scores)
 
 
+CONFIRM_SEED = 20_000  # games never used to pick a snapshot (the training-time evaluation plays seed 10,000 + seed)
+
+
+def confirm_snapshot(out: Path, cfg: Config, model: str, episodes: int) -> dict[str, Any]:
+    """Snapshot ``model`` of the run in ``out`` played for ``episodes`` fresh games (seed 20,000 + seed): an unbiased
+    score for the snapshot picked as best by the training-time evaluation, whose maximum over a curve is biased
+    upward. Returns {model, episodes, greedy_mean, greedy_se}."""
+    q = QNetwork(load_netspec(cfg.path("net"), game_actions(cfg)))
+    q.set_params(load_caffemodel(out / model, q.spec))
+    scores = evaluate_greedy(q, cfg, episodes, seed=CONFIRM_SEED + cfg.seed)
+    return {"model": model, "episodes": episodes, "greedy_mean": float(scores.mean()),
+            "greedy_se": float(scores.std(ddof=1) / np.sqrt(len(scores))) if len(scores) > 1 else 0.0}
+
+
 def train_run(config: str, minutes: float, out: Path, args: list[str], serial: bool = False) -> int:
     """Train ``config`` for ``minutes`` of wall clock into ``out``: the Spark job (``spark-submit
     spark_jobs/train.py``) with ``args`` (e.g. ``--workers 2``, ``--set k=v``), or ``ddqn train --mode serial``.

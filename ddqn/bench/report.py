@@ -112,14 +112,15 @@ def _serial(r: dict) -> list[str]:
 
 def _scaling(r: dict) -> list[str]:
     levels = list(next(iter(r["reach"].values())))
-    head = ["| mode | best greedy mean | updates/s | staleness p50/p95 | "
-            + " | ".join(f"min to {s}" for s in levels) + " |", "|---" * (4 + len(levels)) + "|"]
+    head = ["| mode | best greedy mean | best, fresh games (± se) | updates/s | staleness p50/p95 | "
+            + " | ".join(f"min to {s}" for s in levels) + " |", "|---" * (5 + len(levels)) + "|"]
     for m, reach in r["reach"].items():
         best = max((x["greedy_mean"] for x in r["curves"][m]), default=0.0)
-        st = r.get("runs", {}).get(m, {})
+        st, k = r.get("runs", {}).get(m, {}), (r.get("confirmed") or {}).get(m)
         rate = f"{st['updates_per_s']:.1f}" if "updates_per_s" in st else "?"
         stale = f"{st['staleness_p50']:g}/{st['staleness_p95']:g}" if "staleness_p50" in st else "–"
-        head.append(f"| {m} | {best:.2f} | {rate} | {stale} | "
+        fresh = f"{k['greedy_mean']:.2f} ± {k['greedy_se']:.2f} ({k['episodes']})" if k else "–"
+        head.append(f"| {m} | {best:.2f} | {fresh} | {rate} | {stale} | "
                     + " | ".join(f"{v['minutes']:.1f}" if v else "–" for v in reach.values()) + " |")
     speed = [f"- to score {s}: " + ", ".join(f"{m} **{x:.2f}×**" for m, x in ratios.items() if x and m != "serial")
              for s, ratios in r["speedup_vs_serial"].items() if any(x for m, x in ratios.items() if m != "serial")]
@@ -128,7 +129,8 @@ def _scaling(r: dict) -> list[str]:
             f"{r['cores']} cores: serial and async-1 have a core to spare, async-2 and sync-2 share both cores between "
             "two Caffe workers and the driver (server, Spark). \"–\": not reached within the budget. Updates/s: "
             "gradient steps per second (serial: its own; distributed: the server's; sync-2: rounds, each the average "
-            "of two gradients).", "", *head, "",
+            "of two gradients). *Best, fresh games*: a distributed run's best snapshot played again on games never "
+            "used to pick it (seed 20,000; the maximum of a noisy curve is biased upward).", "", *head, "",
             "Speedup over serial (serial minutes ÷ mode minutes to first reach the score):", "",
             *(speed or ["- serial reached none of the levels in the budget: no ratio"]), "", "![scaling](scaling.png)"]
 
@@ -209,15 +211,18 @@ def _tuning(r: dict) -> list[str]:
     lv = [str(x) for x in r["levels"]]
     out = [f"Variants of `{r['base']}`, each the Spark job with {r['workers']} asynchronous workers on this machine, "
            "one after another; snapshots evaluated afterwards on the training-time episodes (greedy, 50 games: "
-           "mean ± standard error)" + (f"; every variant with {', '.join(r['common'])}" if r.get("common") else "")
+           "mean ± standard error). The best of a curve of noisy evaluations is biased upward, so that snapshot is "
+           "played again on fresh games (seed 20,000; their count in brackets)"
+           + (f"; every variant with {', '.join(r['common'])}" if r.get("common") else "")
            + ".", "",
-           "| variant | change | minutes | updates/s | best (± se) | at min | final | "
-           + " | ".join(f"min to {x}" for x in lv) + " |", "|---" * (7 + len(lv)) + "|"]
+           "| variant | change | minutes | updates/s | best (± se) | at min | best, fresh games (± se) | final | "
+           + " | ".join(f"min to {x}" for x in lv) + " |", "|---" * (8 + len(lv)) + "|"]
     for name, x in r["variants"].items():
-        b, f = x["best"], x["final"]
+        b, f, k = x["best"], x["final"], x.get("confirmed")
+        fresh = f"{k['greedy_mean']:.2f} ± {k['greedy_se']:.2f} ({k['episodes']})" if k else "–"
         out.append(f"| {name} | {x['what']} | {x['minutes_budget']:g} | {x['updates_per_s']:.1f} | "
-                   + (f"{b['greedy_mean']:.2f} ± {b['greedy_se']:.2f} | {b['minutes']:.1f} | {f['greedy_mean']:.2f} | "
-                      if b else "– | – | – | ")
+                   + (f"{b['greedy_mean']:.2f} ± {b['greedy_se']:.2f} | {b['minutes']:.1f} | {fresh} | "
+                      f"{f['greedy_mean']:.2f} | " if b else "– | – | – | – | ")
                    + " | ".join(_fmt(x["reach"][k]["minutes"] if x["reach"][k] else None) for k in lv) + " |")
     return [*out, "", f"![tuning]({r['png']})"]
 

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from ddqn.bench.common import (
+    confirm_snapshot,
     first_reach,
     plot_curves,
     read_curve,
@@ -39,8 +40,16 @@ def run(mode: str, config: str, minutes: float, every: int, out: Path) -> int:
 
 def snapshot_curve(out: Path, config: str) -> list[dict[str, float]]:
     """Greedy mean score of each snapshot in ``out/snapshots.csv`` against its wall-clock time."""
-    return [{"env_steps": r["env_steps"], "updates": r["updates"], "minutes": r["minutes"],
+    return [{"model": r["model"], "env_steps": r["env_steps"], "updates": r["updates"], "minutes": r["minutes"],
              "greedy_mean": float(scores.mean())} for r, scores in snapshot_scores(out, load_config(config))]
+
+
+def confirm_best(out: Path, config: str, curve: list[dict], episodes: int) -> dict | None:
+    """The best snapshot of a distributed run's curve re-played on ``episodes`` fresh games (``confirm_snapshot``);
+    None for a curve without snapshots (serial evaluates itself and snapshots only at the end)."""
+    best = max((r for r in curve if "model" in r), key=lambda r: r["greedy_mean"], default=None)
+    return {**confirm_snapshot(out, load_config(config), best["model"], episodes), "minutes": best["minutes"],
+            "curve_mean": best["greedy_mean"]} if best else None
 
 
 LEVELS = (1, 2, 3, 4, 5, 10)  # greedy mean scores whose first-reach times are compared (the issue's 5 and 10 + lower)
@@ -72,14 +81,16 @@ def run_stats(out: Path) -> dict[str, float]:
             "final_greedy_mean": s["greedy_score_mean"]}
 
 
-def report(args: argparse.Namespace, curves: dict, stats: dict) -> None:
+def report(args: argparse.Namespace, curves: dict, stats: dict, confirmed: dict) -> None:
     """Print the comparison, plot it and write results/scaling.json."""
     reach, speedup = summarize(curves)
     for m, c in curves.items():
         best = max((r["greedy_mean"] for r in c), default=0.0)
         got = ", ".join(f"{s}: {v['minutes']:.1f} min" if v else f"{s}: -" for s, v in reach[m].items())
         rate = stats.get(m, {}).get("updates_per_s")
-        print(f"{m:>8s}: best greedy mean {best:.2f}; " + (f"{rate:.1f} updates/s; " if rate else "")
+        k = confirmed.get(m)
+        fresh = f" ({k['greedy_mean']:.2f} ± {k['greedy_se']:.2f} on {k['episodes']} fresh games)" if k else ""
+        print(f"{m:>8s}: best greedy mean {best:.2f}{fresh}; " + (f"{rate:.1f} updates/s; " if rate else "")
               + f"minutes to score {got}")
     for s, ratios in speedup.items():
         if any(ratios.values()):
@@ -89,6 +100,7 @@ def report(args: argparse.Namespace, curves: dict, stats: dict) -> None:
                       f"Serial vs distributed ({args.config}, {os.cpu_count()} cores)")
     write_result("scaling", {"config": args.config, "budget_minutes": args.minutes, "cores": os.cpu_count(),
                              "curves": curves, "reach": reach, "speedup_vs_serial": speedup, "runs": stats,
+                             "confirmed": confirmed,
                              "png": png.name}, args.out)
 
 
@@ -100,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="env steps (summed over workers) between evaluations (serial) / snapshots (distributed)")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     ap.add_argument("--out", default="results")
+    ap.add_argument("--confirm-episodes", type=int, default=500,
+                    help="fresh games a distributed run's best snapshot is re-played on (an unbiased score for it)")
     ap.add_argument("--summarize", action="store_true",
                     help="no training: recompute the comparison from results/scaling.json's curves and the runs' "
                     "summaries")
@@ -109,13 +123,15 @@ def main(argv: list[str] | None = None) -> None:
         old = json.loads((Path(args.out) / "scaling.json").read_text())
         args.config, args.minutes = old["config"], old["budget_minutes"]
         curves = {m: c for m, c in old["curves"].items() if m in runs}
+        confirmed = {m: c for m, c in old.get("confirmed", {}).items() if m in runs}
     else:
         curves = {}
         for mode, out in runs.items():
             if run(mode, args.config, args.minutes, args.every, out):
                 sys.exit(f"the {mode} run failed")
             curves[mode] = read_curve(out / "eval.csv") if mode == "serial" else snapshot_curve(out, args.config)
-    report(args, curves, {m: run_stats(out) for m, out in runs.items() if m in curves})
+        confirmed = {m: confirm_best(runs[m], args.config, c, args.confirm_episodes) for m, c in curves.items()}
+    report(args, curves, {m: run_stats(out) for m, out in runs.items() if m in curves}, confirmed)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.bench.common import first_reach, plot_curves, snapshot_scores, train_run, write_result
+from ddqn.bench.common import confirm_snapshot, first_reach, plot_curves, snapshot_scores, train_run, write_result
 from ddqn.config import load_config, save_config
 from ddqn.solvers.flat import load_solver_spec
 
@@ -87,17 +87,20 @@ def variant_config(name: str, out: Path, seed: int, common: list[str] = ()) -> P
 def curve(run: Path, config: Path) -> list[dict[str, float]]:
     """Each snapshot's greedy mean and standard error against the minutes it was taken at."""
     cfg = load_config(str(config))
-    return [{"minutes": r["minutes"], "env_steps": r["env_steps"], "updates": r["updates"],
+    return [{"model": r["model"], "minutes": r["minutes"], "env_steps": r["env_steps"], "updates": r["updates"],
              "greedy_mean": float(s.mean()), "greedy_se": float(s.std(ddof=1) / np.sqrt(len(s)))}
             for r, s in snapshot_scores(run, cfg)]
 
 
-def summarize(name: str, c: list[dict[str, float]], run: Path) -> dict:
-    """Best point (mean ± se), final point, minutes to the levels, and the run's rates."""
+def summarize(name: str, c: list[dict[str, float]], run: Path, config: Path, episodes: int) -> dict:
+    """Best point (mean ± se), that snapshot re-played on ``episodes`` fresh games, final point, minutes to the
+    levels, and the run's rates."""
     best = max(c, key=lambda r: r["greedy_mean"], default=None)
     s = json.loads((run / "summary.json").read_text())
+    confirmed = confirm_snapshot(run, load_config(str(config)), best["model"], episodes) if best else None
     return {"what": VARIANTS[name].what, "config": VARIANTS[name].config, "solver_fields": VARIANTS[name].solver_fields,
-            "best": best, "final": c[-1] if c else None, "reach": {str(lv): first_reach(c, lv) for lv in LEVELS},
+            "best": best, "confirmed": confirmed, "final": c[-1] if c else None,
+            "reach": {str(lv): first_reach(c, lv) for lv in LEVELS},
             "updates_per_s": s["updates_per_s"], "env_steps": s["env_steps"], "curve": c}
 
 
@@ -108,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=2, help="asynchronous workers (the issue's async-2)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--every", type=int, default=5000, help="server updates between snapshots")
+    ap.add_argument("--confirm-episodes", type=int, default=500,
+                    help="fresh games the best snapshot is re-played on (an unbiased score for it)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a config override for every variant (e.g. replay_warmup=200 for a smoke run)")
     ap.add_argument("--out", default="results")
@@ -125,9 +130,12 @@ def main(argv: list[str] | None = None) -> None:
                      "--set", f"snapshot_every={args.every}"]
             if train_run(str(config), args.minutes, run, extra):
                 raise SystemExit(f"the {name} run failed")
-        rows[name] = {**summarize(name, curve(run, config), run), "minutes_budget": args.minutes, "seed": args.seed}
+        rows[name] = {**summarize(name, curve(run, config), run, config, args.confirm_episodes),
+                      "minutes_budget": args.minutes, "seed": args.seed}
         b = rows[name]["best"] or {"greedy_mean": 0.0, "greedy_se": 0.0, "minutes": 0.0}  # no snapshot yet
-        print(f"{name:>14s}: best {b['greedy_mean']:.2f} ± {b['greedy_se']:.2f} at {b['minutes']:.1f} min; "
+        k = rows[name]["confirmed"] or {"greedy_mean": 0.0, "greedy_se": 0.0, "episodes": 0}
+        print(f"{name:>14s}: best {b['greedy_mean']:.2f} ± {b['greedy_se']:.2f} at {b['minutes']:.1f} min "
+              f"({k['greedy_mean']:.2f} ± {k['greedy_se']:.2f} on {k['episodes']} fresh games); "
               + ", ".join(f"{lv}: {r['minutes']:.1f} min" if r else f"{lv}: -" for lv, r in rows[name]["reach"].items())
               + f"; {rows[name]['updates_per_s']:.1f} updates/s", flush=True)
     png = plot_curves({n: r["curve"] for n, r in rows.items()}, results / "tuning.png",
