@@ -42,6 +42,10 @@ class Variant:
 
 VARIANTS: dict[str, Variant] = {
     "tuned": Variant("the tuned config as shipped (RMSProp 1e-3, γ 0.95, replay 30k, ε → 0.1 over 10k, C 1,000)"),
+    "library": Variant("the single-process library's setting in this system: Adam 2.5e-4 (PyTorch's ε 1e-8), ε → 0.1 "
+                       "over 50,000 steps, plain (not Double) DQN targets, Huber loss (error clip 1)",
+                       {"eps_decay_steps": 50_000, "double_dqn": False}, solver="prototxt/solver_adam.prototxt",
+                       solver_fields={"base_lr": 2.5e-4, "delta": 1e-8}),
     "gamma-0.99": Variant("γ 0.99: a horizon of ≈ 100 steps instead of ≈ 20", {"gamma": 0.99}),
     "adam-2.5e-4": Variant("Caffe-exact Adam at 2.5e-4 (the single-process library's optimiser)",
                            solver="prototxt/solver_adam.prototxt", solver_fields={"base_lr": 2.5e-4}),
