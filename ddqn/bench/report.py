@@ -243,6 +243,15 @@ def _scale_out(data: dict) -> list[str]:
     return out
 
 
+def _noise(nz: dict | None) -> str:
+    """The post-hoc score measures of one validation row (``scale_out.noise_ratio``)."""
+    if not nz:
+        return "–"
+    extra = (f"; {nz['rms_diff']:.2f}, {nz['mean_diff']:+.2f}; {nz['real_rms_diff']:.2f}" if "rms_diff" in nz
+             else f", {nz['mean_diff']:+.2f}")
+    return f"{_fmt(nz['rms_ratio'], '.2f')}{extra} ({nz['points']} points)"
+
+
 def _scale_out_config(r: dict, statement: str) -> list[str]:
     out = []
     v = r.get("validation")
@@ -251,8 +260,8 @@ def _scale_out_config(r: dict, statement: str) -> list[str]:
                 f"{r.get('cores', '?')} cores; tolerances fixed before running: updates/s ±15 %, staleness p50/p95 "
                 "±1, greedy score vs updates inside the real seeds' spread at ≥ 90 % of the compared points):", "",
                 "| W | seed | updates/s real | sim | diff | ms per gradient: compute + comm, real | sim | "
-                "staleness p50/p95 real | sim | inside spread | fixed tolerances | score: RMS ratio, mean diff "
-                "(post hoc) |", "|---" * 12 + "|"]
+                "staleness p50/p95 real | sim | inside spread | fixed tolerances | score (post hoc): RMS ratio; "
+                "sim − real mean, RMS and mean; real A − real B, RMS |", "|---" * 12 + "|"]
         for w, rows in v["workers"].items():
             for seed, x in rows.items():
                 re_, si, rel, nz = x["real"], x["sim"], x["updates_per_s_rel_diff"], x.get("noise")
@@ -263,15 +272,15 @@ def _scale_out_config(r: dict, statement: str) -> list[str]:
                            f"{re_['staleness_p50']:.0f}/{re_['staleness_p95']:.0f} | {si['staleness_p50']:.0f}/"
                            f"{si['staleness_p95']:.0f} | {_fmt(x['inside_spread'], '.0%')} | "
                            + (", ".join(f"{k} fails" for k, ok in x["pass"].items() if not ok) or "all pass")
-                           + f" | {_fmt(nz['rms_ratio'], '.2f') if nz else '–'}, "
-                           f"{_fmt(nz['mean_diff'], '+.2f') if nz else '–'} |")
+                           + f" | {_noise(nz)} |")
         out += ["", "How to read it: *inside spread* is the fixed criterion (≥ 90 % of the simulation's evaluations "
                 "inside the two real seeds' range). With two real seeds, a curve that is just a third seed lies in "
                 "their range at a point only 1/3 of the time, so that criterion fails even a perfect simulator; the "
                 "post-hoc *RMS ratio* (RMS of simulation − real mean over RMS of real A − real B, ≈ 0.87 for a "
-                "curve that is one more seed, larger for a systematic difference) and the mean difference judge "
-                "score against updates instead. *ms per gradient* is a worker's own time per gradient "
-                "(compute: act, env, sample, forward/backward; comm: fetch and push round trips) as the workers "
+                "curve that is one more seed, larger for a systematic difference) and the differences in score "
+                "points judge score against updates instead; the ratio misleads when the two real curves happen to "
+                "agree closely at a few points, so read it with the RMS differences beside it. *ms per gradient* is "
+                "a worker's own time per gradient (compute: act, env, sample, forward/backward; comm: fetch and push round trips) as the workers "
                 "reported it: the simulator gives each worker a core and the server another, which a real run "
                 "with W + 1 busy threads on this machine's cores does not have.", ""]
     p = r.get("projection")

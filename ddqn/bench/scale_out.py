@@ -140,7 +140,8 @@ def noise_ratio(sim: list[dict], reals: list[list[dict]]) -> dict[str, float] | 
     exchangeable values), so "inside the spread at ≥ 90 %" fails a perfect simulator. Instead: RMS of (simulation −
     mean of the two real seeds) over RMS of (real seed A − real seed B), at the simulation's evaluations within the
     update range both real runs cover. For independent curves of equal noise it is √(3/4) ≈ 0.87; a systematic
-    difference makes it larger. Also the mean difference (simulation − real mean)."""
+    difference makes it larger. Also the mean and RMS differences (simulation − real mean) in score points: the ratio
+    alone misleads when the two real curves happen to agree at a few points."""
     pts = compared_points(sim, reals) if len(reals) == 2 else []
     if not pts:
         return None
@@ -148,8 +149,9 @@ def noise_ratio(sim: list[dict], reals: list[list[dict]]) -> dict[str, float] | 
     a, b = (np.interp(x, [q["updates"] for q in r], [q["greedy_mean"] for q in r]) for r in reals)
     diff = np.array([p["greedy_mean"] for p in pts]) - (a + b) / 2
     spread = float(np.sqrt(np.mean((a - b) ** 2)))
-    return {"rms_ratio": float(np.sqrt(np.mean(diff ** 2))) / spread if spread else float("inf"),
-            "mean_diff": float(diff.mean()), "points": len(pts)}
+    rms = float(np.sqrt(np.mean(diff ** 2)))
+    return {"rms_ratio": rms / spread if spread else float("inf"), "mean_diff": float(diff.mean()), "rms_diff": rms,
+            "real_rms_diff": spread, "points": len(pts)}
 
 
 def validate(args: argparse.Namespace, root: Path) -> dict:
