@@ -281,8 +281,8 @@ def _scale_out_config(r: dict, statement: str) -> list[str]:
                 "points judge score against updates instead; the ratio misleads when the two real curves happen to "
                 "agree closely at a few points, so read it with the RMS differences beside it. *ms per gradient* is "
                 "a worker's own time per gradient (compute: act, env, sample, forward/backward; comm: fetch and push "
-                "round trips) as the workers reported it: the simulator gives each worker a core and the server another, which a real run "
-                "with W + 1 busy threads on this machine's cores does not have.", ""]
+                "round trips) as the workers reported it: the simulator gives each worker a core and the server "
+                "another, which a real run with W + 1 busy threads on this machine's cores does not have.", ""]
     p = r.get("projection")
     if p:
         lv = [str(x) for x in p["levels"]]
