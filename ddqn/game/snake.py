@@ -71,15 +71,24 @@ def frame_map(n: int, frame_size: int, layout: str = "scaled") -> np.ndarray:
     return np.where(inside[:, None] & inside[None, :], cell[:, None] * n + cell[None, :], n * n)
 
 
+def draw_frames(pixels: np.ndarray, cells: np.ndarray, pixel_map: np.ndarray) -> np.ndarray:
+    """Flat frames (..., F·F) uint8 of flat boards ``cells`` (..., n·n) of cell codes, seen through ``pixel_map``
+    (a raveled :func:`frame_map`; index n·n, the wall, is drawn as :data:`CELL_WALL`) in ``pixels``
+    (:func:`pixel_table`). take() is faster than fancy indexing."""
+    if pixel_map.max() == cells.shape[-1]:  # the layout shows a wall
+        cells = np.concatenate([cells, np.full((*cells.shape[:-1], 1), CELL_WALL, cells.dtype)], axis=-1)
+    return pixels.take(cells).take(pixel_map, axis=-1)
+
+
 def render_frame(board: np.ndarray, frame_size: int, paper_look: bool = False, layout: str = "scaled") -> np.ndarray:
     """Frame (..., F, F) uint8 of a board (..., n, n) of cell codes, laid out as :func:`frame_map` says.
 
     Codes: 0 empty, 1 body, 2 head, 3 apple → pixels 0, 200, 100 (200 if ``paper_look``), 255; the wall is 50.
     """
     n = board.shape[-1]
-    flat = board.reshape(*board.shape[:-2], n * n)
-    cells = np.concatenate([flat, np.full((*flat.shape[:-1], 1), CELL_WALL, flat.dtype)], axis=-1)
-    return pixel_table(paper_look)[cells[..., frame_map(n, frame_size, layout)]]
+    flat = draw_frames(pixel_table(paper_look), board.reshape(*board.shape[:-2], n * n),
+                       frame_map(n, frame_size, layout).ravel())
+    return flat.reshape(*board.shape[:-2], frame_size, frame_size)
 
 
 def draw_apple(rng: np.random.Generator, free: np.ndarray) -> int:
@@ -198,8 +207,7 @@ class SnakeEnv(gymnasium.Env):
 
     def board_frame(self) -> np.ndarray:
         """The observation: (frame_size, frame_size) uint8 frame of the current board."""
-        cells = np.append(self.board.ravel(), np.int8(CELL_WALL))
-        return self._pixels.take(cells.take(self._map)).reshape(self.frame_size, self.frame_size)
+        return draw_frames(self._pixels, self.board.ravel(), self._map).reshape(self.frame_size, self.frame_size)
 
     def render(self) -> np.ndarray | str | None:
         """rgb_array: (16n, 16n, 3) uint8 image; ansi: text board ('@' head, 'o' body, '*' apple)."""
@@ -227,7 +235,6 @@ class SnakeBatch:
         self.num_envs, self.size, self.frame_size = int(num_envs), int(size), int(frame_size)
         k, cells = self.num_envs, self.size * self.size
         self._gather = frame_map(self.size, self.frame_size, layout).ravel()  # frame pixel -> cell (n*n: wall)
-        self._walled = bool((self._gather == cells).any())
         self._pixels = pixel_table(paper_look)
         self._rows = np.arange(k)
         self.board = np.zeros((k, cells), np.int8)  # flat cell codes per game
@@ -270,10 +277,8 @@ class SnakeBatch:
         return self._render(self.board)
 
     def _render(self, boards: np.ndarray) -> np.ndarray:
-        """(k, F, F) uint8 frames of flat boards (k, n*n) (take() is faster than fancy indexing)."""
-        if self._walled:
-            boards = np.concatenate([boards, np.full((len(boards), 1), CELL_WALL, boards.dtype)], axis=1)
-        return self._pixels.take(boards).take(self._gather, axis=1).reshape(-1, self.frame_size, self.frame_size)
+        """(k, F, F) uint8 frames of flat boards (k, n*n)."""
+        return draw_frames(self._pixels, boards, self._gather).reshape(-1, self.frame_size, self.frame_size)
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         """Advance all games by one action (K,) int in 0..3.
