@@ -240,6 +240,14 @@ def confirm_snapshot(out: Path, cfg: Config, model: str, episodes: int) -> dict[
             "greedy_se": float(scores.std(ddof=1) / np.sqrt(len(scores))) if len(scores) > 1 else 0.0}
 
 
+def confirm_best(out: Path, cfg: Config, curve: list[dict], episodes: int) -> dict[str, Any] | None:
+    """The best point of a run's snapshot curve (rows with ``model``) re-played on ``episodes`` fresh games
+    (:func:`confirm_snapshot`), with its minutes and curve mean; None for a curve without snapshots."""
+    best = max((r for r in curve if "model" in r), key=lambda r: r["greedy_mean"], default=None)
+    return {**confirm_snapshot(out, cfg, best["model"], episodes), "minutes": best["minutes"],
+            "curve_mean": best["greedy_mean"]} if best else None
+
+
 def train_run(config: str, minutes: float, out: Path, args: list[str], serial: bool = False) -> int:
     """Train ``config`` for ``minutes`` of wall clock into ``out``: the Spark job (``spark-submit
     spark_jobs/train.py``) with ``args`` (e.g. ``--workers 2``, ``--set k=v``), or ``ddqn train --mode serial``.

@@ -59,7 +59,7 @@ def _worker(r: dict) -> list[str]:
                      for k, f in r["fits"].items())
     out = ["Slides: \"compute/communicate time scales linearly with model size\".", "", *lines, "",
            f"Linear fits: {fits}.", "", "![compute/communicate vs model size](worker_speed.png)"]
-    splits = r.get("breakdowns") or ([r["breakdown"]] if "breakdown" in r else [])
+    splits = r.get("breakdowns", [])
     if splits:
         b0 = splits[0]
         names = [b.get("blas_loaded", "linked BLAS") for b in splits]
@@ -110,6 +110,11 @@ def _serial(r: dict) -> list[str]:
     return [*out, "", "![serial curves](serial_curve.png)"]
 
 
+def _fresh(k: dict | None) -> str:
+    """A best snapshot re-played on fresh games (``common.confirm_best``): mean ± se (games)."""
+    return f"{k['greedy_mean']:.2f} ± {k['greedy_se']:.2f} ({k['episodes']})" if k else "–"
+
+
 def _scaling(r: dict) -> list[str]:
     levels = list(next(iter(r["reach"].values())))
     head = ["| mode | best greedy mean | best, fresh games (± se) | updates/s | staleness p50/p95 | "
@@ -119,8 +124,7 @@ def _scaling(r: dict) -> list[str]:
         st, k = r.get("runs", {}).get(m, {}), (r.get("confirmed") or {}).get(m)
         rate = f"{st['updates_per_s']:.1f}" if "updates_per_s" in st else "?"
         stale = f"{st['staleness_p50']:g}/{st['staleness_p95']:g}" if "staleness_p50" in st else "–"
-        fresh = f"{k['greedy_mean']:.2f} ± {k['greedy_se']:.2f} ({k['episodes']})" if k else "–"
-        head.append(f"| {m} | {best:.2f} | {fresh} | {rate} | {stale} | "
+        head.append(f"| {m} | {best:.2f} | {_fresh(k)} | {rate} | {stale} | "
                     + " | ".join(f"{v['minutes']:.1f}" if v else "–" for v in reach.values()) + " |")
     speed = [f"- to score {s}: " + ", ".join(f"{m} **{x:.2f}×**" for m, x in ratios.items() if x and m != "serial")
              for s, ratios in r["speedup_vs_serial"].items() if any(x for m, x in ratios.items() if m != "serial")]
@@ -219,9 +223,8 @@ def _tuning(r: dict) -> list[str]:
            + " | ".join(f"min to {x}" for x in lv) + " |", "|---" * (8 + len(lv)) + "|"]
     for name, x in r["variants"].items():
         b, f, k = x["best"], x["final"], x.get("confirmed")
-        fresh = f"{k['greedy_mean']:.2f} ± {k['greedy_se']:.2f} ({k['episodes']})" if k else "–"
         out.append(f"| {name} | {x['what']} | {x['minutes_budget']:g} | {x['updates_per_s']:.1f} | "
-                   + (f"{b['greedy_mean']:.2f} ± {b['greedy_se']:.2f} | {b['minutes']:.1f} | {fresh} | "
+                   + (f"{b['greedy_mean']:.2f} ± {b['greedy_se']:.2f} | {b['minutes']:.1f} | {_fresh(k)} | "
                       f"{f['greedy_mean']:.2f} | " if b else "– | – | – | – | ")
                    + " | ".join(_fmt(x["reach"][k]["minutes"] if x["reach"][k] else None) for k in lv) + " |")
     return [*out, "", f"![tuning]({r['png']})"]

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from ddqn.bench.common import (
-    confirm_snapshot,
+    confirm_best,
     first_reach,
     plot_curves,
     read_curve,
@@ -43,13 +43,6 @@ def snapshot_curve(out: Path, config: str) -> list[dict[str, float]]:
     return [{"model": r["model"], "env_steps": r["env_steps"], "updates": r["updates"], "minutes": r["minutes"],
              "greedy_mean": float(scores.mean())} for r, scores in snapshot_scores(out, load_config(config))]
 
-
-def confirm_best(out: Path, config: str, curve: list[dict], episodes: int) -> dict | None:
-    """The best snapshot of a distributed run's curve re-played on ``episodes`` fresh games (``confirm_snapshot``);
-    None for a curve without snapshots (serial evaluates itself and snapshots only at the end)."""
-    best = max((r for r in curve if "model" in r), key=lambda r: r["greedy_mean"], default=None)
-    return {**confirm_snapshot(out, load_config(config), best["model"], episodes), "minutes": best["minutes"],
-            "curve_mean": best["greedy_mean"]} if best else None
 
 
 LEVELS = (1, 2, 3, 4, 5, 10)  # greedy mean scores whose first-reach times are compared (the issue's 5 and 10 + lower)
@@ -130,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
             if run(mode, args.config, args.minutes, args.every, out):
                 sys.exit(f"the {mode} run failed")
             curves[mode] = read_curve(out / "eval.csv") if mode == "serial" else snapshot_curve(out, args.config)
-        confirmed = {m: confirm_best(runs[m], args.config, c, args.confirm_episodes) for m, c in curves.items()}
+        confirmed = {m: confirm_best(runs[m], load_config(args.config), c, args.confirm_episodes)
+                     for m, c in curves.items()}
     report(args, curves, {m: run_stats(out) for m, out in runs.items() if m in curves}, confirmed)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.bench.common import confirm_snapshot, first_reach, plot_curves, snapshot_scores, train_run, write_result
+from ddqn.bench.common import confirm_best, first_reach, plot_curves, snapshot_scores, train_run, write_result
 from ddqn.config import load_config, save_config
 from ddqn.solvers.flat import load_solver_spec
 
@@ -101,7 +101,7 @@ def summarize(name: str, c: list[dict[str, float]], run: Path, config: Path, epi
     levels, and the run's rates."""
     best = max(c, key=lambda r: r["greedy_mean"], default=None)
     s = json.loads((run / "summary.json").read_text())
-    confirmed = confirm_snapshot(run, load_config(str(config)), best["model"], episodes) if best else None
+    confirmed = confirm_best(run, load_config(str(config)), c, episodes)
     return {"what": VARIANTS[name].what, "config": VARIANTS[name].config, "solver_fields": VARIANTS[name].solver_fields,
             "best": best, "confirmed": confirmed, "final": c[-1] if c else None,
             "reach": {str(lv): first_reach(c, lv) for lv in LEVELS},
