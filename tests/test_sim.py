@@ -183,7 +183,8 @@ def test_validation_score_measures() -> None:
     a, b = curve([0, 1, 2, 3, 2]), curve([1, 2, 1, 2, 4])
     assert spread_share(curve([0.5, 1.5, 1.5, 2.5, 3.0]), [a, b]) == 1.0
     assert spread_share(curve([5, 5, 5, 5, 5]), [a, b]) == 0.0
-    assert noise_ratio(a, [a, b]) == pytest.approx({"rms_ratio": 0.5, "mean_diff": -0.2, "points": 5})
+    assert noise_ratio(a, [a, b]) == pytest.approx({"rms_ratio": 0.5, "mean_diff": -0.2, "points": 5,
+                                                    "rms_diff": np.sqrt(0.4), "real_rms_diff": np.sqrt(1.6)})
     assert noise_ratio(curve([0.5, 1.5, 1.5, 2.5, 3.0]), [a, b])["rms_ratio"] == 0.0
     shifted = noise_ratio(curve([3.5, 4.5, 4.5, 5.5, 6.0]), [a, b])
     assert shifted["mean_diff"] == pytest.approx(3.0) and shifted["rms_ratio"] > 2
