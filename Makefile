@@ -118,7 +118,7 @@ bench-scale-out: install  ## the scale-out simulator (ddqn simulate): server ser
 	$(SPARK_ENV) $(PY) -m ddqn.bench.scale_out $(SCALE_OUT)
 
 bench-tuning: MINUTES = 30
-bench-tuning: VARIANTS ?= tuned library gamma-0.99 adam-2.5e-4 n-step-3 cells replay-100k eps-0.02 train-every-2 C-4000 lr-step
+bench-tuning: VARIANTS ?= tuned library library-eps-25k library-cells gamma-0.99 adam-2.5e-4 n-step-3 cells replay-100k eps-0.02 train-every-2 C-4000 lr-step
 bench-tuning: install  ## variants of the tuned config (VARIANTS: names in ddqn/bench/tuning.py), 2 async workers, $(MINUTES) min each (default 30), one after another: best score ± se, minutes to 3, 5, 10
 	$(SPARK_ENV) $(PY) -m ddqn.bench.tuning --minutes $(MINUTES) --variants $(VARIANTS)
 

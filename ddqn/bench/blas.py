@@ -14,7 +14,8 @@ the preloaded library, so the same Caffe binary runs each BLAS's kernels, each p
 candidates are installed into ``$DDQN_CACHE/blas`` (pip ``--prefix``, where wheels put their libraries;
 BLIS from Debian by ``make bench-blas``). Writes results/blas.json: ms per candidate (median over rounds),
 and the winner's share of the ≈ 12 ms physical limit of the paper net (≈ 1 GFLOP at one core's ≈ 80
-GFLOP/s FP32 peak).
+GFLOP/s FP32 peak). The tables of other CPUs (model and vector ISA) already in it are kept, one per CPU, since
+a BLAS's rank depends on the CPU it runs on.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.bench.common import write_result
+from ddqn.bench.common import machine, write_result
 from ddqn.net.caffe_build import cache_root
 
 PYPI = {"scipy-openblas32": "scipy-openblas32==0.3.34.481.3", "mkl": "mkl==2026.2.0"}
@@ -113,8 +114,24 @@ def main(argv: list[str] | None = None) -> None:
               f"large {t['large']:6.2f} ms ({base['large'] / t['large']:.2f}x)")
     share = PAPER_LIMIT_MS / table[winner]["paper"]
     print(f"fastest on the paper net: {winner}, {100 * share:.0f} % of the ≈ {PAPER_LIMIT_MS:g} ms limit")
-    write_result("blas", {"table_ms": table, "runs": runs, "winner": winner, "limit_ms": PAPER_LIMIT_MS,
-                          "winner_share_of_limit": share, "rounds": args.rounds, "repeats": args.repeats}, args.out)
+    this = {"table_ms": table, "runs": runs, "winner": winner, "winner_share_of_limit": share,
+            "rounds": args.rounds, "repeats": args.repeats, "machine": machine()}
+    write_result("blas", {"limit_ms": PAPER_LIMIT_MS, "cpus": {**other_cpus(Path(args.out) / "blas.json"),
+                                                               cpu_label(this["machine"]): this}}, args.out)
+
+
+def cpu_label(m: dict) -> str:
+    """A CPU as a BLAS sees it: model name and widest vector ISA."""
+    return f"{m.get('cpu', '?')}, {m.get('isa', '?')}"
+
+
+def other_cpus(path: Path) -> dict[str, dict]:
+    """The tables of ``path`` (an earlier blas.json) measured on CPUs other than this one."""
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    here = cpu_label(machine())
+    return {label: t for label, t in old.get("cpus", {}).items() if label != here}
 
 
 if __name__ == "__main__":

@@ -44,16 +44,21 @@ ROOT = Path(__file__).resolve().parents[2]  # the checkout (spark_jobs/train.py)
 
 
 def machine() -> dict[str, Any]:
-    """Cores, CPU model, Python version and date of this run."""
-    model = platform.processor()
+    """Cores, CPU model, widest vector ISA (AVX-512, AVX2, …), Python version and date of this run."""
+    model, flags = platform.processor(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+            if model and flags:
                 break
     except OSError:
         pass
-    return {"cores": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+    isa = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")) if flag in flags),
+               "SSE")
+    return {"cores": os.cpu_count(), "cpu": model, "isa": isa, "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 

@@ -162,14 +162,18 @@ def _replay(r: dict) -> list[str]:
 
 
 def _blas(r: dict) -> list[str]:
-    base = r["table_ms"]["OpenBLAS 0.3.21 (Debian, linked)"]
-    rows = [f"| {name} | {t['paper']:.2f} ({base['paper'] / t['paper']:.2f}×) | {t['large']:.2f} "
-            f"({base['large'] / t['large']:.2f}×) |" for name, t in r["table_ms"].items()]
-    return ["Forward+backward ms at batch 32 on one thread, the same Caffe binary with each BLAS swapped in "
-            f"(median of {r['rounds']} interleaved rounds; speedup over Caffe's own OpenBLAS).", "",
-            "| BLAS | paper net | large net |", "|---|---|---|", *rows, "",
-            f"Fastest on the paper net: {r['winner']}, {100 * r['winner_share_of_limit']:.0f} % of the "
-            f"≈ {r['limit_ms']:g} ms physical limit."]
+    out = []
+    for cpu, c in r["cpus"].items():
+        base = c["table_ms"]["OpenBLAS 0.3.21 (Debian, linked)"]
+        rows = [f"| {name} | {t['paper']:.2f} ({base['paper'] / t['paper']:.2f}×) | {t['large']:.2f} "
+                f"({base['large'] / t['large']:.2f}×) |" for name, t in c["table_ms"].items()]
+        out += [f"**{cpu}** (measured {c['machine']['date']}): forward+backward ms at batch 32 on one thread, the same "
+                f"Caffe binary with each BLAS swapped in (median of {c['rounds']} interleaved rounds; speedup over "
+                "Caffe's own OpenBLAS).", "",
+                "| BLAS | paper net | large net |", "|---|---|---|", *rows, "",
+                f"Fastest on the paper net: {c['winner']}, {100 * c['winner_share_of_limit']:.0f} % of the "
+                f"≈ {r['limit_ms']:g} ms physical limit.", ""]
+    return out[:-1]
 
 
 def _grad_norms(r: dict) -> list[str]:

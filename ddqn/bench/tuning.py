@@ -46,6 +46,13 @@ VARIANTS: dict[str, Variant] = {
                        "over 50,000 steps, plain (not Double) DQN targets, Huber loss (error clip 1)",
                        {"eps_decay_steps": 50_000, "double_dqn": False}, solver="prototxt/solver_adam.prototxt",
                        solver_fields={"base_lr": 2.5e-4, "delta": 1e-8}),
+    "library-eps-25k": Variant("`library` with ε annealed over 25,000 steps per worker: 50,000 env steps in all over "
+                               "2 workers, as the single process annealed over its 50,000",
+                               {"eps_decay_steps": 25_000, "double_dqn": False}, solver="prototxt/solver_adam.prototxt",
+                               solver_fields={"base_lr": 2.5e-4, "delta": 1e-8}),
+    "library-cells": Variant("`library` with frames of 1 pixel per cell inside a visible wall",
+                             {"eps_decay_steps": 50_000, "double_dqn": False, "frame_layout": "cells"},
+                             solver="prototxt/solver_adam.prototxt", solver_fields={"base_lr": 2.5e-4, "delta": 1e-8}),
     "gamma-0.99": Variant("γ 0.99: a horizon of ≈ 100 steps instead of ≈ 20", {"gamma": 0.99}),
     "adam-2.5e-4": Variant("Caffe-exact Adam at 2.5e-4 (the single-process library's optimiser)",
                            solver="prototxt/solver_adam.prototxt", solver_fields={"base_lr": 2.5e-4}),
