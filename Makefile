@@ -20,7 +20,7 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-d
   openjdk-17-jre-headless iproute2
 
 .PHONY: install deb-deps venv caffe lint test test-hosts train train-serial train-cluster train-hosts bench-caffe bench-env bench-replay \
-  bench-serial bench-ps bench-worker bench-capacity bench-scaling bench-grad-norms bench-blas bench-atari bench-scale-out bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
+  bench-serial bench-ps bench-worker bench-capacity bench-scaling bench-scaling-60 bench-grad-norms bench-blas bench-atari bench-scale-out bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
 
 install: deb-deps venv caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
 
@@ -112,13 +112,17 @@ bench-scaling: MODES ?= serial async-1 async-2 sync-2
 bench-scaling: install  ## serial vs 1 and 2 async workers vs sync: greedy score vs wall clock, same budget ($(MINUTES) min each); CONFIG: named config or YAML (default paper), MODES: a subset of the default "serial async-1 async-2 sync-2"
 	$(PY) -m ddqn.bench.scaling --minutes $(MINUTES) --config $(CONFIG) --modes $(MODES)
 
+bench-scaling-60: install  ## the faster-learner comparison: tuned serial (seed 0) and async-2 (seeds 0, 1), 60 min each, one after another (3 h; finished runs are reused, so it can be run in parts)
+	$(PY) -m ddqn.bench.scaling --result scaling_60 --config tuned --minutes 60 --every 10000 --modes serial async-2 --seeds 0
+	$(PY) -m ddqn.bench.scaling --result scaling_60 --config tuned --minutes 60 --every 10000 --modes async-2 --seeds 1
+
 bench-scale-out: SCALE_OUT ?= --validate --project --controls --config small --real-minutes 8 --minutes 25 --updates 50000
 bench-scale-out: install  ## the scale-out simulator (ddqn simulate): server service times, validation against real W = 1, 2 runs, projection to W = 64 (hours: see ddqn/bench/scale_out.py; SCALE_OUT: its options)
 	$(PY) -m ddqn.bench.ps_speed --parts service
 	$(SPARK_ENV) $(PY) -m ddqn.bench.scale_out $(SCALE_OUT)
 
 bench-tuning: MINUTES = 30
-bench-tuning: VARIANTS ?= tuned library library-eps-25k library-cells gamma-0.99 adam-2.5e-4 n-step-3 cells replay-100k eps-0.02 train-every-2 C-4000 lr-step
+bench-tuning: VARIANTS ?= tuned rmsprop library library-eps-25k library-cells gamma-0.99 double-dqn n-step-3 cells replay-100k eps-0.02 train-every-2 C-4000 lr-step
 bench-tuning: install  ## variants of the tuned config (VARIANTS: names in ddqn/bench/tuning.py), 2 async workers, $(MINUTES) min each (default 30), one after another: best score ± se, minutes to 3, 5, 10
 	$(SPARK_ENV) $(PY) -m ddqn.bench.tuning --minutes $(MINUTES) --variants $(VARIANTS)
 

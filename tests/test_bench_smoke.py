@@ -226,7 +226,7 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
     assert row["confirmed"]["model"] == row["best"]["model"] and row["confirmed"]["episodes"] == 7
     assert bench("report", "--results", str(tmp_path / "results")).returncode == 0
     report = (tmp_path / "results" / "REPORT.md").read_text()
-    assert "## What buys score per minute (variants of tuned)" in report and "| lr-step | RMSProp 1e-3 halved" in report
+    assert "## What buys score per minute (variants of tuned)" in report and "| lr-step | Adam 2.5e-4 halved" in report
 
 
 def test_blas_candidates_run_the_same_caffe(tmp_path: Path) -> None:

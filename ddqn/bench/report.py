@@ -129,14 +129,15 @@ def _scaling(r: dict) -> list[str]:
     speed = [f"- to score {s}: " + ", ".join(f"{m} **{x:.2f}×**" for m, x in ratios.items() if x and m != "serial")
              for s, ratios in r["speedup_vs_serial"].items() if any(x for m, x in ratios.items() if m != "serial")]
     return ["Slides: \"performance scales linearly with number of workers\".", "",
-            f"Config `{r['config']}`, {r['budget_minutes']:g} wall-clock minutes per mode, one mode after another on "
+            f"Config `{r['config']}`, {r['budget_minutes']:g} wall-clock minutes per run, one run after another on "
             f"{r['cores']} cores: serial and async-1 have a core to spare, async-2 and sync-2 share both cores between "
             "two Caffe workers and the driver (server, Spark). \"–\": not reached within the budget. Updates/s: "
             "gradient steps per second (serial: its own; distributed: the server's; sync-2: rounds, each the average "
             "of two gradients). *Best, fresh games*: a distributed run's best snapshot played again on games never "
             "used to pick it (seed 20,000; the maximum of a noisy curve is biased upward).", "", *head, "",
             "Speedup over serial (serial minutes ÷ mode minutes to first reach the score):", "",
-            *(speed or ["- serial reached none of the levels in the budget: no ratio"]), "", "![scaling](scaling.png)"]
+            *(speed or ["- serial reached none of the levels in the budget: no ratio"]), "",
+            f"![scaling]({r.get('png', 'scaling.png')})"]
 
 
 def _env(r: dict) -> list[str]:
@@ -331,6 +332,7 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
     ("grad_norms", "Honest gradient norms", "make bench-grad-norms", _grad_norms),
     ("serial_curve", "Serial deep Q-learning on the paper's setting", "make bench-serial", _serial),
     ("scaling", "Serial vs distributed", "make bench-scaling", _scaling),
+    ("scaling_60", "Serial vs distributed in 60 minutes (`tuned`)", "make bench-scaling-60", _scaling),
     ("tuning", "What buys score per minute (variants of tuned)", "make bench-tuning", _tuning),
     ("scale_out", "Scale-out beyond this machine (simulated)", "make bench-scale-out", _scale_out),
     ("env_speed", "Snake environment speed", "make bench-env", _env),

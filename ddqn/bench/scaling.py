@@ -1,13 +1,18 @@
 """The slides' "serial vs distributed": greedy score vs wall-clock time for serial, 1 and 2 asynchronous
 workers and the synchronous mode — same config, same budget, same seeds, one run after another.
 
-``python -m ddqn.bench.scaling [--minutes M] [--config paper] [--modes serial async-1 …] [--every N]``. The
+``python -m ddqn.bench.scaling [--minutes M] [--config paper] [--modes serial async-1 …] [--seeds 0 …] [--every N]
+[--result scaling]``. The
 serial run evaluates itself every N env steps (its eval.csv; evaluation time excluded); distributed runs
 snapshot every N env steps (summed over workers) and their snapshots are evaluated afterwards with the same
 greedy evaluation (same episodes and seed), against the wall-clock time each snapshot was taken. Reports
 minutes to reach mean scores 1-5 and 10 and the speedups over serial (``--summarize`` recomputes them from an
-earlier run's results without training); writes results/scaling.json and results/scaling.png. On a 2-core
-machine two workers and the driver share two cores: say so when quoting the numbers.
+earlier run's results without training); writes results/<result>.json and .png. A run is named by config,
+mode, seed and budget (``runs/scaling-<config>-<mode>-s<seed>-<M>min``); a finished one (its summary.json) is
+reused, and curves of the same config and budget already in the result are kept, so a long comparison can be
+run in parts (serial seed 0 now, async-2 seed 1 later). Seed 0's curve is named by its mode, other seeds'
+``<mode> s<seed>``. On a 2-core machine two workers and the driver share two cores: say so when quoting the
+numbers.
 """
 from __future__ import annotations
 
@@ -32,10 +37,18 @@ MODES = {"serial": [], "async-1": ["--workers", "1"], "async-2": ["--workers", "
          "sync-2": ["--workers", "2", "--sync"]}
 
 
-def run(mode: str, config: str, minutes: float, every: int, out: Path) -> int:
-    """Train one mode into ``out``; returns the exit code."""
-    every_args = ["--set", f"eval_every={every}", "--set", f"snapshot_every={every}"]
+def run(mode: str, config: str, minutes: float, every: int, out: Path, seed: int) -> int:
+    """Train one mode with ``seed`` into ``out`` (kept as it is when it already finished); returns the exit code."""
+    if (out / "summary.json").exists():
+        print(f"reusing {out}", flush=True)
+        return 0
+    every_args = ["--set", f"eval_every={every}", "--set", f"snapshot_every={every}", "--set", f"seed={seed}"]
     return train_run(config, minutes, out, [*MODES[mode], *every_args], serial=mode == "serial")
+
+
+def run_name(mode: str, seed: int) -> str:
+    """A curve's name: the mode for seed 0, ``<mode> s<seed>`` for the others."""
+    return mode if seed == 0 else f"{mode} s{seed}"
 
 
 def snapshot_curve(out: Path, config: str) -> list[dict[str, float]]:
@@ -89,9 +102,9 @@ def report(args: argparse.Namespace, curves: dict, stats: dict, confirmed: dict)
         if any(ratios.values()):
             print(f"speedup over serial to score {s}: " + ", ".join(
                 f"{m} {x:.2f}x" for m, x in ratios.items() if x and m != "serial"))
-    png = plot_curves(curves, Path(args.out) / "scaling.png",
+    png = plot_curves(curves, Path(args.out) / f"{args.result}.png",
                       f"Serial vs distributed ({args.config}, {os.cpu_count()} cores)")
-    write_result("scaling", {"config": args.config, "budget_minutes": args.minutes, "cores": os.cpu_count(),
+    write_result(args.result, {"config": args.config, "budget_minutes": args.minutes, "cores": os.cpu_count(),
                              "curves": curves, "reach": reach, "speedup_vs_serial": speedup, "runs": stats,
                              "confirmed": confirmed,
                              "png": png.name}, args.out)
@@ -104,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--every", type=int, default=5000,
                     help="env steps (summed over workers) between evaluations (serial) / snapshots (distributed)")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of each mode (default 0)")
+    ap.add_argument("--result", default="scaling", help="name of the result (results/<result>.json and .png)")
     ap.add_argument("--out", default="results")
     ap.add_argument("--confirm-episodes", type=int, default=500,
                     help="fresh games a distributed run's best snapshot is re-played on (an unbiased score for it)")
@@ -111,22 +126,25 @@ def main(argv: list[str] | None = None) -> None:
                     help="no training: recompute the comparison from results/scaling.json's curves and the runs' "
                     "summaries")
     args = ap.parse_args(argv)
-    runs = {m: Path(args.out) / "runs" / f"scaling-{m}" for m in args.modes}
+    tag = Path(args.config).stem
+    runs = {run_name(m, seed): (m, seed, Path(args.out) / "runs" / f"scaling-{tag}-{m}-s{seed}-{args.minutes:g}min")
+            for m in args.modes for seed in args.seeds}
+    path = Path(args.out) / f"{args.result}.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
     if args.summarize:
-        old = json.loads((Path(args.out) / "scaling.json").read_text())
         args.config, args.minutes = old["config"], old["budget_minutes"]
-        curves = {m: c for m, c in old["curves"].items() if m in runs}
-        confirmed = {m: c for m, c in old.get("confirmed", {}).items() if m in runs}
+        curves, confirmed, stats = old["curves"], old.get("confirmed", {}), old.get("runs", {})
     else:
-        curves = {}
-        for mode, out in runs.items():
-            if run(mode, args.config, args.minutes, args.every, out):
-                sys.exit(f"the {mode} run failed")
-            curves[mode] = read_curve(out / "eval.csv") if mode == "serial" else snapshot_curve(out, args.config)
-        confirmed = {m: confirm_best(runs[m], load_config(args.config), c, args.confirm_episodes)
-                     for m, c in curves.items()}
-    report(args, curves, {m: run_stats(out) for m, out in runs.items() if m in curves}, confirmed)
-
+        same = (old.get("config"), old.get("budget_minutes")) == (args.config, args.minutes)
+        curves, confirmed, stats = ((old["curves"], old.get("confirmed", {}), old.get("runs", {})) if same
+                                    else ({}, {}, {}))  # curves of other runs of this comparison are kept
+        for name, (mode, seed, out) in runs.items():
+            if run(mode, args.config, args.minutes, args.every, out, seed):
+                sys.exit(f"the {name} run failed")
+            curves[name] = read_curve(out / "eval.csv") if mode == "serial" else snapshot_curve(out, args.config)
+            confirmed[name] = confirm_best(out, load_config(args.config), curves[name], args.confirm_episodes)
+            stats[name] = run_stats(out)
+    report(args, curves, stats, confirmed)
 
 if __name__ == "__main__":
     main()

@@ -41,7 +41,11 @@ class Variant:
 
 
 VARIANTS: dict[str, Variant] = {
-    "tuned": Variant("the tuned config as shipped (RMSProp 1e-3, γ 0.95, replay 30k, ε → 0.1 over 10k, C 1,000)"),
+    "tuned": Variant("the tuned config as shipped (Adam 2.5e-4, γ 0.95, replay 30k, ε → 0.1 over 50k, C 1,000, "
+                     "plain DQN targets, error clip 1)"),
+    "rmsprop": Variant("the tuned config before Adam: RMSProp 1e-3, ε → 0.1 over 10,000 steps, Double-DQN targets",
+                       {"eps_decay_steps": 10_000, "double_dqn": True},
+                       solver="prototxt/solver_rmsprop_tuned.prototxt"),
     "library": Variant("the single-process library's setting in this system: Adam 2.5e-4 (PyTorch's ε 1e-8), ε → 0.1 "
                        "over 50,000 steps, plain (not Double) DQN targets, Huber loss (error clip 1)",
                        {"eps_decay_steps": 50_000, "double_dqn": False}, solver="prototxt/solver_adam.prototxt",
@@ -54,8 +58,7 @@ VARIANTS: dict[str, Variant] = {
                              {"eps_decay_steps": 50_000, "double_dqn": False, "frame_layout": "cells"},
                              solver="prototxt/solver_adam.prototxt", solver_fields={"base_lr": 2.5e-4, "delta": 1e-8}),
     "gamma-0.99": Variant("γ 0.99: a horizon of ≈ 100 steps instead of ≈ 20", {"gamma": 0.99}),
-    "adam-2.5e-4": Variant("Caffe-exact Adam at 2.5e-4 (the single-process library's optimiser)",
-                           solver="prototxt/solver_adam.prototxt", solver_fields={"base_lr": 2.5e-4}),
+    "double-dqn": Variant("Double-DQN targets (one more forward of the online net per gradient)", {"double_dqn": True}),
     "n-step-3": Variant("3-step returns (γ³ on the bootstrap; Rainbow's choice)", {"n_step": 3}),
     "cells": Variant("frames of 1 pixel per cell inside a visible wall, not the board stretched to 16 pixels "
                      "(cells 1 or 2 pixels wide)", {"frame_layout": "cells"}),
@@ -63,8 +66,7 @@ VARIANTS: dict[str, Variant] = {
     "eps-0.02": Variant("ε floor 0.02 instead of 0.1", {"eps_end": 0.02}),
     "train-every-2": Variant("2 env steps per gradient", {"train_every": 2}),
     "C-4000": Variant("target network reset every 4,000 gradients", {"target_update": 4000}),
-    "lr-step": Variant("RMSProp 1e-3 halved every 50,000 updates (Caffe lr_policy step)",
-                       solver="prototxt/solver_rmsprop_tuned.prototxt",
+    "lr-step": Variant("Adam 2.5e-4 halved every 50,000 updates (Caffe lr_policy step)",
                        solver_fields={"lr_policy": '"step"', "gamma": 0.5, "stepsize": 50_000}),
 }
 
