@@ -24,6 +24,7 @@ from ddqn.errors import ConfigError
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROTOTXT_DIR = PACKAGE_DIR / "prototxt"  # the shipped nets and solvers (package data)
 NAMED_CONFIGS = PACKAGE_DIR / "configs"
+FRAME_LAYOUTS = ("scaled", "cells")  # how a Snake board becomes a frame (ddqn.game.snake.frame_map)
 AUTH_MODES = ("message", "connection")  # MAC every payload, or authenticate the connection (ddqn.dist.protocol)
 
 
@@ -136,8 +137,8 @@ def _check(cfg: Config, source: str) -> Config:
         raise bad("n_step", "must be >= 1 (1 = one-step targets)")
     if cfg.auth not in AUTH_MODES:
         raise bad("auth", "must be " + " or ".join(repr(m) for m in AUTH_MODES))
-    if cfg.frame_layout not in ("scaled", "cells"):
-        raise bad("frame_layout", "must be 'scaled' or 'cells'")
+    if cfg.frame_layout not in FRAME_LAYOUTS:
+        raise bad("frame_layout", "must be " + " or ".join(repr(m) for m in FRAME_LAYOUTS))
     if cfg.replay_backend not in ("ram", "lmdb"):
         raise bad("replay_backend", "must be 'ram' or 'lmdb'")
     for name in ("net", "solver"):

@@ -20,7 +20,7 @@ import pytest
 from ddqn.bench.gifs import captioned
 from ddqn.bench.scaling import MODES
 from ddqn.bench.tuning import VARIANTS, variant_config
-from ddqn.config import load_config
+from ddqn.config import load_config, save_config
 from ddqn.dist.cluster import spark_submit_env, spark_submit_path
 from ddqn.dqn.play import greedy_episode, greedy_episode_scores
 from ddqn.net.netspec import load_netspec
@@ -227,6 +227,33 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
     assert bench("report", "--results", str(tmp_path / "results")).returncode == 0
     report = (tmp_path / "results" / "REPORT.md").read_text()
     assert "## What buys score per minute (variants of tuned)" in report and "| lr-step | Adam 2.5e-4 halved" in report
+
+
+def test_scaling_runs_seeds_and_reuses_finished_runs(tmp_path: Path) -> None:
+    """bench-scaling names a run by config, mode, seed and budget; a second call with another seed keeps the first
+    curve and trains only the new run, and a third call reuses both finished runs instead of training again."""
+    config = tmp_path / "tiny.yaml"
+    save_config(load_config("small", ["replay_warmup=200", "eval_episodes=3"]), config)
+    common = ["--config", str(config), "--minutes", "0.25", "--every", "100", "--confirm-episodes", "4",
+              "--modes", "async-1", "--result", "s60", "--out", str(tmp_path / "results")]
+
+    def scaling(*seeds: str) -> str:
+        res = subprocess.run([sys.executable, "-m", "ddqn.bench.scaling", *common, "--seeds", *seeds],
+                             capture_output=True, text=True, timeout=300,
+                             env={**os.environ, **spark_submit_env(sys.executable)})
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        return res.stdout
+
+    assert "reusing" not in scaling("0")
+    out = scaling("1")
+    assert "reusing" not in out and "async-1 s1" in out
+    assert scaling("0", "1").count("reusing") == 2
+    data = json.loads((tmp_path / "results" / "s60.json").read_text())
+    assert list(data["curves"]) == ["async-1", "async-1 s1"] and all(data["curves"].values())
+    runs = sorted(p.name for p in (tmp_path / "results" / "runs").iterdir())
+    assert runs == ["scaling-tiny-async-1-s0-0.25min", "scaling-tiny-async-1-s1-0.25min"]
+    seeds = {load_config(str(tmp_path / "results" / "runs" / r / "config.yaml")).seed for r in runs}
+    assert seeds == {0, 1} and (tmp_path / "results" / "s60.png").stat().st_size > 1000
 
 
 def test_blas_candidates_run_the_same_caffe(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
 
+from ddqn.config import FRAME_LAYOUTS as LAYOUTS
 from ddqn.game.seeds import game_seeds
 
 NORTH, SOUTH, EAST, WEST = 0, 1, 2, 3
@@ -37,7 +38,6 @@ OPPOSITE = np.array([SOUTH, NORTH, WEST, EAST])
 # Board encoding (int8 codes of an (n, n) board) and the pixel value of each code in a frame.
 CELL_EMPTY, CELL_BODY, CELL_HEAD, CELL_APPLE, CELL_WALL = 0, 1, 2, 3, 4  # CELL_WALL: off the board (frames only)
 EMPTY, BODY, HEAD, APPLE, WALL = 0, 200, 100, 255, 50
-LAYOUTS = ("scaled", "cells")
 RGB = np.array([(25, 25, 25), (40, 170, 70), (240, 210, 60), (220, 40, 40)], np.uint8)
 ENV_ID = "ddqn/Snake-v0"
 
