@@ -41,8 +41,8 @@ class Variant:
 
 
 VARIANTS: dict[str, Variant] = {
-    "tuned": Variant("the tuned config as shipped (Adam 2.5e-4, γ 0.95, replay 30k, ε → 0.1 over 50k, C 1,000, "
-                     "plain DQN targets, error clip 1)"),
+    "tuned": Variant("the tuned config as shipped (Adam 2.5e-4, γ 0.95, replay 30k, ε → 0.1 over 25k per worker, "
+                     "C 1,000, plain DQN targets, error clip 1)"),
     "rmsprop": Variant("the tuned config before Adam: RMSProp 1e-3, ε → 0.1 over 10,000 steps, Double-DQN targets",
                        {"eps_decay_steps": 10_000, "double_dqn": True},
                        solver="prototxt/solver_rmsprop_tuned.prototxt"),
