@@ -17,6 +17,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
+from ddqn.bench.common import confirm_best, read_curve
 from ddqn.bench.gifs import captioned
 from ddqn.bench.scaling import MODES
 from ddqn.bench.tuning import VARIANTS, variant_config
@@ -254,6 +255,22 @@ def test_scaling_runs_seeds_and_reuses_finished_runs(tmp_path: Path) -> None:
     assert runs == ["scaling-tiny-async-1-s0-0.25min", "scaling-tiny-async-1-s1-0.25min"]
     seeds = {load_config(str(tmp_path / "results" / "runs" / r / "config.yaml")).seed for r in runs}
     assert seeds == {0, 1} and (tmp_path / "results" / "s60.png").stat().st_size > 1000
+
+
+def test_serial_curve_names_its_snapshots_and_is_confirmed(tmp_path: Path) -> None:
+    """A serial run's eval.csv rows point at the snapshots taken at their updates, so bench-scaling re-plays serial's
+    best on fresh games as it does a distributed run's."""
+    out = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "ddqn.cli", "train", "--mode", "serial", "--no-progress", "--config",
+                          "small", "--steps", "300", "--out", str(out), "--set", "replay_warmup=100", "--set",
+                          "eval_episodes=3", "--set", "eval_every=100", "--set", "snapshot_every=100"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    curve = read_curve(out / "eval.csv")
+    assert [r["updates"] for r in curve] == [100, 200, 300]  # one update per learning step (warm-up not counted)
+    assert all((out / r["model"]).is_file() for r in curve)
+    best = confirm_best(out, load_config("small"), curve, 4)
+    assert best["episodes"] == 4 and best["model"] in {r["model"] for r in curve}
 
 
 def test_blas_candidates_run_the_same_caffe(tmp_path: Path) -> None:

@@ -266,12 +266,18 @@ def train_run(config: str, minutes: float, out: Path, args: list[str], serial: b
 
 # -- greedy-score curves -------------------------------------------------------------------------------------
 
-def read_curve(eval_csv: Path) -> list[dict[str, float]]:
-    """Rows (env steps, training minutes, greedy mean, random mean) of a run's eval.csv."""
+def read_curve(eval_csv: Path) -> list[dict[str, Any]]:
+    """Rows (env steps, training minutes, greedy mean, random mean) of a serial run's eval.csv; a row also names
+    its updates and, when the run wrote one at that update, its snapshot (``model``, relative to the run)."""
     with open(eval_csv, newline="") as f:
-        return [{"env_steps": int(r["step"]), "minutes": float(r["wall_s"]) / 60,
-                 "greedy_mean": float(r["eval/greedy_score_mean"]), "random_mean": float(r["eval/random_score_mean"])}
-                for r in csv.DictReader(f)]
+        rows = [{"env_steps": int(r["step"]), "minutes": float(r["wall_s"]) / 60,
+                 "greedy_mean": float(r["eval/greedy_score_mean"]), "random_mean": float(r["eval/random_score_mean"]),
+                 **({"updates": int(r["eval/updates"])} if r.get("eval/updates") else {})} for r in csv.DictReader(f)]
+    for r in rows:
+        model = f"snapshots/serial_iter_{r.get('updates')}.caffemodel"
+        if "updates" in r and (eval_csv.parent / model).is_file():
+            r["model"] = model  # the θ that evaluation played: a serial run snapshots at its evaluation steps
+    return rows
 
 
 def first_reach(curve: list[dict[str, float]], score: float) -> dict[str, float] | None:

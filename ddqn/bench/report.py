@@ -126,6 +126,7 @@ def _scaling(r: dict) -> list[str]:
         stale = f"{st['staleness_p50']:g}/{st['staleness_p95']:g}" if "staleness_p50" in st else "–"
         head.append(f"| {m} | {best:.2f} | {_fresh(k)} | {rate} | {stale} | "
                     + " | ".join(f"{v['minutes']:.1f}" if v else "–" for v in reach.values()) + " |")
+    origins = [f"- {m}: {st['origin']}" for m, st in r.get("runs", {}).items() if st.get("origin")]
     speed = [f"- to score {s}: " + ", ".join(f"{m} **{x:.2f}×**" for m, x in ratios.items() if x and m != "serial")
              for s, ratios in r["speedup_vs_serial"].items() if any(x for m, x in ratios.items() if m != "serial")]
     return ["Slides: \"performance scales linearly with number of workers\".", "",
@@ -133,8 +134,9 @@ def _scaling(r: dict) -> list[str]:
             f"{r['cores']} cores: serial and async-1 have a core to spare, async-2 and sync-2 share both cores between "
             "two Caffe workers and the driver (server, Spark). \"–\": not reached within the budget. Updates/s: "
             "gradient steps per second (serial: its own; distributed: the server's; sync-2: rounds, each the average "
-            "of two gradients). *Best, fresh games*: a distributed run's best snapshot played again on games never "
+            "of two gradients). *Best, fresh games*: a run's best snapshot played again on games never "
             "used to pick it (seed 20,000; the maximum of a noisy curve is biased upward).", "", *head, "",
+            *([*origins, ""] if origins else []),
             "Speedup over serial (serial minutes ÷ mode minutes to first reach the score):", "",
             *(speed or ["- serial reached none of the levels in the budget: no ratio"]), "",
             f"![scaling]({r.get('png', 'scaling.png')})"]

@@ -21,6 +21,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from ddqn.bench.common import (
     confirm_best,
@@ -72,19 +73,21 @@ def summarize(curves: dict[str, list[dict[str, float]]]) -> tuple[dict, dict]:
     return reach, speedup
 
 
-def run_stats(out: Path) -> dict[str, float]:
-    """Throughput of one finished run (its summary.json): env steps or server updates per second, staleness."""
+def run_stats(out: Path) -> dict[str, Any]:
+    """Throughput of one finished run (its summary.json): env steps or server updates per second, staleness; and
+    where the run came from when its directory holds an ORIGIN note (a run made by another bench, same config)."""
     path = out / "summary.json"
     if not path.exists():
         return {}
     s = json.loads(path.read_text())
+    origin = {"origin": (out / "ORIGIN").read_text().strip()} if (out / "ORIGIN").is_file() else {}
     if "train_minutes" in s:  # serial
         return {"env_steps": s["env_steps"], "updates_per_s": s["updates"] / (60 * s["train_minutes"]),
-                "final_greedy_mean": s["greedy_score_mean"]}
+                "final_greedy_mean": s["greedy_score_mean"], **origin}
     comm = [w["comm_s"] / max(w["comm_s"] + w["compute_s"], 1e-9) for w in s["workers"].values()]
     return {"env_steps": s["env_steps"], "updates_per_s": s["updates_per_s"], "staleness_p50": s["staleness_p50"],
             "staleness_p95": s["staleness_p95"], "comm_share": sum(comm) / max(len(comm), 1),
-            "final_greedy_mean": s["greedy_score_mean"]}
+            "final_greedy_mean": s["greedy_score_mean"], **origin}
 
 
 def report(args: argparse.Namespace, curves: dict, stats: dict, confirmed: dict) -> None:
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--result", default="scaling", help="name of the result (results/<result>.json and .png)")
     ap.add_argument("--out", default="results")
     ap.add_argument("--confirm-episodes", type=int, default=500,
-                    help="fresh games a distributed run's best snapshot is re-played on (an unbiased score for it)")
+                    help="fresh games a run's best snapshot is re-played on (an unbiased score for it)")
     ap.add_argument("--summarize", action="store_true",
                     help="no training: recompute the comparison from results/scaling.json's curves and the runs' "
                     "summaries")
