@@ -29,10 +29,11 @@ from ddqn.dist.server import ParameterServer, ServerOptions
 from ddqn.dist.store import ParameterStore
 from ddqn.dqn.evaluation import evaluate_greedy
 from ddqn.dqn.qlearning import dqn_gradient
+from ddqn.dqn.serial import SNAPSHOT_NAME
 from ddqn.game import game_actions
 from ddqn.net.netspec import NetSpec, load_netspec
 from ddqn.net.qnet import QNetwork
-from ddqn.net.snapshot import load_caffemodel
+from ddqn.net.snapshot import load_caffemodel, snapshot_paths
 from ddqn.replay.memory import Batch
 from ddqn.solvers.flat import SolverSpec, load_solver_spec, make_solver
 
@@ -270,14 +271,19 @@ def read_curve(eval_csv: Path) -> list[dict[str, Any]]:
     """Rows (env steps, training minutes, greedy mean, random mean) of a serial run's eval.csv; a row also names
     its updates and, when the run wrote one at that update, its snapshot (``model``, relative to the run)."""
     with open(eval_csv, newline="") as f:
-        rows = [{"env_steps": int(r["step"]), "minutes": float(r["wall_s"]) / 60,
-                 "greedy_mean": float(r["eval/greedy_score_mean"]), "random_mean": float(r["eval/random_score_mean"]),
-                 **({"updates": int(r["eval/updates"])} if r.get("eval/updates") else {})} for r in csv.DictReader(f)]
-    for r in rows:
-        model = f"snapshots/serial_iter_{r.get('updates')}.caffemodel"
-        if "updates" in r and (eval_csv.parent / model).is_file():
-            r["model"] = model  # the θ that evaluation played: a serial run snapshots at its evaluation steps
-    return rows
+        return [_curve_row(r, eval_csv.parent) for r in csv.DictReader(f)]
+
+
+def _curve_row(r: dict[str, str], run: Path) -> dict[str, Any]:
+    row: dict[str, Any] = {"env_steps": int(r["step"]), "minutes": float(r["wall_s"]) / 60,
+                           "greedy_mean": float(r["eval/greedy_score_mean"]),
+                           "random_mean": float(r["eval/random_score_mean"])}
+    if r.get("eval/updates"):
+        row["updates"] = int(r["eval/updates"])
+        model, _ = snapshot_paths(Path("snapshots") / SNAPSHOT_NAME, row["updates"])
+        if (run / model).is_file():
+            row["model"] = str(model)  # the θ that evaluation played: a serial run snapshots at its evaluation steps
+    return row
 
 
 def first_reach(curve: list[dict[str, float]], score: float) -> dict[str, float] | None:

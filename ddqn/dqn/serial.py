@@ -45,6 +45,7 @@ from ddqn.solvers.flat import load_solver_spec, make_solver
 from ddqn.stop import NEVER, Stoppable
 
 STATE_FILE = "trainer_state.json"
+SNAPSHOT_NAME = "serial"  # snapshots are <out>/snapshots/serial_iter_<updates>.* (save_checkpoint)
 
 
 @dataclass
@@ -103,7 +104,7 @@ class SerialTrainer:
 
     def snapshot(self) -> Path:
         """Write θ, solver state and Q̂ for the current update; record them in trainer_state.json."""
-        return save_checkpoint(self.out, "serial", self.spec, self.theta, self.q_hat.get_params(), self.solver,
+        return save_checkpoint(self.out, SNAPSHOT_NAME, self.spec, self.theta, self.q_hat.get_params(), self.solver,
                                STATE_FILE, {"progress": vars(self.state)})
 
     # -- the algorithm --------------------------------------------------------------------------
