@@ -19,6 +19,7 @@ import pytest
 
 from ddqn.bench.common import confirm_best, read_curve
 from ddqn.bench.gifs import captioned
+from ddqn.bench.report import _scale_out
 from ddqn.bench.scaling import MODES
 from ddqn.bench.tuning import VARIANTS, variant_config
 from ddqn.config import load_config, save_config
@@ -284,3 +285,14 @@ def test_blas_candidates_run_the_same_caffe(tmp_path: Path) -> None:
     for t in (base, swapped):
         assert set(t) == {"paper", "large"} and all(t[n]["forward_backward_ms"] > 0 for n in t)
     assert "scipy_openblas" in subprocess.run(["ldd", str(shim)], capture_output=True, text=True).stdout
+
+
+def test_scale_out_report_names_the_machine_of_each_config() -> None:
+    """Configs of bench-scale-out measured on different machines each say which (the file's machine is the last)."""
+    data = {"statement": "simulated", "saturation": [],
+            "configs": {"small": {"config": "small", "machine": {"date": "D1", "cores": 2, "cpu": "Xeon"}},
+                        "tuned": {"config": "tuned",
+                                  "machine": {"date": "D2", "cores": 2, "cpu": "EPYC", "isa": "AVX2"}}}}
+    text = "\n".join(_scale_out(data))
+    assert "### Config `small`\n\nMeasured D1 on 2 cores (Xeon)." in text
+    assert "### Config `tuned`\n\nMeasured D2 on 2 cores (EPYC, AVX2)." in text

@@ -242,15 +242,26 @@ def _scale_out(data: dict) -> list[str]:
            "simulator (one core per worker); the server is one FIFO thread with measured service times per message "
            "(`make bench-ps`).", ""]
     for r in data.get("configs", {}).values():
-        out += [f"### Config `{r['config']}`", "", *_scale_out_config(r, data["statement"])]
+        out += [f"### Config `{r['config']}`", "", *_measured_on(r.get("machine")),
+                *_scale_out_config(r, data["statement"])]
     sat = data.get("saturation")
     if sat:
-        out += ["Saturation of one server (timing, not learning: W = a worker's cycle ÷ the server's PUSH + FETCH "
-                "service time):", "", "| net | parameters | auth | cycle (ms) | server per cycle (µs) | saturation W |",
+        out += [*_measured_on(data.get("saturation_machine")),
+                "Saturation of one server (timing, not learning: W = a worker's cycle ÷ the server's PUSH + FETCH "
+                "service time; from `make bench-ps`):", "",
+                "| net | parameters | auth | cycle (ms) | server per cycle (µs) | saturation W |",
                 "|---|---|---|---|---|---|",
                 *[f"| {x['member']} | {x['params']:,} | {x['auth']} | {x['cycle_ms']:.1f} | "
                   f"{x['service_per_cycle_us']:.0f} | {x['saturation_workers']:.0f} |" for x in sat], ""]
     return out
+
+
+def _measured_on(m: dict | None) -> list[str]:
+    """A line naming the machine of a part measured apart from the rest of its section, or none."""
+    if not m:
+        return []
+    isa = f", {m['isa']}" if m.get("isa") else ""
+    return [f"Measured {m.get('date', '?')} on {m.get('cores', '?')} cores ({m.get('cpu', '?')}{isa}).", ""]
 
 
 def _noise(nz: dict | None) -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.bench.common import figure, first_reach, train_run, write_result
+from ddqn.bench.common import figure, first_reach, machine, train_run, write_result
 from ddqn.config import load_config, save_config
 
 STATEMENT = "simulated minutes on one core per worker of this machine type"
@@ -236,6 +236,11 @@ def controls(args: argparse.Namespace, root: Path, levels: list[float]) -> dict:
     return {"workers": args.control_workers, "rows": rows}
 
 
+def machine_of(path: Path) -> dict | None:
+    """The machine a result file was measured on, or none."""
+    return json.loads(path.read_text()).get("machine") if path.exists() else None
+
+
 def saturation_points(results: Path) -> list[dict]:
     """The saturation W per net from ``ps_speed.json`` (``make bench-ps``), or none."""
     path = results / "ps_speed.json"
@@ -309,7 +314,8 @@ def main(argv: list[str] | None = None) -> None:
         data.pop(key, None)
     name = Path(args.config).stem
     part = data.setdefault("configs", {}).setdefault(name, {})  # parts not rerun now are kept from the file
-    part.update({"config": name, "runs": str(root), "cores": os.cpu_count()})
+    # each config's part names the machine that measured it (the file's top-level machine is the latest run's)
+    part.update({"config": name, "runs": str(root), "cores": os.cpu_count(), "machine": machine()})
     if args.validate:
         part["validation"] = validate(args, root)
     if args.project:
@@ -318,7 +324,8 @@ def main(argv: list[str] | None = None) -> None:
         levels = part.get("projection", {}).get("levels") or list(args.levels or PAPER_LEVELS)
         part["controls"] = controls(args, root, levels)
     part["png"] = plot(part, results / f"scale_out_{name}.png").name
-    data.update({"statement": STATEMENT, "saturation": saturation_points(results)})
+    data.update({"statement": STATEMENT, "saturation": saturation_points(results),
+                 "saturation_machine": machine_of(results / "ps_speed.json")})
     write_result("scale_out", data, results)
 
 if __name__ == "__main__":
