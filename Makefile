@@ -20,7 +20,7 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-d
   openjdk-17-jre-headless iproute2
 
 .PHONY: install deb-deps venv caffe lint test test-hosts train train-serial train-cluster train-hosts bench-caffe bench-env bench-replay \
-  bench-serial bench-ps bench-worker bench-capacity bench-scaling bench-scaling-60 bench-grad-norms bench-blas bench-atari bench-scale-out bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
+  bench-serial bench-ps bench-worker bench-capacity bench-scaling bench-scaling-60 bench-grad-norms bench-blas bench-atari bench-scale-out bench-scale-out-paper bench-scale-out-tuned bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
 
 install: deb-deps venv caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
 
@@ -120,6 +120,12 @@ bench-scale-out: SCALE_OUT ?= --validate --project --controls --config small --r
 bench-scale-out: install  ## the scale-out simulator (ddqn simulate): server service times, validation against real W = 1, 2 runs, projection to W = 64 (hours: see ddqn/bench/scale_out.py; SCALE_OUT: its options)
 	$(PY) -m ddqn.bench.ps_speed --parts service
 	$(SPARK_ENV) $(PY) -m ddqn.bench.scale_out $(SCALE_OUT)
+
+bench-scale-out-paper: install  ## bench-scale-out on the paper config: validation (real vs simulated W = 1, 2, 8 min, seeds 0 and 1), projection W = 1, 2, 16, 64 (40,000 updates)
+	$(SPARK_ENV) $(PY) -m ddqn.bench.scale_out --validate --project --config paper --real-minutes 8 --workers 1 2 16 64 --minutes 30 --updates 40000
+
+bench-scale-out-tuned: install  ## bench-scale-out's projection on tuned (the paper's board and net, Adam): W = 1, 2, 16, 64, 60,000 updates each, two at a time (≈ 2 h here)
+	$(SPARK_ENV) $(PY) -m ddqn.bench.scale_out --project --config tuned --workers 1 2 16 64 --minutes 600 --updates 60000 --sim-set eval_every=2500
 
 bench-tuning: MINUTES = 30
 bench-tuning: VARIANTS ?= tuned rmsprop library library-eps-25k library-cells gamma-0.99 double-dqn n-step-3 cells replay-100k eps-0.02 train-every-2 C-4000 lr-step

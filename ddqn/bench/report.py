@@ -309,6 +309,7 @@ def _scale_out_config(r: dict, statement: str) -> list[str]:
         lv = [str(x) for x in p["levels"]]
         out += [f"Projection ({statement}; budget: {_fmt(p['minutes_budget'], 'g')} simulated minutes"
                 + (f" or {p['updates_budget']:,} updates" if p.get("updates_budget") else "")
+                + "".join(f"; `{kv}`" for kv in p.get("sim_set", []))
                 + f"; score levels {', '.join(lv)}):", "",
                 "| W | updates/s | " + " | ".join(f"min to {x}" for x in lv) + " | "
                 + " | ".join(f"speedup to {x}" for x in lv) + " | staleness p50/p95 | server busy | best score |",

@@ -212,7 +212,7 @@ def project(args: argparse.Namespace, root: Path) -> dict:
                              if first_reach(base, lv) and reach[str(lv)] else None) for lv in levels}
         rows[str(w)] = {**run_numbers(run), "reach": reach, "speedup": speedup}
     return {"levels": levels, "minutes_budget": args.minutes, "updates_budget": args.updates, "rows": rows,
-            "curves": {str(w): c for w, c in curves.items()}}
+            "sim_set": list(args.sim_set), "curves": {str(w): c for w, c in curves.items()}}
 
 
 def controls(args: argparse.Namespace, root: Path, levels: list[float]) -> dict:
