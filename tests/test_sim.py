@@ -189,3 +189,23 @@ def test_validation_score_measures() -> None:
     shifted = noise_ratio(curve([3.5, 4.5, 4.5, 5.5, 6.0]), [a, b])
     assert shifted["mean_diff"] == pytest.approx(3.0) and shifted["rms_ratio"] > 2
     assert noise_ratio(a, [a]) is None and noise_ratio(a, [a, []]) is None
+
+
+def test_projection_levels_are_reached_by_one_worker() -> None:
+    """Default levels are ones W = 1 reaches (a speedup needs them); minutes and speedups come from first reaches."""
+    import argparse
+
+    from ddqn.bench.scale_out import levels_for, reach_rows
+
+    def curve(values: list[float]) -> list[dict[str, float]]:
+        return [{"minutes": float(i + 1), "env_steps": 100 * i, "greedy_mean": v} for i, v in enumerate(values)]
+
+    w1, w2 = curve([0.5, 2.0, 3.1, 4.3]), curve([2.5, 4.4])
+    paper, other = (argparse.Namespace(levels=None, config=f"{n}.yaml") for n in ("paper", "tuned"))
+    assert levels_for(paper, w1) == [2.0, 3.0, 4.0]  # the paper's 3 (not 5, 10) and 50/75/90 % of 4.3
+    assert levels_for(other, curve([6.0])) == [3.0, 4.5, 5.5]
+    assert levels_for(argparse.Namespace(levels=[1.0], config="paper"), w1) == [1.0]
+    rows = reach_rows({1: w1, 2: w2}, [2.0, 4.0, 5.0])
+    assert rows[1]["speedup"] == {"2.0": 1.0, "4.0": 1.0, "5.0": None}
+    assert rows[2]["reach"]["4.0"] == {"minutes": 2.0, "env_steps": 100}
+    assert rows[2]["speedup"] == {"2.0": 2.0, "4.0": 2.0, "5.0": None}

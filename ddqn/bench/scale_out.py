@@ -188,13 +188,25 @@ def validate(args: argparse.Namespace, root: Path) -> dict:
 # -- projection ----------------------------------------------------------------------------------------------
 
 def levels_for(args: argparse.Namespace, w1_curve: list[dict]) -> list[float]:
-    """The score levels: given, the paper's on the paper config, else 50/75/90 % of W = 1's best (0.5 steps)."""
+    """The score levels: given, else 50/75/90 % of W = 1's best (0.5 steps) and, on the paper config, those of the
+    paper's levels (3, 5, 10) that W = 1 reaches: a speedup over W = 1 needs a level that W = 1 reaches."""
     if args.levels:
         return list(args.levels)
-    if Path(args.config).stem == "paper":
-        return list(PAPER_LEVELS)
     best = max((r["greedy_mean"] for r in w1_curve), default=0.0)
-    return sorted({max(0.5, round(2 * f * best) / 2) for f in (0.5, 0.75, 0.9)})
+    paper = [lv for lv in PAPER_LEVELS if lv <= best] if Path(args.config).stem == "paper" else []
+    return sorted({*paper, *(max(0.5, round(2 * f * best) / 2) for f in (0.5, 0.75, 0.9))})
+
+
+def reach_rows(curves: dict[int, list[dict]], levels: list[float]) -> dict[int, dict]:
+    """Per W: simulated minutes to first reach each level (``reach``) and the speedup over W = 1 (``speedup``)."""
+    base = curves.get(1, [])
+    rows = {}
+    for w, curve in curves.items():
+        reach = {str(lv): first_reach(curve, lv) for lv in levels}
+        speedup = {str(lv): (first_reach(base, lv)["minutes"] / reach[str(lv)]["minutes"]
+                             if first_reach(base, lv) and reach[str(lv)] else None) for lv in levels}
+        rows[w] = {"reach": reach, "speedup": speedup}
+    return rows
 
 
 def project(args: argparse.Namespace, root: Path) -> dict:
@@ -204,13 +216,8 @@ def project(args: argparse.Namespace, root: Path) -> dict:
                                              args.sim_args) for w in args.workers], args.parallel)
     curves = {w: eval_curve(r) for w, r in zip(args.workers, runs)}
     levels = levels_for(args, curves.get(1, curves[args.workers[0]]))
-    base = curves.get(1, [])
-    rows = {}
-    for w, run in zip(args.workers, runs):
-        reach = {str(lv): first_reach(curves[w], lv) for lv in levels}
-        speedup = {str(lv): (first_reach(base, lv)["minutes"] / reach[str(lv)]["minutes"]
-                             if first_reach(base, lv) and reach[str(lv)] else None) for lv in levels}
-        rows[str(w)] = {**run_numbers(run), "reach": reach, "speedup": speedup}
+    reached = reach_rows(curves, levels)
+    rows = {str(w): {**run_numbers(run), **reached[w]} for w, run in zip(args.workers, runs)}
     return {"levels": levels, "minutes_budget": args.minutes, "updates_budget": args.updates, "rows": rows,
             "sim_set": list(args.sim_set), "curves": {str(w): c for w, c in curves.items()}}
 
