@@ -279,9 +279,13 @@ def plot(data: dict, path: Path) -> Path:
                         c = eval_curve(Path(data["runs"]) / f"{kind}-w{w}-s{s}")
                         axes[2].plot([r["updates"] for r in c], [r["greedy_mean"] for r in c], style,
                                      label=f"{kind} W={w} seed {s}")
+        elif proj:  # no validation on this config: what each W learned per update instead
+            for w, c in proj["curves"].items():
+                axes[2].plot([r["updates"] for r in c], [r["greedy_mean"] for r in c], marker=".", label=f"W={w}")
+        third = "validation: real vs simulated" if val else "projection: score vs updates"
         for ax, (x, y, t) in zip(axes, [("simulated minutes", "greedy mean score", "projection"),
                                         ("workers W", "speedup over W = 1", "speedup (time to score)"),
-                                        ("server updates", "greedy mean score", "validation: real vs simulated")]):
+                                        ("server updates", "greedy mean score", third)]):
             ax.set_xlabel(x)
             ax.set_ylabel(y)
             ax.set_title(t)
