@@ -125,6 +125,11 @@ class _Lines:
         for line in stream:
             self.lines.append(line)
 
+    def close(self, timeout: float) -> str:
+        """All the output, once every writer has closed the stream (or ``timeout`` s have passed)."""
+        self._thread.join(timeout)
+        return "".join(self.lines)
+
     def wait_for(self, pattern: str, timeout: float) -> re.Match | None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -199,6 +204,8 @@ def test_ctrl_c_stops_tasks_snapshots_and_frees_the_port(tmp_path: Path) -> None
     while _session_processes(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not _session_processes(proc.pid), _session_processes(proc.pid)  # no task or JVM left behind
+    output = lines.close(timeout=10)
+    assert "Traceback" not in output, output[-3000:]  # e.g. pyspark's accumulator server on the JVM's exit
     # the stop flag's path ran to its end: the driver's own log (its stdout may have lost its reader, the JVM)
     assert "interrupted: snapshot written to" in (out / "driver.log").read_text()
     state = json.loads((out / "server_state.json").read_text())  # the final snapshot

@@ -4,15 +4,19 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
+import types
 from pathlib import Path
 
 import pytest
+from pyspark.accumulators import _start_update_server
 
 from ddqn.config import load_config
+from ddqn.dist.spark import _quiet_when_the_jvm_is_gone
 from ddqn.dqn import evaluation, serial
 from ddqn.dqn.evaluation import evaluate_greedy, random_score
 from ddqn.dqn.play import greedy_episode, play_terminal
@@ -161,3 +165,20 @@ def test_serial_training_stops_inside_an_evaluation(tmp_path: Path, monkeypatch:
     state = _assert_final_snapshot(tmp_path)
     assert state["progress"]["env_steps"] == 200
     assert not (tmp_path / "eval.csv").exists()
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_accumulator_server_is_quiet_when_the_jvm_goes_first(quiet: bool, capfd: pytest.CaptureFixture) -> None:
+    """pyspark's accumulator server (real, without a JVM) prints an EOFError traceback when its peer, the JVM,
+    closes first, as spark-submit's JVM does at Ctrl-C; the driver's SparkContext silences just that."""
+    server = _start_update_server("token-of-this-test", False)
+    if quiet:
+        _quiet_when_the_jvm_is_gone(types.SimpleNamespace(_accumulatorServer=server))
+    try:
+        with socket.create_connection(server.server_address, timeout=5) as peer:
+            peer.sendall(b"token-of-this-test")  # authenticated, then gone before its first update
+        time.sleep(1.5)  # the handler polls its socket every second
+    finally:
+        server.shutdown()
+    err = capfd.readouterr().err
+    assert ("EOFError" in err) is not quiet, err

@@ -33,7 +33,24 @@ def spark_context(app: str):
     conf.setIfMissing("spark.log.level", "WARN")
     sc = SparkContext.getOrCreate(conf)
     sc.setLogLevel("WARN")
+    _quiet_when_the_jvm_is_gone(sc)
     return sc
+
+
+def _quiet_when_the_jvm_is_gone(sc) -> None:
+    """pyspark's accumulator server prints a traceback (EOFError) when the JVM at its other end exits first, which
+    is what Ctrl-C does to spark-submit's JVM while this driver finishes its stop; that end is expected, so only
+    other errors of the server are printed."""
+    server = getattr(sc, "_accumulatorServer", None)
+    if server is None:
+        return
+    default = server.handle_error
+
+    def handle_error(request, client_address) -> None:  # socketserver calls it inside its except block
+        if not isinstance(sys.exc_info()[1], EOFError | ConnectionError):
+            default(request, client_address)
+
+    server.handle_error = handle_error
 
 
 def driver_host(sc) -> str:
