@@ -240,7 +240,8 @@ def _tuning(r: dict) -> list[str]:
 def _scale_out(data: dict) -> list[str]:
     out = [f"**Every table: {data['statement']}.** A simulated worker's compute costs what it really took in the "
            "simulator (one core per worker); the server is one FIFO thread with measured service times per message "
-           "(`make bench-ps`).", ""]
+           "(`make bench-ps`). The line above names the latest run; each config below names the machine that "
+           "measured it.", ""]
     for r in data.get("configs", {}).values():
         out += [f"### Config `{r['config']}`", "", *_measured_on(r.get("machine")),
                 *_scale_out_config(r, data["statement"])]
