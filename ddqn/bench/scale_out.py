@@ -199,12 +199,11 @@ def levels_for(args: argparse.Namespace, w1_curve: list[dict]) -> list[float]:
 
 def reach_rows(curves: dict[int, list[dict]], levels: list[float]) -> dict[int, dict]:
     """Per W: simulated minutes to first reach each level (``reach``) and the speedup over W = 1 (``speedup``)."""
-    base = curves.get(1, [])
+    base = {str(lv): first_reach(curves.get(1, []), lv) for lv in levels}
     rows = {}
     for w, curve in curves.items():
         reach = {str(lv): first_reach(curve, lv) for lv in levels}
-        speedup = {str(lv): (first_reach(base, lv)["minutes"] / reach[str(lv)]["minutes"]
-                             if first_reach(base, lv) and reach[str(lv)] else None) for lv in levels}
+        speedup = {k: base[k]["minutes"] / r["minutes"] if base[k] and r else None for k, r in reach.items()}
         rows[w] = {"reach": reach, "speedup": speedup}
     return rows
 
@@ -243,15 +242,12 @@ def controls(args: argparse.Namespace, root: Path, levels: list[float]) -> dict:
     return {"workers": args.control_workers, "rows": rows}
 
 
-def machine_of(path: Path) -> dict | None:
-    """The machine a result file was measured on, or none."""
-    return json.loads(path.read_text()).get("machine") if path.exists() else None
-
-
-def saturation_points(results: Path) -> list[dict]:
-    """The saturation W per net from ``ps_speed.json`` (``make bench-ps``), or none."""
+def saturation_points(results: Path) -> tuple[list[dict], dict | None]:
+    """The saturation W per net from ``ps_speed.json`` (``make bench-ps``) and the machine that measured it, or
+    none."""
     path = results / "ps_speed.json"
-    return json.loads(path.read_text()).get("saturation", []) if path.exists() else []
+    ps = json.loads(path.read_text()) if path.exists() else {}
+    return ps.get("saturation", []), ps.get("machine")
 
 
 # -- figure and main -----------------------------------------------------------------------------------------
@@ -335,8 +331,8 @@ def main(argv: list[str] | None = None) -> None:
         levels = part.get("projection", {}).get("levels") or list(args.levels or PAPER_LEVELS)
         part["controls"] = controls(args, root, levels)
     part["png"] = plot(part, results / f"scale_out_{name}.png").name
-    data.update({"statement": STATEMENT, "saturation": saturation_points(results),
-                 "saturation_machine": machine_of(results / "ps_speed.json")})
+    saturation, saturation_machine = saturation_points(results)
+    data.update({"statement": STATEMENT, "saturation": saturation, "saturation_machine": saturation_machine})
     write_result("scale_out", data, results)
 
 if __name__ == "__main__":
