@@ -172,16 +172,35 @@ def stray_processes(cluster: HostsCluster) -> dict[str, list[str]]:
 
 
 def command_line(pid: int) -> str:
+    """``pid``'s command line, then its state and parent (to tell a hung process from one being born)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[-300:]
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[-300:]
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
     except OSError:
         return "(gone)"
+    try:
+        parent_cmd = Path(f"/proc/{stat[1]}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:80]
+    except OSError:
+        parent_cmd = "(gone)"
+    return f"{cmd} [state {stat[0]} in {wchan or '-'}; parent {stat[1]}: {parent_cmd}]"
 
 
 def settled(cluster: HostsCluster, timeout: float = 45) -> dict[str, list[str]]:
-    """Wait until only the Spark daemons run (the job's processes ended by themselves); what is left then."""
-    wait_until(lambda: not stray_processes(cluster), timeout, step=0.5)
-    return stray_processes(cluster)
+    """Wait until only the Spark daemons run (the job's processes ended by themselves); what is left then, each
+    with how long it has been there (one hung process, or a churn of new ones)."""
+    start, first_seen = time.monotonic(), {}
+
+    def strays() -> dict[str, list[str]]:
+        found = stray_processes(cluster)
+        for line in (x for xs in found.values() for x in xs):
+            first_seen.setdefault(line.split()[0], time.monotonic())
+        return found
+
+    wait_until(lambda: not strays(), timeout, step=0.5)
+    now = time.monotonic()
+    return {role: [f"{x} (there for {now - first_seen.get(x.split()[0], now):.0f} of {now - start:.0f} s)" for x in xs]
+            for role, xs in strays().items()}
 
 
 def printed_pushes(job: Job) -> dict[int, int]:
@@ -252,6 +271,9 @@ def test_worker_host_partitioned_longer_than_server_timeout(cluster: HostsCluste
     job = Job(cluster, out, "--minutes", "1", *FAULT)
     hosts = job.joined()
     victim = host_of(cluster, hosts[0])
+    # the server names the silent worker by its host's address as it saw the connection
+    silent = re.compile(rf"worker 0 \(attempt 0, pid \d+ on \S+, {re.escape(victim.addr)}\) silent for over "
+                        rf"{SESSION_S:g} s")
     time.sleep(6)  # both are pushing
     rows_before = len(train_rows(out))
     cut = time.monotonic()
@@ -261,6 +283,10 @@ def test_worker_host_partitioned_longer_than_server_timeout(cluster: HostsCluste
         noticed = wait_until(lambda: any(r["server/live_workers"] == 1 for r in train_rows(out)[rows_before:]),
                              SESSION_S + 20)
         noticed_s = None if noticed is None else time.monotonic() - cut
+        # keep the cable out until the server has dropped the session: a segment the kernel retransmits once the
+        # link is back (or the rerun's HELLO) would otherwise refresh or replace it in the server's ≤ 1 s between
+        # expiry checks, and the session would never have been silent for the full timeout
+        wait_until(lambda: silent.search(job.output()), 10)
     finally:
         cluster.heal(victim)
     cut_s = time.monotonic() - cut
@@ -271,9 +297,7 @@ def test_worker_host_partitioned_longer_than_server_timeout(cluster: HostsCluste
              f"driver's live worker count dropped {noticed_s:.1f} s after it (session timeout {SESSION_S} s); "
              f"link down {cut_s:.1f} s")
     assert job.wait(300) == 0, job.output(60)
-    # the server names the silent worker by its host's address as it saw the connection
-    assert re.search(rf"worker 0 \(attempt 0, pid \d+ on \S+, {re.escape(victim.addr)}\) silent for over "
-                     rf"{SESSION_S:g} s", job.output()), job.output(60)
+    assert silent.search(job.output()), job.output(60)
 
     summary = job.summary()
     w0, w1 = summary["workers"]["0"], summary["workers"]["1"]
