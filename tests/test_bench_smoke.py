@@ -233,18 +233,19 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
 
 def test_scaling_runs_seeds_and_reuses_finished_runs(tmp_path: Path) -> None:
     """bench-scaling names a run by config, mode, seed and budget; a second call with another seed keeps the first
-    curve and trains only the new run, and a third call reuses both finished runs instead of training again."""
+    curve and trains only the new run, and a third call reuses both finished runs instead of training again. Once
+    the config's values change, a finished run is refused with a one-line error, not reused, and nothing is lost."""
     config = tmp_path / "tiny.yaml"
     save_config(load_config("small", ["replay_warmup=200", "eval_episodes=3"]), config)
     common = ["--config", str(config), "--minutes", "0.25", "--every", "100", "--confirm-episodes", "4",
               "--modes", "async-1", "--result", "s60", "--out", str(tmp_path / "results")]
 
-    def scaling(*seeds: str) -> str:
+    def scaling(*seeds: str, code: int = 0) -> str:
         res = subprocess.run([sys.executable, "-m", "ddqn.bench.scaling", *common, "--seeds", *seeds],
                              capture_output=True, text=True, timeout=300,
                              env={**os.environ, **spark_submit_env(sys.executable)})
-        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-        return res.stdout
+        assert res.returncode == code, res.stdout[-2000:] + res.stderr[-2000:]
+        return res.stdout if code == 0 else res.stderr
 
     assert "reusing" not in scaling("0")
     out = scaling("1")
@@ -256,6 +257,12 @@ def test_scaling_runs_seeds_and_reuses_finished_runs(tmp_path: Path) -> None:
     assert runs == ["scaling-tiny-async-1-s0-0.25min", "scaling-tiny-async-1-s1-0.25min"]
     seeds = {load_config(str(tmp_path / "results" / "runs" / r / "config.yaml")).seed for r in runs}
     assert seeds == {0, 1} and (tmp_path / "results" / "s60.png").stat().st_size > 1000
+    before = (tmp_path / "results" / "s60.json").read_text()
+    save_config(load_config(str(config), ["gamma=0.9"]), config)
+    err = scaling("0", code=1)
+    assert err.strip() == (f"{tmp_path / 'results' / 'runs' / runs[0]}: trained with other values than {config} "
+                           "has now (gamma 0.95 ≠ 0.9); move it away to rerun"), err
+    assert (tmp_path / "results" / "s60.json").read_text() == before
 
 
 def test_serial_curve_names_its_snapshots_and_is_confirmed(tmp_path: Path) -> None:

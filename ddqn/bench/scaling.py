@@ -9,10 +9,10 @@ greedy evaluation (same episodes and seed), against the wall-clock time each sna
 minutes to reach mean scores 1-5 and 10 and the speedups over serial (``--summarize`` recomputes them from an
 earlier run's results without training); writes results/<result>.json and .png. A run is named by config,
 mode, seed and budget (``runs/scaling-<config>-<mode>-s<seed>-<M>min``); a finished one (its summary.json) is
-reused, and curves of the same config and budget already in the result are kept, so a long comparison can be
-run in parts (serial seed 0 now, async-2 seed 1 later). Seed 0's curve is named by its mode, other seeds'
-``<mode> s<seed>``. On a 2-core machine two workers and the driver share two cores: say so when quoting the
-numbers.
+reused if its config has the same values, and curves of the same config (values) and budget already in the
+result are kept, so a long comparison can be run in parts (serial seed 0 now, async-2 seed 1 later). Seed 0's
+curve is named by its mode, other seeds' ``<mode> s<seed>``. On a 2-core machine two workers and the driver share
+two cores: say so when quoting the numbers.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from ddqn.bench.common import (
 )
 from ddqn.config import load_config
 
+RUN_KEYS = ("eval_every", "snapshot_every", "workers")  # set per run (with the seed), not by the config
 MODES = {"serial": [], "async-1": ["--workers", "1"], "async-2": ["--workers", "2"],
          "sync-2": ["--workers", "2", "--sync"]}
 
@@ -41,10 +42,27 @@ MODES = {"serial": [], "async-1": ["--workers", "1"], "async-2": ["--workers", "
 def run(mode: str, config: str, minutes: float, every: int, out: Path, seed: int) -> int:
     """Train one mode with ``seed`` into ``out`` (kept as it is when it already finished); returns the exit code."""
     if (out / "summary.json").exists():
+        same_config(out, config)
         print(f"reusing {out}", flush=True)
         return 0
     every_args = ["--set", f"eval_every={every}", "--set", f"snapshot_every={every}", "--set", f"seed={seed}"]
     return train_run(config, minutes, out, [*MODES[mode], *every_args], serial=mode == "serial")
+
+
+def config_values(config: str) -> dict[str, Any]:
+    """The values of ``config`` a curve is trained with (the seed aside: it is the run's), as JSON stores them; a
+    curve kept from an earlier run counts only if its config had the same values (a named config can change)."""
+    values = {k: v for k, v in load_config(config).to_dict().items() if k != "seed"}
+    return json.loads(json.dumps(values, default=str))
+
+
+def same_config(out: Path, config: str) -> None:
+    """Exit with a one-line error when the finished run in ``out`` was trained with other values of ``config`` than
+    it has now (the keys this bench sets per run aside)."""
+    got, want = config_values(str(out / "config.yaml")), config_values(config)
+    diff = [f"{k} {got.get(k)} ≠ {v}" for k, v in want.items() if k not in RUN_KEYS and got.get(k) != v]
+    if diff:
+        sys.exit(f"{out}: trained with other values than {config} has now ({', '.join(diff)}); move it away to rerun")
 
 
 def run_name(mode: str, seed: int) -> str:
@@ -90,8 +108,8 @@ def run_stats(out: Path) -> dict[str, Any]:
             "final_greedy_mean": s["greedy_score_mean"], **origin}
 
 
-def report(args: argparse.Namespace, curves: dict, stats: dict, confirmed: dict) -> None:
-    """Print the comparison, plot it and write results/scaling.json."""
+def report(args: argparse.Namespace, values: dict, curves: dict, stats: dict, confirmed: dict) -> None:
+    """Print the comparison, plot it and write results/<result>.json (``values``: the config's, as trained)."""
     reach, speedup = summarize(curves)
     for m, c in curves.items():
         best = max((r["greedy_mean"] for r in c), default=0.0)
@@ -107,7 +125,8 @@ def report(args: argparse.Namespace, curves: dict, stats: dict, confirmed: dict)
                 f"{m} {x:.2f}x" for m, x in ratios.items() if x and m != "serial"))
     png = plot_curves(curves, Path(args.out) / f"{args.result}.png",
                       f"Serial vs distributed ({args.config}, {os.cpu_count()} cores)")
-    write_result(args.result, {"config": args.config, "budget_minutes": args.minutes, "cores": os.cpu_count(),
+    write_result(args.result, {"config": args.config, "config_values": values, "budget_minutes": args.minutes,
+                             "cores": os.cpu_count(),
                              "curves": curves, "reach": reach, "speedup_vs_serial": speedup, "runs": stats,
                              "confirmed": confirmed,
                              "png": png.name}, args.out)
@@ -135,19 +154,21 @@ def main(argv: list[str] | None = None) -> None:
     path = Path(args.out) / f"{args.result}.json"
     old = json.loads(path.read_text()) if path.exists() else {}
     if args.summarize:
-        args.config, args.minutes = old["config"], old["budget_minutes"]
+        args.config, args.minutes, values = old["config"], old["budget_minutes"], old.get("config_values", {})
         curves, confirmed, stats = old["curves"], old.get("confirmed", {}), old.get("runs", {})
     else:
-        same = (old.get("config"), old.get("budget_minutes")) == (args.config, args.minutes)
+        values = config_values(args.config)
+        same = ((old.get("config"), old.get("budget_minutes"), old.get("config_values"))
+                == (args.config, args.minutes, values))
         curves, confirmed, stats = ((old["curves"], old.get("confirmed", {}), old.get("runs", {})) if same
-                                    else ({}, {}, {}))  # curves of other runs of this comparison are kept
+                                    else ({}, {}, {}))  # curves of this comparison's other runs are kept
         for name, (mode, seed, out) in runs.items():
             if run(mode, args.config, args.minutes, args.every, out, seed):
                 sys.exit(f"the {name} run failed")
             curves[name] = read_curve(out / "eval.csv") if mode == "serial" else snapshot_curve(out, args.config)
             confirmed[name] = confirm_best(out, load_config(args.config), curves[name], args.confirm_episodes)
             stats[name] = run_stats(out)
-    report(args, curves, stats, confirmed)
+    report(args, values, curves, stats, confirmed)
 
 if __name__ == "__main__":
     main()

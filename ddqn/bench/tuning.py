@@ -40,31 +40,32 @@ class Variant:
     solver_fields: dict[str, object] = field(default_factory=dict)
 
 
+LIBRARY = {"double_dqn": False, "train_every": 1}  # the library's targets; it trains on every env step
+LIBRARY_ADAM = {"solver": "prototxt/solver_adam.prototxt", "solver_fields": {"base_lr": 2.5e-4, "delta": 1e-8}}
 VARIANTS: dict[str, Variant] = {
     "tuned": Variant("the tuned config as shipped (Adam 2.5e-4, γ 0.95, replay 30k, ε → 0.1 over 25k per worker, "
-                     "C 1,000, plain DQN targets, error clip 1)"),
+                     "2 env steps per gradient, C 1,000, plain DQN targets, error clip 1)"),
     "rmsprop": Variant("the tuned config before Adam: RMSProp 1e-3, ε → 0.1 over 10,000 steps, Double-DQN targets",
-                       {"eps_decay_steps": 10_000, "double_dqn": True},
+                       {"eps_decay_steps": 10_000, "double_dqn": True, "train_every": 1},
                        solver="prototxt/solver_rmsprop_tuned.prototxt"),
     "library": Variant("the single-process library's setting in this system: Adam 2.5e-4 (PyTorch's ε 1e-8), ε → 0.1 "
                        "over 50,000 steps, plain (not Double) DQN targets, Huber loss (error clip 1)",
-                       {"eps_decay_steps": 50_000, "double_dqn": False}, solver="prototxt/solver_adam.prototxt",
-                       solver_fields={"base_lr": 2.5e-4, "delta": 1e-8}),
+                       {"eps_decay_steps": 50_000, **LIBRARY}, **LIBRARY_ADAM),
     "library-eps-25k": Variant("`library` with ε annealed over 25,000 steps per worker: 50,000 env steps in all over "
-                               "2 workers, as the single process annealed over its 50,000",
-                               {"eps_decay_steps": 25_000, "double_dqn": False}, solver="prototxt/solver_adam.prototxt",
-                               solver_fields={"base_lr": 2.5e-4, "delta": 1e-8}),
+                               "2 workers, as the single process annealed over its 50,000 (= tuned before "
+                               "train_every 2)", {"eps_decay_steps": 25_000, **LIBRARY}, **LIBRARY_ADAM),
     "library-cells": Variant("`library` with frames of 1 pixel per cell inside a visible wall",
-                             {"eps_decay_steps": 50_000, "double_dqn": False, "frame_layout": "cells"},
-                             solver="prototxt/solver_adam.prototxt", solver_fields={"base_lr": 2.5e-4, "delta": 1e-8}),
+                             {"eps_decay_steps": 50_000, "frame_layout": "cells", **LIBRARY}, **LIBRARY_ADAM),
     "gamma-0.99": Variant("γ 0.99: a horizon of ≈ 100 steps instead of ≈ 20", {"gamma": 0.99}),
     "double-dqn": Variant("Double-DQN targets (one more forward of the online net per gradient)", {"double_dqn": True}),
-    "n-step-3": Variant("3-step returns (γ³ on the bootstrap; Rainbow's choice)", {"n_step": 3}),
+    "n-step-3": Variant("3-step returns (γ³ on the bootstrap; Rainbow's choice), one env step per gradient",
+                        {"n_step": 3, "train_every": 1}),
     "cells": Variant("frames of 1 pixel per cell inside a visible wall, not the board stretched to 16 pixels "
                      "(cells 1 or 2 pixels wide)", {"frame_layout": "cells"}),
     "replay-100k": Variant("replay memory 100,000 frames per worker", {"replay_capacity": 100_000}),
     "eps-0.02": Variant("ε floor 0.02 instead of 0.1", {"eps_end": 0.02}),
-    "train-every-2": Variant("2 env steps per gradient", {"train_every": 2}),
+    "train-every-2": Variant("2 env steps per gradient (tuned's own setting)", {"train_every": 2}),
+    "train-every-4": Variant("4 env steps per gradient (the DQN papers' Atari setting)", {"train_every": 4}),
     "C-4000": Variant("target network reset every 4,000 gradients", {"target_update": 4000}),
     "lr-step": Variant("Adam 2.5e-4 halved every 50,000 updates (Caffe lr_policy step)",
                        solver_fields={"lr_policy": '"step"', "gamma": 0.5, "stepsize": 50_000}),
