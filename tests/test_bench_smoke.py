@@ -206,7 +206,8 @@ def test_spark_env_and_scaling_defaults_match_makefile() -> None:
 
 def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
     """Every variant's config and solver load as a run loads them; one variant with its own solver prototxt
-    (lr_policy step) trains for real and is evaluated from its snapshots."""
+    (lr_policy step) trains for real and is evaluated from its snapshots; its finished run is not reused once
+    the variant's config values change (a one-line error, and tuning.json stays as it was)."""
     for name in VARIANTS:
         cfg = load_config(str(variant_config(name, tmp_path / name, 3)))
         spec = load_solver_spec(cfg.path("solver"))
@@ -215,11 +216,14 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
                    if k != "lr_policy")
     assert load_solver_spec(load_config(str(variant_config("lr-step", tmp_path / "s", 0))).path("solver")).lr_policy \
         == "step"
-    res = subprocess.run([sys.executable, "-m", "ddqn.bench.tuning", "--variants", "lr-step", "--minutes", "0.4",
-                          "--every", "100", "--confirm-episodes", "7", "--set", "replay_warmup=200", "--set", "eval_episodes=3",
-                          "--out", str(tmp_path / "results")],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, **spark_submit_env(
-                             sys.executable)})
+    def tuning(episodes: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ddqn.bench.tuning", "--variants", "lr-step", "--minutes", "0.4",
+                               "--every", "100", "--confirm-episodes", "7", "--set", "replay_warmup=200", "--set",
+                               f"eval_episodes={episodes}", "--out", str(tmp_path / "results")],
+                              capture_output=True, text=True, timeout=300, env={**os.environ, **spark_submit_env(
+                                  sys.executable)})
+
+    res = tuning(3)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     data = json.loads((tmp_path / "results" / "tuning.json").read_text())
     row = data["variants"]["lr-step"]
@@ -229,6 +233,12 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
     assert bench("report", "--results", str(tmp_path / "results")).returncode == 0
     report = (tmp_path / "results" / "REPORT.md").read_text()
     assert "## What buys score per minute (variants of tuned)" in report and "| lr-step | Adam 2.5e-4 halved" in report
+    before, run = (tmp_path / "results" / "tuning.json").read_text(), tmp_path / "results" / "runs" / "tuning-lr-step-s0-0.4min"
+    res = tuning(4)
+    assert res.returncode == 1 and res.stderr.strip() == (f"{run}: trained with other values than "
+                                                          f"{run / 'config' / 'variant.yaml'} has now (eval_episodes 3 ≠ 4); "
+                                                          "move it away to rerun"), res.stdout[-2000:] + res.stderr[-2000:]
+    assert (tmp_path / "results" / "tuning.json").read_text() == before
 
 
 def test_scaling_runs_seeds_and_reuses_finished_runs(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ddqn.config import PROTOTXT_DIR, Config
+from ddqn.config import PROTOTXT_DIR, Config, load_config
 from ddqn.dist import protocol
 from ddqn.dist.client import ServerClient
 from ddqn.dist.cluster import spark_submit_env, spark_submit_path
@@ -252,6 +252,29 @@ def confirm_best(out: Path, cfg: Config, curve: list[dict], episodes: int) -> di
     best = max((r for r in curve if "model" in r), key=lambda r: r["greedy_mean"], default=None)
     return {**confirm_snapshot(out, cfg, best["model"], episodes), "minutes": best["minutes"],
             "curve_mean": best["greedy_mean"]} if best else None
+
+
+RUN_KEYS = ("seed", "eval_every", "snapshot_every", "workers")  # set per run by a bench, not by its config
+
+
+def config_values(config: str) -> dict[str, Any]:
+    """The values of ``config`` a run is trained with, as JSON stores them, the keys a bench sets per run
+    (:data:`RUN_KEYS`) aside: a finished run, or a curve kept from one, counts only if its config had the same
+    values (a named config can change)."""
+    values = {k: v for k, v in load_config(config).to_dict().items() if k not in RUN_KEYS}
+    return json.loads(json.dumps(values, default=str))
+
+
+def finished_run(out: Path, config: str, values: dict[str, Any]) -> bool:
+    """True when ``out`` holds a finished run (its summary.json) trained with ``values`` (``config``'s
+    :func:`config_values`); exits with a one-line error when it finished with other values."""
+    if not (out / "summary.json").exists():
+        return False
+    got = config_values(str(out / "config.yaml"))
+    diff = [f"{k} {got.get(k)} ≠ {v}" for k, v in values.items() if got.get(k) != v]
+    if diff:
+        sys.exit(f"{out}: trained with other values than {config} has now ({', '.join(diff)}); move it away to rerun")
+    return True
 
 
 def train_run(config: str, minutes: float, out: Path, args: list[str], serial: bool = False) -> int:

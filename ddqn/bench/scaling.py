@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from ddqn.bench.common import (
+    config_values,
     confirm_best,
+    finished_run,
     first_reach,
     plot_curves,
     read_curve,
@@ -34,35 +36,18 @@ from ddqn.bench.common import (
 )
 from ddqn.config import load_config
 
-RUN_KEYS = ("eval_every", "snapshot_every", "workers")  # set per run (with the seed), not by the config
 MODES = {"serial": [], "async-1": ["--workers", "1"], "async-2": ["--workers", "2"],
          "sync-2": ["--workers", "2", "--sync"]}
 
 
-def run(mode: str, config: str, minutes: float, every: int, out: Path, seed: int) -> int:
-    """Train one mode with ``seed`` into ``out`` (kept as it is when it already finished); returns the exit code."""
-    if (out / "summary.json").exists():
-        same_config(out, config)
+def run(mode: str, config: str, values: dict[str, Any], minutes: float, every: int, out: Path, seed: int) -> int:
+    """Train one mode with ``seed`` into ``out`` (kept as it is when it already finished with ``values``, the
+    config's :func:`config_values`); returns the exit code."""
+    if finished_run(out, config, values):
         print(f"reusing {out}", flush=True)
         return 0
     every_args = ["--set", f"eval_every={every}", "--set", f"snapshot_every={every}", "--set", f"seed={seed}"]
     return train_run(config, minutes, out, [*MODES[mode], *every_args], serial=mode == "serial")
-
-
-def config_values(config: str) -> dict[str, Any]:
-    """The values of ``config`` a curve is trained with (the seed aside: it is the run's), as JSON stores them; a
-    curve kept from an earlier run counts only if its config had the same values (a named config can change)."""
-    values = {k: v for k, v in load_config(config).to_dict().items() if k != "seed"}
-    return json.loads(json.dumps(values, default=str))
-
-
-def same_config(out: Path, config: str) -> None:
-    """Exit with a one-line error when the finished run in ``out`` was trained with other values of ``config`` than
-    it has now (the keys this bench sets per run aside)."""
-    got, want = config_values(str(out / "config.yaml")), config_values(config)
-    diff = [f"{k} {got.get(k)} ≠ {v}" for k, v in want.items() if k not in RUN_KEYS and got.get(k) != v]
-    if diff:
-        sys.exit(f"{out}: trained with other values than {config} has now ({', '.join(diff)}); move it away to rerun")
 
 
 def run_name(mode: str, seed: int) -> str:
@@ -163,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         curves, confirmed, stats = ((old["curves"], old.get("confirmed", {}), old.get("runs", {})) if same
                                     else ({}, {}, {}))  # curves of this comparison's other runs are kept
         for name, (mode, seed, out) in runs.items():
-            if run(mode, args.config, args.minutes, args.every, out, seed):
+            if run(mode, args.config, values, args.minutes, args.every, out, seed):
                 sys.exit(f"the {name} run failed")
             curves[name] = read_curve(out / "eval.csv") if mode == "serial" else snapshot_curve(out, args.config)
             confirmed[name] = confirm_best(out, load_config(args.config), curves[name], args.confirm_episodes)

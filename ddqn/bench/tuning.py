@@ -7,8 +7,8 @@ and the evaluation protocol stay the paper's. Every run is the real Spark job (`
 workers on this machine's cores) for the same wall-clock budget, one after another, never at the same time; its
 snapshots are evaluated afterwards on the training-time evaluation episodes (seed 10,000, greedy), against the time
 each snapshot was taken (bench-scaling's clock). A run directory (one per variant, seed and budget) that already
-holds a summary.json is reused, and variants not rerun are kept in results/tuning.json, so the table grows across
-sessions. Short runs rank candidates; the plateau shows after ≈ 25 minutes, so confirm winners on full-length runs.
+holds a summary.json is reused if the variant's config has the same values today (else a one-line error), and
+variants not rerun are kept in results/tuning.json, so the table grows across sessions. Short runs rank candidates; the plateau shows after ≈ 25 minutes, so confirm winners on full-length runs.
 Writes results/tuning.json and results/tuning.png.
 """
 from __future__ import annotations
@@ -21,7 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.bench.common import confirm_best, first_reach, plot_curves, snapshot_scores, train_run, write_result
+from ddqn.bench.common import (
+    config_values,
+    confirm_best,
+    finished_run,
+    first_reach,
+    plot_curves,
+    snapshot_scores,
+    train_run,
+    write_result,
+)
 from ddqn.config import load_config, save_config
 from ddqn.solvers.flat import load_solver_spec
 
@@ -139,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.variants:
         run = results / "runs" / f"tuning-{name}-s{args.seed}-{args.minutes:g}min"  # reused only at this budget
         config = variant_config(name, run / "config", args.seed, args.set)
-        if not (run / "summary.json").exists():
+        if not finished_run(run, str(config), config_values(str(config))):
             extra = ["--workers", str(args.workers), "--set", f"eval_every={args.every}",
                      "--set", f"snapshot_every={args.every}"]
             if train_run(str(config), args.minutes, run, extra):
