@@ -8,7 +8,8 @@ workers on this machine's cores) for the same wall-clock budget, one after anoth
 snapshots are evaluated afterwards on the training-time evaluation episodes (seed 10,000, greedy), against the time
 each snapshot was taken (bench-scaling's clock). A run directory (one per variant, seed and budget) that already
 holds a summary.json is reused if the variant's config has the same values today (else a one-line error), and
-variants not rerun are kept in results/tuning.json, so the table grows across sessions. Short runs rank candidates; the plateau shows after ≈ 25 minutes, so confirm winners on full-length runs.
+variants not rerun are kept in results/tuning.json, so the table grows across sessions. Short runs rank
+candidates; the plateau shows after ≈ 25 minutes, so confirm winners on full-length runs.
 Writes results/tuning.json and results/tuning.png.
 """
 from __future__ import annotations
