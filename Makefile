@@ -1,7 +1,8 @@
 # ddqn — one install recipe (`make install`), shared by `make test`, CI (.ci/run) and docker/Dockerfile.
 SHELL := /bin/bash
-# Debian's own interpreter first (what a stock Debian 12 and the Docker image have), then python3.11 on PATH.
-PYTHON ?= $(firstword $(wildcard /usr/bin/python3.11) $(shell command -v python3.11 || command -v python3))
+# Supported Pythons: 3.11, 3.12 and 3.13 (setup.py's python_requires). Debian's own interpreter first (3.11.2 on
+# Debian 12, 3.13.5 on Debian 13; what the Docker image has), even when a pyenv or conda python3 comes first on PATH.
+PYTHON ?= $(firstword $(wildcard /usr/bin/python3) $(shell command -v python3))
 VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -13,11 +14,16 @@ WORKERS ?= 2
 # The BLAS Caffe is built against: openblas (Debian's) or mkl (Intel MKL from PyPI); see ddqn/net/caffe_build.py.
 BLAS ?= openblas
 
-# Debian 12 packages: Python's venv and headers, what real Caffe needs to build (CPU), and Java for Spark.
+# Debian packages: Python's venv and headers, what real Caffe needs to build (CPU), and a Java for Spark 4 that the
+# release ships, picked from /etc/os-release: Debian 12 (bookworm) has OpenJDK 17, Debian 13 (trixie) 21 (no 17).
+DEBIAN_VERSION := $(shell . /etc/os-release 2>/dev/null && [ "$$ID" = debian ] && echo $$VERSION_ID)
+JAVA_PACKAGE_12 := openjdk-17-jre-headless
+JAVA_PACKAGE_13 := openjdk-21-jre-headless
+JAVA_PACKAGE := $(JAVA_PACKAGE_$(DEBIAN_VERSION))
 DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-dev libboost-thread-dev libboost-filesystem-dev \
   libboost-python-dev libboost-regex-dev libprotobuf-dev protobuf-compiler libgoogle-glog-dev \
   libgflags-dev libhdf5-dev liblmdb-dev libleveldb-dev libsnappy-dev libopenblas-dev libgtest-dev \
-  openjdk-17-jre-headless iproute2
+  $(JAVA_PACKAGE) iproute2
 
 .PHONY: install deb-deps venv caffe lint test test-hosts train train-serial train-cluster train-hosts bench-caffe bench-env bench-replay \
   bench-serial bench-ps bench-worker bench-capacity bench-scaling bench-scaling-60 bench-grad-norms bench-blas bench-atari bench-scale-out bench-scale-out-paper bench-scale-out-tuned bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
@@ -25,6 +31,8 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-d
 install: deb-deps venv caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
 
 deb-deps:  ## install missing Debian packages (no-op when all are present)
+	@[ -n "$(JAVA_PACKAGE)" ] || { . /etc/os-release 2>/dev/null; echo "install: error: $${PRETTY_NAME:-this system} \
+	  is not supported (supported: Debian 12 and Debian 13; see docs/install.md)" >&2; exit 1; }
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 	  | grep -q "install ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -37,9 +45,10 @@ deb-deps:  ## install missing Debian packages (no-op when all are present)
 WHICH_PY := import os, sys; print(os.path.realpath(sys._base_executable), sys.version.split()[0])
 
 venv: deb-deps  ## .venv made by $(PYTHON) with ddqn and its dependencies (rebuilt if another Python made it)
-	@[ -n "$(PYTHON)" ] || { echo "install: error: no python3.11 found (apt-get install python3)" >&2; exit 1; }
+	@[ -n "$(PYTHON)" ] || { echo "install: error: no python3 found (apt-get install python3)" >&2; exit 1; }
 	@want=$$($(PYTHON) -c '$(WHICH_PY)') || { echo "install: error: $(PYTHON) does not run" >&2; exit 1; }; \
-	case "$$want" in *" 3.11."*) ;; *) echo "install: error: $(PYTHON) is Python $${want##* }; ddqn needs 3.11" >&2; \
+	case "$$want" in *" 3.11."*|*" 3.12."*|*" 3.13."*) ;; *) echo "install: error: $(PYTHON) is Python $${want##* };\
+	  ddqn supports Python 3.11, 3.12 and 3.13 (make install PYTHON=/path/to/python3.13)" >&2; \
 	  exit 1;; esac; \
 	have=$$([ -x $(PY) ] && $(PY) -c '$(WHICH_PY)' 2>/dev/null); \
 	if [ "$$want" != "$$have" ]; then \

@@ -5,7 +5,7 @@ setup(
     name="ddqn",
     version="0.1.0",
     description="Distributed deep Q-learning on Spark and Caffe: DQN learns Snake and Atari games from pixels",
-    python_requires=">=3.11,<3.12",
+    python_requires=">=3.11,<3.14",
     packages=find_packages(include=["ddqn", "ddqn.*"]),
     package_data={"ddqn": ["prototxt/*.prototxt", "configs/*.yaml"]},  # the shipped nets, solvers and configs
     install_requires=[
@@ -25,7 +25,7 @@ setup(
         "pyspark==4.3.0",
         "pyzmq>=26",
         "cryptography>=42",
-        "numba>=0.60",
+        "numba>=0.61",                     # 0.61 is the first with Python 3.13 wheels
     ],
     extras_require={"dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff==0.17.6"]},
     entry_points={"console_scripts": ["ddqn=ddqn.cli:main"]},
