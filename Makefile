@@ -76,12 +76,12 @@ train-serial: install  ## the slides' serial algorithm, paper settings, $(MINUTE
 	$(VENV)/bin/ddqn train --mode serial --config paper --minutes $(MINUTES) --out runs/serial
 
 train-cluster: install  ## the same job on a Spark standalone cluster (master + 2 workers) on 127.0.0.1
-	$(SPARK_ENV) $(PY) -m ddqn.dist.cluster --workers 2 -- spark_jobs/train.py --config paper --workers 2 \
+	$(SPARK_ENV) $(PY) -m ddqn.distributed.cluster --workers 2 -- spark_jobs/train.py --config paper --workers 2 \
 	  --minutes $(MINUTES) --out runs/train-cluster
 
-# Network namespaces as hosts (ddqn/dist/hosts.py): needs root, so sudo when not root; the run is then chowned back.
+# Network namespaces as hosts (ddqn/distributed/hosts.py): needs root, so sudo when not root; the run is then chowned back.
 train-hosts: install  ## the same job on a multi-host cluster on this machine: master, driver and $(WORKERS) worker hosts as network namespaces
-	$(SUDO) $(PY) -m ddqn.dist.hosts --workers $(WORKERS) -- spark_jobs/train.py --config paper --workers $(WORKERS) \
+	$(SUDO) $(PY) -m ddqn.distributed.hosts --workers $(WORKERS) -- spark_jobs/train.py --config paper --workers $(WORKERS) \
 	  --minutes $(MINUTES) --out runs/train-hosts
 	$(if $(SUDO),$(SUDO) chown -R $$(id -u):$$(id -g) runs/train-hosts)
 

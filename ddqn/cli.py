@@ -124,7 +124,7 @@ def spark_job_file() -> Path:
 def distributed_command(args: argparse.Namespace) -> list[str]:
     """The ``spark-submit spark_jobs/train.py …`` command line equivalent to ``ddqn train --mode distributed``:
     ``--resume DIR`` becomes ``--out DIR --resume``, ``--no-progress`` becomes ``--quiet``."""
-    from ddqn.dist.cluster import spark_submit_path  # noqa: PLC0415 - pyspark is imported on demand
+    from ddqn.distributed.cluster import spark_submit_path  # noqa: PLC0415 - pyspark is imported on demand
 
     try:
         submit = spark_submit_path()
@@ -159,7 +159,7 @@ def _train_distributed(args: argparse.Namespace, stop: Stoppable) -> int:
     seconds, then it terminates the job, and kills it 10 s later.
     """
     cmd = distributed_command(args)
-    from ddqn.dist.cluster import spark_submit_env  # noqa: PLC0415
+    from ddqn.distributed.cluster import spark_submit_env  # noqa: PLC0415
 
     env = {**spark_submit_env(sys.executable), **os.environ}  # what the user set wins
     print("running: spark-submit " + " ".join(cmd[1:]), file=sys.stderr, flush=True)

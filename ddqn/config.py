@@ -25,7 +25,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 PROTOTXT_DIR = PACKAGE_DIR / "prototxt"  # the shipped nets and solvers (package data)
 NAMED_CONFIGS = PACKAGE_DIR / "configs"
 FRAME_LAYOUTS = ("scaled", "cells")  # how a Snake board becomes a frame (ddqn.game.snake.frame_map)
-AUTH_MODES = ("message", "connection")  # MAC every payload, or authenticate the connection (ddqn.dist.protocol)
+AUTH_MODES = ("message", "connection")  # MAC every payload, or authenticate the connection (ddqn.distributed.protocol)
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 def train(args: argparse.Namespace, stop: StopFlag) -> None:
     """Run the job and print where the snapshot, metrics and GIF went."""
     from ddqn.config import load_config  # noqa: PLC0415
-    from ddqn.dist.driver import Driver  # noqa: PLC0415
+    from ddqn.distributed.driver import Driver  # noqa: PLC0415
     from ddqn.dqn.evaluation import policy_name  # noqa: PLC0415
     from ddqn.dqn.play import gif_fps, greedy_episode, write_gif  # noqa: PLC0415
 

@@ -9,8 +9,8 @@ import pytest
 import zmq
 
 from ddqn.config import PROTOTXT_DIR
-from ddqn.dist import protocol as P
-from ddqn.dist.zap import plain_client
+from ddqn.distributed import protocol as P
+from ddqn.distributed.zap import plain_client
 
 PROTOTXT = PROTOTXT_DIR  # the shipped nets and solvers
 
@@ -87,7 +87,7 @@ def pytest_collection_modifyitems(config, items) -> None:
     hosts = [item for item in items if item.get_closest_marker(HOSTS_MARK)]
     if not hosts:
         return
-    from ddqn.dist.hosts import unavailable
+    from ddqn.distributed.hosts import unavailable
 
     reason = unavailable()
     if reason is None:

@@ -15,7 +15,7 @@ import pytest
 from gymnasium import spaces
 
 from ddqn.config import PROTOTXT_DIR, load_config
-from ddqn.dist.cluster import spark_submit_env, spark_submit_path
+from ddqn.distributed.cluster import spark_submit_env, spark_submit_path
 from ddqn.dqn.loop import ExperienceLoop
 from ddqn.errors import ConfigError
 from ddqn.game import game_actions, make_batch

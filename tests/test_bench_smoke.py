@@ -23,7 +23,7 @@ from ddqn.bench.report import _scale_out
 from ddqn.bench.scaling import MODES
 from ddqn.bench.tuning import VARIANTS, variant_config
 from ddqn.config import load_config, save_config
-from ddqn.dist.cluster import spark_submit_env, spark_submit_path
+from ddqn.distributed.cluster import spark_submit_env, spark_submit_path
 from ddqn.dqn.play import greedy_episode, greedy_episode_scores
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork

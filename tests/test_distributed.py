@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ddqn.config import load_config
-from ddqn.dist.cluster import LocalCluster, spark_submit_env, spark_submit_path
+from ddqn.distributed.cluster import LocalCluster, spark_submit_env, spark_submit_path
 from ddqn.net.netspec import load_netspec
 from ddqn.net.snapshot import load_caffemodel
 

@@ -2,7 +2,7 @@
 
 The compose services must run the very commands of the loopback standalone cluster (ddqn/cluster.py,
 exercised by the cluster tests), differing only in host names and ports, and the image must be built by
-the one install recipe (``make install``). The multi-host helper (ddqn/dist/hosts.py: network namespaces as
+the one install recipe (``make install``). The multi-host helper (ddqn/distributed/hosts.py: network namespaces as
 hosts, exercised by tests/test_hosts.py) runs the same commands again, with each host's address for the
 service's host name and the same ports. These tests parse the files and fail when they drift apart.
 """
@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from ddqn.config import NAMED_CONFIGS, load_config
-from ddqn.dist.cluster import MASTER_CLASS, WORKER_CLASS, LocalCluster, master_command, spark_home, worker_command
-from ddqn.dist.hosts import SERVER_PORT, HostsCluster
+from ddqn.distributed.cluster import MASTER_CLASS, WORKER_CLASS, LocalCluster, master_command, spark_home, worker_command
+from ddqn.distributed.hosts import SERVER_PORT, HostsCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
@@ -331,7 +331,7 @@ def on_hosts(argv: list[str], hosts: HostsCluster) -> list[str]:
 
 
 def test_hosts_helper_runs_the_compose_commands(services: dict, hosts_cluster: HostsCluster) -> None:
-    """ddqn.dist.hosts starts the compose services' very commands, each on its own host: the master's, one
+    """ddqn.distributed.hosts starts the compose services' very commands, each on its own host: the master's, one
     worker's per worker host (registered under the host's address, its hostname there as $HOSTNAME is in
     compose), and the submit service's spark-submit with the driver host's address and the same fixed ports."""
     hosts = hosts_cluster
@@ -368,7 +368,7 @@ def test_make_train_hosts_runs_the_compose_job() -> None:
     makefile = (ROOT / "Makefile").read_text().replace("\\\n", " ")
     recipe = re.search(r"^train-hosts:.*\n\t(.*)$", makefile, re.M).group(1)
     args = shlex.split(recipe)
-    assert args[1:4] == ["$(PY)", "-m", "ddqn.dist.hosts"], args
+    assert args[1:4] == ["$(PY)", "-m", "ddqn.distributed.hosts"], args
     helper, job = args[4:args.index("--")], args[args.index("--") + 1:]
     assert helper == ["--workers", "$(WORKERS)"]
     assert job[:7] == [JOB, "--config", "paper", "--workers", "$(WORKERS)", "--minutes", "$(MINUTES)"], job

@@ -20,10 +20,10 @@ import pytest
 import zmq
 from conftest import PROTOTXT, raw_socket
 
-from ddqn.dist import protocol as P
-from ddqn.dist.client import ServerClient
-from ddqn.dist.server import ParameterServer, ServerOptions
-from ddqn.dist.store import ParameterStore
+from ddqn.distributed import protocol as P
+from ddqn.distributed.client import ServerClient
+from ddqn.distributed.server import ParameterServer, ServerOptions
+from ddqn.distributed.store import ParameterStore
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.solvers.flat import make_solver, parse_solver_spec
@@ -187,8 +187,8 @@ def _vm_hwm_kb() -> int:
 
 ATTACKER = r'''
 import os, sys, time, zmq
-from ddqn.dist import protocol as P
-from ddqn.dist.zap import plain_client
+from ddqn.distributed import protocol as P
+from ddqn.distributed.zap import plain_client
 address, secret, kind, frame_bytes = sys.argv[1], bytes.fromhex(sys.argv[2]), sys.argv[3], int(sys.argv[5])
 sock = zmq.Context.instance().socket(zmq.DEALER)
 sock.setsockopt(zmq.LINGER, 0)
@@ -292,8 +292,8 @@ def test_6_a_hello_with_bad_fields_installs_nothing(server: ParameterServer, met
 
 FETCHER = r'''
 import sys, os, json, time, zmq
-from ddqn.dist import protocol as P
-from ddqn.dist.zap import plain_client
+from ddqn.distributed import protocol as P
+from ddqn.distributed.zap import plain_client
 address, secret, n, auth = sys.argv[1], bytes.fromhex(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 sock = zmq.Context.instance().socket(zmq.DEALER)
 sock.setsockopt(zmq.LINGER, 0)
@@ -387,7 +387,7 @@ def test_10_a_join_and_a_silent_session_are_logged_with_the_peer_address(tiny_ne
     srv = ParameterServer(_store(spec), P.new_secret(), ServerOptions(partitions=2, session_timeout=0.5)).start()
     clients = [ServerClient(srv.address, srv.secret, w, 0, srv.store.num_params, timeout=10) for w in (0, 1)]
     try:
-        with caplog.at_level("INFO", logger="ddqn.dist.server"):
+        with caplog.at_level("INFO", logger="ddqn.distributed.server"):
             clients[0].fetch()
             deadline = time.monotonic() + 10
             while "silent for over" not in caplog.text:

@@ -1,6 +1,6 @@
 """Distributed deep Q-learning across hosts: Linux network namespaces as the docker-compose file's hosts.
 
-Each test builds its own cluster (``ddqn.dist.hosts.HostsCluster``: a master host, a driver host with the
+Each test builds its own cluster (``ddqn.distributed.hosts.HostsCluster``: a master host, a driver host with the
 parameter server, two worker hosts, each with its own address on one switch), runs the real job with
 spark-submit on the driver host, and tears everything down by process id, deleting the namespaces. The faults
 are a network's: a worker host partitioned for longer, or shorter, than ``server_timeout`` or for longer than
@@ -32,12 +32,12 @@ import numpy as np
 import pytest
 from test_distributed import JOB, QUICK, final_theta
 
-from ddqn.dist.hosts import BLOCK_MANAGER_PORT, DRIVER_PORT, SERVER_PORT, Host, HostsCluster, netns_pids
+from ddqn.distributed.hosts import BLOCK_MANAGER_PORT, DRIVER_PORT, SERVER_PORT, Host, HostsCluster, netns_pids
 
 pytestmark = pytest.mark.hosts
 
 S = 8  # server_timeout of the fault tests: a worker exits after S s without a reply
-SESSION_S = max(10, 2 * S)  # the server drops a silent session after this (ddqn.dist.driver)
+SESSION_S = max(10, 2 * S)  # the server drops a silent session after this (ddqn.distributed.driver)
 PROGRESS_S = 10  # driver.log gets a progress line (with the live worker count) every 10 s
 FAULT = ["--set", f"server_timeout={S}", "--set", "log_every=100"]
 LATE = {"malformed", "unauthenticated"}  # what a message of an expired session, delivered after a heal, counts as

@@ -15,13 +15,13 @@ import pytest
 import zmq
 from conftest import raw_socket
 
-from ddqn.dist import protocol as P
-from ddqn.dist.checkpointer import Checkpointer, restore
-from ddqn.dist.client import ServerClient, ServerGone
-from ddqn.dist.server import ParameterServer, ServerOptions
-from ddqn.dist.stats import ServerStats
-from ddqn.dist.store import ParameterStore
-from ddqn.dist.sync import SyncRounds
+from ddqn.distributed import protocol as P
+from ddqn.distributed.checkpointer import Checkpointer, restore
+from ddqn.distributed.client import ServerClient, ServerGone
+from ddqn.distributed.server import ParameterServer, ServerOptions
+from ddqn.distributed.stats import ServerStats
+from ddqn.distributed.store import ParameterStore
+from ddqn.distributed.sync import SyncRounds
 from ddqn.errors import DDQNError
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from ddqn.config import Config, make_config
-from ddqn.dist import protocol as P
-from ddqn.dist.client import ServerClient
-from ddqn.dist.server import ParameterServer, ServerOptions
-from ddqn.dist.store import ParameterStore
+from ddqn.distributed import protocol as P
+from ddqn.distributed.client import ServerClient
+from ddqn.distributed.server import ParameterServer, ServerOptions
+from ddqn.distributed.store import ParameterStore
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.sim.cli import main as sim_main

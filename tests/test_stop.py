@@ -16,7 +16,7 @@ import pytest
 from pyspark.accumulators import _start_update_server
 
 from ddqn.config import load_config
-from ddqn.dist.spark import _quiet_when_the_jvm_is_gone
+from ddqn.distributed.spark import _quiet_when_the_jvm_is_gone
 from ddqn.dqn import evaluation, serial
 from ddqn.dqn.evaluation import evaluate_greedy, random_score
 from ddqn.dqn.play import greedy_episode, play_terminal

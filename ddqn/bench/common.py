@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 
 from ddqn.config import PROTOTXT_DIR, Config, load_config
-from ddqn.dist import protocol
-from ddqn.dist.client import ServerClient
-from ddqn.dist.cluster import spark_submit_env, spark_submit_path
-from ddqn.dist.server import ParameterServer, ServerOptions
-from ddqn.dist.store import ParameterStore
+from ddqn.distributed import protocol
+from ddqn.distributed.client import ServerClient
+from ddqn.distributed.cluster import spark_submit_env, spark_submit_path
+from ddqn.distributed.server import ParameterServer, ServerOptions
+from ddqn.distributed.store import ParameterStore
 from ddqn.dqn.evaluation import evaluate_greedy
 from ddqn.dqn.qlearning import dqn_gradient
 from ddqn.dqn.serial import SNAPSHOT_NAME

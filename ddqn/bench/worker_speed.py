@@ -6,7 +6,7 @@ backward on a minibatch of 32, one OpenBLAS thread) and its communication with a
 127.0.0.1 (FETCH of a new θ + PUSH of the gradient, authenticated). Fits a line to each against the
 parameter count, prints R², and writes results/worker_speed.json and results/worker_speed.png.
 
-Then the **breakdown**: a real worker (``ddqn.dist.worker.Worker``, the same experience loop as every Spark
+Then the **breakdown**: a real worker (``ddqn.distributed.worker.Worker``, the same experience loop as every Spark
 task) of ``--config`` trains for ``--seconds`` against a real parameter server in this process, and its time
 per gradient, all in, is split by phase (fetch, θ copy-in, act, env step, store, replay sample, target
 forward, forward+backward, push, stats; ``ddqn.dqn.phases``). With ``--blas openblas mkl`` the breakdown runs once
@@ -27,9 +27,9 @@ import numpy as np
 
 from ddqn.bench.common import figure, start_server, worker_update_ms, write_result
 from ddqn.config import load_config
-from ddqn.dist import protocol
-from ddqn.dist.job import JobSpec
-from ddqn.dist.worker import Worker
+from ddqn.distributed import protocol
+from ddqn.distributed.job import JobSpec
+from ddqn.distributed.worker import Worker
 from ddqn.dqn.phases import PHASES, PhaseClock
 from ddqn.game import game_actions
 from ddqn.net.caffe_build import BLAS_CHOICES, build_dir, build_key

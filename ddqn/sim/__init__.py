@@ -3,7 +3,7 @@
 Everything learning depends on is real: each simulated worker plays its own game with its own replay memory,
 ε schedule and seeds through the same :class:`~ddqn.dqn.loop.ExperienceLoop` as a real worker, every gradient is
 computed by real pycaffe on the θ that worker last fetched, and the server applies it with the real
-:class:`~ddqn.dist.store.ParameterStore` (Caffe-exact solver, θ⁻ ← θ every C updates, staleness controls).
+:class:`~ddqn.distributed.store.ParameterStore` (Caffe-exact solver, θ⁻ ← θ every C updates, staleness controls).
 Only time is simulated: a worker's compute costs the seconds it really took here (one core per worker of this
 machine), a message costs measured transport and server service times, and the server is one FIFO thread.
 

@@ -1,6 +1,6 @@
 """One simulated distributed run: W workers and one parameter server in simulated time, written like a real run.
 
-The "driver" part mirrors :class:`ddqn.dist.driver.Driver`: every 0.5 simulated seconds it reads the counters,
+The "driver" part mirrors :class:`ddqn.distributed.driver.Driver`: every 0.5 simulated seconds it reads the counters,
 writes a ``train.csv`` row every ``log_every`` env steps (the same columns, plus ``server/utilisation``) and a greedy
 evaluation to ``eval.csv`` every ``eval_every`` env steps (summed over workers, as reported by the workers'
 STATS). Evaluations use :func:`ddqn.dqn.evaluation.evaluate` on the server's θ of that moment and take no
@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from ddqn.config import Config, save_config
-from ddqn.dist.checkpointer import STATE_FILE
-from ddqn.dist.client import Params
-from ddqn.dist.stats import ServerStats, StatsView, train_row
-from ddqn.dist.store import ParameterStore
+from ddqn.distributed.checkpointer import STATE_FILE
+from ddqn.distributed.client import Params
+from ddqn.distributed.stats import ServerStats, StatsView, train_row
+from ddqn.distributed.store import ParameterStore
 from ddqn.dqn.evaluation import eval_row, evaluate, random_score, score_summary
 from ddqn.game import game_actions
 from ddqn.metrics import Every, MetricsLogger

@@ -1,8 +1,8 @@
 """The parameter server in simulated time: one FIFO thread over the real store, solver and counters.
 
-What a message does is what :class:`ddqn.dist.server.ParameterServer` does with it once it is verified, on the
-same objects — :class:`~ddqn.dist.store.ParameterStore` (θ, θ⁻ ← θ every C updates, the Caffe-exact solver,
-``max_staleness`` and ``staleness_lr``) and :class:`~ddqn.dist.stats.ServerStats` — without sockets:
+What a message does is what :class:`ddqn.distributed.server.ParameterServer` does with it once it is verified, on the
+same objects — :class:`~ddqn.distributed.store.ParameterStore` (θ, θ⁻ ← θ every C updates, the Caffe-exact solver,
+``max_staleness`` and ``staleness_lr``) and :class:`~ddqn.distributed.stats.ServerStats` — without sockets:
 
 * FETCH: θ if the worker's version is not current, θ⁻ if its target version is not (the store's published,
   immutable buffers);
@@ -20,9 +20,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ddqn.dist.client import Params
-from ddqn.dist.stats import ServerStats
-from ddqn.dist.store import ParameterStore
+from ddqn.distributed.client import Params
+from ddqn.distributed.stats import ServerStats
+from ddqn.distributed.store import ParameterStore
 from ddqn.sim.events import EventQueue
 from ddqn.sim.messages import FETCH, PUSH, Message
 from ddqn.sim.timing import Timing

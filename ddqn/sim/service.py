@@ -1,7 +1,7 @@
 """The parameter server's service time per message, measured on the real server thread, and the transport model.
 
-:func:`measure_service` starts the real :class:`~ddqn.dist.server.ParameterServer` (real store, solver, protocol
-and ZeroMQ on 127.0.0.1) with one in-process :class:`~ddqn.dist.client.ServerClient`, and reads the server
+:func:`measure_service` starts the real :class:`~ddqn.distributed.server.ParameterServer` (real store, solver, protocol
+and ZeroMQ on 127.0.0.1) with one in-process :class:`~ddqn.distributed.client.ServerClient`, and reads the server
 thread's own busy seconds (``ServerStats.busy``: receive + verify + handle + reply) per message kind:
 
 * PUSH (receive, verify, norm check, solver apply, ACK);
@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.dist import protocol
-from ddqn.dist.client import ServerClient
-from ddqn.dist.server import ParameterServer, ServerOptions
-from ddqn.dist.store import ParameterStore
+from ddqn.distributed import protocol
+from ddqn.distributed.client import ServerClient
+from ddqn.distributed.server import ParameterServer, ServerOptions
+from ddqn.distributed.store import ParameterStore
 from ddqn.net.netspec import NetSpec
 from ddqn.solvers.flat import SolverSpec, make_solver
 

@@ -1,4 +1,4 @@
-"""One simulated worker: :class:`ddqn.dist.worker.Worker`'s loop as events in simulated time.
+"""One simulated worker: :class:`ddqn.distributed.worker.Worker`'s loop as events in simulated time.
 
 Each worker has its own game, replay memory D, ε schedule and seeds exactly as a real worker of the same
 partition (seed ``cfg.seed + 1000 (partition + 1)``, task attempt 0), and plays the same
@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from ddqn.config import Config
-from ddqn.dist.client import Params
-from ddqn.dist.protocol import NO_VERSION
-from ddqn.dist.worker import STATS_EVERY_S
+from ddqn.distributed.client import Params
+from ddqn.distributed.protocol import NO_VERSION
+from ddqn.distributed.worker import STATS_EVERY_S
 from ddqn.dqn.loop import ExperienceLoop
 from ddqn.net.qnet import QNetwork
 from ddqn.replay import make_replay
@@ -61,7 +61,7 @@ class SimWorker:
 
     def __init__(self, cfg: Config, nets: SharedNets, partition: int, workers: int, fixed: FixedCycle | None) -> None:
         self.cfg, self.nets, self.partition, self.workers, self.fixed = cfg, nets, partition, workers, fixed
-        self.seed = cfg.seed + 1_000 * (partition + 1)  # as ddqn.dist.worker.Worker, task attempt 0
+        self.seed = cfg.seed + 1_000 * (partition + 1)  # as ddqn.distributed.worker.Worker, task attempt 0
         history, h, w = nets.q.spec.state_shape
         self.replay = make_replay(cfg, (h, w), history, self.seed, Path())  # RAM: LMDB samples the same batches
         self.loop = ExperienceLoop(cfg, nets.q, nets.q_hat, self.replay, np.random.default_rng(self.seed), self.seed)

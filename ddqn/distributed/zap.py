@@ -2,7 +2,7 @@
 
 ZeroMQ hands a multipart message to the server whole, so no per-message check can bound what a peer makes
 ZeroMQ buffer before the server sees it. Instead every connection must log in with ZeroMQ's PLAIN mechanism
-using :func:`ddqn.dist.protocol.connection_token` (derived from the run secret); this handler (RFC 27, ZAP)
+using :func:`ddqn.distributed.protocol.connection_token` (derived from the run secret); this handler (RFC 27, ZAP)
 refuses any other connection during the handshake, before a single message of it is read. The server counts
 each failed handshake (a refusal here, or a peer that does not even speak PLAIN) as
 ``"unauthenticated connection"``.

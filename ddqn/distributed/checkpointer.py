@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.dist.stats import ServerStats
-from ddqn.dist.store import ParameterStore
+from ddqn.distributed.stats import ServerStats
+from ddqn.distributed.store import ParameterStore
 from ddqn.errors import DDQNError
 from ddqn.net.netspec import NetSpec
 from ddqn.net.snapshot import load_checkpoint, save_checkpoint

@@ -2,7 +2,7 @@
 
 The driver parses config and prototxt, starts the parameter server inside its own process, broadcasts the
 architecture (prototxt text), config, server address and per-run secret, and runs W partitions with one
-long-running worker task each (:class:`~ddqn.dist.spark.WorkerJob`). While they train it shows one
+long-running worker task each (:class:`~ddqn.distributed.spark.WorkerJob`). While they train it shows one
 progress bar, logs metrics every ``log_every`` env steps, evaluates every ``eval_every`` (in a background
 process) and snapshots every ``snapshot_every`` — env steps summed over all workers, as in serial training.
 It stops its tasks when the budget is spent, on Ctrl-C, or on an error, and frees its port.
@@ -27,15 +27,15 @@ import numpy as np
 from tqdm import tqdm
 
 from ddqn.config import Config, save_config
-from ddqn.dist import protocol
-from ddqn.dist.checkpointer import Checkpointer, restore
-from ddqn.dist.evaluator import BackgroundEvaluator, EvalResult
-from ddqn.dist.job import JobSpec
-from ddqn.dist.server import ParameterServer, ServerOptions
-from ddqn.dist.spark import WorkerJob, driver_host, spark_context
-from ddqn.dist.stats import ServerStats, train_row
-from ddqn.dist.store import ParameterStore
-from ddqn.dist.sync import SyncRounds
+from ddqn.distributed import protocol
+from ddqn.distributed.checkpointer import Checkpointer, restore
+from ddqn.distributed.evaluator import BackgroundEvaluator, EvalResult
+from ddqn.distributed.job import JobSpec
+from ddqn.distributed.server import ParameterServer, ServerOptions
+from ddqn.distributed.spark import WorkerJob, driver_host, spark_context
+from ddqn.distributed.stats import ServerStats, train_row
+from ddqn.distributed.store import ParameterStore
+from ddqn.distributed.sync import SyncRounds
 from ddqn.dqn.evaluation import eval_row, evaluate, random_score, score_summary
 from ddqn.errors import DDQNError, Interrupted
 from ddqn.game import game_actions
@@ -45,7 +45,7 @@ from ddqn.net.qnet import QNetwork
 from ddqn.solvers.flat import load_solver_spec, make_solver
 from ddqn.stop import NEVER, Stoppable, sleep_unless
 
-log = logging.getLogger("ddqn.dist.driver")
+log = logging.getLogger("ddqn.distributed.driver")
 progress_log = logging.getLogger("ddqn.progress")  # driver.log only: the terminal has the bar
 progress_log.propagate = False
 LOG_FILE = "driver.log"  # the full progress lines and the server's log, in the run directory

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ddqn.config import Config, make_config
-from ddqn.dist.client import Params, ServerClient, ServerGone
-from ddqn.dist.job import JobSpec
+from ddqn.distributed.client import Params, ServerClient, ServerGone
+from ddqn.distributed.job import JobSpec
 from ddqn.dqn.loop import ExperienceLoop
 from ddqn.dqn.phases import NO_CLOCK, PhaseClock
 from ddqn.game import game_actions

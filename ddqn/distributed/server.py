@@ -2,14 +2,14 @@
 
 DistBelief-style downpour SGD: workers FETCH θ (and θ⁻ when its version changed) and PUSH gradients; each
 gradient is applied as it arrives (asynchronous), tagged with its staleness (server version − the version
-the worker computed on). With :class:`~ddqn.dist.sync.SyncRounds` a round waits for one gradient from every
+the worker computed on). With :class:`~ddqn.distributed.sync.SyncRounds` a round waits for one gradient from every
 live worker, all on the same θ, applies their average, and only then answers the workers' next FETCH.
 
 It runs in a thread of the Spark driver with one ZeroMQ ROUTER socket bound to the driver's address. Every
-message is authenticated (``ddqn.dist.protocol``); a malformed, truncated, oversized, wrongly-sized,
+message is authenticated (``ddqn.distributed.protocol``); a malformed, truncated, oversized, wrongly-sized,
 non-finite or unauthenticated message is dropped and counted, never applied. θ lives in the
-:class:`~ddqn.dist.store.ParameterStore`, the counters in :class:`~ddqn.dist.stats.ServerStats`, sessions
-in :class:`~ddqn.dist.sessions.SessionTable`; snapshots are the driver's (:mod:`ddqn.dist.checkpointer`).
+:class:`~ddqn.distributed.store.ParameterStore`, the counters in :class:`~ddqn.distributed.stats.ServerStats`, sessions
+in :class:`~ddqn.distributed.sessions.SessionTable`; snapshots are the driver's (:mod:`ddqn.distributed.checkpointer`).
 """
 from __future__ import annotations
 
@@ -24,15 +24,15 @@ import numpy as np
 import zmq
 
 from ddqn.config import AUTH_MODES
-from ddqn.dist import protocol as P
-from ddqn.dist.sessions import Session, SessionTable
-from ddqn.dist.stats import ServerStats
-from ddqn.dist.store import ParameterStore
-from ddqn.dist.sync import SyncRounds
-from ddqn.dist.zap import ZapHandler, plain_server
+from ddqn.distributed import protocol as P
+from ddqn.distributed.sessions import Session, SessionTable
+from ddqn.distributed.stats import ServerStats
+from ddqn.distributed.store import ParameterStore
+from ddqn.distributed.sync import SyncRounds
+from ddqn.distributed.zap import ZapHandler, plain_server
 from ddqn.solvers import kernels
 
-log = logging.getLogger("ddqn.dist.server")
+log = logging.getLogger("ddqn.distributed.server")
 EXPIRY_CHECK_S = 1.0  # how often the server thread looks for sessions silent past the timeout
 REFUSED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
            | zmq.EVENT_HANDSHAKE_FAILED_AUTH)  # a connection without the token (or not speaking ZMTP)
@@ -49,7 +49,7 @@ class ServerOptions:
     Args:
         host, port: the address to bind (the driver's own; 127.0.0.1 for local runs); port 0 = any free port.
         session_timeout: seconds of silence after which a worker's session is dropped.
-        auth: ``"message"`` (every payload MAC'd) or ``"connection"`` (see ``ddqn.dist.protocol``).
+        auth: ``"message"`` (every payload MAC'd) or ``"connection"`` (see ``ddqn.distributed.protocol``).
         partitions: the job's worker partitions; a HELLO for another partition is refused.
         max_grad_norm: a gradient whose L2 norm exceeds this is dropped ("too large"), never applied.
     """

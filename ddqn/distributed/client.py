@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import zmq
 
-from ddqn.dist import protocol as P
-from ddqn.dist.zap import plain_client
+from ddqn.distributed import protocol as P
+from ddqn.distributed.zap import plain_client
 
 
 class ServerGone(RuntimeError):

@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from ddqn.dist import protocol as P
+from ddqn.distributed import protocol as P
 
 
 @dataclass

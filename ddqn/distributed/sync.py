@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ddqn.dist.sessions import Session
+from ddqn.distributed.sessions import Session
 
 
 class SyncRounds:

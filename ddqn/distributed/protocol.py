@@ -17,7 +17,7 @@ with its own random nonce, also HMAC-tagged. Both derive a fresh session key
 tagged with AES-GMAC under that key (AES-GCM with the message as associated data), its nonce built from the
 direction and the session's strictly increasing sequence number, so a message cannot be forged, altered,
 replayed or reflected. Before any of this, a connection must present :func:`connection_token` (ZeroMQ
-PLAIN, checked by ``ddqn.dist.zap``), so a peer without it cannot get a message read at all; one that
+PLAIN, checked by ``ddqn.distributed.zap``), so a peer without it cannot get a message read at all; one that
 learned the token but lacks the secret can send bytes, which the server drops and counts; it cannot open a
 session, push a gradient, read θ or stop anything. Payloads are not encrypted (θ and gradients are not
 secret here); use Spark's own network encryption for the job's broadcast.

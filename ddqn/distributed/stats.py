@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ddqn.dist.protocol import DROP_REASONS
+from ddqn.distributed.protocol import DROP_REASONS
 
 
 @dataclass

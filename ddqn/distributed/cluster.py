@@ -1,6 +1,6 @@
 """A Spark standalone cluster on this machine: master and workers from the pyspark install, on 127.0.0.1.
 
-    python -m ddqn.dist.cluster [--workers 2] -- spark_jobs/train.py [job args]
+    python -m ddqn.distributed.cluster [--workers 2] -- spark_jobs/train.py [job args]
 
 starts a master and N one-core workers (``spark-class org.apache.spark.deploy.master.Master`` / ``...Worker``,
 the same commands the docker-compose services run), waits until every worker registered, runs
@@ -180,7 +180,7 @@ def parse_job_args(prog: str, description: str, workers_help: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, job = parse_job_args("python -m ddqn.dist.cluster", __doc__.splitlines()[0],
+    args, job = parse_job_args("python -m ddqn.distributed.cluster", __doc__.splitlines()[0],
                                "one-core Spark workers (default 2)", argv)
     with LocalCluster(args.workers) as cluster:
         print(f"cluster up: {cluster.master_url} with {args.workers} workers "

@@ -1,6 +1,6 @@
 """A multi-host Spark standalone cluster on one machine: Linux network namespaces as hosts.
 
-    sudo python -m ddqn.dist.hosts [--workers 2] [--timeout S] -- spark_jobs/train.py [job args]
+    sudo python -m ddqn.distributed.hosts [--workers 2] [--timeout S] -- spark_jobs/train.py [job args]
 
 lays the hosts out as docker/docker-compose.yml does: the Spark master on one host, the driver (and with it
 the parameter server) on another, and one one-core Spark worker on each of the rest. A host is a network
@@ -9,8 +9,8 @@ veth pair into a bridge that lives in a namespace of its own (the "switch"). Not
 machine's own namespace, the hosts have no route beyond their /24, and every host's processes see their
 address as their hostname (a UTS namespace): that is what the parameter server records for a worker.
 
-The hosts run the docker-compose services' commands: :func:`ddqn.dist.cluster.master_command`,
-:func:`~ddqn.dist.cluster.worker_command` and ``LocalCluster.submit_command``, with addresses for host
+The hosts run the docker-compose services' commands: :func:`ddqn.distributed.cluster.master_command`,
+:func:`~ddqn.distributed.cluster.worker_command` and ``LocalCluster.submit_command``, with addresses for host
 names and the compose file's fixed ports (tests/test_docker_compose.py checks that).
 :meth:`HostsCluster.cut` and :meth:`HostsCluster.heal` pull and replug a host's cable (its switch port
 down / up). Teardown stops what runs in each namespace by process id and deletes the namespaces, also on an
@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ddqn.dist.cluster import (LocalCluster, master_command, parse_job_args, spark_home, stop_groups, wait_job,
+from ddqn.distributed.cluster import (LocalCluster, master_command, parse_job_args, spark_home, stop_groups, wait_job,
                                worker_command)
 
 # The docker-compose file's ports: each host has its own port space, so they are fixed here as there.
@@ -362,7 +362,7 @@ def _interrupt(*_: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    prog = "python -m ddqn.dist.hosts"
+    prog = "python -m ddqn.distributed.hosts"
     args, job = parse_job_args(prog, __doc__.splitlines()[0],
                                "worker hosts, one one-core Spark worker each (default 2)", argv)
     if (why := unavailable()) is not None:

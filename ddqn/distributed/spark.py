@@ -11,9 +11,9 @@ import socket
 import sys
 import threading
 
-from ddqn.dist.worker import run_partition
+from ddqn.distributed.worker import run_partition
 
-log = logging.getLogger("ddqn.dist.spark")
+log = logging.getLogger("ddqn.distributed.spark")
 DEFAULT_MASTER = "local[*,4]"  # local mode that retries a failed task up to 4 times
 JOB_GROUP = "ddqn-workers"
 
@@ -66,7 +66,7 @@ def driver_host(sc) -> str:
 
 
 class WorkerJob:
-    """W partitions, one worker task each, running ``job_json`` (a :class:`~ddqn.dist.job.JobSpec`).
+    """W partitions, one worker task each, running ``job_json`` (a :class:`~ddqn.distributed.job.JobSpec`).
 
     :meth:`start` submits the job from a background thread; :meth:`join` waits (bounded) for it;
     :meth:`cancel` cancels its tasks. ``results`` holds each task's counters, ``error`` what failed it.
