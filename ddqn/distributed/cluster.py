@@ -121,7 +121,7 @@ class LocalCluster:
         self.procs.append(proc)
         return proc
 
-    def start(self) -> "LocalCluster":
+    def start(self) -> LocalCluster:
         """Start master and workers; return once all workers are ALIVE (or raise after the timeout)."""
         self._spawn(master_command(self.host, self.port, self.webui_port), "master")
         for i in range(self.workers):
@@ -158,7 +158,7 @@ class LocalCluster:
                 "--conf", "spark.scheduler.maxRegisteredResourcesWaitingTime=120s",
                 "--conf", "spark.log.level=WARN", *job]
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

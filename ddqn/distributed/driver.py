@@ -23,7 +23,6 @@ import time
 from collections import deque
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from ddqn.config import Config, save_config

@@ -19,7 +19,6 @@ start. Every wait is bounded. Needs root and iproute2 (``make install`` installs
 """
 from __future__ import annotations
 
-import argparse
 import atexit
 import itertools
 import json
@@ -34,8 +33,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ddqn.distributed.cluster import (LocalCluster, master_command, parse_job_args, spark_home, stop_groups, wait_job,
-                               worker_command)
+from ddqn.distributed.cluster import (
+    LocalCluster,
+    master_command,
+    parse_job_args,
+    spark_home,
+    stop_groups,
+    wait_job,
+    worker_command,
+)
 
 # The docker-compose file's ports: each host has its own port space, so they are fixed here as there.
 MASTER_PORT = 7077

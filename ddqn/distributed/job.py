@@ -19,5 +19,5 @@ class JobSpec:
         return json.dumps(asdict(self))
 
     @staticmethod
-    def from_json(text: str) -> "JobSpec":
+    def from_json(text: str) -> JobSpec:
         return JobSpec(**json.loads(text))

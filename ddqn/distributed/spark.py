@@ -91,10 +91,10 @@ class WorkerJob:
             self.sc.setJobGroup(JOB_GROUP, "ddqn workers", interruptOnCancel=True)
             self.results.extend(self.sc.parallelize(range(self.workers), self.workers)
                                 .mapPartitionsWithIndex(task).collect())
-        except BaseException as exc:  # noqa: BLE001 - reported by the driver thread
+        except BaseException as exc:  # reported by the driver thread
             self.error = exc
 
-    def start(self) -> "WorkerJob":
+    def start(self) -> WorkerJob:
         self._thread.start()
         return self
 
@@ -112,6 +112,6 @@ class WorkerJob:
             return
         try:
             self.sc.cancelJobGroup(JOB_GROUP)
-        except Exception as exc:  # noqa: BLE001 - py4j raises several kinds once the JVM is gone
+        except Exception as exc:  # py4j raises several kinds once the JVM is gone
             log.warning("could not cancel the Spark job: %s", str(exc).splitlines()[0][:200])
         self._thread.join(timeout=timeout)
