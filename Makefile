@@ -16,7 +16,8 @@ BLAS ?= openblas
 
 # Debian packages: Python's venv and headers, what real Caffe needs to build (CPU), and a Java for Spark 4 that the
 # release ships, picked from /etc/os-release: Debian 12 (bookworm) has OpenJDK 17, Debian 13 (trixie) 21 (no 17).
-DEBIAN_VERSION := $(shell . /etc/os-release 2>/dev/null && [ "$$ID" = debian ] && echo $$VERSION_ID)
+OS_RELEASE ?= /etc/os-release
+DEBIAN_VERSION := $(shell . $(OS_RELEASE) 2>/dev/null && [ "$$ID" = debian ] && echo $$VERSION_ID)
 JAVA_PACKAGE_12 := openjdk-17-jre-headless
 JAVA_PACKAGE_13 := openjdk-21-jre-headless
 JAVA_PACKAGE := $(JAVA_PACKAGE_$(DEBIAN_VERSION))
@@ -31,8 +32,8 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-d
 install: deb-deps venv caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
 
 deb-deps:  ## install missing Debian packages (no-op when all are present)
-	@[ -n "$(JAVA_PACKAGE)" ] || { . /etc/os-release 2>/dev/null; echo "install: error: $${PRETTY_NAME:-this system} \
-	  is not supported (supported: Debian 12 and Debian 13; see docs/install.md)" >&2; exit 1; }
+	@[ -n "$(JAVA_PACKAGE)" ] || { . $(OS_RELEASE) 2>/dev/null; echo "install: error: $${PRETTY_NAME:-this system} \
+	is not supported (supported: Debian 12 and Debian 13; see docs/install.md)" >&2; exit 1; }
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 	  | grep -q "install ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -47,8 +48,8 @@ WHICH_PY := import os, sys; print(os.path.realpath(sys._base_executable), sys.ve
 venv: deb-deps  ## .venv made by $(PYTHON) with ddqn and its dependencies (rebuilt if another Python made it)
 	@[ -n "$(PYTHON)" ] || { echo "install: error: no python3 found (apt-get install python3)" >&2; exit 1; }
 	@want=$$($(PYTHON) -c '$(WHICH_PY)') || { echo "install: error: $(PYTHON) does not run" >&2; exit 1; }; \
-	case "$$want" in *" 3.11."*|*" 3.12."*|*" 3.13."*) ;; *) echo "install: error: $(PYTHON) is Python $${want##* };\
-	  ddqn supports Python 3.11, 3.12 and 3.13 (make install PYTHON=/path/to/python3.13)" >&2; \
+	case "$$want" in *" 3.11."*|*" 3.12."*|*" 3.13."*) ;; *) echo "install: error: $(PYTHON) is Python $${want##* }; \
+	ddqn supports Python 3.11, 3.12 and 3.13 (make install PYTHON=/path/to/python3.13)" >&2; \
 	  exit 1;; esac; \
 	have=$$([ -x $(PY) ] && $(PY) -c '$(WHICH_PY)' 2>/dev/null); \
 	if [ "$$want" != "$$have" ]; then \

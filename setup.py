@@ -7,7 +7,8 @@ setup(
     description="Distributed deep Q-learning on Spark and Caffe: DQN learns Snake and Atari games from pixels",
     python_requires=">=3.11,<3.14",
     packages=find_packages(include=["ddqn", "ddqn.*"]),
-    package_data={"ddqn": ["prototxt/*.prototxt", "configs/*.yaml"]},  # the shipped nets, solvers and configs
+    package_data={"ddqn": ["prototxt/*.prototxt", "configs/*.yaml",  # the shipped nets, solvers and configs
+                           "net/caffe_patches/*.patch"]},    # patches the Caffe build applies
     install_requires=[
         "numpy>=2.0,<3",
         "protobuf>=5",

@@ -57,7 +57,7 @@ def _close_shared_zmq_context():
 
 
 def pytest_report_header(config) -> str:
-    """Which interpreter runs the suite (on Debian, `make test` picks Debian's /usr/bin/python3.11)."""
+    """Which interpreter runs the suite (on Debian, `make test` picks Debian's /usr/bin/python3)."""
     return f"interpreter: {os.path.realpath(sys._base_executable)} {sys.version.split()[0]} (venv {sys.prefix})"
 
 

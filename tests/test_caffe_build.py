@@ -2,6 +2,7 @@
 changes with what the compiled module depends on."""
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import sys
@@ -83,6 +84,10 @@ def test_build_key_names_the_interpreter_numpy_and_blas():
     assert key["python"] == f"{os.path.realpath(sys._base_executable)} {sys.version.split()[0]}"
     assert key["numpy"].startswith("abi 0x")
     assert key["blas"] == "Open"  # as before the mkl choice existed: the cached OpenBLAS build is reused
+    assert key["system"] == caffe_build.system_release() and key["system"].split()[0] in ("debian", "unknown")
+    assert key["compiler"] == caffe_build.compiler() and key["flags"].startswith(" ".join(caffe_build.CMAKE_OPTIONS))
+    assert key["patches"].split() == [  # each patch file by name and content
+        f"{p.name}:{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}" for p in caffe_build.patches()]
     assert build_key("mkl")["blas"] == "MKL " + " ".join(caffe_build.MKL_PINS)
     assert build_dir(key) == build_dir() != build_dir(build_key("mkl"))
     for field in key:  # any change in what the binary depends on selects another build directory

@@ -11,6 +11,10 @@ BLAS (``--blas``, ``make install BLAS=…``): ``openblas`` (default) links Debia
 MKL from PyPI (pinned, ``pip --prefix`` inside the build directory, so the venv does not grow) and builds with
 Caffe's ``BLAS=MKL`` through MKL's single dynamic library, run in its sequential layer (``ddqn.net.caffe_env``).
 Each choice is its own cached build; the last one built or named is the one linked into the interpreter.
+
+Patches (``ddqn/net/caffe_patches/*.patch``, applied in name order with ``patch -p1`` to the sha-checked source)
+carry what the pinned Caffe needs on newer toolchains (Debian 13: Boost 1.83, GCC 14, Python 3.13). The cache key
+covers them, the compiler flags and the Debian release whose Boost, protobuf and compiler the build links.
 """
 from __future__ import annotations
 
@@ -33,6 +37,11 @@ CAFFE_COMMIT = "9b89154"
 BLAS_CHOICES = ("openblas", "mkl")
 MKL_PINS = ("mkl==2026.2.0", "mkl-include==2026.2.0")  # PyPI wheels: libmkl_rt.so.3 and mkl.h
 PTH_NAME = "ddqn-pycaffe.pth"
+PATCH_DIR = Path(__file__).with_name("caffe_patches")
+# CMake options and C++ flags beside the per-machine paths (numpy's include dir, the link dir): part of the key.
+CMAKE_OPTIONS = ("-DCPU_ONLY=ON", "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_docs=OFF", "-DBUILD_python=ON",
+                 "-Dpython_version=3", "-DUSE_OPENCV=OFF", "-DUSE_LMDB=ON", "-DUSE_LEVELDB=ON", "-DUSE_HDF5=ON")
+CXX_FLAGS = "-I/usr/include/hdf5/serial"
 
 
 class BuildError(RuntimeError):
@@ -44,17 +53,48 @@ def cache_root() -> Path:
     return Path(os.environ.get("DDQN_CACHE", Path.home() / ".cache" / "ddqn"))
 
 
+def patches() -> list[Path]:
+    """The patch files applied to the Caffe source, in the order they are applied."""
+    return sorted(PATCH_DIR.glob("*.patch"))
+
+
+def system_release() -> str:
+    """``ID VERSION_ID`` from ``/etc/os-release`` (``debian 13``): whose Boost, protobuf and GCC the build links."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            name, _, value = line.partition("=")
+            fields[name] = value.strip().strip('"')
+    except OSError:
+        return "unknown"
+    return f"{fields.get('ID', 'unknown')} {fields.get('VERSION_ID', '')}".strip()
+
+
+def compiler() -> str:
+    """The C++ compiler's version (``c++ -dumpfullversion``), or ``none`` before build-essential is installed."""
+    try:
+        out = subprocess.run(["c++", "-dumpfullversion"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "none"
+    return out.strip()
+
+
 def build_key(blas: str = "openblas") -> dict[str, str]:
-    """What the compiled ``_caffe.so`` depends on: the Caffe source, the interpreter it links (its real path
-    and full version), the numpy C ABI and API it was compiled against, and the BLAS (``BLAS_CHOICES``)."""
+    """What the compiled ``_caffe.so`` depends on: the Caffe source and the patches applied to it, the interpreter
+    it links (its real path and full version), the numpy C ABI and API it was compiled against, the BLAS
+    (``BLAS_CHOICES``), the CMake options and C++ flags, the compiler and the system release."""
     import numpy  # noqa: PLC0415 - only needed at build time
     from numpy._core._multiarray_umath import _get_ndarray_c_version  # noqa: PLC0415
 
     return {
         "caffe": f"{CAFFE_COMMIT} {SDIST_SHA256}",
+        "patches": " ".join(f"{p.name}:{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}" for p in patches()),
         "python": f"{os.path.realpath(sys._base_executable)} {sys.version.split()[0]}",
         "numpy": f"abi {_get_ndarray_c_version():#x} {'.'.join(numpy.__version__.split('.')[:2])}",
         "blas": "Open" if blas == "openblas" else f"MKL {' '.join(MKL_PINS)}",  # the openblas key predates mkl
+        "flags": f"{' '.join(CMAKE_OPTIONS)} CXX {CXX_FLAGS}",
+        "compiler": compiler(),
+        "system": system_release(),
     }
 
 
@@ -180,19 +220,18 @@ def build(root: Path, jobs: int, blas: str = "openblas") -> None:
     src = root / SDIST_FILE.removesuffix(".tar.gz")
     src.rename(root / "src")
     src = root / "src"
+    for patch in patches():
+        _run(["patch", "-p1", "--forward", "--batch", "-i", str(patch)], f"apply {patch.name}", cwd=src, log=log)
     link = _link_dir(root)
     bld = src / "build"
     bld.mkdir()
     prefix = sysconfig.get_config_var("prefix") or sys.base_prefix
-    cxx = f"-I/usr/include/hdf5/serial -I{_numpy_include()}"
+    cxx = f"{CXX_FLAGS} -I{_numpy_include()}"
     ldf = f"-L{link}"
     blas_args = _mkl(root, log) if blas == "mkl" else ["-DBLAS=Open"]
-    _run(["cmake", "..", "-DCPU_ONLY=ON", *blas_args, "-DCMAKE_BUILD_TYPE=Release",
-          "-DBUILD_docs=OFF", "-DBUILD_python=ON", "-Dpython_version=3",
+    _run(["cmake", "..", *CMAKE_OPTIONS, *blas_args,
           f"-DANACONDA_HOME={prefix}", f"-DPYTHON_VERSION=python{sys.version_info.major}.{sys.version_info.minor}",
-          f"-DPYTHON_EXECUTABLE={sys.executable}",
-          "-DUSE_OPENCV=OFF", "-DUSE_LMDB=ON", "-DUSE_LEVELDB=ON", "-DUSE_HDF5=ON",
-          f"-DCMAKE_CXX_FLAGS={cxx}", f"-DCMAKE_EXE_LINKER_FLAGS={ldf}",
+          f"-DPYTHON_EXECUTABLE={sys.executable}", f"-DCMAKE_CXX_FLAGS={cxx}", f"-DCMAKE_EXE_LINKER_FLAGS={ldf}",
           f"-DCMAKE_SHARED_LINKER_FLAGS={ldf}"], "cmake configure", cwd=bld, log=log)
     _run(["make", f"-j{jobs}", "pycaffe"], f"make pycaffe (-j{jobs}, log {log})", cwd=bld, log=log)
     if not (src / "python/caffe/_caffe.so").exists():
