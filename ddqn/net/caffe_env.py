@@ -2,8 +2,9 @@
 
 The BLAS is limited to one thread per process (workers are processes): OpenBLAS by ``OPENBLAS_NUM_THREADS``,
 MKL (``make install BLAS=mkl``) by its sequential layer; each can be overridden from the environment. glog is
-limited to warnings and errors. Both must be set before ``_caffe.so``
-loads, so every module that needs Caffe gets it through :func:`caffe`.
+limited to warnings and errors. OpenBLAS's kernel is checked (:mod:`ddqn.net.blas_core`): on a CPU it does not
+know it would run a generic core, so ``OPENBLAS_CORETYPE`` names the right one unless the environment already
+does. All must be set before ``_caffe.so`` loads, so every module that needs Caffe gets it through :func:`caffe`.
 """
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import os
 from types import ModuleType
 
 from ddqn.errors import DDQNError
+from ddqn.net.blas_core import select_core
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_THREADING_LAYER", "SEQUENTIAL")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("GLOG_minloglevel", "2")
+select_core()
 
 
 def caffe() -> ModuleType:
