@@ -67,7 +67,7 @@ lint: venv  ## ruff (ruff.toml): style, import order, unused code
 	$(PY) -m ruff check .
 
 test: install lint  ## the README's test command (lint first, then the suite)
-	$(PY) -m pytest -q --timeout=900 tests
+	$(PY) -m pytest -q --timeout=900 --durations=15 tests
 
 train: CONFIG ?= paper
 train: install  ## the main job: distributed DQN on Spark (local[*,4]), paper settings (CONFIG: another named config or YAML), $(MINUTES) min

@@ -2,7 +2,7 @@
 
 Run as ``python -m ddqn.net.caffe_build`` (``make install`` does): stdlib only, so it works before ddqn's
 own dependencies are importable. Idempotent: a cached, verified build is reused; a fresh machine builds
-(≈ 5 min on 2 cores). Nothing is reported as done until ``import caffe`` succeeds in a new process.
+(minutes on 2 cores). Nothing is reported as done until ``import caffe`` succeeds in a new process.
 
 There is no pycaffe wheel on PyPI and no Caffe package in Debian 12; the PyPI source distribution
 ``brocolli-caffe==9.0.2`` carries BVLC Caffe master 9b89154, whose CMake project we build directly.
@@ -181,6 +181,11 @@ def _link_dir(root: Path) -> Path:
     out = root / "linkdir"
     out.mkdir(parents=True, exist_ok=True)
     for name, target in links.items():
+        others = sorted(p.name for p in libdir.glob("libboost_python3*.so"))
+        if name == "libboost_python.so" and not target.exists() and others:
+            raise BuildError(f"missing {target}: Debian's Boost.Python is built for its own python3 "
+                             f"({', '.join(others)}), not for Python {sys.version.split()[0]}; "
+                             "make install PYTHON=/usr/bin/python3")
         if not target.exists():
             raise BuildError(f"missing {target} (install the Debian packages listed in the Makefile)")
         link = out / name
