@@ -6,9 +6,12 @@ memory 30,000 filled with 20,000 random-policy transitions, minibatch 32 (from t
 paper``, ``--config tuned``…) are YAML files over these defaults. Every run saves its config beside its
 results.
 
-``game`` picks the game family: Snake (the default) or an Atari game (ALE id, e.g. ``--config breakout``, whose
-keys follow the DQN papers, Mnih et al. 2013/2015). Game-family keys are ignored by the other family; every
-other key means the same for every game and in every mode (serial or distributed).
+``game`` picks the game family: Snake (the default), an Atari game (ALE id, e.g. ``--config breakout``, whose
+keys follow the DQN papers, Mnih et al. 2013/2015) or a user's own Gymnasium env with image observations
+(``package.module:Class`` or a registered id, e.g. ``--config catch``; ``docs/own-game.md``). Snake-only keys are
+ignored by the other games and ALE-only keys by Snake; a user's env refuses an ALE-only key set to anything but
+its default (``ALE_ONLY``). Every other key means the same for every game and in every mode (serial or
+distributed).
 """
 from __future__ import annotations
 
@@ -26,20 +29,23 @@ PROTOTXT_DIR = PACKAGE_DIR / "prototxt"  # the shipped nets and solvers (package
 NAMED_CONFIGS = PACKAGE_DIR / "configs"
 FRAME_LAYOUTS = ("scaled", "cells")  # how a Snake board becomes a frame (ddqn.game.snake.frame_map)
 AUTH_MODES = ("message", "connection")  # MAC every payload, or authenticate the connection (ddqn.distributed.protocol)
+ALE_ONLY = ("frame_skip", "noop_max", "sticky_actions", "life_loss_terminal")  # a user's env refuses them
 
 
 @dataclass(frozen=True)
 class Config:
     """Hyperparameters of a DQN run (serial or distributed). Units: steps are env steps of one game."""
 
-    # game: "snake" or an ALE Gymnasium id such as "ALE/Breakout-v5" (ddqn.game.atari)
+    # game: "snake"; an ALE Gymnasium id such as "ALE/Breakout-v5" (ddqn.game.atari); or a user's Gymnasium env with
+    # uint8 image observations and Discrete actions, "package.module:Class" or a registered id (ddqn.game.custom)
     game: str = "snake"
-    # Snake only (Atari games ignore them)
+    # Snake only (the other games ignore them)
     board_size: int = 10  # n×n board
     starve_steps: int = 400  # episode truncated after this many steps without an apple
     paper_look: bool = False  # head drawn like the body (the paper's frames)
     frame_layout: str = "scaled"  # "scaled": board stretched over the frame; "cells": k×k pixels per cell in a wall
-    # Atari only (Snake ignores them); the DQN papers' values
+    # Atari (the DQN papers' values); all but max_episode_steps are ALE_ONLY: Snake ignores them, a user's env
+    # refuses them. max_episode_steps also cuts a user's env (Snake's games are cut by starve_steps)
     frame_skip: int = 4  # emulator frames per agent step (max-pooled over the last two)
     noop_max: int = 30  # a game starts with 1..noop_max no-op frames (0: none)
     sticky_actions: float = 0.0  # ALE repeat_action_probability: 0 deterministic (DQN papers), 0.25 Machado 2018
@@ -97,6 +103,9 @@ class Config:
         return dataclasses.asdict(self)
 
 
+DEFAULTS = Config()
+
+
 def _check(cfg: Config, source: str) -> Config:
     def bad(name: str, why: str) -> ConfigError:
         return ConfigError(f"{source}: {name}: {why} (got {getattr(cfg, name)!r})")
@@ -112,10 +121,13 @@ def _check(cfg: Config, source: str) -> Config:
     if cfg.replay_warmup < 1 or cfg.replay_warmup > cfg.replay_capacity:
         raise bad("replay_warmup", f"must be in [1, replay_capacity={cfg.replay_capacity}]")
     if cfg.game != "snake":
-        from ddqn.game.atari import id_problem  # noqa: PLC0415 - ALE loads only for Atari configs
+        from ddqn.game import CUSTOM, game_kind, game_problem  # noqa: PLC0415 - games import this module
 
-        if problem := id_problem(cfg.game):
+        if problem := game_problem(cfg.game):
             raise bad("game", problem)
+        for name in ALE_ONLY if game_kind(cfg.game) == CUSTOM else ():
+            if getattr(cfg, name) != getattr(DEFAULTS, name):
+                raise bad(name, f"applies to ALE games only, not to the Gymnasium env {cfg.game!r}")
     for name in ("frame_skip", "max_episode_steps"):
         if getattr(cfg, name) < 1:
             raise bad(name, "must be >= 1")

@@ -297,8 +297,8 @@ class ParameterServer:
         """A worker's report: validated whole (types and bounds), then applied all at once."""
         stats = P.decode_json(bytes(payload))
         scores = stats.get("scores", [])
-        if not (isinstance(scores, list) and len(scores) <= MAX_SCORES
-                and all(type(s) is int and 0 <= s <= MAX_COUNT for s in scores)):
+        if not (isinstance(scores, list) and len(scores) <= MAX_SCORES  # a score may be negative (Pong, Catch)
+                and all(type(s) is int and -MAX_COUNT <= s <= MAX_COUNT for s in scores)):
             raise P.ProtocolError("bad stats", f"scores: a list of at most {MAX_SCORES} integers")
         env_steps, compute_s, comm_s = (stats.get(k, 0) for k in ("env_steps", "compute_s", "comm_s"))
         if not (type(env_steps) is int and 0 <= env_steps <= MAX_COUNT):

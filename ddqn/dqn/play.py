@@ -2,9 +2,9 @@
 
 The policy is evaluation's (:mod:`ddqn.dqn.evaluation`): ε-greedy with ε = ``cfg.eval_epsilon`` (0, Snake's
 default: greedy), its random choices seeded by ``seed``. A GIF shows what the game renders — Snake's board, an
-Atari game's real 210×160 screen — at the game's pace. An episode ends at game over, the game's own cut, or after
-``max_steps`` (default :func:`episode_cap`: 2,000 for Snake; for Atari the game's own cut, at most 5,000 steps).
-Terminal play is Snake's only.
+Atari game's real 210×160 screen, a user's env's raw observation enlarged — at the game's pace. An episode ends
+at game over, the game's own cut, or after ``max_steps`` (default :func:`episode_cap`: 2,000 for Snake; for the
+other games their ``max_episode_steps`` cut, at most 5,000 steps). Terminal play is Snake's only.
 
 Both loops take ``stop`` (:mod:`ddqn.stop`): once it is set they raise :class:`~ddqn.errors.Interrupted` at
 their next step (or frame) boundary.
@@ -20,26 +20,28 @@ import numpy as np
 from ddqn.config import Config
 from ddqn.dqn.qlearning import epsilon_greedy
 from ddqn.errors import DDQNError, Interrupted
-from ddqn.game import is_atari, make_env
+from ddqn.game import is_snake, make_env
 from ddqn.game.frames import FrameStack
 from ddqn.net.qnet import QNetwork
 from ddqn.stop import NEVER, Stoppable, sleep_unless
 
 SNAKE_MAX_STEPS = 2_000  # a Snake episode shown (Snake's own cut is starving, which a looping snake never hits)
-# an Atari episode shown: a whole game of a trained agent (it lasts thousands of steps), but a GIF holds every
-# 210×160 RGB screen (100 KB): 5,000 of them are 0.5 GB and 5.5 minutes at 15 fps; a full 27,000-step cap 2.7 GB
+# an Atari (or a user's) episode shown: a whole game of a trained agent (it lasts thousands of steps), but a GIF
+# holds every 210×160 RGB screen (100 KB): 5,000 of them are 0.5 GB and 5.5 minutes at 15 fps; a full 27,000-step
+# cap 2.7 GB
 ATARI_MAX_STEPS = 5_000
-SNAKE_FPS, ATARI_FPS = 8, 15  # GIF frames per second: Snake's pace; Atari's real time (60 Hz / frame skip 4)
+# GIF frames per second: Snake's pace; Atari's real time (60 Hz / frame skip 4), also a user's env's
+SNAKE_FPS, ATARI_FPS = 8, 15
 
 
 def episode_cap(cfg: Config) -> int:
-    """Default step bound of a shown episode: 2,000 for Snake; for Atari the game's own cut, at most 5,000."""
-    return min(cfg.max_episode_steps, ATARI_MAX_STEPS) if is_atari(cfg) else SNAKE_MAX_STEPS
+    """Default step bound of a shown episode: 2,000 for Snake; for the other games their own cut, at most 5,000."""
+    return SNAKE_MAX_STEPS if is_snake(cfg) else min(cfg.max_episode_steps, ATARI_MAX_STEPS)
 
 
 def gif_fps(cfg: Config) -> int:
     """Frames per second of the config's game in a GIF."""
-    return ATARI_FPS if is_atari(cfg) else SNAKE_FPS
+    return SNAKE_FPS if is_snake(cfg) else ATARI_FPS
 
 
 def greedy_episode_scores(q: QNetwork, cfg: Config, seed: int, render_mode: str = "rgb_array",
@@ -82,9 +84,9 @@ def write_gif(shots: list[np.ndarray], path: str | Path, fps: int = SNAKE_FPS) -
 
 
 def play_terminal(q: QNetwork, cfg: Config, seed: int, fps: float = 8.0, stop: Stoppable = NEVER) -> int:
-    """Animate a greedy episode in the terminal; return its score. Snake only (ALE renders no text)."""
-    if is_atari(cfg):
-        raise DDQNError(f"game {cfg.game}: Atari games cannot be played in the terminal; write a GIF with --gif")
+    """Animate a greedy episode in the terminal; return its score. Snake only (the other games render no text)."""
+    if not is_snake(cfg):
+        raise DDQNError(f"game {cfg.game}: only Snake can be played in the terminal; write a GIF with --gif")
     shots, score = greedy_episode(q, cfg, seed, render_mode="ansi", stop=stop)
     for i, board in enumerate(shots):
         sys.stdout.write("\x1b[H\x1b[2J" + board + f"\nstep {i}\n")

@@ -19,8 +19,8 @@ punishes open-loop policies: one config key away (``sticky_actions: 0.25``).
 
 ``render()`` (``render_mode="rgb_array"``) is the real game screen, (210, 160, 3) uint8, not the network's input.
 
-:class:`AtariBatch` steps K games together with same-step autoreset (the :class:`ddqn.game.GameBatch` protocol).
-Game i of a batch reset with seed s plays exactly like ``AtariEnv(...).reset(seed=game_seeds(s, K)[i])``.
+:class:`AtariBatch` steps K games together with same-step autoreset (:class:`ddqn.game.batch.EnvBatch`). Game i
+of a batch reset with seed s plays exactly like ``AtariEnv(...).reset(seed=game_seeds(s, K)[i])``.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ import gymnasium
 import numpy as np
 from gymnasium.wrappers import AtariPreprocessing
 
-from ddqn.game.seeds import game_seeds
+from ddqn.game.batch import EnvBatch, batch_size
 
 gymnasium.register_envs(ale_py)  # make the ALE/… ids known to gym.make (importing ale_py does it; explicit here)
 ALE_ID = re.compile(r"ALE/[A-Za-z0-9]+-v5")  # the form of the ids ddqn accepts, e.g. ALE/Breakout-v5
@@ -42,7 +42,7 @@ SCREEN = (210, 160, 3)  # the real Atari screen, RGB
 def id_problem(game: str) -> str | None:
     """Why ``game`` is not an ALE id ddqn can play (None: it is one)."""
     if not ALE_ID.fullmatch(game):
-        return "must be 'snake' or an ALE Gymnasium id such as 'ALE/Breakout-v5' or 'ALE/Pong-v5'"
+        return "must be an ALE Gymnasium id of the form 'ALE/<Game>-v5', such as 'ALE/Breakout-v5' or 'ALE/Pong-v5'"
     if game not in gymnasium.registry:
         return f"ale-py {ale_py.__version__} has no game with this id (e.g. ALE/Breakout-v5, ALE/Pong-v5)"
     return None
@@ -118,56 +118,14 @@ class AtariEnv(gymnasium.Wrapper):
         return self.unwrapped.ale.getScreenRGB()
 
 
-class AtariBatch:
+class AtariBatch(EnvBatch):
     """K Atari games stepped together; a finished game restarts in the same step (``GameBatch`` protocol)."""
 
     def __init__(self, num_envs: int, game: str, frame_size: int = 84, frame_skip: int = 4, noop_max: int = 30,
                  sticky_actions: float = 0.0, max_episode_steps: int = 27_000) -> None:
-        if not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool) or num_envs < 1:
-            raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
-        self.num_envs = int(num_envs)
-        self.envs = [AtariEnv(game, frame_size, frame_skip, noop_max, sticky_actions, max_episode_steps)
-                     for _ in range(self.num_envs)]
-        self.num_actions = self.envs[0].num_actions
+        super().__init__([AtariEnv(game, frame_size, frame_skip, noop_max, sticky_actions, max_episode_steps)
+                          for _ in range(batch_size(num_envs))])
         self.frame_size = int(frame_size)
-        self._started = False
-
-    def reset(self, seed: int | None = None) -> np.ndarray:
-        """Start all games; (K, F, F) uint8 frames. A seed re-seeds every game (see ``game_seeds``)."""
-        seeds: list[int | None] = game_seeds(seed, self.num_envs) if seed is not None or not self._started \
-            else [None] * self.num_envs
-        self._started = True
-        return np.stack([env.reset(seed=s)[0] for env, s in zip(self.envs, seeds)])
-
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
-        """Advance all games by one action (K,) int in 0..num_actions-1.
-
-        Returns frames (K, F, F) uint8 (the new game's first frame for finished games), raw rewards (K,) float32,
-        terminated (K,) bool (game over), truncated (K,) bool (step cap) and info: "final_frame" (K, F, F) (the
-        last frame, valid where terminated|truncated), "score" (K,) int64 (raw points of each game so far; of the
-        finished game where it ended) and "life_lost" (K,) bool.
-        """
-        a = np.asarray(actions)
-        if a.shape != (self.num_envs,) or a.dtype.kind not in "iu" or ((a < 0) | (a >= self.num_actions)).any():
-            raise ValueError(f"actions must be an int array of shape ({self.num_envs},) with values in "
-                             f"0..{self.num_actions - 1}")
-        if not self._started:
-            raise RuntimeError("call reset() before step()")
-        k, f = self.num_envs, self.frame_size
-        frames, final = np.empty((k, f, f), np.uint8), np.empty((k, f, f), np.uint8)
-        rewards = np.empty(k, np.float32)
-        terminated, truncated, lost = np.zeros(k, bool), np.zeros(k, bool), np.zeros(k, bool)
-        score = np.empty(k, np.int64)
-        for i, env in enumerate(self.envs):
-            final[i], rewards[i], terminated[i], truncated[i], info = env.step(int(a[i]))
-            score[i], lost[i] = info["score"], info["life_lost"]
-            frames[i] = env.reset()[0] if terminated[i] or truncated[i] else final[i]
-        return frames, rewards, terminated, truncated, {"final_frame": final, "score": score, "life_lost": lost}
-
-    def close(self) -> None:
-        """Release the emulators."""
-        for env in self.envs:
-            env.close()
 
 
 def num_actions(game: str) -> int:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import numpy as np
 
 from ddqn.config import Config
-from ddqn.game import is_atari, make_batch
+from ddqn.game import is_snake, make_batch
 from ddqn.replay.memory import ReplayMemory
 from ddqn.replay.transition import store_step
 
 FILL_GAMES = 64  # Snake: episodes of tens of steps
 # An Atari game lasts hundreds to thousands of steps and is buffered whole (84×84 frames): fewer games in flight
-# bound the overshoot past the requested count and the buffer (8 Pong games ≈ 8 × 900 × 7 KB ≈ 50 MB).
+# bound the overshoot past the requested count and the buffer (8 Pong games ≈ 8 × 900 × 7 KB ≈ 50 MB). A user's
+# env, whose game length ddqn does not know, plays as many.
 ATARI_FILL_GAMES = 8
 
 
@@ -24,7 +25,7 @@ def fill_random(replay: ReplayMemory, transitions: int, cfg: Config, frame_size:
 
     The slides' "populates replay dataset with experiences via random policy". Returns the number added.
     """
-    k = ATARI_FILL_GAMES if is_atari(cfg) else FILL_GAMES
+    k = FILL_GAMES if is_snake(cfg) else ATARI_FILL_GAMES
     batch = make_batch(cfg, frame_size, k)
     rng = np.random.default_rng([seed, 2])
     frames = batch.reset(seed)
