@@ -54,6 +54,11 @@ def test_async_local_run_then_resume(tmp_path: Path) -> None:
     first = summary["updates"]
     played = json.loads((out / "server_state.json").read_text())["worker_env_steps"]
     assert set(played) == {"0", "1"} and sum(played.values()) == summary["env_steps"]
+    blas = summary["blas"]  # the header's facts: the driver's and every worker's BLAS kernels, named
+    assert "OpenBLAS" in blas["driver"]["library"] and blas["driver"]["core"], blas
+    assert set(blas["workers"]) == {0, 1} or set(blas["workers"]) == {"0", "1"}, blas
+    assert all(w["core"] == blas["driver"]["core"] for w in blas["workers"].values()), blas
+    assert f"driver BLAS: {blas['driver']['library']}, core {blas['driver']['core']}" in res.stdout
 
     # the resumed run also uses the connection-authenticated protocol and a 2-core solver apply
     res = subprocess.run(submit_command("--workers", "2", "--steps", "300", "--out", str(out), "--resume",

@@ -38,6 +38,7 @@ def test_learns_to_beat_random_on_a_small_board(tmp_path: Path) -> None:
     greedy, rand = summary["greedy_score_mean"], summary["random_score_mean"]
     print(f"greedy {greedy:.2f} vs random {rand:.2f} after {summary['env_steps']} steps")
     assert greedy >= rand + 0.5 and greedy >= 4 * rand, summary
+    assert summary["blas"]["core"] and "OpenBLAS" in summary["blas"]["library"], summary["blas"]
 
 
 LEARN_STEPS = 5_000

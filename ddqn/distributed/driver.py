@@ -39,6 +39,7 @@ from ddqn.dqn.evaluation import eval_row, evaluate, random_score, score_summary
 from ddqn.errors import DDQNError, Interrupted
 from ddqn.game import game_actions
 from ddqn.metrics import Every, MetricsLogger
+from ddqn.net.blas_core import blas_info, describe
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.solvers.flat import load_solver_spec, make_solver
@@ -125,6 +126,7 @@ class Driver:
         """
         cfg = self.cfg
         save_config(cfg, self.out / "config.yaml")
+        _say(f"driver {describe(blas_info())}")  # the header: which kernels this process's Caffe runs
         try:
             sc = _start_spark(stop)
             if sc.defaultParallelism < cfg.workers:
@@ -246,7 +248,8 @@ class Driver:
                    "workers": {p: {"pushes": w.pushes, "attempt": w.attempt, "rejoins": w.rejoins,
                                    "env_steps": w.env_steps, "compute_s": w.compute_s, "comm_s": w.comm_s}
                                for p, w in view.workers.items()},
-                   "dropped": view.dropped, **score_summary(scores, baseline), "sync": self.sync}
+                   "dropped": view.dropped, **score_summary(scores, baseline), "sync": self.sync,
+                   "blas": {"driver": blas_info(), "workers": {r["partition"]: r.get("blas") for r in results}}}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 

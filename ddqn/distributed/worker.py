@@ -23,6 +23,7 @@ from ddqn.distributed.job import JobSpec
 from ddqn.dqn.loop import ExperienceLoop
 from ddqn.dqn.phases import NO_CLOCK, PhaseClock
 from ddqn.game import game_actions
+from ddqn.net.blas_core import blas_info
 from ddqn.net.netspec import parse_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.replay import make_replay
@@ -77,7 +78,7 @@ class Worker:
         return {"partition": self.partition, "attempt": self.attempt, "pid": os.getpid(),
                 "executor_pid": executor_pid(), **self.counts,
                 "replay": self.cfg.replay_backend, "replay_dir": self.replay_dir, "compute_s": self.compute_s,
-                "comm_s": self.comm_s}
+                "comm_s": self.comm_s, "blas": blas_info()}
 
     def _loop(self) -> None:
         cfg, spec = self.cfg, self.spec

@@ -37,6 +37,7 @@ from ddqn.dqn.loop import ExperienceLoop
 from ddqn.errors import DDQNError, Interrupted
 from ddqn.game import game_actions
 from ddqn.metrics import MetricsLogger
+from ddqn.net.blas_core import blas_info, describe
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.net.snapshot import load_checkpoint, save_checkpoint
@@ -116,6 +117,7 @@ class SerialTrainer:
         """
         cfg = self.cfg
         save_config(cfg, self.out / "config.yaml")
+        print(describe(blas_info()), flush=True)  # the header: which kernels Caffe runs
         start = time.monotonic()
         deadline = start + 60 * minutes if minutes else float("inf")
         stop_at = self.state.env_steps + steps if steps else None
@@ -200,6 +202,6 @@ class SerialTrainer:
         model = self.snapshot()
         summary = {"model": str(model), "net": str(self.cfg.path("net")), "env_steps": self.state.env_steps,
                    "updates": self.state.updates, "episodes": self.state.episodes,
-                   "train_minutes": self.state.wall_s / 60, **score_summary(scores, baseline)}
+                   "train_minutes": self.state.wall_s / 60, **score_summary(scores, baseline), "blas": blas_info()}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
