@@ -87,7 +87,7 @@ class Config:
     eval_episodes: int = 50
     eval_epsilon: float = 0.0  # ε of the evaluation (and play) policy: 0 greedy (Snake); the DQN papers' Atari 0.05
     log_every: int = 1_000  # env steps between metric rows
-    snapshot_every: int = 10_000  # env steps (serial) or server updates (distributed) between snapshots
+    snapshot_every: int = 10_000  # env steps between snapshots (distributed: summed over all workers, as eval_every)
     seed: int = 0
 
     def path(self, name: str) -> Path:

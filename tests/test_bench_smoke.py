@@ -1,7 +1,7 @@
 """Benchmarks are not tests: here each runs once in a tiny smoke mode, to prove it still works end to end.
 
 Only the shape of what they write is checked (JSON with the headline fields, the figure, the GIFs' captions);
-never a speed. Plus the benchmarks' own structure: they share only ``ddqn.bench.common``.
+never a speed. Plus the benchmarks' own structure: they share only ``ddqn.bench.common`` and ``ddqn.bench.stats``.
 """
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from ddqn.bench.common import confirm_best, read_curve
+from ddqn.bench.common import RECORD, confirm_best, read_curve
 from ddqn.bench.gifs import captioned
 from ddqn.bench.report import _scale_out
 from ddqn.bench.scaling import MODES
+from ddqn.bench.stats import TRAILING_K
 from ddqn.bench.tuning import VARIANTS, variant_config
 from ddqn.config import load_config, save_config
 from ddqn.distributed.cluster import spark_submit_env, spark_submit_path
@@ -31,6 +32,7 @@ from ddqn.solvers.flat import load_solver_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "ddqn" / "bench"
+SHARED = ("ddqn.bench.common", "ddqn.bench.stats")  # what every benchmark may import from ddqn.bench
 SMOKE = {
     "caffe_speed": ["--repeats", "2", "--members", "small"],
     "env_speed": ["--seconds", "0.2"],
@@ -142,8 +144,9 @@ def test_greedy_episode_scores() -> None:
 
 
 def import_violations(source: str, module: str, bench_modules: set[str]) -> list[str]:
-    """Imports of ``module`` (ddqn.bench.<name>) that reach into another bench module than ``common`` or take a
-    private (underscore) name from ddqn, including ``alias._name`` on a name imported from ddqn."""
+    """Imports of ``module`` (ddqn.bench.<name>) that reach into another bench module than the shared ones
+    (:data:`SHARED`) or take a private (underscore) name from ddqn, including ``alias._name`` on a name imported
+    from ddqn."""
     bad, ddqn_aliases = [], set()
     package = module.rsplit(".", 1)[0]
     for node in ast.walk(ast.parse(source)):
@@ -162,7 +165,7 @@ def import_violations(source: str, module: str, bench_modules: set[str]) -> list
                 continue
             ddqn_aliases.add(alias)
             target = f"{mod}.{name}" if mod == "ddqn.bench" and name in bench_modules else mod
-            if target.startswith("ddqn.bench.") and target not in ("ddqn.bench.common", module):
+            if target.startswith("ddqn.bench.") and target not in (*SHARED, module):
                 bad.append(f"{module} imports {target}")
             if name and name.startswith("_"):
                 bad.append(f"{module} imports the private {mod}.{name}")
@@ -173,15 +176,15 @@ def import_violations(source: str, module: str, bench_modules: set[str]) -> list
     return bad
 
 
-def test_bench_modules_share_only_common() -> None:
+def test_bench_modules_share_only_common_and_stats() -> None:
     files = sorted(BENCH.glob("*.py"))
     names = {p.stem for p in files} - {"__init__"}
-    assert "common" in names
+    assert {"common", "stats"} <= names
     bad = [v for p in files for v in import_violations(p.read_text(), f"ddqn.bench.{p.stem}", names)]
     assert bad == []
     sample = ("from ddqn.bench.ps_speed import server_rate\nfrom ..bench import gifs\nimport ddqn.bench.scaling\n"
               "from ddqn.replay.memory import _ReplayBase\nfrom ddqn.replay import memory\nmemory._ReplayBase\n"
-              "from .common import write_result\nfrom ddqn.bench import common\n")
+              "from .common import write_result\nfrom ddqn.bench import common\nfrom ddqn.bench.stats import reach\n")
     assert len(import_violations(sample, "ddqn.bench.capacity", names)) == 5
 
 
@@ -230,6 +233,8 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
     assert data["common"] == ["replay_warmup=200", "eval_episodes=3"] and row["curve"], row
     assert row["best"]["greedy_se"] >= 0 and row["updates_per_s"] > 0
     assert row["confirmed"]["model"] == row["best"]["model"] and row["confirmed"]["episodes"] == 7
+    assert data["every"] == 100 and data["reach_rule"]["k"] == TRAILING_K
+    assert row["config_values"]["eval_every"] == row["config_values"]["snapshot_every"] == 100
     assert bench("report", "--results", str(tmp_path / "results")).returncode == 0
     report = (tmp_path / "results" / "REPORT.md").read_text()
     assert "## What buys score per minute (variants of tuned)" in report and "| lr-step | Adam 2.5e-4 halved" in report
@@ -244,14 +249,15 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
 def test_scaling_runs_seeds_and_reuses_finished_runs(tmp_path: Path) -> None:
     """bench-scaling names a run by config, mode, seed and budget; a second call with another seed keeps the first
     curve and trains only the new run, and a third call reuses both finished runs instead of training again. Once
-    the config's values change, a finished run is refused with a one-line error, not reused, and nothing is lost."""
+    the config's values or the evaluation grid change, a finished run is refused with a one-line error, not reused,
+    and nothing is lost."""
     config = tmp_path / "tiny.yaml"
     save_config(load_config("small", ["replay_warmup=200", "eval_episodes=3"]), config)
-    common = ["--config", str(config), "--minutes", "0.25", "--every", "100", "--confirm-episodes", "4",
+    common = ["--config", str(config), "--minutes", "0.25", "--confirm-episodes", "4",
               "--modes", "async-1", "--result", "s60", "--out", str(tmp_path / "results")]
 
-    def scaling(*seeds: str, code: int = 0) -> str:
-        res = subprocess.run([sys.executable, "-m", "ddqn.bench.scaling", *common, "--seeds", *seeds],
+    def scaling(*seeds: str, code: int = 0, every: str = "100") -> str:
+        res = subprocess.run([sys.executable, "-m", "ddqn.bench.scaling", *common, "--every", every, "--seeds", *seeds],
                              capture_output=True, text=True, timeout=300,
                              env={**os.environ, **spark_submit_env(sys.executable)})
         assert res.returncode == code, res.stdout[-2000:] + res.stderr[-2000:]
@@ -267,7 +273,15 @@ def test_scaling_runs_seeds_and_reuses_finished_runs(tmp_path: Path) -> None:
     assert runs == ["scaling-tiny-async-1-s0-0.25min", "scaling-tiny-async-1-s1-0.25min"]
     seeds = {load_config(str(tmp_path / "results" / "runs" / r / "config.yaml")).seed for r in runs}
     assert seeds == {0, 1} and (tmp_path / "results" / "s60.png").stat().st_size > 1000
+    assert data["reach_rule"]["k"] == TRAILING_K and data["every"] == 100 and data["runs_machine"]["family"]
+    assert data["over_seeds"]["async-1"]["seeds"] == 2
+    for r in runs:  # what the bench recorded beside each run it trained
+        rec = json.loads((tmp_path / "results" / "runs" / r / RECORD).read_text())
+        assert rec["config_values"]["eval_every"] == 100 and "model_name" in rec["machine"]
     before = (tmp_path / "results" / "s60.json").read_text()
+    err = scaling("0", code=1, every="200")
+    assert err.strip() == (f"{tmp_path / 'results' / 'runs' / runs[0]}: trained with other values than {config} "
+                           "has now (eval_every 100 ≠ 200, snapshot_every 100 ≠ 200); move it away to rerun"), err
     save_config(load_config(str(config), ["gamma=0.9"]), config)
     err = scaling("0", code=1)
     assert err.strip() == (f"{tmp_path / 'results' / 'runs' / runs[0]}: trained with other values than {config} "
@@ -306,10 +320,15 @@ def test_blas_candidates_run_the_same_caffe(tmp_path: Path) -> None:
 
 def test_scale_out_report_names_the_machine_of_each_config() -> None:
     """Configs of bench-scale-out measured on different machines each say which (the file's machine is the last)."""
+    new = {"date": "D3", "cores": 2, "cpu": "AMD EPYC 9R14", "model_name": "AMD EPYC 9R14", "isa": "AVX-512",
+           "vendor": "AuthenticAMD", "family": 25, "model": 17, "openblas_core": "Zen", "openblas_coretype": None}
     data = {"statement": "simulated", "saturation": [],
             "configs": {"small": {"config": "small", "machine": {"date": "D1", "cores": 2, "cpu": "Xeon"}},
                         "tuned": {"config": "tuned",
-                                  "machine": {"date": "D2", "cores": 2, "cpu": "EPYC", "isa": "AVX2"}}}}
+                                  "machine": {"date": "D2", "cores": 2, "cpu": "EPYC", "isa": "AVX2"}},
+                        "paper": {"config": "paper", "machine": new}}}
     text = "\n".join(_scale_out(data))
-    assert "### Config `small`\n\nMeasured D1 on 2 cores (Xeon)." in text
-    assert "### Config `tuned`\n\nMeasured D2 on 2 cores (EPYC, AVX2)." in text
+    assert "### Config `small`\n\nMeasured D1 on 2 cores (Xeon; family and model not recorded)." in text
+    assert "### Config `tuned`\n\nMeasured D2 on 2 cores (EPYC, AVX2; family and model not recorded)." in text
+    assert ("### Config `paper`\n\nMeasured D3 on 2 cores (AMD EPYC 9R14, AVX-512; AuthenticAMD family 25 model 17; "
+            "OpenBLAS core Zen).") in text

@@ -11,7 +11,8 @@
    evaluated under the papers' protocol (ε = ``eval_epsilon``, whole games, raw scores, ``max_episode_steps``
    cap; ``eval_episodes`` games, seed 10,000) against the minute it was taken, the best snapshot again over
    ``--final-episodes`` games, and the uniform random policy under the same protocol. The verdict compares the
-   best snapshot's mean with 5× the random policy's.
+   best snapshot's mean with 5× the random policy's; beside it, the minute the trailing mean of
+   ``stats.TRAILING_K`` evaluations first reached 5× random (``ddqn.bench.stats.reach``; null if it did not).
 
 Writes results/atari.json and results/atari.png. Two workers and the driver share this machine's cores: the
 minutes are wall-clock minutes on this machine.
@@ -26,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.bench.common import figure, snapshot_scores, time_net, train_run, write_result
+from ddqn.bench.common import config_values, figure, snapshot_scores, time_net, train_run, write_result
+from ddqn.bench.stats import RULE, reach, standard_error
 from ddqn.config import PROTOTXT_DIR, Config, load_config
 from ddqn.dqn.evaluation import evaluate_greedy, random_score
 from ddqn.game import game_actions, make_env
@@ -60,12 +62,16 @@ def net_speeds(repeats: int) -> dict[str, dict[str, float]]:
     return {name: time_net(load_netspec(PROTOTXT_DIR / f"{name}.prototxt"), repeats) for name in NETS}
 
 
+def grid(every: int) -> list[str]:
+    """The learning run's grid: snapshots every ``every`` env steps; the driver's own periodic evaluation off (it
+    would compete with the workers for the cores): snapshots are evaluated afterwards."""
+    return [f"snapshot_every={every}", "eval_every=1000000000"]
+
+
 def train(config: str, minutes: float, every: int, out: Path) -> None:
-    """The learning run: 2 asynchronous workers via spark-submit; snapshots every ``every`` env steps. The
-    driver's own periodic evaluation is off (it would compete with the workers for the cores): snapshots are
-    evaluated afterwards."""
-    if train_run(config, minutes, out, ["--workers", "2", "--set", f"snapshot_every={every}",
-                                        "--set", "eval_every=1000000000"]):
+    """The learning run: 2 asynchronous workers via spark-submit on :func:`grid`."""
+    sets = [x for kv in grid(every) for x in ("--set", kv)]
+    if train_run(config, minutes, out, ["--workers", "2", *sets], values=config_values(config, grid(every))):
         sys.exit(f"bench-atari: the training run failed (see {out})")
 
 
@@ -81,9 +87,8 @@ def evaluate_snapshots(cfg: Config, out: Path) -> list[dict[str, float]]:
 
 def _stats(scores: np.ndarray) -> dict[str, float]:
     """Mean, standard error, max and count of raw game scores."""
-    n = len(scores)
-    se = float(scores.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
-    return {"mean": float(scores.mean()), "se": se, "max": float(scores.max()), "episodes": n}
+    return {"mean": float(scores.mean()), "se": standard_error(scores), "max": float(scores.max()),
+            "episodes": len(scores)}
 
 
 def plot(curve: list[dict[str, float]], rand: float, game: str, path: Path) -> Path:
@@ -115,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="results")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
-    result: dict = {"config": args.config, "game": cfg.game, "cores": os.cpu_count()}
+    result: dict = {"config": args.config, "config_values": config_values(args.config), "game": cfg.game,
+                    "cores": os.cpu_count()}
     result["ale"] = ale = ale_speed(cfg, args.ale_steps)
     print(f"ALE {cfg.game}: {ale['steps_per_s']:,.0f} agent steps/s ({ale['frames_per_s']:,.0f} frames/s) "
           "on one core, random actions", flush=True)
@@ -134,7 +140,10 @@ def main(argv: list[str] | None = None) -> None:
         final = _stats(evaluate_greedy(q, cfg, args.final_episodes, seed=20_000 + cfg.seed))
         rand = random_score(cfg, 84, args.random_episodes, seed=10_000 + cfg.seed)
         ratio = final["mean"] / rand if rand > 0 else float("inf")
+        target = reach(curve, TARGET_RATIO * rand, key="mean")
         result["learning"] = {"minutes": args.minutes, "every": args.every, "curve": curve, "best": best,
+                              "config_values": config_values(args.config, grid(args.every)),
+                              "reach_target": target, "reach_rule": RULE,
                               "best_reevaluated": final, "random_mean": rand, "ratio_to_random": ratio,
                               "target_ratio": TARGET_RATIO, "reached": ratio >= TARGET_RATIO,
                               "eval_epsilon": cfg.eval_epsilon, "max_episode_steps": cfg.max_episode_steps,
@@ -142,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"best snapshot ({best['model']}, {best['minutes']:.1f} min): {final['mean']:.2f} ± {final['se']:.2f} "
               f"over {final['episodes']} games (ε {cfg.eval_epsilon:g}, raw); random policy {rand:.2f} over "
               f"{args.random_episodes} games: {ratio:.1f}x random (target {TARGET_RATIO:g}x: "
-              f"{'reached' if ratio >= TARGET_RATIO else 'not reached'})", flush=True)
+              f"{'reached' if ratio >= TARGET_RATIO else 'not reached'}); the trailing mean of evaluations reached "
+              + (f"{TARGET_RATIO:g}x random at {target['minutes']:.1f} min" if target else "it not at all"), flush=True)
     write_result("atari", result, args.out)
 
 

@@ -1,12 +1,16 @@
 """What the benchmarks share, so that no benchmark imports another.
 
-Result files and figures; the shipped prototxts (``ddqn/prototxt``); the environment ``spark-submit`` runs
-under; the parameter server under synthetic load (``ps_speed``, ``capacity``); one real worker's update
-times (``worker_speed``, ``capacity``); greedy-score curves of runs (``serial_curve``, ``scaling``).
+Result files and figures, with the machine (CPU model and OpenBLAS core) each was measured on; the shipped
+prototxts (``ddqn/prototxt``); the environment ``spark-submit`` runs under; the parameter server under synthetic
+load (``ps_speed``, ``capacity``); one real worker's update times (``worker_speed``, ``capacity``); training runs
+and when a finished one may be reused (its config values, evaluation grid and CPU: ``finished_run``); greedy-score
+curves of runs (``serial_curve``, ``scaling``). Statistics live in ``ddqn.bench.stats``.
 """
 from __future__ import annotations
 
 import csv
+import ctypes
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -21,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ddqn.bench.stats import standard_error
 from ddqn.config import PROTOTXT_DIR, Config, load_config
 from ddqn.distributed import protocol
 from ddqn.distributed.client import ServerClient
@@ -44,23 +49,79 @@ SERVER_SOLVER = "adagrad"  # the solver of every parameter server the benchmarks
 ROOT = Path(__file__).resolve().parents[2]  # the checkout (spark_jobs/train.py)
 
 
-def machine() -> dict[str, Any]:
-    """Cores, CPU model, widest vector ISA (AVX-512, AVX2, …), Python version and date of this run."""
-    model, flags = platform.processor(), set()
+def cpu_fields() -> dict[str, str]:
+    """The first processor's ``key: value`` lines of /proc/cpuinfo (empty where there is none)."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-            if model and flags:
-                break
+            if not line.strip():
+                if fields:
+                    break
+                continue
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    return fields
+
+
+def openblas_core() -> str | None:
+    """The kernel family libopenblas.so.0 (Debian's OpenBLAS, what Caffe links) picked for this CPU, e.g. SkylakeX,
+    Zen, or Prescott (its silent fallback for a CPU it does not know); None when the library does not load. Loaded
+    as every ddqn process loads it: after :mod:`ddqn.net.blas_core` has chosen the core (``ddqn.net.caffe_env``)."""
+    from ddqn.net import caffe_env  # noqa: PLC0415, F401 - sets OPENBLAS_CORETYPE before the library loads
+    from ddqn.net.blas_core import LIBRARY  # noqa: PLC0415
+
+    try:
+        get = ctypes.CDLL(LIBRARY).openblas_get_corename
+    except (OSError, AttributeError):
+        return None
+    get.restype = ctypes.c_char_p
+    name = get()
+    return name.decode(errors="replace").strip() if name else None
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() else None
+
+
+def machine() -> dict[str, Any]:
+    """Cores; the CPU (``vendor``, ``family``, ``model``, ``model_name`` from /proc/cpuinfo; ``cpu``, the model
+    name, kept for older readers), its widest vector ISA (AVX-512, AVX2, …), the OpenBLAS core
+    (:func:`openblas_core`) and ``OPENBLAS_CORETYPE`` (None when unset); Python version and date of this run."""
+    info = cpu_fields()
+    flags = set(info.get("flags", "").split())
     isa = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")) if flag in flags),
                "SSE")
-    return {"cores": os.cpu_count(), "cpu": model, "isa": isa, "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    model_name = info.get("model name") or platform.processor()
+    return {"cores": os.cpu_count(), "cpu": model_name, "isa": isa, "vendor": info.get("vendor_id"),
+            "family": _int(info.get("cpu family")), "model": _int(info.get("model")), "model_name": model_name,
+            "openblas_core": openblas_core(), "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+CPU_KEYS = ("vendor", "family", "model", "model_name", "openblas_core")  # what one comparison must share
+
+
+def cpu_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str] | None:
+    """The :data:`CPU_KEYS` in which two :func:`machine` records differ, as ``key a ≠ b``; None when either record
+    predates them (no ``family``: the CPU cannot be told apart, so it is unknown whether they differ)."""
+    if not a or not b or "family" not in a or "family" not in b:
+        return None
+    return [f"{k} {a.get(k)} ≠ {b.get(k)}" for k in CPU_KEYS if a.get(k) != b.get(k)]
+
+
+def cpu_label(m: dict[str, Any] | None) -> str:
+    """A machine record's CPU for a report: model name, ISA, vendor/family/model and OpenBLAS core; a record made
+    before they were recorded is shown as recorded, and says so."""
+    if not m:
+        return "machine not recorded"
+    isa = f", {m['isa']}" if m.get("isa") else ""
+    if "family" not in m:
+        return f"{m.get('cpu', '?')}{isa}; family and model not recorded"
+    forced = f", OPENBLAS_CORETYPE={m['openblas_coretype']}" if m.get("openblas_coretype") else ""
+    return (f"{m.get('model_name', '?')}{isa}; {m.get('vendor', '?')} family {m.get('family', '?')} model "
+            f"{m.get('model', '?')}; OpenBLAS core {m.get('openblas_core') or 'unknown'}{forced}")
 
 
 def write_result(name: str, data: dict[str, Any], out_dir: str | Path = "results") -> Path:
@@ -243,7 +304,7 @@ def confirm_snapshot(out: Path, cfg: Config, model: str, episodes: int) -> dict[
     q.set_params(load_caffemodel(out / model, q.spec))
     scores = evaluate_greedy(q, cfg, episodes, seed=CONFIRM_SEED + cfg.seed)
     return {"model": model, "episodes": episodes, "greedy_mean": float(scores.mean()),
-            "greedy_se": float(scores.std(ddof=1) / np.sqrt(len(scores))) if len(scores) > 1 else 0.0}
+            "greedy_se": standard_error(scores)}
 
 
 def confirm_best(out: Path, cfg: Config, curve: list[dict], episodes: int) -> dict[str, Any] | None:
@@ -254,38 +315,103 @@ def confirm_best(out: Path, cfg: Config, curve: list[dict], episodes: int) -> di
             "curve_mean": best["greedy_mean"]} if best else None
 
 
-RUN_KEYS = ("seed", "eval_every", "snapshot_every", "workers")  # set per run by a bench, not by its config
+RUN_KEYS = ("seed", "workers")  # set per run by a bench, not by its config: never part of the reuse check
+GRID_KEYS = ("eval_every", "snapshot_every")  # env steps (summed over workers): one grid for every run of a comparison
+PATH_KEYS = ("net", "solver")  # files: compared by their content (``<key>_sha256``), not by where they lie
+RECORD = "bench.json"  # what a bench records in a run directory it trained: the machine and the config values
 
 
-def config_values(config: str) -> dict[str, Any]:
-    """The values of ``config`` a run is trained with, as JSON stores them, the keys a bench sets per run
-    (:data:`RUN_KEYS`) aside: a finished run, or a curve kept from one, counts only if its config had the same
-    values (a named config can change)."""
-    values = {k: v for k, v in load_config(config).to_dict().items() if k not in RUN_KEYS}
+def grid_overrides(every: int) -> list[str]:
+    """``key=value`` overrides that evaluate and snapshot every ``every`` env steps (summed over workers)."""
+    return [f"{k}={every}" for k in GRID_KEYS]
+
+
+def config_values(config: str, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The values of ``config`` (with ``key=value`` ``overrides``) a run is trained with, as JSON stores them: every
+    key but :data:`RUN_KEYS` (so the evaluation grid, :data:`GRID_KEYS`, is in), and the sha256 (16 hex digits) of
+    the net and solver prototxts as ``net_sha256``/``solver_sha256``. A finished run, or a result kept from one,
+    counts only if it had the same values (a named config, and the prototxts it names, can change)."""
+    cfg = load_config(config, list(overrides))
+    values = {k: v for k, v in cfg.to_dict().items() if k not in RUN_KEYS}
+    for k in PATH_KEYS:
+        values[f"{k}_sha256"] = hashlib.sha256(cfg.path(k).read_bytes()).hexdigest()[:16]
     return json.loads(json.dumps(values, default=str))
+
+
+def value_differences(got: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    """The keys of ``want`` whose value ``got`` does not have, as ``key got ≠ want``. A file key (:data:`PATH_KEYS`)
+    differs only when its content does (both have ``<key>_sha256``), else by its path."""
+    out = []
+    for k, v in want.items():
+        if k.endswith("_sha256") and k[:-len("_sha256")] in PATH_KEYS:
+            continue
+        h = f"{k}_sha256"
+        if k in PATH_KEYS and h in got and h in want:
+            if got[h] != want[h]:
+                out.append(f"{k} {got.get(k)} ≠ {v}" if got.get(k) != v else f"{h} {got[h]} ≠ {want[h]} ({v} changed)")
+        elif got.get(k) != v:
+            out.append(f"{k} {got.get(k)} ≠ {v}")
+    return out
+
+
+def record_run(out: Path, values: dict[str, Any]) -> None:
+    """Record in ``out`` (its :data:`RECORD`) the machine it was trained on and its ``values``."""
+    (out / RECORD).write_text(json.dumps({"machine": machine(), "config_values": values}, indent=2) + "\n")
+
+
+def run_record(out: Path) -> dict[str, Any] | None:
+    """What :func:`record_run` wrote in ``out``, or None for a run trained before benches recorded it."""
+    path = out / RECORD
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def finished_run(out: Path, config: str, values: dict[str, Any]) -> bool:
     """True when ``out`` holds a finished run (its summary.json) trained with ``values`` (``config``'s
-    :func:`config_values`); exits with a one-line error when it finished with other values."""
+    :func:`config_values`, evaluation grid included) on this CPU (:data:`CPU_KEYS`); exits with a one-line error
+    naming the run and what differs otherwise (a stale run or another grid or CPU is never mixed into a comparison).
+    A run trained before its CPU was recorded is reused with a line saying its CPU is unknown."""
     if not (out / "summary.json").exists():
         return False
-    got = config_values(str(out / "config.yaml"))
-    diff = [f"{k} {got.get(k)} ≠ {v}" for k, v in values.items() if got.get(k) != v]
+    record = run_record(out)
+    got = record["config_values"] if record else config_values(str(out / "config.yaml"))
+    diff = value_differences(got, values)
     if diff:
         sys.exit(f"{out}: trained with other values than {config} has now ({', '.join(diff)}); move it away to rerun")
+    cpu = cpu_differences(record["machine"], machine()) if record else None
+    if cpu:
+        sys.exit(f"{out}: trained on another CPU than this one ({', '.join(cpu)}); a comparison does not mix CPUs: "
+                 "move it away to rerun")
+    if cpu is None:
+        print(f"{out}: its CPU was not recorded ({RECORD}): it cannot be checked against this one", flush=True)
     return True
 
 
-def train_run(config: str, minutes: float, out: Path, args: list[str], serial: bool = False) -> int:
+def same_grid(runs: list[Path]) -> dict[str, int]:
+    """The evaluation grid (:data:`GRID_KEYS`, env steps) the runs in ``runs`` share, from their config.yaml; exits
+    with a one-line error naming the first run whose grid differs from the first run's."""
+    grids = {run: {k: load_config(str(run / "config.yaml")).to_dict()[k] for k in GRID_KEYS} for run in runs}
+    first = runs[0] if runs else None
+    for run, grid in grids.items():
+        diff = [f"{k} {grid[k]} ≠ {grids[first][k]}" for k in GRID_KEYS if grid[k] != grids[first][k]]
+        if diff:
+            sys.exit(f"{run}: another evaluation grid than {first} ({', '.join(diff)}); a comparison uses one grid")
+    return grids[first] if first else {}
+
+
+def train_run(config: str, minutes: float, out: Path, args: list[str], serial: bool = False,
+              values: dict[str, Any] | None = None) -> int:
     """Train ``config`` for ``minutes`` of wall clock into ``out``: the Spark job (``spark-submit
     spark_jobs/train.py``) with ``args`` (e.g. ``--workers 2``, ``--set k=v``), or ``ddqn train --mode serial``.
-    Prints the command; returns its exit code."""
+    Prints the command; when it succeeds, records the machine and ``values`` in ``out`` (:func:`record_run`).
+    Returns its exit code."""
     head = ([sys.executable, "-m", "ddqn.cli", "train", "--mode", "serial", "--no-progress"] if serial else
             [str(spark_submit_path()), str(ROOT / "spark_jobs" / "train.py"), "--quiet"])
     cmd = [*head, "--config", str(config), "--minutes", str(minutes), "--out", str(out), *args]
     print("running:", " ".join(cmd), flush=True)
-    return subprocess.call(cmd, env={**os.environ, **spark_submit_env(sys.executable)})
+    code = subprocess.call(cmd, env={**os.environ, **spark_submit_env(sys.executable)})
+    if code == 0 and values is not None:
+        record_run(out, values)
+    return code
 
 
 # -- greedy-score curves -------------------------------------------------------------------------------------
@@ -307,12 +433,6 @@ def _curve_row(r: dict[str, str], run: Path) -> dict[str, Any]:
         if (run / model).is_file():
             row["model"] = str(model)  # the θ that evaluation played: a serial run snapshots at its evaluation steps
     return row
-
-
-def first_reach(curve: list[dict[str, float]], score: float) -> dict[str, float] | None:
-    """The first evaluation whose greedy mean is >= ``score`` (its minutes and env steps), or None."""
-    return next(({"minutes": r["minutes"], "env_steps": r["env_steps"]} for r in curve if r["greedy_mean"] >= score),
-                None)
 
 
 def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path, title: str) -> Path:

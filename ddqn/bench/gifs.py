@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ddqn.bench.common import write_result
+from ddqn.bench.common import config_values, write_result
 from ddqn.config import load_config
 from ddqn.dqn.play import greedy_episode_scores, write_gif
 from ddqn.errors import DDQNError, run_command
@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                  "both": write_gif(side_by_side(dumb_shots, smart_shots), out / "snakes.gif")}
         print(f"dumb snake (initial weights): score {dumb_score}, {len(dumb_shots)} frames -> {paths['dumb']}")
         print(f"smart snake ({weights}): score {smart_score}, {len(smart_shots)} frames -> {paths['smart']}")
-        write_result("gifs", {"weights": str(weights), "dumb_score": dumb_score, "smart_score": smart_score,
+        write_result("gifs", {"config": args.config, "config_values": config_values(args.config),
+                              "weights": str(weights), "dumb_score": dumb_score, "smart_score": smart_score,
                               "gifs": {k: str(v) for k, v in paths.items()}}, out)
 
     return run_command("gifs", body)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ddqn.bench.common import write_result
+from ddqn.bench.common import config_values, write_result
 from ddqn.config import NAMED_CONFIGS, Config, load_config
 from ddqn.dqn.loop import ExperienceLoop
 from ddqn.game import game_actions
@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
         name = Path(c).stem
         print(f"{name}: {cfg.replay_warmup} random warm-up transitions, then {args.steps} learning env steps "
               f"({cfg.net}, {cfg.solver})", flush=True)
-        results[name] = r = measure(cfg, args.steps, args.bin, progress=not args.no_progress)
+        results[name] = r = {**measure(cfg, args.steps, args.bin, progress=not args.no_progress),
+                             "config_values": config_values(c, args.set)}
         print(f"{name}: {r['updates']} updates, max {r['max']:.4g} at update {r['argmax_update']}, "
               f"p99.9 {r['p99_9']:.4g}, p50 {r['p50']:.4g} ({r['warmup_s']:.0f} s warm-up, "
               f"{r['train_s']:.0f} s training)", flush=True)

@@ -1,7 +1,10 @@
 """``make report``: regenerate results/REPORT.md from the benchmarks' JSON files (figures embedded).
 
-Every section puts the measured numbers beside the slides' claim; a benchmark that has not been run is
-listed as missing with the target that produces it.
+Every section puts the measured numbers beside the slides' claim, and a measured value beside its goal says
+whether the goal was met or missed (:func:`versus_goal`); a benchmark that has not been run is listed as missing
+with the target that produces it. Each section names the CPU it was measured on (``common.cpu_label``; results
+recorded before the CPU's family and model were, as recorded). Minutes to a score come from the trailing mean of
+evaluations (``ddqn.bench.stats``); results recorded before that rule say they are first single evaluations.
 """
 from __future__ import annotations
 
@@ -12,7 +15,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ddqn.bench.common import machine
+from ddqn.bench.common import cpu_label, machine
+from ddqn.bench.stats import format_interval, seed_interval
+
+
+def versus_goal(value: float, goal: float, at_most: bool, spec: str = ",.2f", unit: str = "", mark: str = "") -> str:
+    """A measured ``value`` against its ``goal`` (``at_most``: the goal is ≤, else ≥), e.g. "3.55× (goal ≤ 3×:
+    missed)"; ``mark`` (e.g. ``**``) wraps the value."""
+    met = value <= goal if at_most else value >= goal
+    return (f"{mark}{value:{spec}}{unit}{mark} (goal {'≤' if at_most else '≥'} {goal:,g}{unit}: "
+            f"{'met' if met else 'missed'})")
+
+
+def _reach_rule(rule: dict | None) -> str:
+    """How a result's minutes to a score were found (its ``reach_rule``, absent in results recorded before it)."""
+    if rule:
+        return f"the first evaluation at which the trailing mean of {rule['k']} evaluations is at or above the score"
+    return ("the first single evaluation at or above the score (recorded before the trailing-mean rule: one "
+            "evaluation is noisy, so such a time can be early)")
 
 
 def _load(results: Path, name: str) -> dict[str, Any] | None:
@@ -43,12 +63,14 @@ def _ps(r: dict) -> list[str]:
         if "server_thread_us_per_update" in x else "") for x in r["loopback"])
     return ["Slides: \"bottleneck is parameter update time on parameter server\" (a 10 ms update caps a server at "
             "100 updates/s). Goals: apply ≤ 3× memcpy; ≥ 3,000 server updates/s end to end.", "", *lines, "",
-            f"Largest ratio: **{r['max_ratio']:.2f}** on one core"
-            + (f"; with the faster of 1 and {k} cores at each size (`server_threads`), **{best:.2f}**, at "
-               f"{worst}" if "max_ratio_threads" in r else "")
+            "Largest ratio: " + versus_goal(r["max_ratio"], 3, True, unit="×", mark="**") + " on one core"
+            + (f"; with the faster of 1 and {k} cores at each size (`server_threads`), "
+               + versus_goal(best, 3, True, unit="×", mark="**") + f", at {worst}" if "max_ratio_threads" in r else "")
             + ". One core is bound by the float32 square root and division every element needs "
             "(Caffe's exact arithmetic), not by memory. End to end over loopback (receive + verify + apply + reply), "
-            f"paper net: {loop}. The synthetic clients run on the same cores as the server."]
+            f"paper net: {loop}. Best end to end: "
+            + versus_goal(max(x["updates_per_s"] for x in r["loopback"]), 3000, False, ",.0f", "/s", "**")
+            + ". The synthetic clients run on the same cores as the server."]
 
 
 def _worker(r: dict) -> list[str]:
@@ -91,15 +113,16 @@ def _capacity(r: dict) -> list[str]:
         s = summary[auth]
         got = ", ".join(f"{x['clients']}: {x['updates_per_s']:,.0f}" for x in rows)
         bound = (f"; server-thread bound {s['server_bound_updates_per_s']:,.0f}/s = "
-                 f"**{s['server_bound_workers_worth']:.0f} workers' worth**"
+                 + versus_goal(s["server_bound_workers_worth"], 100, False, ",.0f", " workers' worth", "**")
                  if "server_bound_updates_per_s" in s else "")
         out.append(f"- `auth: {auth}` — updates/s by client count ({got}); plateau {s['plateau_updates_per_s']:,.0f}/s "
-                   f"= **{s['workers_worth']:.0f} workers' worth**{bound}.")
+                   "= " + versus_goal(s["workers_worth"], 100, False, ",.0f", " workers' worth", "**") + f"{bound}.")
     return [*out, "", "![capacity](capacity.png)"]
 
 
 def _serial(r: dict) -> list[str]:
-    out = [f"Budget {r['budget_minutes']:g} training minutes per run, one core each.", ""]
+    out = [f"Budget {r['budget_minutes']:g} training minutes per run, one core each. A score is reached at "
+           f"{_reach_rule(r.get('reach_rule'))}.", ""]
     for name, reach in r["reach"].items():
         curve = r["curves"][name]
         best = max(curve, key=lambda x: x["greedy_mean"]) if curve else None
@@ -132,14 +155,38 @@ def _scaling(r: dict) -> list[str]:
     return ["Slides: \"performance scales linearly with number of workers\".", "",
             f"Config `{r['config']}`, {r['budget_minutes']:g} wall-clock minutes per run, one run after another on "
             f"{r['cores']} cores: serial and async-1 have a core to spare, async-2 and sync-2 share both cores between "
-            "two Caffe workers and the driver (server, Spark). \"–\": not reached within the budget. Updates/s: "
+            f"two Caffe workers and the driver (server, Spark). *Min to* a score: {_reach_rule(r.get('reach_rule'))}; "
+            "\"–\": not reached within the budget. Updates/s: "
             "gradient steps per second (serial: its own; distributed: the server's; sync-2: rounds, each the average "
             "of two gradients). *Best, fresh games*: a run's best snapshot played again on games never "
             "used to pick it (seed 20,000; the maximum of a noisy curve is biased upward).", "", *head, "",
             *([*origins, ""] if origins else []),
-            "Speedup over serial (serial minutes ÷ mode minutes to first reach the score):", "",
-            *(speed or ["- serial reached none of the levels in the budget: no ratio"]), "",
+            "Speedup over serial (serial minutes ÷ mode minutes to reach the score):", "",
+            *(speed or ["- serial reached none of the levels in the budget: no ratio"]), "", *_over_seeds(r, levels),
             f"![scaling]({r.get('png', 'scaling.png')})"]
+
+
+def _over_seeds(r: dict, levels: list[str]) -> list[str]:
+    """Modes run with more than one seed: minutes to each score and the best snapshot's fresh-game mean over the
+    seeds (mean [95 % t interval] (seeds reached of seeds); a seed that did not reach counts as not reached)."""
+    modes: dict[str, list[str]] = {}
+    for name in r["reach"]:
+        head, _, seed = name.rpartition(" s")
+        modes.setdefault(head if head and seed.isdigit() else name, []).append(name)
+    rows = []
+    for mode, names in modes.items():
+        if len(names) < 2:
+            continue
+        mins = [format_interval(seed_interval([(r["reach"][n].get(s) or {}).get("minutes") for n in names]))
+                for s in levels]
+        fresh = seed_interval([((r.get("confirmed") or {}).get(n) or {}).get("greedy_mean") for n in names])
+        rows.append(f"| {mode} | {len(names)} | {format_interval(fresh, '.2f')} | " + " | ".join(mins) + " |")
+    if not rows:
+        return []
+    return ["Over seeds: mean [two-sided 95 % Student-t interval] (seeds that reached of seeds); the numbers describe "
+            "the seeds that reached.", "",
+            "| mode | seeds | best, fresh games | " + " | ".join(f"min to {s}" for s in levels) + " |",
+            "|---" * (3 + len(levels)) + "|", *rows, ""]
 
 
 def _env(r: dict) -> list[str]:
@@ -203,10 +250,19 @@ def _atari(r: dict) -> list[str]:
                 f"{learn['eval_epsilon']:g}, whole games, raw scores, at most {learn['max_episode_steps']:,} agent "
                 f"steps. Best snapshot ({b['minutes']:.1f} min, {b['env_steps']:,} env steps): "
                 f"**{f['mean']:.2f} ± {f['se']:.2f}** over {f['episodes']} games; random policy "
-                f"{learn['random_mean']:.2f}: **{learn['ratio_to_random']:.1f}× random** (target "
-                f"{learn['target_ratio']:g}×: {'reached' if learn['reached'] else 'not reached'}).", "",
-                "![atari](atari.png)"]
+                f"{learn['random_mean']:.2f}: "
+                + versus_goal(learn["ratio_to_random"], learn["target_ratio"], False, ".1f", "× random", "**")
+                + "." + _atari_reach(learn), "", "![atari](atari.png)"]
     return out
+
+
+def _atari_reach(learn: dict) -> str:
+    """When the evaluations' trailing mean reached the target (results recorded before it have no such line)."""
+    if "reach_target" not in learn:
+        return ""
+    t = learn["reach_target"]
+    return (f" The trailing mean of {learn['reach_rule']['k']} evaluations reached {learn['target_ratio']:g}× random "
+            + (f"at {t['minutes']:.1f} min ({t['env_steps']:,} env steps)." if t else "not at all in the budget."))
 
 
 def _gifs(r: dict) -> list[str]:
@@ -225,12 +281,15 @@ def _tuning(r: dict) -> list[str]:
            "mean ± standard error). The best of a curve of noisy evaluations is biased upward, so that snapshot is "
            "played again on fresh games (seed 20,000; their count in brackets)"
            + (f"; every variant with {', '.join(r['common'])}" if r.get("common") else "")
-           + ".", "",
+           + (f"; evaluations and snapshots every {r['every']:,} env steps" if r.get("every") else "")
+           + f". *Min to* a score: {_reach_rule(r.get('reach_rule'))}. †: the row's config values were not "
+           "recorded, so they cannot be checked against the variant's today.", "",
            "| variant | change | minutes | updates/s | best (± se) | at min | best, fresh games (± se) | final | "
            + " | ".join(f"min to {x}" for x in lv) + " |", "|---" * (8 + len(lv)) + "|"]
     for name, x in r["variants"].items():
         b, f, k = x["best"], x["final"], x.get("confirmed")
-        out.append(f"| {name} | {x['what']} | {x['minutes_budget']:g} | {x['updates_per_s']:.1f} | "
+        stale = "" if "config_values" in x else " †"
+        out.append(f"| {name}{stale} | {x['what']} | {x['minutes_budget']:g} | {x['updates_per_s']:.1f} | "
                    + (f"{b['greedy_mean']:.2f} ± {b['greedy_se']:.2f} | {b['minutes']:.1f} | {_fresh(k)} | "
                       f"{f['greedy_mean']:.2f} | " if b else "– | – | – | – | ")
                    + " | ".join(_fmt(x["reach"][k]["minutes"] if x["reach"][k] else None) for k in lv) + " |")
@@ -261,8 +320,7 @@ def _measured_on(m: dict | None) -> list[str]:
     """A line naming the machine of a part measured apart from the rest of its section, or none."""
     if not m:
         return []
-    isa = f", {m['isa']}" if m.get("isa") else ""
-    return [f"Measured {m.get('date', '?')} on {m.get('cores', '?')} cores ({m.get('cpu', '?')}{isa}).", ""]
+    return [f"Measured {m.get('date', '?')} on {m.get('cores', '?')} cores ({cpu_label(m)}).", ""]
 
 
 def _noise(nz: dict | None) -> str:
@@ -311,7 +369,7 @@ def _scale_out_config(r: dict, statement: str) -> list[str]:
         out += [f"Projection ({statement}; budget: {_fmt(p['minutes_budget'], 'g')} simulated minutes"
                 + (f" or {p['updates_budget']:,} updates" if p.get("updates_budget") else "")
                 + "".join(f"; `{kv}`" for kv in p.get("sim_set", []))
-                + f"; score levels {', '.join(lv)}):", "",
+                + f"; score levels {', '.join(lv)}, reached at {_reach_rule(p.get('reach_rule'))}):", "",
                 "| W | updates/s | " + " | ".join(f"min to {x}" for x in lv) + " | "
                 + " | ".join(f"speedup to {x}" for x in lv) + " | staleness p50/p95 | server busy | best score |",
                 "|---" * (5 + 2 * len(lv)) + "|"]
@@ -364,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
     results = Path(args.results)
     m = machine()
     lines = ["# ddqn: reproduction report", "",
-             f"Generated {time.strftime('%Y-%m-%d %H:%M %Z')} on {m['cores']} cores ({m['cpu']}), "
+             f"Generated {time.strftime('%Y-%m-%d %H:%M %Z')} on {m['cores']} cores ({cpu_label(m)}), "
              f"Python {m['python']}. Each section names the target that regenerates it; speeds are ratios measured "
              "within one run where possible (this machine is shared and noisy).", ""]
     missing = []
@@ -374,8 +432,10 @@ def main(argv: list[str] | None = None) -> None:
             missing.append(f"`{target}` ({title})")
             continue
         ran = r.get("machine", {})
+        runs = r.get("runs_machine")  # a comparison summarised later names the machine its runs were trained on
+        trained = f"; its runs trained on {cpu_label(runs)}" if runs and runs != ran else ""
         lines += [f"## {title}", "", f"`{target}` — measured {ran.get('date', '?')} on {ran.get('cores', '?')} cores "
-                  f"({ran.get('cpu', '?')}).", "", *render(r), ""]
+                  f"({cpu_label(ran)}){trained}.", "", *render(r), ""]
     if missing:
         lines += ["## Not yet measured", "", *[f"- {x}" for x in missing], ""]
     path = results / "REPORT.md"

@@ -7,15 +7,18 @@
   machine's 2 cores; one at a time, nothing else running) and simulations of the same config and seeds; compares
   updates/s (tolerance 15 %), staleness p50/p95 (within 1) and greedy score against updates (inside the spread of
   the real seeds at ≥ 90 % of the compared update counts). The tolerances were fixed before anything ran.
-* ``--project``: simulations for each W (default 1, 2, 4, 8, 16, 32, 64): simulated minutes to three score levels,
-  speedup over W = 1 against linear, staleness p50/p95, server utilisation; the saturation W per net from
-  ``results/ps_speed.json`` (``make bench-ps``: timing, not learning).
+* ``--project``: simulations for each W (default 1, 2, 4, 8, 16, 32, 64): simulated minutes to three score levels
+  (the trailing mean of ``stats.TRAILING_K`` evaluations, ``ddqn.bench.stats.reach``), speedup over W = 1 against
+  linear, staleness p50/p95, server utilisation; the saturation W per net from ``results/ps_speed.json``
+  (``make bench-ps``: timing, not learning).
 * ``--controls``: the server's staleness controls (``max_staleness`` K = W/2, ``staleness_lr``) at W = 16 and 64.
 
-Simulations run ``--parallel`` at a time (one core each); a run directory that already holds a summary.json is
-reused, so an interrupted sweep continues. Writes results/scale_out.json (one entry per config, other configs kept)
-and results/scale_out_<config>.png. Every number is in **simulated minutes on one core per worker of this machine
-type**.
+Every run, real or simulated, evaluates on the config's own grid (``eval_every``, ``snapshot_every``). Simulations
+run ``--parallel`` at a time (one core each); a run directory that already holds a summary.json is reused when its
+config values (grid and ``--sim-set`` included) are today's and it ran on this CPU (``common.finished_run``: else a
+one-line error), so an interrupted sweep continues; the budget (``--minutes``/``--updates``) is not checked. Writes
+results/scale_out.json (one entry per config, other configs kept) and results/scale_out_<config>.png. Every number
+is in **simulated minutes on one core per worker of this machine type**.
 """
 from __future__ import annotations
 
@@ -30,7 +33,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.bench.common import figure, first_reach, machine, train_run, write_result
+from ddqn.bench.common import (
+    config_values,
+    cpu_differences,
+    figure,
+    finished_run,
+    machine,
+    record_run,
+    same_grid,
+    train_run,
+    write_result,
+)
+from ddqn.bench.stats import RULE, best_trailing_mean, reach_levels, speedup
 from ddqn.config import load_config, save_config
 
 STATEMENT = "simulated minutes on one core per worker of this machine type"
@@ -50,24 +64,28 @@ def seeded_config(config: str, seed: int, root: Path) -> Path:
 
 
 def simulate(config: Path, workers: int, out: Path, minutes: float | None, updates: int | None,
-             extra: list[str] = ()) -> Path:
-    """One ``python -m ddqn.sim`` run into ``out`` (reused if it has a summary.json); returns ``out``."""
-    if (out / "summary.json").exists():
+             sets: list[str] = ()) -> Path:
+    """One ``python -m ddqn.sim`` run with the ``key=value`` overrides ``sets`` into ``out`` (reused when it finished
+    with today's values on this CPU: ``common.finished_run``); returns ``out``."""
+    values = config_values(str(config), sets)
+    if finished_run(out, str(config), values):
         print(f"reusing {out}", flush=True)
         return out
     cmd = [sys.executable, "-m", "ddqn.sim", "--config", str(config), "--workers", str(workers), "--out", str(out),
            "--no-progress", *(["--minutes", str(minutes)] if minutes else []),
-           *(["--updates", str(updates)] if updates else []), *extra]
+           *(["--updates", str(updates)] if updates else []), *(x for kv in sets for x in ("--set", kv))]
     print("running:", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, timeout=RUN_TIMEOUT_S)
+    record_run(out, values)
     return out
 
 
-def real_run(config: Path, workers: int, minutes: float, every: int, out: Path) -> Path:
-    """One real asynchronous run (the Spark job, as ``make bench-scaling`` runs it) into ``out`` (reused if it has a
-    summary.json)."""
-    args = ["--workers", str(workers), "--set", f"eval_every={every}", "--set", f"snapshot_every={every}"]
-    if not (out / "summary.json").exists() and train_run(str(config), minutes, out, args):
+def real_run(config: Path, workers: int, minutes: float, out: Path) -> Path:
+    """One real asynchronous run (the Spark job, as ``make bench-scaling`` runs it, on the config's own grid) into
+    ``out`` (reused when it finished with today's values on this CPU: ``common.finished_run``)."""
+    values = config_values(str(config))
+    if not finished_run(out, str(config), values) and train_run(str(config), minutes, out,
+                                                                 ["--workers", str(workers)], values=values):
         raise RuntimeError(f"the real run {out} failed")
     return out
 
@@ -158,12 +176,13 @@ def validate(args: argparse.Namespace, root: Path) -> dict:
     """Real and simulated W = 1, 2 runs per seed, compared with the fixed tolerances."""
     out: dict = {"tolerance": TOLERANCE, "real_minutes": args.real_minutes, "seeds": args.seeds, "workers": {}}
     configs = {s: seeded_config(args.config, s, root) for s in args.seeds}
-    every = load_config(args.config).eval_every
     for w in (1, 2):  # real runs alone on the machine, then the simulations two at a time
         for s in args.seeds:
-            real_run(configs[s], w, args.real_minutes, every, root / f"real-w{w}-s{s}")
+            real_run(configs[s], w, args.real_minutes, root / f"real-w{w}-s{s}")
     in_parallel([lambda w=w, s=s: simulate(configs[s], w, root / f"sim-w{w}-s{s}", args.real_minutes, None,
-                                           args.sim_args) for w in (1, 2) for s in args.seeds], args.parallel)
+                                           args.sim_set) for w in (1, 2) for s in args.seeds], args.parallel)
+    out["grid"] = same_grid([root / f"{kind}-w{w}-s{s}" for kind in ("real", "sim") for w in (1, 2)
+                             for s in args.seeds])
     for w in (1, 2):
         real = {s: run_numbers(root / f"real-w{w}-s{s}") for s in args.seeds}
         sim = {s: run_numbers(root / f"sim-w{w}-s{s}") for s in args.seeds}
@@ -188,23 +207,24 @@ def validate(args: argparse.Namespace, root: Path) -> dict:
 # -- projection ----------------------------------------------------------------------------------------------
 
 def levels_for(args: argparse.Namespace, w1_curve: list[dict]) -> list[float]:
-    """The score levels: given, else 50/75/90 % of W = 1's best (0.5 steps) and, on the paper config, those of the
-    paper's levels (3, 5, 10) that W = 1 reaches: a speedup over W = 1 needs a level that W = 1 reaches."""
+    """The score levels: given, else 50/75/90 % of W = 1's best trailing mean (0.5 steps) and, on the paper config,
+    those of the paper's levels (3, 5, 10) that W = 1 reaches: a speedup over W = 1 needs a level that W = 1
+    reaches (``stats.reach``)."""
     if args.levels:
         return list(args.levels)
-    best = max((r["greedy_mean"] for r in w1_curve), default=0.0)
+    best = best_trailing_mean(w1_curve)
     paper = [lv for lv in PAPER_LEVELS if lv <= best] if Path(args.config).stem == "paper" else []
     return sorted({*paper, *(max(0.5, round(2 * f * best) / 2) for f in (0.5, 0.75, 0.9))})
 
 
 def reach_rows(curves: dict[int, list[dict]], levels: list[float]) -> dict[int, dict]:
-    """Per W: simulated minutes to first reach each level (``reach``) and the speedup over W = 1 (``speedup``)."""
-    base = {str(lv): first_reach(curves.get(1, []), lv) for lv in levels}
+    """Per W: simulated minutes to reach each level (``reach``: ``stats.reach``) and the speedup over W = 1
+    (``speedup``; None when either did not reach it)."""
+    base = reach_levels(curves.get(1, []), levels)
     rows = {}
     for w, curve in curves.items():
-        reach = {str(lv): first_reach(curve, lv) for lv in levels}
-        speedup = {k: base[k]["minutes"] / r["minutes"] if base[k] and r else None for k, r in reach.items()}
-        rows[w] = {"reach": reach, "speedup": speedup}
+        reach = reach_levels(curve, levels)
+        rows[w] = {"reach": reach, "speedup": {k: speedup(base[k], r) for k, r in reach.items()}}
     return rows
 
 
@@ -212,34 +232,36 @@ def project(args: argparse.Namespace, root: Path) -> dict:
     """Simulations for each W; minutes to the levels, speedups over W = 1, staleness, utilisation."""
     config = seeded_config(args.config, args.seeds[0], root)
     runs = in_parallel([lambda w=w: simulate(config, w, root / f"proj-w{w}", args.minutes, args.updates,
-                                             args.sim_args) for w in args.workers], args.parallel)
+                                             args.sim_set) for w in args.workers], args.parallel)
+    grid = same_grid(runs)
     curves = {w: eval_curve(r) for w, r in zip(args.workers, runs)}
     levels = levels_for(args, curves.get(1, curves[args.workers[0]]))
     reached = reach_rows(curves, levels)
     rows = {str(w): {**run_numbers(run), **reached[w]} for w, run in zip(args.workers, runs)}
-    return {"levels": levels, "minutes_budget": args.minutes, "updates_budget": args.updates, "rows": rows,
-            "sim_set": list(args.sim_set), "curves": {str(w): c for w, c in curves.items()}}
+    return {"levels": levels, "reach_rule": RULE, "grid": grid, "minutes_budget": args.minutes,
+            "updates_budget": args.updates, "rows": rows, "sim_set": list(args.sim_set),
+            "curves": {str(w): c for w, c in curves.items()}}
 
 
 def controls(args: argparse.Namespace, root: Path, levels: list[float]) -> dict:
     """Staleness controls at W = 16 and 64: off, max_staleness K = W/2, staleness_lr."""
     config = seeded_config(args.config, args.seeds[0], root)
-    variants = {"off": [], "max_staleness": None, "staleness_lr": ["--set", "staleness_lr=true"]}
+    variants = {"off": [], "max_staleness": None, "staleness_lr": ["staleness_lr=true"]}
     jobs, keys = [], []
     for w in args.control_workers:
         for name, extra in variants.items():
-            extra = ["--set", f"max_staleness={max(1, w // 2)}"] if extra is None else extra
+            extra = [f"max_staleness={max(1, w // 2)}"] if extra is None else extra
             out = root / (f"proj-w{w}" if name == "off" else f"ctl-w{w}-{name}")
             jobs.append(lambda w=w, out=out, extra=extra: simulate(config, w, out, args.minutes, args.updates,
-                                                                   args.sim_args + extra))
+                                                                   [*args.sim_set, *extra]))
             keys.append((w, name))
     rows: dict = {}
-    for (w, name), run in zip(keys, in_parallel(jobs, args.parallel)):
-        curve = eval_curve(run)
-        rows.setdefault(str(w), {})[name] = {**run_numbers(run),
-                                             "reach": {str(lv): first_reach(curve, lv) for lv in levels},
+    runs = in_parallel(jobs, args.parallel)
+    grid = same_grid(runs)
+    for (w, name), run in zip(keys, runs):
+        rows.setdefault(str(w), {})[name] = {**run_numbers(run), "reach": reach_levels(eval_curve(run), levels),
                                              "max_staleness": max(1, w // 2) if name == "max_staleness" else 0}
-    return {"workers": args.control_workers, "rows": rows}
+    return {"workers": args.control_workers, "reach_rule": RULE, "grid": grid, "rows": rows}
 
 
 def saturation_points(results: Path) -> tuple[list[dict], dict | None]:
@@ -312,7 +334,6 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if not (args.validate or args.project or args.controls):
         args.validate = args.project = args.controls = True
-    args.sim_args = [x for kv in args.sim_set for x in ("--set", kv)]
     results = Path(args.out)
     root = results / "runs" / f"scale-out-{Path(args.config).stem}"
     path = results / "scale_out.json"
@@ -322,7 +343,13 @@ def main(argv: list[str] | None = None) -> None:
     name = Path(args.config).stem
     part = data.setdefault("configs", {}).setdefault(name, {})  # parts not rerun now are kept from the file
     # each config's part names the machine that measured it (the file's top-level machine is the latest run's)
-    part.update({"config": name, "runs": str(root), "cores": os.cpu_count(), "machine": machine()})
+    here = machine()
+    if part and cpu_differences(part.get("machine"), here) != []:  # a comparison does not mix CPUs
+        print(f"{path}: config {name} was measured on another CPU (or one not recorded): its parts are not kept",
+              flush=True)
+        part.clear()
+    part.update({"config": name, "runs": str(root), "cores": os.cpu_count(), "machine": here,
+                 "config_values": config_values(args.config)})
     if args.validate:
         part["validation"] = validate(args, root)
     if args.project:

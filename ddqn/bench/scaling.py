@@ -6,13 +6,16 @@ workers and the synchronous mode — same config, same budget, same seeds, one r
 serial run evaluates itself every N env steps (its eval.csv; evaluation time excluded); distributed runs
 snapshot every N env steps (summed over workers) and their snapshots are evaluated afterwards with the same
 greedy evaluation (same episodes and seed), against the wall-clock time each snapshot was taken. Reports
-minutes to reach mean scores 1-5 and 10 and the speedups over serial (``--summarize`` recomputes them from an
-earlier run's results without training); writes results/<result>.json and .png. A run is named by config,
-mode, seed and budget (``runs/scaling-<config>-<mode>-s<seed>-<M>min``); a finished one (its summary.json) is
-reused if its config has the same values, and curves of the same config (values) and budget already in the
-result are kept, so a long comparison can be run in parts (serial seed 0 now, async-2 seed 1 later). Seed 0's
-curve is named by its mode, other seeds' ``<mode> s<seed>``. On a 2-core machine two workers and the driver share
-two cores: say so when quoting the numbers.
+minutes to reach mean scores 1-5 and 10 — the first evaluation whose trailing mean of ``stats.TRAILING_K``
+evaluations is at or above the score (``ddqn.bench.stats.reach``) — the speedups over serial, and per mode the mean
+and 95 % t interval over seeds (``--summarize`` recomputes them from an earlier run's results without training);
+writes results/<result>.json and .png. A run is named by config, mode, seed and budget
+(``runs/scaling-<config>-<mode>-s<seed>-<M>min``); a finished one (its summary.json) is reused if its config has
+the same values, evaluation grid (``--every``) included, and it ran on this CPU (``common.finished_run``: else a
+one-line error), and curves of the same config (values), budget and CPU already in the result are kept, so a long
+comparison can be run in parts (serial seed 0 now, async-2 seed 1 later). Seed 0's curve is named by its mode,
+other seeds' ``<mode> s<seed>``. On a 2-core machine two workers and the driver share two cores: say so when
+quoting the numbers.
 """
 from __future__ import annotations
 
@@ -26,14 +29,18 @@ from typing import Any
 from ddqn.bench.common import (
     config_values,
     confirm_best,
+    cpu_differences,
     finished_run,
-    first_reach,
+    grid_overrides,
+    machine,
     plot_curves,
     read_curve,
+    same_grid,
     snapshot_scores,
     train_run,
     write_result,
 )
+from ddqn.bench.stats import RULE, SeedInterval, format_interval, reach_levels, seed_interval, speedup
 from ddqn.config import load_config
 
 MODES = {"serial": [], "async-1": ["--workers", "1"], "async-2": ["--workers", "2"],
@@ -46,8 +53,8 @@ def run(mode: str, config: str, values: dict[str, Any], minutes: float, every: i
     if finished_run(out, config, values):
         print(f"reusing {out}", flush=True)
         return 0
-    every_args = ["--set", f"eval_every={every}", "--set", f"snapshot_every={every}", "--set", f"seed={seed}"]
-    return train_run(config, minutes, out, [*MODES[mode], *every_args], serial=mode == "serial")
+    sets = [x for kv in [*grid_overrides(every), f"seed={seed}"] for x in ("--set", kv)]
+    return train_run(config, minutes, out, [*MODES[mode], *sets], serial=mode == "serial", values=values)
 
 
 def run_name(mode: str, seed: int) -> str:
@@ -55,25 +62,41 @@ def run_name(mode: str, seed: int) -> str:
     return mode if seed == 0 else f"{mode} s{seed}"
 
 
+def mode_of(name: str) -> str:
+    """The mode of a curve named by :func:`run_name`."""
+    head, _, seed = name.rpartition(" s")
+    return head if head and seed.isdigit() else name
+
+
 def snapshot_curve(out: Path, config: str) -> list[dict[str, float]]:
     """Greedy mean score of each snapshot in ``out/snapshots.csv`` against its wall-clock time."""
     return [{"model": r["model"], "env_steps": r["env_steps"], "updates": r["updates"], "minutes": r["minutes"],
              "greedy_mean": float(scores.mean())} for r, scores in snapshot_scores(out, load_config(config))]
 
-
-
-LEVELS = (1, 2, 3, 4, 5, 10)  # greedy mean scores whose first-reach times are compared (the issue's 5 and 10 + lower)
+LEVELS = (1, 2, 3, 4, 5, 10)  # greedy mean scores whose reach times are compared (the issue's 5 and 10 + lower)
 
 
 def summarize(curves: dict[str, list[dict[str, float]]]) -> tuple[dict, dict]:
-    """Minutes each mode first reached each score level, and the speedup over serial (serial ÷ mode minutes;
-    None when either did not reach the level in the budget)."""
-    reach = {m: {str(s): first_reach(c, s) for s in LEVELS} for m, c in curves.items()}
-    speedup = {}
-    for s in map(str, LEVELS):
-        base = reach.get("serial", {}).get(s)
-        speedup[s] = {m: (base["minutes"] / r[s]["minutes"] if base and r[s] else None) for m, r in reach.items()}
-    return reach, speedup
+    """Minutes each run reached each score level (``stats.reach``: trailing mean), and the speedup over serial
+    (serial ÷ run minutes; None when either did not reach the level in the budget)."""
+    reach = {m: reach_levels(c, LEVELS) for m, c in curves.items()}
+    base = reach.get("serial", {})
+    ratio = {s: {m: speedup(base.get(s), r[s]) for m, r in reach.items()} for s in map(str, LEVELS)}
+    return reach, ratio
+
+
+def over_seeds(reach: dict[str, dict], confirmed: dict[str, dict | None]) -> dict[str, dict]:
+    """Per mode, over its seeds: minutes to each level and the best snapshot's fresh-game mean, each as
+    ``stats.seed_interval`` (mean, 95 % t interval, seeds reached of seeds)."""
+    modes: dict[str, list[str]] = {}
+    for name in reach:
+        modes.setdefault(mode_of(name), []).append(name)
+    return {mode: {"seeds": len(names),
+                   "minutes": {s: seed_interval([(reach[n][s] or {}).get("minutes") for n in names]).to_dict()
+                               for s in map(str, LEVELS)},
+                   "confirmed_mean": seed_interval([(confirmed.get(n) or {}).get("greedy_mean")
+                                                    for n in names]).to_dict()}
+            for mode, names in modes.items()}
 
 
 def run_stats(out: Path) -> dict[str, Any]:
@@ -94,8 +117,9 @@ def run_stats(out: Path) -> dict[str, Any]:
 
 
 def report(args: argparse.Namespace, values: dict, curves: dict, stats: dict, confirmed: dict) -> None:
-    """Print the comparison, plot it and write results/<result>.json (``values``: the config's, as trained)."""
-    reach, speedup = summarize(curves)
+    """Print the comparison, plot it and write results/<result>.json (``values``: the config's, as trained;
+    ``args.runs_machine``: the machine the runs were trained on, this one unless ``--summarize``d)."""
+    reach, ratios = summarize(curves)
     for m, c in curves.items():
         best = max((r["greedy_mean"] for r in c), default=0.0)
         got = ", ".join(f"{s}: {v['minutes']:.1f} min" if v else f"{s}: -" for s, v in reach[m].items())
@@ -104,17 +128,21 @@ def report(args: argparse.Namespace, values: dict, curves: dict, stats: dict, co
         fresh = f" ({k['greedy_mean']:.2f} ± {k['greedy_se']:.2f} on {k['episodes']} fresh games)" if k else ""
         print(f"{m:>8s}: best greedy mean {best:.2f}{fresh}; " + (f"{rate:.1f} updates/s; " if rate else "")
               + f"minutes to score {got}")
-    for s, ratios in speedup.items():
-        if any(ratios.values()):
+    for s, by_run in ratios.items():
+        if any(by_run.values()):
             print(f"speedup over serial to score {s}: " + ", ".join(
-                f"{m} {x:.2f}x" for m, x in ratios.items() if x and m != "serial"))
+                f"{m} {x:.2f}x" for m, x in by_run.items() if x and m != "serial"))
+    seeds = over_seeds(reach, confirmed)
+    for mode, o in seeds.items():
+        if o["seeds"] > 1:
+            print(f"{mode} over {o['seeds']} seeds, mean [95 % t interval] (seeds reached): minutes to score "
+                  + ", ".join(f"{s}: {format_interval(SeedInterval(**iv))}" for s, iv in o["minutes"].items()))
     png = plot_curves(curves, Path(args.out) / f"{args.result}.png",
                       f"Serial vs distributed ({args.config}, {os.cpu_count()} cores)")
     write_result(args.result, {"config": args.config, "config_values": values, "budget_minutes": args.minutes,
-                             "cores": os.cpu_count(),
-                             "curves": curves, "reach": reach, "speedup_vs_serial": speedup, "runs": stats,
-                             "confirmed": confirmed,
-                             "png": png.name}, args.out)
+                               "cores": os.cpu_count(), "every": args.every, "runs_machine": args.runs_machine,
+                               "curves": curves, "reach": reach, "reach_rule": RULE, "speedup_vs_serial": ratios,
+                               "over_seeds": seeds, "runs": stats, "confirmed": confirmed, "png": png.name}, args.out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--minutes", type=float, default=20.0, help="wall-clock budget per mode (default 20)")
     ap.add_argument("--config", default="paper")
     ap.add_argument("--every", type=int, default=5000,
-                    help="env steps (summed over workers) between evaluations (serial) / snapshots (distributed)")
+                    help="env steps (summed over workers) between evaluations and snapshots: the evaluation grid")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of each mode (default 0)")
     ap.add_argument("--result", default="scaling", help="name of the result (results/<result>.json and .png)")
@@ -140,16 +168,21 @@ def main(argv: list[str] | None = None) -> None:
     old = json.loads(path.read_text()) if path.exists() else {}
     if args.summarize:
         args.config, args.minutes, values = old["config"], old["budget_minutes"], old.get("config_values", {})
+        args.every, args.runs_machine = old.get("every"), old.get("runs_machine", old.get("machine"))
         curves, confirmed, stats = old["curves"], old.get("confirmed", {}), old.get("runs", {})
     else:
-        values = config_values(args.config)
+        values, args.runs_machine = config_values(args.config, grid_overrides(args.every)), machine()
         same = ((old.get("config"), old.get("budget_minutes"), old.get("config_values"))
-                == (args.config, args.minutes, values))
+                == (args.config, args.minutes, values) and cpu_differences(old.get("machine"), machine()) == [])
+        if old and not same:
+            print(f"{path}: other config values, budget, grid or CPU than now: its curves are not kept", flush=True)
         curves, confirmed, stats = ((old["curves"], old.get("confirmed", {}), old.get("runs", {})) if same
                                     else ({}, {}, {}))  # curves of this comparison's other runs are kept
         for name, (mode, seed, out) in runs.items():
             if run(mode, args.config, values, args.minutes, args.every, out, seed):
                 sys.exit(f"the {name} run failed")
+        same_grid([out for _, _, out in runs.values()])
+        for name, (mode, _, out) in runs.items():
             curves[name] = read_curve(out / "eval.csv") if mode == "serial" else snapshot_curve(out, args.config)
             confirmed[name] = confirm_best(out, load_config(args.config), curves[name], args.confirm_episodes)
             stats[name] = run_stats(out)

@@ -2,9 +2,10 @@
 
 ``python -m ddqn.bench.serial_curve [--minutes M] [--configs paper tuned]`` trains one serial run per
 config side by side (one process and one OpenBLAS thread each; give at most as many configs as cores),
-then writes results/serial_curve.json and results/serial_curve.png with, for each run, the minutes and env
-steps at which the greedy mean score first reached 5 and 10 apples (null if it did not). Minutes are
-training wall-clock, evaluation excluded.
+then writes results/serial_curve.json and results/serial_curve.png with, for each run, its config values and
+the minutes, env steps and updates at which the trailing mean of ``stats.TRAILING_K`` evaluations first reached 5
+and 10 apples (``ddqn.bench.stats.reach``; null if it did not). Minutes are training wall-clock, evaluation
+excluded.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ddqn.bench.common import first_reach, plot_curves, read_curve, write_result
+from ddqn.bench.common import config_values, plot_curves, read_curve, write_result
+from ddqn.bench.stats import RULE, reach_levels
 
 THRESHOLDS = (5, 10)
 
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     if any(codes):
         sys.exit(f"a serial run failed (exit codes {codes})")
     curves = {c: read_curve(run / "eval.csv") for c, run in runs.items()}
-    reach = {c: {str(s): first_reach(curve, s) for s in THRESHOLDS} for c, curve in curves.items()}
+    reach = {c: reach_levels(curve, THRESHOLDS) for c, curve in curves.items()}
     png = plot_curves(curves, out / "serial_curve.png", "Serial DQN, 10x10 Snake, paper net (one core per run)")
     for c, curve in curves.items():
         for s, r in reach[c].items():
@@ -48,8 +50,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{c}: best greedy mean {best['greedy_mean']:.2f} at {best['minutes']:.1f} min "
               f"({best['env_steps']} steps); final {curve[-1]['greedy_mean']:.2f} after {curve[-1]['env_steps']} "
               f"steps; random {curve[-1]['random_mean']:.2f}")
-    write_result("serial_curve", {"budget_minutes": args.minutes, "reach": reach, "curves": curves, "png": str(png)},
-                 out)
+    values = {c: config_values(c, args.set) for c in args.configs}
+    write_result("serial_curve", {"budget_minutes": args.minutes, "config_values": values, "reach": reach,
+                                  "reach_rule": RULE, "curves": curves, "png": str(png)}, out)
 
 
 if __name__ == "__main__":

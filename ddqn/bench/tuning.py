@@ -6,10 +6,14 @@ Each variant (:data:`VARIANTS`) is `tuned` with a few config keys and/or solver 
 and the evaluation protocol stay the paper's. Every run is the real Spark job (``train_run``: `--workers` async
 workers on this machine's cores) for the same wall-clock budget, one after another, never at the same time; its
 snapshots are evaluated afterwards on the training-time evaluation episodes (seed 10,000, greedy), against the time
-each snapshot was taken (bench-scaling's clock). A run directory (one per variant, seed and budget) that already
-holds a summary.json is reused if the variant's config has the same values today (else a one-line error), and
-variants not rerun are kept in results/tuning.json, so the table grows across sessions. Short runs rank
-candidates; the plateau shows after ≈ 25 minutes, so confirm winners on full-length runs.
+each snapshot was taken (bench-scaling's clock); minutes to a level come from the trailing mean of
+``stats.TRAILING_K`` evaluations (``ddqn.bench.stats.reach``). Every run evaluates and snapshots every ``--every``
+env steps (summed over workers): one grid for the whole table. A run directory (one per variant, seed and budget)
+that already holds a summary.json is reused if the variant's config has the same values today, grid included, and
+it ran on this CPU (else a one-line error); variants not rerun are kept in results/tuning.json only while they were
+run the same way (workers, ``--set``, grid), on this CPU and with the values their variant has today (a stale row is
+dropped with a line saying why), so the table grows across sessions. Short runs rank candidates; the plateau shows
+after ≈ 25 minutes, so confirm winners on full-length runs.
 Writes results/tuning.json and results/tuning.png.
 """
 from __future__ import annotations
@@ -17,21 +21,24 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from ddqn.bench.common import (
     config_values,
     confirm_best,
+    cpu_differences,
     finished_run,
-    first_reach,
+    grid_overrides,
+    machine,
     plot_curves,
     snapshot_scores,
     train_run,
+    value_differences,
     write_result,
 )
+from ddqn.bench.stats import RULE, reach_levels, standard_error
 from ddqn.config import load_config, save_config
 from ddqn.solvers.flat import load_solver_spec
 
@@ -112,20 +119,46 @@ def curve(run: Path, config: Path) -> list[dict[str, float]]:
     """Each snapshot's greedy mean and standard error against the minutes it was taken at."""
     cfg = load_config(str(config))
     return [{"model": r["model"], "minutes": r["minutes"], "env_steps": r["env_steps"], "updates": r["updates"],
-             "greedy_mean": float(s.mean()), "greedy_se": float(s.std(ddof=1) / np.sqrt(len(s)))}
+             "greedy_mean": float(s.mean()), "greedy_se": standard_error(s)}
             for r, s in snapshot_scores(run, cfg)]
 
 
 def summarize(name: str, c: list[dict[str, float]], run: Path, config: Path, episodes: int) -> dict:
     """Best point (mean ± se), that snapshot re-played on ``episodes`` fresh games, final point, minutes to the
-    levels, and the run's rates."""
+    levels (``stats.reach``: trailing mean), and the run's rates."""
     best = max(c, key=lambda r: r["greedy_mean"], default=None)
     s = json.loads((run / "summary.json").read_text())
     confirmed = confirm_best(run, load_config(str(config)), c, episodes)
     return {"what": VARIANTS[name].what, "config": VARIANTS[name].config, "solver_fields": VARIANTS[name].solver_fields,
             "best": best, "confirmed": confirmed, "final": c[-1] if c else None,
-            "reach": {str(lv): first_reach(c, lv) for lv in LEVELS},
+            "reach": reach_levels(c, LEVELS),
             "updates_per_s": s["updates_per_s"], "env_steps": s["env_steps"], "curve": c}
+
+
+def kept_rows(data: dict, args: argparse.Namespace, overrides: list[str], path: Path) -> dict[str, dict]:
+    """The rows of an earlier tuning.json (``data``) that still describe today's variants: run the same way
+    (workers, ``--set``, grid) on this CPU, each with the config values its variant has today (``overrides``: every
+    variant's ``key=value``s). Every other row is dropped with a line saying why."""
+    how = (data.get("workers"), data.get("common", []), data.get("every"))
+    if data and (how != (args.workers, args.set, args.every) or cpu_differences(data.get("machine"), machine()) != []):
+        print(f"{path}: run with other workers, --set, grid or CPU (or not recorded): no earlier row is kept",
+              flush=True)
+        return {}
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, row in data.get("variants", {}).items():
+            if name not in VARIANTS:
+                diff = ["no such variant today"]
+            elif "config_values" not in row:
+                diff = ["config values not recorded"]
+            else:
+                today = config_values(str(variant_config(name, Path(tmp) / name, row["seed"], overrides)))
+                diff = value_differences(row["config_values"], today)
+            if diff:
+                print(f"{path}: dropping the stale row {name} ({', '.join(diff)})", flush=True)
+            else:
+                rows[name] = row
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -134,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget per variant")
     ap.add_argument("--workers", type=int, default=2, help="asynchronous workers (the issue's async-2)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--every", type=int, default=5000, help="server updates between snapshots")
+    ap.add_argument("--every", type=int, default=5000,
+                    help="env steps (summed over workers) between evaluations and snapshots: the evaluation grid")
     ap.add_argument("--confirm-episodes", type=int, default=500,
                     help="fresh games the best snapshot is re-played on (an unbiased score for it)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -144,18 +178,17 @@ def main(argv: list[str] | None = None) -> None:
     results = Path(args.out)
     path = results / "tuning.json"
     data = json.loads(path.read_text()) if path.exists() else {}
-    same = data.get("workers") == args.workers and data.get("common", []) == args.set
-    rows = data.get("variants", {}) if same else {}  # earlier variants count only if run the same way
+    overrides = [*args.set, *grid_overrides(args.every)]  # every variant's, beside its own changes
+    rows = kept_rows(data, args, overrides, path)
     for name in args.variants:
         run = results / "runs" / f"tuning-{name}-s{args.seed}-{args.minutes:g}min"  # reused only at this budget
-        config = variant_config(name, run / "config", args.seed, args.set)
-        if not finished_run(run, str(config), config_values(str(config))):
-            extra = ["--workers", str(args.workers), "--set", f"eval_every={args.every}",
-                     "--set", f"snapshot_every={args.every}"]
-            if train_run(str(config), args.minutes, run, extra):
+        config = variant_config(name, run / "config", args.seed, overrides)
+        values = config_values(str(config))
+        if not finished_run(run, str(config), values):
+            if train_run(str(config), args.minutes, run, ["--workers", str(args.workers)], values=values):
                 raise SystemExit(f"the {name} run failed")
         rows[name] = {**summarize(name, curve(run, config), run, config, args.confirm_episodes),
-                      "minutes_budget": args.minutes, "seed": args.seed}
+                      "config_values": values, "minutes_budget": args.minutes, "seed": args.seed}
         b = rows[name]["best"] or {"greedy_mean": 0.0, "greedy_se": 0.0, "minutes": 0.0}  # no snapshot yet
         k = rows[name]["confirmed"] or {"greedy_mean": 0.0, "greedy_se": 0.0, "episodes": 0}
         print(f"{name:>14s}: best {b['greedy_mean']:.2f} ± {b['greedy_se']:.2f} at {b['minutes']:.1f} min "
@@ -165,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     png = plot_curves({n: r["curve"] for n, r in rows.items()}, results / "tuning.png",
                       f"Variants of `{BASE}` ({args.workers} async workers)")
     write_result("tuning", {"base": BASE, "workers": args.workers, "levels": list(LEVELS), "common": args.set,
-                            "variants": rows, "png": png.name}, results)
+                            "every": args.every, "reach_rule": RULE, "variants": rows, "png": png.name}, results)
 
 
 if __name__ == "__main__":

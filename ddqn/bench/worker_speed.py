@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.bench.common import figure, start_server, worker_update_ms, write_result
+from ddqn.bench.common import config_values, figure, start_server, worker_update_ms, write_result
 from ddqn.config import load_config
 from ddqn.distributed import protocol
 from ddqn.distributed.job import JobSpec
@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         for phase, ms in split["phases_ms"].items():
             print(f"  {phase:>17s} {ms:7.2f} ms  {100 * ms / split['ms_per_gradient']:5.1f} %")
     write_result("worker_speed", {"rows": rows, "fits": fits, "paper_2015": PAPER_2015, "png": str(png),
+                                  "config": args.config, "config_values": config_values(args.config, args.set),
                                   "breakdowns": splits}, args.out)
 
 

@@ -1,0 +1,140 @@
+"""Statistics every benchmark shares: when a run reached a score, how noisy one evaluation is, intervals over seeds.
+
+**When a run reaches a level.** One evaluation is the mean greedy score of ``eval_episodes`` games (50 by default);
+its standard error (:func:`standard_error`) is ≈ 0.6–0.8 apples at score 10, so a single lucky evaluation can sit
+a point above the curve. A run therefore reaches a level at the first evaluation where the **trailing mean of the
+last** :data:`TRAILING_K` **evaluations** (that one and the ``TRAILING_K − 1`` before it) is at or above the level
+(:func:`reach`). The mean is causal: it uses no evaluation after the one it is reported at, so the minutes, env
+steps and server updates it returns are those of the evaluation at which the crossing was known. A curve with fewer
+than ``TRAILING_K`` evaluations, or whose trailing mean never gets there, has **not reached** the level (None) —
+never "reached at the budget". ``TRAILING_K = 5`` is what the audit used: 5 evaluations average the noise down by
+√5 (≈ 0.3 apples at score 10) while costing 4 evaluation intervals of delay (20,000 env steps at the benches'
+5,000). No single-evaluation variant is kept: nothing needs one (the best snapshot of a curve is picked by its
+single mean and then re-played on fresh games, ``common.confirm_best``).
+
+**Over seeds.** :func:`seed_interval` takes one value per seed (minutes to a level, a final score…), None where a
+seed did not reach, and returns the mean and a two-sided 95 % Student-t interval over the seeds that reached, their
+number and the number of seeds (:class:`SeedInterval`). The t quantiles are a table for 1–30 degrees of freedom and
+a Cornish–Fisher expansion beyond (error < 1e-5); no scipy.
+
+Units follow the curve rows: ``minutes`` (training wall-clock or simulated), ``env_steps`` (summed over workers),
+``updates`` (server updates or serial gradient steps); scores are apples (Snake) or raw game points (Atari).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+TRAILING_K = 5  # evaluations in the trailing mean that decides when a level is reached (the audit's choice)
+RULE = {"kind": "trailing mean", "k": TRAILING_K}  # how a result's ``reach`` was computed (stored beside it)
+TOLERANCE = 1e-9  # a trailing mean this close below a level counts as reaching it (float rounding of the sum)
+
+# two-sided 95 % Student-t quantiles t(0.975, df) for df = 1 … 30
+T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788, 2.1604,
+        2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555,
+        2.0518, 2.0484, 2.0452, 2.0423)
+Z975 = 1.959963984540054  # the normal quantile the expansion starts from
+
+
+def trailing_means(values: Sequence[float], k: int = TRAILING_K) -> list[float | None]:
+    """The mean of each value and the ``k − 1`` before it; None for the first ``k − 1`` positions (no full window)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1 (got {k})")
+    out: list[float | None] = [None] * min(k - 1, len(values))
+    out += [math.fsum(values[i - k + 1:i + 1]) / k for i in range(k - 1, len(values))]
+    return out
+
+
+def reach(curve: Sequence[Mapping[str, Any]], level: float, k: int = TRAILING_K,
+          key: str = "greedy_mean") -> dict[str, Any] | None:
+    """Where the trailing ``k``-evaluation mean of ``curve[i][key]`` first reaches ``level``: that evaluation's
+    ``minutes``, ``env_steps`` and (when the rows have them) ``updates``, with the ``trailing_mean`` and ``k``; None
+    when it never does (or the curve has fewer than ``k`` evaluations)."""
+    means = trailing_means([float(r[key]) for r in curve], k)
+    for row, mean in zip(curve, means):
+        if mean is not None and mean >= level - TOLERANCE:
+            hit = {u: row[u] for u in ("minutes", "env_steps", "updates") if u in row}
+            return {**hit, "trailing_mean": mean, "k": k}
+    return None
+
+
+def reach_levels(curve: Sequence[Mapping[str, Any]], levels: Iterable[float], k: int = TRAILING_K,
+                 key: str = "greedy_mean") -> dict[str, dict[str, Any] | None]:
+    """:func:`reach` for each level, keyed by ``str(level)`` (as the results' JSON stores them)."""
+    return {str(lv): reach(curve, lv, k, key) for lv in levels}
+
+
+def best_trailing_mean(curve: Sequence[Mapping[str, Any]], k: int = TRAILING_K, key: str = "greedy_mean") -> float:
+    """The highest trailing ``k``-evaluation mean of a curve (0.0 when it has fewer than ``k`` evaluations): the
+    highest level :func:`reach` says the curve reached."""
+    return max((m for m in trailing_means([float(r[key]) for r in curve], k) if m is not None), default=0.0)
+
+
+def speedup(base: Mapping[str, Any] | None, other: Mapping[str, Any] | None, unit: str = "minutes") -> float | None:
+    """``base[unit] ÷ other[unit]`` of two :func:`reach` results (how many times sooner ``other`` got there); None
+    when either did not reach the level."""
+    return base[unit] / other[unit] if base and other and other[unit] else None
+
+
+def standard_error(scores: Sequence[float]) -> float:
+    """The standard error of one evaluation's mean score: sample standard deviation (ddof 1) ÷ √n, in the scores'
+    unit; NaN for fewer than 2 games (undefined)."""
+    n = len(scores)
+    if n < 2:
+        return math.nan
+    mean = math.fsum(scores) / n
+    return math.sqrt(math.fsum((s - mean) ** 2 for s in scores) / (n - 1) / n)
+
+
+def t975(df: int) -> float:
+    """The two-sided 95 % Student-t quantile t(0.975, df): the table for df ≤ 30, a Cornish–Fisher expansion beyond."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1 (got {df})")
+    if df <= len(T975):
+        return T975[df - 1]
+    z, v = Z975, float(df)
+    return (z + (z**3 + z) / (4 * v) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3))
+
+
+@dataclass(frozen=True)
+class SeedInterval:
+    """Per-seed values summarised: ``mean`` and the 95 % t interval [``low``, ``high``] over the ``reached`` seeds
+    with a value (None when none reached; no interval with fewer than 2), of ``n`` seeds. With ``reached < n`` the
+    numbers describe the reached seeds only (for minutes to a level: the others needed more than the budget)."""
+
+    mean: float | None
+    low: float | None
+    high: float | None
+    n: int
+    reached: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (for JSON)."""
+        return asdict(self)
+
+
+def seed_interval(values: Sequence[float | None]) -> SeedInterval:
+    """Mean and two-sided 95 % Student-t interval (mean ± t(0.975, m − 1) · s/√m, s the sample standard deviation)
+    over the ``m`` values that are not None; ``n`` counts every seed."""
+    got = [float(v) for v in values if v is not None]
+    m = len(got)
+    if m == 0:
+        return SeedInterval(None, None, None, len(values), 0)
+    mean = math.fsum(got) / m
+    if m < 2:
+        return SeedInterval(mean, None, None, len(values), m)
+    half = t975(m - 1) * standard_error(got)
+    return SeedInterval(mean, mean - half, mean + half, len(values), m)
+
+
+def format_interval(iv: SeedInterval, spec: str = ".1f") -> str:
+    """``mean [low, high] (reached of n)`` for a report; "not reached (0 of n)" when no seed has a value, and no
+    interval with one."""
+    if iv.mean is None:
+        return f"not reached (0 of {iv.n})"
+    if iv.low is None or iv.high is None:
+        return f"{iv.mean:{spec}} ({iv.reached} of {iv.n}; no interval)"
+    return f"{iv.mean:{spec}} [{iv.low:{spec}}, {iv.high:{spec}}] ({iv.reached} of {iv.n})"

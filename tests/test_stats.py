@@ -1,0 +1,279 @@
+"""The benchmarks' statistics (``ddqn.bench.stats``) and what keeps a comparison honest (``ddqn.bench.common``):
+when a run reaches a score, intervals over seeds, the reuse check (config values, evaluation grid, CPU), the machine
+record, and the report's goals."""
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ddqn.bench import report
+from ddqn.bench.common import (
+    RECORD,
+    config_values,
+    cpu_differences,
+    cpu_label,
+    finished_run,
+    grid_overrides,
+    machine,
+    record_run,
+    same_grid,
+)
+from ddqn.bench.stats import (
+    TRAILING_K,
+    best_trailing_mean,
+    format_interval,
+    reach,
+    reach_levels,
+    seed_interval,
+    speedup,
+    standard_error,
+    t975,
+    trailing_means,
+)
+from ddqn.config import load_config, save_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# bench-scaling-60's seed 0 (async-2, tuned): minutes and greedy means of evaluations 30-40 (results/scaling_60.json)
+AUDIT = [(37.7, 8.62), (38.9, 8.80), (40.0, 8.68), (41.3, 9.86), (42.5, 9.34), (43.6, 10.32), (44.7, 9.32),
+         (45.8, 9.98), (47.0, 10.12), (48.2, 10.82), (49.5, 9.82)]
+
+
+def curve_of(points: list[tuple[float, float]], every: int = 5000) -> list[dict]:
+    """Curve rows (minutes, env steps, updates, greedy mean) from (minutes, greedy mean) pairs."""
+    return [{"minutes": m, "env_steps": every * (i + 1), "updates": 2500 * (i + 1), "greedy_mean": g}
+            for i, (m, g) in enumerate(points)]
+
+
+# -- when a run reaches a level -----------------------------------------------------------------------------
+
+def test_trailing_k_is_the_audits_five() -> None:
+    assert TRAILING_K == 5
+
+
+def test_the_audits_curve_reaches_10_at_48_minutes_not_at_its_lucky_point() -> None:
+    curve = curve_of(AUDIT)
+    assert next(r["minutes"] for r in curve if r["greedy_mean"] >= 10) == 43.6  # the old single-point rule
+    r = reach(curve, 10)
+    assert r is not None and r["minutes"] == 48.2 and r["k"] == 5
+    assert r["env_steps"] == 50_000 and r["updates"] == 25_000  # the same evaluation's other clocks
+    assert r["trailing_mean"] == pytest.approx((10.32 + 9.32 + 9.98 + 10.12 + 10.82) / 5)  # 10.112
+
+
+def test_a_lucky_point_followed_by_points_below_never_reaches() -> None:
+    lucky = curve_of([(m, g) for m, g in enumerate([9.0, 9.1, 8.9, 9.2, 10.6, 9.4, 9.5, 9.3, 9.6, 9.4, 9.5])])
+    assert max(r["greedy_mean"] for r in lucky) >= 10
+    assert reach(lucky, 10) is None
+    assert reach(lucky, 9.3) == {"minutes": 4, "env_steps": 25_000, "updates": 12_500, "trailing_mean":
+                                 pytest.approx(9.36), "k": 5}  # (9.0 + 9.1 + 8.9 + 9.2 + 10.6) / 5
+
+
+def test_a_step_curve_reaches_when_the_window_is_full_of_the_new_level() -> None:
+    steps = curve_of([(i, 8.0 if i < 5 else 10.0) for i in range(12)])
+    assert [m if m is None else round(m, 6) for m in trailing_means([r["greedy_mean"] for r in steps])][3:10] == [
+        None, 8.0, 8.4, 8.8, 9.2, 9.6, 10.0]
+    assert reach(steps, 10)["minutes"] == 9  # 10.0 exactly counts (float sum tolerance)
+    assert reach(steps, 9)["minutes"] == 7
+    assert reach(steps, 10.01) is None
+
+
+def test_too_short_or_never_reached_is_none_never_the_budget() -> None:
+    short = curve_of([(1, 20.0), (2, 20.0), (3, 20.0), (4, 20.0)])  # 4 evaluations < k
+    assert reach(short, 10) is None and best_trailing_mean(short) == 0.0
+    assert reach(short, 10, k=4)["minutes"] == 4
+    assert reach_levels(curve_of(AUDIT), [5, 10, 11]) == {"5": pytest.approx(reach(curve_of(AUDIT), 5)),
+                                                          "10": pytest.approx(reach(curve_of(AUDIT), 10)),
+                                                          "11": None}
+    assert reach([], 1) is None
+    with pytest.raises(ValueError):
+        trailing_means([1.0], 0)
+
+
+def test_a_noisy_curve_crosses_late_and_causally() -> None:
+    rng = np.random.default_rng(3)
+    scores = 0.25 * np.arange(60) + rng.normal(0, 0.7, 60)  # one evaluation's noise at score ≈ 10
+    curve = curve_of([(1.2 * i, float(s)) for i, s in enumerate(scores)])
+    r = reach(curve, 10)
+    i = next(j for j, row in enumerate(curve) if row["minutes"] == r["minutes"])
+    windows = [scores[j - 4:j + 1].mean() for j in range(4, len(scores))]
+    assert scores[i - 4:i + 1].mean() >= 10 and all(w < 10 for w in windows[:i - 4])
+    first_single = next(j for j, s in enumerate(scores) if s >= 10)
+    assert first_single < i  # the noise put one evaluation above 10 before the curve got there
+    later_changed = [*curve[:i + 1], *({**row, "greedy_mean": 0.0} for row in curve[i + 1:])]
+    assert reach(later_changed, 10) == r  # no peeking at later evaluations
+    assert best_trailing_mean(curve) == pytest.approx(max(windows))
+
+
+def test_speedup_needs_both_to_reach() -> None:
+    assert speedup({"minutes": 20.0}, {"minutes": 8.0}) == 2.5
+    assert speedup(None, {"minutes": 8.0}) is None and speedup({"minutes": 20.0}, None) is None
+
+
+# -- one evaluation's standard error and intervals over seeds ---------------------------------------------------
+
+def test_standard_error_of_one_evaluation() -> None:
+    assert standard_error([1, 2, 3, 4]) == pytest.approx(math.sqrt(5 / 3) / 2)  # s = 1.2910, n = 4
+    assert standard_error([7, 7, 7]) == 0.0
+    assert math.isnan(standard_error([5]))
+
+
+def test_t_quantiles_match_closed_forms_and_tables() -> None:
+    assert t975(1) == pytest.approx(math.tan(0.475 * math.pi), abs=1e-4)  # Cauchy: 12.7062
+    assert t975(2) == pytest.approx(0.95 * math.sqrt(2 / (4 * 0.975 * 0.025)), abs=1e-4)  # 4.3027
+    for df, t in ((4, 2.776), (9, 2.262), (30, 2.042), (31, 2.040), (40, 2.021), (60, 2.000), (120, 1.980)):
+        assert t975(df) == pytest.approx(t, abs=6e-4), df
+    assert t975(10_000) == pytest.approx(1.960, abs=1e-3)
+    with pytest.raises(ValueError):
+        t975(0)
+
+
+def test_seed_interval_against_hand_computed_values() -> None:
+    iv = seed_interval([10.0, 12.0, 14.0])  # s = 2, se = 2/√3, t(2) = 4.3027: half width 4.9683
+    assert (iv.mean, iv.n, iv.reached) == (12.0, 3, 3)
+    assert iv.low == pytest.approx(7.0317, abs=1e-3) and iv.high == pytest.approx(16.9683, abs=1e-3)
+    two = seed_interval([43.6, None, 42.8])  # the seed that did not reach is counted, not averaged in
+    assert (two.n, two.reached) == (3, 2) and two.mean == pytest.approx(43.2)
+    assert two.high - two.mean == pytest.approx(12.7062 * 0.4, abs=1e-3)  # s = 0.5657, se = 0.4
+    one = seed_interval([None, 9.0])
+    assert (one.mean, one.low, one.high, one.n, one.reached) == (9.0, None, None, 2, 1)
+    none = seed_interval([None, None])
+    assert (none.mean, none.reached, none.n) == (None, 0, 2)
+    assert format_interval(iv) == "12.0 [7.0, 17.0] (3 of 3)"
+    assert format_interval(one) == "9.0 (1 of 2; no interval)" and format_interval(none) == "not reached (0 of 2)"
+    assert iv.to_dict()["reached"] == 3
+
+
+# -- the reuse check: config values, grid, CPU -----------------------------------------------------------------
+
+def fake_run(out: Path, overrides: list[str]) -> Path:
+    """A finished run directory of ``small`` with ``overrides`` (its config.yaml and a summary.json)."""
+    out.mkdir(parents=True)
+    save_config(load_config("small", overrides), out / "config.yaml")
+    (out / "summary.json").write_text("{}")
+    return out
+
+
+def test_a_run_on_another_grid_is_refused_naming_run_and_key(tmp_path: Path) -> None:
+    run = fake_run(tmp_path / "run", grid_overrides(10_000))
+    with pytest.raises(SystemExit) as e:
+        finished_run(run, "small", config_values("small", grid_overrides(5000)))
+    assert str(e.value) == (f"{run}: trained with other values than small has now (eval_every 10000 ≠ 5000, "
+                            "snapshot_every 10000 ≠ 5000); move it away to rerun")
+    assert finished_run(run, "small", config_values("small", grid_overrides(10_000)))
+    assert not finished_run(tmp_path / "nothing", "small", config_values("small"))
+    assert "eval_every" in config_values("small") and "seed" not in config_values("small")
+
+
+def test_a_comparison_refuses_runs_on_two_grids(tmp_path: Path) -> None:
+    a = fake_run(tmp_path / "a", grid_overrides(5000))
+    b = fake_run(tmp_path / "b", ["eval_every=5000", "snapshot_every=10000"])
+    assert same_grid([a, fake_run(tmp_path / "a2", [*grid_overrides(5000), "seed=3"])]) == {
+        "eval_every": 5000, "snapshot_every": 5000}
+    with pytest.raises(SystemExit) as e:
+        same_grid([a, b])
+    assert str(e.value) == f"{b}: another evaluation grid than {a} (snapshot_every 10000 ≠ 5000); a comparison uses one grid"
+
+
+def test_a_stale_config_is_refused(tmp_path: Path) -> None:
+    run = fake_run(tmp_path / "run", ["gamma=0.9"])
+    with pytest.raises(SystemExit, match=r"run: trained with other values than small has now \(gamma 0.9 ≠ 0.95\)"):
+        finished_run(run, "small", config_values("small"))
+    # what the bench recorded at training time wins over config.yaml: a solver prototxt changed since is stale
+    fresh = fake_run(tmp_path / "fresh", [])
+    values = config_values("small")
+    record_run(fresh, {**values, "solver_sha256": "0" * 16})
+    with pytest.raises(SystemExit, match=r"solver_sha256 0{16} ≠ [0-9a-f]{16} \(prototxt/solver_rmsprop.prototxt "
+                                         r"changed\)"):
+        finished_run(fresh, "small", values)
+    record_run(fresh, values)
+    assert finished_run(fresh, "small", values)
+
+
+def test_a_run_on_another_cpu_is_refused_and_an_unrecorded_one_said(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    run = fake_run(tmp_path / "run", [])
+    values = config_values("small")
+    assert finished_run(run, "small", values)  # trained before benches recorded the CPU
+    assert "its CPU was not recorded" in capsys.readouterr().out
+    record_run(run, values)
+    rec = json.loads((run / RECORD).read_text())
+    assert rec["machine"]["family"] == machine()["family"]
+    rec["machine"]["model"] = (rec["machine"]["model"] or 0) + 1
+    (run / RECORD).write_text(json.dumps(rec))
+    with pytest.raises(SystemExit, match=r"trained on another CPU than this one \(model \d+ ≠ \d+\); a comparison "
+                                         "does not mix CPUs"):
+        finished_run(run, "small", values)
+
+
+# -- the machine record -----------------------------------------------------------------------------------------
+
+def test_machine_records_the_cpu_and_the_openblas_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    m = machine()
+    for key in ("cores", "cpu", "isa", "python", "date"):  # what older results have
+        assert m[key], key
+    assert m["cpu"] == m["model_name"] and m["isa"] in ("AVX-512", "AVX2", "AVX", "SSE")
+    assert m["openblas_coretype"] == "Haswell"
+    if Path("/proc/cpuinfo").is_file():
+        assert m["vendor"] and isinstance(m["family"], int) and isinstance(m["model"], int)
+    try:
+        ctypes.CDLL("libopenblas.so.0")
+    except OSError:
+        assert m["openblas_core"] is None
+    else:
+        assert isinstance(m["openblas_core"], str) and m["openblas_core"]
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    assert machine()["openblas_coretype"] is None
+
+
+def test_cpus_are_compared_by_family_model_and_openblas_core() -> None:
+    a = {"vendor": "AuthenticAMD", "family": 25, "model": 17, "model_name": "AMD EPYC", "openblas_core": "Zen"}
+    assert cpu_differences(a, dict(a)) == []
+    assert cpu_differences(a, {**a, "model": 1}) == ["model 17 ≠ 1"]  # Zen 4 vs Zen 3: one name, two CPUs
+    assert cpu_differences(a, {**a, "openblas_core": "Prescott"}) == ["openblas_core Zen ≠ Prescott"]
+    assert cpu_differences({"cpu": "AMD EPYC"}, a) is None and cpu_differences(None, a) is None
+    assert cpu_label({"cpu": "Intel(R) Xeon(R) Processor", "isa": "AVX-512"}) == (
+        "Intel(R) Xeon(R) Processor, AVX-512; family and model not recorded")
+    assert cpu_label({**a, "isa": "AVX-512", "openblas_coretype": None}) == (
+        "AMD EPYC, AVX-512; AuthenticAMD family 25 model 17; OpenBLAS core Zen")
+
+
+# -- the report: goals and old results -------------------------------------------------------------------------
+
+def test_a_missed_goal_says_missed() -> None:
+    assert report.versus_goal(3.5528, 3, True, unit="×") == "3.55× (goal ≤ 3×: missed)"
+    assert report.versus_goal(2986.4, 3000, False, ",.0f", "/s") == "2,986/s (goal ≥ 3,000/s: missed)"
+    assert report.versus_goal(2.66, 3, True, unit="×", mark="**") == "**2.66×** (goal ≤ 3×: met)"
+    assert report.versus_goal(3000, 3000, False, ",.0f", "/s") == "3,000/s (goal ≥ 3,000/s: met)"
+
+
+def test_report_marks_goals_and_labels_old_machines(tmp_path: Path) -> None:
+    old = {"cores": 2, "cpu": "Intel(R) Xeon(R) Processor", "python": "3.11.2", "date": "D"}
+    ps = {"name": "ps_speed", "machine": old, "threads": 2, "max_ratio": 3.55, "max_ratio_threads": 3.57,
+          "applies": [{"vector": "small", "solver": "AdaGrad", "floats": 1, "memcpy_us": 1.0, "apply_us": 3.55,
+                       "ratio": 3.55, "apply_threads_us": 3.57, "ratio_threads": 3.57}],
+          "loopback": [{"auth": "connection", "clients": 2, "updates_per_s": 2986.0}]}
+    (tmp_path / "ps_speed.json").write_text(json.dumps(ps))
+    report.main(["--results", str(tmp_path)])
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "(Intel(R) Xeon(R) Processor; family and model not recorded)" in text
+    assert "Largest ratio: **3.55×** (goal ≤ 3×: missed) on one core" in text
+    assert "**3.55×** (goal ≤ 3×: missed), at small" in text and "**2,986/s** (goal ≥ 3,000/s: missed)" in text
+
+
+def test_the_recorded_results_still_render(tmp_path: Path) -> None:
+    """results/*.json as recorded (without the new fields) render, each section with its machine."""
+    names = {name for name, *_ in report.SECTIONS}
+    recorded = sorted(p for p in (ROOT / "results").glob("*.json") if p.stem in names)
+    if not recorded:
+        pytest.skip("no recorded results in this checkout")
+    for path in recorded:
+        (tmp_path / path.name).write_text(path.read_text())
+    report.main(["--results", str(tmp_path)])
+    text = (tmp_path / "REPORT.md").read_text()
+    assert text.count("— measured ") == len(recorded)
