@@ -38,6 +38,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    # No thread names in log records (the format has none): py4j closes a finished thread's connection from the
+    # thread's teardown and logs it, where current_thread() makes a dummy Thread that Python 3.13 then fails to
+    # remove at exit ("Exception ignored in _DeleteDummyThreadOnDel.__del__", CPython gh-130522).
+    logging.logThreads = False
     from ddqn.errors import run_command  # noqa: PLC0415 - after argparse, so --help is fast
 
     with StopFlag("interrupted: stopping workers, then a final snapshot") as stop:

@@ -149,21 +149,23 @@ def _unsafe_member(member: tarfile.TarInfo, dest: Path) -> str | None:
 
 
 def extract_sdist(archive: Path, dest: Path) -> None:
-    """Extract ``archive`` into ``dest`` safely on every Python 3.11: with tarfile's ``data`` filter where the
-    interpreter has it (3.11.4+), otherwise refusing (before anything is written) any member that has an
-    absolute path, ``..``, a link or a device, and dropping setuid/setgid/sticky and group/other write bits."""
+    """Extract ``archive`` into ``dest`` safely on every supported Python: refuse (before anything is written) any
+    member that has an absolute path, ``..``, a link or a device, the same everywhere (tarfile's ``data`` filter
+    would strip a leading ``/`` instead), then extract with that filter where the interpreter has it (3.11.4+),
+    otherwise dropping setuid/setgid/sticky and group/other write bits by hand."""
     with tarfile.open(archive) as tar:
-        if hasattr(tarfile, "data_filter"):
-            try:
-                tar.extractall(dest, filter="data")
-            except tarfile.FilterError as exc:
-                raise BuildError(f"{archive.name}: refused member: {exc}") from exc
-            return
         members = tar.getmembers()
         for member in members:
             why = _unsafe_member(member, dest)
             if why:
                 raise BuildError(f"{archive.name}: refused member {member.name!r}: {why}")
+        if hasattr(tarfile, "data_filter"):
+            try:
+                tar.extractall(dest, members=members, filter="data")
+            except tarfile.FilterError as exc:
+                raise BuildError(f"{archive.name}: refused member: {exc}") from exc
+            return
+        for member in members:
             member.mode &= 0o755
         tar.extractall(dest, members=members)
 
