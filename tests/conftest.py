@@ -56,6 +56,29 @@ def _close_shared_zmq_context():
     zmq.Context.instance().destroy(linger=0)
 
 
+def assert_action_twins(base: Path, twin: Path, actions: int, twin_actions: int) -> None:
+    """``twin`` is the prototxt ``base`` but for the action dims: Input's action_mask/target shapes and q's
+    num_output are ``twin_actions`` where ``base`` has ``actions``; everything else is equal."""
+    from google.protobuf import text_format
+
+    from ddqn.net.caffe_env import caffe_pb2
+
+    pb2 = caffe_pb2()
+    a, b = pb2.NetParameter(), pb2.NetParameter()
+    text_format.Merge(base.read_text(), a)
+    text_format.Merge(twin.read_text(), b)
+    b.name = a.name
+    for layer in b.layer:
+        if layer.type == "Input":
+            for shape in layer.input_param.shape[1:]:
+                assert shape.dim[1] == twin_actions
+                shape.dim[1] = actions
+        if layer.name == "q":
+            assert layer.inner_product_param.num_output == twin_actions
+            layer.inner_product_param.num_output = actions
+    assert a == b
+
+
 def pytest_report_header(config) -> str:
     """Which interpreter runs the suite (on Debian, `make test` picks Debian's /usr/bin/python3)."""
     return f"interpreter: {os.path.realpath(sys._base_executable)} {sys.version.split()[0]} (venv {sys.prefix})"

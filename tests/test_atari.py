@@ -12,6 +12,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from conftest import assert_action_twins
 from gymnasium import spaces
 
 from ddqn.config import PROTOTXT_DIR, load_config
@@ -21,7 +22,6 @@ from ddqn.errors import ConfigError
 from ddqn.game import game_actions, make_batch
 from ddqn.game.atari import SCREEN, AtariEnv
 from ddqn.game.seeds import game_seeds
-from ddqn.net.caffe_env import caffe_pb2
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.replay import ReplayMemory
@@ -202,26 +202,11 @@ def test_experience_loop_cuts_replay_at_lost_lives_and_keeps_the_game() -> None:
 @pytest.mark.timeout(60)
 def test_nets_and_their_6_action_twins() -> None:
     """Each *_6a net is its 4-action twin but for the action dims (Input's action_mask/target, q's num_output)."""
-    from google.protobuf import text_format
-
-    pb2 = caffe_pb2()
     for fam, params in (("nips", 677_172), ("nature", 1_686_180)):
         four, six = (PROTOTXT_DIR / f"atari_{fam}.prototxt", PROTOTXT_DIR / f"atari_{fam}_6a.prototxt")
         assert load_netspec(four, 4).num_params == params and load_netspec(six, 6).num_actions == 6
         assert f"{params:,} learnable parameters" in four.read_text()
-        a, b = pb2.NetParameter(), pb2.NetParameter()
-        text_format.Merge(four.read_text(), a)
-        text_format.Merge(six.read_text(), b)
-        b.name = a.name
-        for layer in b.layer:
-            if layer.type == "Input":
-                for shape in layer.input_param.shape[1:]:
-                    assert shape.dim[1] == 6
-                    shape.dim[1] = 4
-            if layer.name == "q":
-                assert layer.inner_product_param.num_output == 6
-                layer.inner_product_param.num_output = 4
-        assert a == b
+        assert_action_twins(four, six, 4, 6)
 
 
 @pytest.mark.timeout(60)

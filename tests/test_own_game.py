@@ -16,6 +16,7 @@ import gymnasium
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from conftest import assert_action_twins
 from gymnasium.utils.env_checker import check_env
 
 from ddqn.config import ALE_ONLY, PROTOTXT_DIR, load_config
@@ -27,7 +28,6 @@ from ddqn.errors import ConfigError
 from ddqn.game import game_actions, make_batch, make_env
 from ddqn.game.examples import CATCH_ID
 from ddqn.game.examples.catch import LEFT, RIGHT, STAY, Catch
-from ddqn.net.caffe_env import caffe_pb2
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.replay import ReplayMemory
@@ -177,25 +177,10 @@ def test_catch_is_a_gymnasium_env_with_its_rules() -> None:
 
 
 def test_catch_net_is_the_small_snake_net_with_3_outputs() -> None:
-    from google.protobuf import text_format
-
-    pb2 = caffe_pb2()
     catch, snake = PROTOTXT_DIR / "catch.prototxt", PROTOTXT_DIR / "snake_small.prototxt"
     spec = load_netspec(catch, 3)
     assert spec.state_shape == (4, 8, 8) and f"{spec.num_params:,} learnable parameters" in catch.read_text()
-    a, b = pb2.NetParameter(), pb2.NetParameter()
-    text_format.Merge(snake.read_text(), a)
-    text_format.Merge(catch.read_text(), b)
-    b.name = a.name
-    for layer in b.layer:
-        if layer.type == "Input":
-            for shape in layer.input_param.shape[1:]:
-                assert shape.dim[1] == 3
-                shape.dim[1] = 4
-        if layer.name == "q":
-            assert layer.inner_product_param.num_output == 3
-            layer.inner_product_param.num_output = 4
-    assert a == b
+    assert_action_twins(snake, catch, 4, 3)
 
 
 # -- preprocessing -----------------------------------------------------------------------------------------------
