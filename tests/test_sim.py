@@ -192,7 +192,8 @@ def test_validation_score_measures() -> None:
 
 
 def test_projection_levels_are_reached_by_one_worker() -> None:
-    """Default levels are ones W = 1 reaches (a speedup needs them); minutes and speedups come from first reaches."""
+    """Default levels are ones W = 1 reaches (a speedup needs them); minutes and speedups come from the first
+    crossing of a trailing 5-evaluation mean (ddqn.bench.stats), never from one lucky evaluation."""
     import argparse
 
     from ddqn.bench.scale_out import levels_for, reach_rows
@@ -200,12 +201,14 @@ def test_projection_levels_are_reached_by_one_worker() -> None:
     def curve(values: list[float]) -> list[dict[str, float]]:
         return [{"minutes": float(i + 1), "env_steps": 100 * i, "greedy_mean": v} for i, v in enumerate(values)]
 
-    w1, w2 = curve([0.5, 2.0, 3.1, 4.3]), curve([2.5, 4.4])
+    w1, w2 = curve([1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 5.0, 5.0, 5.0]), curve([4.0, 5.0, 5.0, 5.0, 5.0, 5.0])
     paper, other = (argparse.Namespace(levels=None, config=f"{n}.yaml") for n in ("paper", "tuned"))
-    assert levels_for(paper, w1) == [2.0, 3.0, 4.0]  # the paper's 3 (not 5, 10) and 50/75/90 % of 4.3
-    assert levels_for(other, curve([6.0])) == [3.0, 4.5, 5.5]
+    assert levels_for(paper, w1) == [2.5, 3.0, 4.0, 4.5, 5.0]  # the paper's 3 and 5 (not 10), 50/75/90 % of 5.0
+    assert levels_for(other, curve([6.0] * 5)) == [3.0, 4.5, 5.5]
     assert levels_for(argparse.Namespace(levels=[1.0], config="paper"), w1) == [1.0]
-    rows = reach_rows({1: w1, 2: w2}, [2.0, 4.0, 5.0])
-    assert rows[1]["speedup"] == {"2.0": 1.0, "4.0": 1.0, "5.0": None}
-    assert rows[2]["reach"]["4.0"] == {"minutes": 2.0, "env_steps": 100}
-    assert rows[2]["speedup"] == {"2.0": 2.0, "4.0": 2.0, "5.0": None}
+    rows = reach_rows({1: w1, 2: w2}, [3.0, 4.8, 6.0])
+    assert rows[1]["reach"]["4.8"]["minutes"] == 8.0  # (4 + 4 × 5) / 5 at the 8th evaluation
+    assert rows[1]["speedup"] == {"3.0": 1.0, "4.8": 1.0, "6.0": None}
+    assert rows[2]["reach"]["4.8"]["minutes"] == 5.0 and rows[2]["reach"]["4.8"]["env_steps"] == 400
+    assert rows[2]["speedup"] == {"3.0": 1.0, "4.8": 1.6, "6.0": None}
+    assert reach_rows({1: curve([0.0, 0.0, 0.0, 0.0, 9.0])}, [3.0])[1]["reach"]["3.0"] is None  # one lucky point
