@@ -197,10 +197,19 @@ def settled(cluster: HostsCluster, timeout: float = 45) -> dict[str, list[str]]:
             first_seen.setdefault(line.split()[0], time.monotonic())
         return found
 
-    wait_until(lambda: not strays(), timeout, step=0.5)
+    last: dict[str, list[str]] = {}
+
+    def clean() -> bool:
+        nonlocal last
+        last = strays()
+        return not last
+
+    # what the last poll saw, not a new listing: a process born after a clean poll (the Spark worker's own
+    # `rm -rf` of a finished executor's directory) is not the job's
+    wait_until(clean, timeout, step=0.5)
     now = time.monotonic()
     return {role: [f"{x} (there for {now - first_seen.get(x.split()[0], now):.0f} of {now - start:.0f} s)" for x in xs]
-            for role, xs in strays().items()}
+            for role, xs in last.items()}
 
 
 def printed_pushes(job: Job) -> dict[int, int]:
