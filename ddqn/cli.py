@@ -2,7 +2,7 @@
 
 Ctrl-C or SIGTERM sets a stop flag (:class:`ddqn.stop.StopFlag`, installed by :func:`main` before anything
 heavy is imported); training, evaluation and play stop at their next step boundary, finish cleanly (training:
-a final snapshot) and exit 130. A second signal exits at once.
+a final snapshot) and exit 130. A second signal exits at once (one within 1 s of the first is the same stop).
 """
 from __future__ import annotations
 

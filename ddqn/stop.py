@@ -7,8 +7,10 @@ An entry point (``ddqn``, ``spark_jobs/train.py``) installs one :class:`StopFlag
 
 The first SIGINT or SIGTERM only sets the flag and writes one line to stderr; the loop notices it at its next
 step boundary and the command finishes cleanly (final snapshot, sinks closed, exit code 130). A second signal
-writes one line and ends the process at once with ``os._exit(130)``. Loops accept any object with ``is_set()``
-(a :class:`StopFlag`, :data:`NEVER`, a ``threading.Event`` in tests).
+at least :data:`GRACE_S` after the first writes one line and ends the process at once with ``os._exit(130)``; one
+within :data:`GRACE_S` is the same stop (one line, nothing else): GNU ``timeout`` and some CI runners forward
+SIGINT to the process group again, so one Ctrl-C can arrive twice within milliseconds. Loops accept any object
+with ``is_set()`` (a :class:`StopFlag`, :data:`NEVER`, a ``threading.Event`` in tests).
 
 The handler sets an attribute and calls ``os.write``: it takes no lock and raises nothing, so whatever the
 main thread was doing when the signal came (a TensorBoard queue, tqdm, Caffe) carries on undisturbed.
@@ -24,6 +26,7 @@ from typing import Protocol
 EXIT_CODE = 130  # what a shell reports for a command ended by Ctrl-C
 SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; spark-submit, docker and cluster managers send SIGTERM
 POLL_S = 0.05  # how often sleep_unless looks at the flag
+GRACE_S = 1.0  # a second signal sooner than this after the first is the same stop (a wrapper's forwarded copy)
 
 
 class Stoppable(Protocol):
@@ -43,8 +46,8 @@ NEVER: Stoppable = _Never()
 
 
 class StopFlag:
-    """SIGINT/SIGTERM handlers for the duration of a ``with`` block: the first signal sets the flag, the second
-    exits at once.
+    """SIGINT/SIGTERM handlers for the duration of a ``with`` block: the first signal sets the flag, a later one
+    (at least :data:`GRACE_S` after it) exits at once.
 
     Args:
         message: the line written to stderr on the first signal, e.g. ``"interrupted: stopping workers"``
@@ -59,6 +62,7 @@ class StopFlag:
         self.message = message
         self.signals = tuple(signals)
         self.signum: int | None = None
+        self._set_at = 0.0  # time.monotonic() when the flag was set
         self._previous: dict[int, object] = {}
 
     def is_set(self) -> bool:
@@ -67,7 +71,7 @@ class StopFlag:
     def set(self, signum: int = signal.SIGINT) -> None:
         """Request a stop, as the first signal does (without the message)."""
         if self.signum is None:
-            self.signum = signum
+            self.signum, self._set_at = signum, time.monotonic()
 
     def __enter__(self) -> StopFlag:
         if threading.current_thread() is threading.main_thread():
@@ -83,10 +87,13 @@ class StopFlag:
     def _handle(self, signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
         if self.signum is not None:
+            if time.monotonic() - self._set_at < GRACE_S:  # e.g. a wrapper forwarding the same Ctrl-C to the group
+                _write(f"\n{name} again within {GRACE_S:g} s: the same stop (send it later to exit at once)\n")
+                return
             _write(f"\n{name} again: exiting at once (no final snapshot)\n")
             os._exit(EXIT_CODE)
-        self.signum = signum
-        _write(f"\n{self.message} ({name}; send it again to exit at once)\n")
+        self.signum, self._set_at = signum, time.monotonic()
+        _write(f"\n{self.message} ({name}; send it again after {GRACE_S:g} s to exit at once)\n")
 
 
 def _write(text: str) -> None:

@@ -6,7 +6,8 @@
 Without ``--master`` it runs on the embedded default ``local[*,4]`` (local mode that retries a failed task).
 User errors print one line ``train.py: error: …`` and exit 2. Ctrl-C (SIGINT, which a terminal sends to
 spark-submit's JVM and this Python driver alike) or SIGTERM sets a stop flag: the driver stops its workers,
-writes a final snapshot, frees its port and exits 130. A second signal exits at once.
+writes a final snapshot, frees its port and exits 130. A second signal exits at once (one within 1 s of the first
+is the same stop: wrappers such as GNU timeout forward SIGINT to the process group again).
 """
 from __future__ import annotations
 

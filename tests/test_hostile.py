@@ -4,12 +4,15 @@ Each numbered case of the reliability issue sends its hostile input and asserts 
 honest worker's pushes keep being applied, nothing is applied in part, every drop is counted under a key of
 the fixed set ``protocol.DROP_REASONS``, and θ, θ⁻ and the solver history stay bit-identical to a replay of
 the honest gradients alone. Attacks whose memory effect is measured run in a separate process, so that the
-server's peak RSS (VmHWM of this process) holds only what the server holds.
+server's peak RSS (VmHWM of this process) holds only what the server holds; one that could abort the server's
+process runs the server in a process of its own. The ``test_r2_*`` cases are the second round's (issue 28).
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -21,9 +24,12 @@ import zmq
 from conftest import PROTOTXT, raw_socket
 
 from ddqn.distributed import protocol as P
-from ddqn.distributed.client import ServerClient
+from ddqn.distributed import server as server_module
+from ddqn.distributed.client import ServerClient, ServerGone
 from ddqn.distributed.server import ParameterServer, ServerOptions
 from ddqn.distributed.store import ParameterStore
+from ddqn.distributed.sync import SyncRounds
+from ddqn.distributed.zap import plain_client
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.solvers.flat import make_solver, parse_solver_spec
@@ -90,7 +96,11 @@ class Honest:
         self.server, self.n = server, server.store.num_params
         self.client = ServerClient(server.address, server.secret, worker, attempt, self.n, timeout=10,
                                    auth=server.auth)
-        self.client.fetch()
+        try:
+            self.client.fetch()
+        except BaseException:  # no socket left to the garbage collector (see the closing fixture)
+            self.client.close()
+            raise
         self.rng = np.random.default_rng(worker)
         self.pushed: list[np.ndarray] = []
 
@@ -404,3 +414,212 @@ def test_10_a_join_and_a_silent_session_are_logged_with_the_peer_address(tiny_ne
         for c in clients:
             c.close()
         srv.close()
+
+
+# -- round two (issue 28): an insider (the secret) must not crash, lock, inflate or miscount --------------------
+@pytest.fixture
+def closing():
+    """Sockets and clients a test opens, closed after it even when it fails: a ZeroMQ context left to the garbage
+    collector can block in its termination inside whichever thread collects it."""
+    opened: list = []
+    yield opened.append
+    for peer in reversed(opened):
+        (peer.client if isinstance(peer, Honest) else peer).close()
+
+
+def test_r2_7_a_huge_integer_in_a_stats_field_is_a_counted_drop_not_a_server_error(server: ParameterServer,
+                                                                                     closing) -> None:
+    """10^309 is a valid JSON integer that no float can hold: as seconds it is a bad report, counted and dropped,
+    and no input of any type makes validation raise (a raise is a 'server error' and a logged traceback)."""
+    honest, sock = Honest(server), raw_socket(server)
+    closing(honest), closing(sock)
+    s = _open(server, sock, *_hello(server, 1))
+    huge = "1" + "0" * 309
+    for field in ("compute_s", "comm_s"):
+        sock.send_multipart(s.seal(P.STATS, 1, 0, payload=f'{{"scores": [1], "{field}": {huge}}}'.encode()))
+    _settle(server, 2)
+    assert _dropped(server) == {"bad stats": 2}, _dropped(server)
+    odd = [huge, "-" + huge, "1e308", "-1e308", "null", "[]", "{}", '"1"', "true", str(2**64), "1e-320", "-0.0"]
+    sent = 2
+    for field in ("env_steps", "compute_s", "comm_s", "scores"):
+        for value in odd:
+            body = f'{{"{field}": [{value}]}}' if field == "scores" else f'{{"{field}": {value}}}'
+            sock.send_multipart(s.seal(P.STATS, 1, 0, payload=body.encode()))
+            sent += 1
+    valid = 4  # 1e-320 and -0.0 are finite seconds >= 0 (compute_s, comm_s); every other value is a bad report
+    _settle(server, sent - valid)
+    time.sleep(0.2)
+    assert _dropped(server) == {"bad stats": sent - valid}, _dropped(server)
+    assert server.stats.view().workers[1].episodes == 0
+    honest.push()
+    _assert_fixed_reasons(server)
+    _assert_replay_identical(server, honest.pushed)
+
+
+def _insider_session(server: ParameterServer, worker: int, attempt: int) -> tuple[zmq.Socket, P.Session | None]:
+    """An insider's HELLO for ``worker``/``attempt``; if it gets a WELCOME, one sealed FETCH proves the key."""
+    sock = raw_socket(server)
+    hello, nonce = _hello(server, worker, attempt)
+    sock.send_multipart(hello)
+    if not sock.poll(2_000):
+        return sock, None
+    _, payload = P.open_handshake(server.secret, sock.recv_multipart(), P.WELCOME)
+    s = P.Session(P.session_key(server.secret, nonce, payload[:P.NONCE_BYTES]), outbound=0, auth=server.auth)
+    sock.send_multipart(s.seal(P.FETCH, worker, attempt, P.NO_VERSION, P.NO_VERSION))
+    sock.poll(2_000)
+    return sock, s
+
+
+def test_r2_9_an_attempt_number_beyond_sparks_retries_locks_no_partition(server: ParameterServer, closing) -> None:
+    """A session claiming attempt 65,535 (the header's maximum) is refused at its HELLO, so Spark's real retries
+    of that partition still join; attempt numbers stay below spark.task.maxFailures (4 by default) and never
+    go back down for a partition, even once its later attempt has left."""
+    honest = Honest(server, 0)
+    closing(honest)
+    honest.push()
+    insider, session = _insider_session(server, 0, 65_535)
+    closing(insider)
+    retry = Honest(server, 0, attempt=1)  # Spark's retry of partition 0
+    closing(retry)
+    retry.push()
+    assert session is None, "attempt 65,535 got a WELCOME"
+    assert server.stats.view().workers[0].attempt == 1
+    assert _dropped(server) == {"bad hello": 1}, _dropped(server)
+    retry.client.close()  # BYE: attempt 1 leaves; attempt 0 is still older than it
+    with pytest.raises(ServerGone):
+        ServerClient(server.address, server.secret, 0, 0, server.store.num_params, timeout=1, auth=server.auth)
+    _settle(server, 2)
+    assert _dropped(server) == {"bad hello": 1, "stale attempt": 1}, _dropped(server)
+    last = Honest(server, 0, attempt=3)  # the last attempt Spark makes with spark.task.maxFailures 4
+    closing(last)
+    last.push()
+    assert server.stats.view().workers[0].attempt == 3
+    _assert_fixed_reasons(server)
+    _assert_replay_identical(server, honest.pushed + retry.pushed + last.pushed)
+
+
+@pytest.mark.parametrize("auth", ["message", "connection"])
+def test_r2_10_a_second_push_in_a_sync_round_is_dropped_and_not_counted(tiny_net_file: Path, auth: str,
+                                                                        closing) -> None:
+    """--sync: a worker's second PUSH in the same round is dropped ('stale round') and is not one of its pushes;
+    the round's mean is of one gradient per worker."""
+    spec = load_netspec(tiny_net_file)
+    srv = ParameterServer(_store(spec), P.new_secret(), ServerOptions(auth=auth, partitions=2, session_timeout=60),
+                          rounds=SyncRounds(spec.num_params, 2)).start()
+    srv.spec = spec
+    closing(srv)
+    a, b = Honest(srv, 0), Honest(srv, 1)
+    closing(a), closing(b)
+    a.push()
+    twice = np.full(spec.num_params, 0.01, np.float32)
+    assert a.client.push(twice, 0)[0] == 0  # the same round again: acknowledged, dropped
+    b.push()
+    assert srv.store.version == 1 and _dropped(srv) == {"stale round": 1}, _dropped(srv)
+    workers = srv.stats.view().workers
+    assert (workers[0].pushes, workers[1].pushes) == (1, 1)
+    ref = _store(spec)
+    ref.apply((a.pushed[0] + b.pushed[0]) * np.float32(0.5))
+    assert np.array_equal(srv.store.theta, ref.theta)
+
+
+def test_r2_12_env_steps_in_a_report_are_bounded_by_the_time_elapsed(server: ParameterServer, closing) -> None:
+    """One STATS claiming 10^12 env steps (the old MAX_COUNT) would end any --steps budget: a report may claim
+    at most MAX_ENV_STEPS_PER_S per second since the partition's previous report; more is dropped whole."""
+    honest, sock = Honest(server), raw_socket(server)
+    closing(honest), closing(sock)
+    s = _open(server, sock, *_hello(server, 1))
+    claim = json.dumps({"scores": [3], "env_steps": 10**12, "compute_s": 1.0, "comm_s": 1.0}).encode()
+    sock.send_multipart(s.seal(P.STATS, 1, 0, payload=claim))
+    _settle(server, 1)
+    view = server.stats.view()
+    assert (view.env_steps, view.episodes, view.workers[1].compute_s) == (0, 0, 0.0), view
+    assert _dropped(server) == {"too fast": 1}, _dropped(server)
+    time.sleep(0.3)  # an honest report: 100 steps in 0.3 s
+    ok = json.dumps({"scores": [2], "env_steps": 100, "compute_s": 0.2, "comm_s": 0.1}).encode()
+    assert _request(sock, s, s.seal(P.STATS, 1, 0, payload=ok)).type == P.ACK
+    rate = server_module.MAX_ENV_STEPS_PER_S
+    burst = json.dumps({"scores": [], "env_steps": 10 * rate}).encode()  # ten seconds' worth, right after a report
+    sock.send_multipart(s.seal(P.STATS, 1, 0, payload=burst))
+    _settle(server, 2)
+    view = server.stats.view()
+    assert (view.workers[1].env_steps, view.episodes) == (100, 1) and _dropped(server) == {"too fast": 2}
+    time.sleep(0.2)
+    assert not honest.client.stats([], env_steps=50, compute_s=0.1, comm_s=0.1)  # the honest worker's report
+    assert server.stats.view().env_steps == 150
+    honest.push()
+    _assert_fixed_reasons(server)
+    _assert_replay_identical(server, honest.pushed)
+
+
+SERVER_PROCESS = r'''
+import sys, time
+from ddqn.distributed import protocol as P
+from ddqn.distributed.server import ParameterServer, ServerOptions
+from ddqn.distributed.store import ParameterStore
+from ddqn.net.netspec import load_netspec
+from ddqn.net.qnet import QNetwork
+from ddqn.solvers.flat import make_solver, parse_solver_spec
+spec = load_netspec(sys.argv[1])
+theta = QNetwork(spec, seed=0).get_params()
+store = ParameterStore(make_solver(parse_solver_spec(sys.argv[2], "s"), spec.params), theta, theta.copy(), 3)
+server = ParameterServer(store, P.new_secret(), ServerOptions(auth=sys.argv[3], partitions=2)).start()
+print(server.address, server.secret.hex(), flush=True)
+time.sleep(float(sys.argv[4]))  # bounded: the test ends it sooner, by its pid
+server.close()
+'''
+
+
+def _unseeded_routing_ids(count: int) -> list[bytes]:
+    """The automatic routing ids of a ROUTER created as the server creates its own if nothing seeded rand():
+    libzmq starts its counter at generate_random() = rand() | (rand() & 1) << 31, and the server's ZAP handler,
+    a REP socket, takes the first such number; glibc's rand() unseeded is seeded with 1."""
+    libc = ctypes.CDLL(None)
+    libc.srand(1)
+    r = [libc.rand() for _ in range(4)]
+    start = (r[2] | (r[3] & 1) << 31) & 0xFFFFFFFF
+    return [b"\0" + ((start + k) & 0xFFFFFFFF).to_bytes(4, "big") for k in range(count)]
+
+
+@pytest.mark.parametrize("auth", ["message", "connection"])
+def test_r2_1_routing_ids_a_token_holder_predicts_do_not_abort_the_server(tiny_net_file: Path, auth: str) -> None:
+    """A token holder opens 512 connections whose explicit routing ids are the ROUTER's next automatic ones, then
+    one ordinary connection: libzmq must not abort the server's process (Assertion failed: ok,
+    socket_base.cpp), and an honest worker is still served. The server runs in its own process, so an abort
+    cannot take pytest with it."""
+    proc = subprocess.Popen([sys.executable, "-c", SERVER_PROCESS, str(tiny_net_file), SOLVER, auth, "120"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ctx = zmq.Context()
+    try:
+        assert select.select([proc.stdout], [], [], 120)[0], "the server process did not start"
+        address, secret_hex = proc.stdout.readline().split()
+        secret = bytes.fromhex(secret_hex)
+        token = P.connection_token(secret)
+        squatters = []
+        for ident in _unseeded_routing_ids(512):
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.ROUTING_ID, ident)
+            plain_client(sock, token)
+            sock.connect(address)
+            sock.send_multipart([b"x", b"y", b"z"])  # one message each (dropped): its connection is in use
+            squatters.append(sock)
+        time.sleep(2)  # their handshakes are done and their routing ids registered
+        ordinary = ctx.socket(zmq.DEALER)
+        ordinary.setsockopt(zmq.LINGER, 0)
+        plain_client(ordinary, token)
+        ordinary.connect(address)
+        ordinary.send_multipart([b"x", b"y", b"z"])
+        time.sleep(2)
+        assert proc.poll() is None, f"the server process died ({proc.returncode}): {proc.stderr.read()[-2000:]}"
+        client = ServerClient(address, secret, 0, 0, load_netspec(tiny_net_file).num_params, timeout=10, auth=auth)
+        try:
+            client.fetch()
+            assert client.push(np.zeros(client.num_params, np.float32), 0)[0] == 1
+        finally:
+            client.close()
+        assert proc.poll() is None
+    finally:
+        ctx.destroy(linger=0)
+        if proc.poll() is None:
+            proc.kill()  # by its pid
+        proc.wait(timeout=30)

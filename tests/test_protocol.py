@@ -19,6 +19,7 @@ from ddqn.distributed import protocol as P
 from ddqn.distributed.checkpointer import Checkpointer, restore
 from ddqn.distributed.client import ServerClient, ServerGone
 from ddqn.distributed.server import ParameterServer, ServerOptions
+from ddqn.distributed.spark import attempts_of
 from ddqn.distributed.stats import ServerStats
 from ddqn.distributed.store import ParameterStore
 from ddqn.distributed.sync import SyncRounds
@@ -96,6 +97,7 @@ def test_rejoining_and_resumed_workers_continue_their_epsilon_schedule(tiny_net_
     try:
         first = ServerClient(srv.address, srv.secret, 0, 0, spec.num_params, timeout=10)
         assert first.prior_env_steps == 0
+        time.sleep(0.01)  # 500 env steps take time: a report may claim MAX_ENV_STEPS_PER_S per second since the last
         first.stats([], env_steps=500, compute_s=0.0, comm_s=0.0)
         again = ServerClient(srv.address, srv.secret, 0, 1, spec.num_params, timeout=10)  # Spark's retry
         assert again.prior_env_steps == 500 and srv.stats.view().workers[0].rejoins == 0  # not proven yet
@@ -310,3 +312,12 @@ def test_driver_reads_a_consistent_copy_while_workers_join(tiny_net_file: Path) 
         stop.set()
         thread.join(timeout=60)
         srv.close()
+
+
+def test_task_attempts_follow_sparks_rules() -> None:
+    """The attempts Spark makes of one task (the server admits attempt numbers below it), by master and
+    spark.task.maxFailures, as Spark's SparkContext.createTaskScheduler decides them."""
+    assert [attempts_of(m, f) for m, f in [("local", None), ("local[2]", "8"), ("local[*]", None),
+                                           ("local[*,4]", None), ("local[2, 3]", None), ("spark://h:7077", None),
+                                           ("spark://h:7077", "9"), ("local-cluster[2,1,1024]", None),
+                                           ("yarn", "2")]] == [1, 1, 1, 4, 3, 4, 9, 4, 2]

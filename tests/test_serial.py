@@ -17,6 +17,7 @@ from ddqn.config import load_config
 from ddqn.dqn.serial import SerialTrainer
 from ddqn.net.netspec import load_netspec
 from ddqn.net.snapshot import load_caffemodel
+from ddqn.stop import GRACE_S
 
 QUICK = ["--config", "small", "--set", "replay_warmup=300", "--set", "eval_episodes=5", "--set", "log_every=100",
          "--set", "eval_every=100000", "--no-progress"]
@@ -151,28 +152,32 @@ def test_ctrl_c_writes_a_final_snapshot(tmp_path: Path) -> None:
 
 
 def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
-    """Two SIGINTs 0.2 s apart during a long random warm-up fill (seconds, not a step boundary): the second one
-    ends the process at once, exit 130, no traceback."""
+    """During a long random warm-up fill (seconds, not a step boundary): a second SIGINT 10 ms after the first
+    (a wrapper's forwarded copy) is the same stop, and one after GRACE_S ends the process at once, exit 130, no
+    traceback."""
     out = tmp_path / "run"
-    # the TensorBoard file is created just before the fill (≥ 2 s for 600,000 transitions)
-    proc = _start_training(out, lambda: any(out.glob("tb/events.*")), "--set", "replay_capacity=600000",
-                           "--set", "replay_warmup=600000")
+    # the TensorBoard file is created just before the fill (>= 4 s for 1,500,000 transitions)
+    proc = _start_training(out, lambda: any(out.glob("tb/events.*")), "--set", "replay_capacity=1500000",
+                           "--set", "replay_warmup=1500000")
     try:
         assert list(out.glob("tb/events.*")), "training never started"
         time.sleep(0.2)  # into the fill: a first SIGINT before it would skip it and stop at once
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.2)
-        assert proc.poll() is None, "the first SIGINT ended the process during the warm-up"
+        time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)  # within the grace period: the same stop
+        time.sleep(GRACE_S + 0.2)
+        assert proc.poll() is None, "a SIGINT within the grace period ended the process during the warm-up"
         proc.send_signal(signal.SIGINT)
         sent = time.monotonic()
         try:
             _, err = proc.communicate(timeout=5)
         except subprocess.TimeoutExpired:
-            raise AssertionError("still running 5 s after the second SIGINT") from None
+            raise AssertionError("still running 5 s after the last SIGINT") from None
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, (proc.returncode, err)
+    assert f"SIGINT again within {GRACE_S:g} s: the same stop" in err, err
     assert "SIGINT again: exiting at once" in err and "Traceback" not in err, err
-    print(f"gone {time.monotonic() - sent:.2f} s after the second SIGINT")
+    print(f"gone {time.monotonic() - sent:.2f} s after the last SIGINT")

@@ -46,7 +46,12 @@ class ServerClient:
         plain_client(self._sock, P.connection_token(secret))  # the server's ZAP handler admits this connection
         self._sock.connect(address)
         self.prior_env_steps = 0  # env steps this partition played before (earlier attempts, resumed runs)
-        self._session = self._hello(secret)
+        try:
+            self._session = self._hello(secret)
+        except BaseException:  # no session: free the socket and context now, not in a garbage collector's thread
+            self._sock.close(linger=0)
+            self._ctx.term()
+            raise
 
     def _recv(self) -> list:
         if not self._sock.poll(self.timeout_ms, zmq.POLLIN):

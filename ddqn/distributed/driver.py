@@ -31,7 +31,7 @@ from ddqn.distributed.checkpointer import Checkpointer, restore
 from ddqn.distributed.evaluator import BackgroundEvaluator, EvalResult
 from ddqn.distributed.job import JobSpec
 from ddqn.distributed.server import ParameterServer, ServerOptions
-from ddqn.distributed.spark import WorkerJob, driver_host, spark_context
+from ddqn.distributed.spark import WorkerJob, driver_host, spark_context, task_attempts
 from ddqn.distributed.stats import ServerStats, train_row
 from ddqn.distributed.store import ParameterStore
 from ddqn.distributed.sync import SyncRounds
@@ -139,7 +139,8 @@ class Driver:
             raise
         secret = protocol.new_secret()
         options = ServerOptions(host=driver_host(sc), port=cfg.server_port, auth=cfg.auth, partitions=cfg.workers,
-                                session_timeout=max(10.0, 2 * cfg.server_timeout), max_grad_norm=cfg.max_grad_norm)
+                                session_timeout=max(10.0, 2 * cfg.server_timeout), max_grad_norm=cfg.max_grad_norm,
+                                max_attempts=task_attempts(sc))
         server = ParameterServer(self.store, secret, options, stats=self.stats,
                                  rounds=SyncRounds(self.spec.num_params, cfg.workers) if self.sync else None).start()
         job = WorkerJob(sc, JobSpec(self.spec.text, self.spec.source, cfg.to_dict(), server.address,

@@ -70,8 +70,8 @@ DROP_REASONS = (
     "unauthenticated connection",  # refused by ZAP: no connection token (never reaches the server thread)
     "replayed",  # sequence number not above the last one received
     "bad json",  # not JSON, over MAX_JSON, nested too deep, or not an object
-    "bad hello",  # authentic HELLO with a wrong model size, auth mode, pid, host or partition
-    "stale attempt",  # a session for an older task attempt than the partition's live one
+    "bad hello",  # authentic HELLO with a wrong model size, auth mode, pid, host, partition or attempt number
+    "stale attempt",  # a session for an older task attempt than the partition's latest proven one
     "wrong worker",  # message names another worker than its session
     "unexpected type",
     "wrong size",  # gradient of the wrong length
@@ -81,6 +81,7 @@ DROP_REASONS = (
     "too stale",  # gradient older than the server's max_staleness versions (an honest worker: it gets its ACK)
     "stale round",  # sync mode: gradient for another round
     "bad stats",  # STATS fields of the wrong type or out of bounds
+    "too fast",  # STATS claiming more env steps than the time since the partition's last report allows
     "receive error",
     "server error",  # a bug; logged with its traceback
 )

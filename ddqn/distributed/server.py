@@ -13,6 +13,7 @@ in :class:`~ddqn.distributed.sessions.SessionTable`; snapshots are the driver's 
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import os
@@ -40,6 +41,11 @@ SEND_QUEUE = 4  # replies ZeroMQ may hold for one connection (an honest worker h
 RECV_QUEUE = 16  # messages ZeroMQ may hold from one connection before the server thread reads them
 MAX_SCORES = 10_000  # episode scores in one STATS report (a worker reports every 2 s)
 MAX_COUNT = 10**12  # bound of every STATS count and second total
+# Env steps one partition can play per second of wall clock, far above any real one: a worker plays one game, and
+# the fastest single game measured is SnakeEnv at 82,161 steps/s with no net and no replay memory (make bench-env);
+# an honest worker plays tens to a few thousand per second. A STATS report claiming more env steps than this rate
+# times the seconds since its partition's previous report (or since the server started) is dropped whole.
+MAX_ENV_STEPS_PER_S = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,9 @@ class ServerOptions:
         auth: ``"message"`` (every payload MAC'd) or ``"connection"`` (see ``ddqn.distributed.protocol``).
         partitions: the job's worker partitions; a HELLO for another partition is refused.
         max_grad_norm: a gradient whose L2 norm exceeds this is dropped ("too large"), never applied.
+        max_attempts: Spark's attempts of one task (its scheduler's ``spark.task.maxFailures``; the driver reads
+            it from its SparkContext): attempts are numbered 0 … max_attempts − 1, a HELLO claiming another is
+            refused.
     """
 
     host: str = "127.0.0.1"
@@ -60,6 +69,7 @@ class ServerOptions:
     auth: str = "message"
     partitions: int = 1
     max_grad_norm: float = math.inf
+    max_attempts: int = 4  # spark.task.maxFailures' default
 
 
 class ParameterServer:
@@ -84,8 +94,11 @@ class ParameterServer:
         self.stopping = threading.Event()
         self._grad = np.empty(store.num_params, np.float32)
         self._max_norm_sq = options.max_grad_norm ** 2
+        self._reported_at: dict[int, float] = {}  # partition → when its last STATS report was applied
+        self._started = time.monotonic()
         self._ctx = zmq.Context()
         self._zap = ZapHandler(self._ctx, P.connection_token(secret)).start()
+        _seed_routing_ids()
         self._sock = self._ctx.socket(zmq.ROUTER)
         plain_server(self._sock)  # no connection without the run's token gets a message through
         self._refusals = self._sock.get_monitor_socket(REFUSED)  # handshakes that failed: counted
@@ -106,6 +119,7 @@ class ParameterServer:
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> ParameterServer:
         """Start serving in a background thread."""
+        self._started = time.monotonic()
         self._thread.start()
         return self
 
@@ -209,6 +223,10 @@ class ParameterServer:
         pid, host = meta.get("pid", 0), meta.get("host", "")
         if not 0 <= header.worker < self.options.partitions:
             raise P.ProtocolError("bad hello", f"partition {header.worker} is not one of the job's")
+        if header.attempt >= self.options.max_attempts:
+            raise P.ProtocolError("bad hello", f"attempt {header.attempt}: Spark makes {self.options.max_attempts}")
+        if self.sessions.stale(header.worker, header.attempt):
+            raise P.ProtocolError("stale attempt", f"attempt {header.attempt} of partition {header.worker}")
         if meta.get("num_params") != self.store.num_params or isinstance(meta.get("num_params"), bool):
             raise P.ProtocolError("bad hello", "another model size")
         if meta.get("auth", "message") != self.auth:
@@ -273,15 +291,17 @@ class ParameterServer:
             self._send(ident, session.crypto.seal(P.ACK, session.partition, session.attempt, self.store.version,
                                                   staleness, flags=self._flags()))
             return
-        self.stats.pushed(session.partition, staleness)
         if header.summed > 1:  # a sum over push_every minibatches → their mean
             grad = np.multiply(grad, np.float32(1 / header.summed), out=self._grad)
         if self.rounds is None:
             self.store.apply(grad, staleness)
+            self.stats.pushed(session.partition, staleness)
         elif not self.rounds.add(session, header.version, self.store.version, grad):
-            self.stats.dropped("stale round")
-        elif self._round_complete():
-            self._finish_round()
+            self.stats.dropped("stale round")  # counted as a drop, not as one of the worker's pushes
+        else:
+            self.stats.pushed(session.partition, staleness)  # in this round's mean
+            if self._round_complete():
+                self._finish_round()
         self._send(ident, session.crypto.seal(P.ACK, session.partition, session.attempt, self.store.version,
                                               staleness, flags=self._flags()))
 
@@ -294,7 +314,10 @@ class ParameterServer:
                 self._send_params(ident, session, P.NO_VERSION, have_target)
 
     def _stats(self, ident: bytes, session: Session, payload: memoryview) -> None:
-        """A worker's report: validated whole (types and bounds), then applied all at once."""
+        """A worker's report: validated whole (types and bounds), then applied all at once.
+
+        Every check is a type test or a comparison of ints and floats, which raise on no value (``math.isfinite``
+        of an integer beyond a float's range would); NaN and ±inf fail the bounds."""
         stats = P.decode_json(bytes(payload))
         scores = stats.get("scores", [])
         if not (isinstance(scores, list) and len(scores) <= MAX_SCORES  # a score may be negative (Pong, Catch)
@@ -303,8 +326,13 @@ class ParameterServer:
         env_steps, compute_s, comm_s = (stats.get(k, 0) for k in ("env_steps", "compute_s", "comm_s"))
         if not (type(env_steps) is int and 0 <= env_steps <= MAX_COUNT):
             raise P.ProtocolError("bad stats", "env_steps: an integer count")
-        if not all(type(x) in (int, float) and math.isfinite(x) and 0 <= x <= MAX_COUNT for x in (compute_s, comm_s)):
+        if not all(type(x) in (int, float) and 0 <= x <= MAX_COUNT for x in (compute_s, comm_s)):
             raise P.ProtocolError("bad stats", "compute_s, comm_s: finite seconds >= 0")
+        now = time.monotonic()
+        elapsed = now - self._reported_at.get(session.partition, self._started)
+        if env_steps > MAX_ENV_STEPS_PER_S * elapsed:
+            raise P.ProtocolError("too fast", f"{env_steps} env steps in {elapsed:.3g} s")
+        self._reported_at[session.partition] = now
         self.stats.reported(session.partition, scores, env_steps, float(compute_s), float(comm_s))
         self._send(ident, session.crypto.seal(P.ACK, session.partition, session.attempt, self.store.version, 0,
                                               flags=self._flags()))
@@ -315,6 +343,24 @@ class ParameterServer:
                         s.partition, s.attempt, s.pid, s.host, s.peer or "?", self.sessions.timeout)
         if self._round_complete():
             self._finish_round()
+
+
+def _seed_routing_ids() -> None:
+    """Make the ROUTER's automatic routing ids unpredictable: call just before creating it.
+
+    libzmq numbers a ROUTER's peers from a counter that starts at C's ``rand()``, which it never seeds, so the
+    ids are the same in every process; a peer that sets the next ones as its own explicit ids (ZMQ_ROUTING_ID)
+    makes libzmq abort the whole process (``Assertion failed: ok (src/socket_base.cpp:2113)``) when an ordinary
+    connection is then given one of them. The ZAP handler cannot refuse such peers: with PLAIN, the identity
+    frame of a ZAP request is the server socket's own. Seeding ``rand()`` from the OS makes the counter's start
+    one of 2**32 values no peer can observe."""
+    try:
+        srand = ctypes.CDLL(None).srand  # the C library's, which libzmq calls
+    except (OSError, AttributeError):  # not a glibc-like process: nothing to seed
+        log.warning("cannot seed rand(): the parameter server's routing ids stay predictable")
+        return
+    srand.argtypes = [ctypes.c_uint]
+    srand(int.from_bytes(os.urandom(4), "little"))
 
 
 def _peer_address(frame: zmq.Frame) -> str:

@@ -5,6 +5,9 @@ verifies under the derived key, which only a holder of the secret can produce. O
 the partition's older session. A HELLO whose nonce the server has seen before is a replay and is refused
 outright (no WELCOME); one the server no longer remembers can at most add a pending entry (bounded per
 partition), never evict an honest worker's session.
+
+Attempt numbers never go back down for a partition: once an attempt has proven its key, a HELLO or session of
+an earlier attempt is stale (Spark numbers a task's attempts 0, 1, … in the order it starts them).
 """
 from __future__ import annotations
 
@@ -45,6 +48,11 @@ class SessionTable:
         self._live: dict[bytes, Session] = {}
         self._pending: dict[bytes, Session] = {}  # in arrival order
         self._nonces: OrderedDict[bytes, None] = OrderedDict()
+        self._latest: dict[int, int] = {}  # partition → the latest attempt that proved its key
+
+    def stale(self, partition: int, attempt: int) -> bool:
+        """Whether ``attempt`` is older than an attempt of ``partition`` that already proved its key."""
+        return attempt < self._latest.get(partition, -1)
 
     def fresh(self, nonce: bytes) -> bool:
         """Whether an authentic HELLO's nonce is new (and remember it); False for a replay."""
@@ -70,15 +78,16 @@ class SessionTable:
     def promote(self, ident: bytes) -> Session:
         """Make the pending session of ``ident`` live (its first sealed message verified): it replaces the
         partition's other sessions (an earlier attempt is dead; a sync round no longer waits for it).
-        Raises ProtocolError("stale attempt") if the partition has a live session of a later attempt."""
+        Raises ProtocolError("stale attempt") if a later attempt of the partition proved its key before, live
+        or gone."""
         session = self._pending.pop(ident)
-        others = [i for i, s in self._live.items() if s.partition == session.partition]
-        if any(self._live[i].attempt > session.attempt for i in others):
+        if self.stale(session.partition, session.attempt):
             raise P.ProtocolError("stale attempt", f"attempt {session.attempt} of partition {session.partition}")
-        for i in others:
+        for i in [i for i, s in self._live.items() if s.partition == session.partition]:
             del self._live[i]
         session.proven = True
         self._live[ident] = session
+        self._latest[session.partition] = session.attempt
         return session
 
     def close(self, ident: bytes) -> None:

@@ -7,6 +7,7 @@ thread of the driver, so the driver can watch the parameter server meanwhile.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import sys
 import threading
@@ -15,6 +16,7 @@ from ddqn.distributed.worker import run_partition
 
 log = logging.getLogger("ddqn.distributed.spark")
 DEFAULT_MASTER = "local[*,4]"  # local mode that retries a failed task up to 4 times
+LOCAL_FAILURES = re.compile(r"local\[[^,\]]+,\s*(\d+)\]")  # local[N,F]: F attempts of a task
 JOB_GROUP = "ddqn-workers"
 
 
@@ -63,6 +65,25 @@ def driver_host(sc) -> str:
         return socket.gethostbyname(host)
     except OSError:
         return "127.0.0.1"
+
+
+def task_attempts(sc) -> int:
+    """How many attempts Spark makes of one task (spark.task.maxFailures as its scheduler applies it), so every
+    attempt number is below it: the scheduler's own value where py4j reaches it, else Spark's rules — ``local[N,F]``
+    makes F, ``local`` and ``local[N]`` make 1, a cluster ``spark.task.maxFailures`` (default 4)."""
+    try:
+        return int(sc._jsc.sc().taskScheduler().maxTaskFailures())
+    except Exception:  # py4j raises several kinds; the rules below are Spark's own
+        return attempts_of(sc.master, sc.getConf().get("spark.task.maxFailures", None))
+
+
+def attempts_of(master: str, max_failures: str | None) -> int:
+    """Spark's rule for the attempts of one task under ``master`` (see :func:`task_attempts`)."""
+    if master == "local" or re.fullmatch(r"local\[[^,\]]+\]", master):
+        return 1
+    if m := LOCAL_FAILURES.fullmatch(master):
+        return int(m.group(1))
+    return int(max_failures or 4)
 
 
 class WorkerJob:
