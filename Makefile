@@ -27,7 +27,7 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-d
   $(JAVA_PACKAGE) iproute2
 
 .PHONY: install deb-deps venv caffe lint test test-hosts train train-serial train-cluster train-hosts bench-caffe bench-env bench-replay \
-  bench-serial bench-ps bench-worker bench-capacity bench-scaling bench-scaling-60 bench-grad-norms bench-blas bench-atari bench-scale-out bench-scale-out-paper bench-scale-out-tuned bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
+  bench-serial bench-ps bench-worker bench-capacity bench-scaling bench-scaling-60 bench-grad-norms bench-suite bench-blas bench-atari bench-scale-out bench-scale-out-paper bench-scale-out-tuned bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
 
 install: deb-deps venv caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
 
@@ -67,7 +67,7 @@ lint: venv  ## ruff (ruff.toml): style, import order, unused code
 	$(PY) -m ruff check .
 
 test: install lint  ## the README's test command (lint first, then the suite)
-	$(PY) -m pytest -q --timeout=900 --durations=15 tests
+	$(PY) -m pytest -q --timeout=900 --durations=15 $(PYTEST_ARGS) tests
 
 train: CONFIG ?= paper
 train: install  ## the main job: distributed DQN on Spark (local[*,4]), paper settings (CONFIG: another named config or YAML), $(MINUTES) min
@@ -110,6 +110,10 @@ bench-capacity: install  ## how many workers one server serves: synthetic client
 bench-blas: install  ## Caffe forward+backward (paper, large nets) on each registry BLAS: Debian OpenBLAS, PyPI OpenBLAS and MKL, Debian BLIS
 	@$(MAKE) --no-print-directory deb-deps DEB_PACKAGES=libblis4-pthread
 	$(PY) -m ddqn.bench.blas
+
+bench-suite: install  ## make test's time per test file, from its JUnit XML (results/suite_time.json; docs/testing.md's budget column)
+	@mkdir -p runs; start=$$(date +%s); $(MAKE) --no-print-directory test PYTEST_ARGS=--junitxml=runs/suite-junit.xml; \
+	rc=$$?; $(PY) -m ddqn.bench.suite_time runs/suite-junit.xml --wall $$(( $$(date +%s) - start )) && exit $$rc
 
 bench-grad-norms: install  ## L2 norms of honest gradients per shipped config (max, p99.9, p99, p50; vs progress) for the server's norm limit
 	$(PY) -m ddqn.bench.grad_norms

@@ -22,6 +22,7 @@ from ddqn.bench.gifs import captioned
 from ddqn.bench.report import _scale_out
 from ddqn.bench.scaling import MODES
 from ddqn.bench.stats import TRAILING_K
+from ddqn.bench.suite_time import main as suite_time_main
 from ddqn.bench.tuning import VARIANTS, variant_config
 from ddqn.config import load_config, save_config
 from ddqn.distributed.cluster import spark_submit_env, spark_submit_path
@@ -220,7 +221,7 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
     assert load_solver_spec(load_config(str(variant_config("lr-step", tmp_path / "s", 0))).path("solver")).lr_policy \
         == "step"
     def tuning(episodes: int) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "ddqn.bench.tuning", "--variants", "lr-step", "--minutes", "0.4",
+        return subprocess.run([sys.executable, "-m", "ddqn.bench.tuning", "--variants", "lr-step", "--minutes", "0.25",
                                "--every", "100", "--confirm-episodes", "7", "--set", "replay_warmup=200", "--set",
                                f"eval_episodes={episodes}", "--out", str(tmp_path / "results")],
                               capture_output=True, text=True, timeout=300, env={**os.environ, **spark_submit_env(
@@ -238,7 +239,7 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
     assert bench("report", "--results", str(tmp_path / "results")).returncode == 0
     report = (tmp_path / "results" / "REPORT.md").read_text()
     assert "## What buys score per minute (variants of tuned)" in report and "| lr-step | Adam 2.5e-4 halved" in report
-    before, run = (tmp_path / "results" / "tuning.json").read_text(), tmp_path / "results" / "runs" / "tuning-lr-step-s0-0.4min"
+    before, run = (tmp_path / "results" / "tuning.json").read_text(), tmp_path / "results" / "runs" / "tuning-lr-step-s0-0.25min"
     res = tuning(4)
     assert res.returncode == 1 and res.stderr.strip() == (f"{run}: trained with other values than "
                                                           f"{run / 'config' / 'variant.yaml'} has now (eval_episodes 3 ≠ 4); "
@@ -253,7 +254,7 @@ def test_scaling_runs_seeds_and_reuses_finished_runs(tmp_path: Path) -> None:
     and nothing is lost."""
     config = tmp_path / "tiny.yaml"
     save_config(load_config("small", ["replay_warmup=200", "eval_episodes=3"]), config)
-    common = ["--config", str(config), "--minutes", "0.25", "--confirm-episodes", "4",
+    common = ["--config", str(config), "--minutes", "0.15", "--confirm-episodes", "4",
               "--modes", "async-1", "--result", "s60", "--out", str(tmp_path / "results")]
 
     def scaling(*seeds: str, code: int = 0, every: str = "100") -> str:
@@ -270,7 +271,7 @@ def test_scaling_runs_seeds_and_reuses_finished_runs(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "results" / "s60.json").read_text())
     assert list(data["curves"]) == ["async-1", "async-1 s1"] and all(data["curves"].values())
     runs = sorted(p.name for p in (tmp_path / "results" / "runs").iterdir())
-    assert runs == ["scaling-tiny-async-1-s0-0.25min", "scaling-tiny-async-1-s1-0.25min"]
+    assert runs == ["scaling-tiny-async-1-s0-0.15min", "scaling-tiny-async-1-s1-0.15min"]
     seeds = {load_config(str(tmp_path / "results" / "runs" / r / "config.yaml")).seed for r in runs}
     assert seeds == {0, 1} and (tmp_path / "results" / "s60.png").stat().st_size > 1000
     assert data["reach_rule"]["k"] == TRAILING_K and data["every"] == 100 and data["runs_machine"]["family"]
@@ -332,3 +333,24 @@ def test_scale_out_report_names_the_machine_of_each_config() -> None:
     assert "### Config `tuned`\n\nMeasured D2 on 2 cores (EPYC, AVX2; family and model not recorded)." in text
     assert ("### Config `paper`\n\nMeasured D3 on 2 cores (AMD EPYC 9R14, AVX-512; AuthenticAMD family 25 model 17; "
             "OpenBLAS core Zen).") in text
+
+
+def test_suite_time_sums_a_junit_file_per_test_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench-suite's reading of pytest's JUnit XML: seconds and tests per file (a class's tests with its module),
+    failures counted, slowest first; an XML without test cases is refused."""
+    junit = tmp_path / "junit.xml"
+    junit.write_text("""<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">
+      <testcase classname="tests.test_a" name="test_one" time="1.25"/>
+      <testcase classname="tests.test_a.TestGroup" name="test_two" time="2.5"><failure message="x"/></testcase>
+      <testcase classname="tests.test_b" name="test_three[p]" time="10.0"/>
+    </testsuite></testsuites>""")
+    suite_time_main([str(junit), "--wall", "20", "--out", str(tmp_path / "results")])
+    data = json.loads((tmp_path / "results" / "suite_time.json").read_text())
+    assert data["files"] == {"test_b.py": {"tests": 1, "seconds": 10.0}, "test_a.py": {"tests": 2, "seconds": 3.8}}
+    assert list(data["files"]) == ["test_b.py", "test_a.py"] and data["failed"] == 1
+    assert data["total_s"] == 13.8 and data["wall_s"] == 20 and data["machine"]["cores"]
+    assert data["slowest"][0] == {"test": "tests/test_b.py::test_three[p]", "seconds": 10.0}
+    assert "13.8 s     3 tests" in capsys.readouterr().out
+    (tmp_path / "empty.xml").write_text("<testsuites><testsuite/></testsuites>")
+    with pytest.raises(SystemExit, match="no test cases"):
+        suite_time_main([str(tmp_path / "empty.xml"), "--out", str(tmp_path / "results")])

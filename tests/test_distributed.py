@@ -42,7 +42,7 @@ def final_theta(out: Path) -> np.ndarray:
 
 def test_async_local_run_then_resume(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    res = subprocess.run(submit_command("--workers", "2", "--steps", "1200", "--out", str(out)), env=run_env(),
+    res = subprocess.run(submit_command("--workers", "2", "--steps", "600", "--out", str(out)), env=run_env(),
                          capture_output=True, text=True, timeout=400)
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -148,7 +148,7 @@ class _Lines:
 
 def test_killed_worker_is_retried_and_rejoins(tmp_path: Path) -> None:
     out = tmp_path / "faults"
-    proc = subprocess.Popen(submit_command("--workers", "2", "--minutes", "1.5", "--out", str(out)), env=run_env(),
+    proc = subprocess.Popen(submit_command("--workers", "2", "--minutes", "0.75", "--out", str(out)), env=run_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         err = _Lines(proc.stdout)  # spark-submit passes the Python driver's stderr to its stdout
@@ -174,7 +174,7 @@ def test_killed_worker_is_retried_and_rejoins(tmp_path: Path) -> None:
 def test_standalone_cluster_two_executors(tmp_path: Path) -> None:
     out = tmp_path / "cluster"
     with LocalCluster(workers=2) as cluster:
-        cmd = cluster.submit_command([JOB, *QUICK, "--workers", "2", "--steps", "800", "--out", str(out)])
+        cmd = cluster.submit_command([JOB, *QUICK, "--workers", "2", "--steps", "300", "--out", str(out)])
         res = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=500)
     assert res.returncode == 0, res.stderr[-3000:]
     record = json.loads((out / "workers.json").read_text())
@@ -196,7 +196,7 @@ def test_ctrl_c_stops_tasks_snapshots_and_frees_the_port(tmp_path: Path) -> None
     try:
         lines = _Lines(proc.stdout)
         assert lines.wait_for(r"worker 1 joined", timeout=180) and lines.wait_for(r"worker 0 joined", timeout=60)
-        time.sleep(8)
+        time.sleep(4)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the foreground job
         proc.wait(timeout=120)
     finally:
@@ -236,7 +236,7 @@ def test_driver_killed_then_resumed_from_its_last_snapshot(tmp_path: Path) -> No
     logged = (out / "snapshots.csv").read_text().splitlines()
     assert logged[0] == "updates,wall_s,env_steps,model" and int(logged[-1].split(",")[0]) >= before > 0
     assert int(logged[1].split(",")[2]) >= 200  # snapshot_every counts env steps over all workers
-    res = subprocess.run(submit_command("--workers", "2", "--steps", "300", "--out", str(out), "--resume"),
+    res = subprocess.run(submit_command("--workers", "2", "--steps", "100", "--out", str(out), "--resume"),
                          env=run_env(), capture_output=True, text=True, timeout=400)
     assert res.returncode == 0, res.stdout[-3000:]
     assert f"update {before})" in res.stdout

@@ -244,7 +244,7 @@ def measured(what: str) -> None:
 @pytest.mark.timeout(300)
 def test_happy_path_across_hosts(cluster: HostsCluster, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    job = Job(cluster, out, "--steps", "1500", "--set", "log_every=100")
+    job = Job(cluster, out, "--steps", "600", "--set", "log_every=100")
     hosts = job.joined()
     workers = {h.addr for h in cluster.worker_hosts}
     assert set(hosts.values()) == workers, hosts  # one worker per worker host, known by that host's address
