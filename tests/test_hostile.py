@@ -27,6 +27,7 @@ from ddqn.distributed import protocol as P
 from ddqn.distributed import server as server_module
 from ddqn.distributed.client import ServerClient, ServerGone
 from ddqn.distributed.server import ParameterServer, ServerOptions
+from ddqn.distributed.sessions import SessionTable
 from ddqn.distributed.store import ParameterStore
 from ddqn.distributed.sync import SyncRounds
 from ddqn.distributed.zap import plain_client
@@ -157,7 +158,7 @@ def test_1_replayed_hello_evicts_nobody(server: ParameterServer) -> None:
     push()  # ... but the honest session keeps being served
     info = server.stats.view().workers[0]
     assert info.rejoins == 0 and info.attempt == 0 and info.pushes == 3
-    assert server.sessions.pending() <= server.sessions.PENDING_PER_PARTITION
+    assert server.sessions.pending() == 1  # one offer, from the one connection whose HELLO looked new
     # A stale attempt-0 HELLO replayed after Spark's retry (attempt 1) is live: attempt 1 keeps its session.
     retry = Honest(server, 0, attempt=1)
     retry.push()
@@ -555,6 +556,7 @@ SERVER_PROCESS = r'''
 import sys, time
 from ddqn.distributed import protocol as P
 from ddqn.distributed.server import ParameterServer, ServerOptions
+from ddqn.distributed.sessions import SessionTable
 from ddqn.distributed.store import ParameterStore
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
@@ -623,3 +625,54 @@ def test_r2_1_routing_ids_a_token_holder_predicts_do_not_abort_the_server(tiny_n
         if proc.poll() is None:
             proc.kill()  # by its pid
         proc.wait(timeout=30)
+
+
+def test_r2_8_an_insider_streaming_hellos_cannot_keep_a_retry_from_rejoining(server: ParameterServer,
+                                                                            closing) -> None:
+    """Spark's retry of partition 0 (attempt 1) says HELLO; before it proves its key, an insider streams 600
+    authentic HELLOs for partition 0 from 30 connections, claiming the retry's attempt and every other one Spark
+    could make. The retry still proves its key and trains (5 times over), and the offers the server holds stay
+    bounded (one per connection)."""
+    honest = Honest(server, 0)
+    closing(honest)
+    honest.push()
+    floods = [raw_socket(server) for _ in range(30)]
+    for f in floods:
+        closing(f)
+    pushed = list(honest.pushed)
+    for attempt in (1, 1, 2, 2, 3):  # a retry that proved its key may itself be retried (a later attempt)
+        retry = ServerClient(server.address, server.secret, 0, attempt, server.store.num_params, timeout=3,
+                             auth=server.auth)  # HELLO and WELCOME: an offer, not yet proven
+        closing(retry)
+        for i, f in enumerate(floods * 20):  # one at a time: each handled (WELCOME or a counted drop) before the next
+            drops = sum(_dropped(server).values())
+            f.send_multipart(_hello(server, 0, attempt=(attempt, 3, attempt + 1, 2)[i % 4] % 4)[0])
+            deadline = time.monotonic() + 10
+            while not f.poll(1) and sum(_dropped(server).values()) == drops:
+                assert time.monotonic() < deadline, "a HELLO neither answered nor dropped"
+            while f.poll(0):
+                f.recv_multipart()
+        retry.fetch()  # its first sealed message: the proof
+        grad = np.full(server.store.num_params, 0.001 * attempt, np.float32)
+        assert retry.push(grad, server.store.version)[0] == len(pushed) + 1
+        pushed.append(grad)
+        assert server.stats.view().workers[0].attempt == attempt
+        assert server.sessions.pending() <= len(floods), server.sessions.pending()
+        retry.close()
+    _assert_fixed_reasons(server)
+    _assert_replay_identical(server, pushed)
+
+
+def test_r2_8_offers_are_bounded_in_all_and_expire_unproven(monkeypatch) -> None:
+    """The other side of keeping one offer per connection: at most MAX_OFFERS in all (the oldest goes), and an
+    offer unproven for OFFER_S is dropped."""
+    table = SessionTable(timeout=60)
+    monkeypatch.setattr(table, "MAX_OFFERS", 3)
+    monkeypatch.setattr(table, "OFFER_S", 0.2)
+    for i in range(5):
+        table.offer(bytes([i]), P.Session(bytes(16), outbound=1), 0, 1, 1, "h")
+    assert table.pending() == 3 and table.get(b"\0") is None and table.get(b"\4") is not None
+    table.offer(b"\4", P.Session(bytes(16), outbound=1), 0, 2, 1, "h")  # the same connection: replaced
+    assert table.pending() == 3 and table.get(b"\4").attempt == 2
+    time.sleep(0.3)
+    assert table.expire() == [] and table.pending() == 0

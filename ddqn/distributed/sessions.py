@@ -3,8 +3,15 @@
 A HELLO only *offers* a session: it is pending until the first sealed message from its connection
 verifies under the derived key, which only a holder of the secret can produce. Only then does it replace
 the partition's older session. A HELLO whose nonce the server has seen before is a replay and is refused
-outright (no WELCOME); one the server no longer remembers can at most add a pending entry (bounded per
-partition), never evict an honest worker's session.
+outright (no WELCOME); one the server no longer remembers can at most add a pending entry, never evict an honest
+worker's session.
+
+Pending offers are kept one per connection (a connection's new HELLO replaces its own offer), never evicted by
+another connection's HELLO unless :attr:`SessionTable.MAX_OFFERS` are pending (then the oldest goes), and dropped
+when unproven for :attr:`SessionTable.OFFER_S`. So an insider streaming HELLOs for a partition, however many,
+cannot push out a retry's offer before it proves its key (one round trip after its WELCOME): the server reads a
+connection's messages in turn with every other's, so that would take over MAX_OFFERS connections each with a HELLO
+read between the retry's WELCOME and its first sealed message.
 
 Attempt numbers never go back down for a partition: once an attempt has proven its key, a HELLO or session of
 an earlier attempt is stale (Spark numbers a task's attempts 0, 1, … in the order it starts them).
@@ -36,11 +43,12 @@ class Session:
 class SessionTable:
     """Pending and live sessions by ZeroMQ identity; a session silent for ``timeout`` seconds expires.
 
-    At most :attr:`PENDING_PER_PARTITION` pending sessions per partition are kept (the oldest goes first).
-    Only the server thread uses it.
+    At most one pending session per connection and :attr:`MAX_OFFERS` in all are kept (the oldest goes first);
+    one unproven for :attr:`OFFER_S` seconds (or the timeout, if shorter) expires. Only the server thread uses it.
     """
 
-    PENDING_PER_PARTITION = 4
+    MAX_OFFERS = 16_384  # pending sessions in all (about 0.5 kB each)
+    OFFER_S = 10.0  # seconds an offer may wait for its proof (an honest worker sends it right after WELCOME)
     REMEMBERED_NONCES = 16_384  # HELLO nonces kept to refuse replays (authentic HELLOs only; oldest forgotten)
 
     def __init__(self, timeout: float) -> None:
@@ -68,11 +76,11 @@ class SessionTable:
 
     def offer(self, ident: bytes, crypto: P.Session, partition: int, attempt: int, pid: int, host: str,
               peer: str = "") -> None:
-        """A pending session for an authentic HELLO; nothing live changes."""
+        """A pending session for an authentic HELLO; nothing live changes. It replaces only an earlier offer of
+        the same connection (or, with MAX_OFFERS pending, the oldest one)."""
         self._pending.pop(ident, None)
-        same = [i for i, s in self._pending.items() if s.partition == partition]
-        for old in same[:max(0, len(same) - self.PENDING_PER_PARTITION + 1)]:
-            del self._pending[old]
+        if len(self._pending) >= self.MAX_OFFERS:
+            del self._pending[next(iter(self._pending))]  # in arrival order: the oldest
         self._pending[ident] = Session(crypto, partition, attempt, pid, host, time.monotonic(), peer)
 
     def promote(self, ident: bytes) -> Session:
@@ -95,13 +103,13 @@ class SessionTable:
         self._pending.pop(ident, None)
 
     def expire(self) -> list[Session]:
-        """Drop every session silent for longer than the timeout; returns the live ones dropped (pending offers
-        that never proved the key go without a word: anyone holding a recorded HELLO can make those)."""
+        """Drop every session silent for longer than the timeout and every offer unproven for OFFER_S; returns the
+        live ones dropped (pending offers go without a word: anyone holding a recorded HELLO can make those)."""
         now = time.monotonic()
         gone = []
-        for table in (self._live, self._pending):
+        for table, limit in ((self._live, self.timeout), (self._pending, min(self.timeout, self.OFFER_S))):
             for ident, s in list(table.items()):
-                if now - s.last_seen > self.timeout:
+                if now - s.last_seen > limit:
                     del table[ident]
                     if table is self._live:
                         gone.append(s)
