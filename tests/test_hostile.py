@@ -676,3 +676,67 @@ def test_r2_8_offers_are_bounded_in_all_and_expire_unproven(monkeypatch) -> None
     assert table.pending() == 3 and table.get(b"\4").attempt == 2
     time.sleep(0.3)
     assert table.expire() == [] and table.pending() == 0
+
+
+@pytest.mark.parametrize("auth", ["message", "connection"])
+def test_r2_6_sync_rounds_go_on_without_a_crashed_or_idle_worker(tiny_net_file: Path, auth: str, closing) -> None:
+    """--sync with the driver's clocks scaled down: workers wait server_timeout = 3 s for a reply, the server keeps a
+    silent session max(10, 2 × 3) s, and a round waits 1.5 s for a member's push. Worker 0 dies without BYE and
+    worker 2 FETCHes but never pushes: worker 1's rounds close without them within its 3 s, it keeps training, and
+    worker 2 is a member again once it pushes. θ is exactly the rounds' means."""
+    spec = load_netspec(tiny_net_file)
+    srv = ParameterServer(_store(spec), P.new_secret(), ServerOptions(auth=auth, partitions=3, session_timeout=10),
+                          rounds=SyncRounds(spec.num_params, 3, wait_s=1.5)).start()
+    srv.spec = spec
+    closing(srv)
+    crashed, survivor, idle = (Honest(srv, w) for w in range(3))
+    closing(crashed), closing(survivor), closing(idle)
+    for c in (crashed, survivor, idle):
+        c.client.timeout_ms = 3000  # server_timeout
+    means = []
+    for w in (crashed, survivor, idle):
+        w.push()
+    means.append((crashed.pushed[0] + survivor.pushed[0] + idle.pushed[0]) * np.float32(1 / 3))  # as the server sums
+    assert srv.store.version == 1
+    crashed.client.fetch(), survivor.client.fetch(), idle.client.fetch()
+    crashed.push()  # round 1: then worker 0's process dies (no BYE: its session stays live for 10 s)
+    t = time.monotonic()
+    for k in range(4):  # worker 1 trains; worker 2 keeps fetching but never pushes
+        idle.client.fetch(srv.store.version)
+        survivor.push()
+        survivor.client.fetch(srv.store.version)  # held until the round closes: must come within 3 s
+        means.append((crashed.pushed[1] + survivor.pushed[-1]) * np.float32(0.5) if k == 0 else survivor.pushed[-1])
+    assert srv.store.version == 5 and time.monotonic() - t < 6, (srv.store.version, time.monotonic() - t)
+    idle.push()  # worker 2 pushes for the current round: a member again, the round waits for worker 1 too
+    assert srv.store.version == 5
+    survivor.push()
+    means.append((idle.pushed[-1] + survivor.pushed[-1]) / np.float32(2))
+    assert srv.store.version == 6
+    workers = srv.stats.view().workers
+    assert (workers[0].pushes, workers[1].pushes, workers[2].pushes) == (2, 6, 2)
+    _assert_fixed_reasons(srv)
+    _assert_replay_identical(srv, means)
+
+
+def test_r2_6_a_worker_that_never_joins_delays_one_sync_round(tiny_net_file: Path, closing) -> None:
+    """Rounds wait for every expected worker to join, but only until one closes on its clock (1.5 s here): the
+    next rounds need the workers that joined."""
+    spec = load_netspec(tiny_net_file)
+    srv = ParameterServer(_store(spec), P.new_secret(), ServerOptions(partitions=2, session_timeout=10),
+                          rounds=SyncRounds(spec.num_params, 2, wait_s=1.5)).start()
+    srv.spec = spec
+    closing(srv)
+    alone = Honest(srv, 0)
+    closing(alone)
+    alone.client.timeout_ms = 3000
+    t = time.monotonic()
+    alone.push()
+    assert srv.store.version == 0
+    alone.client.fetch(0)  # held until round 0 closes without worker 1
+    assert srv.store.version == 1 and 1.4 < time.monotonic() - t < 3
+    t = time.monotonic()
+    for _ in range(3):
+        alone.push()
+        alone.client.fetch(srv.store.version)
+    assert srv.store.version == 4 and time.monotonic() - t < 1
+    _assert_replay_identical(srv, alone.pushed)

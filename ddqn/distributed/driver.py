@@ -142,7 +142,8 @@ class Driver:
                                 session_timeout=max(10.0, 2 * cfg.server_timeout), max_grad_norm=cfg.max_grad_norm,
                                 max_attempts=task_attempts(sc))
         server = ParameterServer(self.store, secret, options, stats=self.stats,
-                                 rounds=SyncRounds(self.spec.num_params, cfg.workers) if self.sync else None).start()
+                                 rounds=SyncRounds(self.spec.num_params, cfg.workers, cfg.server_timeout / 2)
+                                 if self.sync else None).start()
         job = WorkerJob(sc, JobSpec(self.spec.text, self.spec.source, cfg.to_dict(), server.address,
                                     secret.hex()).to_json(), cfg.workers)
         evaluator = BackgroundEvaluator(self.spec.text, self.spec.source, cfg.to_dict())

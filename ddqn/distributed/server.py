@@ -3,7 +3,8 @@
 DistBelief-style downpour SGD: workers FETCH θ (and θ⁻ when its version changed) and PUSH gradients; each
 gradient is applied as it arrives (asynchronous), tagged with its staleness (server version − the version
 the worker computed on). With :class:`~ddqn.distributed.sync.SyncRounds` a round waits for one gradient from every
-live worker, all on the same θ, applies their average, and only then answers the workers' next FETCH.
+live worker (at most its ``wait_s``), all on the same θ, applies their average, and only then answers the workers'
+next FETCH.
 
 It runs in a thread of the Spark driver with one ZeroMQ ROUTER socket bound to the driver's address. Every
 message is authenticated (``ddqn.distributed.protocol``); a malformed, truncated, oversized, wrongly-sized,
@@ -150,12 +151,13 @@ class ParameterServer:
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         poller.register(self._refusals, zmq.POLLIN)
-        next_expiry = time.monotonic() + EXPIRY_CHECK_S
+        check_s = min(EXPIRY_CHECK_S, self.rounds.wait_s / 4) if self.rounds else EXPIRY_CHECK_S  # a round's clock too
+        next_expiry = time.monotonic() + check_s
         while not self._closed:
             ready = dict(poller.poll(100))
             if time.monotonic() >= next_expiry:  # also when busy: a busy server must still notice a silent worker
                 self._expire_sessions()
-                next_expiry = time.monotonic() + EXPIRY_CHECK_S
+                next_expiry = time.monotonic() + check_s
             if not ready:
                 continue
             if self._refusals in ready:
@@ -306,10 +308,17 @@ class ParameterServer:
                                               staleness, flags=self._flags()))
 
     def _round_complete(self) -> bool:
-        return self.rounds is not None and self.rounds.complete(self.stats.joined_count(), self.sessions.live())
+        return self.rounds is not None and self.rounds.complete(self.store.version, self.sessions.live_sessions(),
+                                                                self.stats.joined_count())
 
     def _finish_round(self) -> None:
-        for ident, session, have_target in self.rounds.finish(self.store.apply):
+        version = self.store.version
+        waiting, dropped = self.rounds.finish(self.store.apply, version, self.sessions.live_sessions())
+        for s in dropped:
+            log.warning("worker %d (attempt %d, pid %s on %s) did not push for round %d within %g s: the rounds go on "
+                        "without it until it pushes", s.partition, s.attempt, s.pid, s.host, version,
+                        self.rounds.wait_s)
+        for ident, session, have_target in waiting:
             if ident in self.sessions:
                 self._send_params(ident, session, P.NO_VERSION, have_target)
 

@@ -38,6 +38,7 @@ class Session:
     peer: str = ""  # the connection's IP address as ZeroMQ saw it ("" when the transport has none)
     proven: bool = False  # a sealed message verified under the session key
     pushed_round: int = -1  # sync mode: the version this session last pushed for
+    in_rounds: bool = True  # sync mode: a member of the rounds (False once one closed without its push)
 
 
 class SessionTable:
@@ -119,6 +120,10 @@ class SessionTable:
         """Live sessions heard from within the timeout."""
         now = time.monotonic()
         return sum(now - s.last_seen < self.timeout for s in self._live.values())
+
+    def live_sessions(self) -> list[Session]:
+        """The live sessions (proven, not expired)."""
+        return list(self._live.values())
 
     def pending(self) -> int:
         return len(self._pending)
