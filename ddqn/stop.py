@@ -92,7 +92,7 @@ class StopFlag:
                 return
             _write(f"\n{name} again: exiting at once (no final snapshot)\n")
             os._exit(EXIT_CODE)
-        self.signum, self._set_at = signum, time.monotonic()
+        self.set(signum)
         _write(f"\n{self.message} ({name}; send it again after {GRACE_S:g} s to exit at once)\n")
 
 

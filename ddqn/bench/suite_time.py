@@ -50,7 +50,7 @@ def suite_times(junit: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m ddqn.bench.suite_time", description=__doc__.splitlines()[0])
     ap.add_argument("junit", type=Path, help="pytest --junitxml output of one make test run")
-    ap.add_argument("--wall", type=float, help="the run's wall-clock seconds (pytest's last line)")
+    ap.add_argument("--wall", type=float, help="make test's wall-clock seconds (with lint and pytest's start)")
     ap.add_argument("--out", default="results", help="results directory")
     args = ap.parse_args(argv)
     data = {**suite_times(args.junit), "wall_s": args.wall, "command": "make bench-suite"}

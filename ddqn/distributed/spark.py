@@ -16,7 +16,7 @@ from ddqn.distributed.worker import run_partition
 
 log = logging.getLogger("ddqn.distributed.spark")
 DEFAULT_MASTER = "local[*,4]"  # local mode that retries a failed task up to 4 times
-LOCAL_FAILURES = re.compile(r"local\[[^,\]]+,\s*(\d+)\]")  # local[N,F]: F attempts of a task
+LOCAL_MASTER = re.compile(r"local(?:\[[^,\]]+(?:,\s*(\d+))?\])?")  # local, local[N], local[N,F] (F attempts)
 JOB_GROUP = "ddqn-workers"
 
 
@@ -79,10 +79,8 @@ def task_attempts(sc) -> int:
 
 def attempts_of(master: str, max_failures: str | None) -> int:
     """Spark's rule for the attempts of one task under ``master`` (see :func:`task_attempts`)."""
-    if master == "local" or re.fullmatch(r"local\[[^,\]]+\]", master):
-        return 1
-    if m := LOCAL_FAILURES.fullmatch(master):
-        return int(m.group(1))
+    if m := LOCAL_MASTER.fullmatch(master):
+        return int(m.group(1) or 1)
     return int(max_failures or 4)
 
 
