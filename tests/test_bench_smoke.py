@@ -350,7 +350,12 @@ def test_suite_time_sums_a_junit_file_per_test_file(tmp_path: Path, capsys: pyte
     assert list(data["files"]) == ["test_b.py", "test_a.py"] and data["failed"] == 1
     assert data["total_s"] == 13.8 and data["wall_s"] == 20 and data["machine"]["cores"]
     assert data["slowest"][0] == {"test": "tests/test_b.py::test_three[p]", "seconds": 10.0}
-    assert "13.8 s     3 tests" in capsys.readouterr().out
+    assert data["goal_wall_s"] == 720 and data["goal_met"] is True
+    out = capsys.readouterr().out
+    assert "13.8 s     3 tests" in out and "goal: make test within 720 s wall: met" in out
+    suite_time_main([str(junit), "--wall", "721", "--out", str(tmp_path / "results")])
+    assert json.loads((tmp_path / "results" / "suite_time.json").read_text())["goal_met"] is False
+    assert "missed" in capsys.readouterr().out
     (tmp_path / "empty.xml").write_text("<testsuites><testsuite/></testsuites>")
     with pytest.raises(SystemExit, match="no test cases"):
         suite_time_main([str(tmp_path / "empty.xml"), "--out", str(tmp_path / "results")])
