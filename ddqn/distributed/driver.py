@@ -4,7 +4,9 @@ The driver parses config and prototxt, starts the parameter server inside its ow
 architecture (prototxt text), config, server address and per-run secret, and runs W partitions with one
 long-running worker task each (:class:`~ddqn.distributed.spark.WorkerJob`). While they train it shows one
 progress bar, logs metrics every ``log_every`` env steps, evaluates every ``eval_every`` (in a background
-process) and snapshots every ``snapshot_every`` — env steps summed over all workers, as in serial training.
+process) and snapshots every ``snapshot_every`` — env steps summed over all workers, as in serial training. A
+snapshot that finds no free file descriptor (a flood of connections to the server's port) is retried at each check
+until one is written; a final one is retried for up to ``FINAL_SNAPSHOT_S``.
 It stops its tasks when the budget is spent, on Ctrl-C, or on an error, and frees its port.
 
     run():  start server → start job → watch → finish
@@ -30,7 +32,7 @@ from ddqn.distributed import protocol
 from ddqn.distributed.checkpointer import Checkpointer, restore
 from ddqn.distributed.evaluator import BackgroundEvaluator, EvalResult
 from ddqn.distributed.job import JobSpec
-from ddqn.distributed.server import ParameterServer, ServerOptions
+from ddqn.distributed.server import HANDSHAKE_S, ParameterServer, ServerOptions
 from ddqn.distributed.spark import WorkerJob, driver_host, spark_context, task_attempts
 from ddqn.distributed.stats import ServerStats, train_row
 from ddqn.distributed.store import ParameterStore
@@ -53,6 +55,9 @@ RATE_WINDOW_S = 30.0  # rates on the progress bar are over this window
 POLL_S = 0.5
 SPARK_START_S = 300.0  # bound on creating the SparkContext
 STOP_JOIN_S = 15.0  # after a stop, how long the tasks get to end by themselves before they are cancelled
+# How long a final snapshot is retried when no file descriptor is free: the connections that hold them now are closed
+# within HANDSHAKE_S, and the ones libzmq accepts next within HANDSHAKE_S more.
+FINAL_SNAPSHOT_S = 2 * HANDSHAKE_S + 1
 
 
 def _start_spark(stop: Stoppable):
@@ -174,13 +179,13 @@ class Driver:
         if interrupted:
             raise Interrupted()
         if job.error is not None:
-            self.checkpointer.snapshot()
+            self.checkpointer.final_snapshot(FINAL_SNAPSHOT_S)
             raise DDQNError(f"the Spark job failed: {str(job.error).splitlines()[0][:300]}")
         return self._finish(job.results, baseline, time.monotonic() - start, stop)
 
     def _snapshot_interrupted(self) -> Path:
         """The final snapshot of a stopped run, and where it went (terminal and driver.log)."""
-        model = self.checkpointer.snapshot()
+        model = self.checkpointer.final_snapshot(FINAL_SNAPSHOT_S)
         progress_log.info("interrupted: snapshot written to %s", model)
         _say(f"\ninterrupted: snapshot written to {model}")
         return model
@@ -195,6 +200,7 @@ class Driver:
         log_due, eval_due, snap_due = Every(cfg.log_every), Every(cfg.eval_every), Every(cfg.snapshot_every)
         window: deque[tuple[float, int, int]] = deque()  # (time, updates, env steps) over RATE_WINDOW_S
         last_line = start
+        snap_pending = False  # a snapshot was due but found no free file descriptor: tried again at each check
         # the bar only on a terminal (disable=None): a log file gets the 10-second lines below, not carriage returns
         with tqdm(total=steps, unit="step", dynamic_ncols=True, disable=None if self.progress else True) as bar:
             while job.running() and not sleep_unless(stop, POLL_S):
@@ -216,8 +222,8 @@ class Driver:
                 if eval_due.due(env_steps) and not evaluator.busy:
                     updates, theta = self.store.published()  # an immutable copy of θ, shared with FETCH replies
                     evaluator.submit(env_steps, updates, now - start, theta)
-                if snap_due.due(env_steps):
-                    self.checkpointer.snapshot()
+                if snap_due.due(env_steps) or snap_pending:
+                    snap_pending = self.checkpointer.try_snapshot() is None
                 if now >= deadline or (steps and env_steps >= steps):
                     return
 
@@ -232,7 +238,7 @@ class Driver:
         (self.out / "workers.json").write_text(json.dumps(record, indent=2, default=float))
 
     def _finish(self, results: list, baseline: float, wall_s: float, stop: Stoppable) -> dict:
-        model = self.checkpointer.snapshot()
+        model = self.checkpointer.final_snapshot(FINAL_SNAPSHOT_S)
         state = self.store.copy()
         self.q.set_params(state.theta)
         try:

@@ -8,7 +8,9 @@ next FETCH.
 
 It runs in a thread of the Spark driver with one ZeroMQ ROUTER socket bound to the driver's address. Every
 message is authenticated (``ddqn.distributed.protocol``); a malformed, truncated, oversized, wrongly-sized,
-non-finite or unauthenticated message is dropped and counted, never applied. θ lives in the
+non-finite or unauthenticated message is dropped and counted, never applied. A connection that does not complete
+its handshake within ``HANDSHAKE_S`` is closed; the process's descriptor limit is raised to its hard limit at start
+(each connection holds one descriptor; ZeroMQ cannot limit them per source address). θ lives in the
 :class:`~ddqn.distributed.store.ParameterStore`, the counters in :class:`~ddqn.distributed.stats.ServerStats`, sessions
 in :class:`~ddqn.distributed.sessions.SessionTable`; snapshots are the driver's (:mod:`ddqn.distributed.checkpointer`).
 """
@@ -18,6 +20,7 @@ import ctypes
 import logging
 import math
 import os
+import resource
 import threading
 import time
 from dataclasses import dataclass
@@ -38,6 +41,12 @@ log = logging.getLogger("ddqn.distributed.server")
 EXPIRY_CHECK_S = 1.0  # how often the server thread looks for sessions silent past the timeout
 REFUSED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
            | zmq.EVENT_HANDSHAKE_FAILED_AUTH)  # a connection without the token (or not speaking ZMTP)
+# libzmq keeps an accepted TCP connection (one file descriptor) until its handshake completes or this times out; its
+# default is 30 s. A worker's handshake is three round trips (ZMTP greeting, PLAIN HELLO/WELCOME, INITIATE/READY) and
+# one ZAP check in this process: milliseconds on a cluster network, well under a second across continents. A peer
+# that connects and sends nothing holds its descriptor this long, so it needs limit / HANDSHAKE_S connections per
+# second to keep the descriptor table full (docs/security.md).
+HANDSHAKE_S = 3.0
 SEND_QUEUE = 4  # replies ZeroMQ may hold for one connection (an honest worker has one request in flight)
 RECV_QUEUE = 16  # messages ZeroMQ may hold from one connection before the server thread reads them
 MAX_SCORES = 10_000  # episode scores in one STATS report (a worker reports every 2 s)
@@ -100,10 +109,12 @@ class ParameterServer:
         self._ctx = zmq.Context()
         self._zap = ZapHandler(self._ctx, P.connection_token(secret)).start()
         _seed_routing_ids()
+        _raise_fd_limit()
         self._sock = self._ctx.socket(zmq.ROUTER)
         plain_server(self._sock)  # no connection without the run's token gets a message through
         self._refusals = self._sock.get_monitor_socket(REFUSED)  # handshakes that failed: counted
         self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.HANDSHAKE_IVL, int(HANDSHAKE_S * 1000))  # before bind: the listener copies it
         largest = max(self.nbytes, P.NONCE_BYTES + P.MAX_JSON)  # a gradient, or a HELLO/STATS
         self._sock.setsockopt(zmq.MAXMSGSIZE, largest + 4096)  # a larger frame ends its connection
         self._sock.setsockopt(zmq.SNDHWM, SEND_QUEUE)  # replies beyond it are dropped by ZeroMQ, not queued
@@ -370,6 +381,23 @@ def _seed_routing_ids() -> None:
         return
     srand.argtypes = [ctypes.c_uint]
     srand(int.from_bytes(os.urandom(4), "little"))
+
+
+def _raise_fd_limit() -> None:
+    """Raise this process's soft limit on open file descriptors to its hard limit, and log it.
+
+    Every TCP connection libzmq accepts holds a descriptor until its handshake completes or times out
+    (``HANDSHAKE_S``); when they run out, snapshots fail (EMFILE) and no worker can connect until some close. Only
+    the hard limit (``ulimit -Hn``, systemd's ``LimitNOFILE``, docker's ``--ulimit nofile``) can raise it further."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %s: %s", soft, hard, exc)
+            return
+    log.info("open-file limit %d (the hard limit; it was %d): connections that send nothing are closed after %g s",
+             hard, soft, HANDSHAKE_S)
 
 
 def _peer_address(frame: zmq.Frame) -> str:
