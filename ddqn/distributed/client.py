@@ -2,11 +2,19 @@
 
 One request is outstanding at a time (ZeroMQ DEALER → the server's ROUTER). A reply that does not come
 within ``timeout`` seconds means the server is gone: :class:`ServerGone` is raised and the worker exits.
+
+A connection that is reset (ZeroMQ reports it disconnected; a heartbeat draws the RST of a connection that only the
+server's end saw reset) is replaced within that time: a new socket, a new HELLO
+for the same partition, attempt and client id, and the request in flight sent again under its own sequence number,
+which continues across the client's sessions. The server answers a PUSH or STATS it had already taken before the reset
+with an ACK flagged ``F_REPEAT`` and does not apply it again: each is applied at most once, and the worker knows
+whether it was (:attr:`ServerClient.repeated`).
 """
 from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +22,13 @@ import zmq
 
 from ddqn.distributed import protocol as P
 from ddqn.distributed.zap import plain_client
+
+# ZeroMQ's own reconnect, in ms: only a first connect that failed needs it (a reset connection is replaced by a new
+# socket); longer than ZeroMQ's default, so that it does not race the replacement
+RECONNECT_MS = 1000
+# A ZMTP heartbeat (PING) this often, in ms: a connection whose server end was reset answers it with an RST, so a
+# worker waiting for a reply notices a reset that only the server's end saw
+HEARTBEAT_MS = 1000
 
 
 class ServerGone(RuntimeError):
@@ -37,52 +52,108 @@ class ServerClient:
     def __init__(self, address: str, secret: bytes, worker: int, attempt: int, num_params: int,
                  timeout: float = 60.0, auth: str = "message") -> None:
         self.worker, self.attempt, self.num_params, self.auth = worker, attempt, num_params, auth
+        self.address, self._secret = address, secret
+        self.client_id = os.urandom(P.NONCE_BYTES).hex()  # named in each HELLO: the server knows a reconnect by it
         self.timeout_ms = int(timeout * 1000)
+        self.reconnects = 0  # connections replaced after a reset, each with a new HELLO
+        self.repeated = 0  # PUSH/STATS in flight at a reset that the server had taken before it (not applied again)
         self._ctx = zmq.Context()
-        self._sock = self._ctx.socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.SNDTIMEO, self.timeout_ms)
-        self._sock.setsockopt(zmq.MAXMSGSIZE, 2 * num_params * 4 + 4096)
-        plain_client(self._sock, P.connection_token(secret))  # the server's ZAP handler admits this connection
-        self._sock.connect(address)
-        self.prior_env_steps = 0  # env steps this partition played before (earlier attempts, resumed runs)
+        self._sock: zmq.Socket | None = None
         try:
-            self._session = self._hello(secret)
+            self._session, self.prior_env_steps = self._connect(self._deadline())
         except BaseException:  # no session: free the socket and context now, not in a garbage collector's thread
-            self._sock.close(linger=0)
+            self._close_socket()
             self._ctx.term()
             raise
 
-    def _recv(self) -> list:
-        if not self._sock.poll(self.timeout_ms, zmq.POLLIN):
-            raise ServerGone(f"no reply from the parameter server in {self.timeout_ms / 1000:g} s")
-        return self._sock.recv_multipart(copy=False)
+    def _deadline(self) -> float:
+        return time.monotonic() + self.timeout_ms / 1000
 
-    def _hello(self, secret: bytes) -> P.Session:
-        nonce = os.urandom(P.NONCE_BYTES)
+    def _open_socket(self) -> None:
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
+        self._sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
+        self._sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 2 * self.timeout_ms)  # a silent path: the request's timeout first
+        self._sock.setsockopt(zmq.SNDTIMEO, self.timeout_ms)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, 2 * self.num_params * 4 + 4096)
+        plain_client(self._sock, P.connection_token(self._secret))  # the server's ZAP handler admits this connection
+        self._resets = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)  # a message here: the connection is gone
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
+        self._poller.register(self._resets, zmq.POLLIN)
+        self._sock.connect(self.address)
+
+    def _close_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.disable_monitor()
+            self._resets.close(linger=0)
+            self._sock.close(linger=0)
+            self._sock = None
+
+    def _reply(self, deadline: float) -> list | None:
+        """The reply to the request just sent, or None if the connection was reset first."""
+        ready = dict(self._poller.poll(max(0, int((deadline - time.monotonic()) * 1000))))
+        if self._sock in ready:
+            return self._sock.recv_multipart(copy=False)
+        if self._resets in ready:
+            return None
+        raise ServerGone(f"no reply from the parameter server in {self.timeout_ms / 1000:g} s")
+
+    def _connect(self, deadline: float) -> tuple[P.Session, int]:
+        """A new connection and session (HELLO → WELCOME), on yet another connection after each reset; returns the
+        session and the env steps the partition played before (the WELCOME's ``env_steps``)."""
         meta = P.encode_json({"num_params": self.num_params, "pid": os.getpid(), "host": socket.gethostname(),
-                              "auth": self.auth})
-        self._sock.send_multipart(P.seal_handshake(secret, P.HELLO, self.worker, self.attempt, nonce + meta))
+                              "auth": self.auth, "client_id": self.client_id})
+        frames = None
+        while frames is None:
+            self._close_socket()
+            self._open_socket()
+            nonce = os.urandom(P.NONCE_BYTES)  # a new HELLO each time: the server refuses one it has seen
+            self._sock.send_multipart(P.seal_handshake(self._secret, P.HELLO, self.worker, self.attempt, nonce + meta))
+            frames = self._reply(deadline)
         try:
-            _, payload = P.open_handshake(secret, [f.bytes for f in self._recv()], P.WELCOME)
+            _, payload = P.open_handshake(self._secret, [f.bytes for f in frames], P.WELCOME)
             played = P.decode_json(payload[P.NONCE_BYTES:]).get("env_steps", 0)
         except P.ProtocolError as exc:
             raise ServerGone(f"bad WELCOME from the parameter server: {exc}") from exc
         if not isinstance(played, int) or isinstance(played, bool) or played < 0:
             raise ServerGone("bad WELCOME from the parameter server: env_steps must be an integer >= 0")
-        self.prior_env_steps = played
-        return P.Session(P.session_key(secret, nonce, payload[:P.NONCE_BYTES]), outbound=0, auth=self.auth)
+        key = P.session_key(self._secret, nonce, payload[:P.NONCE_BYTES])
+        return P.Session(key, outbound=0, auth=self.auth), played
+
+    def _reconnect(self, deadline: float) -> None:
+        """Replace a reset connection: the server knows the new one by another routing id, so a new session."""
+        sent = self._session.sent
+        self._session, _ = self._connect(deadline)
+        self._session.sent = sent  # sequence numbers go on across the client's sessions
+        self.reconnects += 1
 
     def _request(self, kind: int, version: int = 0, aux: int = 0, payload: bytes | np.ndarray = b""
                  ) -> tuple[P.Header, memoryview]:
+        """Send one request and return its verified reply; after a reset, the same request (the same sequence
+        number) on a new connection. ServerGone if no reply comes within the timeout, resets included."""
+        deadline = self._deadline()
+        if self._resets.poll(0):  # reset since the last reply: the server no longer knows this connection
+            self._reconnect(deadline)
+        seq = self._session.sent + 1  # this request's number, whichever connection carries it
+        frames = None
+        while frames is None:
+            self._session.sent = seq - 1
+            try:
+                self._sock.send_multipart(self._session.seal(kind, self.worker, self.attempt, version, aux, payload),
+                                          copy=False)
+            except zmq.Again as exc:
+                raise ServerGone("could not send to the parameter server") from exc
+            frames = self._reply(deadline)
+            if frames is None:
+                self._reconnect(deadline)
         try:
-            self._sock.send_multipart(self._session.seal(kind, self.worker, self.attempt, version, aux, payload),
-                                      copy=False)
-            return self._session.open(self._recv())
-        except zmq.Again as exc:
-            raise ServerGone("could not send to the parameter server") from exc
+            header, body = self._session.open(frames)
         except P.ProtocolError as exc:
             raise ServerGone(f"unverifiable reply from the parameter server: {exc}") from exc
+        self.repeated += bool(header.flags & P.F_REPEAT)
+        return header, body
 
     def fetch(self, have_version: int = P.NO_VERSION, have_target: int = P.NO_VERSION) -> Params:
         """θ (if newer than ``have_version``) and θ⁻ (if its version differs from ``have_target``)."""
@@ -98,7 +169,8 @@ class ServerClient:
     def push(self, grad: np.ndarray, base_version: int, count: int = 1) -> tuple[int, bool]:
         """Send a gradient (sum of ``count`` minibatch gradients) computed on θ of ``base_version``.
 
-        Returns (server version, stop flag).
+        Returns (server version, stop flag). A push in flight at a reset is sent again on the new connection and
+        applied at most once: :attr:`repeated` grows by one if the server had applied it before the reset.
         """
         h, _ = self._request(P.PUSH, base_version, count, grad)
         return h.version, bool(h.flags & P.F_STOP)
@@ -110,11 +182,13 @@ class ServerClient:
         return bool(h.flags & P.F_STOP)
 
     def close(self) -> None:
-        """Say BYE (best effort) and free the socket."""
+        """Say BYE (best effort) and free the socket; closing again does nothing."""
+        if self._sock is None:
+            return
         try:
             self._sock.send_multipart(self._session.seal(P.BYE, self.worker, self.attempt), copy=False,
                                       flags=zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
-        self._sock.close(linger=0)
+        self._close_socket()
         self._ctx.term()

@@ -3,8 +3,8 @@
 A message is a ZeroMQ multipart ``[header, payload, tag]``:
 
 * ``header`` — 48 bytes, ``struct`` format :data:`HEADER`: magic ``DDQN``, protocol version, message type,
-  flags, worker (partition) and attempt, per-session sequence number, a θ version, one 64-bit field whose
-  meaning depends on the type (θ⁻ version, count, staleness: :class:`Header`), and the payload length.
+  flags, worker (partition) and attempt, sequence number, a θ version, one 64-bit field whose meaning depends
+  on the type (θ⁻ version, count, staleness: :class:`Header`), and the payload length.
 * ``payload`` — raw float32 parameters/gradients (little-endian, the model layout's length), or a small
   JSON object for HELLO/WELCOME/STATS (at most :data:`MAX_JSON` bytes).
 * ``tag`` — authenticates header and payload: 16 bytes (HMAC) for the handshake, then 64 bytes (the
@@ -16,11 +16,14 @@ with its own random nonce, also HMAC-tagged. Both derive a fresh session key
 ``HMAC(secret, "ddqn-session" ‖ client_nonce ‖ server_nonce)``; every later message in either direction is
 tagged with AES-GMAC under that key (AES-GCM with the message as associated data), its nonce built from the
 direction and the session's strictly increasing sequence number, so a message cannot be forged, altered,
-replayed or reflected. Before any of this, a connection must present :func:`connection_token` (ZeroMQ
-PLAIN, checked by ``ddqn.distributed.zap``), so a peer without it cannot get a message read at all; one that
-learned the token but lacks the secret can send bytes, which the server drops and counts; it cannot open a
-session, push a gradient, read θ or stop anything. Payloads are not encrypted (θ and gradients are not
-secret here); use Spark's own network encryption for the job's broadcast.
+replayed or reflected. A worker's sequence numbers go on across its sessions (each HELLO names its random client
+id): after a reset it opens a new session and sends the request in flight again under the same number, so the
+server can tell a PUSH or STATS it has already taken (answered with ``F_REPEAT``, not applied again). Before any
+of this, a connection must present :func:`connection_token` (ZeroMQ PLAIN, checked by ``ddqn.distributed.zap``),
+so a peer without it cannot get a message read at all; one that learned the token but lacks the secret can send
+bytes, which the server drops and counts; it cannot open a session, push a gradient, read θ or stop anything.
+Payloads are not encrypted (θ and gradients are not secret here); use Spark's own network encryption for the
+job's broadcast.
 
 ``auth: connection`` (config) authenticates the connection instead of each payload, as Spark's own
 ``spark.authenticate`` does: the handshake is the same and every header is still sealed (type, versions,
@@ -45,7 +48,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ddqn.config import AUTH_MODES
 
 MAGIC = b"DDQN"
-VERSION = 1
+VERSION = 2  # 2: a client's sequence numbers go on across its sessions (HELLO's client_id); F_REPEAT
 # magic, protocol version, type, flags, worker, attempt, pad, seq, θ version, aux, payload bytes
 HEADER = struct.Struct("<4sBBHIHHQQQI4x")
 TAG_BYTES = 16
@@ -60,6 +63,7 @@ TYPE_NAMES = {HELLO: "HELLO", FETCH: "FETCH", PUSH: "PUSH", STATS: "STATS", BYE:
               WELCOME: "WELCOME", PARAMS: "PARAMS", ACK: "ACK"}
 # flags
 F_THETA, F_TARGET, F_STOP = 1, 2, 4
+F_REPEAT = 8  # ACK of a PUSH/STATS re-sent after a reset that the server had taken before it: not applied again
 NO_VERSION = 2**64 - 1  # FETCH from a worker that holds no parameters yet
 
 
@@ -70,7 +74,7 @@ DROP_REASONS = (
     "unauthenticated connection",  # refused by ZAP: no connection token (never reaches the server thread)
     "replayed",  # sequence number not above the last one received
     "bad json",  # not JSON, over MAX_JSON, nested too deep, or not an object
-    "bad hello",  # authentic HELLO with a wrong model size, auth mode, pid, host, partition or attempt number
+    "bad hello",  # authentic HELLO with a wrong model size, auth mode, pid, host, client id, partition or attempt
     "stale attempt",  # a session for an older task attempt than the partition's latest proven one
     "wrong worker",  # message names another worker than its session
     "unexpected type",
@@ -80,6 +84,7 @@ DROP_REASONS = (
     "future version",  # gradient computed on a version the server never had
     "too stale",  # gradient older than the server's max_staleness versions (an honest worker: it gets its ACK)
     "stale round",  # sync mode: gradient for another round
+    "resent",  # PUSH/STATS re-sent after a reset that the server had taken before it (it gets its ACK again)
     "bad stats",  # STATS fields of the wrong type or out of bounds
     "too fast",  # STATS claiming more env steps than the time since the partition's last report allows
     "receive error",

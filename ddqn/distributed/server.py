@@ -207,12 +207,15 @@ class ParameterServer:
             self._admit(ident)
         session.last_seen = time.monotonic()
         self.stats.seen(session.partition)
-        if header.type == P.FETCH:
+        if header.type in (P.PUSH, P.STATS) and self.sessions.taken(session, header.seq):
+            self.stats.dropped("resent")  # answered before a reset: answered again, never applied twice
+            self._ack(ident, session, header.seq, flags=P.F_REPEAT)
+        elif header.type == P.FETCH:
             self._fetch(ident, session, header)
         elif header.type == P.PUSH:
             self._push(ident, session, header, payload)
         elif header.type == P.STATS:
-            self._stats(ident, session, payload)
+            self._stats(ident, session, header.seq, payload)
         elif header.type == P.BYE:
             self.sessions.close(ident)
         else:
@@ -223,6 +226,13 @@ class ParameterServer:
 
     def _flags(self) -> int:
         return P.F_STOP if self.stopping.is_set() else 0
+
+    def _ack(self, ident: bytes, session: Session, seq: int, staleness: int = 0, flags: int = 0) -> None:
+        """Answer the PUSH or STATS numbered ``seq``, and remember it as taken: if the worker sends it again after a
+        reset (it cannot know this ACK arrived), it is answered, not applied again."""
+        self.sessions.take(session, seq)
+        self._send(ident, session.crypto.seal(P.ACK, session.partition, session.attempt, self.store.version,
+                                              staleness, flags=self._flags() | flags))
 
     def _hello(self, ident: bytes, frames: list[bytes], peer: str) -> None:
         """An authentic HELLO offers a session (WELCOME answers it); nothing live changes until it proves the key."""
@@ -246,10 +256,13 @@ class ParameterServer:
             raise P.ProtocolError("bad hello", "another auth mode")
         if not (type(pid) is int and 0 <= pid < 2**31 and isinstance(host, str) and len(host) <= 255):
             raise P.ProtocolError("bad hello", "pid must be an integer and host a short string")
+        client_id = meta.get("client_id", "")  # none: the session is a client of its own
+        if not (isinstance(client_id, str) and len(client_id) <= 2 * P.NONCE_BYTES):
+            raise P.ProtocolError("bad hello", "client_id must be a short string")
         server_nonce = os.urandom(P.NONCE_BYTES)
         key = P.session_key(self.secret, client_nonce, server_nonce)
         self.sessions.offer(ident, P.Session(key, outbound=1, auth=self.auth), header.worker, header.attempt,
-                            pid, host, peer)
+                            pid, host, peer, client_id)
         reply = server_nonce + P.encode_json({"num_params": self.store.num_params,
                                               "env_steps": self.stats.played_of(header.worker)})
         self._send(ident, P.seal_handshake(self.secret, P.WELCOME, header.worker, header.attempt, reply,
@@ -259,7 +272,10 @@ class ParameterServer:
         """The first sealed message of an offered session verified: it becomes the partition's live session."""
         session = self.sessions.promote(ident)
         rejoin, _ = self.stats.joined(session.partition, session.attempt, session.pid, session.host)
-        if rejoin:
+        if session.reconnected:
+            log.info("worker %d reconnected (attempt %d, pid %s on %s, %s): its connection was reset",
+                     session.partition, session.attempt, session.pid, session.host, session.peer or "?")
+        elif rejoin:
             log.warning("worker %d rejoined (attempt %d, pid %s on %s, %s): its replay memory is regenerated",
                         session.partition, session.attempt, session.pid, session.host, session.peer or "?")
         else:
@@ -301,8 +317,7 @@ class ParameterServer:
             raise P.ProtocolError("future version")
         if not self.store.admits(staleness):  # max_staleness: dropped and counted, but an honest worker gets its ACK
             self.stats.dropped("too stale")
-            self._send(ident, session.crypto.seal(P.ACK, session.partition, session.attempt, self.store.version,
-                                                  staleness, flags=self._flags()))
+            self._ack(ident, session, header.seq, staleness)
             return
         if header.summed > 1:  # a sum over push_every minibatches → their mean
             grad = np.multiply(grad, np.float32(1 / header.summed), out=self._grad)
@@ -315,8 +330,7 @@ class ParameterServer:
             self.stats.pushed(session.partition, staleness)  # in this round's mean
             if self._round_complete():
                 self._finish_round()
-        self._send(ident, session.crypto.seal(P.ACK, session.partition, session.attempt, self.store.version,
-                                              staleness, flags=self._flags()))
+        self._ack(ident, session, header.seq, staleness)
 
     def _round_complete(self) -> bool:
         return self.rounds is not None and self.rounds.complete(self.store.version, self.sessions.live_sessions(),
@@ -333,7 +347,7 @@ class ParameterServer:
             if ident in self.sessions:
                 self._send_params(ident, session, P.NO_VERSION, have_target)
 
-    def _stats(self, ident: bytes, session: Session, payload: memoryview) -> None:
+    def _stats(self, ident: bytes, session: Session, seq: int, payload: memoryview) -> None:
         """A worker's report: validated whole (types and bounds), then applied all at once.
 
         Every check is a type test or a comparison of ints and floats, which raise on no value (``math.isfinite``
@@ -354,8 +368,7 @@ class ParameterServer:
             raise P.ProtocolError("too fast", f"{env_steps} env steps in {elapsed:.3g} s")
         self._reported_at[session.partition] = now
         self.stats.reported(session.partition, scores, env_steps, float(compute_s), float(comm_s))
-        self._send(ident, session.crypto.seal(P.ACK, session.partition, session.attempt, self.store.version, 0,
-                                              flags=self._flags()))
+        self._ack(ident, session, seq)
 
     def _expire_sessions(self) -> None:
         for s in self.sessions.expire():

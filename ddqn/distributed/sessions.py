@@ -15,6 +15,11 @@ read between the retry's WELCOME and its first sealed message.
 
 Attempt numbers never go back down for a partition: once an attempt has proven its key, a HELLO or session of
 an earlier attempt is stale (Spark numbers a task's attempts 0, 1, … in the order it starts them).
+
+A worker whose connection was reset says HELLO again, naming the same random client id: its new session replaces the
+old one like any other, keeping its place in the sync rounds. The table remembers, per partition, the client id and
+sequence number of the last PUSH or STATS the server answered (a client's sessions share one numbering), so one
+re-sent after the reset is recognised as taken (:meth:`SessionTable.taken`).
 """
 from __future__ import annotations
 
@@ -39,6 +44,8 @@ class Session:
     proven: bool = False  # a sealed message verified under the session key
     pushed_round: int = -1  # sync mode: the version this session last pushed for
     in_rounds: bool = True  # sync mode: a member of the rounds (False once one closed without its push)
+    client_id: str = ""  # the worker client's random id, the same in each of its sessions ("": none)
+    reconnected: bool = False  # replaced a live session of the same client (its connection was reset)
 
 
 class SessionTable:
@@ -58,10 +65,21 @@ class SessionTable:
         self._pending: dict[bytes, Session] = {}  # in arrival order
         self._nonces: OrderedDict[bytes, None] = OrderedDict()
         self._latest: dict[int, int] = {}  # partition → the latest attempt that proved its key
+        self._taken: dict[int, tuple[str, int]] = {}  # partition → (client id, seq of its last PUSH/STATS answered)
 
     def stale(self, partition: int, attempt: int) -> bool:
         """Whether ``attempt`` is older than an attempt of ``partition`` that already proved its key."""
         return attempt < self._latest.get(partition, -1)
+
+    def taken(self, session: Session, seq: int) -> bool:
+        """Whether a PUSH/STATS numbered ``seq`` of ``session``'s client was answered before (sent again after a
+        reset, on this or an earlier session of the client)."""
+        client_id, last = self._taken.get(session.partition, ("", 0))
+        return bool(client_id) and client_id == session.client_id and seq <= last
+
+    def take(self, session: Session, seq: int) -> None:
+        """Remember that the PUSH/STATS numbered ``seq`` of ``session``'s client is answered."""
+        self._taken[session.partition] = (session.client_id, seq)
 
     def fresh(self, nonce: bytes) -> bool:
         """Whether an authentic HELLO's nonce is new (and remember it); False for a replay."""
@@ -76,24 +94,27 @@ class SessionTable:
         return self._live.get(ident) or self._pending.get(ident)
 
     def offer(self, ident: bytes, crypto: P.Session, partition: int, attempt: int, pid: int, host: str,
-              peer: str = "") -> None:
+              peer: str = "", client_id: str = "") -> None:
         """A pending session for an authentic HELLO; nothing live changes. It replaces only an earlier offer of
         the same connection (or, with MAX_OFFERS pending, the oldest one)."""
         self._pending.pop(ident, None)
         if len(self._pending) >= self.MAX_OFFERS:
             del self._pending[next(iter(self._pending))]  # in arrival order: the oldest
-        self._pending[ident] = Session(crypto, partition, attempt, pid, host, time.monotonic(), peer)
+        self._pending[ident] = Session(crypto, partition, attempt, pid, host, time.monotonic(), peer,
+                                       client_id=client_id)
 
     def promote(self, ident: bytes) -> Session:
         """Make the pending session of ``ident`` live (its first sealed message verified): it replaces the
         partition's other sessions (an earlier attempt is dead; a sync round no longer waits for it).
-        Raises ProtocolError("stale attempt") if a later attempt of the partition proved its key before, live
-        or gone."""
+        A session of the same client and attempt (a reconnect) takes over its round state. Raises ProtocolError("stale
+        attempt") if a later attempt of the partition proved its key before, live or gone."""
         session = self._pending.pop(ident)
         if self.stale(session.partition, session.attempt):
             raise P.ProtocolError("stale attempt", f"attempt {session.attempt} of partition {session.partition}")
         for i in [i for i, s in self._live.items() if s.partition == session.partition]:
-            del self._live[i]
+            old = self._live.pop(i)
+            if session.client_id and (old.client_id, old.attempt) == (session.client_id, session.attempt):
+                session.pushed_round, session.in_rounds, session.reconnected = old.pushed_round, old.in_rounds, True
         session.proven = True
         self._live[ident] = session
         self._latest[session.partition] = session.attempt

@@ -76,7 +76,7 @@ class Worker:
         finally:
             self.client.close()
         return {"partition": self.partition, "attempt": self.attempt, "pid": os.getpid(),
-                "executor_pid": executor_pid(), **self.counts,
+                "executor_pid": executor_pid(), **self.counts, "reconnects": self.client.reconnects,
                 "replay": self.cfg.replay_backend, "replay_dir": self.replay_dir, "compute_s": self.compute_s,
                 "comm_s": self.comm_s, "blas": blas_info()}
 
