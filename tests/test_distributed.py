@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ddqn.config import load_config
 from ddqn.distributed.cluster import LocalCluster, spark_submit_env, spark_submit_path
@@ -189,7 +190,10 @@ def _session_processes(sid: int) -> list[str]:
     return [line for line in out.splitlines() if line.strip() and " Z" not in line]
 
 
-def test_ctrl_c_stops_tasks_snapshots_and_frees_the_port(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signals", [1, 2], ids=["once", "twice"])
+def test_ctrl_c_stops_tasks_snapshots_and_frees_the_port(tmp_path: Path, signals: int) -> None:
+    """Ctrl-C to the job's process group: the tasks stop, the final snapshot is written, exit 130. Twice within
+    20 ms (a wrapper such as GNU timeout forwarding the terminal's Ctrl-C to the group again) is the same stop."""
     out = tmp_path / "interrupted"
     proc = subprocess.Popen(submit_command("--workers", "2", "--minutes", "5", "--out", str(out)), env=run_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -197,7 +201,10 @@ def test_ctrl_c_stops_tasks_snapshots_and_frees_the_port(tmp_path: Path) -> None
         lines = _Lines(proc.stdout)
         assert lines.wait_for(r"worker 1 joined", timeout=180) and lines.wait_for(r"worker 0 joined", timeout=60)
         time.sleep(4)
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the foreground job
+        for i in range(signals):
+            if i:
+                time.sleep(0.02)
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the foreground job
         proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
@@ -211,6 +218,7 @@ def test_ctrl_c_stops_tasks_snapshots_and_frees_the_port(tmp_path: Path) -> None
     assert not _session_processes(proc.pid), _session_processes(proc.pid)  # no task or JVM left behind
     output = lines.close(timeout=10)
     assert "Traceback" not in output, output[-3000:]  # e.g. pyspark's accumulator server on the JVM's exit
+    assert ("SIGINT again within" in output) == (signals == 2), output[-3000:]  # the second one seen, not obeyed
     # the stop flag's path ran to its end: the driver's own log (its stdout may have lost its reader, the JVM)
     assert "interrupted: snapshot written to" in (out / "driver.log").read_text()
     state = json.loads((out / "server_state.json").read_text())  # the final snapshot
