@@ -216,3 +216,46 @@ def test_a_doubled_sigint_to_the_process_group_keeps_the_final_snapshot(tmp_path
     assert (out / "trainer_state.json").is_file(), f"no final snapshot: {err}"
     state = _assert_final_snapshot(out)
     assert state["progress"]["env_steps"] > 0 and "exiting at once" not in err, err
+
+
+DRIVER_THAT_EXITS_AT_ONCE = r'''
+import os, sys, time
+from ddqn.config import load_config
+from ddqn.distributed.evaluator import BackgroundEvaluator
+from ddqn.net.netspec import load_netspec
+cfg = load_config("small")
+spec = load_netspec(cfg.path("net"))
+evaluator = BackgroundEvaluator(spec.text, spec.source, cfg.to_dict())
+print(evaluator._proc.pid, flush=True)
+time.sleep(float(sys.argv[1]))  # the child imports Caffe meanwhile (or is still starting)
+os._exit(130)  # as a second Ctrl-C after the grace period: no close(), no atexit
+'''
+
+
+@pytest.mark.parametrize("lived_s", [0.0, 3.0], ids=["while the child starts", "once it runs"])
+def test_the_drivers_evaluator_does_not_outlive_a_driver_that_exits_at_once(lived_s: float) -> None:
+    """A driver that exits without closing its BackgroundEvaluator (a second Ctrl-C, a kill -9) takes the
+    evaluator's process with it: the kernel kills the child when its parent exits (it used to wait on its queue
+    for ever)."""
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER_THAT_EXITS_AT_ONCE, str(lived_s)], stdout=subprocess.PIPE,
+                            text=True)  # not read to its end: a child that outlives the driver holds the pipe open
+    try:
+        child = int(proc.stdout.readline())
+        assert proc.wait(timeout=120) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()  # by its pid
+            proc.wait()
+        proc.stdout.close()
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child), f"the evaluator (pid {child}) outlived its driver"
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not a zombie, which init reaps)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False

@@ -3,10 +3,12 @@
 The driver hands it a copy of θ every ``eval_every`` env steps (summed over workers); the child plays the
 same greedy evaluation as serial training (:func:`ddqn.dqn.evaluation.evaluate`) on its own Caffe net at
 nice 10, so it takes no time from the parameter server thread and yields the cores to the workers.
-At most one evaluation is in flight: a boundary that passes while one runs is skipped.
+At most one evaluation is in flight: a boundary that passes while one runs is skipped. The child dies with the
+driver however the driver ends (a second Ctrl-C exits at once, a ``kill -9``): the kernel kills it then.
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import queue
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 NICE = 10
+PR_SET_PDEATHSIG = 1  # Linux prctl(2): the signal this process gets when the thread that started it exits
 
 
 @dataclass(frozen=True)
@@ -28,8 +31,22 @@ class EvalResult:
     scores: np.ndarray
 
 
-def _serve(net_text: str, net_source: str, config: dict, tasks: mp.Queue, results: mp.Queue) -> None:
+def _die_with(parent: int) -> None:
+    """Have the kernel SIGKILL this process when ``parent`` (the driver) exits, and exit now if it already has.
+
+    Otherwise a driver that ends without :meth:`BackgroundEvaluator.close` leaves the child waiting on its queue
+    forever (the queue's pipe has a writer in the child itself, so it never sees end-of-file)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: close() still ends the child
+        return
+    if os.getppid() != parent:  # the driver ended before the call
+        os._exit(0)
+
+
+def _serve(net_text: str, net_source: str, config: dict, tasks: mp.Queue, results: mp.Queue, parent: int) -> None:
     """The child: evaluate each θ it receives until it receives None (the driver handles Ctrl-C and ends it)."""
+    _die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal signals the whole process group
     os.nice(NICE)
     from ddqn.config import make_config  # noqa: PLC0415 - imported in the child only
@@ -47,13 +64,15 @@ def _serve(net_text: str, net_source: str, config: dict, tasks: mp.Queue, result
 
 
 class BackgroundEvaluator:
-    """A child process (spawned, not forked: the driver holds a JVM gateway and threads) that evaluates θ."""
+    """A child process (spawned, not forked: the driver holds a JVM gateway and threads) that evaluates θ.
+
+    Create it in the driver's main thread: the child is killed when the thread that started it exits."""
 
     def __init__(self, net_text: str, net_source: str, config: dict) -> None:
         ctx = mp.get_context("spawn")
         self._tasks, self._results = ctx.Queue(), ctx.Queue()
-        self._proc = ctx.Process(target=_serve, args=(net_text, net_source, config, self._tasks, self._results),
-                                 name="ddqn-evaluator", daemon=True)
+        args = (net_text, net_source, config, self._tasks, self._results, os.getpid())
+        self._proc = ctx.Process(target=_serve, args=args, name="ddqn-evaluator", daemon=True)
         self._busy = False
         self._proc.start()
 
