@@ -19,7 +19,8 @@ import pytest
 
 from ddqn.bench.common import RECORD, confirm_best, read_curve
 from ddqn.bench.gifs import captioned
-from ddqn.bench.report import _scale_out
+from ddqn.bench.hostile import goal
+from ddqn.bench.report import _hostile, _scale_out
 from ddqn.bench.scaling import MODES
 from ddqn.bench.stats import TRAILING_K
 from ddqn.bench.suite_time import main as suite_time_main
@@ -45,9 +46,12 @@ SMOKE = {
     "worker_speed": ["--members", "small", "paper", "--repeats", "1", "--config", "small", "--seconds", "3",
                      "--set", "replay_warmup=200", "--blas", "openblas"],  # the breakdown in a child on the build
     "capacity": ["--clients", "1", "2", "--seconds", "0.5"],
+    "hostile": ["--floods", "4", "--idle", "50", "--seconds", "1", "--warmup", "0.3", "--procs", "2", "--auth",
+                "message", "--ramp", "5", "--join-timeout", "5"],  # one auth mode, no 512 flood: the goal unmeasured
 }
 FIELDS = {"caffe_speed": "members", "env_speed": "steps_per_s", "replay_speed": "identical_batches",
-          "ps_speed": "max_ratio", "atari": "nets", "worker_speed": "fits", "capacity": "workers_worth"}
+          "ps_speed": "max_ratio", "atari": "nets", "worker_speed": "fits", "capacity": "workers_worth",
+          "hostile": "goal"}
 
 
 def bench(name: str, *args: str) -> subprocess.CompletedProcess:
@@ -67,6 +71,18 @@ def test_benchmark_smoke(name: str, tmp_path: Path) -> None:
         (split,) = data["breakdowns"]
         assert split["blas"] == "openblas" and split["blas_loaded"].startswith("libopenblas"), split
         assert split["gradients"] > 0 and sum(split["phases_ms"].values()) == pytest.approx(split["ms_per_gradient"])
+    if name == "hostile":  # every phase measured and recorded; no rate is asserted
+        phases = data["modes"]["message"]["phases"]
+        assert [(p["phase"], p["connections"]) for p in phases] == [("unloaded", 0), ("token flood", 4), ("idle", 50)]
+        assert all(p["honest"]["requests"] > 0 and p["server"]["busy_pct"] >= 0 for p in phases), phases
+        assert phases[1]["attackers"]["messages"] > 0 and phases[1]["server"]["dropped"], phases[1]
+        idle = phases[2]
+        assert {"method", "written", "error", "seconds"} <= set(idle["snapshot"]), idle
+        assert {"joined", "fetched", "error", "seconds"} <= set(idle["join"]), idle
+        assert idle["held"]["ramped_open"] > 0 and data["modes"]["message"]["server_nofile"]["hard"] != 0
+        assert data["goal"]["met"] is None and data["goal"]["share_by_auth"] == {"message": None}
+        text = "\n".join(_hostile(data))  # the REPORT's section
+        assert "| token flood | 4 |" in text and "Idle connections: " in text and "auth message: not measured" in text
 
 
 def test_grad_norms_smoke(tmp_path: Path) -> None:
@@ -333,6 +349,40 @@ def test_scale_out_report_names_the_machine_of_each_config() -> None:
     assert "### Config `tuned`\n\nMeasured D2 on 2 cores (EPYC, AVX2; family and model not recorded)." in text
     assert ("### Config `paper`\n\nMeasured D3 on 2 cores (AMD EPYC 9R14, AVX-512; AuthenticAMD family 25 model 17; "
             "OpenBLAS core Zen).") in text
+
+
+def test_hostile_goal_is_met_missed_or_not_measured() -> None:
+    """bench-hostile's goal, from the 512-connection flood's share of the unloaded rate in every auth mode: met,
+    missed (also when that phase failed: nothing shows the rate was kept), or not measured (the flood did not run in
+    every mode); the REPORT's section says which, and a failed phase is a row with its error."""
+    def phase(name: str, n: int, share: float) -> dict:
+        return {"phase": name, "connections": n, "share_of_unloaded": share,
+                "honest": {"requests": 10, "requests_per_s": 100 * share, "p50_ms": 1.0, "p99_ms": 2.0},
+                "server": {"busy_pct": 90.0, "process_cpu_pct": 120.0, "zmq_io_cpu_pct": 10.0},
+                **({"attackers": {"messages_per_s": 5000.0}} if n else {})}
+
+    def mode(*rows: dict) -> dict:
+        return {"phases": [phase("unloaded", 0, 1.0), *rows], "server_nofile": {"soft_before": 1024, "soft": 4096,
+                                                                                "hard": 4096}}
+
+    failed = {"phase": "token flood", "connections": 512, "error": "the parameter server did not answer"}
+    assert goal({"message": mode(phase("token flood", 512, 0.6)), "connection": mode(phase("token flood", 512, 0.5))}
+                )["met"] is True
+    assert goal({"message": mode(phase("token flood", 512, 0.6)), "connection": mode(phase("token flood", 512, 0.1))}
+                )["met"] is False
+    assert goal({"message": mode(phase("token flood", 64, 0.6)), "connection": mode(phase("token flood", 512, 0.9))}
+                )["met"] is None
+    modes = {"message": mode(phase("token flood", 512, 0.05)), "connection": mode(failed)}
+    g = goal(modes)
+    assert g["met"] is False and g["errors"] == {"connection": failed["error"]}
+    assert g["share_by_auth"] == {"message": 0.05, "connection": None}
+    config = {"net": "paper", "idle": 20_000, "seconds": 10.0, "warmup_s": 1.0, "procs": 4,
+              "flood_message_bytes": [48, 65536, 16]}
+    text = "\n".join(_hostile({"config": config, "modes": modes, "goal": g}))
+    assert "| token flood | 512 | 5,000 | 90 % | 120 % | 10 % | 5.0 | 5 % | 1.0 / 2.0 |" in text
+    assert "| token flood | 512 | the parameter server did not answer |" in text
+    assert ("auth message: **5 %** (goal ≥ 50 %: missed); auth connection: **missed** (the phase failed: the "
+            "parameter server did not answer)") in text
 
 
 def test_suite_time_sums_a_junit_file_per_test_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

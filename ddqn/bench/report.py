@@ -120,6 +120,69 @@ def _capacity(r: dict) -> list[str]:
     return [*out, "", "![capacity](capacity.png)"]
 
 
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:.0f} %"
+
+
+def _flood_row(p: dict) -> str:
+    """One phase of bench-hostile as a table row."""
+    if "error" in p:
+        return f"| {p['phase']} | {p['connections']:,} | {p['error']} |" + " |" * 6
+    h, s, a = p["honest"], p["server"], p.get("attackers")
+    share = p["share_of_unloaded"]
+    cells = [p["phase"], f"{p['connections']:,}", f"{a['messages_per_s']:,.0f}" if a else "–", _pct(s["busy_pct"]),
+             _pct(s["process_cpu_pct"]), _pct(s["zmq_io_cpu_pct"]), f"{h['requests_per_s']:,.1f}",
+             _pct(None if share is None else 100 * share),
+             f"{h['p50_ms']:.1f} / {h['p99_ms']:.1f}" if h["requests"] else "–"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _idle_line(p: dict) -> str:
+    """bench-hostile's idle phase: connections achieved, the snapshot and the join."""
+    held, snap, join = p["held"], p["snapshot"], p["join"]
+    errors = ", ".join(f"{k} × {v:,}" for k, v in held["errors"].items()) or "none"
+    wrote = f"written in {snap['seconds']:.2f} s" if snap["written"] else f"**not written** ({snap['error']})"
+    took = "" if join["seconds"] is None else f", after {join['seconds']:.1f} s"
+    joined = f"and FETCH in {join['seconds']:.2f} s" if join["fetched"] else f"**failed** ({join['error']}{took})"
+    return (f"Idle connections: {held['open_at_snapshot']:,} of {p['connections']:,} open at the snapshot "
+            f"({held['ramped_open']:,} after the ramp; the server process held {held['server_fds_at_snapshot']} "
+            f"descriptors, {held['server_fds_before']} before); failed connects: {errors}; closed by the server: "
+            f"{held['closed_by_server']:,}. Snapshot {wrote} (`{snap['method']}`); join {joined}.")
+
+
+def _hostile(r: dict) -> list[str]:
+    c, g = r["config"], r["goal"]
+    head, payload, tag = c["flood_message_bytes"]
+    out = [f"Issue 28's floods, in one run per `auth` mode, each against one parameter server (`{c['net']}` net) in a "
+           f"process of its own: token holders without the secret, from N connections, loop [a {head}-byte "
+           f"HELLO-shaped header, {payload:,} bytes, a {tag}-byte tag] (each dropped); then {c['idle']:,} idle "
+           "connections are held while the server's process writes a snapshot and a second worker joins (HELLO, "
+           f"WELCOME, one FETCH). In every phase an honest worker does PUSH/FETCH round trips for {c['seconds']:g} s "
+           f"(after {c['warmup_s']:g} s not counted; a request is one round trip). Attackers: {c['procs']} "
+           "processes; their messages/s is what ZeroMQ took from them in the window. *Server busy*: the server "
+           "thread's CPU time ÷ wall time; beside it the server process's CPU (all threads) and its ZeroMQ I/O "
+           "threads'.", ""]
+    for auth, m in r["modes"].items():
+        lim = m.get("server_nofile", {})
+        died = "" if m.get("server_alive", True) else "; **the server process died**"
+        out += [f"`auth: {auth}` — server process RLIMIT_NOFILE soft {lim.get('soft', '?')} (was "
+                f"{lim.get('soft_before', '?')}), hard {lim.get('hard', '?')}{died}:", "",
+                "| phase | connections | attackers' messages/s | server busy | server process CPU | ZeroMQ I/O CPU | "
+                "honest requests/s | of unloaded | p50 / p99 (ms) |", "|---" * 9 + "|",
+                *map(_flood_row, m["phases"]), ""]
+        out += [x for p in m["phases"] if p["phase"] == "idle" and "held" in p for x in (_idle_line(p), "")]
+    errors = g.get("errors", {})
+
+    def kept(auth: str, share: float | None) -> str:
+        if auth in errors:
+            return f"**missed** (the phase failed: {errors[auth]})"
+        return "not measured" if share is None else versus_goal(100 * share, g["percent"], False, ".0f", " %", "**")
+
+    got = "; ".join(f"auth {k}: {kept(k, v)}" for k, v in g["share_by_auth"].items())
+    return [*out, f"Goal: the honest worker keeps ≥ {g['percent']} % of its unloaded requests/s under the "
+            f"{g['connections']}-connection token flood, in one run — {got}."]
+
+
 def _serial(r: dict) -> list[str]:
     out = [f"Budget {r['budget_minutes']:g} training minutes per run, one core each. A score is reached at "
            f"{_reach_rule(r.get('reach_rule'))}.", ""]
@@ -401,6 +464,7 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
     ("ps_speed", "Parameter-server cost", "make bench-ps", _ps),
     ("worker_speed", "Compute/communicate times vs model size", "make bench-worker", _worker),
     ("capacity", "Workers one server can serve", "make bench-capacity", _capacity),
+    ("hostile", "Floods against the server: what an honest worker keeps", "make bench-hostile", _hostile),
     ("blas", "Caffe on each BLAS", "make bench-blas", _blas),
     ("grad_norms", "Honest gradient norms", "make bench-grad-norms", _grad_norms),
     ("serial_curve", "Serial deep Q-learning on the paper's setting", "make bench-serial", _serial),
