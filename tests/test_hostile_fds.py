@@ -20,6 +20,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from test_hostile import _store
 
 from ddqn.distributed import checkpointer as checkpointer_module
 from ddqn.distributed import driver as driver_module
@@ -29,10 +30,7 @@ from ddqn.distributed.checkpointer import Checkpointer
 from ddqn.distributed.client import ServerClient
 from ddqn.distributed.server import ParameterServer, ServerOptions
 from ddqn.distributed.stats import ServerStats
-from ddqn.distributed.store import ParameterStore
 from ddqn.net.netspec import load_netspec
-from ddqn.net.qnet import QNetwork
-from ddqn.solvers.flat import make_solver, parse_solver_spec
 from ddqn.stop import NEVER
 
 SOLVER = 'type: "AdaGrad" base_lr: 0.01 lr_policy: "fixed"'
@@ -66,11 +64,6 @@ for line in sys.stdin:  # one snapshot per line, as the driver's watch loop take
         print("error", exc.errno, exc.strerror, flush=True)
 server.close()
 '''
-
-
-def _store(spec) -> ParameterStore:
-    theta = QNetwork(spec, seed=0).get_params()
-    return ParameterStore(make_solver(parse_solver_spec(SOLVER, "s"), spec.params), theta, theta.copy(), 3)
 
 
 def _open_fds(pid: int) -> int:

@@ -52,6 +52,7 @@ from ddqn.bench.common import net_spec, start_server, write_result
 from ddqn.distributed import protocol
 from ddqn.distributed.checkpointer import Checkpointer
 from ddqn.distributed.client import ServerClient, ServerGone
+from ddqn.distributed.server import raise_fd_limit
 from ddqn.distributed.zap import plain_client
 
 GOAL_CONNECTIONS = 512  # the token flood the goal is judged under (issue 28)
@@ -108,17 +109,6 @@ class Child:
         self.conn.close()
 
 
-def raise_nofile() -> dict[str, int]:
-    """Raise this process's soft RLIMIT_NOFILE to its hard limit; the soft limit before, and both after."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ValueError, OSError):  # an unlimited hard limit above the kernel's nr_open: keep the soft one
-        pass
-    now_soft, now_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return {"soft_before": soft, "soft": now_soft, "hard": now_hard}
-
-
 def _errno_name(exc: OSError) -> str:
     """EMFILE, ECONNREFUSED, … or the exception's type (TimeoutError: a connect that timed out)."""
     return errno.errorcode.get(exc.errno, type(exc).__name__) if exc.errno else type(exc).__name__
@@ -127,7 +117,7 @@ def _errno_name(exc: OSError) -> str:
 def _server(conn: Connection, member: str, auth: str, max_s: float) -> None:
     """The parameter server's process: serves until told to end (at most ``max_s``); its main thread answers
     ("usage",) and ("snapshot",) while the server thread serves."""
-    nofile = raise_nofile()
+    nofile = raise_fd_limit()
     spec = net_spec(member)
     secret = protocol.new_secret()
     server = start_server(spec, np.zeros(spec.num_params, np.float32), secret, auth)
@@ -233,7 +223,7 @@ def flood_message() -> list[bytes]:
 def _attacker(conn: Connection, max_s: float) -> None:
     """An attacker's process, at most ``max_s``: ("flood", address, token, n) and ("idle", address, n, ramp_s) run
     until ("done",); ("count",) during either answers how far it got; ("end",) ends the process."""
-    nofile = raise_nofile()
+    nofile = raise_fd_limit()
     ctx = zmq.Context()
     end = time.monotonic() + max_s
     try:

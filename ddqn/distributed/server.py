@@ -109,7 +109,7 @@ class ParameterServer:
         self._ctx = zmq.Context()
         self._zap = ZapHandler(self._ctx, P.connection_token(secret)).start()
         _seed_routing_ids()
-        _raise_fd_limit()
+        raise_fd_limit()
         self._sock = self._ctx.socket(zmq.ROUTER)
         plain_server(self._sock)  # no connection without the run's token gets a message through
         self._refusals = self._sock.get_monitor_socket(REFUSED)  # handshakes that failed: counted
@@ -396,8 +396,9 @@ def _seed_routing_ids() -> None:
     srand(int.from_bytes(os.urandom(4), "little"))
 
 
-def _raise_fd_limit() -> None:
-    """Raise this process's soft limit on open file descriptors to its hard limit, and log it.
+def raise_fd_limit() -> dict[str, int]:
+    """Raise this process's soft limit on open file descriptors to its hard limit, and log it; returns the soft limit
+    before, and both after (``soft_before``, ``soft``, ``hard``).
 
     Every TCP connection libzmq accepts holds a descriptor until its handshake completes or times out
     (``HANDSHAKE_S``); when they run out, snapshots fail (EMFILE) and no worker can connect until some close. Only
@@ -406,11 +407,13 @@ def _raise_fd_limit() -> None:
     if soft != hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError) as exc:  # e.g. an unlimited hard limit above the kernel's nr_open
             log.warning("cannot raise the open-file limit from %d to %s: %s", soft, hard, exc)
-            return
-    log.info("open-file limit %d (the hard limit; it was %d): connections that send nothing are closed after %g s",
-             hard, soft, HANDSHAKE_S)
+    now_soft, now_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if now_soft == now_hard:
+        log.info("open-file limit %d (the hard limit; it was %d): connections that send nothing are closed after %g s",
+                 now_hard, soft, HANDSHAKE_S)
+    return {"soft_before": soft, "soft": now_soft, "hard": now_hard}
 
 
 def _peer_address(frame: zmq.Frame) -> str:
