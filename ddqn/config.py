@@ -74,7 +74,8 @@ class Config:
     fetch_every: int = 1  # worker env steps between FETCHes of θ
     push_every: int = 1  # gradients summed before a PUSH
     server_timeout: float = 60.0  # seconds a worker waits for the server before exiting
-    server_port: int = 0  # parameter-server TCP port on the driver (0: any free port)
+    server_port: int = 0  # parameter-server TCP port on the driver, where workers join (0: any free port)
+    server_session_port: int = 0  # its port for the workers' sessions (0: server_port + 1, or any if server_port is 0)
     auth: str = "message"  # "message": MAC every payload; "connection": like spark.authenticate (ddqn.protocol)
     server_threads: int = 1  # driver cores one solver apply may use (bit-identical result; >1 for big nets)
     max_staleness: int = 0  # the server drops a pushed gradient more than K θ versions old (counted "too stale");
@@ -143,6 +144,10 @@ def _check(cfg: Config, source: str) -> Config:
         raise bad("gamma", "must be in [0, 1)")
     if not 0 <= cfg.server_port <= 65535:
         raise bad("server_port", "must be a TCP port (0 = any free port)")
+    if not 0 <= cfg.server_session_port <= 65535 or (cfg.server_port == 65535 and not cfg.server_session_port):
+        raise bad("server_session_port", "must be a TCP port (0 = server_port + 1; any if server_port is 0)")
+    if cfg.server_port and cfg.server_session_port == cfg.server_port:
+        raise bad("server_session_port", "must differ from server_port")
     if cfg.error_clip < 0:
         raise bad("error_clip", "must be >= 0")
     if cfg.n_step < 1:

@@ -95,6 +95,17 @@ def raw_socket(server, token: bool = True) -> zmq.Socket:
     return sock
 
 
+def session_socket(server, server_nonce: bytes, key: bytes) -> zmq.Socket:
+    """A raw DEALER to a parameter server's session port, logged in as the session a WELCOME opened (the server's
+    nonce names it, the session key gives its ticket): what a worker opens after its WELCOME."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RECONNECT_IVL, -1)  # the ticket admits one connection
+    plain_client(sock, P.session_ticket(key), server_nonce.hex().encode())
+    sock.connect(f"{server.address.rsplit(':', 1)[0]}:{server.session_port}")
+    return sock
+
+
 # -- multi-host tests (tests/test_hosts.py): network namespaces need root and iproute2 -----------------------
 HOSTS_MARK = "hosts"
 _hosts_deselected: list[str] = []  # "deselected N multi-host tests: <reason>", printed at the end of the run

@@ -222,9 +222,10 @@ def test_make_train_check_itself(services: dict) -> None:
 def test_driver_ports_fixed_and_exposed(services: dict) -> None:
     submit = services["submit"]
     _, job, confs = options(submit["command"])
-    server_port = int(load_config("paper", [job[job.index("--set") + 1]]).server_port)
-    fixed = {server_port, int(confs["spark.driver.port"]), int(confs["spark.driver.blockManager.port"])}
-    assert 0 not in fixed and len(fixed) == 3, "parameter server, driver RPC and block manager: fixed, distinct"
+    cfg = load_config("paper", [job[job.index("--set") + 1]])
+    server_port, session_port = cfg.server_port, cfg.server_session_port or cfg.server_port + 1
+    fixed = {server_port, session_port, int(confs["spark.driver.port"]), int(confs["spark.driver.blockManager.port"])}
+    assert 0 not in fixed and len(fixed) == 4, "parameter server (2), driver RPC and block manager: fixed, distinct"
     assert fixed <= {int(p) for p in submit["expose"]}
     assert ("4040", "4040") in ports_of(submit["ports"]), "driver web UI published"
     assert confs["spark.scheduler.minRegisteredResourcesRatio"] == "1.0", "wait for every worker's executor"

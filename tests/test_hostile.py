@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zmq
-from conftest import PROTOTXT, raw_socket
+from conftest import PROTOTXT, raw_socket, session_socket
 
 from ddqn.distributed import protocol as P
 from ddqn.distributed import server as server_module
@@ -67,11 +67,19 @@ def _hello(server: ParameterServer, worker: int, attempt: int = 0, meta: bytes |
     return P.seal_handshake(server.secret, P.HELLO, worker, attempt, nonce + meta), nonce
 
 
-def _open(server: ParameterServer, sock: zmq.Socket, hello: list, nonce: bytes) -> P.Session:
+def _open(server: ParameterServer, sock: zmq.Socket, hello: list, nonce: bytes) -> tuple[zmq.Socket, P.Session]:
+    """HELLO on the join connection ``sock`` (closed after its WELCOME); the session's connection and keys."""
     sock.send_multipart(hello)
     assert sock.poll(10_000), "no WELCOME"
+    return _welcomed(server, sock, nonce)
+
+
+def _welcomed(server: ParameterServer, sock: zmq.Socket, nonce: bytes) -> tuple[zmq.Socket, P.Session]:
+    """The WELCOME waiting on join connection ``sock`` (closed then): the session's connection and keys."""
     _, payload = P.open_handshake(server.secret, sock.recv_multipart(), P.WELCOME)
-    return P.Session(P.session_key(server.secret, nonce, payload[:P.NONCE_BYTES]), outbound=0, auth=server.auth)
+    sock.close()
+    key = P.session_key(server.secret, nonce, payload[:P.NONCE_BYTES])
+    return session_socket(server, payload[:P.NONCE_BYTES], key), P.Session(key, outbound=0, auth=server.auth)
 
 
 def _request(sock: zmq.Socket, s: P.Session, frames: list) -> P.Header:
@@ -131,9 +139,8 @@ def test_1_replayed_hello_evicts_nobody(server: ParameterServer) -> None:
     """A HELLO recorded once and replayed from other connections is refused as a replay (no WELCOME). Even
     one the server no longer remembers only offers a session that never proves the key: the honest session
     stays, no rejoin is counted, pending sessions stay bounded."""
-    sock = raw_socket(server)
     hello, nonce = _hello(server, 0)
-    s = _open(server, sock, hello, nonce)
+    sock, s = _open(server, raw_socket(server), hello, nonce)
     pushed, rng = [], np.random.default_rng(7)
 
     def push() -> None:
@@ -247,9 +254,9 @@ def test_3_many_frames_with_the_token_are_dropped_before_any_copy(server: Parame
 
 
 def test_4_stats_are_validated_whole_and_applied_all_or_nothing(server: ParameterServer) -> None:
-    honest, sock = Honest(server), raw_socket(server)
+    honest = Honest(server)
     hello, nonce = _hello(server, 1)
-    s = _open(server, sock, hello, nonce)
+    sock, s = _open(server, raw_socket(server), hello, nonce)
     ok = json.dumps({"scores": [1, 2], "env_steps": 10, "compute_s": 0.5, "comm_s": 0.1}).encode()
     assert _request(sock, s, s.seal(P.STATS, 1, 0, payload=ok)).type == P.ACK
     bad = [b'{"scores": [5, 6], "env_steps": NaN}', b'{"scores": [5, 6], "env_steps": Infinity}',
@@ -272,8 +279,8 @@ def test_4_stats_are_validated_whole_and_applied_all_or_nothing(server: Paramete
 
 
 def test_5_deeply_nested_json_is_a_counted_drop_not_a_server_error(server: ParameterServer) -> None:
-    honest, sock = Honest(server), raw_socket(server)
-    s = _open(server, sock, *_hello(server, 1))
+    honest = Honest(server)
+    sock, s = _open(server, raw_socket(server), *_hello(server, 1))
     sock.send_multipart(s.seal(P.STATS, 1, 0, payload=b"[" * 30_000 + b"]" * 30_000))
     other = raw_socket(server)  # a new connection: its first message is taken as a HELLO
     other.send_multipart(P.seal_handshake(server.secret, P.HELLO, 2, 0, os.urandom(16) + b"{" * 30_000))
@@ -318,9 +325,16 @@ sock.send_multipart(P.seal_handshake(secret, P.HELLO, 1, 0, nonce + json.dumps(
 assert sock.poll(10_000)
 _, payload = P.open_handshake(secret, sock.recv_multipart(), P.WELCOME)
 s = P.Session(P.session_key(secret, nonce, payload[:16]), outbound=0, auth=auth)
+sess = zmq.Context.instance().socket(zmq.DEALER)  # the session's connection, to the port the WELCOME names
+sess.setsockopt(zmq.LINGER, 0)
+sess.setsockopt(zmq.RCVHWM, 1)
+sess.setsockopt(zmq.RCVBUF, 4096)
+plain_client(sess, P.session_ticket(P.session_key(secret, nonce, payload[:16])), payload[:16].hex().encode())
+sess.connect(address.rsplit(":", 1)[0] + ":" + str(json.loads(payload[16:])["session_port"]))
 for _ in range(200):  # FETCH θ and θ⁻, never read a reply
-    sock.send_multipart(s.seal(P.FETCH, 1, 0, P.NO_VERSION, P.NO_VERSION))
+    sess.send_multipart(s.seal(P.FETCH, 1, 0, P.NO_VERSION, P.NO_VERSION))
 time.sleep(3)
+sess.close(linger=0)
 sock.close(linger=0)
 os._exit(0)
 '''
@@ -362,8 +376,7 @@ def test_8_a_huge_finite_gradient_is_dropped_and_counted(server: ParameterServer
     honest = Honest(server)
     honest.push()
     n = server.store.num_params
-    sock = raw_socket(server)
-    s = _open(server, sock, *_hello(server, 1))
+    sock, s = _open(server, raw_socket(server), *_hello(server, 1))
     for value in (1e20, 1e3, 3e38):
         sock.send_multipart(s.seal(P.PUSH, 1, 0, server.store.version, 1, np.full(n, value, np.float32)))
     summed = np.full(n, MAX_NORM / np.sqrt(n) * 1.5, np.float32)  # a sum of 2: its mean's norm is 0.75 × limit
@@ -432,9 +445,9 @@ def test_r2_7_a_huge_integer_in_a_stats_field_is_a_counted_drop_not_a_server_err
                                                                                      closing) -> None:
     """10^309 is a valid JSON integer that no float can hold: as seconds it is a bad report, counted and dropped,
     and no input of any type makes validation raise (a raise is a 'server error' and a logged traceback)."""
-    honest, sock = Honest(server), raw_socket(server)
+    honest = Honest(server)
+    sock, s = _open(server, raw_socket(server), *_hello(server, 1))
     closing(honest), closing(sock)
-    s = _open(server, sock, *_hello(server, 1))
     huge = "1" + "0" * 309
     for field in ("compute_s", "comm_s"):
         sock.send_multipart(s.seal(P.STATS, 1, 0, payload=f'{{"scores": [1], "{field}": {huge}}}'.encode()))
@@ -464,8 +477,7 @@ def _insider_session(server: ParameterServer, worker: int, attempt: int) -> tupl
     sock.send_multipart(hello)
     if not sock.poll(2_000):
         return sock, None
-    _, payload = P.open_handshake(server.secret, sock.recv_multipart(), P.WELCOME)
-    s = P.Session(P.session_key(server.secret, nonce, payload[:P.NONCE_BYTES]), outbound=0, auth=server.auth)
+    sock, s = _welcomed(server, sock, nonce)
     sock.send_multipart(s.seal(P.FETCH, worker, attempt, P.NO_VERSION, P.NO_VERSION))
     sock.poll(2_000)
     return sock, s
@@ -526,9 +538,9 @@ def test_r2_10_a_second_push_in_a_sync_round_is_dropped_and_not_counted(tiny_net
 def test_r2_12_env_steps_in_a_report_are_bounded_by_the_time_elapsed(server: ParameterServer, closing) -> None:
     """One STATS claiming 10^12 env steps (the old MAX_COUNT) would end any --steps budget: a report may claim
     at most MAX_ENV_STEPS_PER_S per second since the partition's previous report; more is dropped whole."""
-    honest, sock = Honest(server), raw_socket(server)
+    honest = Honest(server)
+    sock, s = _open(server, raw_socket(server), *_hello(server, 1))
     closing(honest), closing(sock)
-    s = _open(server, sock, *_hello(server, 1))
     claim = json.dumps({"scores": [3], "env_steps": 10**12, "compute_s": 1.0, "comm_s": 1.0}).encode()
     sock.send_multipart(s.seal(P.STATS, 1, 0, payload=claim))
     _settle(server, 1)

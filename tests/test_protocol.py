@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zmq
-from conftest import raw_socket
+from conftest import raw_socket, session_socket
 
 from ddqn.distributed import protocol as P
 from ddqn.distributed.checkpointer import Checkpointer, restore
@@ -187,7 +187,9 @@ def _session(server: ParameterServer, worker: int) -> tuple[zmq.Socket, P.Sessio
                                          nonce + b'{"num_params": %d}' % server.store.num_params))
     assert sock.poll(10_000)
     _, payload = P.open_handshake(server.secret, sock.recv_multipart(), P.WELCOME)
-    return sock, P.Session(P.session_key(server.secret, nonce, payload[:16]), outbound=0)
+    sock.close()  # the join connection: the session's messages go on its own connection to the session port
+    key = P.session_key(server.secret, nonce, payload[:16])
+    return session_socket(server, payload[:16], key), P.Session(key, outbound=0)
 
 
 def test_bad_messages_inside_a_session_are_dropped(server: ParameterServer) -> None:
@@ -240,6 +242,8 @@ def test_connection_auth_seals_every_header_but_not_payloads(tiny_net_file: Path
         assert sock.poll(10_000)
         _, payload = P.open_handshake(srv.secret, sock.recv_multipart(), P.WELCOME)
         s = P.Session(P.session_key(srv.secret, nonce, payload[:16]), outbound=0, auth="connection")
+        sock.close()  # the join connection; then the session's own connection to the session port
+        sock = session_socket(srv, payload[:16], P.session_key(srv.secret, nonce, payload[:16]))
         before, theta1 = sum(srv.stats.view().dropped.values()), srv.store.theta.copy()
         good = s.seal(P.PUSH, 2, 0, 1, 1, np.ones(n, np.float32))
         header = bytearray(good[0])

@@ -1,11 +1,12 @@
 """A TCP reset in the middle of a PUSH loses no worker, and every push is applied exactly as acknowledged (issue 28
 finding 5; both auth modes).
 
-A proxy on loopback between each worker and a live parameter server ends a connection with ``SO_LINGER 0``, which
-sends a real RST: to both ends after passing on part of a PUSH (the server never reads it), or all of it but not its
-ACK (the server applied it; the worker cannot know yet); or to the server's end alone, the worker's end getting its
-RST only when it next sends. Each worker says HELLO on a new connection, learns whether its PUSH was applied, and
-goes on; θ, θ⁻ and the solver history equal a replay of the acknowledged pushes, each once (also with ``--sync``).
+A proxy on loopback between each worker and a live parameter server's session port (the worker's HELLO goes to the join
+port directly) ends a connection with ``SO_LINGER 0``, which sends a real RST: to both ends after passing on part of a
+PUSH (the server never reads it), or all of it but not its ACK (the server applied it; the worker cannot know yet); or
+to the server's end alone, the worker's end getting its RST only when it next sends. Each worker says HELLO on a new
+connection, learns whether its PUSH was applied, and goes on; θ, θ⁻ and the solver history equal a replay of the
+acknowledged pushes, each once (also with ``--sync``).
 """
 from __future__ import annotations
 
@@ -127,12 +128,12 @@ def server(request, tiny_net_file: Path):
 
 
 def _clients(server: ParameterServer, closing) -> tuple[list[ResetProxy], list[ServerClient]]:
-    """Two workers (partitions 0 and 1), each behind a proxy of its own, each holding θ."""
-    proxies = [ResetProxy(server.port) for _ in range(2)]
+    """Two workers (partitions 0 and 1), each holding θ, each with its session connections behind a proxy of its own."""
+    proxies = [ResetProxy(server.session_port) for _ in range(2)]
     for p in proxies:
         closing(p)
-    clients = [ServerClient(p.address, server.secret, w, 0, server.store.num_params, timeout=5, auth=server.auth)
-               for w, p in enumerate(proxies)]
+    clients = [ServerClient(server.address, server.secret, w, 0, server.store.num_params, timeout=5, auth=server.auth,
+                            session_address=p.address) for w, p in enumerate(proxies)]
     for c in clients:
         closing(c)
         c.fetch()

@@ -3,8 +3,14 @@
 One request is outstanding at a time (ZeroMQ DEALER → the server's ROUTER). A reply that does not come
 within ``timeout`` seconds means the server is gone: :class:`ServerGone` is raised and the worker exits.
 
+Joining takes two connections: HELLO → WELCOME on the server's join port (logged in with the run's connection
+token), then the session's own connection to the session port the WELCOME names, logged in with the session's id and
+ticket (``protocol.session_ticket``), which the server admits once; that connection carries every later message. It
+never reconnects by itself (its ticket is used up): a session connection that ends or is refused is replaced as a
+reset one is.
+
 A connection that is reset (ZeroMQ reports it disconnected; a heartbeat draws the RST of a connection that only the
-server's end saw reset) is replaced within that time: a new socket, a new HELLO
+server's end saw reset) is replaced within that time: new sockets, a new HELLO
 for the same partition, attempt and client id, and the request in flight sent again under its own sequence number,
 which continues across the client's sessions. The server answers a PUSH or STATS it had already taken before the reset
 with an ACK flagged ``F_REPEAT`` and does not apply it again: each is applied at most once, and the worker knows
@@ -21,11 +27,15 @@ import numpy as np
 import zmq
 
 from ddqn.distributed import protocol as P
-from ddqn.distributed.zap import plain_client
+from ddqn.distributed.zap import USERNAME, plain_client
 
-# ZeroMQ's own reconnect, in ms: only a first connect that failed needs it (a reset connection is replaced by a new
-# socket); longer than ZeroMQ's default, so that it does not race the replacement
+# ZeroMQ's own reconnect of the join connection, in ms: only a first connect that failed needs it (a reset connection is
+# replaced by a new socket); longer than ZeroMQ's default, so that it does not race the replacement. The session
+# connection never reconnects by itself (-1): its ticket admits one connection.
 RECONNECT_MS = 1000
+# What ends a connection for the client: disconnected, or refused at the handshake (a used or expired ticket)
+GONE = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 # A ZMTP heartbeat (PING) this often, in ms: a connection whose server end was reset answers it with an RST, so a
 # worker waiting for a reply notices a reset that only the server's end saw
 HEARTBEAT_MS = 1000
@@ -47,12 +57,16 @@ class Params:
 
 
 class ServerClient:
-    """The worker end of the protocol for partition ``worker`` (Spark task attempt ``attempt``)."""
+    """The worker end of the protocol for partition ``worker`` (Spark task attempt ``attempt``).
+
+    ``address`` is the server's join port; ``session_address`` where its session port is reached (default: the
+    join address's host, at the port the WELCOME names; another address where a proxy stands in between).
+    """
 
     def __init__(self, address: str, secret: bytes, worker: int, attempt: int, num_params: int,
-                 timeout: float = 60.0, auth: str = "message") -> None:
+                 timeout: float = 60.0, auth: str = "message", session_address: str | None = None) -> None:
         self.worker, self.attempt, self.num_params, self.auth = worker, attempt, num_params, auth
-        self.address, self._secret = address, secret
+        self.address, self.session_address, self._secret = address, session_address, secret
         self.client_id = os.urandom(P.NONCE_BYTES).hex()  # named in each HELLO: the server knows a reconnect by it
         self.timeout_ms = int(timeout * 1000)
         self.reconnects = 0  # connections replaced after a reset, each with a new HELLO
@@ -69,20 +83,22 @@ class ServerClient:
     def _deadline(self) -> float:
         return time.monotonic() + self.timeout_ms / 1000
 
-    def _open_socket(self) -> None:
+    def _open_socket(self, address: str, username: bytes, password: bytes, reconnect_ms: int) -> None:
+        """A new connection to ``address``, logged in with PLAIN ``username``/``password``, replacing the one before."""
+        self._close_socket()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
+        self._sock.setsockopt(zmq.RECONNECT_IVL, reconnect_ms)
         self._sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
         self._sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 2 * self.timeout_ms)  # a silent path: the request's timeout first
         self._sock.setsockopt(zmq.SNDTIMEO, self.timeout_ms)
         self._sock.setsockopt(zmq.MAXMSGSIZE, 2 * self.num_params * 4 + 4096)
-        plain_client(self._sock, P.connection_token(self._secret))  # the server's ZAP handler admits this connection
-        self._resets = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)  # a message here: the connection is gone
+        plain_client(self._sock, password, username)  # the server's ZAP handler admits this connection
+        self._resets = self._sock.get_monitor_socket(GONE)  # a message here: the connection is gone
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
         self._poller.register(self._resets, zmq.POLLIN)
-        self._sock.connect(self.address)
+        self._sock.connect(address)
 
     def _close_socket(self) -> None:
         if self._sock is not None:
@@ -101,25 +117,30 @@ class ServerClient:
         raise ServerGone(f"no reply from the parameter server in {self.timeout_ms / 1000:g} s")
 
     def _connect(self, deadline: float) -> tuple[P.Session, int]:
-        """A new connection and session (HELLO → WELCOME), on yet another connection after each reset; returns the
-        session and the env steps the partition played before (the WELCOME's ``env_steps``)."""
+        """A new session: HELLO → WELCOME on a join connection (another one after each reset), then the session's
+        connection to the session port (its first message goes out with the first request). Returns the session and
+        the env steps the partition played before (the WELCOME's ``env_steps``)."""
         meta = P.encode_json({"num_params": self.num_params, "pid": os.getpid(), "host": socket.gethostname(),
                               "auth": self.auth, "client_id": self.client_id})
         frames = None
         while frames is None:
-            self._close_socket()
-            self._open_socket()
+            self._open_socket(self.address, USERNAME, P.connection_token(self._secret), RECONNECT_MS)
             nonce = os.urandom(P.NONCE_BYTES)  # a new HELLO each time: the server refuses one it has seen
             self._sock.send_multipart(P.seal_handshake(self._secret, P.HELLO, self.worker, self.attempt, nonce + meta))
             frames = self._reply(deadline)
         try:
             _, payload = P.open_handshake(self._secret, [f.bytes for f in frames], P.WELCOME)
-            played = P.decode_json(payload[P.NONCE_BYTES:]).get("env_steps", 0)
+            welcome = P.decode_json(payload[P.NONCE_BYTES:])
         except P.ProtocolError as exc:
             raise ServerGone(f"bad WELCOME from the parameter server: {exc}") from exc
-        if not isinstance(played, int) or isinstance(played, bool) or played < 0:
-            raise ServerGone("bad WELCOME from the parameter server: env_steps must be an integer >= 0")
-        key = P.session_key(self._secret, nonce, payload[:P.NONCE_BYTES])
+        played, port = welcome.get("env_steps", 0), welcome.get("session_port")
+        if not all(type(x) is int for x in (played, port)) or played < 0 or not 0 < port < 65536:
+            raise ServerGone("bad WELCOME from the parameter server: env_steps must be an integer >= 0 and "
+                             "session_port a TCP port")
+        server_nonce = payload[:P.NONCE_BYTES]
+        key = P.session_key(self._secret, nonce, server_nonce)
+        address = self.session_address or f"{self.address.rsplit(':', 1)[0]}:{port}"
+        self._open_socket(address, server_nonce.hex().encode(), P.session_ticket(key), -1)
         return P.Session(key, outbound=0, auth=self.auth), played
 
     def _reconnect(self, deadline: float) -> None:

@@ -143,9 +143,9 @@ class Driver:
             self._snapshot_interrupted()
             raise
         secret = protocol.new_secret()
-        options = ServerOptions(host=driver_host(sc), port=cfg.server_port, auth=cfg.auth, partitions=cfg.workers,
-                                session_timeout=max(10.0, 2 * cfg.server_timeout), max_grad_norm=cfg.max_grad_norm,
-                                max_attempts=task_attempts(sc))
+        options = ServerOptions(host=driver_host(sc), port=cfg.server_port, session_port=cfg.server_session_port,
+                                auth=cfg.auth, partitions=cfg.workers, max_grad_norm=cfg.max_grad_norm,
+                                session_timeout=max(10.0, 2 * cfg.server_timeout), max_attempts=task_attempts(sc))
         server = ParameterServer(self.store, secret, options, stats=self.stats,
                                  rounds=SyncRounds(self.spec.num_params, cfg.workers, cfg.server_timeout / 2)
                                  if self.sync else None).start()

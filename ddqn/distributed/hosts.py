@@ -47,8 +47,8 @@ from ddqn.distributed.cluster import (
 MASTER_PORT = 7077
 MASTER_UI_PORT = 8080
 WORKER_UI_PORT = 8081
-SERVER_PORT = 7078  # the parameter server (config server_port)
-DRIVER_PORT = 7079  # spark.driver.port: executors -> driver RPC
+SERVER_PORT = 7078  # the parameter server (config server_port; its sessions' port is the next, 7079)
+DRIVER_PORT = 7081  # spark.driver.port: executors -> driver RPC
 BLOCK_MANAGER_PORT = 7080  # spark.driver.blockManager.port: broadcasts and task results
 DRIVER_CONF = {"spark.driver.port": DRIVER_PORT, "spark.driver.blockManager.port": BLOCK_MANAGER_PORT}
 PREFIX = "ddqn"  # namespaces are named ddqn-<pid of the creating process>-<n>-<role>
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM tears down as Ctrl-C does
     with HostsCluster(args.workers) as cluster:
         print(f"hosts up: master {cluster.master.addr} ({cluster.master_url}), driver and parameter server "
-              f"{cluster.driver.addr} (port {SERVER_PORT}), workers "
+              f"{cluster.driver.addr} (ports {SERVER_PORT} and {SERVER_PORT + 1}), workers "
               f"{', '.join(h.addr for h in cluster.worker_hosts)}; namespaces {cluster.tag}-*", flush=True)
         print(f"spark-submit: {' '.join(cluster.submit_command(job))}", flush=True)
         proc = cluster.submit(job, stdout=None)

@@ -22,6 +22,12 @@ server can tell a PUSH or STATS it has already taken (answered with ``F_REPEAT``
 of this, a connection must present :func:`connection_token` (ZeroMQ PLAIN, checked by ``ddqn.distributed.zap``),
 so a peer without it cannot get a message read at all; one that learned the token but lacks the secret can send
 bytes, which the server drops and counts; it cannot open a session, push a gradient, read θ or stop anything.
+
+Two ports. The token admits a connection to the server's *join* port only, where the server reads nothing but
+HELLOs (at a bounded rate). A session's messages go to its *session* port (the WELCOME names it): a connection there
+logs in with the session's id (the server's nonce, hex) and its :func:`session_ticket`, derived from the session key,
+which the ZAP handler admits once. So a peer with the token alone (PLAIN sends it in clear) can reach only the join
+port, and however many connections it floods it from, it cannot take the sessions' turns.
 Payloads are not encrypted (θ and gradients are not secret here); use Spark's own network encryption for the
 job's broadcast.
 
@@ -48,7 +54,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ddqn.config import AUTH_MODES
 
 MAGIC = b"DDQN"
-VERSION = 2  # 2: a client's sequence numbers go on across its sessions (HELLO's client_id); F_REPEAT
+VERSION = 3  # 3: sessions on a port of their own, entered with a ticket (WELCOME's session_port);
+# 2: a client's sequence numbers go on across its sessions (HELLO's client_id); F_REPEAT
 # magic, protocol version, type, flags, worker, attempt, pad, seq, θ version, aux, payload bytes
 HEADER = struct.Struct("<4sBBHIHHQQQI4x")
 TAG_BYTES = 16
@@ -71,7 +78,7 @@ NO_VERSION = 2**64 - 1  # FETCH from a worker that holds no parameters yet
 DROP_REASONS = (
     "malformed",  # frame count or sizes, header (size, magic, protocol version, type), payload length
     "unauthenticated",  # HMAC/GMAC tag does not verify, or the header differs from its sealed copy
-    "unauthenticated connection",  # refused by ZAP: no connection token (never reaches the server thread)
+    "unauthenticated connection",  # refused by ZAP: no connection token or session ticket (never read)
     "replayed",  # sequence number not above the last one received
     "bad json",  # not JSON, over MAX_JSON, nested too deep, or not an object
     "bad hello",  # authentic HELLO with a wrong model size, auth mode, pid, host, client id, partition or attempt
@@ -172,6 +179,12 @@ def _hmac_tag(secret: bytes, header: bytes, payload: bytes) -> bytes:
 def session_key(secret: bytes, client_nonce: bytes, server_nonce: bytes) -> bytes:
     """The per-session AES-128 key both ends derive after HELLO/WELCOME."""
     return hmac.new(secret, b"ddqn-session" + client_nonce + server_nonce, hashlib.sha256).digest()[:16]
+
+
+def session_ticket(key: bytes) -> bytes:
+    """The PLAIN password of a session's one connection to the session port: derived from the session key, so only
+    the two ends know it before the worker presents it (in clear), and the server admits it once."""
+    return hmac.new(key, b"ddqn-ticket", hashlib.sha256).hexdigest()[:32].encode()
 
 
 def encode_json(obj: dict[str, Any]) -> bytes:

@@ -6,8 +6,15 @@ the worker computed on). With :class:`~ddqn.distributed.sync.SyncRounds` a round
 live worker (at most its ``wait_s``), all on the same θ, applies their average, and only then answers the workers'
 next FETCH.
 
-It runs in a thread of the Spark driver with one ZeroMQ ROUTER socket bound to the driver's address. Every
-message is authenticated (``ddqn.distributed.protocol``); a malformed, truncated, oversized, wrongly-sized,
+It runs in a thread of the Spark driver with two ZeroMQ ROUTER sockets bound to the driver's address: the *join*
+socket (``port``), where a connection with the run's token may say HELLO and nothing else, and the *session* socket
+(``session_port``), where each session has one connection, admitted once by its ticket (``ddqn.distributed.zap``).
+Each turn of the loop handles every message waiting on the session socket (at most ``SESSION_BURST``) before at most
+``JOIN_BURST`` of the join socket's, and the join socket is read at most ``JOIN_RATE`` messages a second: a flood of
+token holders' connections can delay a HELLO, but not take the sessions' turns (ZeroMQ serves a socket's connections
+in turn, so on one socket each of them would have had as many turns as a worker).
+
+Every message is authenticated (``ddqn.distributed.protocol``); a malformed, truncated, oversized, wrongly-sized,
 non-finite or unauthenticated message is dropped and counted, never applied. A connection that does not complete
 its handshake within ``HANDSHAKE_S`` is closed; the process's descriptor limit is raised to its hard limit at start
 (each connection holds one descriptor; ZeroMQ cannot limit them per source address). θ lives in the
@@ -34,13 +41,13 @@ from ddqn.distributed.sessions import Session, SessionTable
 from ddqn.distributed.stats import ServerStats
 from ddqn.distributed.store import ParameterStore
 from ddqn.distributed.sync import SyncRounds
-from ddqn.distributed.zap import ZapHandler, plain_server
+from ddqn.distributed.zap import JOIN_DOMAIN, SESSION_DOMAIN, Tickets, ZapHandler, plain_server
 from ddqn.solvers import kernels
 
 log = logging.getLogger("ddqn.distributed.server")
 EXPIRY_CHECK_S = 1.0  # how often the server thread looks for sessions silent past the timeout
 REFUSED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-           | zmq.EVENT_HANDSHAKE_FAILED_AUTH)  # a connection without the token (or not speaking ZMTP)
+           | zmq.EVENT_HANDSHAKE_FAILED_AUTH)  # a connection without the token or ticket (or not speaking ZMTP)
 # libzmq keeps an accepted TCP connection (one file descriptor) until its handshake completes or this times out; its
 # default is 30 s. A worker's handshake is three round trips (ZMTP greeting, PLAIN HELLO/WELCOME, INITIATE/READY) and
 # one ZAP check in this process: milliseconds on a cluster network, well under a second across continents. A peer
@@ -48,7 +55,16 @@ REFUSED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PRO
 # second to keep the descriptor table full (docs/security.md).
 HANDSHAKE_S = 3.0
 SEND_QUEUE = 4  # replies ZeroMQ may hold for one connection (an honest worker has one request in flight)
-RECV_QUEUE = 16  # messages ZeroMQ may hold from one connection before the server thread reads them
+RECV_QUEUE = 16  # messages ZeroMQ may hold from one session connection before the server thread reads them
+JOIN_QUEUE = 2  # ... and from one join connection: its HELLO (and, as libzmq counts, the routing id before it;
+# with 1, no message of it is ever read). A flood waits in TCP's buffers.
+SESSION_BURST = 64  # session-socket messages handled in one turn of the loop (an honest worker has one in flight)
+JOIN_BURST = 4  # join-socket messages handled in one turn, after the session socket's
+# Join-socket messages handled per second at most. A worker says HELLO once per connection (at its start and after a
+# reset); a token holder can send as many as it likes, each one a copy and an HMAC of up to 64 KB (≈ 0.1 ms of the
+# server thread, and as much again of libzmq's I/O thread). Unread, they wait in ZeroMQ's queues (RECV_QUEUE per
+# connection) and then in TCP's, so the flood slows down instead of taking the driver's cores.
+JOIN_RATE = 1000
 MAX_SCORES = 10_000  # episode scores in one STATS report (a worker reports every 2 s)
 MAX_COUNT = 10**12  # bound of every STATS count and second total
 # Env steps one partition can play per second of wall clock, far above any real one: a worker plays one game, and
@@ -64,6 +80,7 @@ class ServerOptions:
 
     Args:
         host, port: the address to bind (the driver's own; 127.0.0.1 for local runs); port 0 = any free port.
+        session_port: the session socket's port; 0 = ``port`` + 1 if ``port`` is fixed, else any free port.
         session_timeout: seconds of silence after which a worker's session is dropped.
         auth: ``"message"`` (every payload MAC'd) or ``"connection"`` (see ``ddqn.distributed.protocol``).
         partitions: the job's worker partitions; a HELLO for another partition is refused.
@@ -75,6 +92,7 @@ class ServerOptions:
 
     host: str = "127.0.0.1"
     port: int = 0
+    session_port: int = 0
     session_timeout: float = 120.0
     auth: str = "message"
     partitions: int = 1
@@ -107,26 +125,32 @@ class ParameterServer:
         self._reported_at: dict[int, float] = {}  # partition → when its last STATS report was applied
         self._started = time.monotonic()
         self._ctx = zmq.Context()
-        self._zap = ZapHandler(self._ctx, P.connection_token(secret)).start()
+        self._tickets = Tickets(SessionTable.MAX_OFFERS, SessionTable.OFFER_S)  # one per offer, used once
+        self._zap = ZapHandler(self._ctx, P.connection_token(secret), self._tickets).start()
         _seed_routing_ids()
         raise_fd_limit()
-        self._sock = self._ctx.socket(zmq.ROUTER)
-        plain_server(self._sock)  # no connection without the run's token gets a message through
-        self._refusals = self._sock.get_monitor_socket(REFUSED)  # handshakes that failed: counted
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.HANDSHAKE_IVL, int(HANDSHAKE_S * 1000))  # before bind: the listener copies it
-        largest = max(self.nbytes, P.NONCE_BYTES + P.MAX_JSON)  # a gradient, or a HELLO/STATS
-        self._sock.setsockopt(zmq.MAXMSGSIZE, largest + 4096)  # a larger frame ends its connection
-        self._sock.setsockopt(zmq.SNDHWM, SEND_QUEUE)  # replies beyond it are dropped by ZeroMQ, not queued
-        self._sock.setsockopt(zmq.RCVHWM, RECV_QUEUE)
-        if options.port:
-            self._sock.bind(f"tcp://{options.host}:{options.port}")
-            self.port = options.port
-        else:
-            self.port = self._sock.bind_to_random_port(f"tcp://{options.host}")
+        hello = P.NONCE_BYTES + P.MAX_JSON  # the largest frame of a HELLO
+        self._join_sock = self._router(JOIN_DOMAIN, JOIN_QUEUE, hello)  # no connection without the token gets in
+        self._session_sock = self._router(SESSION_DOMAIN, RECV_QUEUE, max(self.nbytes, hello))  # ... or the ticket
+        self._refusals = [s.get_monitor_socket(REFUSED) for s in (self._join_sock, self._session_sock)]  # counted
+        self.port = _bind(self._join_sock, options.host, options.port)
+        self.session_port = _bind(self._session_sock, options.host,
+                                  options.session_port or (options.port + 1 if options.port else 0))
         self.address = f"tcp://{options.host}:{self.port}"
         self._thread = threading.Thread(target=self._serve, name="ddqn-parameter-server", daemon=True)
         self._closed = False
+
+    def _router(self, domain: bytes, recv_queue: int, largest: int) -> zmq.Socket:
+        """A ROUTER socket that admits only connections the ZAP handler admits for ``domain``, holds at most
+        ``recv_queue`` unread messages of each, and ends one that sends a frame of over ``largest`` bytes (+ 4 kB)."""
+        sock = self._ctx.socket(zmq.ROUTER)
+        plain_server(sock, domain)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.HANDSHAKE_IVL, int(HANDSHAKE_S * 1000))  # before bind: the listener copies it
+        sock.setsockopt(zmq.MAXMSGSIZE, largest + 4096)  # a larger frame ends its connection
+        sock.setsockopt(zmq.SNDHWM, SEND_QUEUE)  # replies beyond it are dropped by ZeroMQ, not queued
+        sock.setsockopt(zmq.RCVHWM, recv_queue)
+        return sock
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> ParameterServer:
@@ -147,9 +171,10 @@ class ParameterServer:
         self._closed = True
         if self._thread.is_alive():
             self._thread.join(timeout=grace + 2)
-        self._sock.disable_monitor()
-        self._refusals.close(linger=0)
-        self._sock.close(linger=0)
+        for sock, monitor in zip((self._join_sock, self._session_sock), self._refusals):
+            sock.disable_monitor()
+            monitor.close(linger=0)
+            sock.close(linger=0)
         self._zap.close()
         self._ctx.term()
 
@@ -159,52 +184,76 @@ class ParameterServer:
 
     # -- the loop -------------------------------------------------------------------------------
     def _serve(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._sock, zmq.POLLIN)
-        poller.register(self._refusals, zmq.POLLIN)
+        everything, sessions_only = zmq.Poller(), zmq.Poller()  # the second while the join socket waits its turn
+        for sock in (self._session_sock, *self._refusals):
+            everything.register(sock, zmq.POLLIN)
+            sessions_only.register(sock, zmq.POLLIN)
+        everything.register(self._join_sock, zmq.POLLIN)
         check_s = min(EXPIRY_CHECK_S, self.rounds.wait_s / 4) if self.rounds else EXPIRY_CHECK_S  # a round's clock too
         next_expiry = time.monotonic() + check_s
+        join_at = 0.0  # when the join socket may be read again (JOIN_RATE)
         while not self._closed:
-            ready = dict(poller.poll(100))
+            wait_s = join_at - time.monotonic()
+            if wait_s > 0:
+                ready = dict(sessions_only.poll(min(100, math.ceil(wait_s * 1000))))
+            else:
+                ready = dict(everything.poll(100))
             if time.monotonic() >= next_expiry:  # also when busy: a busy server must still notice a silent worker
                 self._expire_sessions()
                 next_expiry = time.monotonic() + check_s
-            if not ready:
-                continue
-            if self._refusals in ready:
-                self._refusals.recv_multipart()
-                self.stats.dropped("unauthenticated connection")
-            if self._sock not in ready:
-                continue
+            for monitor in self._refusals:
+                if monitor in ready:
+                    monitor.recv_multipart()
+                    self.stats.dropped("unauthenticated connection")
+            if self._session_sock in ready:  # the sessions first: every message waiting, up to SESSION_BURST
+                self._drain(self._session_sock, SESSION_BURST, self._session_message)
+            if self._join_sock in ready:
+                handled = self._drain(self._join_sock, JOIN_BURST, self._join_message)
+                join_at = time.monotonic() + handled / JOIN_RATE
+
+    def _drain(self, sock: zmq.Socket, most: int, handle) -> int:
+        """Read and handle (``handle(ident, body)``) up to ``most`` messages waiting on ``sock``; returns how many
+        were read. A message that fails a check is dropped and counted; the time spent is the server's busy time."""
+        for n in range(most):
+            # poll, not a non-blocking receive: it also takes in libzmq's pending commands, among them the peers'
+            # acknowledgements of replies sent (a receive takes them at most once a millisecond, and a ROUTER drops a
+            # reply to a connection it still counts SEND_QUEUE replies behind)
+            if not sock.poll(0, zmq.POLLIN):
+                return n
             t = time.perf_counter()
             try:
-                frames = self._sock.recv_multipart(copy=False)
+                frames = sock.recv_multipart(copy=False)
             except zmq.ZMQError:
                 self.stats.dropped("receive error")
                 continue
             try:
                 if len(frames) != 4:  # identity + [header, payload, tag]: counted before any frame is copied
                     raise P.ProtocolError("malformed", f"{len(frames) - 1} frames")
-                self._handle(frames[0].bytes, frames[1:])
+                handle(frames[0].bytes, frames[1:])
             except P.ProtocolError as exc:
                 self.stats.dropped(exc.reason)
             except Exception:  # a bug must not take the server (and every worker) down
                 log.exception("error while handling a message")
                 self.stats.dropped("server error")
             self.stats.busy(time.perf_counter() - t)
+        return most
 
-    def _handle(self, ident: bytes, body: list) -> None:
-        session = self.sessions.get(ident)
-        if session is None:
-            if len(body[1]) > P.NONCE_BYTES + P.MAX_JSON or len(body[0]) != P.HEADER.size:
-                raise P.ProtocolError("malformed", "not a HELLO")
-            self._hello(ident, [f.bytes for f in body], _peer_address(body[0]))
-            return
+    def _join_message(self, ident: bytes, body: list) -> None:
+        """The join socket serves HELLOs only; anything else is dropped (malformed, or a HELLO's failed check)."""
+        if len(body[1]) > P.NONCE_BYTES + P.MAX_JSON or len(body[0]) != P.HEADER.size:
+            raise P.ProtocolError("malformed", "not a HELLO")
+        self._hello(ident, [f.bytes for f in body], _peer_address(body[0]))
+
+    def _session_message(self, ident: bytes, body: list) -> None:
+        """A message on the session socket: its connection's session (the ZAP user id) must open it."""
+        session = self.sessions.get(_user_id(body[0]))
+        if session is None:  # the session ended (expired, replaced, BYE) or its offer was dropped
+            raise P.ProtocolError("unauthenticated", "no session for this connection")
         header, payload = session.crypto.open(body)
         if header.worker != session.partition or header.attempt != session.attempt:
             raise P.ProtocolError("wrong worker")
         if not session.proven:
-            self._admit(ident)
+            self._admit(session.sid)
         session.last_seen = time.monotonic()
         self.stats.seen(session.partition)
         if header.type in (P.PUSH, P.STATS) and self.sessions.taken(session, header.seq):
@@ -217,12 +266,12 @@ class ParameterServer:
         elif header.type == P.STATS:
             self._stats(ident, session, header.seq, payload)
         elif header.type == P.BYE:
-            self.sessions.close(ident)
+            self.sessions.close(session.sid)
         else:
             raise P.ProtocolError("unexpected type", f"{P.TYPE_NAMES[header.type]} from a worker")
 
     def _send(self, ident: bytes, frames: list) -> None:
-        self._sock.send_multipart([ident, *frames], copy=False)
+        self._session_sock.send_multipart([ident, *frames], copy=False)
 
     def _flags(self) -> int:
         return P.F_STOP if self.stopping.is_set() else 0
@@ -260,17 +309,19 @@ class ParameterServer:
         if not (isinstance(client_id, str) and len(client_id) <= 2 * P.NONCE_BYTES):
             raise P.ProtocolError("bad hello", "client_id must be a short string")
         server_nonce = os.urandom(P.NONCE_BYTES)
-        key = P.session_key(self.secret, client_nonce, server_nonce)
+        key, sid = P.session_key(self.secret, client_nonce, server_nonce), server_nonce.hex().encode()
         self.sessions.offer(ident, P.Session(key, outbound=1, auth=self.auth), header.worker, header.attempt,
-                            pid, host, peer, client_id)
-        reply = server_nonce + P.encode_json({"num_params": self.store.num_params,
+                            pid, host, peer, client_id, sid)
+        self._tickets.issue(sid, P.session_ticket(key))  # before the WELCOME: the worker connects right after it
+        reply = server_nonce + P.encode_json({"num_params": self.store.num_params, "session_port": self.session_port,
                                               "env_steps": self.stats.played_of(header.worker)})
-        self._send(ident, P.seal_handshake(self.secret, P.WELCOME, header.worker, header.attempt, reply,
-                                           self.store.version, self.store.target_version))
+        welcome = P.seal_handshake(self.secret, P.WELCOME, header.worker, header.attempt, reply, self.store.version,
+                                   self.store.target_version)
+        self._join_sock.send_multipart([ident, *welcome])
 
-    def _admit(self, ident: bytes) -> None:
+    def _admit(self, sid: bytes) -> None:
         """The first sealed message of an offered session verified: it becomes the partition's live session."""
-        session = self.sessions.promote(ident)
+        session = self.sessions.promote(sid)
         rejoin, _ = self.stats.joined(session.partition, session.attempt, session.pid, session.host)
         if session.reconnected:
             log.info("worker %d reconnected (attempt %d, pid %s on %s, %s): its connection was reset",
@@ -344,7 +395,7 @@ class ParameterServer:
                         "without it until it pushes", s.partition, s.attempt, s.pid, s.host, version,
                         self.rounds.wait_s)
         for ident, session, have_target in waiting:
-            if ident in self.sessions:
+            if session.sid in self.sessions:
                 self._send_params(ident, session, P.NO_VERSION, have_target)
 
     def _stats(self, ident: bytes, session: Session, seq: int, payload: memoryview) -> None:
@@ -414,6 +465,22 @@ def raise_fd_limit() -> dict[str, int]:
         log.info("open-file limit %d (the hard limit; it was %d): connections that send nothing are closed after %g s",
                  now_hard, soft, HANDSHAKE_S)
     return {"soft_before": soft, "soft": now_soft, "hard": now_hard}
+
+
+def _bind(sock: zmq.Socket, host: str, port: int) -> int:
+    """Bind ``sock`` to ``host``:``port`` (0: any free port); returns the port."""
+    if port:
+        sock.bind(f"tcp://{host}:{port}")
+        return port
+    return sock.bind_to_random_port(f"tcp://{host}")
+
+
+def _user_id(frame: zmq.Frame) -> bytes:
+    """The ZAP user id of the connection a message came on (on the session socket: its session id), or b""."""
+    try:
+        return str(frame.get("User-Id")).encode()
+    except (zmq.ZMQError, UnicodeDecodeError, TypeError):
+        return b""
 
 
 def _peer_address(frame: zmq.Frame) -> str:

@@ -16,6 +16,10 @@ read between the retry's WELCOME and its first sealed message.
 Attempt numbers never go back down for a partition: once an attempt has proven its key, a HELLO or session of
 an earlier attempt is stale (Spark numbers a task's attempts 0, 1, … in the order it starts them).
 
+A session is known by its id (the server's nonce, hex), which its one connection to the session port presents with
+its ticket (``ddqn.distributed.zap``); ZeroMQ tags each of that connection's messages with it. A pending offer is also
+known by the join connection its HELLO came on (for the one-offer-per-connection rule above).
+
 A worker whose connection was reset says HELLO again, naming the same random client id: its new session replaces the
 old one like any other, keeping its place in the sync rounds. The table remembers, per partition, the client id and
 sequence number of the last PUSH or STATS the server answered (a client's sessions share one numbering), so one
@@ -32,7 +36,7 @@ from ddqn.distributed import protocol as P
 
 @dataclass
 class Session:
-    """One worker connection (ZeroMQ identity) after an authentic HELLO."""
+    """One worker session after an authentic HELLO: its keys, its worker, and its one connection's session id."""
 
     crypto: P.Session
     partition: int
@@ -46,10 +50,12 @@ class Session:
     in_rounds: bool = True  # sync mode: a member of the rounds (False once one closed without its push)
     client_id: str = ""  # the worker client's random id, the same in each of its sessions ("": none)
     reconnected: bool = False  # replaced a live session of the same client (its connection was reset)
+    sid: bytes = b""  # the session's id, presented by its connection to the session port
+    hello_from: bytes = b""  # the join connection its HELLO came on
 
 
 class SessionTable:
-    """Pending and live sessions by ZeroMQ identity; a session silent for ``timeout`` seconds expires.
+    """Pending and live sessions by session id; a session silent for ``timeout`` seconds expires.
 
     At most one pending session per connection and :attr:`MAX_OFFERS` in all are kept (the oldest goes first);
     one unproven for :attr:`OFFER_S` seconds (or the timeout, if shorter) expires. Only the server thread uses it.
@@ -61,8 +67,9 @@ class SessionTable:
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self._live: dict[bytes, Session] = {}
-        self._pending: dict[bytes, Session] = {}  # in arrival order
+        self._live: dict[bytes, Session] = {}  # by session id
+        self._pending: dict[bytes, Session] = {}  # by session id, in arrival order
+        self._offered_by: dict[bytes, bytes] = {}  # join connection → the session id of its pending offer
         self._nonces: OrderedDict[bytes, None] = OrderedDict()
         self._latest: dict[int, int] = {}  # partition → the latest attempt that proved its key
         self._taken: dict[int, tuple[str, int]] = {}  # partition → (client id, seq of its last PUSH/STATS answered)
@@ -90,25 +97,36 @@ class SessionTable:
             self._nonces.popitem(last=False)
         return True
 
-    def get(self, ident: bytes) -> Session | None:
-        return self._live.get(ident) or self._pending.get(ident)
+    def get(self, sid: bytes) -> Session | None:
+        """The live or pending session whose id is ``sid``."""
+        return self._live.get(sid) or self._pending.get(sid)
 
     def offer(self, ident: bytes, crypto: P.Session, partition: int, attempt: int, pid: int, host: str,
-              peer: str = "", client_id: str = "") -> None:
-        """A pending session for an authentic HELLO; nothing live changes. It replaces only an earlier offer of
-        the same connection (or, with MAX_OFFERS pending, the oldest one)."""
-        self._pending.pop(ident, None)
+              peer: str = "", client_id: str = "", sid: bytes = b"") -> None:
+        """A pending session ``sid`` (default ``ident``) for an authentic HELLO read from join connection ``ident``;
+        nothing live changes. It replaces only an earlier offer of the same connection (or, with MAX_OFFERS pending,
+        the oldest one)."""
+        sid = sid or ident
+        self._withdraw(self._offered_by.get(ident, b""))
         if len(self._pending) >= self.MAX_OFFERS:
-            del self._pending[next(iter(self._pending))]  # in arrival order: the oldest
-        self._pending[ident] = Session(crypto, partition, attempt, pid, host, time.monotonic(), peer,
-                                       client_id=client_id)
+            self._withdraw(next(iter(self._pending)))  # in arrival order: the oldest
+        self._pending[sid] = Session(crypto, partition, attempt, pid, host, time.monotonic(), peer,
+                                     client_id=client_id, sid=sid, hello_from=ident)
+        self._offered_by[ident] = sid
 
-    def promote(self, ident: bytes) -> Session:
-        """Make the pending session of ``ident`` live (its first sealed message verified): it replaces the
+    def _withdraw(self, sid: bytes) -> Session | None:
+        """Remove the pending offer ``sid`` (if any) and its join connection's note of it."""
+        session = self._pending.pop(sid, None)
+        if session is not None and self._offered_by.get(session.hello_from) == sid:
+            del self._offered_by[session.hello_from]
+        return session
+
+    def promote(self, sid: bytes) -> Session:
+        """Make the pending session ``sid`` live (its first sealed message verified): it replaces the
         partition's other sessions (an earlier attempt is dead; a sync round no longer waits for it).
         A session of the same client and attempt (a reconnect) takes over its round state. Raises ProtocolError("stale
         attempt") if a later attempt of the partition proved its key before, live or gone."""
-        session = self._pending.pop(ident)
+        session = self._withdraw(sid)
         if self.stale(session.partition, session.attempt):
             raise P.ProtocolError("stale attempt", f"attempt {session.attempt} of partition {session.partition}")
         for i in [i for i, s in self._live.items() if s.partition == session.partition]:
@@ -116,13 +134,13 @@ class SessionTable:
             if session.client_id and (old.client_id, old.attempt) == (session.client_id, session.attempt):
                 session.pushed_round, session.in_rounds, session.reconnected = old.pushed_round, old.in_rounds, True
         session.proven = True
-        self._live[ident] = session
+        self._live[sid] = session
         self._latest[session.partition] = session.attempt
         return session
 
-    def close(self, ident: bytes) -> None:
-        self._live.pop(ident, None)
-        self._pending.pop(ident, None)
+    def close(self, sid: bytes) -> None:
+        self._live.pop(sid, None)
+        self._withdraw(sid)
 
     def expire(self) -> list[Session]:
         """Drop every session silent for longer than the timeout and every offer unproven for OFFER_S; returns the
@@ -130,11 +148,13 @@ class SessionTable:
         now = time.monotonic()
         gone = []
         for table, limit in ((self._live, self.timeout), (self._pending, min(self.timeout, self.OFFER_S))):
-            for ident, s in list(table.items()):
+            for sid, s in list(table.items()):
                 if now - s.last_seen > limit:
-                    del table[ident]
                     if table is self._live:
+                        del table[sid]
                         gone.append(s)
+                    else:
+                        self._withdraw(sid)
         return gone
 
     def live(self) -> int:
@@ -149,5 +169,6 @@ class SessionTable:
     def pending(self) -> int:
         return len(self._pending)
 
-    def __contains__(self, ident: bytes) -> bool:
-        return ident in self._live
+    def __contains__(self, sid: bytes) -> bool:
+        """Whether ``sid`` is a live session."""
+        return sid in self._live
