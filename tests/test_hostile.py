@@ -515,6 +515,38 @@ def _insider_session(server: ParameterServer, worker: int, attempt: int) -> tupl
     return sock, s
 
 
+def test_r2_3_the_session_port_admits_each_ticket_once_and_nothing_else(server: ParameterServer, closing) -> None:
+    """The session port admits a session's connection once, by its ticket: the same ticket again (what a peer that
+    read it on the wire holds), and the connection token alone, are refused at the handshake and counted; the
+    session's own connection is served throughout."""
+    honest = Honest(server)
+    join = raw_socket(server)
+    closing(join)
+    hello, nonce = _hello(server, 1)
+    join.send_multipart(hello)
+    assert join.poll(10_000), "no WELCOME"
+    _, payload = P.open_handshake(server.secret, join.recv_multipart(), P.WELCOME)
+    server_nonce, key = payload[:P.NONCE_BYTES], P.session_key(server.secret, nonce, payload[:P.NONCE_BYTES])
+    s = P.Session(key, outbound=0, auth=server.auth)
+    first = session_socket(server, server_nonce, key)
+    closing(first)
+    assert _request(first, s, s.seal(P.FETCH, 1, 0, P.NO_VERSION, P.NO_VERSION)).type != P.WELCOME
+    again = session_socket(server, server_nonce, key)  # the used ticket
+    token = zmq.Context.instance().socket(zmq.DEALER)  # the join port's token, at the session port
+    closing(again)
+    closing(token)
+    token.setsockopt(zmq.LINGER, 0)
+    plain_client(token, P.connection_token(server.secret))
+    token.connect(f"{server.address.rsplit(':', 1)[0]}:{server.session_port}")
+    for sock in (again, token):
+        sock.send_multipart(s.seal(P.FETCH, 1, 0, P.NO_VERSION, P.NO_VERSION))
+        assert not sock.poll(1_500), "a connection the session port should refuse was served"
+    assert _dropped(server).get("unauthenticated connection", 0) >= 2, _dropped(server)
+    assert _request(first, s, s.seal(P.FETCH, 1, 0, P.NO_VERSION, P.NO_VERSION)).type != P.WELCOME
+    honest.push()
+    _assert_replay_identical(server, honest.pushed)
+
+
 def test_r2_9_an_attempt_number_beyond_sparks_retries_locks_no_partition(server: ParameterServer, closing) -> None:
     """A session claiming attempt 65,535 (the header's maximum) is refused at its HELLO, so Spark's real retries
     of that partition still join; attempt numbers stay below spark.task.maxFailures (4 by default) and never

@@ -402,6 +402,45 @@ def test_worker_host_partitioned_briefly(cluster: HostsCluster, tmp_path: Path) 
     assert settled(cluster) == {}
 
 
+def reset_connections(cluster: HostsCluster, host: Host) -> str:
+    """Abort ``host``'s TCP connections to the parameter server's two ports (``ss -K``: the kernel's socket
+    destroy, which sends the driver host a real RST); what ss printed of the sockets it killed."""
+    res = cluster.run(host, ["ss", "-K", "-t", "dst", cluster.driver.addr, "(", "dport", "=", str(SERVER_PORT), "or",
+                             "dport", "=", str(SERVER_PORT + 1), ")"])
+    return res.stdout
+
+
+@pytest.mark.timeout(300)
+def test_tcp_resets_between_hosts_cost_no_worker_and_no_push(cluster: HostsCluster, tmp_path: Path) -> None:
+    """Issue 28 finding 5 across hosts: a worker host's connections to the server are reset (a real RST on the
+    link, three times, 2 s apart, while it pushes some 30 times a second). Each time the worker reconnects with a
+    new HELLO and goes on; the run ends with both workers, no rejoin by Spark, and every push applied exactly as
+    acknowledged (one that was in flight at a reset is re-sent and applied once)."""
+    out = tmp_path / "resets"
+    job = Job(cluster, out, "--minutes", "0.6", *FAULT)
+    hosts = job.joined()
+    victim = host_of(cluster, hosts[0])
+    time.sleep(4)
+    killed = []
+    for _ in range(3):
+        killed.append(reset_connections(cluster, victim))
+        time.sleep(2)
+    assert all(f"{cluster.driver.addr}:{SERVER_PORT + 1}" in k for k in killed), killed  # a session connection each
+    assert job.wait(240) == 0, job.output(60)
+
+    summary = applied_once(job)  # exactly what each worker acknowledged: nothing lost, nothing twice
+    w0 = summary["workers"]["0"]
+    assert w0["attempt"] == w0["rejoins"] == 0, w0  # the same task throughout: Spark reran nothing
+    assert not gave_up(cluster, victim, 0)
+    reconnects = {r["partition"]: r["reconnects"] for r in job.record()["results"]}
+    assert reconnects[0] >= 3 and reconnects[1] == 0, reconnects
+    assert len(re.findall(r"worker 0 reconnected", (out / "driver.log").read_text())) >= 3
+    assert set(summary["dropped"]) <= {"resent"}, summary["dropped"]  # a re-sent PUSH is known, not re-applied
+    measured(f"3 resets between hosts: worker 0 reconnected {reconnects[0]} times, pushes "
+             f"{w0['pushes']} / {summary['workers']['1']['pushes']}, dropped {summary['dropped']}")
+    assert settled(cluster) == {}
+
+
 @pytest.mark.timeout(420)
 def test_driver_host_cut_off_then_resumed(cluster: HostsCluster, tmp_path: Path) -> None:
     out = tmp_path / "cutoff"
@@ -468,6 +507,6 @@ def test_spark_master_killed_mid_run(cluster: HostsCluster, tmp_path: Path) -> N
     measured(f"Spark master killed: spark-submit exit code {rc}")
     # the driver stopped its tasks and freed its ports: nothing runs on its host, its ports refuse connections
     assert cluster.pids(cluster.driver) == []
-    for port in (SERVER_PORT, DRIVER_PORT, BLOCK_MANAGER_PORT):
+    for port in (SERVER_PORT, SERVER_PORT + 1, DRIVER_PORT, BLOCK_MANAGER_PORT):  # the join and session ports too
         assert cluster.probe(cluster.worker_hosts[0], cluster.driver.addr, port) == "refused", port
     assert settled(cluster) == {}
