@@ -82,7 +82,7 @@ train-cluster: install  ## the same job on a Spark standalone cluster (master + 
 
 # Network namespaces as hosts (ddqn/distributed/hosts.py): needs root, so sudo when not root; the run is then chowned back.
 train-hosts: install  ## the same job on a multi-host cluster on this machine: master, driver and $(WORKERS) worker hosts as network namespaces
-	$(SUDO) $(PY) -m ddqn.distributed.hosts --workers $(WORKERS) -- spark_jobs/train.py --config paper --workers $(WORKERS) \
+	$(SUDO) $(PY) -m ddqn.distributed.hosts --workers $(WORKERS) $(if $(LINK_GBIT),--link-gbit $(LINK_GBIT)) -- spark_jobs/train.py --config paper --workers $(WORKERS) \
 	  --minutes $(MINUTES) --out runs/train-hosts
 	$(if $(SUDO),$(SUDO) chown -R $$(id -u):$$(id -g) runs/train-hosts)
 

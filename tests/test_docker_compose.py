@@ -378,6 +378,6 @@ def test_make_train_hosts_runs_the_compose_job() -> None:
     args = shlex.split(recipe)
     assert args[1:4] == ["$(PY)", "-m", "ddqn.distributed.hosts"], args
     helper, job = args[4:args.index("--")], args[args.index("--") + 1:]
-    assert helper == ["--workers", "$(WORKERS)"]
+    assert helper == ["--workers", "$(WORKERS)", "$(if", "$(LINK_GBIT),--link-gbit", "$(LINK_GBIT))"]  # rated links on request
     assert job[:7] == [JOB, "--config", "paper", "--workers", "$(WORKERS)", "--minutes", "$(MINUTES)"], job
     assert re.search(r"^WORKERS \?= 2$", makefile, re.M), "the compose file's default worker count"

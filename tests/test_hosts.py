@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -400,6 +401,64 @@ def test_worker_host_partitioned_briefly(cluster: HostsCluster, tmp_path: Path) 
     assert w0["env_steps"] >= 0.5 * w1["env_steps"], (w0, w1)  # it kept playing after the blip
     measured(f"brief partition ({blip:g} s): env steps {w0['env_steps']} (cut) / {w1['env_steps']}, no rejoin")
     assert settled(cluster) == {}
+
+
+RECEIVER = r"""
+import socket, sys, time
+srv = socket.create_server((sys.argv[1], int(sys.argv[2])))
+srv.settimeout(30)
+print("listening", flush=True)
+conn, _ = srv.accept()
+conn.settimeout(30)
+first, total = None, 0
+while chunk := conn.recv(1 << 20):
+    first = first or time.monotonic()
+    total += len(chunk)
+print(total, time.monotonic() - first, flush=True)
+"""
+SENDER = "import socket, sys; s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 10); " \
+         "s.sendall(bytes(int(sys.argv[3]))); s.close()"
+
+
+def transfer(cluster: HostsCluster, src: Host, dst: Host, nbytes: int) -> float:
+    """Send ``nbytes`` over TCP from ``src`` to ``dst``; the receiver's Gbit/s from its first byte to its last."""
+    recv = subprocess.Popen(cluster.launch_argv(dst, [sys.executable, "-c", RECEIVER, dst.addr, "5599"]),
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert recv.stdout.readline().strip() == "listening"
+        res = cluster.run(src, [sys.executable, "-c", SENDER, dst.addr, "5599", str(nbytes)], timeout=60)
+        assert res.returncode == 0, res.stderr
+        got, seconds = recv.stdout.readline().split()
+        assert int(got) == nbytes
+        return nbytes * 8 / float(seconds) / 1e9
+    finally:
+        recv.kill()
+        recv.wait(10)
+
+
+@pytest.mark.timeout(120)
+def test_a_links_rate_is_what_it_was_given_in_each_direction() -> None:
+    """Issue 31: ``link_gbit`` shapes each host's cable in both directions (a token bucket at each end of its veth).
+    A bulk TCP transfer gets within 85–102 % of the rate, either way, where an unshaped veth carries several times
+    more; the interfaces' own counters see the bytes."""
+    rate, nbytes = 0.25, 24_000_000  # ≈ 0.8 s at the rate
+    shaped, free = HostsCluster(workers=1, link_gbit=rate), HostsCluster(workers=1)
+    try:
+        worker, driver = shaped.network().worker_hosts[0], shaped.driver
+        before = shaped.link_bytes(worker)
+        up, down = transfer(shaped, worker, driver, nbytes), transfer(shaped, driver, worker, nbytes)
+        after = shaped.link_bytes(worker)
+        unshaped = transfer(free.network(), free.worker_hosts[0], free.driver, nbytes)
+    finally:
+        shaped.stop()
+        free.stop()
+    measured(f"a {rate:g} Gbit/s link carried {up:.3f} Gbit/s up and {down:.3f} down; unshaped {unshaped:.2f}")
+    assert 0.85 * rate <= up <= 1.02 * rate and 0.85 * rate <= down <= 1.02 * rate, (up, down)
+    assert unshaped > 2 * rate  # the shaping made the difference
+    assert nbytes <= after["tx"] - before["tx"] <= 1.1 * nbytes + 2_000_000, (before, after)
+    assert nbytes <= after["rx"] - before["rx"] <= 1.1 * nbytes + 2_000_000, (before, after)
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert shaped.tag not in listed and free.tag not in listed
 
 
 def reset_connections(cluster: HostsCluster, host: Host) -> str:

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
@@ -165,12 +166,18 @@ class LocalCluster:
         self.stop()
 
 
-def parse_job_args(prog: str, description: str, workers_help: str,
-                   argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    """``[--workers N] [--timeout S] -- spark_jobs/train.py [args]``: the options and the job to submit."""
+JobArgs = tuple[argparse.Namespace, list[str]]
+
+
+def parse_job_args(prog: str, description: str, workers_help: str, argv: list[str] | None,
+                   more: Callable[[argparse.ArgumentParser], None] | None = None) -> JobArgs:
+    """``[--workers N] [--timeout S] -- spark_jobs/train.py [args]``: the options and the job to submit; ``more``
+    adds a caller's own options."""
     ap = argparse.ArgumentParser(prog=prog, description=description)
     ap.add_argument("--workers", type=int, default=2, help=workers_help)
     ap.add_argument("--timeout", type=float, default=None, help="stop the job after this many seconds")
+    if more is not None:
+        more(ap)
     ap.add_argument("job", nargs=argparse.REMAINDER, help="-- spark_jobs/train.py [args]")
     args = ap.parse_args(argv)
     job = args.job[1:] if args.job[:1] == ["--"] else args.job

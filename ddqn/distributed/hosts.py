@@ -1,6 +1,6 @@
 """A multi-host Spark standalone cluster on one machine: Linux network namespaces as hosts.
 
-    sudo python -m ddqn.distributed.hosts [--workers 2] [--timeout S] -- spark_jobs/train.py [job args]
+    sudo python -m ddqn.distributed.hosts [--workers 2] [--link-gbit R] [--timeout S] -- spark_jobs/train.py [job args]
 
 lays the hosts out as docker/docker-compose.yml does: the Spark master on one host, the driver (and with it
 the parameter server) on another, and one one-core Spark worker on each of the rest. A host is a network
@@ -13,12 +13,16 @@ The hosts run the docker-compose services' commands: :func:`ddqn.distributed.clu
 :func:`~ddqn.distributed.cluster.worker_command` and ``LocalCluster.submit_command``, with addresses for host
 names and the compose file's fixed ports (tests/test_docker_compose.py checks that).
 :meth:`HostsCluster.cut` and :meth:`HostsCluster.heal` pull and replug a host's cable (its switch port
-down / up). Teardown stops what runs in each namespace by process id and deletes the namespaces, also on an
+down / up). With ``link_gbit`` every host's cable has that rate in each direction, like a full-duplex NIC: a
+token-bucket qdisc (``tc … tbf``) on both ends of its veth, since a qdisc shapes only what leaves its interface
+(netem, for a delay, does not exist on our machines). :meth:`HostsCluster.link_bytes` reads a host's interface
+counters. Teardown stops what runs in each namespace by process id and deletes the namespaces, also on an
 error, Ctrl-C or interpreter exit; namespaces left by a process that no longer exists are swept at the next
 start. Every wait is bounded. Needs root and iproute2 (``make install`` installs it).
 """
 from __future__ import annotations
 
+import argparse
 import atexit
 import itertools
 import json
@@ -52,7 +56,12 @@ DRIVER_PORT = 7081  # spark.driver.port: executors -> driver RPC
 BLOCK_MANAGER_PORT = 7080  # spark.driver.blockManager.port: broadcasts and task results
 DRIVER_CONF = {"spark.driver.port": DRIVER_PORT, "spark.driver.blockManager.port": BLOCK_MANAGER_PORT}
 PREFIX = "ddqn"  # namespaces are named ddqn-<pid of the creating process>-<n>-<role>
-IP_TIMEOUT_S = 15.0  # bound on one `ip` command
+IP_TIMEOUT_S = 15.0  # bound on one `ip` or `tc` command
+# A shaped link's token bucket: at least 128 KiB (what FACTS measured working at 1 Gbit/s), else 1 ms at the
+# rate, so that one bucket holds a few of the 64 KiB segments a veth passes; a queue of 50 ms at the rate.
+MIN_BURST_BYTES = 128 * 1024
+BURST_S = 0.001
+QUEUE_S = 0.05
 # run argv in a UTS namespace whose hostname is the host's address ($0), then exec argv ("$@")
 SET_HOSTNAME = 'echo "$0" > /proc/sys/kernel/hostname && exec "$@"'
 _STALE = re.compile(rf"^{PREFIX}-(\d+)-\d+-")
@@ -65,12 +74,17 @@ class HostsError(RuntimeError):
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return _run(["ip", *args], check)
+
+
+def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    """An ``ip`` or ``tc`` command, bounded in time; a failure (when ``check``) is a HostsError naming it."""
     try:
-        res = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=IP_TIMEOUT_S)
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=IP_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise HostsError(f"ip {' '.join(args)}: {exc}") from exc
+        raise HostsError(f"{' '.join(argv)}: {exc}") from exc
     if check and res.returncode != 0:
-        raise HostsError(f"ip {' '.join(args)}: {res.stderr.strip() or f'exit code {res.returncode}'}")
+        raise HostsError(f"{' '.join(argv)}: {res.stderr.strip() or f'exit code {res.returncode}'}")
     return res
 
 
@@ -164,12 +178,17 @@ class HostsCluster:
         subnet: the hosts' /24 (first three octets); it exists only inside this cluster's namespaces.
         daemon_conf: Spark conf for the master and worker daemons (e.g. a lower ``spark.worker.timeout``).
         start_timeout: seconds for the master and every worker to be ALIVE.
+        link_gbit: each host's link rate in Gbit/s, in each direction (None: a veth's own, unlimited).
     """
 
     def __init__(self, workers: int = 2, memory: str = "2g", subnet: str = "10.89.0",
-                 daemon_conf: dict[str, object] | None = None, start_timeout: float = 120.0) -> None:
+                 daemon_conf: dict[str, object] | None = None, start_timeout: float = 120.0,
+                 link_gbit: float | None = None) -> None:
         if not 1 <= workers <= 200:
             raise ValueError("workers: 1 to 200")
+        if link_gbit is not None and not 0.001 <= link_gbit <= 100:
+            raise ValueError("link_gbit: 0.001 to 100 Gbit/s")
+        self.link_gbit = link_gbit
         self.tag = f"{PREFIX}-{os.getpid()}-{next(_SERIAL)}"
         self.workers, self.memory, self.start_timeout = workers, memory, start_timeout
         self.daemon_conf = dict(daemon_conf or {})
@@ -238,7 +257,7 @@ class HostsCluster:
         sweep_stale()
         _LIVE.add(self)
         try:
-            self._network()
+            self.network()
             self.daemons["master"] = self.spawn(self.master, self.master_argv(), "master")
             self._wait(lambda: self.master_state().get("status") == "ALIVE", "the master")
             for i, host in enumerate(self.worker_hosts):
@@ -249,8 +268,10 @@ class HostsCluster:
             raise
         return self
 
-    def _network(self) -> None:
-        """The switch (a bridge in its own namespace) and one namespace per host, cabled to it."""
+    def network(self) -> HostsCluster:
+        """The switch (a bridge in its own namespace) and one namespace per host, cabled to it at ``link_gbit``
+        (:meth:`start` calls it; alone, it makes the hosts without Spark, torn down by :meth:`stop`)."""
+        _LIVE.add(self)
         self._netns_add(self.switch)
         _ip("-n", self.switch, "link", "set", "lo", "up")
         _ip("-n", self.switch, "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0")
@@ -264,6 +285,10 @@ class HostsCluster:
             _ip("-n", host.ns, "addr", "add", f"{host.addr}/24", "dev", "eth0")
             _ip("-n", host.ns, "link", "set", "eth0", "up")
             _ip("-n", host.ns, "link", "set", "lo", "up")
+            if self.link_gbit is not None:  # what leaves the host, and what the switch sends it
+                shape(host.ns, "eth0", self.link_gbit)
+                shape(self.switch, port, self.link_gbit)
+        return self
 
     def _netns_add(self, ns: str) -> None:
         _ip("netns", "add", ns)
@@ -347,6 +372,12 @@ class HostsCluster:
         """Processes running on ``host`` now."""
         return netns_pids(host.ns)
 
+    def link_bytes(self, host: Host) -> dict[str, int]:
+        """Bytes through ``host``'s interface so far, its own counters: ``rx`` (received) and ``tx`` (sent)."""
+        res = _ip("-n", host.ns, "-s", "-j", "link", "show", "dev", "eth0")
+        stats = json.loads(res.stdout)[0]["stats64"]
+        return {"rx": int(stats["rx"]["bytes"]), "tx": int(stats["tx"]["bytes"])}
+
     def cut(self, host: Host) -> None:
         """Pull ``host``'s cable: its switch port goes down (its own interface keeps its address)."""
         _ip("-n", self.switch, "link", "set", host.switch_port, "down")
@@ -354,6 +385,14 @@ class HostsCluster:
     def heal(self, host: Host) -> None:
         """Plug ``host``'s cable back in."""
         _ip("-n", self.switch, "link", "set", host.switch_port, "up")
+
+
+def shape(ns: str, dev: str, gbit: float) -> None:
+    """A rate of ``gbit`` Gbit/s on what leaves ``dev`` in namespace ``ns``: a token-bucket qdisc."""
+    rate = gbit * 1e9 / 8  # bytes/s
+    burst = max(MIN_BURST_BYTES, int(rate * BURST_S))
+    _run(["tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "tbf", "rate", f"{int(gbit * 1e9)}bit",
+          "burst", str(burst), "limit", str(burst + int(rate * QUEUE_S))])
 
 
 @atexit.register
@@ -367,18 +406,25 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
+def _link_option(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--link-gbit", type=float, default=None, metavar="R",
+                    help="every host's link rate in Gbit/s, each direction (default: unlimited)")
+
+
 def main(argv: list[str] | None = None) -> int:
     prog = "python -m ddqn.distributed.hosts"
     args, job = parse_job_args(prog, __doc__.splitlines()[0],
-                               "worker hosts, one one-core Spark worker each (default 2)", argv)
+                               "worker hosts, one one-core Spark worker each (default 2)", argv, _link_option)
     if (why := unavailable()) is not None:
         print(f"{prog}: error: {why}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM tears down as Ctrl-C does
-    with HostsCluster(args.workers) as cluster:
+    with HostsCluster(args.workers, link_gbit=args.link_gbit) as cluster:
         print(f"hosts up: master {cluster.master.addr} ({cluster.master_url}), driver and parameter server "
               f"{cluster.driver.addr} (ports {SERVER_PORT} and {SERVER_PORT + 1}), workers "
-              f"{', '.join(h.addr for h in cluster.worker_hosts)}; namespaces {cluster.tag}-*", flush=True)
+              f"{', '.join(h.addr for h in cluster.worker_hosts)}; links "
+              f"{'unlimited' if args.link_gbit is None else f'{args.link_gbit:g} Gbit/s each way'}; "
+              f"namespaces {cluster.tag}-*", flush=True)
         print(f"spark-submit: {' '.join(cluster.submit_command(job))}", flush=True)
         proc = cluster.submit(job, stdout=None)
         try:
