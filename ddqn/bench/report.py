@@ -459,12 +459,36 @@ def _scale_out_config(r: dict, statement: str) -> list[str]:
     return out
 
 
+def _links(r: dict) -> list[str]:
+    c = r["config"]
+    out = [f"The `{c['config']}` job on network-namespace hosts (master, driver, {c['workers']} worker hosts), "
+           f"{c['minutes']:g} minutes per link rate, every host's cable shaped to that rate in each direction "
+           "(`tc … tbf` at both ends of its veth). Bytes per update come from the driver host's interface counters "
+           "(received + sent, Spark's traffic included); its link's use is its busier direction's bits/s in the "
+           "run's busiest 10 s ÷ the rate. *Communicates*: a worker's share of its time in FETCH and PUSH round "
+           "trips.", "",
+           "| link (Gbit/s) | updates/s (run) | updates/s (steady) | of unlimited | MB per update | driver link "
+           "(Gbit/s) | its use | workers communicate |", "|---" * 8 + "|"]
+    for x in r["rows"]:
+        rate = "unlimited" if x["link_gbit"] is None else f"{x['link_gbit']:g}"
+        steady = "–" if x["steady_updates_per_s"] is None else f"{x['steady_updates_per_s']:.1f}"
+        per = "–" if x["bytes_per_update"] is None else f"{x['bytes_per_update'] / 1e6:.2f}"
+        comm = ", ".join(_pct(None if w["comm_share"] is None else 100 * w["comm_share"])
+                         for w in x["workers"].values())
+        out.append(f"| {rate} | {x['updates_per_s']:.1f} | {steady} | "
+                   f"{_pct(None if x['of_unlimited'] is None else 100 * x['of_unlimited'])} | {per} | "
+                   f"{x['driver_gbit_s']:.3f} | {_pct(None if x['link_use'] is None else 100 * x['link_use'])} | "
+                   f"{comm} |")
+    return out
+
+
 SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
     ("caffe_speed", "Q-network speed on real Caffe", "make bench-caffe", _caffe),
     ("ps_speed", "Parameter-server cost", "make bench-ps", _ps),
     ("worker_speed", "Compute/communicate times vs model size", "make bench-worker", _worker),
     ("capacity", "Workers one server can serve", "make bench-capacity", _capacity),
     ("hostile", "Floods against the server: what an honest worker keeps", "make bench-hostile", _hostile),
+    ("links", "Links with a rate: the job on hosts whose cables are shaped", "make bench-links", _links),
     ("blas", "Caffe on each BLAS", "make bench-blas", _blas),
     ("grad_norms", "Honest gradient norms", "make bench-grad-norms", _grad_norms),
     ("serial_curve", "Serial deep Q-learning on the paper's setting", "make bench-serial", _serial),
