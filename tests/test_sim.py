@@ -22,6 +22,7 @@ from ddqn.distributed.store import ParameterStore
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.sim.cli import main as sim_main
+from ddqn.sim.network import SERVER, Network
 from ddqn.sim.run import SimOptions, Simulation
 from ddqn.sim.service import ServiceTimes
 from ddqn.sim.timing import FIXED_SERVICE, FixedCycle
@@ -83,6 +84,42 @@ def test_a_slow_server_saturates(tiny_net_file: Path, tmp_path: Path) -> None:
     assert sim.server.max_queue == 15  # every other worker waits while one is served
     fast = _simulate(_cfg(tiny_net_file), tmp_path / "fast", 2, FIXED_SERVICE, fixed, updates=1000)
     assert fast.server.busy_s / fast.events.now < 0.5  # 2 workers, 0.3 ms of server per 2.3 ms cycle
+
+
+def test_a_card_carries_one_message_at_a_time_in_each_direction() -> None:
+    """Full-duplex cards, first come first served: two gradients handed over at once reach the server one card-time
+    apart (they share its ingress); a θ the server sends meanwhile does not wait for them (its egress is free)."""
+    net = Network(gbps=1.0, efficiency=1.0, overhead_bytes=0)
+    one = net.seconds(1_000_000)
+    assert one == pytest.approx(0.008)  # 1 MB at 1 Gbit/s
+    assert net.transfer(0, SERVER, 0.0, 1_000_000) == pytest.approx(one)
+    assert net.transfer(1, SERVER, 0.0, 1_000_000) == pytest.approx(2 * one)  # behind the first on the ingress
+    assert net.transfer(SERVER, 0, 0.0, 1_000_000) == pytest.approx(one)  # the other direction
+    assert net.transfer(0, SERVER, 0.0, 1_000_000) == pytest.approx(3 * one)  # its own egress was free at 1×
+    assert net.use(SERVER, 3 * one) == pytest.approx({"egress": 1 / 3, "ingress": 1.0})
+    with pytest.raises(ValueError, match="gbps > 0"):
+        Network(gbps=0.0)
+
+
+def test_workers_share_the_servers_card(tiny_net_file: Path, tmp_path: Path) -> None:
+    """A link slow enough that one gradient takes 4× a worker's compute: the server's ingress carries every
+    worker's gradients one after another and its egress every θ, so updates/s stops at the card's rate however many
+    workers push, and the card is (almost) always busy. A per-message charge would have let 4 workers push 4 times
+    as fast as one."""
+    cfg = _cfg(tiny_net_file)
+    fixed = FixedCycle(step_s=0.0005, gradient_s=0.001, warmup_s=0.0)
+    payload = 4 * load_netspec(tiny_net_file).num_params
+    gbps = (payload + Network(1.0).overhead_bytes) * 8 / 0.004 / 1e9 / Network(1.0).efficiency  # 4 ms a gradient
+    rates = {}
+    for w in (1, 4):
+        sim = _simulate(cfg, tmp_path / f"w{w}", w, FIXED_SERVICE, fixed, updates=400, gbps=gbps)
+        rates[w] = sim.store.version / sim.events.now
+        if w == 4:
+            use = json.loads((tmp_path / "w4" / "summary.json").read_text())["simulated"]["server_nic_use"]
+            # θ down (and θ⁻ with it every C updates) is the busier direction: at the card's message-byte rate
+            assert use["egress"] > 0.93 * Network(1.0).efficiency and use["ingress"] > 0.8, use
+    assert rates[4] <= 1 / 0.004 * 1.001, rates  # the card's bound: 250 gradients/s
+    assert rates[4] < 0.6 * 4 * rates[1], rates  # 4 workers alone on their links would make 4× one's rate
 
 
 def test_max_staleness_drops_and_counts(tiny_net_file: Path, tmp_path: Path) -> None:

@@ -54,7 +54,9 @@ def parser(prog: str = "python -m ddqn.sim") -> argparse.ArgumentParser:
     ap.add_argument("--fixed-cycle", action="store_true", help="fixed compute times (deterministic; tests only)")
     ap.add_argument("--service", type=Path, help=f"service times JSON (default {DEFAULT_SERVICE})")
     ap.add_argument("--latency-us", type=float, default=0.0, help="extra one-way network latency per message")
-    ap.add_argument("--gbps", type=float, default=0.0, help="network Gbit/s for payloads (0: loopback as measured)")
+    ap.add_argument("--gbps", type=float, default=0.0,
+                    help="every host's full-duplex card, Gbit/s each way, shared by its messages (0: loopback as "
+                         "measured)")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m ddqn.sim") -> dic
     args = ap.parse_args(argv)
     if args.minutes is None and args.updates is None:
         ap.error("give --minutes (simulated) and/or --updates")
+    if args.gbps < 0 or args.latency_us < 0:
+        ap.error("--gbps and --latency-us: 0 or more")
     overrides = list(args.set) + ([f"seed={args.seed}"] if args.seed is not None else [])
     cfg = load_config(args.config, overrides)
     fixed = FixedCycle() if args.fixed_cycle else None

@@ -14,6 +14,7 @@ import json
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from ddqn.net.qnet import QNetwork
 from ddqn.net.snapshot import save_checkpoint
 from ddqn.sim.events import EventQueue
 from ddqn.sim.messages import Message
+from ddqn.sim.network import SERVER, Network
 from ddqn.sim.server import SimServer
 from ddqn.sim.service import ServiceTimes
 from ddqn.sim.timing import FixedCycle, Timing
@@ -53,7 +55,8 @@ class SimOptions:
         updates: stop after this many server updates (None: no limit).
         fixed: compute times from this table instead of measured (deterministic; tests).
         max_staleness, staleness_lr: the server's staleness controls (``ParameterStore``).
-        latency_s, gbps: a network beyond loopback (``Timing``).
+        latency_s: extra one-way latency per message (``Timing``).
+        gbps: every host's full-duplex card, Gbit/s each way, shared by its messages (``Network``; 0: none).
         progress: print a line to stderr every 30 real seconds.
     """
 
@@ -83,8 +86,9 @@ class Simulation:
                                     opts.staleness_lr)
         self.stats = ServerStats()
         self.events = EventQueue()
-        self.timing = Timing(service, 4 * self.spec.num_params, opts.latency_s, opts.gbps)
-        self.server = SimServer(self.store, self.stats, self.timing, self.events, self._deliver)
+        self.timing = Timing(service, 4 * self.spec.num_params, opts.latency_s)
+        self.network = Network(opts.gbps) if opts.gbps > 0 else None
+        self.server = SimServer(self.store, self.stats, self.timing, self.events, self._reply)
         nets = SharedNets(q, QNetwork(self.spec))
         self.eval_q = QNetwork(self.spec)
         self.workers = [SimWorker(cfg, nets, p, opts.workers, opts.fixed) for p in range(opts.workers)]
@@ -97,8 +101,27 @@ class Simulation:
 
     # -- transport -------------------------------------------------------------------------------------------
     def send(self, msg: Message) -> None:
-        """A worker's request leaves at ``msg.sent_at`` and reaches the server one up-leg later."""
-        self.events.at(msg.sent_at + self.timing.legs(msg.kind)[0], self.server.arrive, msg)
+        """A worker's request leaves at ``msg.sent_at`` and reaches the server one up-leg later, after its bytes
+        have passed the worker's card and the server's (on a network)."""
+        at = msg.sent_at + self.timing.legs(msg.kind)[0]
+        if self.network is None:
+            self.events.at(at, self.server.arrive, msg)
+        else:
+            self.events.at(at, self._wire, msg.partition, SERVER, self.timing.wire_bytes(msg.kind)[0],
+                           self.server.arrive, msg)
+
+    def _reply(self, msg: Message, reply: Params | None, kind: str) -> None:
+        """The server's reply to ``msg`` leaves now: one down-leg (and, on a network, the cards) to its worker."""
+        at = self.events.now + self.timing.legs(kind)[1]
+        if self.network is None:
+            self.events.at(at, self._deliver, msg, reply)
+        else:
+            self.events.at(at, self._wire, SERVER, msg.partition, self.timing.wire_bytes(kind)[1], self._deliver,
+                           msg, reply)
+
+    def _wire(self, src: int, dst: int, nbytes: int, then: Callable[..., None], *args: object) -> None:
+        """A message handed to ``src``'s card now: ``then(*args)`` once it has reached ``dst``."""
+        self.events.at(self.network.transfer(src, dst, self.events.now, nbytes), then, *args)
 
     def _deliver(self, msg: Message, reply: Params | None) -> None:
         self.workers[msg.partition].on_reply(self, msg, reply)
@@ -189,6 +212,7 @@ class Simulation:
                 "max_staleness": self.store.max_staleness, "staleness_lr": self.store.staleness_lr,
                 "service_us": self.timing.service.row(), "latency_us": 1e6 * self.opts.latency_s,
                 "gbps": self.opts.gbps,
+                "server_nic_use": self.network.use(SERVER, now) if self.network else None,
                 "compute_ms_per_gradient": 1e3 * sum(w.compute_s for w in self.workers) / max(gradients, 1),
                 "comm_ms_per_gradient": 1e3 * sum(w.comm_s for w in self.workers) / max(gradients, 1),
                 "warmup_s_mean": float(np.mean([w.warmup_s for w in self.workers])),

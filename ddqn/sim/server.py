@@ -27,7 +27,7 @@ from ddqn.sim.events import EventQueue
 from ddqn.sim.messages import FETCH, PUSH, Message
 from ddqn.sim.timing import Timing
 
-Deliver = Callable[[Message, Params | None], None]
+Reply = Callable[[Message, Params | None, str], None]
 
 
 class SimServer:
@@ -37,12 +37,13 @@ class SimServer:
         store, stats: the real parameter store and counters (their options decide drops and learning rates).
         timing: service and transport seconds per message kind.
         events: the simulation's clock and event heap.
-        deliver: called with (request, reply) when a reply reaches its worker (reply: FETCH's Params, else None).
+        reply: called with (request, reply, its kind for timing) when a reply leaves the server thread (reply:
+            FETCH's Params, else None); it carries the reply to its worker.
     """
 
     def __init__(self, store: ParameterStore, stats: ServerStats, timing: Timing, events: EventQueue,
-                 deliver: Deliver) -> None:
-        self.store, self.stats, self.timing, self.events, self.deliver = store, stats, timing, events, deliver
+                 reply: Reply) -> None:
+        self.store, self.stats, self.timing, self.events, self.reply = store, stats, timing, events, reply
         self.queue: deque[Message] = deque()
         self.busy = False
         self.busy_s = 0.0  # simulated seconds the thread spent serving
@@ -70,7 +71,7 @@ class SimServer:
 
     def _done(self, msg: Message, reply: Params | None, kind: str) -> None:
         self.busy = False
-        self.events.at(self.events.now + self.timing.legs(kind)[1], self.deliver, msg, reply)
+        self.reply(msg, reply, kind)
         if self.queue:
             self._start()
 

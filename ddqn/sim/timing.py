@@ -3,7 +3,8 @@
 A message's round trip on loopback was measured as service + the rest (:class:`~ddqn.sim.service.ServiceTimes`):
 the rest of a STATS round trip (no payload either way) is two header legs of ``h`` each; a PUSH carries its
 payload up and a FETCH its payload down, so their payload leg takes ``rtt − 2h`` more (sealing, copying and the
-loopback transfer of n float32). A cluster adds ``latency_s`` to every leg and ``bytes / gbps`` to payload legs.
+loopback transfer of n float32). A cluster adds ``latency_s`` to every leg; a link's rate is charged by the hosts'
+shared cards (:class:`~ddqn.sim.network.Network`), for the bytes :meth:`Timing.wire_bytes` names.
 """
 from __future__ import annotations
 
@@ -22,16 +23,16 @@ class Timing:
         service: the measured (or fixed) times of this net, solver and auth mode.
         payload_bytes: one θ or gradient (num_params × 4).
         latency_s: extra one-way network latency per message (0 on one machine).
-        gbps: a network link's Gbit/s for payloads (0: loopback as measured, nothing added).
     """
 
     service: ServiceTimes
     payload_bytes: int
     latency_s: float = 0.0
-    gbps: float = 0.0
 
-    def _wire(self, payloads: int) -> float:
-        return payloads * self.payload_bytes * 8 / (self.gbps * 1e9) if self.gbps > 0 else 0.0
+    def wire_bytes(self, kind: str) -> tuple[int, int]:
+        """(request, reply) payload bytes of a message of ``kind`` on a network (headers are the network's)."""
+        n = self.payload_bytes
+        return {"push": (n, 0), "fetch": (0, n), "fetch_both": (0, 2 * n)}.get(kind, (0, 0))
 
     def service_s(self, kind: str) -> float:
         """Server-thread seconds for a message of ``kind``."""
@@ -40,16 +41,17 @@ class Timing:
                 "stats": s.stats_s}[kind]
 
     def legs(self, kind: str) -> tuple[float, float]:
-        """(worker → server, server → worker) seconds for a message of ``kind`` and its reply."""
+        """(worker → server, server → worker) seconds for a message of ``kind`` and its reply, besides the time its
+        bytes spend on a network's cards."""
         s = self.service
         h = s.stats_rtt_s / 2
         up = down = h + self.latency_s
         if kind == "push":
-            up += max(s.push_rtt_s - 2 * h, 0.0) + self._wire(1)
+            up += max(s.push_rtt_s - 2 * h, 0.0)
         elif kind == "fetch":
-            down += max(s.fetch_rtt_s - 2 * h, 0.0) + self._wire(1)
+            down += max(s.fetch_rtt_s - 2 * h, 0.0)
         elif kind == "fetch_both":
-            down += max(s.fetch_both_rtt_s - 2 * h, 0.0) + self._wire(2)
+            down += max(s.fetch_both_rtt_s - 2 * h, 0.0)
         return up, down
 
 
