@@ -71,6 +71,10 @@ def test_benchmark_smoke(name: str, tmp_path: Path) -> None:
         (split,) = data["breakdowns"]
         assert split["blas"] == "openblas" and split["blas_loaded"].startswith("libopenblas"), split
         assert split["gradients"] > 0 and sum(split["phases_ms"].values()) == pytest.approx(split["ms_per_gradient"])
+    if name == "ps_speed":  # the server thread's time by message kind and part, beside each service row
+        for row in data["service"]:
+            assert {"push", "fetch", "fetch_both", "stats"} <= row["parts_us"].keys(), row["parts_us"]
+            assert row["parts_us"]["push"]["apply"] > 0 and row["parts_us"]["fetch"]["publish"] > 0
     if name == "hostile":  # every phase measured and recorded; no rate is asserted
         phases = data["modes"]["message"]["phases"]
         assert [(p["phase"], p["connections"]) for p in phases] == [("unloaded", 0), ("token flood", 4), ("idle", 50)]

@@ -78,6 +78,29 @@ def test_honest_worker_fetches_pushes_and_gets_stop(server: ParameterServer) -> 
     client.close()
 
 
+def test_the_server_threads_time_is_recorded_by_message_kind_and_part(server: ParameterServer) -> None:
+    """Every message's time is split by part (receive, verify, check, apply, publish, seal, send) under its kind;
+    the parts of each kind sum to no more than its total (the loop's own work is the rest)."""
+    n = server.store.num_params
+    client = ServerClient(server.address, server.secret, worker=0, attempt=0, num_params=n, timeout=10)
+    first = client.fetch()  # θ and θ⁻
+    for i in range(2):
+        client.push(np.full(n, 0.5, np.float32), base_version=i)
+    client.fetch(first.version, first.target_version)  # θ only (θ⁻ resets after 3 updates)
+    client.fetch(2, first.target_version)  # nothing new
+    client.stats([1], env_steps=5, compute_s=0.1, comm_s=0.1)
+    client.close()
+    deadline = time.monotonic() + 5  # the server records a message's time after its reply (and BYE has none)
+    while "bye" not in (parts := server.stats.view().parts) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert {k: c["n"] for k, c in parts.items()} == {"hello": 1, "fetch_both": 1, "push": 2, "fetch": 1, "fetch_none": 1,
+                                                     "stats": 1, "bye": 1}, parts
+    assert {"receive", "verify", "check", "apply", "seal", "send"} <= parts["push"].keys()
+    assert {"publish", "seal", "send"} <= parts["fetch"].keys() and "apply" not in parts["fetch"]
+    for kind, c in parts.items():
+        assert 0 < sum(v for p, v in c.items() if p not in ("n", "total")) <= c["total"], (kind, c)
+
+
 def test_staleness_is_recorded(server: ParameterServer) -> None:
     n = server.store.num_params
     a = ServerClient(server.address, server.secret, 0, 0, n, timeout=10)

@@ -25,7 +25,7 @@ import numpy as np
 
 from ddqn.bench.common import net_spec, server_rate, solver_spec, worker_update_ms, write_result
 from ddqn.net.netspec import ParamBlob
-from ddqn.sim.service import measure_service
+from ddqn.sim.service import measure_service_parts
 from ddqn.solvers.flat import SolverSpec, make_solver
 
 SOLVERS = ("adagrad", "rmsprop")  # the shipped prototxt/solver_<name>.prototxt, the paper's two solvers
@@ -68,8 +68,9 @@ def service_rows(nets: list[str], solvers: list[str], auths: list[str], messages
         spec = net_spec(member)
         for solver in map(solver_spec, solvers):
             for auth in auths:
+                times, parts = measure_service_parts(spec, solver, auth, messages)
                 r = {"member": member, "params": spec.num_params, "solver": solver.type, "auth": auth,
-                     "messages": messages, **measure_service(spec, solver, auth, messages).row()}
+                     "messages": messages, **times.row(), "parts_us": parts}
                 rows.append(r)
                 print(f"service, {member:>5s} ({spec.num_params:>9,d} floats), {solver.type:7s}, auth {auth:10s}: "
                       f"PUSH {r['push_us']:8.0f} us, FETCH θ {r['fetch_us']:8.0f} us, θ+θ⁻ {r['fetch_both_us']:8.0f} "
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parts", nargs="+", default=["applies", "loopback", "service"],
                     choices=["applies", "loopback", "service"], help="what to measure (the rest is kept from the file)")
     ap.add_argument("--service-nets", nargs="+", default=["small", "paper", "large", "x64"])
-    ap.add_argument("--service-solvers", nargs="+", default=["rmsprop", "adagrad"])
+    ap.add_argument("--service-solvers", nargs="+", default=["rmsprop", "adagrad", "adam"])
     ap.add_argument("--service-messages", type=int, default=40, help="messages per timed phase (3 rounds each)")
     ap.add_argument("--cycle-repeats", type=int, default=5, help="gradients timed per net for the saturation point")
     args = ap.parse_args(argv)

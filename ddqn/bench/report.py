@@ -70,7 +70,30 @@ def _ps(r: dict) -> list[str]:
             "(Caffe's exact arithmetic), not by memory. End to end over loopback (receive + verify + apply + reply), "
             f"paper net: {loop}. Best end to end: "
             + versus_goal(max(x["updates_per_s"] for x in r["loopback"]), 3000, False, ",.0f", "/s", "**")
-            + ". The synthetic clients run on the same cores as the server."]
+            + ". The synthetic clients run on the same cores as the server.", *_server_parts(r.get("service", []))]
+
+
+def _server_parts(rows: list[dict]) -> list[str]:
+    """The server thread's µs per message by kind and part (bench-ps ``service`` rows that recorded parts)."""
+    rows = [x for x in rows if x.get("parts_us")]
+    if not rows:
+        return []
+    parts = ("receive", "verify", "check", "apply", "publish", "seal", "send")
+    out = ["", "Where the server thread's time goes, per message (µs; the same runs as the service times the "
+           "simulator reads): *receive* dequeues it from ZeroMQ, *verify* checks its tag, *check* validates a "
+           "gradient (size, finite, norm, staleness), *apply* is the solver's, *publish* copies θ (and θ⁻) once per "
+           "version for the FETCHes that follow, *seal* tags the reply, *send* hands it to ZeroMQ; *total* is the "
+           "thread's whole time, so the parts fall short of it by the loop's own work. A PUSH + FETCH cycle costs "
+           "their two totals.", "",
+           "| net | solver | auth | message | " + " | ".join(parts) + " | total |", "|---" * (len(parts) + 5) + "|"]
+    for x in rows:
+        for kind in ("push", "fetch", "fetch_both", "stats"):
+            p = x["parts_us"].get(kind)
+            if p:
+                cells = " | ".join("–" if q not in p else f"{p[q]:.0f}" for q in parts)
+                out.append(f"| {x['member']} | {x['solver']} | {x['auth']} | {kind.replace('_', ' ')} | {cells} | "
+                           f"{p['total']:.0f} |")
+    return out
 
 
 def _worker(r: dict) -> list[str]:

@@ -139,6 +139,7 @@ class ParameterServer:
         self.address = f"tcp://{options.host}:{self.port}"
         self._thread = threading.Thread(target=self._serve, name="ddqn-parameter-server", daemon=True)
         self._closed = False
+        self._kind, self._parts = "other", {}  # the message being handled: its kind and seconds by part (stats)
 
     def _router(self, domain: bytes, recv_queue: int, largest: int) -> zmq.Socket:
         """A ROUTER socket that admits only connections the ZAP handler admits for ``domain``, holds at most
@@ -226,6 +227,8 @@ class ParameterServer:
             except zmq.ZMQError:
                 self.stats.dropped("receive error")
                 continue
+            self._kind, self._parts = "other", {}
+            self._part("receive", t)
             try:
                 if len(frames) != 4:  # identity + [header, payload, tag]: counted before any frame is copied
                     raise P.ProtocolError("malformed", f"{len(frames) - 1} frames")
@@ -235,13 +238,20 @@ class ParameterServer:
             except Exception:  # a bug must not take the server (and every worker) down
                 log.exception("error while handling a message")
                 self.stats.dropped("server error")
-            self.stats.busy(time.perf_counter() - t)
+            self.stats.busy(time.perf_counter() - t, self._kind, self._parts)
         return most
+
+    def _part(self, name: str, since: float) -> float:
+        """Add the seconds since ``since`` to part ``name`` of the message being handled; returns now."""
+        now = time.perf_counter()
+        self._parts[name] = self._parts.get(name, 0.0) + now - since
+        return now
 
     def _join_message(self, ident: bytes, body: list) -> None:
         """The join socket serves HELLOs only; anything else is dropped (malformed, or a HELLO's failed check)."""
         if len(body[1]) > P.NONCE_BYTES + P.MAX_JSON or len(body[0]) != P.HEADER.size:
             raise P.ProtocolError("malformed", "not a HELLO")
+        self._kind = "hello"
         self._hello(ident, [f.bytes for f in body], _peer_address(body[0]))
 
     def _session_message(self, ident: bytes, body: list) -> None:
@@ -249,7 +259,10 @@ class ParameterServer:
         session = self.sessions.get(_user_id(body[0]))
         if session is None:  # the session ended (expired, replaced, BYE) or its offer was dropped
             raise P.ProtocolError("unauthenticated", "no session for this connection")
+        t = time.perf_counter()
         header, payload = session.crypto.open(body)
+        self._part("verify", t)
+        self._kind = P.TYPE_NAMES.get(header.type, "other").lower()
         if header.worker != session.partition or header.attempt != session.attempt:
             raise P.ProtocolError("wrong worker")
         if not session.proven:
@@ -270,8 +283,13 @@ class ParameterServer:
         else:
             raise P.ProtocolError("unexpected type", f"{P.TYPE_NAMES[header.type]} from a worker")
 
-    def _send(self, ident: bytes, frames: list) -> None:
+    def _send(self, ident: bytes, session: Session, *seal_args, **seal_kw) -> None:
+        """Seal a reply with ``session``'s key and hand it to ZeroMQ for the connection ``ident``."""
+        t = time.perf_counter()
+        frames = session.crypto.seal(*seal_args, **seal_kw)
+        t = self._part("seal", t)
         self._session_sock.send_multipart([ident, *frames], copy=False)
+        self._part("send", t)
 
     def _flags(self) -> int:
         return P.F_STOP if self.stopping.is_set() else 0
@@ -280,8 +298,8 @@ class ParameterServer:
         """Answer the PUSH or STATS numbered ``seq``, and remember it as taken: if the worker sends it again after a
         reset (it cannot know this ACK arrived), it is answered, not applied again."""
         self.sessions.take(session, seq)
-        self._send(ident, session.crypto.seal(P.ACK, session.partition, session.attempt, self.store.version,
-                                              staleness, flags=self._flags() | flags))
+        self._send(ident, session, P.ACK, session.partition, session.attempt, self.store.version, staleness,
+                   flags=self._flags() | flags)
 
     def _hello(self, ident: bytes, frames: list[bytes], peer: str) -> None:
         """An authentic HELLO offers a session (WELCOME answers it); nothing live changes until it proves the key."""
@@ -344,17 +362,23 @@ class ParameterServer:
         flags, version, target_version = self._flags(), self.store.version, self.store.target_version
         need_theta, need_target = have != version, have_target != target_version
         payload = b""  # the store's published buffers go out without a copy (ZeroMQ holds a reference)
+        t = time.perf_counter()
         if need_theta and need_target:
             version, target_version, payload = self.store.published_both()
         elif need_theta:
             version, payload = self.store.published()
         elif need_target:
             target_version, payload = self.store.published_target()
+        self._part("publish", t)  # a copy of θ (and θ⁻) made once per version, then shared by every reply
         flags |= (P.F_THETA if need_theta else 0) | (P.F_TARGET if need_target else 0)
-        self._send(ident, session.crypto.seal(P.PARAMS, session.partition, session.attempt, version,
-                                              target_version, payload, flags))
+        if self._kind == "fetch":  # answering this FETCH (not one a sync round held): what it carries
+            self._kind = "fetch_both" if need_theta and need_target else "fetch" if need_theta or need_target else \
+                "fetch_none"
+        self._send(ident, session, P.PARAMS, session.partition, session.attempt, version, target_version, payload,
+                   flags)
 
     def _push(self, ident: bytes, session: Session, header: P.Header, payload: memoryview) -> None:
+        t = time.perf_counter()
         if header.nbytes != self.nbytes:
             raise P.ProtocolError("wrong size")
         grad = np.frombuffer(payload, np.float32)  # read in place: the solver only reads it
@@ -372,8 +396,10 @@ class ParameterServer:
             return
         if header.summed > 1:  # a sum over push_every minibatches → their mean
             grad = np.multiply(grad, np.float32(1 / header.summed), out=self._grad)
+        t = self._part("check", t)
         if self.rounds is None:
             self.store.apply(grad, staleness)
+            self._part("apply", t)
             self.stats.pushed(session.partition, staleness)
         elif not self.rounds.add(session, header.version, self.store.version, grad):
             self.stats.dropped("stale round")  # counted as a drop, not as one of the worker's pushes

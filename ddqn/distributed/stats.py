@@ -44,6 +44,7 @@ class StatsView:
     episodes: int  # finished episodes reported in this run
     dropped: dict[str, int]  # dropped messages by reason
     busy_s: float  # the server thread's seconds spent handling messages
+    parts: dict[str, dict[str, float]] = field(default_factory=dict)  # kind → part → seconds (PART_NAMES; "n": count)
 
     @property
     def env_steps(self) -> int:
@@ -54,6 +55,13 @@ class StatsView:
         """(p50, p95) of the recent staleness (0, 0 before any gradient)."""
         stal = np.array(self.staleness or (0,))
         return float(np.percentile(stal, 50)), float(np.percentile(stal, 95))
+
+
+# Where the server thread's time per message goes: dequeuing it from ZeroMQ, verifying its tag, the checks of a
+# gradient or report, the solver's apply, the copy of θ a FETCH publishes (once per version), sealing the reply and
+# handing it to ZeroMQ. Message kinds: push, stats,
+# fetch (θ), fetch_both (θ and θ⁻), fetch_none (versions only), hello, other (dropped before its kind was known).
+PART_NAMES = ("receive", "verify", "check", "apply", "publish", "seal", "send")
 
 
 class ServerStats:
@@ -72,6 +80,7 @@ class ServerStats:
         self._episodes = 0
         self._dropped: Counter[str] = Counter()
         self._busy_s = 0.0
+        self._parts: dict[str, Counter[str]] = {}
 
     def joined(self, partition: int, attempt: int, pid: int, host: str) -> tuple[bool, int]:
         """Record a worker whose session proved the key; returns (whether it is a rejoin, env steps played)."""
@@ -121,16 +130,22 @@ class ServerStats:
         with self._lock:
             self._dropped[reason] += 1
 
-    def busy(self, seconds: float) -> None:
+    def busy(self, seconds: float, kind: str | None = None, parts: dict[str, float] | None = None) -> None:
+        """The server thread spent ``seconds`` on one message of ``kind``, ``parts`` of it by part (PART_NAMES)."""
         with self._lock:
             self._busy_s += seconds
+            if kind is not None:
+                c = self._parts.setdefault(kind, Counter())
+                c.update(parts or {})
+                c["n"] += 1
+                c["total"] += seconds
 
     def view(self) -> StatsView:
         """A consistent copy of everything (the driver's only way to read the counters)."""
         with self._lock:
             return StatsView({p: copy.copy(w) for p, w in self._workers.items() if p in self._joined},
                              tuple(self._staleness), tuple(self._scores), self._episodes, dict(self._dropped),
-                             self._busy_s)
+                             self._busy_s, {k: dict(c) for k, c in self._parts.items()})
 
     def played(self) -> dict[str, int]:
         """Env steps per partition, including partitions restored by --resume that have not joined yet."""

@@ -9,6 +9,9 @@ thread's own busy seconds (``ServerStats.busy``: receive + verify + handle + rep
 * FETCH answered with θ and θ⁻ (the first FETCH after a target reset);
 * STATS (a small JSON report).
 
+The same runs give the server thread's time by part (:func:`measure_service_parts`: receive, verify, check, apply,
+seal, send; ``ServerStats`` parts), so the totals above can be reconciled with what each part costs.
+
 The client runs in its own process. Phases of one kind are timed as a whole (busy-time delta ÷ messages, median of
 three interleaved rounds), so the client's own time never counts; FETCH is a PUSH + FETCH pair minus a PUSH.
 The client's round-trip time minus the service time is the transport on loopback (both directions, with the
@@ -110,9 +113,10 @@ def _phase(server: ParameterServer, conn: Connection, proc: mp.Process, kind: st
 
 
 def _measure_one(spec: NetSpec, solver: SolverSpec, auth: str, messages: int, target_update: int
-                 ) -> dict[str, tuple[float, float]]:
+                 ) -> tuple[dict[str, tuple[float, float]], dict[str, dict[str, float]]]:
     """Per-kind (service, round trip) seconds on one fresh server whose θ⁻ resets every ``target_update``, with
-    the client in its own process (the server thread keeps this process's interpreter to itself)."""
+    the client in its own process (the server thread keeps this process's interpreter to itself); and the server
+    thread's µs per message by kind and part (``ServerStats`` parts, over every message of the run)."""
     theta = (0.01 * np.random.default_rng(0).standard_normal(spec.num_params)).astype(np.float32)
     store = ParameterStore(make_solver(solver, spec.params), theta, theta.copy(), target_update)
     secret = protocol.new_secret()
@@ -127,6 +131,7 @@ def _measure_one(spec: NetSpec, solver: SolverSpec, auth: str, messages: int, ta
         kinds = ("push", "push_fetch", "stats")
         for kind in kinds:  # warm up: caches, the kernels' first call
             _phase(server, conn, proc, kind, max(2, messages // 10))
+        warm = server.stats.view().parts  # the warm-up's messages (the kernels' first calls compile) not counted
         runs: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
         for _ in range(ROUNDS):
             for kind in kinds:
@@ -135,7 +140,12 @@ def _measure_one(spec: NetSpec, solver: SolverSpec, auth: str, messages: int, ta
         conn.send(None)
         proc.join(timeout=10)
         push, pair = med["push"], med["push_fetch"]
-        return {"push": push, "stats": med["stats"], "fetch": (pair[0] - push[0], pair[1] - push[1])}
+        parts = {}
+        for kind, c in server.stats.view().parts.items():
+            d = {part: sec - warm.get(kind, {}).get(part, 0.0) for part, sec in c.items()}
+            if d.get("n"):
+                parts[kind] = {part: 1e6 * sec / d["n"] for part, sec in d.items() if part != "n"}
+        return {"push": push, "stats": med["stats"], "fetch": (pair[0] - push[0], pair[1] - push[1])}, parts
     finally:
         if proc.is_alive():
             proc.kill()
@@ -145,13 +155,24 @@ def _measure_one(spec: NetSpec, solver: SolverSpec, auth: str, messages: int, ta
 
 def measure_service(spec: NetSpec, solver: SolverSpec, auth: str, messages: int = 40) -> ServiceTimes:
     """Measure :class:`ServiceTimes` for ``spec`` with ``solver`` in ``auth`` mode (≈ 6 × ``messages`` messages)."""
-    plain = _measure_one(spec, solver, auth, messages, target_update=10**9)
-    both = _measure_one(spec, solver, auth, messages, target_update=1)  # every FETCH after a PUSH gets θ and θ⁻
+    return measure_service_parts(spec, solver, auth, messages)[0]
+
+
+def measure_service_parts(spec: NetSpec, solver: SolverSpec, auth: str, messages: int = 40
+                          ) -> tuple[ServiceTimes, dict[str, dict[str, float]]]:
+    """:func:`measure_service`, and the server thread's µs per message by kind (push, fetch, fetch_both, stats)
+    and part (``ddqn.distributed.stats.PART_NAMES``, and ``total``) from the same runs."""
+    plain, parts = _measure_one(spec, solver, auth, messages, target_update=10**9)
+    both, parts_both = _measure_one(spec, solver, auth, messages, target_update=1)  # each FETCH gets θ and θ⁻
     svc = {k: max(v[0], 0.0) for k, v in plain.items()}
     rtt = {k: max(v[1] - v[0], 0.0) for k, v in plain.items()}
-    return ServiceTimes(push_s=svc["push"], fetch_s=svc["fetch"], fetch_both_s=max(both["fetch"][0], 0.0),
-                        stats_s=svc["stats"], push_rtt_s=rtt["push"], fetch_rtt_s=rtt["fetch"],
-                        fetch_both_rtt_s=max(both["fetch"][1] - both["fetch"][0], 0.0), stats_rtt_s=rtt["stats"])
+    times = ServiceTimes(push_s=svc["push"], fetch_s=svc["fetch"], fetch_both_s=max(both["fetch"][0], 0.0),
+                         stats_s=svc["stats"], push_rtt_s=rtt["push"], fetch_rtt_s=rtt["fetch"],
+                         fetch_both_rtt_s=max(both["fetch"][1] - both["fetch"][0], 0.0), stats_rtt_s=rtt["stats"])
+    by_kind = {k: parts[k] for k in ("push", "fetch", "stats") if k in parts}
+    if "fetch_both" in parts_both:
+        by_kind["fetch_both"] = parts_both["fetch_both"]
+    return times, by_kind
 
 
 def find_service(path: str | Path, num_params: int, solver_type: str, auth: str) -> ServiceTimes | None:
