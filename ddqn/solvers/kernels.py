@@ -88,9 +88,13 @@ def adam(theta, grad, m, v, scale, beta1, one_minus_beta1, beta2, one_minus_beta
         theta[i] = theta[i] - scale * (mi / (np.sqrt(vi) + delta))
 
 
-@_jit
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
 def norm_squared(x):
-    """Σ x² accumulated in float64 (no finite float32 vector overflows it); NaN or ±inf if any element is."""
+    """Σ x² accumulated in float64 (no finite float32 vector overflows it); NaN or ±inf if any element is.
+
+    The sum may be reassociated (``fastmath`` reassoc only: NaN and ±inf still propagate), so it vectorises instead
+    of waiting on one add per element; it validates a gradient and never enters θ, so its last bits may differ from
+    a sequential sum's."""
     acc = 0.0
     for i in range(x.size):
         v = np.float64(x[i])
