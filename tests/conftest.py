@@ -10,7 +10,9 @@ import zmq
 
 from ddqn.config import PROTOTXT_DIR
 from ddqn.distributed import protocol as P
+from ddqn.distributed.server import ParameterServer, ServerOptions
 from ddqn.distributed.zap import plain_client
+from ddqn.net.netspec import load_netspec
 
 PROTOTXT = PROTOTXT_DIR  # the shipped nets and solvers
 
@@ -82,6 +84,20 @@ def assert_action_twins(base: Path, twin: Path, actions: int, twin_actions: int)
 def pytest_report_header(config) -> str:
     """Which interpreter runs the suite (on Debian, `make test` picks Debian's /usr/bin/python3)."""
     return f"interpreter: {os.path.realpath(sys._base_executable)} {sys.version.split()[0]} (venv {sys.prefix})"
+
+
+@pytest.fixture(params=["message", "connection"])
+def two_partition_server(request, tiny_net_file: Path):
+    """A parameter server of the tiny net for two partitions, in each auth mode (its store as test_hostile's
+    ``_store``, which its replay check rebuilds); ``.spec`` is the net's."""
+    from test_hostile import _store
+
+    spec = load_netspec(tiny_net_file)
+    srv = ParameterServer(_store(spec), P.new_secret(), ServerOptions(auth=request.param, partitions=2,
+                                                                      session_timeout=60)).start()
+    srv.spec = spec
+    yield srv
+    srv.close()
 
 
 def raw_socket(server, token: bool = True) -> zmq.Socket:

@@ -13,14 +13,11 @@ import select
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from test_hostile import Honest, _assert_replay_identical, _dropped, _store
+from test_hostile import Honest, _assert_replay_identical, _dropped
 
-from ddqn.distributed import protocol as P
-from ddqn.distributed.server import ParameterServer, ServerOptions
-from ddqn.net.netspec import load_netspec
+from ddqn.distributed.server import ParameterServer
 
 FLOOD_CONNECTIONS = 128
 FLOOD_S = 60  # the flood process's own end, should the test not end it sooner (by its pid)
@@ -60,14 +57,9 @@ while time.monotonic() < end:  # back to back on every connection that can take 
 '''
 
 
-@pytest.fixture(params=["message", "connection"])
-def server(request, tiny_net_file: Path):
-    spec = load_netspec(tiny_net_file)
-    srv = ParameterServer(_store(spec), P.new_secret(), ServerOptions(auth=request.param, partitions=2,
-                                                                      session_timeout=60)).start()
-    srv.spec = spec
-    yield srv
-    srv.close()
+@pytest.fixture
+def server(two_partition_server):
+    return two_partition_server
 
 
 def _served(honest: Honest, seconds: float) -> int:

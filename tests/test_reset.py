@@ -117,14 +117,9 @@ def _reset(*ends: socket.socket) -> None:
         end.close()
 
 
-@pytest.fixture(params=["message", "connection"])
-def server(request, tiny_net_file: Path):
-    spec = load_netspec(tiny_net_file)
-    srv = ParameterServer(_store(spec), P.new_secret(), ServerOptions(auth=request.param, partitions=2,
-                                                                      session_timeout=60)).start()
-    srv.spec = spec
-    yield srv
-    srv.close()
+@pytest.fixture
+def server(two_partition_server):
+    return two_partition_server
 
 
 def _clients(server: ParameterServer, closing) -> tuple[list[ResetProxy], list[ServerClient]]:
