@@ -81,7 +81,7 @@ def infer(layer, bottoms: list[Shape], where: str) -> tuple[list[Shape], list[Sh
         return [(*x[:axis], o)], blobs
     if t == "Eltwise":
         return _eltwise(layer.eltwise_param, bottoms, where)
-    if t == "Reduction":  # the axes from `axis` on are reduced to one number each
+    if t == "Reduction":  # one number per index of the axes before `axis`: the axes from `axis` on are reduced
         _nbottom(bottoms, 1, where)
         return [x[:_axis(layer.reduction_param.axis, x, where)]], []
     if t == "Tile":
