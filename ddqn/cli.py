@@ -27,8 +27,9 @@ def _net_info(args: argparse.Namespace, stop: Stoppable) -> None:
     spec = load_netspec(args.net, args.actions)
     print(f"{spec.source}: net '{spec.name}', state {spec.state_shape}, batch {spec.batch_size}, "
           f"{spec.num_actions} actions, {spec.num_params:,} parameters")
+    width = max(8, *(len(p.layer) for p in spec.params))
     for p in spec.params:
-        print(f"  {p.layer:>8s}[{p.index}] {str(p.shape):>18s} offset {p.offset:>9,d} "
+        print(f"  {p.layer:>{width}s}[{p.index}] {str(p.shape):>18s} offset {p.offset:>9,d} "
               f"lr_mult {p.lr_mult:g} decay_mult {p.decay_mult:g}")
     if args.solver:
         s = load_solver_spec(args.solver)

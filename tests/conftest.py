@@ -40,6 +40,31 @@ layer { name: "loss" type: "EuclideanLoss" bottom: "q_taken" bottom: "target" to
 """
 
 
+# The tiny net's trunk with a dueling head (ddqn/prototxt/snake_paper_dueling.prototxt's layers, tiny streams):
+# q = value + advantage − mean(advantage).
+TINY_DUELING = TINY_NET[:TINY_NET.index('layer { name: "ip1"')].replace('name: "tiny"', 'name: "tiny_dueling"') + """
+layer { name: "value_fc" type: "InnerProduct" bottom: "pool1" top: "value_fc"
+  inner_product_param { num_output: 6 weight_filler { type: "xavier" } bias_filler { type: "constant" value: 0.1 } } }
+layer { name: "value_relu" type: "ReLU" bottom: "value_fc" top: "value_fc" }
+layer { name: "value" type: "InnerProduct" bottom: "value_fc" top: "value"
+  inner_product_param { num_output: 1 weight_filler { type: "xavier" } bias_filler { type: "constant" value: 0.2 } } }
+layer { name: "advantage_fc" type: "InnerProduct" bottom: "pool1" top: "advantage_fc"
+  inner_product_param { num_output: 6 weight_filler { type: "xavier" } bias_filler { type: "constant" value: 0.1 } } }
+layer { name: "advantage_relu" type: "ReLU" bottom: "advantage_fc" top: "advantage_fc" }
+layer { name: "advantage" type: "InnerProduct" bottom: "advantage_fc" top: "advantage"
+  inner_product_param { num_output: 4 weight_filler { type: "xavier" } bias_filler { type: "constant" value: 0.3 } } }
+layer { name: "advantage_mean" type: "Reduction" bottom: "advantage" top: "advantage_mean"
+  reduction_param { operation: MEAN axis: 1 } }
+layer { name: "advantage_mean_col" type: "Reshape" bottom: "advantage_mean" top: "advantage_mean_col"
+  reshape_param { shape { dim: 0 dim: 1 } } }
+layer { name: "value_centred" type: "Eltwise" bottom: "value" bottom: "advantage_mean_col" top: "value_centred"
+  eltwise_param { operation: SUM coeff: 1 coeff: -1 } }
+layer { name: "value_tiled" type: "Tile" bottom: "value_centred" top: "value_tiled" tile_param { axis: 1 tiles: 4 } }
+layer { name: "q" type: "Eltwise" bottom: "value_tiled" bottom: "advantage" top: "q" eltwise_param { operation: SUM } }
+layer { name: "q_taken" type: "Eltwise" bottom: "q" bottom: "action_mask" top: "q_taken" eltwise_param { operation: PROD } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "q_taken" bottom: "target" top: "loss" }
+"""
+
 @pytest.fixture
 def tiny_net_file(tmp_path: Path) -> Path:
     """The tiny network prototxt written to a file."""
@@ -79,6 +104,38 @@ def assert_action_twins(base: Path, twin: Path, actions: int, twin_actions: int)
             assert layer.inner_product_param.num_output == twin_actions
             layer.inner_product_param.num_output = actions
     assert a == b
+
+
+def assert_gradient_matches_finite_differences(q, states, actions, targets) -> None:
+    """``q.loss_and_grad``'s flat gradient (num_params) against central differences of its loss, coordinate by
+    coordinate: ``q`` a QNetwork; states (B, C, H, W) uint8, actions (B,) int, targets (B,) float32."""
+    import numpy as np
+
+    _, grad = q.loss_and_grad(states, actions, targets)
+    grad = grad.copy()
+    theta = q.get_params()
+    eps = 1e-3
+    numeric = np.empty_like(grad)
+    for i in range(len(theta)):
+        t = theta.copy()
+        t[i] += eps
+        q.set_params(t)
+        up = q.loss_and_grad(states, actions, targets)[0]
+        t[i] -= 2 * eps
+        q.set_params(t)
+        down = q.loss_and_grad(states, actions, targets)[0]
+        numeric[i] = (up - down) / (2 * eps)
+    q.set_params(theta)
+    err = np.abs(numeric - grad)
+    scale = np.maximum(np.abs(numeric), np.abs(grad)).max()
+    # Piecewise-linear nets (ReLU, max-pool) may cross a kink for a few coordinates; nearly all must agree.
+    close = err <= 2e-2 * np.maximum(np.abs(grad), 0.05 * scale)
+    assert close.mean() > 0.95, f"{(~close).sum()} of {len(grad)} coordinates disagree"
+    assert np.linalg.norm(numeric - grad) < 2e-2 * np.linalg.norm(grad)
+    # and it really is a check: a wrong gradient (one blob's sign flipped) fails it
+    wrong = grad.copy()
+    wrong[:40] *= -1
+    assert np.linalg.norm(numeric - wrong) > 5e-2 * np.linalg.norm(grad)
 
 
 def pytest_report_header(config) -> str:

@@ -2,18 +2,18 @@
 
     python -m ddqn.bench.tuning [--minutes 30] [--variants tuned gamma-0.99 …] [--workers 2] [--seed 0] [--every 5000]
 
-Each variant (:data:`VARIANTS`) is `tuned` with a few config keys and/or solver fields changed; the board, the net
-and the evaluation protocol stay the paper's. Every run is the real Spark job (``train_run``: `--workers` async
-workers on this machine's cores) for the same wall-clock budget, one after another, never at the same time; its
-snapshots are evaluated afterwards on the training-time evaluation episodes (seed 10,000, greedy), against the time
-each snapshot was taken (bench-scaling's clock); minutes to a level come from the trailing mean of
-``stats.TRAILING_K`` evaluations (``ddqn.bench.stats.reach``). Every run evaluates and snapshots every ``--every``
-env steps (summed over workers): one grid for the whole table. A run directory (one per variant, seed and budget)
-that already holds a summary.json is reused if the variant's config has the same values today, grid included, and
-it ran on this CPU (else a one-line error); variants not rerun are kept in results/tuning.json only while they were
-run the same way (workers, ``--set``, grid), on this CPU and with the values their variant has today (a stale row is
-dropped with a line saying why), so the table grows across sessions. Short runs rank candidates; the plateau shows
-after ≈ 25 minutes, so confirm winners on full-length runs.
+Each variant (:data:`VARIANTS`) is `tuned` with a few config keys and/or solver fields changed; the board and the
+evaluation protocol stay the paper's, and so does the net but in `dueling`. Every run is the real Spark job
+(``train_run``: `--workers` async workers on this machine's cores) for the same wall-clock budget, one after
+another, never at the same time; its snapshots are evaluated afterwards on the training-time evaluation episodes
+(seed 10,000, greedy), against the time each snapshot was taken (bench-scaling's clock); minutes to a level come
+from the trailing mean of ``stats.TRAILING_K`` evaluations (``ddqn.bench.stats.reach``). Every run evaluates and
+snapshots every ``--every`` env steps (summed over workers): one grid for the whole table. A run directory (one per
+variant, seed and budget) that already holds a summary.json is reused if the variant's config has the same values
+today, grid included, and it ran on this CPU (else a one-line error); variants not rerun are kept in
+results/tuning.json only while they were run the same way (workers, ``--set``, grid), on this CPU and with the
+values their variant has today (a stale row is dropped with a line saying why), so the table grows across sessions.
+Short runs rank candidates; the plateau shows after ≈ 25 minutes, so confirm winners on full-length runs.
 Writes results/tuning.json and results/tuning.png.
 """
 from __future__ import annotations
@@ -86,6 +86,9 @@ VARIANTS: dict[str, Variant] = {
     "C-4000": Variant("target network reset every 4,000 gradients", {"target_update": 4000}),
     "lr-step": Variant("Adam 2.5e-4 halved every 50,000 updates (Caffe lr_policy step)",
                        solver_fields={"lr_policy": '"step"', "gamma": 0.5, "stepsize": 50_000}),
+    "dueling": Variant("a dueling Q-head (Wang et al. 2016) on the paper net's trunk: value and advantage streams of "
+                       "256 units, Q = V + A − mean A (about the paper net's parameter count)",
+                       {"net": "prototxt/snake_paper_dueling.prototxt"}),
 }
 
 

@@ -16,13 +16,11 @@ from pathlib import Path
 
 from ddqn.errors import ConfigError
 from ddqn.net.caffe_env import caffe_pb2
+from ddqn.net.shapes import LOSSES, SAME_SHAPE, SUPPORTED_LAYERS, Shape, infer
 
 INPUTS = ("data", "action_mask", "target")
 Q_BLOB = "q"
 LOSS_BLOB = "loss"
-_SAME_SHAPE = {"ReLU", "Power", "Sigmoid", "TanH", "Dropout", "AbsVal"}
-_LOSSES = {"EuclideanLoss"}
-SUPPORTED_LAYERS = {"Input", "Convolution", "Pooling", "InnerProduct", "Eltwise", "Flatten"} | _SAME_SHAPE | _LOSSES
 
 
 @dataclass(frozen=True)
@@ -70,6 +68,20 @@ def load_netspec(path: str | Path, num_actions: int = 4) -> NetSpec:
 
 def parse_netspec(text: str, source: str, num_actions: int = 4) -> NetSpec:
     """Validate prototxt ``text`` (named ``source`` in errors); see the module docstring."""
+    net = _parse(text, source)
+    shapes, params, losses, q_layer = _walk(net, source)
+    spec = _check_roles(net.name, text, source, shapes, params, losses, num_actions, q_layer)
+    _check_any_batch(net, source, spec)
+    return spec
+
+
+def blob_shapes(text: str, source: str) -> dict[str, Shape]:
+    """Every blob's shape as Caffe will build it (layer by layer checks only, no ddqn roles)."""
+    return _walk(_parse(text, source), source)[0]
+
+
+def _parse(text: str, source: str):
+    """The ``NetParameter`` of ``text``, with the net-level checks."""
     pb2 = caffe_pb2()
     from google.protobuf import text_format  # noqa: PLC0415
 
@@ -84,7 +96,13 @@ def parse_netspec(text: str, source: str, num_actions: int = 4) -> NetSpec:
         raise ConfigError(f"{source}: net-level 'input' fields are not supported; use an Input layer")
     if not net.layer:
         raise ConfigError(f"{source}: no layers")
-    shapes: dict[str, tuple[int, ...]] = {}
+    return net
+
+
+def _walk(net, source: str, batch: int | None = None):
+    """Infer every layer in order: (blob shapes, parameter layout, loss layers, the q layer's name). With
+    ``batch``, the Input layer's shapes get that first dim (the minibatch N)."""
+    shapes: dict[str, Shape] = {}
     params: list[ParamBlob] = []
     names: set[str] = set()
     losses = 0
@@ -102,10 +120,13 @@ def parse_netspec(text: str, source: str, num_actions: int = 4) -> NetSpec:
         for b in layer.bottom:
             if b not in shapes:
                 raise ConfigError(f"{where}: unknown bottom blob '{b}'")
+        _check_tops(layer, shapes, where)
         bottoms = [shapes[b] for b in layer.bottom]
-        tops, blobs = _infer(layer, bottoms, where)
+        tops, blobs = infer(layer, bottoms, where)
         if len(tops) != len(layer.top):
             raise ConfigError(f"{where}: expects {len(tops)} top blob(s), has {len(layer.top)}")
+        if batch is not None and layer.type == "Input":
+            tops = [(batch, *t[1:]) for t in tops]
         for name, shape in zip(layer.top, tops):
             shapes[name] = shape
         if Q_BLOB in layer.top:
@@ -122,11 +143,35 @@ def parse_netspec(text: str, source: str, num_actions: int = 4) -> NetSpec:
                 raise ConfigError(f"{where}: lr_mult and decay_mult must be >= 0")
             offset = params[-1].offset + params[-1].size if params else 0
             params.append(ParamBlob(layer.name, i, shape, offset, math.prod(shape), lr, decay))
-        losses += layer.type in _LOSSES
-    return _check_roles(net.name, text, source, shapes, params, losses, num_actions, q_layer)
+        losses += layer.type in LOSSES
+    return shapes, params, losses, q_layer
 
 
-def _check_roles(name: str, text: str, source: str, shapes: dict[str, tuple[int, ...]],
+def _check_tops(layer, shapes: dict[str, Shape], where: str) -> None:
+    """Caffe computes in place when top i names bottom i, and aborts when a top names any other existing blob."""
+    for i, top in enumerate(layer.top):
+        if i < len(layer.bottom) and layer.bottom[i] == top:
+            if layer.type not in SAME_SHAPE:
+                raise ConfigError(f"{where}: in-place computation (top '{top}' is its bottom) is not supported for "
+                                  f"{layer.type} (only for {', '.join(sorted(SAME_SHAPE))})")
+        elif top in shapes:
+            raise ConfigError(f"{where}: top blob '{top}' is already produced by another layer")
+
+
+def _check_any_batch(net, source: str, spec: NetSpec) -> None:
+    """QNetwork reshapes the net to each call's batch (1 state when acting): every layer must follow N."""
+    m = 1 if spec.batch_size > 1 else 2
+    try:
+        q = _walk(net, source, m)[0][Q_BLOB]
+    except ConfigError as exc:
+        why = f"with the minibatch N resized from {spec.batch_size} to {m}, as acting does"
+        raise ConfigError(f"{exc} ({why})") from exc
+    if q != (m, spec.num_actions):
+        raise ConfigError(f"{source}: blob '{Q_BLOB}' is {q} when the minibatch N is resized to {m} (acting does): "
+                          f"a layer fixes N to {spec.batch_size}")
+
+
+def _check_roles(name: str, text: str, source: str, shapes: dict[str, Shape],
                  params: list[ParamBlob], losses: int, num_actions: int, q_layer: str) -> NetSpec:
     """Check the blobs ddqn needs exist with consistent shapes."""
     for blob in (*INPUTS, Q_BLOB, LOSS_BLOB):
@@ -145,136 +190,7 @@ def _check_roles(name: str, text: str, source: str, shapes: dict[str, tuple[int,
         if shapes[blob] != q:
             raise ConfigError(f"{source}: blob '{blob}' must have the shape of '{Q_BLOB}' {q}, got {shapes[blob]}")
     if losses == 0:
-        raise ConfigError(f"{source}: no loss layer (supported: {', '.join(sorted(_LOSSES))})")
+        raise ConfigError(f"{source}: no loss layer (supported: {', '.join(sorted(LOSSES))})")
     if not params:
         raise ConfigError(f"{source}: no learnable parameters")
     return NetSpec(source, text, name, n, (data[1], data[2], data[3]), num_actions, tuple(params), q_layer)
-
-
-def _pos(value: int, what: str, where: str) -> int:
-    if value <= 0:
-        raise ConfigError(f"{where}: {what} must be > 0, got {value}")
-    return value
-
-
-def _hw(p, field: str, default: int | None, what: str, where: str) -> tuple[int, int]:
-    """Resolve Caffe's ``kernel_size``/``kernel_h``/``kernel_w``-style fields of message ``p`` to (h, w) as Caffe
-    does: the ``_h``/``_w`` pair when either is *set* (Caffe tests ``has_stride_h()``, not the value; this
-    caffe.proto defaults the convolution's ``stride_h``/``stride_w`` to 1), else ``field``."""
-    base = field.removesuffix("_size")
-    names = p.DESCRIPTOR.fields_by_name
-    if f"{base}_h" in names and (p.HasField(f"{base}_h") or p.HasField(f"{base}_w")):
-        return getattr(p, f"{base}_h"), getattr(p, f"{base}_w")
-    repeated = getattr(p, field)
-    vals = list(repeated) if not isinstance(repeated, int) else [repeated]
-    if len(vals) == 0:
-        if default is None:
-            raise ConfigError(f"{where}: {what} is required")
-        return default, default
-    if len(vals) == 1:
-        return vals[0], vals[0]
-    if len(vals) == 2:
-        return vals[0], vals[1]
-    raise ConfigError(f"{where}: {what} must have 1 or 2 values for 2-D input")
-
-
-def _infer(layer, bottoms: list[tuple[int, ...]], where: str):
-    """Return (top shapes, learnable blob shapes) for ``layer`` given its bottom shapes."""
-    t = layer.type
-    if t == "Input":
-        specs = [tuple(s.dim) for s in layer.input_param.shape]
-        if not specs:
-            raise ConfigError(f"{where}: input_param needs a shape")
-        if len(specs) == 1:
-            specs = specs * len(layer.top)
-        if len(specs) != len(layer.top):
-            raise ConfigError(f"{where}: {len(specs)} shapes for {len(layer.top)} tops")
-        for s in specs:
-            if not s or any(d <= 0 for d in s):
-                raise ConfigError(f"{where}: input shapes must have positive dims, got {s}")
-        return specs, []
-    if len(bottoms) < 1:
-        raise ConfigError(f"{where}: needs a bottom blob")
-    x = bottoms[0]
-    if t in _SAME_SHAPE:
-        _nbottom(bottoms, 1, where)
-        return [x], []
-    if t == "Flatten":
-        _nbottom(bottoms, 1, where)
-        return [(x[0], math.prod(x[1:]))], []
-    if t == "Convolution":
-        return _conv(layer.convolution_param, x, where, bottoms)
-    if t == "Pooling":
-        return _pool(layer.pooling_param, x, where, bottoms)
-    if t == "InnerProduct":
-        _nbottom(bottoms, 1, where)
-        p = layer.inner_product_param
-        axis = p.axis if p.axis >= 0 else len(x) + p.axis
-        if not 0 <= axis < len(x):
-            raise ConfigError(f"{where}: axis {p.axis} out of range for input {x}")
-        k, o = math.prod(x[axis:]), _pos(p.num_output, "num_output", where)
-        blobs = [(k, o) if p.transpose else (o, k)] + ([(o,)] if p.bias_term else [])
-        return [(*x[:axis], o)], blobs
-    if t == "Eltwise":
-        if len(bottoms) < 2 or any(b != x for b in bottoms):
-            raise ConfigError(f"{where}: needs >= 2 bottoms of equal shape, got {bottoms}")
-        return [x], []
-    if t in _LOSSES:
-        _nbottom(bottoms, 2, where)
-        a, b = bottoms
-        if a[0] != b[0] or math.prod(a[1:]) != math.prod(b[1:]):
-            raise ConfigError(f"{where}: bottoms must match in size, got {a} and {b}")
-        return [()], []
-    raise ConfigError(f"{where}: unsupported layer type '{t}'")  # unreachable: type was checked
-
-
-def _nbottom(bottoms: list, n: int, where: str) -> None:
-    if len(bottoms) != n:
-        raise ConfigError(f"{where}: needs exactly {n} bottom blob(s), has {len(bottoms)}")
-
-
-def _conv(p, x: tuple[int, ...], where: str, bottoms: list):
-    _nbottom(bottoms, 1, where)
-    if len(x) != 4:
-        raise ConfigError(f"{where}: needs a 4-D input, got {x}")
-    n, c, h, w = x
-    kh, kw = _hw(p, "kernel_size", None, "kernel_size", where)
-    sh, sw = _hw(p, "stride", 1, "stride", where)
-    ph, pw = _hw(p, "pad", 0, "pad", where)
-    dh, dw = _hw(p, "dilation", 1, "dilation", where)
-    o, g = _pos(p.num_output, "num_output", where), _pos(p.group, "group", where)
-    for v, what in ((kh, "kernel"), (kw, "kernel"), (sh, "stride"), (sw, "stride"), (dh, "dilation"), (dw, "dilation")):
-        _pos(v, what, where)
-    if c % g or o % g:
-        raise ConfigError(f"{where}: channels {c} and num_output {o} must be divisible by group {g}")
-    ho = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
-    wo = (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
-    if ho <= 0 or wo <= 0:
-        raise ConfigError(f"{where}: kernel {kh}x{kw} does not fit input {h}x{w} with pad {ph}x{pw}")
-    blobs = [(o, c // g, kh, kw)] + ([(o,)] if p.bias_term else [])
-    return [(n, o, ho, wo)], blobs
-
-
-def _pool(p, x: tuple[int, ...], where: str, bottoms: list):
-    _nbottom(bottoms, 1, where)
-    if len(x) != 4:
-        raise ConfigError(f"{where}: needs a 4-D input, got {x}")
-    n, c, h, w = x
-    if p.global_pooling:
-        return [(n, c, 1, 1)], []
-    kh, kw = _hw(p, "kernel_size", None, "kernel_size", where)
-    sh, sw = _hw(p, "stride", 1, "stride", where)
-    ph, pw = _hw(p, "pad", 0, "pad", where)
-    for v, what in ((kh, "kernel"), (kw, "kernel"), (sh, "stride"), (sw, "stride")):
-        _pos(v, what, where)
-    if ph >= kh or pw >= kw:
-        raise ConfigError(f"{where}: pad must be smaller than the kernel")
-    if h + 2 * ph < kh or w + 2 * pw < kw:
-        raise ConfigError(f"{where}: kernel {kh}x{kw} larger than padded input {h}x{w}")
-    ho = math.ceil((h + 2 * ph - kh) / sh) + 1  # Caffe rounds pooled sizes up ...
-    wo = math.ceil((w + 2 * pw - kw) / sw) + 1
-    if ph and (ho - 1) * sh >= h + ph:  # ... but never starts a window in the padding
-        ho -= 1
-    if pw and (wo - 1) * sw >= w + pw:
-        wo -= 1
-    return [(n, c, ho, wo)], []

@@ -81,7 +81,7 @@ class QNetwork:
         self._check_states(states)
         self._set_batch(len(states))
         self.net.blobs["data"].data[...] = states
-        self.net.forward(end=Q_BLOB)
+        self.net.forward(end=self.spec.q_layer)
         return self.net.blobs[Q_BLOB].data.copy()
 
     def loss_and_grad(self, states: np.ndarray, actions: np.ndarray, targets: np.ndarray,
