@@ -13,6 +13,7 @@ import pytest
 
 from ddqn.bench import report
 from ddqn.bench.common import (
+    CONFIRM_SEED,
     RECORD,
     config_values,
     cpu_differences,
@@ -36,6 +37,7 @@ from ddqn.bench.stats import (
     trailing_means,
 )
 from ddqn.config import load_config, save_config
+from ddqn.game.seeds import game_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -276,3 +278,15 @@ def test_the_recorded_results_still_render(tmp_path: Path) -> None:
     report.main(["--results", str(tmp_path)])
     text = (tmp_path / "REPORT.md").read_text()
     assert text.count("— measured ") == len(recorded)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3])
+def test_confirmation_games_are_not_the_games_that_picked_the_snapshot(seed: int) -> None:
+    """The best snapshot is picked on the training-time evaluation's games (seed 10,000 + seed) and confirmed on
+    fresh ones (CONFIRM_SEED + seed): no game seed is shared, whatever the two counts, and the games differ from
+    their first moves (their random streams differ)."""
+    picked = game_seeds(10_000 + seed, 50)
+    fresh = game_seeds(CONFIRM_SEED + seed, 500)
+    assert CONFIRM_SEED + seed != 10_000 + seed and not set(picked) & set(fresh)
+    first = {tuple(np.random.default_rng(s).integers(0, 2**31, 4)) for s in picked}
+    assert not first & {tuple(np.random.default_rng(s).integers(0, 2**31, 4)) for s in fresh}
