@@ -28,6 +28,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 PROTOTXT_DIR = PACKAGE_DIR / "prototxt"  # the shipped nets and solvers (package data)
 NAMED_CONFIGS = PACKAGE_DIR / "configs"
 FRAME_LAYOUTS = ("scaled", "cells")  # how a Snake board becomes a frame (ddqn.game.snake.frame_map)
+EPS_SCHEDULES = ("worker", "global", "ladder", "global-ladder")  # ε per actor among W (ddqn.dqn.exploration)
 AUTH_MODES = ("message", "connection")  # MAC every payload, or authenticate the connection (ddqn.distributed.protocol)
 ALE_ONLY = ("frame_skip", "noop_max", "sticky_actions", "life_loss_terminal")  # a user's env refuses them
 
@@ -62,7 +63,10 @@ class Config:
     gamma: float = 0.95  # discount factor γ
     eps_start: float = 1.0
     eps_end: float = 0.1
-    eps_decay_steps: int = 50_000  # linear anneal length
+    eps_decay_steps: int = 50_000  # linear anneal length (env steps: a worker's own, or the run's; eps_schedule)
+    eps_schedule: str = "worker"  # worker | global | ladder | global-ladder (ddqn.dqn.exploration)
+    eps_ladder_base: float = 0.4  # Ape-X's per-worker ε ladder: base ** (1 + alpha * i / (W - 1))
+    eps_ladder_alpha: float = 7.0
     target_update: int = 1_000  # C: reset Q̂ = Q every C gradient steps
     train_every: int = 1  # env steps per gradient step (the slides: 1)
     double_dqn: bool = False  # Double-DQN targets (van Hasselt 2016)
@@ -140,6 +144,12 @@ def _check(cfg: Config, source: str) -> Config:
             raise bad(name, "must be in [0, 1]")
     if cfg.max_staleness < 0:
         raise bad("max_staleness", "must be >= 0 (0 = off)")
+    if cfg.eps_schedule not in EPS_SCHEDULES:
+        raise bad("eps_schedule", "must be " + ", ".join(repr(m) for m in EPS_SCHEDULES))
+    if not 0.0 < cfg.eps_ladder_base <= 1.0:
+        raise bad("eps_ladder_base", "must be in (0, 1]")
+    if cfg.eps_ladder_alpha < 0:
+        raise bad("eps_ladder_alpha", "must be >= 0")
     if not 0.0 <= cfg.gamma < 1.0:
         raise bad("gamma", "must be in [0, 1)")
     if not 0 <= cfg.server_port <= 65535:

@@ -20,6 +20,7 @@ import numpy as np
 from ddqn.config import Config, make_config
 from ddqn.distributed.client import Params, ServerClient, ServerGone
 from ddqn.distributed.job import JobSpec
+from ddqn.dqn.exploration import exploration
 from ddqn.dqn.loop import ExperienceLoop
 from ddqn.dqn.phases import NO_CLOCK, PhaseClock
 from ddqn.game import game_actions
@@ -88,7 +89,9 @@ class Worker:
         replay = make_replay(cfg, (h, w), history, self.seed, lmdb_dir)
         try:
             loop = ExperienceLoop(cfg, self.q, self.q_hat, replay, np.random.default_rng(self.seed), self.seed,
-                                  env_steps=self.client.prior_env_steps, clock=self.clock)  # ε continues
+                                  env_steps=self.client.prior_env_steps, clock=self.clock,  # ε continues
+                                  explore=exploration(cfg, self.partition, cfg.workers))
+            loop.run_steps = self._run_steps()
             loop.warm_up(cfg.replay_warmup)
             self.clock.restart()
             self._play(loop)
@@ -114,6 +117,7 @@ class Worker:
                 self.clock.lap("fetch")
                 if not self._take(params):
                     break
+                loop.run_steps = self._run_steps()
                 self.clock.lap("θ copy-in")
             tick = time.perf_counter()
             due = loop.step()
@@ -128,7 +132,8 @@ class Worker:
                 self.compute_s += time.perf_counter() - tick
                 if pending == cfg.push_every:
                     tick = time.perf_counter()
-                    _, stop = self.client.push(grad_sum, base, pending)  # 7. the gradient goes to the server
+                    updates, stop = self.client.push(grad_sum, base, pending)  # 7. the gradient goes to the server
+                    loop.run_steps = self._run_steps(updates)
                     self.comm_s += time.perf_counter() - tick
                     self.clock.lap("push")
                     self.counts["pushes"] += 1
@@ -143,6 +148,12 @@ class Worker:
                 self.clock.lap("stats")
             if stop:
                 break
+
+    def _run_steps(self, updates: int | None = None) -> int:
+        """The run's env steps as the server's update count gives them (``global`` ε schedules): each update one
+        worker's ``train_every`` × ``push_every`` env steps; ``updates`` from a push's ACK, else the θ held."""
+        updates = max(self.version if updates is None else updates, 0)
+        return updates * self.cfg.train_every * self.cfg.push_every
 
     def _report(self, scores: list[int], reported: dict) -> bool:
         """Send episode scores and the compute/communicate split since the last report."""

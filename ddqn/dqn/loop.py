@@ -19,8 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 from ddqn.config import Config
+from ddqn.dqn.exploration import Exploration, exploration
 from ddqn.dqn.phases import NO_CLOCK, PhaseClock
-from ddqn.dqn.qlearning import LinearSchedule, dqn_gradient, epsilon_greedy
+from ddqn.dqn.qlearning import dqn_gradient, epsilon_greedy
 from ddqn.game import make_env
 from ddqn.game.frames import FrameStack
 from ddqn.net.qnet import QNetwork
@@ -40,16 +41,20 @@ class ExperienceLoop:
         env_seed: seed of the game's first reset.
         env_steps: steps this game's ε schedule has already run (a resumed or rejoining worker continues).
         clock: charges each step's time to its phase (``ddqn.dqn.phases``; by default nothing is timed).
+        explore: this actor's ε schedule (``ddqn.dqn.exploration``; by default the config's for one worker). A
+            distributed worker sets :attr:`run_steps` from the server's update count as replies arrive.
     """
 
     def __init__(self, cfg: Config, q: QNetwork, q_hat: QNetwork, replay: ReplayMemory | LMDBReplayMemory,
-                 rng: np.random.Generator, env_seed: int, env_steps: int = 0, clock: PhaseClock = NO_CLOCK) -> None:
+                 rng: np.random.Generator, env_seed: int, env_steps: int = 0, clock: PhaseClock = NO_CLOCK,
+                 explore: Exploration | None = None) -> None:
         self.cfg, self.q, self.q_hat, self.replay, self.rng, self.clock = cfg, q, q_hat, replay, rng, clock
         history, frame_size, _ = q.spec.state_shape
         self.env = make_env(cfg, frame_size)
         self.frames = FrameStack(history)
-        self.epsilon = LinearSchedule(cfg.eps_start, cfg.eps_end, cfg.eps_decay_steps)
-        self.env_steps = env_steps  # position in the ε schedule (and train_every's count)
+        self.explore = explore or exploration(cfg)
+        self.env_steps = env_steps  # this game's steps: the per-worker ε schedule's position, train_every's count
+        self.run_steps: int | None = None  # the run's env steps as the server counts them (None: this game's)
         self.episodes = 0  # finished in this loop
         self.scores: list[int] = []  # of episodes finished since the last take_scores()
         self._env_seed = env_seed
@@ -70,7 +75,7 @@ class ExperienceLoop:
         """Steps 1–4 of one env step; returns True when a gradient is due (every ``train_every`` steps)."""
         if self.phi is None:
             self._new_episode(self._env_seed)
-        eps = self.epsilon(self.env_steps)
+        eps = self.current_epsilon
         a = epsilon_greedy(self.q, self.phi, eps, self.rng)  # 1. ε-greedy action
         self.clock.lap("act")
         frame, r, terminated, truncated, info = self.env.step(a)  # 2. execute, observe r and x'
@@ -98,7 +103,7 @@ class ExperienceLoop:
     @property
     def current_epsilon(self) -> float:
         """ε for the next step."""
-        return self.epsilon(self.env_steps)
+        return self.explore(self.env_steps, self.env_steps if self.run_steps is None else self.run_steps)
 
     def take_scores(self) -> list[int]:
         """Scores of the episodes finished since the last call."""

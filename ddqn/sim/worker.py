@@ -24,6 +24,7 @@ from ddqn.config import Config
 from ddqn.distributed.client import Params
 from ddqn.distributed.protocol import NO_VERSION
 from ddqn.distributed.worker import STATS_EVERY_S
+from ddqn.dqn.exploration import exploration
 from ddqn.dqn.loop import ExperienceLoop
 from ddqn.net.qnet import QNetwork
 from ddqn.replay import make_replay
@@ -64,7 +65,8 @@ class SimWorker:
         self.seed = cfg.seed + 1_000 * (partition + 1)  # as ddqn.distributed.worker.Worker, task attempt 0
         history, h, w = nets.q.spec.state_shape
         self.replay = make_replay(cfg, (h, w), history, self.seed, Path())  # RAM: LMDB samples the same batches
-        self.loop = ExperienceLoop(cfg, nets.q, nets.q_hat, self.replay, np.random.default_rng(self.seed), self.seed)
+        self.loop = ExperienceLoop(cfg, nets.q, nets.q_hat, self.replay, np.random.default_rng(self.seed), self.seed,
+                                   explore=exploration(cfg, partition, workers))
         self.version = self.target_version = NO_VERSION
         self.theta: np.ndarray | None = None
         self.target: np.ndarray | None = None
@@ -106,6 +108,7 @@ class SimWorker:
                 self.compute(sim)
         elif msg.kind == PUSH:
             self.counts["pushes"] += 1
+            self._run_steps(sim.store.version)  # the ACK's update count (the server's, when it arrives)
             self.after(sim)
         else:
             self.last_stats = now
@@ -117,6 +120,11 @@ class SimWorker:
         if p.target is not None:
             self.target, self.fresh_target = p.target, True
         self.version, self.target_version = p.version, p.target_version
+        self._run_steps(p.version)
+
+    def _run_steps(self, updates: int) -> None:
+        """The run's env steps for ``global`` ε schedules, from the server's update count (as Worker._run_steps)."""
+        self.loop.run_steps = max(updates, 0) * self.cfg.train_every * self.cfg.push_every
 
     def top(self, sim) -> None:
         """The loop's head: t += 1; FETCH every ``fetch_every`` steps."""
