@@ -85,6 +85,8 @@ class Config:
     max_staleness: int = 0  # the server drops a pushed gradient more than K θ versions old (counted "too stale");
     # 0 = off (Gorila discarded stale gradients)
     staleness_lr: bool = False  # the server divides an update's learning rate (not the gradient) by staleness + 1
+    dc_lambda: float = 0.0  # DC-ASGD's λ (Zheng et al. 2017): the server applies a stale gradient g as
+    # g + λ·g⊙g⊙(θ − θ_fetched), θ_fetched the θ it was computed on; 0 = off
     max_grad_norm: float = 100.0  # the server drops a pushed gradient whose L2 norm exceeds this (per minibatch;
     # honest maxima measured by `make bench-grad-norms`: paper 0.91, small 2.8, tuned 3.1)
     # evaluation, logging, snapshots
@@ -144,6 +146,8 @@ def _check(cfg: Config, source: str) -> Config:
             raise bad(name, "must be in [0, 1]")
     if cfg.max_staleness < 0:
         raise bad("max_staleness", "must be >= 0 (0 = off)")
+    if not cfg.dc_lambda >= 0:
+        raise bad("dc_lambda", "must be >= 0 (0 = off)")
     if cfg.eps_schedule not in EPS_SCHEDULES:
         raise bad("eps_schedule", "must be " + ", ".join(repr(m) for m in EPS_SCHEDULES))
     if not 0.0 < cfg.eps_ladder_base <= 1.0:

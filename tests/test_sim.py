@@ -19,6 +19,7 @@ from ddqn.distributed import protocol as P
 from ddqn.distributed.client import ServerClient
 from ddqn.distributed.server import ParameterServer, ServerOptions
 from ddqn.distributed.store import ParameterStore
+from ddqn.errors import ConfigError
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.sim.cli import main as sim_main
@@ -193,6 +194,72 @@ def test_real_server_drops_too_stale_gradients_and_scales_the_rate(tiny_net_file
     finally:
         client.close()
         server.close()
+
+
+def test_delay_compensation_is_dc_asgds_formula(tiny_net_file: Path) -> None:
+    """DC-ASGD: a gradient of staleness τ > 0 computed on θ_fetched is applied as g + λ·g⊙g⊙(θ − θ_fetched) (float32,
+    then the solver); a fresh one, or one whose θ_fetched is unknown, as it is; λ = 0 changes nothing."""
+    lam = 0.5
+    store, spec = _tiny_store(tiny_net_file, dc_lambda=lam)
+    ref, _ = _tiny_store(tiny_net_file)
+    rng = np.random.default_rng(1)
+    g1, g2 = (rng.standard_normal(spec.num_params).astype(np.float32) for _ in range(2))
+    fetched = store.theta.copy()
+    store.apply(g1, 0, fetched)
+    ref.apply(g1, 0)
+    assert np.array_equal(store.theta, ref.theta)  # staleness 0: θ = θ_fetched, nothing to compensate
+    f32 = np.float32
+    want = (g2 + f32(lam) * g2 * g2 * (store.theta - fetched)).astype(np.float32)
+    store.apply(g2, 1, fetched)
+    ref.apply(want, 1)
+    assert np.array_equal(store.theta, ref.theta)
+    plain, _ = _tiny_store(tiny_net_file)
+    plain.apply(g1, 0, fetched)
+    plain.apply(g2, 1, fetched)  # dc_lambda 0: off
+    unknown, _ = _tiny_store(tiny_net_file, dc_lambda=lam)
+    unknown.apply(g1, 0)
+    unknown.apply(g2, 1)  # no θ_fetched: applied as it is
+    assert np.array_equal(plain.theta, unknown.theta) and not np.array_equal(plain.theta, store.theta)
+
+
+def test_real_server_compensates_a_stale_push_with_the_theta_it_sent(tiny_net_file: Path) -> None:
+    """The socket server keeps the θ it last sent each partition (a published buffer, no copy) and compensates a
+    stale PUSH computed on it: the same θ as the store's own formula applied to that θ."""
+    store, spec = _tiny_store(tiny_net_file, dc_lambda=2.0)
+    ref, _ = _tiny_store(tiny_net_file, dc_lambda=2.0)
+    g = np.full(spec.num_params, 1e-2, np.float32)
+    server = ParameterServer(store, P.new_secret(), ServerOptions(partitions=2)).start()
+    a = ServerClient(server.address, server.secret, 0, 0, spec.num_params, timeout=10)
+    b = ServerClient(server.address, server.secret, 1, 0, spec.num_params, timeout=10)
+    try:
+        base = a.fetch().version
+        fetched = b.fetch().theta.copy()  # both hold θ of version `base`
+        a.push(g, base)
+        b.push(2 * g, base)  # staleness 1, computed on `fetched`
+        ref.apply(g, 0, fetched)
+        ref.apply(2 * g, 1, fetched)
+        assert np.array_equal(store.theta, ref.theta)
+        uncompensated, _ = _tiny_store(tiny_net_file)
+        uncompensated.apply(g, 0)
+        uncompensated.apply(2 * g, 1)
+        assert not np.array_equal(store.theta, uncompensated.theta)
+    finally:
+        a.close()
+        b.close()
+        server.close()
+
+
+def test_the_simulated_server_compensates_as_the_real_one(tiny_net_file: Path, tmp_path: Path) -> None:
+    """The simulator's server keeps each worker's fetched θ too: with dc_lambda its stale gradients are compensated
+    (θ differs from the same run without), and a run with λ is as deterministic as one without."""
+    cfg = _cfg(tiny_net_file)
+    runs = {lam: _simulate(cfg, tmp_path / f"dc{lam}", 4, updates=40, dc_lambda=lam) for lam in (0.0, 1.0)}
+    again = _simulate(cfg, tmp_path / "dc-again", 4, updates=40, dc_lambda=1.0)
+    assert all(r.store.version == 40 for r in runs.values())
+    assert not np.array_equal(runs[0.0].store.theta, runs[1.0].store.theta)
+    assert np.array_equal(again.store.theta, runs[1.0].store.theta)
+    with pytest.raises(ConfigError, match="dc_lambda: must be >= 0"):
+        make_config({"dc_lambda": -1.0}, "test")
 
 
 def test_cli_writes_a_run_directory(tiny_net_file: Path, tmp_path: Path) -> None:

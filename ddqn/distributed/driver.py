@@ -119,7 +119,7 @@ class Driver:
         if resume:
             theta, target, played = restore(self.out, self.spec, solver)
         self.store = ParameterStore(solver, theta, theta.copy() if target is None else target, cfg.target_update,
-                                    cfg.max_staleness, cfg.staleness_lr)
+                                    cfg.max_staleness, cfg.staleness_lr, cfg.dc_lambda)
         self.stats = ServerStats(played)
         self.checkpointer = Checkpointer(self.out, self.spec, self.store, self.stats)
         self.start_updates = self.store.version  # server updates before this run (> 0 after --resume)

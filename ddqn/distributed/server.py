@@ -140,6 +140,10 @@ class ParameterServer:
         self._thread = threading.Thread(target=self._serve, name="ddqn-parameter-server", daemon=True)
         self._closed = False
         self._kind, self._parts = "other", {}  # the message being handled: its kind and seconds by part (stats)
+        # partition → (version, θ) last sent to it: the θ its next gradient is computed on (DC-ASGD's θ_fetched). Each
+        # is a published buffer the store made for that version, so it costs no copy: at most one θ (or θ and θ⁻)
+        # per partition stays alive
+        self._held: dict[int, tuple[int, np.ndarray]] = {}
 
     def _router(self, domain: bytes, recv_queue: int, largest: int) -> zmq.Socket:
         """A ROUTER socket that admits only connections the ZAP handler admits for ``domain``, holds at most
@@ -370,6 +374,8 @@ class ParameterServer:
         elif need_target:
             target_version, payload = self.store.published_target()
         self._part("publish", t)  # a copy of θ (and θ⁻) made once per version, then shared by every reply
+        if need_theta and self.store.dc_lambda:
+            self._held[session.partition] = (version, payload[:self.store.num_params])
         flags |= (P.F_THETA if need_theta else 0) | (P.F_TARGET if need_target else 0)
         if self._kind == "fetch":  # answering this FETCH (not one a sync round held): what it carries
             self._kind = "fetch_both" if need_theta and need_target else "fetch" if need_theta or need_target else \
@@ -398,7 +404,8 @@ class ParameterServer:
             grad = np.multiply(grad, np.float32(1 / header.summed), out=self._grad)
         t = self._part("check", t)
         if self.rounds is None:
-            self.store.apply(grad, staleness)
+            held = self._held.get(session.partition)
+            self.store.apply(grad, staleness, held[1] if held and held[0] == header.version else None)
             self._part("apply", t)
             self.stats.pushed(session.partition, staleness)
         elif not self.rounds.add(session, header.version, self.store.version, grad):

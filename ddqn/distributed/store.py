@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ddqn.solvers import kernels
 from ddqn.solvers.flat import FlatSolver
 
 
@@ -35,10 +36,12 @@ class ParameterStore:
             stale gradients). 0: off, every gradient is admitted.
         staleness_lr: divide the learning rate (not the gradient, so AdaGrad/RMSProp histories see g unchanged) of
             an update with a gradient of staleness τ by τ + 1 (staleness-aware async SGD, Zhang et al. 2016).
+        dc_lambda: λ of delay compensation (DC-ASGD, Zheng et al. 2017): a stale gradient g computed on θ_fetched
+            is applied as g + λ·g⊙g⊙(θ − θ_fetched), when :meth:`apply` is given θ_fetched. 0: off.
     """
 
     def __init__(self, solver: FlatSolver, theta: np.ndarray, target: np.ndarray, target_update: int,
-                 max_staleness: int = 0, staleness_lr: bool = False) -> None:
+                 max_staleness: int = 0, staleness_lr: bool = False, dc_lambda: float = 0.0) -> None:
         if theta.shape != target.shape or theta.dtype != np.float32:
             raise ValueError("theta and target must be flat float32 vectors of the same size")
         self.solver, self.theta, self.target, self.target_update = solver, theta, target, target_update
@@ -46,6 +49,10 @@ class ParameterStore:
         if max_staleness < 0:
             raise ValueError("max_staleness must be >= 0 (0: off)")
         self.max_staleness, self.staleness_lr = max_staleness, staleness_lr
+        if dc_lambda < 0:
+            raise ValueError("dc_lambda must be >= 0 (0: off)")
+        self.dc_lambda = np.float32(dc_lambda)
+        self._compensated = np.empty(self.num_params, np.float32) if dc_lambda else None
         self.version = solver.iter  # updates applied (continues across --resume)
         self.target_version = 0  # bumped each time θ⁻ ← θ
         self.lock = threading.Lock()
@@ -57,12 +64,16 @@ class ParameterStore:
         """Whether a gradient ``staleness`` versions old may be applied (``max_staleness``; always, when off)."""
         return not 0 < self.max_staleness < staleness
 
-    def apply(self, grad: np.ndarray, staleness: int = 0) -> int:
+    def apply(self, grad: np.ndarray, staleness: int = 0, fetched: np.ndarray | None = None) -> int:
         """θ ← solver step on ``grad`` (num_params float32, only read); θ⁻ ← θ every C updates. Returns the version.
 
-        With ``staleness_lr`` the step's learning rate is divided by ``staleness`` + 1.
+        With ``staleness_lr`` the step's learning rate is divided by ``staleness`` + 1. With ``dc_lambda`` and
+        ``fetched`` (the θ the gradient was computed on) a stale gradient is delay-compensated first.
         """
         with self.lock:
+            if self._compensated is not None and fetched is not None and staleness > 0:
+                kernels.delay_compensate(grad, self.theta, fetched, self.dc_lambda, self._compensated)
+                grad = self._compensated
             self.solver.apply(self.theta, grad, staleness + 1 if self.staleness_lr else 1)
             self.version += 1
             if self.version % self.target_update == 0:

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m ddqn.sim") -> dic
     fixed = FixedCycle() if args.fixed_cycle else None
     service, source = service_times(cfg, args.service, args.fixed_cycle)
     opts = SimOptions(args.workers, args.minutes, args.updates, fixed, cfg.max_staleness, cfg.staleness_lr,
-                      args.latency_us / 1e6, args.gbps, progress=not args.no_progress)
+                      args.latency_us / 1e6, args.gbps, progress=not args.no_progress, dc_lambda=cfg.dc_lambda)
     summary = Simulation(cfg, args.out, service, opts).run()
     summary["simulated"]["service_source"] = source
     (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2))

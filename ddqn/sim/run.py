@@ -54,7 +54,7 @@ class SimOptions:
         minutes: simulated minutes budget (None: no time limit).
         updates: stop after this many server updates (None: no limit).
         fixed: compute times from this table instead of measured (deterministic; tests).
-        max_staleness, staleness_lr: the server's staleness controls (``ParameterStore``).
+        max_staleness, staleness_lr, dc_lambda: the server's staleness controls (``ParameterStore``).
         latency_s: extra one-way latency per message (``Timing``).
         gbps: every host's full-duplex card, Gbit/s each way, shared by its messages (``Network``; 0: none).
         progress: print a line to stderr every 30 real seconds.
@@ -69,6 +69,7 @@ class SimOptions:
     latency_s: float = 0.0
     gbps: float = 0.0
     progress: bool = False
+    dc_lambda: float = 0.0
 
 
 class Simulation:
@@ -83,7 +84,7 @@ class Simulation:
         theta = q.get_params()
         solver = make_solver(load_solver_spec(cfg.path("solver")), self.spec.params)
         self.store = ParameterStore(solver, theta, theta.copy(), cfg.target_update, opts.max_staleness,
-                                    opts.staleness_lr)
+                                    opts.staleness_lr, opts.dc_lambda)
         self.stats = ServerStats()
         self.events = EventQueue()
         self.timing = Timing(service, 4 * self.spec.num_params, opts.latency_s)

@@ -51,6 +51,7 @@ class SimServer:
         self.too_stale: Counter[int] = Counter()  # dropped gradients by staleness
         self.max_queue = 0
         self._joined: set[int] = set()
+        self._held: dict[int, tuple[int, np.ndarray]] = {}  # partition → (version, θ) last sent (DC-ASGD)
         self._mean = np.empty(store.num_params, np.float32)
 
     def arrive(self, msg: Message) -> None:
@@ -101,6 +102,8 @@ class SimServer:
             version, theta = store.published()
         elif need_target:
             target_version, target = store.published_target()
+        if need_theta and store.dc_lambda:
+            self._held[msg.partition] = (version, theta)
         kind = "fetch_both" if need_theta and need_target else "fetch" if need_theta or need_target else "fetch_none"
         return Params(version, target_version, theta, target, False), kind
 
@@ -115,4 +118,5 @@ class SimServer:
         grad = msg.grad
         if msg.summed > 1:  # a sum over push_every minibatches → their mean, as the real server
             grad = np.multiply(grad, np.float32(1 / msg.summed), out=self._mean)
-        self.store.apply(grad, staleness)
+        held = self._held.get(msg.partition)
+        self.store.apply(grad, staleness, held[1] if held and held[0] == msg.version else None)

@@ -48,6 +48,14 @@ def regularize(theta, grad, out, scale, decay, l1):
 
 
 @_jit
+def delay_compensate(grad, theta, fetched, lam, out):
+    """DC-ASGD (Zheng et al. 2017): g + λ·g⊙g⊙(θ − θ_fetched) into ``out``, float32, element by element."""
+    for i in range(grad.size):
+        g = grad[i]
+        out[i] = g + lam * g * g * (theta[i] - fetched[i])
+
+
+@_jit
 def sgd(theta, grad, hist, rate, momentum):
     """v ← rate·g + momentum·v ; θ ← θ − v."""
     for i in range(theta.size):
