@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "ddqn" / "bench"
 SHARED = ("ddqn.bench.common", "ddqn.bench.stats")  # what every benchmark may import from ddqn.bench
 SMOKE = {
-    "caffe_speed": ["--repeats", "2", "--members", "small"],
+    "caffe_speed": ["--rounds", "2", "--nets", "snake_small"],  # with the PyTorch twin where .venv-torch exists
     "env_speed": ["--seconds", "0.2"],
     "replay_speed": ["--frames", "2000", "--seconds", "0.2", "--steps", "100"],
     "ps_speed": ["--repeats", "5", "--seconds", "0.5", "--clients", "1", "--vectors", "small", "1M",
@@ -49,7 +49,7 @@ SMOKE = {
     "hostile": ["--floods", "4", "--idle", "50", "--seconds", "1", "--warmup", "0.3", "--procs", "2", "--auth",
                 "message", "--ramp", "5", "--join-timeout", "5"],  # one auth mode, no 512 flood: the goal unmeasured
 }
-FIELDS = {"caffe_speed": "members", "env_speed": "steps_per_s", "replay_speed": "identical_batches",
+FIELDS = {"caffe_speed": "nets", "env_speed": "steps_per_s", "replay_speed": "identical_batches",
           "ps_speed": "max_ratio", "atari": "nets", "worker_speed": "fits", "capacity": "workers_worth",
           "hostile": "goal"}
 
@@ -67,6 +67,8 @@ def test_benchmark_smoke(name: str, tmp_path: Path) -> None:
     assert data["name"] == name and data["machine"]["cores"] >= 1 and FIELDS[name] in data
     if name in ("worker_speed", "capacity"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
+    if name == "caffe_speed":
+        check_caffe_speed(data, res.stdout)
     if name == "worker_speed":  # the child imported the named build and timed a real worker
         (split,) = data["breakdowns"]
         assert split["blas"] == "openblas" and split["blas_loaded"].startswith("libopenblas"), split
@@ -101,6 +103,38 @@ def test_grad_norms_smoke(tmp_path: Path) -> None:
     assert data["largest_max"] == {"config": "small", "max": r["max"]}
 
 
+def check_caffe_speed(data: dict, stdout: str) -> None:
+    """bench-caffe's run of snake_small: Caffe timed and the FLOPs counted; the PyTorch twin checked against Caffe,
+    timed beside it and its build recorded, or the run said why the twin is absent (no .venv-torch: make test never
+    installs torch)."""
+    row = data["nets"]["snake_small"]
+    assert row["ms"]["caffe"]["forward_backward"] > 0 and row["gflop"]["forward_backward"] > row["gflop"]["forward"]
+    assert data["peak"]["gflops"] > 0 and 0 < row["floor_share"]["caffe"]["forward"]
+    if "absent" in data["twin"]:
+        assert f"no PyTorch twin: {data['twin']['absent']}" in stdout and "over_torch" not in row
+        return
+    assert data["twin"]["torch"] == "2.13.0+cpu" and data["twin"]["threads"] == 1
+    assert "PyTorch built with" in data["twin"]["config"]
+    assert row["ms"]["torch"]["forward"] > 0 and row["over_torch"]["caffe"]["forward_backward"] > 0
+    assert row["checks"]["torch"]["q_rel_err"] <= data["tolerance"]["q_rtol"]
+
+
+def test_caffe_speed_counts_flops_and_names_the_net_a_twin_gets_wrong(tmp_path: Path) -> None:
+    """The paper net's FLOPs from its layer shapes (../shared/FACTS.md: ≈ 1 GFLOP per forward+backward at batch 32);
+    a peer whose Q-values are off beyond the tolerance is a one-line error naming the net."""
+    from ddqn.bench.caffe_speed import check, prepare
+
+    gflop = prepare("snake_paper", tmp_path)["gflop"]
+    assert gflop["forward"] == pytest.approx(2 * 32 * 5_605_376 / 1e9)  # conv1..3, ip1, q: multiply-adds per image
+    assert gflop["forward_backward"] == pytest.approx(2 * 32 * (3 * 5_605_376 - 1_605_632) / 1e9)  # no conv1 dx
+    g = {"g/ip/0": np.ones((2, 3), np.float32)}
+    np.savez(tmp_path / "n.caffe.npz", q=np.ones((2, 4), np.float32), loss=np.float32(1), **g)
+    np.savez(tmp_path / "n.torch.npz", q=np.full((2, 4), 1.001, np.float32), loss=np.float32(1), **g)
+    with pytest.raises(SystemExit, match=r"^bench-caffe: error: n: torch does not compute Caffe's net on the fixed "
+                       r"input \(Q-values off by 1\.0e-03 > 0\.0001\)$"):
+        check("n", "torch", tmp_path)
+
+
 def distinct_colours(img: np.ndarray) -> int:
     """Number of distinct pixel values of an (H, W, C) image."""
     return len(np.unique(img.reshape(-1, img.shape[-1]), axis=0))
@@ -126,12 +160,15 @@ def test_gifs_and_report(tmp_path: Path) -> None:
     assert both.shape[1] == sides["dumb"].shape[1] and both.shape[2] == wd + 8 + sides["smart"].shape[2]
     np.testing.assert_array_equal(both[0, :, :wd], sides["dumb"][0])
     np.testing.assert_array_equal(both[0, :, -sides["smart"].shape[2]:], sides["smart"][0])
-    assert bench("caffe_speed", "--repeats", "1", "--members", "small", "--out", str(tmp_path)).returncode == 0
+    res = bench("caffe_speed", "--rounds", "1", "--nets", "snake_small", "--torch-python", str(tmp_path / "none"),
+                "--out", str(tmp_path))
+    assert res.returncode == 0 and f"no PyTorch twin: {tmp_path / 'none'} not found" in res.stdout, res.stderr
     res = bench("report", "--results", str(tmp_path))
     assert res.returncode == 0, res.stderr
     report = (tmp_path / "REPORT.md").read_text()
-    assert "## Q-network speed on real Caffe" in report and "## Example game play" in report
+    assert "## Q-network speed: real Caffe beside a PyTorch twin" in report and "## Example game play" in report
     assert "make bench-scaling" in report  # listed as not yet measured
+    assert f"No PyTorch twin in this run: {tmp_path / 'none'} not found" in report
 
 
 def test_caption_shows_label_and_running_score() -> None:
