@@ -101,8 +101,9 @@ torch-venv: deb-deps  ## $(TORCH_VENV): the PyTorch twin's own virtualenv ($(TOR
 	  && $(TORCH_VENV)/bin/python -m pip install -q $(TORCH_PIN) numpy && touch $(TORCH_VENV)/.deps-ok; } \
 	  || { echo "bench-caffe: error: could not install $(TORCH_PIN) in $(TORCH_VENV)" >&2; exit 1; }
 
+# CAFFE_CANDIDATES: other builds of Caffe timed in the same run, each LABEL=DIR (DIR holds its caffe package).
 bench-caffe: install torch-venv  ## Snake and Atari nets: forward+backward and forward ms (batch 32, one thread), Caffe beside a PyTorch twin
-	$(PY) -m ddqn.bench.caffe_speed --torch-python $(TORCH_VENV)/bin/python
+	$(PY) -m ddqn.bench.caffe_speed --torch-python $(TORCH_VENV)/bin/python $(foreach c,$(CAFFE_CANDIDATES),--candidate $(c))
 
 bench-env: install  ## Snake env steps/s (single game, K=1 and K=256 batches)
 	$(PY) -m ddqn.bench.env_speed

@@ -28,6 +28,7 @@ from ddqn.bench.tuning import VARIANTS, variant_config
 from ddqn.config import load_config, save_config
 from ddqn.distributed.cluster import spark_submit_env, spark_submit_path
 from ddqn.dqn.play import greedy_episode, greedy_episode_scores
+from ddqn.net.caffe_build import build_dir, build_key
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.solvers.flat import load_solver_spec
@@ -36,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "ddqn" / "bench"
 SHARED = ("ddqn.bench.common", "ddqn.bench.stats")  # what every benchmark may import from ddqn.bench
 SMOKE = {
-    "caffe_speed": ["--rounds", "2", "--nets", "snake_small"],  # with the PyTorch twin where .venv-torch exists
+    "caffe_speed": ["--rounds", "2", "--nets", "snake_small", "--candidate",  # the twin where .venv-torch exists
+                    f"built={build_dir(build_key('openblas')) / 'src' / 'python'}"],  # a candidate: the same build
     "env_speed": ["--seconds", "0.2"],
     "replay_speed": ["--frames", "2000", "--seconds", "0.2", "--steps", "100"],
     "ps_speed": ["--repeats", "5", "--seconds", "0.5", "--clients", "1", "--vectors", "small", "1M",
@@ -104,18 +106,21 @@ def test_grad_norms_smoke(tmp_path: Path) -> None:
 
 
 def check_caffe_speed(data: dict, stdout: str) -> None:
-    """bench-caffe's run of snake_small: Caffe timed and the FLOPs counted; the PyTorch twin checked against Caffe,
-    timed beside it and its build recorded, or the run said why the twin is absent (no .venv-torch: make test never
-    installs torch)."""
+    """bench-caffe's run of snake_small: Caffe timed and the FLOPs counted; a candidate build (the OpenBLAS one, in a
+    process of its own with its directory first on the path) checked and timed beside it; the PyTorch twin checked
+    against Caffe, timed and its build recorded, or the run said why the twin is absent (no .venv-torch: make test
+    never installs torch)."""
     row = data["nets"]["snake_small"]
     assert row["ms"]["caffe"]["forward_backward"] > 0 and row["gflop"]["forward_backward"] > row["gflop"]["forward"]
     assert data["peak"]["gflops"] > 0 and 0 < row["floor_share"]["caffe"]["forward"]
+    assert row["ms"]["built"]["forward"] > 0 and row["checks"]["built"]["q_rel_err"] <= data["tolerance"]["q_rtol"]
+    assert data["candidates"]["built"] in data["implementations"]["built"]["module"]
     if "absent" in data["twin"]:
         assert f"no PyTorch twin: {data['twin']['absent']}" in stdout and "over_torch" not in row
         return
     assert data["twin"]["torch"] == "2.13.0+cpu" and data["twin"]["threads"] == 1
     assert "PyTorch built with" in data["twin"]["config"]
-    assert row["ms"]["torch"]["forward"] > 0 and row["over_torch"]["caffe"]["forward_backward"] > 0
+    assert row["ms"]["torch"]["forward"] > 0 and set(row["over_torch"]) == {"caffe", "built"}
     assert row["checks"]["torch"]["q_rel_err"] <= data["tolerance"]["q_rtol"]
 
 

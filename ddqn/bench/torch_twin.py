@@ -101,9 +101,10 @@ class Twin:
         """The net's blobs after a forward pass on the fixed input: to the loss (the taken action's one-hot mask and
         target = mask · y, as ``QNetwork.loss_and_grad`` feeds Caffe) or only to ``q`` (as ``q_values``).
         ``check`` compares every top's shape with Caffe's."""
-        mask = self.eye[self.actions]
-        blobs = {"data": torch.from_numpy(self.states).float(), "action_mask": mask,
-                 "target": mask * self.targets[:, None]}
+        blobs = {"data": torch.from_numpy(self.states).float()}
+        if to_loss:
+            blobs["action_mask"] = mask = self.eye[self.actions]
+            blobs["target"] = mask * self.targets[:, None]
         for d, fn in self.layers:
             out = fn(*(blobs[b] for b in d["bottom"]))
             blobs[d["top"][0]] = out
