@@ -52,7 +52,7 @@ Q_RTOL = 1e-4  # max |Δq| ≤ Q_RTOL · max |q|
 LOSS_RTOL = 1e-4  # |Δloss| ≤ LOSS_RTOL · loss
 GRAD_RTOL = 1e-3  # ‖Δg‖ ≤ GRAD_RTOL · ‖g‖, over the flat gradient
 WARMUP = 3  # passes of each kind after a load, before timing
-SGEMM_N, SGEMM_REPEATS = 1024, 5
+SGEMM_N, SGEMM_REPEATS = 1024, 10
 
 
 # -- the peers -----------------------------------------------------------------------------------------------
@@ -279,6 +279,29 @@ def columns(impls: list[str]) -> list[tuple[str, int, Any]]:
                    for i in impls]
 
 
+def measure(peers: list[Peer], nets: list[str], rounds: int) -> tuple[dict[str, Any], dict[str, float]]:
+    """Each net checked and timed on every peer, a table row printed as each is done: (rows by net, each peer's
+    sgemm GFLOP/s)."""
+    rates = {p.label: p.info["sgemm_gflops"] for p in peers if p.info.get("sgemm_gflops")}
+    peak = max(rates.values())
+    print(f"one core's peak: {peak:.1f} GFLOP/s, the best {SGEMM_N}³ sgemm (" +
+          ", ".join(f"{k} {v:.1f}" for k, v in rates.items()) + ")")
+    print(f"ms per batch of 32 (f+b: forward+backward, fwd: forward), medians of {rounds} interleaved rounds; "
+          "floor: GFLOP ÷ peak, ms; %floor: floor ÷ f+b")
+    cols, rows = columns([p.label for p in peers]), {}
+    print(f"{'net':<13s}" + "".join(f"{h:>{w + 2}s}" for h, w, _ in cols), flush=True)
+    with tempfile.TemporaryDirectory(prefix="ddqn-caffe-speed-") as tmp:
+        work = Path(tmp)
+        for name in nets:
+            facts = prepare(name, work)
+            for p in peers:
+                p.ask(name, cmd="load", net=name, dir=str(work))
+            checks = {p.label: check(name, p.label, work) for p in peers[1:]}
+            rows[name] = row = summarise(facts, time_rounds(peers, name, rounds), checks, peak)
+            print(f"{name:<13s}" + "".join(f"{f(row):>{w + 2}s}" for _, w, f in cols), flush=True)
+    return rows, rates
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results", help="results directory")
@@ -291,9 +314,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.serve:
         return serve(args.serve)
-    candidates = dict(c.split("=", 1) for c in args.candidate)
-    if any(label in (REFERENCE, TWIN) or not Path(d).is_dir() for label, d in candidates.items()):
-        ap.error(f"--candidate LABEL=DIR: LABEL other than {REFERENCE} and {TWIN}, DIR an existing directory")
+    candidates = dict(c.partition("=")[::2] for c in args.candidate)
+    if any(label in ("", REFERENCE, TWIN) or not Path(d).is_dir() for label, d in candidates.items()):
+        ap.error(f"--candidate LABEL=DIR: a LABEL other than {REFERENCE} and {TWIN}, DIR an existing directory")
     peers = [caffe_peer(REFERENCE)] + [caffe_peer(label, d) for label, d in candidates.items()]
     try:
         twin, absent = twin_peer(Path(args.torch_python))
@@ -301,29 +324,13 @@ def main(argv: list[str] | None = None) -> None:
             peers.append(twin)
         else:
             print(f"no PyTorch twin: {absent}", flush=True)
-        rates = {p.label: p.info["sgemm_gflops"] for p in peers if p.info.get("sgemm_gflops")}
-        peak = max(rates.values())
-        print(f"one core's peak: {peak:.1f} GFLOP/s, the best {SGEMM_N}³ sgemm (" +
-              ", ".join(f"{k} {v:.1f}" for k, v in rates.items()) + "); floor = GFLOP ÷ peak", flush=True)
-        impls, rows = [p.label for p in peers], {}
-        cols = columns(impls)
-        print("ms per batch of 32, medians of", args.rounds, "interleaved rounds")
-        print(f"{'net':<13s}" + "".join(f"{h:>{w + 2}s}" for h, w, _ in cols), flush=True)
-        with tempfile.TemporaryDirectory(prefix="ddqn-caffe-speed-") as tmp:
-            work = Path(tmp)
-            for name in args.nets:
-                facts = prepare(name, work)
-                for p in peers:
-                    p.ask(name, cmd="load", net=name, dir=str(work))
-                checks = {p.label: check(name, p.label, work) for p in peers[1:]}
-                rows[name] = row = summarise(facts, time_rounds(peers, name, args.rounds), checks, peak)
-                print(f"{name:<13s}" + "".join(f"{f(row):>{w + 2}s}" for _, w, f in cols), flush=True)
+        rows, rates = measure(peers, args.nets, args.rounds)
     finally:
         for p in peers:
             p.close()
-    worst = {k: max((c[k] for r in rows.values() for c in r["checks"].values()), default=0.0)
-             for k in ("q_rel_err", "loss_rel_err", "grad_rel_err")}
     if twin:
+        keys = ("q_rel_err", "loss_rel_err", "grad_rel_err")
+        worst = {k: max(r["checks"][TWIN][k] for r in rows.values()) for k in keys}
         print(f"{TWIN} {twin.info['torch']}, {twin.info['threads']} thread, oneDNN "
               f"{'on' if twin.info['mkldnn'] else 'off'}; against Caffe on the fixed input, the largest relative "
               f"error: Q-values {worst['q_rel_err']:.1e} (tolerance {Q_RTOL:g}), loss {worst['loss_rel_err']:.1e} "
@@ -331,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     write_result("caffe_speed", {
         "nets": rows, "rounds": args.rounds, "implementations": {p.label: p.info for p in peers if p is not twin},
         "candidates": candidates, "twin": {"python": args.torch_python, **twin.info} if twin else {"absent": absent},
-        "peak": {"gflops": peak, "sgemm_gflops": rates, "sgemm_n": SGEMM_N},
+        "peak": {"gflops": max(rates.values()), "sgemm_gflops": rates, "sgemm_n": SGEMM_N},
         "tolerance": {"q_rtol": Q_RTOL, "loss_rtol": LOSS_RTOL, "grad_rtol": GRAD_RTOL}}, args.out)
 
 

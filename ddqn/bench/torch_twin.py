@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 LABEL = "torch"
 WARMUP = 3  # passes of each kind after a load, before timing (oneDNN builds its primitives on the first call)
-SGEMM_N, SGEMM_REPEATS = 1024, 5
+SGEMM_N, SGEMM_REPEATS = 1024, 10
 
 
 def _pool(d: dict, x: torch.Tensor) -> torch.Tensor:
