@@ -3,7 +3,8 @@
 A Caffe CHECK failure aborts the whole process, so every shape is inferred here first (Caffe's own
 rules) and a bad file becomes one :class:`ConfigError` line naming the file, layer and problem.
 The result, :class:`NetSpec`, also records the flat parameter layout the solvers and the parameter
-server work with: one float32 vector, blob after blob in Caffe's ``net.params`` order.
+server work with: one float32 vector, blob after blob in Caffe's ``net.params`` order. :func:`describe_layers` gives
+its layers as plain data, for an implementation of the same net outside Caffe (bench-caffe's PyTorch twin).
 
 A ddqn Q-network prototxt has one ``Input`` layer with tops ``data`` (N, C, H, W: C stacked frames),
 ``action_mask`` (N, A) and ``target`` (N, A); a blob ``q`` (N, A) of Q-values; and a loss layer.
