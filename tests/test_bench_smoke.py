@@ -20,7 +20,7 @@ import pytest
 from ddqn.bench.common import RECORD, confirm_best, read_curve
 from ddqn.bench.gifs import captioned
 from ddqn.bench.hostile import goal
-from ddqn.bench.report import _hostile, _scale_out
+from ddqn.bench.report import _caffe, _hostile, _scale_out
 from ddqn.bench.scaling import MODES
 from ddqn.bench.stats import TRAILING_K
 from ddqn.bench.suite_time import main as suite_time_main
@@ -138,6 +138,30 @@ def test_caffe_speed_counts_flops_and_names_the_net_a_twin_gets_wrong(tmp_path: 
     with pytest.raises(SystemExit, match=r"^bench-caffe: error: n: torch does not compute Caffe's net on the fixed "
                        r"input \(Q-values off by 1\.0e-03 > 0\.0001\)$"):
         check("n", "torch", tmp_path)
+
+
+def test_caffe_report_shows_each_caffe_over_torch() -> None:
+    """The REPORT's bench-caffe section: a row per net with each implementation's ms, each Caffe ÷ torch (a candidate
+    build too) and shares of the floor; the notes name each Caffe build and the twin's check."""
+    impls = {"caffe": (40.0, 20.0), "dnn": (30.0, 12.0), "torch": (20.0, 10.0)}
+    row = {"params": 228_132, "frames": 4, "input": 16, "batch": 32, "gflop": {"forward_backward": 0.97},
+           "floor_ms": {"forward_backward": 10.0}, "checks": {k: {"q_rel_err": 1e-6, "loss_rel_err": 2e-7,
+                                                                 "grad_rel_err": 3e-5} for k in ("dnn", "torch")},
+           "ms": {k: {"forward_backward": fb, "forward": f} for k, (fb, f) in impls.items()},
+           "floor_share": {k: {"forward_backward": 10.0 / fb} for k, (fb, _) in impls.items()},
+           "over_torch": {k: {"forward_backward": fb / 20.0, "forward": f / 10.0} for k, (fb, f) in impls.items()
+                          if k != "torch"}}
+    caffe = {"blas": "libopenblasp-r0.3.21.so", "openblas_core": "SkylakeX"}
+    data = {"nets": {"snake_paper": row}, "rounds": 40, "candidates": {"dnn": "/b/src/python"},
+            "implementations": {"caffe": caffe, "dnn": {**caffe, "openblas_core": None}},
+            "twin": {"torch": "2.13.0+cpu", "threads": 1, "mkldnn": True},
+            "tolerance": {"q_rtol": 1e-4, "loss_rtol": 1e-4, "grad_rtol": 1e-3},
+            "peak": {"gflops": 97.0, "sgemm_gflops": {"caffe": 85.0, "torch": 97.0}, "sgemm_n": 1024}}
+    text = "\n".join(_caffe(data))
+    assert ("| snake_paper | 228,132 | 4×16×16 | 0.97 | 10.0 | 40.0 | 30.0 | 20.0 | **2.00×** | **1.50×** | 20.0 | "
+            "12.0 | 10.0 | **2.00×** | **1.20×** | 25 % | 33 % | 50 % |") in text
+    assert "`caffe` as built (libopenblasp-r0.3.21.so, OpenBLAS core SkylakeX); `dnn` from /b/src/python" in text
+    assert "Caffe's within 1e-06, 2e-07 and 3e-05" in text and "one core's peak, 97.0 GFLOP/s" in text
 
 
 def distinct_colours(img: np.ndarray) -> int:

@@ -69,7 +69,7 @@ def _caffe(r: dict) -> list[str]:
 def _caffe_notes(r: dict) -> list[str]:
     """How bench-caffe's table was made: the implementations, the twin's check against Caffe, the FLOP floor."""
     t, tol = r["twin"], r["tolerance"]
-    worst = {k: max(c[k] for x in r["nets"].values() for c in x["checks"].values()) if "absent" not in t else None
+    worst = {k: max(x["checks"]["torch"][k] for x in r["nets"].values()) if "absent" not in t else None
              for k in ("q_rel_err", "loss_rel_err", "grad_rel_err")}
     twin = (f"No PyTorch twin in this run: {t['absent']}." if "absent" in t else
             f"torch {t['torch']} ({t['threads']} thread, oneDNN {'on' if t['mkldnn'] else 'off'}; its build in the "
@@ -77,7 +77,8 @@ def _caffe_notes(r: dict) -> list[str]:
             f"input its Q-values, loss and gradient are Caffe's within {worst['q_rel_err']:.0e}, "
             f"{worst['loss_rel_err']:.0e} and {worst['grad_rel_err']:.0e} (relative; tolerances {tol['q_rtol']:g}, "
             f"{tol['loss_rtol']:g}, {tol['grad_rtol']:g}). Forward-only runs under `torch.inference_mode`.")
-    caffes = ", ".join(f"{k} ({v['blas']}{', core ' + v['openblas_core'] if v.get('openblas_core') else ''})"
+    caffes = "; ".join(f"`{k}` {'as built' if k == 'caffe' else 'from ' + r['candidates'][k]} ({v['blas']}"
+                       f"{', OpenBLAS core ' + v['openblas_core'] if v.get('openblas_core') else ''})"
                        for k, v in r["implementations"].items())
     rates = ", ".join(f"{k} {v:.1f}" for k, v in r["peak"]["sgemm_gflops"].items())
     n = r["peak"]["sgemm_n"]
