@@ -26,7 +26,7 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-d
   libgflags-dev libhdf5-dev liblmdb-dev libleveldb-dev libsnappy-dev libopenblas-dev libgtest-dev \
   $(JAVA_PACKAGE) iproute2
 
-.PHONY: install deb-deps venv caffe lint test test-hosts train train-serial train-cluster train-hosts bench-caffe bench-env bench-replay \
+.PHONY: install deb-deps venv caffe torch-venv lint test test-hosts train train-serial train-cluster train-hosts bench-caffe bench-env bench-replay \
   bench-serial bench-ps bench-worker bench-capacity bench-hostile bench-links bench-scaling bench-scaling-60 bench-grad-norms bench-suite bench-blas bench-atari bench-scale-out bench-scale-out-paper bench-scale-out-tuned bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
 
 install: deb-deps venv caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
@@ -89,8 +89,25 @@ train-hosts: install  ## the same job on a multi-host cluster on this machine: m
 test-hosts: install  ## only the multi-host tests (tests/test_hosts.py: network namespaces; sudo when not root)
 	$(SUDO) $(PY) -m pytest -q --timeout=900 -m hosts tests/test_hosts.py
 
-bench-caffe: install  ## forward+backward ms (batch 32, one thread) for the three model sizes
-	$(PY) -m ddqn.bench.caffe_speed
+# The PyTorch twin bench-caffe times beside Caffe (ddqn/bench/torch_twin.py) lives in a virtualenv of its own: a peer,
+# never ddqn's dependency. Only torch==2.13.0 (a CPU build of it lies on this machine's disk; any other torch request
+# downloads several GB of CUDA).
+# That file is built for Python 3.11, so the twin's virtualenv uses a Python 3.11; without one (Debian 13) the bench
+# runs without the twin and says why.
+TORCH_VENV := .venv-torch
+TORCH_PIN := torch==2.13.0
+TORCH_PYTHON ?= $(firstword $(wildcard /usr/bin/python3.11) $(shell command -v python3.11))
+
+torch-venv: deb-deps  ## $(TORCH_VENV): the PyTorch twin's own virtualenv ($(TORCH_PIN) and numpy, Python 3.11), made when missing
+	@[ -n "$(TORCH_PYTHON)" ] || { echo "[bench-caffe] no Python 3.11 for $(TORCH_PIN): the PyTorch twin is left out"; exit 0; }; \
+	[ -f $(TORCH_VENV)/.deps-ok ] || { echo "[bench-caffe] $(TORCH_VENV): $(TORCH_PIN) and numpy"; \
+	  rm -rf $(TORCH_VENV) && $(TORCH_PYTHON) -m venv $(TORCH_VENV) \
+	  && $(TORCH_VENV)/bin/python -m pip install -q $(TORCH_PIN) numpy && touch $(TORCH_VENV)/.deps-ok; } \
+	  || { echo "bench-caffe: error: could not install $(TORCH_PIN) in $(TORCH_VENV)" >&2; exit 1; }
+
+# CAFFE_CANDIDATES: other builds of Caffe timed in the same run, each LABEL=DIR (DIR holds its caffe package).
+bench-caffe: install torch-venv  ## Snake and Atari nets: forward+backward and forward ms (batch 32, one thread), Caffe beside a PyTorch twin
+	$(PY) -m ddqn.bench.caffe_speed --torch-python $(TORCH_VENV)/bin/python $(foreach c,$(CAFFE_CANDIDATES),--candidate $(c))
 
 bench-env: install  ## Snake env steps/s (single game, K=1 and K=256 batches)
 	$(PY) -m ddqn.bench.env_speed
@@ -181,4 +198,4 @@ cluster-down:  ## stop and remove the cluster's containers and network (the data
 	$(COMPOSE) down --remove-orphans
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(TORCH_VENV) .pytest_cache

@@ -20,7 +20,7 @@ import pytest
 from ddqn.bench.common import RECORD, confirm_best, read_curve
 from ddqn.bench.gifs import captioned
 from ddqn.bench.hostile import goal
-from ddqn.bench.report import _hostile, _scale_out
+from ddqn.bench.report import _caffe, _hostile, _scale_out
 from ddqn.bench.scaling import MODES
 from ddqn.bench.stats import TRAILING_K
 from ddqn.bench.suite_time import main as suite_time_main
@@ -28,6 +28,7 @@ from ddqn.bench.tuning import VARIANTS, variant_config
 from ddqn.config import load_config, save_config
 from ddqn.distributed.cluster import spark_submit_env, spark_submit_path
 from ddqn.dqn.play import greedy_episode, greedy_episode_scores
+from ddqn.net.caffe_build import build_dir, build_key
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.solvers.flat import load_solver_spec
@@ -36,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "ddqn" / "bench"
 SHARED = ("ddqn.bench.common", "ddqn.bench.stats")  # what every benchmark may import from ddqn.bench
 SMOKE = {
-    "caffe_speed": ["--repeats", "2", "--members", "small"],
+    "caffe_speed": ["--rounds", "2", "--nets", "snake_small", "--candidate",  # the twin where .venv-torch exists
+                    f"built={build_dir(build_key('openblas')) / 'src' / 'python'}"],  # a candidate: the same build
     "env_speed": ["--seconds", "0.2"],
     "replay_speed": ["--frames", "2000", "--seconds", "0.2", "--steps", "100"],
     "ps_speed": ["--repeats", "5", "--seconds", "0.5", "--clients", "1", "--vectors", "small", "1M",
@@ -49,7 +51,7 @@ SMOKE = {
     "hostile": ["--floods", "4", "--idle", "50", "--seconds", "1", "--warmup", "0.3", "--procs", "2", "--auth",
                 "message", "--ramp", "5", "--join-timeout", "5"],  # one auth mode, no 512 flood: the goal unmeasured
 }
-FIELDS = {"caffe_speed": "members", "env_speed": "steps_per_s", "replay_speed": "identical_batches",
+FIELDS = {"caffe_speed": "nets", "env_speed": "steps_per_s", "replay_speed": "identical_batches",
           "ps_speed": "max_ratio", "atari": "nets", "worker_speed": "fits", "capacity": "workers_worth",
           "hostile": "goal"}
 
@@ -67,6 +69,8 @@ def test_benchmark_smoke(name: str, tmp_path: Path) -> None:
     assert data["name"] == name and data["machine"]["cores"] >= 1 and FIELDS[name] in data
     if name in ("worker_speed", "capacity"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
+    if name == "caffe_speed":
+        check_caffe_speed(data, res.stdout)
     if name == "worker_speed":  # the child imported the named build and timed a real worker
         (split,) = data["breakdowns"]
         assert split["blas"] == "openblas" and split["blas_loaded"].startswith("libopenblas"), split
@@ -105,6 +109,65 @@ def test_grad_norms_smoke(tmp_path: Path) -> None:
     assert data["largest_max"] == {"config": "small", "max": r["max"]}
 
 
+def check_caffe_speed(data: dict, stdout: str) -> None:
+    """bench-caffe's run of snake_small: Caffe timed and the FLOPs counted; a candidate build (the OpenBLAS one, in a
+    process of its own with its directory first on the path) checked and timed beside it; the PyTorch twin checked
+    against Caffe, timed and its build recorded, or the run said why the twin is absent (no .venv-torch: make test
+    never installs torch)."""
+    row = data["nets"]["snake_small"]
+    assert row["ms"]["caffe"]["forward_backward"] > 0 and row["gflop"]["forward_backward"] > row["gflop"]["forward"]
+    assert data["peak"]["gflops"] > 0 and 0 < row["floor_share"]["caffe"]["forward"]
+    assert row["ms"]["built"]["forward"] > 0 and row["checks"]["built"]["q_rel_err"] <= data["tolerance"]["q_rtol"]
+    assert data["candidates"]["built"] in data["implementations"]["built"]["module"]
+    if "absent" in data["twin"]:
+        assert f"no PyTorch twin: {data['twin']['absent']}" in stdout and "over_torch" not in row
+        return
+    assert data["twin"]["torch"] == "2.13.0+cpu" and data["twin"]["threads"] == 1
+    assert "PyTorch built with" in data["twin"]["config"]
+    assert row["ms"]["torch"]["forward"] > 0 and set(row["over_torch"]) == {"caffe", "built"}
+    assert row["checks"]["torch"]["q_rel_err"] <= data["tolerance"]["q_rtol"]
+
+
+def test_caffe_speed_counts_flops_and_names_the_net_a_twin_gets_wrong(tmp_path: Path) -> None:
+    """The paper net's FLOPs from its layer shapes (../shared/FACTS.md: ≈ 1 GFLOP per forward+backward at batch 32);
+    a peer whose Q-values are off beyond the tolerance is a one-line error naming the net."""
+    from ddqn.bench.caffe_speed import check, prepare
+
+    gflop = prepare("snake_paper", tmp_path)["gflop"]
+    assert gflop["forward"] == pytest.approx(2 * 32 * 5_605_376 / 1e9)  # conv1..3, ip1, q: multiply-adds per image
+    assert gflop["forward_backward"] == pytest.approx(2 * 32 * (3 * 5_605_376 - 1_605_632) / 1e9)  # no conv1 dx
+    g = {"g/ip/0": np.ones((2, 3), np.float32)}
+    np.savez(tmp_path / "n.caffe.npz", q=np.ones((2, 4), np.float32), loss=np.float32(1), **g)
+    np.savez(tmp_path / "n.torch.npz", q=np.full((2, 4), 1.001, np.float32), loss=np.float32(1), **g)
+    with pytest.raises(SystemExit, match=r"^bench-caffe: error: n: torch does not compute Caffe's net on the fixed "
+                       r"input \(Q-values off by 1\.0e-03 > 0\.0001\)$"):
+        check("n", "torch", tmp_path)
+
+
+def test_caffe_report_shows_each_caffe_over_torch() -> None:
+    """The REPORT's bench-caffe section: a row per net with each implementation's ms, each Caffe ÷ torch (a candidate
+    build too) and shares of the floor; the notes name each Caffe build and the twin's check."""
+    impls = {"caffe": (40.0, 20.0), "dnn": (30.0, 12.0), "torch": (20.0, 10.0)}
+    row = {"params": 228_132, "frames": 4, "input": 16, "batch": 32, "gflop": {"forward_backward": 0.97},
+           "floor_ms": {"forward_backward": 10.0}, "checks": {k: {"q_rel_err": 1e-6, "loss_rel_err": 2e-7,
+                                                                 "grad_rel_err": 3e-5} for k in ("dnn", "torch")},
+           "ms": {k: {"forward_backward": fb, "forward": f} for k, (fb, f) in impls.items()},
+           "floor_share": {k: {"forward_backward": 10.0 / fb} for k, (fb, _) in impls.items()},
+           "over_torch": {k: {"forward_backward": fb / 20.0, "forward": f / 10.0} for k, (fb, f) in impls.items()
+                          if k != "torch"}}
+    caffe = {"blas": "libopenblasp-r0.3.21.so", "openblas_core": "SkylakeX"}
+    data = {"nets": {"snake_paper": row}, "rounds": 40, "candidates": {"dnn": "/b/src/python"},
+            "implementations": {"caffe": caffe, "dnn": {**caffe, "openblas_core": None}},
+            "twin": {"torch": "2.13.0+cpu", "threads": 1, "mkldnn": True},
+            "tolerance": {"q_rtol": 1e-4, "loss_rtol": 1e-4, "grad_rtol": 1e-3},
+            "peak": {"gflops": 97.0, "sgemm_gflops": {"caffe": 85.0, "torch": 97.0}, "sgemm_n": 1024}}
+    text = "\n".join(_caffe(data))
+    assert ("| snake_paper | 228,132 | 4×16×16 | 0.97 | 10.0 | 40.0 | 30.0 | 20.0 | **2.00×** | **1.50×** | 20.0 | "
+            "12.0 | 10.0 | **2.00×** | **1.20×** | 25 % | 33 % | 50 % |") in text
+    assert "`caffe` as built (libopenblasp-r0.3.21.so, OpenBLAS core SkylakeX); `dnn` from /b/src/python" in text
+    assert "Caffe's within 1e-06, 2e-07 and 3e-05" in text and "one core's peak, 97.0 GFLOP/s" in text
+
+
 def distinct_colours(img: np.ndarray) -> int:
     """Number of distinct pixel values of an (H, W, C) image."""
     return len(np.unique(img.reshape(-1, img.shape[-1]), axis=0))
@@ -130,12 +193,15 @@ def test_gifs_and_report(tmp_path: Path) -> None:
     assert both.shape[1] == sides["dumb"].shape[1] and both.shape[2] == wd + 8 + sides["smart"].shape[2]
     np.testing.assert_array_equal(both[0, :, :wd], sides["dumb"][0])
     np.testing.assert_array_equal(both[0, :, -sides["smart"].shape[2]:], sides["smart"][0])
-    assert bench("caffe_speed", "--repeats", "1", "--members", "small", "--out", str(tmp_path)).returncode == 0
+    res = bench("caffe_speed", "--rounds", "1", "--nets", "snake_small", "--torch-python", str(tmp_path / "none"),
+                "--out", str(tmp_path))
+    assert res.returncode == 0 and f"no PyTorch twin: {tmp_path / 'none'} not found" in res.stdout, res.stderr
     res = bench("report", "--results", str(tmp_path))
     assert res.returncode == 0, res.stderr
     report = (tmp_path / "REPORT.md").read_text()
-    assert "## Q-network speed on real Caffe" in report and "## Example game play" in report
+    assert "## Q-network speed: real Caffe beside a PyTorch twin" in report and "## Example game play" in report
     assert "make bench-scaling" in report  # listed as not yet measured
+    assert f"No PyTorch twin in this run: {tmp_path / 'none'} not found" in report
 
 
 def test_caption_shows_label_and_running_score() -> None:

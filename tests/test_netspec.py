@@ -13,7 +13,7 @@ from conftest import PROTOTXT, TINY_DUELING, TINY_NET
 
 from ddqn.errors import ConfigError
 from ddqn.net.caffe_env import caffe
-from ddqn.net.netspec import blob_shapes, load_netspec
+from ddqn.net.netspec import blob_shapes, describe_layers, load_netspec, parse_netspec
 from ddqn.net.qnet import QNetwork
 
 FAMILY = {"small": (8, 129_828), "paper": (16, 228_132), "large": (32, 621_348),
@@ -217,3 +217,21 @@ def test_cli_prints_layout() -> None:
                           "--solver", str(PROTOTXT / "solver_rmsprop.prototxt")], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "228,132 parameters" in res.stdout and "RMSProp" in res.stdout
+
+
+def test_describe_layers_resolves_caffes_rules() -> None:
+    """The layers as plain data for an implementation outside Caffe: kernel/stride/pad as [h, w] pairs (the ``_h``/
+    ``_w`` fields win when set), Caffe's defaults filled in, the loss weight 1 unless the prototxt gives one."""
+    text = (TINY_NET.replace("num_output: 5 kernel_size: 3 pad: 1", "num_output: 5 kernel_h: 3 kernel_w: 1 pad: 1 "
+                             "stride_h: 2")
+            .replace('bottom: "target" top: "loss" }', 'bottom: "target" top: "loss" loss_weight: 0.5 }'))
+    layers = {d["name"]: d for d in describe_layers(parse_netspec(text, "tiny"))}
+    assert list(layers) == ["input", "scale", "conv1", "relu1", "pool1", "ip1", "relu2", "q", "q_taken", "loss"]
+    assert layers["conv1"] | {"bottom": 0, "top": 0} == {
+        "name": "conv1", "type": "Convolution", "bottom": 0, "top": 0, "num_output": 5, "group": 1, "bias_term": True,
+        "kernel": [3, 1], "stride": [2, 1], "pad": [1, 1], "dilation": [1, 1]}
+    assert {k: layers["pool1"][k] for k in ("pool", "kernel", "stride", "pad", "ceil_mode")} == {
+        "pool": "MAX", "kernel": [2, 2], "stride": [2, 2], "pad": [0, 0], "ceil_mode": True}
+    assert layers["scale"]["scale"] == pytest.approx(1 / 255) and layers["scale"]["power"] == 1
+    assert layers["q_taken"]["operation"] == "PROD" and layers["loss"]["loss_weight"] == 0.5
+    assert layers["ip1"]["axis"] == 1 and layers["ip1"]["transpose"] is False

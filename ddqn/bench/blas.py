@@ -36,8 +36,8 @@ BLIS = Path("/usr/lib/x86_64-linux-gnu/blis-pthread/libblis.so.4")
 PAPER_LIMIT_MS = 12.0  # ≈ 1 GFLOP per forward+backward at batch 32 / ≈ 80 GFLOP/s one-core FP32 peak
 ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "BLIS_NUM_THREADS": "1",
               "MKL_THREADING_LAYER": "SEQUENTIAL", "OMP_NUM_THREADS": "1"}
-TIMER = ("import json, sys; from ddqn.bench.caffe_speed import time_member; "
-         "print(json.dumps({m: time_member(m, int(sys.argv[1])) for m in ('paper', 'large')}))")
+TIMER = ("import json, sys; from ddqn.bench.common import net_spec, time_net; "
+         "print(json.dumps({m: time_net(net_spec(m), int(sys.argv[1])) for m in ('paper', 'large')}))")
 
 
 def _pip_target(name: str, root: Path) -> Path:

@@ -81,6 +81,12 @@ def openblas_core() -> str | None:
     return name.decode(errors="replace").strip() if name else None
 
 
+def loaded_blas_path() -> Path | None:
+    """The BLAS library this process has mapped (libmkl_rt, libopenblas or libblis; after Caffe loaded), or None."""
+    paths = {Path(line.split()[-1]) for line in Path("/proc/self/maps").read_text().splitlines() if "/" in line}
+    return next((p for p in sorted(paths) if p.name.startswith(("libmkl_rt", "libopenblas", "libblis"))), None)
+
+
 def _int(text: str | None) -> int | None:
     return int(text) if text and text.isdigit() else None
 

@@ -41,12 +41,52 @@ def _load(results: Path, name: str) -> dict[str, Any] | None:
 
 
 def _caffe(r: dict) -> list[str]:
-    lines = ["| member | parameters | input | forward+backward (ms, batch 32) | forward (ms) |",
-             "|---|---|---|---|---|"]
-    for m, x in r["members"].items():
-        lines.append(f"| {m} | {x['params']:,} | {x['input']}×{x['input']} | {x['forward_backward_ms']:.1f} | "
-                     f"{x['forward_ms']:.1f} |")
-    return ["The 2015 system: 81.7 ms per gradient for the paper net on a dual-core i7.", "", *lines]
+    paper = "The 2015 system: 81.7 ms per gradient for the paper net on a dual-core i7."
+    if "nets" not in r:  # recorded before the PyTorch twin: Caffe alone
+        lines = ["| member | parameters | input | forward+backward (ms, batch 32) | forward (ms) |",
+                 "|---|---|---|---|---|"]
+        lines += [f"| {m} | {x['params']:,} | {x['input']}×{x['input']} | {x['forward_backward_ms']:.1f} | "
+                  f"{x['forward_ms']:.1f} |" for m, x in r["members"].items()]
+        return [paper, "", *lines]
+    impls = list(next(iter(r["nets"].values()))["ms"])
+    ratios = [i for i in impls if i != "torch"] if "torch" in impls else []
+    head = ["net", "parameters", "input", "GFLOP (f+b)", "floor f+b (ms)"]
+    for what in ("forward+backward", "forward"):
+        head += [f"{i} {what} (ms)" for i in impls] + [f"{what}: {i} ÷ torch" for i in ratios]
+    lines = ["| " + " | ".join([*head, *(f"{i}: share of floor" for i in impls)]) + " |",
+             "|---" * (len(head) + len(impls)) + "|"]
+    for name, x in r["nets"].items():
+        cells = [name, f"{x['params']:,}", f"{x['frames']}×{x['input']}×{x['input']}",
+                 f"{x['gflop']['forward_backward']:.2f}", f"{x['floor_ms']['forward_backward']:.1f}"]
+        for k in ("forward_backward", "forward"):
+            cells += [f"{x['ms'][i][k]:.1f}" for i in impls]
+            cells += [f"**{x['over_torch'][i][k]:.2f}×**" for i in ratios]
+        cells += [f"{100 * x['floor_share'][i]['forward_backward']:.0f} %" for i in impls]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [paper, "", *lines, "", *_caffe_notes(r)]
+
+
+def _caffe_notes(r: dict) -> list[str]:
+    """How bench-caffe's table was made: the implementations, the twin's check against Caffe, the FLOP floor."""
+    t, tol = r["twin"], r["tolerance"]
+    worst = {k: max(x["checks"]["torch"][k] for x in r["nets"].values()) if "absent" not in t else None
+             for k in ("q_rel_err", "loss_rel_err", "grad_rel_err")}
+    twin = (f"No PyTorch twin in this run: {t['absent']}." if "absent" in t else
+            f"torch {t['torch']} ({t['threads']} thread, oneDNN {'on' if t['mkldnn'] else 'off'}; its build in the "
+            "JSON's `twin.config`) runs a twin of each prototxt built from its layers, with Caffe's θ; on a fixed "
+            f"input its Q-values, loss and gradient are Caffe's within {worst['q_rel_err']:.0e}, "
+            f"{worst['loss_rel_err']:.0e} and {worst['grad_rel_err']:.0e} (relative; tolerances {tol['q_rtol']:g}, "
+            f"{tol['loss_rtol']:g}, {tol['grad_rtol']:g}). Forward-only runs under `torch.inference_mode`.")
+    caffes = "; ".join(f"`{k}` {'as built' if k == 'caffe' else 'from ' + r['candidates'][k]} ({v['blas']}"
+                       f"{', OpenBLAS core ' + v['openblas_core'] if v.get('openblas_core') else ''})"
+                       for k, v in r["implementations"].items())
+    rates = ", ".join(f"{k} {v:.1f}" for k, v in r["peak"]["sgemm_gflops"].items())
+    n = r["peak"]["sgemm_n"]
+    return [f"Batch 32, one thread each, every implementation in a process of its own: medians of {r['rounds']} "
+            f"rounds that interleave them. Caffe: {caffes}. {twin}",
+            "", f"Floor: the convolutions' and inner products' FLOPs (from the layer shapes; the backward's weight and "
+            f"input gradients) ÷ one core's peak, {r['peak']['gflops']:.1f} GFLOP/s: the best single-thread "
+            f"{n}×{n}×{n} sgemm measured in this run (GFLOP/s: {rates}). The share is floor ÷ measured."]
 
 
 def _ps(r: dict) -> list[str]:
@@ -506,7 +546,7 @@ def _links(r: dict) -> list[str]:
 
 
 SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
-    ("caffe_speed", "Q-network speed on real Caffe", "make bench-caffe", _caffe),
+    ("caffe_speed", "Q-network speed: real Caffe beside a PyTorch twin", "make bench-caffe", _caffe),
     ("ps_speed", "Parameter-server cost", "make bench-ps", _ps),
     ("worker_speed", "Compute/communicate times vs model size", "make bench-worker", _worker),
     ("capacity", "Workers one server can serve", "make bench-capacity", _capacity),

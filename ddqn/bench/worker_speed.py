@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.bench.common import config_values, figure, start_server, worker_update_ms, write_result
+from ddqn.bench.common import config_values, figure, loaded_blas_path, start_server, worker_update_ms, write_result
 from ddqn.config import load_config
 from ddqn.distributed import protocol
 from ddqn.distributed.job import JobSpec
@@ -102,9 +102,8 @@ def breakdown(config: str, seconds: float, overrides: list[str] | None = None) -
 
 def loaded_blas() -> str:
     """The BLAS library this process has mapped (after Caffe loaded): its file name, or "?"."""
-    maps = Path("/proc/self/maps").read_text()
-    names = {Path(line.split()[-1]).name for line in maps.splitlines() if "/" in line}
-    return next((n for n in sorted(names) if n.startswith(("libmkl_rt", "libopenblas", "libblis"))), "?")
+    path = loaded_blas_path()
+    return path.name if path else "?"
 
 
 _CHILD = ("import json, sys; from ddqn.bench.worker_speed import breakdown, loaded_blas; "

@@ -3,7 +3,8 @@
 A Caffe CHECK failure aborts the whole process, so every shape is inferred here first (Caffe's own
 rules) and a bad file becomes one :class:`ConfigError` line naming the file, layer and problem.
 The result, :class:`NetSpec`, also records the flat parameter layout the solvers and the parameter
-server work with: one float32 vector, blob after blob in Caffe's ``net.params`` order.
+server work with: one float32 vector, blob after blob in Caffe's ``net.params`` order. :func:`describe_layers` gives
+its layers as plain data, for an implementation of the same net outside Caffe (bench-caffe's PyTorch twin).
 
 A ddqn Q-network prototxt has one ``Input`` layer with tops ``data`` (N, C, H, W: C stacked frames),
 ``action_mask`` (N, A) and ``target`` (N, A); a blob ``q`` (N, A) of Q-values; and a loss layer.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from ddqn.errors import ConfigError
 from ddqn.net.caffe_env import caffe_pb2
-from ddqn.net.shapes import LOSSES, SAME_SHAPE, SUPPORTED_LAYERS, Shape, infer
+from ddqn.net.shapes import LOSSES, SAME_SHAPE, SUPPORTED_LAYERS, Shape, hw, infer
 
 INPUTS = ("data", "action_mask", "target")
 Q_BLOB = "q"
@@ -194,3 +195,51 @@ def _check_roles(name: str, text: str, source: str, shapes: dict[str, Shape],
     if not params:
         raise ConfigError(f"{source}: no learnable parameters")
     return NetSpec(source, text, name, n, (data[1], data[2], data[3]), num_actions, tuple(params), q_layer)
+
+
+def describe_layers(spec: NetSpec) -> list[dict]:
+    """The layers of ``spec`` as plain data (JSON-able), for an implementation of the same net outside Caffe: each
+    layer's ``name``, ``type``, ``bottom``, ``top`` and the fields its computation needs, with Caffe's defaults and
+    its ``_h``/``_w`` rules resolved (pairs are [h, w]): Convolution ``num_output, kernel, stride, pad, dilation,
+    group, bias_term``; Pooling ``pool`` (MAX, AVE, …), ``kernel, stride, pad, global_pooling, ceil_mode``;
+    InnerProduct ``num_output, axis, transpose, bias_term``; Power ``power, scale, shift``; ReLU ``negative_slope``;
+    Eltwise ``operation`` (PROD, SUM, MAX), ``coeff``; Flatten ``axis, end_axis``; Dropout ``dropout_ratio``; a loss
+    layer ``loss_weight``."""
+    pb2 = caffe_pb2()
+    from google.protobuf import text_format  # noqa: PLC0415 - protobuf comes with Caffe
+
+    net = text_format.Merge(spec.text, pb2.NetParameter())
+    out = []
+    for layer in net.layer:
+        d: dict = {"name": layer.name, "type": layer.type, "bottom": list(layer.bottom), "top": list(layer.top)}
+        where = f"{spec.source}: layer '{layer.name}'"
+        if layer.type == "Convolution":
+            p = layer.convolution_param
+            d |= {"num_output": p.num_output, "group": p.group, "bias_term": p.bias_term,
+                  **{k: list(hw(p, f, dft, k, where)) for k, f, dft in
+                     (("kernel", "kernel_size", None), ("stride", "stride", 1), ("pad", "pad", 0),
+                      ("dilation", "dilation", 1))}}
+        elif layer.type == "Pooling":
+            p = layer.pooling_param
+            d |= {"pool": p.PoolMethod.Name(p.pool), "global_pooling": p.global_pooling, "ceil_mode": p.ceil_mode,
+                  **{k: list(hw(p, f, dft, k, where)) for k, f, dft in
+                     (("kernel", "kernel_size", 0), ("stride", "stride", 1), ("pad", "pad", 0))}}
+        elif layer.type == "InnerProduct":
+            p = layer.inner_product_param
+            d |= {"num_output": p.num_output, "axis": p.axis, "transpose": p.transpose, "bias_term": p.bias_term}
+        elif layer.type == "Power":
+            p = layer.power_param
+            d |= {"power": p.power, "scale": p.scale, "shift": p.shift}
+        elif layer.type == "ReLU":
+            d["negative_slope"] = layer.relu_param.negative_slope
+        elif layer.type == "Eltwise":
+            p = layer.eltwise_param
+            d |= {"operation": p.EltwiseOp.Name(p.operation), "coeff": list(p.coeff)}
+        elif layer.type == "Flatten":
+            d |= {"axis": layer.flatten_param.axis, "end_axis": layer.flatten_param.end_axis}
+        elif layer.type == "Dropout":
+            d["dropout_ratio"] = layer.dropout_param.dropout_ratio
+        elif layer.type in LOSSES:
+            d["loss_weight"] = layer.loss_weight[0] if layer.loss_weight else 1.0
+        out.append(d)
+    return out

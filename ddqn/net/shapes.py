@@ -23,7 +23,7 @@ def _pos(value: int, what: str, where: str) -> int:
     return value
 
 
-def _hw(p, field: str, default: int | None, what: str, where: str) -> tuple[int, int]:
+def hw(p, field: str, default: int | None, what: str, where: str) -> tuple[int, int]:
     """Resolve Caffe's ``kernel_size``/``kernel_h``/``kernel_w``-style fields of message ``p`` to (h, w) as Caffe
     does: the ``_h``/``_w`` pair when either is *set* (Caffe tests ``has_stride_h()``, not the value; this
     caffe.proto defaults the convolution's ``stride_h``/``stride_w`` to 1), else ``field``."""
@@ -167,10 +167,10 @@ def _conv(p, x: tuple[int, ...], where: str, bottoms: list):
     if len(x) != 4:
         raise ConfigError(f"{where}: needs a 4-D input, got {x}")
     n, c, h, w = x
-    kh, kw = _hw(p, "kernel_size", None, "kernel_size", where)
-    sh, sw = _hw(p, "stride", 1, "stride", where)
-    ph, pw = _hw(p, "pad", 0, "pad", where)
-    dh, dw = _hw(p, "dilation", 1, "dilation", where)
+    kh, kw = hw(p, "kernel_size", None, "kernel_size", where)
+    sh, sw = hw(p, "stride", 1, "stride", where)
+    ph, pw = hw(p, "pad", 0, "pad", where)
+    dh, dw = hw(p, "dilation", 1, "dilation", where)
     o, g = _pos(p.num_output, "num_output", where), _pos(p.group, "group", where)
     for v, what in ((kh, "kernel"), (kw, "kernel"), (sh, "stride"), (sw, "stride"), (dh, "dilation"), (dw, "dilation")):
         _pos(v, what, where)
@@ -191,9 +191,9 @@ def _pool(p, x: tuple[int, ...], where: str, bottoms: list):
     n, c, h, w = x
     if p.global_pooling:
         return [(n, c, 1, 1)], []
-    kh, kw = _hw(p, "kernel_size", None, "kernel_size", where)
-    sh, sw = _hw(p, "stride", 1, "stride", where)
-    ph, pw = _hw(p, "pad", 0, "pad", where)
+    kh, kw = hw(p, "kernel_size", None, "kernel_size", where)
+    sh, sw = hw(p, "stride", 1, "stride", where)
+    ph, pw = hw(p, "pad", 0, "pad", where)
     for v, what in ((kh, "kernel"), (kw, "kernel"), (sh, "stride"), (sw, "stride")):
         _pos(v, what, where)
     if ph >= kh or pw >= kw:
