@@ -79,7 +79,7 @@ def test_plain_archive_extracts_without_special_bits(tmp_path, interpreter):
     assert mode & 0o100, oct(mode)        # the owner's execute bit survives
 
 
-def test_build_key_names_the_interpreter_numpy_and_blas():
+def test_build_key_names_the_interpreter_numpy_blas_and_onednn():
     key = build_key()
     assert key["python"] == f"{os.path.realpath(sys._base_executable)} {sys.version.split()[0]}"
     assert key["numpy"].startswith("abi 0x")
@@ -88,6 +88,7 @@ def test_build_key_names_the_interpreter_numpy_and_blas():
     assert key["compiler"] == caffe_build.compiler() and key["flags"].startswith(" ".join(caffe_build.CMAKE_OPTIONS))
     assert key["patches"].split() == [  # each patch file by name and content
         f"{p.name}:{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}" for p in caffe_build.patches()]
+    assert key["onednn"] == " ".join(caffe_build.ONEDNN_PINS)  # the convolution engine's library and headers
     assert build_key("mkl")["blas"] == "MKL " + " ".join(caffe_build.MKL_PINS)
     assert build_dir(key) == build_dir() != build_dir(build_key("mkl"))
     for field in key:  # any change in what the binary depends on selects another build directory

@@ -13,8 +13,13 @@ Caffe's ``BLAS=MKL`` through MKL's single dynamic library, run in its sequential
 Each choice is its own cached build; the last one built or named is the one linked into the interpreter.
 
 Patches (``ddqn/net/caffe_patches/*.patch``, applied in name order with ``patch -p1`` to the sha-checked source)
-carry what the pinned Caffe needs on newer toolchains (Debian 13: Boost 1.83, GCC 14, Python 3.13). The cache key
-covers them, the compiler flags and the Debian release whose Boost, protobuf and compiler the build links.
+carry what the pinned Caffe needs on newer toolchains (Debian 13: Boost 1.83, GCC 14, Python 3.13) and the oneDNN
+convolution engine (``0002-onednn-convolution.patch``: ConvolutionLayer's forward and gradients on oneDNN
+primitives). oneDNN 3.2 comes from PyPI, pinned (``ONEDNN_PINS``: the library built with GNU OpenMP and its
+headers), installed with ``pip --prefix`` inside the build directory like MKL, so Debian 12 and 13 build against
+the same version (Debian's own, 2.6.3 and 3.7.2, differ in API); it runs one thread (``OMP_NUM_THREADS=1``,
+``ddqn.net.caffe_env``). The cache key covers the patches, the oneDNN pins, the compiler flags and the Debian
+release whose Boost, protobuf and compiler the build links.
 """
 from __future__ import annotations
 
@@ -36,6 +41,9 @@ SDIST_SHA256 = "c6410cc60bdd6db685d441b66be7df05410f8850ac88d6b75d48ef9b2315c08a
 CAFFE_COMMIT = "9b89154"
 BLAS_CHOICES = ("openblas", "mkl")
 MKL_PINS = ("mkl==2026.2.0", "mkl-include==2026.2.0")  # PyPI wheels: libmkl_rt.so.3 and mkl.h
+# PyPI wheels: oneDNN 3.2.0's libdnnl.so.3 built with GNU OpenMP (needs only libgomp.so.1, GCC's) and its headers.
+# PyPI's newer onednn 2026.1 is the SYCL build (libsycl, TBB, Intel's compiler runtime), not a CPU-only library.
+ONEDNN_PINS = ("onednn-cpu-gomp==2023.2.0", "onednn-devel-cpu-gomp==2023.2.0")
 PTH_NAME = "ddqn-pycaffe.pth"
 PATCH_DIR = Path(__file__).with_name("caffe_patches")
 # CMake options and C++ flags beside the per-machine paths (numpy's include dir, the link dir): part of the key.
@@ -82,7 +90,8 @@ def compiler() -> str:
 def build_key(blas: str = "openblas") -> dict[str, str]:
     """What the compiled ``_caffe.so`` depends on: the Caffe source and the patches applied to it, the interpreter
     it links (its real path and full version), the numpy C ABI and API it was compiled against, the BLAS
-    (``BLAS_CHOICES``), the CMake options and C++ flags, the compiler and the system release."""
+    (``BLAS_CHOICES``), oneDNN (``ONEDNN_PINS``), the CMake options and C++ flags, the compiler and the system
+    release."""
     import numpy  # noqa: PLC0415 - only needed at build time
     from numpy._core._multiarray_umath import _get_ndarray_c_version  # noqa: PLC0415
 
@@ -92,6 +101,7 @@ def build_key(blas: str = "openblas") -> dict[str, str]:
         "python": f"{os.path.realpath(sys._base_executable)} {sys.version.split()[0]}",
         "numpy": f"abi {_get_ndarray_c_version():#x} {'.'.join(numpy.__version__.split('.')[:2])}",
         "blas": "Open" if blas == "openblas" else f"MKL {' '.join(MKL_PINS)}",  # the openblas key predates mkl
+        "onednn": " ".join(ONEDNN_PINS),
         "flags": f"{' '.join(CMAKE_OPTIONS)} CXX {CXX_FLAGS}",
         "compiler": compiler(),
         "system": system_release(),
@@ -215,8 +225,24 @@ def _mkl(root: Path, log: Path) -> list[str]:
             f"-DMKL_RT_LIBRARY={rt[0]}"]
 
 
+def _onednn(root: Path, log: Path) -> list[str]:
+    """oneDNN from PyPI under ``root/onednn``; the CMake argument that builds Caffe's convolution engine on it."""
+    prefix = root / "onednn"
+    _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--prefix", str(prefix), *ONEDNN_PINS],
+         f"install {' '.join(ONEDNN_PINS)} from PyPI", log=log)
+    lib = prefix / "lib" / "libdnnl.so.3"
+    if not lib.is_file() or not (prefix / "include" / "oneapi" / "dnnl" / "dnnl.hpp").exists():
+        raise BuildError(f"{' '.join(ONEDNN_PINS)} did not install lib/libdnnl.so.3 and "
+                         f"include/oneapi/dnnl/dnnl.hpp under {prefix}")
+    for copy in (lib.with_name("libdnnl.so"), *lib.parent.glob("libdnnl.so.3.*")):  # the wheel has 3 copies
+        if copy.is_file() and not copy.is_symlink():
+            copy.unlink()
+            copy.symlink_to(lib.name)
+    return [f"-DONEDNN_ROOT={prefix}"]
+
+
 def build(root: Path, jobs: int, blas: str = "openblas") -> None:
-    """Download, configure and compile ``make pycaffe`` into ``root``, against ``blas``."""
+    """Download, configure and compile ``make pycaffe`` into ``root``, against ``blas`` and oneDNN."""
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
@@ -236,7 +262,7 @@ def build(root: Path, jobs: int, blas: str = "openblas") -> None:
     cxx = f"{CXX_FLAGS} -I{_numpy_include()}"
     ldf = f"-L{link}"
     blas_args = _mkl(root, log) if blas == "mkl" else ["-DBLAS=Open"]
-    _run(["cmake", "..", *CMAKE_OPTIONS, *blas_args,
+    _run(["cmake", "..", *CMAKE_OPTIONS, *blas_args, *_onednn(root, log),
           f"-DANACONDA_HOME={prefix}", f"-DPYTHON_VERSION=python{sys.version_info.major}.{sys.version_info.minor}",
           f"-DPYTHON_EXECUTABLE={sys.executable}", f"-DCMAKE_CXX_FLAGS={cxx}", f"-DCMAKE_EXE_LINKER_FLAGS={ldf}",
           f"-DCMAKE_SHARED_LINKER_FLAGS={ldf}"], "cmake configure", cwd=bld, log=log)
