@@ -37,7 +37,11 @@ def _net(tmp_path: Path, conv: str, shape=(2, 3, 7, 6), engine: str = "DEFAULT",
             f"layer {{ name: 'conv' type: 'Convolution' bottom: 'data' top: 'conv' {extra}\n"
             f"  convolution_param {{ {conv} engine: {engine}\n"
             "    weight_filler { type: 'gaussian' std: 0.5 } bias_filler { type: 'gaussian' std: 0.5 } } }\n")
-    path = tmp_path / f"conv_{abs(hash(text))}.prototxt"
+    return _seeded_net(tmp_path / f"conv_{abs(hash(text))}.prototxt", text)
+
+
+def _seeded_net(path: Path, text: str) -> object:
+    """Prototxt ``text`` written to ``path``, loaded as a TRAIN net after Caffe's seed 7 (same text, same weights)."""
     path.write_text(text)
     cf = caffe()
     cf.set_random_seed(7)
@@ -111,11 +115,7 @@ def test_lr_mult_zero_and_no_data_gradient_are_honoured(tmp_path):
                 f"  convolution_param {{ {CONV['pad1_stride2']}\n"
                 "    weight_filler { type: 'gaussian' std: 0.5 } bias_filler { type: 'gaussian' std: 0.5 } } }\n"
                 "layer { name: 'loss' type: 'EuclideanLoss' bottom: 'conv' bottom: 'target' top: 'loss' }\n")
-        path = tmp_path / f"loss_{weights_lr}_{force}.prototxt"
-        path.write_text(text)
-        cf = caffe()
-        cf.set_random_seed(7)
-        return cf.Net(str(path), cf.TRAIN)
+        return _seeded_net(tmp_path / f"loss_{weights_lr}_{force}.prototxt", text)
 
     frozen, ref = net(0, False), net(1, True)  # same seed: same weights and bias
     rng = np.random.default_rng(5)
