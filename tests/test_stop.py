@@ -190,6 +190,29 @@ def test_accumulator_server_is_quiet_when_the_jvm_goes_first(quiet: bool, capfd:
     assert ("EOFError" in err) is not quiet, err
 
 
+@pytest.mark.parametrize("closes", [True, False])
+def test_a_token_cut_short_by_a_dying_jvm_is_quiet_a_wrong_one_is_not(closes: bool,
+                                                                      capfd: pytest.CaptureFixture) -> None:
+    """A JVM that dies in the middle of writing its token (Ctrl-C twice, the second within the grace period) leaves
+    the server a short token, then EOF: quiet. A live peer that sends a wrong token of the right length is still
+    printed."""
+    token = "token-of-this-test"
+    server = _start_update_server(token, False)
+    _quiet_when_the_jvm_is_gone(types.SimpleNamespace(_accumulatorServer=server))
+    try:
+        with socket.create_connection(server.server_address, timeout=5) as peer:
+            if closes:
+                peer.sendall(token[:5].encode())  # cut short, then gone
+            else:
+                peer.sendall(b"x" * len(token))  # wrong, and still connected while the server answers
+                time.sleep(1.5)
+        time.sleep(1.5)  # the handler polls its socket every second
+    finally:
+        server.shutdown()
+    err = capfd.readouterr().err
+    assert ("not correct" in err) is not closes, err
+
+
 def test_a_doubled_sigint_to_the_process_group_keeps_the_final_snapshot(tmp_path: Path) -> None:
     """GNU timeout and some CI runners forward SIGINT to the process group again: two SIGINTs within 50 ms are
     one stop (a second signal counts only after GRACE_S), so serial training still ends with its final snapshot

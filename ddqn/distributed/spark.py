@@ -40,19 +40,32 @@ def spark_context(app: str):
 
 
 def _quiet_when_the_jvm_is_gone(sc) -> None:
-    """pyspark's accumulator server prints a traceback (EOFError) when the JVM at its other end exits first, which
-    is what Ctrl-C does to spark-submit's JVM while this driver finishes its stop; that end is expected, so only
-    other errors of the server are printed."""
+    """pyspark's accumulator server prints a traceback when the JVM at its other end exits first, which is what
+    Ctrl-C does to spark-submit's JVM while this driver finishes its stop: an EOFError, or, when the JVM dies in the
+    middle of writing its token, a ValueError for the token it cut short. That end is expected, so those errors are
+    not printed when the peer has closed its connection; every other error of the server is."""
     server = getattr(sc, "_accumulatorServer", None)
     if server is None:
         return
     default = server.handle_error
 
     def handle_error(request, client_address) -> None:  # socketserver calls it inside its except block
-        if not isinstance(sys.exc_info()[1], EOFError | ConnectionError):
+        exc = sys.exc_info()[1]
+        gone = isinstance(exc, EOFError | ConnectionError) or (isinstance(exc, ValueError) and _peer_closed(request))
+        if not gone:
             default(request, client_address)
 
     server.handle_error = handle_error
+
+
+def _peer_closed(request: socket.socket) -> bool:
+    """Whether the other end of ``request`` has closed it (nothing more to read, ever), without reading."""
+    try:
+        return request.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:  # open, nothing sent yet
+        return False
+    except OSError:  # reset, or closed
+        return True
 
 
 def driver_host(sc) -> str:
