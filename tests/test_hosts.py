@@ -33,6 +33,7 @@ import numpy as np
 import pytest
 from test_distributed import JOB, QUICK, final_theta
 
+from ddqn.bench.links import steady_updates_per_s
 from ddqn.distributed.hosts import BLOCK_MANAGER_PORT, DRIVER_PORT, SERVER_PORT, Host, HostsCluster, netns_pids
 
 pytestmark = pytest.mark.hosts
@@ -153,14 +154,6 @@ def train_rows(out: Path) -> list[dict[str, float]]:
                 if row.get("server/live_workers")]
 
 
-def steady_updates_per_s(out: Path) -> float:
-    """Server updates/s from train.csv after the first quarter of the run (the workers' start excluded)."""
-    rows = train_rows(out)
-    rows = [r for r in rows if r["step"] >= rows[-1]["step"] / 4]
-    first, last = rows[0], rows[-1]
-    return (last["server/updates"] - first["server/updates"]) / (last["wall_s"] - first["wall_s"])
-
-
 def stray_processes(cluster: HostsCluster) -> dict[str, list[str]]:
     """Processes on each host other than its own Spark daemon (executors, Python workers, a driver): their
     ids and command lines."""
@@ -265,7 +258,7 @@ def test_happy_path_across_hosts(cluster: HostsCluster, tmp_path: Path) -> None:
     assert recorded == hosts  # the server recorded each worker host's own address
     assert set(summary["dropped"]) <= {"unauthenticated connection"}, summary["dropped"]  # only our two probes
     measured(f"updates/s across hosts: {summary['updates_per_s']:.1f} over the run, "
-             f"{steady_updates_per_s(out):.1f} steady (train.csv after the first quarter)")
+             f"{steady_updates_per_s(out / 'train.csv'):.1f} steady (train.csv after the first quarter)")
 
     assert cluster.pids(cluster.driver) == []  # spark-submit, the Python driver and its evaluator are gone
     assert settled(cluster) == {}  # executors and Python workers ended with the job
