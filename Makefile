@@ -26,7 +26,7 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-d
   libgflags-dev libhdf5-dev liblmdb-dev libleveldb-dev libsnappy-dev libopenblas-dev libgtest-dev \
   $(JAVA_PACKAGE) iproute2
 
-.PHONY: install deb-deps venv caffe torch-venv lint test test-hosts train train-serial train-cluster train-hosts bench-caffe bench-env bench-replay \
+.PHONY: install deb-deps venv caffe torch-venv lint test test-hosts train train-serial train-cluster train-hosts test-caffe bench-caffe bench-env bench-replay \
   bench-serial bench-ps bench-worker bench-capacity bench-hostile bench-links bench-scaling bench-scaling-60 bench-grad-norms bench-suite bench-blas bench-atari bench-scale-out bench-scale-out-paper bench-scale-out-tuned bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
 
 install: deb-deps venv caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
@@ -86,6 +86,9 @@ train-hosts: install  ## the same job on a multi-host cluster on this machine: m
 	  --minutes $(MINUTES) --out runs/train-hosts
 	$(if $(SUDO),$(SUDO) chown -R $$(id -u):$$(id -g) runs/train-hosts)
 
+test-caffe: install  ## Caffe's own ConvolutionLayer tests (gradient checks included) against the patched build, on oneDNN
+	$(PY) -m ddqn.net.caffe_gtest
+
 test-hosts: install  ## only the multi-host tests (tests/test_hosts.py: network namespaces; sudo when not root)
 	$(SUDO) $(PY) -m pytest -q --timeout=900 -m hosts tests/test_hosts.py
 
@@ -106,8 +109,12 @@ torch-venv: deb-deps  ## $(TORCH_VENV): the PyTorch twin's own virtualenv ($(TOR
 	  || { echo "bench-caffe: error: could not install $(TORCH_PIN) in $(TORCH_VENV)" >&2; exit 1; }
 
 # CAFFE_CANDIDATES: other builds of Caffe timed in the same run, each LABEL=DIR (DIR holds its caffe package).
+# CAFFE_BASELINE: patches left out of a baseline build timed beside (no-<name>; built once when missing, cached apart):
+# today's Caffe before the oneDNN convolution. CAFFE_BASELINE= leaves it out.
+CAFFE_BASELINE ?= 0002-onednn-convolution.patch
 bench-caffe: install torch-venv  ## Snake and Atari nets: forward+backward and forward ms (batch 32, one thread), Caffe beside a PyTorch twin
-	$(PY) -m ddqn.bench.caffe_speed --torch-python $(TORCH_VENV)/bin/python $(foreach c,$(CAFFE_CANDIDATES),--candidate $(c))
+	$(PY) -m ddqn.bench.caffe_speed --torch-python $(TORCH_VENV)/bin/python $(foreach c,$(CAFFE_CANDIDATES),--candidate $(c)) \
+	  $(foreach p,$(CAFFE_BASELINE),--without-patch $(p))
 
 bench-env: install  ## Snake env steps/s (single game, K=1 and K=256 batches)
 	$(PY) -m ddqn.bench.env_speed
@@ -118,8 +125,8 @@ bench-replay: install  ## replay memory sampling throughput (RAM and LMDB)
 bench-ps: install  ## parameter server: solver apply vs memcpy of the same vector; updates/s over loopback
 	$(PY) -m ddqn.bench.ps_speed
 
-bench-worker: install  ## per-update compute and communicate time vs model size, linear fit and R²
-	$(PY) -m ddqn.bench.worker_speed
+bench-worker: install  ## per-update compute and communicate time vs model size (linear fit, R²); a real worker's gradients/s by phase, paper and tuned, as built vs BLAS core Prescott vs no oneDNN (one run)
+	$(PY) -m ddqn.bench.worker_speed --config paper tuned --prescott $(foreach p,$(CAFFE_BASELINE),--without-patch $(p))
 
 bench-capacity: install  ## how many workers one server serves: synthetic clients 1..64, updates/s
 	$(PY) -m ddqn.bench.capacity

@@ -46,7 +46,8 @@ SMOKE = {
                  "--cycle-repeats", "1"],
     "atari": ["--no-learning", "--ale-steps", "300", "--repeats", "1"],
     "worker_speed": ["--members", "small", "paper", "--repeats", "1", "--config", "small", "--seconds", "3",
-                     "--set", "replay_warmup=200", "--blas", "openblas"],  # the breakdown in a child on the build
+                     "--set", "replay_warmup=200", "--rounds", "1", "--prescott", "--candidate",  # children
+                     f"built={build_dir(build_key('openblas')) / 'src' / 'python'}"],
     "capacity": ["--clients", "1", "2", "--seconds", "0.5"],
     "hostile": ["--floods", "4", "--idle", "50", "--seconds", "1", "--warmup", "0.3", "--procs", "2", "--auth",
                 "message", "--ramp", "5", "--join-timeout", "5"],  # one auth mode, no 512 flood: the goal unmeasured
@@ -71,10 +72,14 @@ def test_benchmark_smoke(name: str, tmp_path: Path) -> None:
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
     if name == "caffe_speed":
         check_caffe_speed(data, res.stdout)
-    if name == "worker_speed":  # the child imported the named build and timed a real worker
-        (split,) = data["breakdowns"]
-        assert split["blas"] == "openblas" and split["blas_loaded"].startswith("libopenblas"), split
-        assert split["gradients"] > 0 and sum(split["phases_ms"].values()) == pytest.approx(split["ms_per_gradient"])
+    if name == "worker_speed":  # each child imported its build, with its BLAS core, and timed a real worker
+        built, prescott, other = data["breakdowns"]
+        assert [b["build"] for b in data["breakdowns"]] == ["as built", "as built, OPENBLAS_CORETYPE=Prescott", "built"]
+        assert prescott["blas_core"] == "Prescott" != built["blas_core"] and other["caffe_dir"].endswith("src/python")
+        for split in data["breakdowns"]:
+            assert split["blas_loaded"].startswith("libopenblas") and split["config"] == "small", split
+            assert split["gradients"] > 0 and sum(split["phases_ms"].values()) == pytest.approx(split["ms_per_gradient"])
+        assert "small: gradients/s as built ÷ built: " in res.stdout
     if name == "ps_speed":  # the server thread's time by message kind and part, beside each service row
         for row in data["service"]:
             assert {"push", "fetch", "fetch_both", "stats"} <= row["parts_us"].keys(), row["parts_us"]

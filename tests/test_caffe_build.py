@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -93,3 +94,16 @@ def test_build_key_names_the_interpreter_numpy_blas_and_onednn():
     assert build_dir(key) == build_dir() != build_dir(build_key("mkl"))
     for field in key:  # any change in what the binary depends on selects another build directory
         assert build_dir({**key, field: key[field] + " other"}) != build_dir(key)
+
+
+def test_a_baseline_build_leaves_a_patch_out_under_a_key_of_its_own():
+    onednn = "0002-onednn-convolution.patch"
+    key, base = build_key(), build_key(without=(onednn,))
+    assert onednn not in base["patches"] and base["patches"].split() == key["patches"].split()[:-1]
+    assert "onednn" not in base  # without the engine's patch the key is what builds had before it: their cache
+    assert build_dir(base) != build_dir(key)
+    with pytest.raises(BuildError, match="no patch named nope.patch"):
+        build_key(without=("nope.patch",))
+    res = subprocess.run([sys.executable, "-m", "ddqn.net.caffe_build", "--no-link", "--without", "nope.patch"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and res.stderr.count("\n") == 1 and "no patch named nope.patch" in res.stderr

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ddqn.bench.common import ROOT, loaded_blas_path, openblas_core, write_result
+from ddqn.bench.common import ROOT, baseline_builds, loaded_blas_path, openblas_core, write_result
 from ddqn.config import PROTOTXT_DIR
 from ddqn.net.caffe_env import caffe
 from ddqn.net.netspec import NetSpec, describe_layers, load_netspec, parse_netspec
@@ -315,11 +315,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--torch-python", default=str(TWIN_PYTHON), help="the twin's interpreter (default .venv-torch)")
     ap.add_argument("--candidate", action="append", default=[], metavar="LABEL=DIR",
                     help="another Caffe build: DIR holds its caffe package (e.g. <build>/src/python)")
+    ap.add_argument("--without-patch", action="append", default=[], metavar="PATCH",
+                    help="also time today's Caffe without this patch (labelled no-<name>; built once, cached apart)")
     ap.add_argument("--serve", metavar="LABEL", help=argparse.SUPPRESS)  # run as a Caffe peer
     args = ap.parse_args(argv)
     if args.serve:
         return serve(args.serve)
     candidates = dict(c.partition("=")[::2] for c in args.candidate)
+    candidates.update(baseline_builds(args.without_patch))
     if any(label in ("", REFERENCE, TWIN) or not Path(d).is_dir() for label, d in candidates.items()):
         ap.error(f"--candidate LABEL=DIR: a LABEL other than {REFERENCE} and {TWIN}, DIR an existing directory")
     peers = [caffe_peer(REFERENCE)] + [caffe_peer(label, d) for label, d in candidates.items()]

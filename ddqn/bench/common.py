@@ -36,6 +36,7 @@ from ddqn.dqn.evaluation import evaluate_greedy
 from ddqn.dqn.qlearning import dqn_gradient
 from ddqn.dqn.serial import SNAPSHOT_NAME
 from ddqn.game import game_actions
+from ddqn.net import caffe_build
 from ddqn.net.netspec import NetSpec, load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.net.snapshot import load_caffemodel, snapshot_paths
@@ -128,6 +129,25 @@ def cpu_label(m: dict[str, Any] | None) -> str:
     forced = f", OPENBLAS_CORETYPE={m['openblas_coretype']}" if m.get("openblas_coretype") else ""
     return (f"{m.get('model_name', '?')}{isa}; {m.get('vendor', '?')} family {m.get('family', '?')} model "
             f"{m.get('model', '?')}; OpenBLAS core {m.get('openblas_core') or 'unknown'}{forced}")
+
+
+def baseline_label(patch: str) -> str:
+    """A build without ``patch`` as benches label it: ``0002-onednn-convolution.patch`` -> ``no-onednn``."""
+    words = patch.removesuffix(".patch").split("-")
+    return "no-" + (words[1] if len(words) > 1 and words[0].isdigit() else words[0])
+
+
+def baseline_builds(without: list[str]) -> dict[str, str]:
+    """For each patch named, today's Caffe without it (built now when not cached, ``caffe_build.ensure``; the
+    interpreter keeps its own Caffe): label -> the directory holding that build's ``caffe`` package."""
+    out = {}
+    for patch in without:
+        try:
+            root = caffe_build.ensure(without=(patch,), link=False)
+        except caffe_build.BuildError as exc:
+            sys.exit(f"bench: error: {exc}")
+        out[baseline_label(patch)] = str(caffe_build.python_dir(root))
+    return out
 
 
 def write_result(name: str, data: dict[str, Any], out_dir: str | Path = "results") -> Path:

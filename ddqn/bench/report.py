@@ -145,19 +145,27 @@ def _worker(r: dict) -> list[str]:
     out = ["Slides: \"compute/communicate time scales linearly with model size\".", "", *lines, "",
            f"Linear fits: {fits}.", "", "![compute/communicate vs model size](worker_speed.png)"]
     splits = r.get("breakdowns", [])
-    if splits:
-        b0 = splits[0]
-        names = [b.get("blas_loaded", "linked BLAS") for b in splits]
+    for config in dict.fromkeys(b["config"] for b in splits):
+        mine = [b for b in splits if b["config"] == config]
+        names = [_build_name(b) for b in mine]
         rates = ", ".join(f"{n}: **{b['ms_per_gradient']:.1f} ms = {b['gradients_per_s']:.1f} gradients/s**"
-                          for n, b in zip(names, splits))
-        ratio = (f" ({splits[-1]['gradients_per_s'] / b0['gradients_per_s']:.2f}× of the first, measured in one run)"
-                 if len(splits) > 1 else "")
-        out += ["", f"A real worker's time per gradient, all in ({b0['config']} config, one process per BLAS build): "
-                f"{rates}{ratio}. By phase:", "",
-                "| phase | " + " | ".join(f"ms per gradient ({n}) | share" for n in names) + " |",
-                "|---" * (1 + 2 * len(splits)) + "|",
-                *[f"| {k} | " + " | ".join(_phase_cells(b, k) for b in splits) + " |" for k in b0["phases_ms"]]]
+                          for n, b in zip(names, mine))
+        ratios = "".join(f"; {names[0]} ÷ {n}: **{mine[0]['gradients_per_s'] / b['gradients_per_s']:.2f}×**"
+                         for n, b in zip(names[1:], mine[1:]))
+        how = (f"each build in a process of its own, {mine[0]['rounds']} interleaved rounds, one run"
+               if "rounds" in mine[0] else "one process per build")
+        out += ["", f"A real worker's time per gradient, all in ({config} config; {how}): {rates}{ratios}. By phase:",
+                "", "| phase | " + " | ".join(f"ms per gradient ({n}) | share" for n in names) + " |",
+                "|---" * (1 + 2 * len(mine)) + "|",
+                *[f"| {k} | " + " | ".join(_phase_cells(b, k) for b in mine) + " |" for k in mine[0]["phases_ms"]]]
     return out
+
+
+def _build_name(b: dict) -> str:
+    """A breakdown's build as the REPORT names it: its label, BLAS library and core (older results: the library)."""
+    if "build" not in b:
+        return b.get("blas_loaded", "linked BLAS")
+    return f"{b['build']} ({b['blas_loaded']}, core {b.get('blas_core') or '?'})"
 
 
 def _phase_cells(b: dict, phase: str) -> str:

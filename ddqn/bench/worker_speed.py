@@ -25,14 +25,23 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.bench.common import config_values, figure, loaded_blas_path, start_server, worker_update_ms, write_result
+from ddqn.bench.common import (
+    baseline_builds,
+    config_values,
+    figure,
+    loaded_blas_path,
+    openblas_core,
+    start_server,
+    worker_update_ms,
+    write_result,
+)
 from ddqn.config import load_config
 from ddqn.distributed import protocol
 from ddqn.distributed.job import JobSpec
 from ddqn.distributed.worker import Worker
 from ddqn.dqn.phases import PHASES, PhaseClock
 from ddqn.game import game_actions
-from ddqn.net.caffe_build import BLAS_CHOICES, build_dir, build_key
+from ddqn.net.caffe_build import BLAS_CHOICES, build_dir, build_key, python_dir
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 
@@ -107,33 +116,87 @@ def loaded_blas() -> str:
 
 
 _CHILD = ("import json, sys; from ddqn.bench.worker_speed import breakdown, loaded_blas; "
+          "from ddqn.bench.common import openblas_core; "
           "r = breakdown(sys.argv[1], float(sys.argv[2]), sys.argv[3:]); r['blas_loaded'] = loaded_blas(); "
-          "print(json.dumps(r))")
+          "r['blas_core'] = openblas_core(); print(json.dumps(r))")
 
 
-def breakdown_on(blas: str, config: str, seconds: float, overrides: list[str]) -> dict:
-    """:func:`breakdown` in a child process whose ``import caffe`` is the cached ``blas`` build."""
-    root = build_dir(build_key(blas))
-    if not (root / "BUILD_OK").exists():
-        raise SystemExit(f"bench-worker: error: no cached Caffe build for BLAS={blas} ({root}); "
-                         f"run `make install BLAS={blas}` first")
-    path = os.pathsep.join(p for p in (str(root / "src" / "python"), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "PYTHONPATH": path}
-    res = subprocess.run([sys.executable, "-c", _CHILD, config, str(seconds), *overrides], env=env,
-                         capture_output=True, text=True, timeout=seconds + 900, check=True)
-    return {**json.loads(res.stdout.strip().splitlines()[-1]), "blas": blas}
+def breakdown_in(caffe_dir: str | None, env: dict[str, str], config: str, seconds: float,
+                 overrides: list[str]) -> dict:
+    """:func:`breakdown` in a child process whose ``import caffe`` is the build in ``caffe_dir`` (None: as built),
+    with ``env`` added to its environment."""
+    path = os.pathsep.join(p for p in (caffe_dir, os.environ.get("PYTHONPATH")) if p)
+    res = subprocess.run([sys.executable, "-c", _CHILD, config, str(seconds), *overrides],
+                         env={**os.environ, **env, "PYTHONPATH": path}, capture_output=True, text=True,
+                         timeout=seconds + 900)
+    if res.returncode:
+        raise SystemExit(f"bench-worker: error: the breakdown's child failed (exit {res.returncode}):\n"
+                         + "\n".join(res.stderr.strip().splitlines()[-5:]))
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def variants(args: argparse.Namespace) -> list[tuple[str, str | None, dict[str, str]]]:
+    """The Caffe builds the breakdown compares, as (label, caffe dir or None for as built, extra environment)."""
+    if args.blas:
+        out = []
+        for b in args.blas:
+            root = build_dir(build_key(b))
+            if not (root / "BUILD_OK").exists():
+                raise SystemExit(f"bench-worker: error: no cached Caffe build for BLAS={b} ({root}); "
+                                 f"run `make install BLAS={b}` first")
+            out.append((b, str(python_dir(root)), {}))
+        return out
+    out = [("as built", None, {})]
+    if args.prescott:
+        out.append(("as built, OPENBLAS_CORETYPE=Prescott", None, {"OPENBLAS_CORETYPE": "Prescott"}))
+    out += [(label, d, {}) for label, d in dict(c.partition("=")[::2] for c in args.candidate).items()]
+    return out + [(label, d, {}) for label, d in baseline_builds(args.without_patch).items()]
+
+
+def merged(parts: list[dict]) -> dict:
+    """Rounds of one (config, build) as one breakdown: gradients and phase times summed over them."""
+    grads = sum(p["gradients"] for p in parts)
+    phases = {k: sum(p["phases_ms"][k] * p["gradients"] for p in parts) / max(grads, 1) for k in PHASES}
+    total = sum(phases.values())
+    return {**parts[0], "gradients": grads, "env_steps": sum(p["env_steps"] for p in parts), "rounds": len(parts),
+            "ms_per_gradient": total, "gradients_per_s": 1e3 / total, "phases_ms": phases}
+
+
+def breakdowns(args: argparse.Namespace) -> list[dict]:
+    """Every config's breakdown on every build: in this process when only the linked build is asked for, else
+    each in a child process, in ``--rounds`` rounds that interleave the builds (the machine's drift hits each)."""
+    builds = variants(args)
+    if len(builds) == 1 and not args.blas:
+        return [{**breakdown(c, args.seconds, args.set), "blas_loaded": loaded_blas(), "blas_core": openblas_core(),
+                 "build": "as built"} for c in args.config]
+    parts: dict[tuple[str, str], list[dict]] = {}
+    for r in range(args.rounds):
+        for config in args.config:
+            for label, caffe_dir, env in builds:
+                print(f"[bench-worker] round {r + 1}/{args.rounds}: {config} on {label}", flush=True)
+                got = breakdown_in(caffe_dir, env, config, args.seconds / args.rounds, args.set)
+                parts.setdefault((config, label), []).append({**got, "build": label, "env": env,
+                                                              "caffe_dir": caffe_dir or "as built"})
+    return [merged(v) for v in parts.values()]
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results", help="results directory")
-    ap.add_argument("--members", nargs="+", default=["small", "paper", "large", "x64", "x128"])
+    ap.add_argument("--members", nargs="*", default=["small", "paper", "large", "x64", "x128"])
     ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--config", default="paper", help="config of the breakdown's worker (default paper)")
-    ap.add_argument("--seconds", type=float, default=60.0, help="training time the breakdown measures")
+    ap.add_argument("--config", nargs="+", default=["paper"], help="configs of the breakdown's worker (default paper)")
+    ap.add_argument("--seconds", type=float, default=60.0, help="training time each breakdown measures")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     ap.add_argument("--blas", nargs="+", choices=BLAS_CHOICES,
-                    help="run the breakdown once per cached Caffe build (default: only the linked one, in-process)")
+                    help="run the breakdown once per cached Caffe build of these BLAS (instead of the builds below)")
+    ap.add_argument("--candidate", action="append", default=[], metavar="LABEL=DIR",
+                    help="also on another Caffe build: DIR holds its caffe package")
+    ap.add_argument("--without-patch", action="append", default=[], metavar="PATCH",
+                    help="also on today's Caffe without this patch (no-<name>; built once, cached apart)")
+    ap.add_argument("--prescott", action="store_true",
+                    help="also as built with OPENBLAS_CORETYPE=Prescott: the BLAS core before ddqn chose one")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds interleaving the builds (default 2)")
     args = ap.parse_args(argv)
     rows = []
     for m in args.members:
@@ -141,20 +204,26 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{m:>6s}: {r['params']:>10,d} params: compute {r['compute_ms']:9.1f} ms, "
               f"communicate {r['communicate_ms']:7.2f} ms per update", flush=True)
     x = np.array([r["params"] for r in rows], float)
-    fits = {k: fit(x, np.array([r[k] for r in rows])) for k in ("compute_ms", "communicate_ms")}
+    fits = {k: fit(x, np.array([r[k] for r in rows])) for k in ("compute_ms", "communicate_ms")} if rows else {}
     for k, f in fits.items():
         print(f"{k}: {f['slope_ms_per_mparam']:.2f} ms per million parameters + {f['intercept_ms']:.2f} ms, "
               f"R² {f['r2']:.4f}")
-    png = plot(rows, fits, Path(args.out) / "worker_speed.png")
-    splits = ([breakdown_on(b, args.config, args.seconds, args.set) for b in args.blas] if args.blas
-              else [{**breakdown(args.config, args.seconds, args.set), "blas_loaded": loaded_blas()}])
+    png = plot(rows, fits, Path(args.out) / "worker_speed.png") if rows else None
+    splits = breakdowns(args)
     for split in splits:
-        print(f"a real {args.config} worker ({split['blas_loaded']}): {split['gradients']} gradients, "
-              f"{split['ms_per_gradient']:.1f} ms each all in ({split['gradients_per_s']:.1f}/s):")
+        print(f"a real {split['config']} worker on {split['build']} ({split['blas_loaded']}, core "
+              f"{split['blas_core']}): {split['gradients']} "
+              f"gradients, {split['ms_per_gradient']:.1f} ms each all in ({split['gradients_per_s']:.1f}/s):")
         for phase, ms in split["phases_ms"].items():
             print(f"  {phase:>17s} {ms:7.2f} ms  {100 * ms / split['ms_per_gradient']:5.1f} %")
-    write_result("worker_speed", {"rows": rows, "fits": fits, "paper_2015": PAPER_2015, "png": str(png),
-                                  "config": args.config, "config_values": config_values(args.config, args.set),
+    for config in args.config:
+        mine = [b for b in splits if b["config"] == config]
+        for b in mine[1:]:
+            print(f"{config}: gradients/s {mine[0]['build']} ÷ {b['build']}: "
+                  f"{mine[0]['gradients_per_s'] / b['gradients_per_s']:.2f}× (one run)")
+    write_result("worker_speed", {"rows": rows, "fits": fits, "paper_2015": PAPER_2015,
+                                  "png": str(png) if png else None, "config": args.config,
+                                  "config_values": {c: config_values(c, args.set) for c in args.config},
                                   "breakdowns": splits}, args.out)
 
 

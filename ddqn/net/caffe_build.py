@@ -61,9 +61,20 @@ def cache_root() -> Path:
     return Path(os.environ.get("DDQN_CACHE", Path.home() / ".cache" / "ddqn"))
 
 
-def patches() -> list[Path]:
-    """The patch files applied to the Caffe source, in the order they are applied."""
-    return sorted(PATCH_DIR.glob("*.patch"))
+def patches(without: tuple[str, ...] = ()) -> list[Path]:
+    """The patch files applied to the Caffe source, in the order they are applied; ``without`` names patches left
+    out (a baseline build for benchmarks, e.g. today's Caffe before a speed patch)."""
+    every = sorted(PATCH_DIR.glob("*.patch"))
+    unknown = sorted(set(without) - {p.name for p in every})
+    if unknown:
+        raise BuildError(f"no patch named {', '.join(unknown)} in {PATCH_DIR} "
+                         f"(there are: {', '.join(p.name for p in every)})")
+    return [p for p in every if p.name not in without]
+
+
+def uses_onednn(applied: list[Path]) -> bool:
+    """Whether the applied patches build Caffe against oneDNN (the convolution engine's patch)."""
+    return any("onednn" in p.name for p in applied)
 
 
 def system_release() -> str:
@@ -87,17 +98,18 @@ def compiler() -> str:
     return out.strip()
 
 
-def build_key(blas: str = "openblas") -> dict[str, str]:
+def build_key(blas: str = "openblas", without: tuple[str, ...] = ()) -> dict[str, str]:
     """What the compiled ``_caffe.so`` depends on: the Caffe source and the patches applied to it, the interpreter
     it links (its real path and full version), the numpy C ABI and API it was compiled against, the BLAS
     (``BLAS_CHOICES``), oneDNN (``ONEDNN_PINS``), the CMake options and C++ flags, the compiler and the system
-    release."""
+    release. A build without the oneDNN patch has no oneDNN field (the key such builds had before it)."""
     import numpy  # noqa: PLC0415 - only needed at build time
     from numpy._core._multiarray_umath import _get_ndarray_c_version  # noqa: PLC0415
 
-    return {
+    applied = patches(without)
+    key = {
         "caffe": f"{CAFFE_COMMIT} {SDIST_SHA256}",
-        "patches": " ".join(f"{p.name}:{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}" for p in patches()),
+        "patches": " ".join(f"{p.name}:{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}" for p in applied),
         "python": f"{os.path.realpath(sys._base_executable)} {sys.version.split()[0]}",
         "numpy": f"abi {_get_ndarray_c_version():#x} {'.'.join(numpy.__version__.split('.')[:2])}",
         "blas": "Open" if blas == "openblas" else f"MKL {' '.join(MKL_PINS)}",  # the openblas key predates mkl
@@ -106,6 +118,9 @@ def build_key(blas: str = "openblas") -> dict[str, str]:
         "compiler": compiler(),
         "system": system_release(),
     }
+    if not uses_onednn(applied):
+        del key["onednn"]
+    return key
 
 
 def build_dir(key: dict[str, str] | None = None) -> Path:
@@ -241,8 +256,9 @@ def _onednn(root: Path, log: Path) -> list[str]:
     return [f"-DONEDNN_ROOT={prefix}"]
 
 
-def build(root: Path, jobs: int, blas: str = "openblas") -> None:
-    """Download, configure and compile ``make pycaffe`` into ``root``, against ``blas`` and oneDNN."""
+def build(root: Path, jobs: int, blas: str = "openblas", without: tuple[str, ...] = ()) -> None:
+    """Download, configure and compile ``make pycaffe`` into ``root``, against ``blas`` and (when its patch is
+    applied) oneDNN; ``without`` names patches left out."""
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
@@ -253,7 +269,8 @@ def build(root: Path, jobs: int, blas: str = "openblas") -> None:
     src = root / SDIST_FILE.removesuffix(".tar.gz")
     src.rename(root / "src")
     src = root / "src"
-    for patch in patches():
+    applied = patches(without)
+    for patch in applied:
         _run(["patch", "-p1", "--forward", "--batch", "-i", str(patch)], f"apply {patch.name}", cwd=src, log=log)
     link = _link_dir(root)
     bld = src / "build"
@@ -262,7 +279,7 @@ def build(root: Path, jobs: int, blas: str = "openblas") -> None:
     cxx = f"{CXX_FLAGS} -I{_numpy_include()}"
     ldf = f"-L{link}"
     blas_args = _mkl(root, log) if blas == "mkl" else ["-DBLAS=Open"]
-    _run(["cmake", "..", *CMAKE_OPTIONS, *blas_args, *_onednn(root, log),
+    _run(["cmake", "..", *CMAKE_OPTIONS, *blas_args, *(_onednn(root, log) if uses_onednn(applied) else []),
           f"-DANACONDA_HOME={prefix}", f"-DPYTHON_VERSION=python{sys.version_info.major}.{sys.version_info.minor}",
           f"-DPYTHON_EXECUTABLE={sys.executable}", f"-DCMAKE_CXX_FLAGS={cxx}", f"-DCMAKE_EXE_LINKER_FLAGS={ldf}",
           f"-DCMAKE_SHARED_LINKER_FLAGS={ldf}"], "cmake configure", cwd=bld, log=log)
@@ -275,16 +292,48 @@ def link_into_python(root: Path) -> Path:
     """Write a .pth file so this interpreter (e.g. the venv) imports ``caffe`` from the build."""
     site = Path(sysconfig.get_paths()["purelib"])
     pth = site / PTH_NAME
-    pth.write_text(str(root / "src" / "python") + "\n")
+    pth.write_text(f"{python_dir(root)}\n")
     return pth
 
 
-def import_ok() -> tuple[bool, str]:
-    """Import caffe in a fresh process; return (ok, error text)."""
-    env = dict(os.environ, GLOG_minloglevel="2")
+def python_dir(root: Path) -> Path:
+    """The directory holding build ``root``'s ``caffe`` package (what a PYTHONPATH or .pth file names)."""
+    return root / "src" / "python"
+
+
+def import_ok(root: Path) -> tuple[bool, str]:
+    """Import build ``root``'s caffe in a fresh process; return (ok, error text)."""
+    path = os.pathsep.join(p for p in (str(python_dir(root)), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, GLOG_minloglevel="2", PYTHONPATH=path)
     res = subprocess.run([sys.executable, "-c", "import caffe, caffe.proto.caffe_pb2; caffe.set_mode_cpu()"],
                          capture_output=True, text=True, env=env)
     return res.returncode == 0, (res.stderr.strip().splitlines() or [""])[-1]
+
+
+def ensure(blas: str = "openblas", without: tuple[str, ...] = (), link: bool = True, force: bool = False,
+           jobs: int | None = None) -> Path:
+    """The verified build of ``blas`` with every patch but ``without``: cached, or built now (then verified by an
+    ``import caffe`` in a new process); linked into this interpreter when ``link``. Returns its directory; raises
+    :class:`BuildError` (and ImportError when numpy is missing)."""
+    key = build_key(blas, without)
+    root = build_dir(key)
+    stamp = root / "BUILD_OK"
+    try:
+        ok = False
+        if stamp.exists() and not force:
+            ok, _ = import_ok(root)  # a cached build that no longer imports is rebuilt
+        if not ok:
+            build(root, jobs or os.cpu_count() or 2, blas, without)
+            ok, err = import_ok(root)
+            if not ok:
+                raise BuildError(f"import caffe failed after build in {root}: {err}")
+        stamp.write_text(json.dumps(key, indent=1, sort_keys=True) + "\n")
+    except BuildError:
+        stamp.unlink(missing_ok=True)
+        raise
+    if link:
+        link_into_python(root)
+    return root
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,32 +341,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="rebuild even if a verified build is cached")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel compile jobs")
     ap.add_argument("--blas", choices=BLAS_CHOICES, default="openblas", help="the BLAS Caffe links (default openblas)")
+    ap.add_argument("--without", action="append", default=[], metavar="PATCH",
+                    help="leave this patch (a file name in caffe_patches/) out: a baseline build, cached apart")
+    ap.add_argument("--no-link", action="store_true",
+                    help="build or verify only; the interpreter keeps the Caffe it links (for a baseline build)")
     args = ap.parse_args(argv)
     try:
-        key = build_key(args.blas)
+        root = ensure(args.blas, tuple(args.without), not args.no_link, args.force, args.jobs)
     except ImportError as exc:
         print(f"caffe-build: error: numpy is not importable in {sys.executable} ({exc}); run pip install first",
               file=sys.stderr)
         return 1
-    root = build_dir(key)
-    stamp = root / "BUILD_OK"
-    try:
-        ok = False
-        if stamp.exists() and not args.force:
-            link_into_python(root)
-            ok, _ = import_ok()  # a cached build that no longer imports is rebuilt
-        if not ok:
-            build(root, args.jobs, args.blas)
-            link_into_python(root)
-            ok, err = import_ok()
-            if not ok:
-                raise BuildError(f"import caffe failed after build in {root}: {err}")
-        stamp.write_text(json.dumps(key, indent=1, sort_keys=True) + "\n")
     except BuildError as exc:
-        stamp.unlink(missing_ok=True)
         print(f"caffe-build: error: {exc}", file=sys.stderr)
         return 1
-    print(f"[caffe-build] pycaffe ready: {root / 'src/python/caffe'}")
+    print(f"[caffe-build] pycaffe ready: {python_dir(root) / 'caffe'}{' (not linked)' if args.no_link else ''}")
     return 0
 
 
