@@ -62,6 +62,12 @@ BAD = {
     "zero outputs": (_replace("num_output: 5", "num_output: 0"), "num_output must be > 0"),
     "mismatched loss": (_replace("shape { dim: 3 dim: 4 } shape { dim: 3 dim: 4 }", "shape { dim: 3 dim: 4 } shape { dim: 3 dim: 2 }"),
                         "layer 'loss': bottoms must match in size"),
+    "pool pad_w alone": (_replace("pool: MAX kernel_size: 2 stride: 2", "pool: MAX kernel_size: 2 stride: 2 pad_w: 1"),
+                         "layer 'pool1': pad_h and pad_w must be set together"),
+    "pool kernel twice": (_replace("pool: MAX kernel_size: 2 stride: 2", "pool: MAX kernel_size: 2 kernel_h: 2 "
+                                   "kernel_w: 2 stride: 2"), "layer 'pool1': kernel_size or kernel_h and kernel_w, not both"),
+    "conv pad twice": (_replace("kernel_size: 3 pad: 1", "kernel_size: 3 pad: 1 pad_h: 1 pad_w: 1"),
+                       "layer 'conv1': pad or pad_h and pad_w, not both"),
     "v1 syntax": ('layers { name: "a" type: RELU }', "legacy V1"),
     "no layers": ('name: "empty"', "no layers"),
     # the dueling head's layers (tests/conftest.py's TINY_DUELING): Reduction, Reshape, Tile, Eltwise with coeff
@@ -98,7 +104,8 @@ BAD = {
 # Cases Caffe itself CHECK-fails on (building the net, or reshaping it to N = 1 as acting does): the process aborts.
 CAFFE_ABORTS = ["reduction axis", "tiles missing", "tiles zero", "tile axis", "reshape two -1", "reshape dim -2",
                 "reshape count", "reshape axis", "reshape num_axes", "reshape copy", "reshape divisible",
-                "reshape end axis", "reshape fixes N", "reshape in place", "top twice", "coeff count", "coeff with PROD"]
+                "reshape end axis", "reshape fixes N", "reshape in place", "top twice", "coeff count", "coeff with PROD",
+                "pool pad_w alone", "pool kernel twice", "conv pad twice"]
 # Not a CHECK in this Caffe build: "tiles not actions" (its Eltwise does not compare shapes and reads out of bounds).
 
 
@@ -151,7 +158,8 @@ print(json.dumps(status))
 
 
 def test_new_layer_shapes_are_caffes(tmp_path: Path) -> None:
-    """Reduction, Reshape, Tile and Eltwise with coeff: every shape netspec infers is the shape pycaffe builds."""
+    """Reduction, Reshape, Tile, Eltwise with coeff and Pooling: every shape netspec infers is the shape pycaffe
+    builds."""
     cases = {
         "red0": 'type: "Reduction" reduction_param { axis: 0 }',
         "red1": 'type: "Reduction" reduction_param { operation: MEAN axis: 1 }',
@@ -169,6 +177,12 @@ def test_new_layer_shapes_are_caffes(tmp_path: Path) -> None:
         "tile0": 'type: "Tile" tile_param { axis: 0 tiles: 3 }',
         "tile1": 'type: "Tile" tile_param { tiles: 2 }',
         "tile_1": 'type: "Tile" tile_param { axis: -1 tiles: 4 }',
+        # pooled sizes round up, and with padding on either axis drop a last window that starts in the padding
+        "pool_k3s2p1": 'type: "Pooling" pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 }',
+        "pool_rect": 'type: "Pooling" pooling_param { pool: MAX kernel_h: 2 kernel_w: 3 stride_h: 1 stride_w: 2 '
+                     'pad_h: 0 pad_w: 1 }',
+        "pool_clip_h": 'type: "Pooling" pooling_param { pool: MAX kernel_h: 1 kernel_w: 2 stride_h: 4 stride_w: 1 '
+                       'pad_h: 0 pad_w: 1 }',
     }
     text = 'name: "shapes" layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 dim: 4 dim: 5 } } }\n'
     text += "".join(f'layer {{ name: "{n}" bottom: "x" top: "{n}" {body} }}\n' for n, body in cases.items())

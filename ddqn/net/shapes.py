@@ -30,6 +30,11 @@ def hw(p, field: str, default: int | None, what: str, where: str) -> tuple[int, 
     base = field.removesuffix("_size")
     names = p.DESCRIPTOR.fields_by_name
     if f"{base}_h" in names and (p.HasField(f"{base}_h") or p.HasField(f"{base}_w")):
+        plain = getattr(p, field)
+        if (len(plain) if not isinstance(plain, int) else p.HasField(field)):
+            raise ConfigError(f"{where}: {field} or {base}_h and {base}_w, not both")
+        if p.DESCRIPTOR.name == "PoolingParameter" and not (p.HasField(f"{base}_h") and p.HasField(f"{base}_w")):
+            raise ConfigError(f"{where}: {base}_h and {base}_w must be set together")  # Caffe's pooling CHECKs it
         return getattr(p, f"{base}_h"), getattr(p, f"{base}_w")
     repeated = getattr(p, field)
     vals = list(repeated) if not isinstance(repeated, int) else [repeated]
@@ -202,8 +207,8 @@ def _pool(p, x: tuple[int, ...], where: str, bottoms: list):
         raise ConfigError(f"{where}: kernel {kh}x{kw} larger than padded input {h}x{w}")
     ho = math.ceil((h + 2 * ph - kh) / sh) + 1  # Caffe rounds pooled sizes up ...
     wo = math.ceil((w + 2 * pw - kw) / sw) + 1
-    if ph and (ho - 1) * sh >= h + ph:  # ... but never starts a window in the padding
-        ho -= 1
-    if pw and (wo - 1) * sw >= w + pw:
+    if (ph or pw) and (ho - 1) * sh >= h + ph:  # ... but, with any padding, never starts a window in it (in
+        ho -= 1                                  # either axis, even the one without padding, as Caffe does)
+    if (ph or pw) and (wo - 1) * sw >= w + pw:
         wo -= 1
     return [(n, c, ho, wo)], []
