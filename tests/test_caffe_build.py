@@ -103,7 +103,7 @@ def test_build_key_names_the_interpreter_numpy_blas_and_onednn():
 def test_a_baseline_build_leaves_a_patch_out_under_a_key_of_its_own():
     onednn = "0002-onednn-convolution.patch"
     key, base = build_key(), build_key(without=(onednn,))
-    assert onednn not in base["patches"] and base["patches"].split() == key["patches"].split()[:-1]
+    assert base["patches"].split() == [p for p in key["patches"].split() if not p.startswith(onednn)]
     assert "onednn" not in base  # without the engine's patch the key is what builds had before it: their cache
     assert build_dir(base) != build_dir(key)
     with pytest.raises(BuildError, match="no patch named nope.patch"):
