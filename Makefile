@@ -86,7 +86,7 @@ train-hosts: install  ## the same job on a multi-host cluster on this machine: m
 	  --minutes $(MINUTES) --out runs/train-hosts
 	$(if $(SUDO),$(SUDO) chown -R $$(id -u):$$(id -g) runs/train-hosts)
 
-test-caffe: install  ## Caffe's own ConvolutionLayer tests (gradient checks included) against the patched build, on oneDNN
+test-caffe: install  ## Caffe's own convolution, pooling and neuron (ReLU) layer tests (gradient checks included) against the patched build
 	$(PY) -m ddqn.net.caffe_gtest
 
 test-hosts: install  ## only the multi-host tests (tests/test_hosts.py: network namespaces; sudo when not root)
@@ -109,9 +109,10 @@ torch-venv: deb-deps  ## $(TORCH_VENV): the PyTorch twin's own virtualenv ($(TOR
 	  || { echo "bench-caffe: error: could not install $(TORCH_PIN) in $(TORCH_VENV)" >&2; exit 1; }
 
 # CAFFE_CANDIDATES: other builds of Caffe timed in the same run, each LABEL=DIR (DIR holds its caffe package).
-# CAFFE_BASELINE: patches left out of a baseline build timed beside (no-<name>; built once when missing, cached apart):
-# today's Caffe before the oneDNN convolution. CAFFE_BASELINE= leaves it out.
-CAFFE_BASELINE ?= 0002-onednn-convolution.patch
+# CAFFE_BASELINE: baseline builds timed beside, each a comma-separated list of the patches it leaves out
+# (no-<name>+…; built once when missing, cached apart). The default is Caffe before the speed patches (issue 29):
+# no oneDNN convolution, no max pooling or ReLU loop. CAFFE_BASELINE= leaves it out.
+CAFFE_BASELINE ?= 0002-onednn-convolution.patch,0003-maxpool-forward.patch,0004-relu-backward.patch
 bench-caffe: install torch-venv  ## Snake and Atari nets: forward+backward and forward ms (batch 32, one thread), Caffe beside a PyTorch twin
 	$(PY) -m ddqn.bench.caffe_speed --torch-python $(TORCH_VENV)/bin/python $(foreach c,$(CAFFE_CANDIDATES),--candidate $(c)) \
 	  $(foreach p,$(CAFFE_BASELINE),--without-patch $(p))
@@ -125,7 +126,7 @@ bench-replay: install  ## replay memory sampling throughput (RAM and LMDB)
 bench-ps: install  ## parameter server: solver apply vs memcpy of the same vector; updates/s over loopback
 	$(PY) -m ddqn.bench.ps_speed
 
-bench-worker: install  ## per-update compute and communicate time vs model size (linear fit, R²); a real worker's gradients/s by phase, paper and tuned, as built vs BLAS core Prescott vs no oneDNN (one run)
+bench-worker: install  ## per-update compute and communicate time vs model size (linear fit, R²); a real worker's gradients/s by phase, paper and tuned, as built vs BLAS core Prescott vs before the speed patches (one run)
 	$(PY) -m ddqn.bench.worker_speed --config paper tuned --prescott $(foreach p,$(CAFFE_BASELINE),--without-patch $(p))
 
 bench-capacity: install  ## how many workers one server serves: synthetic clients 1..64, updates/s

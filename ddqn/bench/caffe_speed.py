@@ -315,8 +315,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--torch-python", default=str(TWIN_PYTHON), help="the twin's interpreter (default .venv-torch)")
     ap.add_argument("--candidate", action="append", default=[], metavar="LABEL=DIR",
                     help="another Caffe build: DIR holds its caffe package (e.g. <build>/src/python)")
-    ap.add_argument("--without-patch", action="append", default=[], metavar="PATCH",
-                    help="also time today's Caffe without this patch (labelled no-<name>; built once, cached apart)")
+    ap.add_argument("--without-patch", action="append", default=[], metavar="PATCH[,PATCH…]",
+                    help="also time Caffe without these patches (labelled no-<name>+…; built once, cached apart)")
     ap.add_argument("--serve", metavar="LABEL", help=argparse.SUPPRESS)  # run as a Caffe peer
     args = ap.parse_args(argv)
     if args.serve:

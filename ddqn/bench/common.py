@@ -131,22 +131,26 @@ def cpu_label(m: dict[str, Any] | None) -> str:
             f"{m.get('model', '?')}; OpenBLAS core {m.get('openblas_core') or 'unknown'}{forced}")
 
 
-def baseline_label(patch: str) -> str:
-    """A build without ``patch`` as benches label it: ``0002-onednn-convolution.patch`` -> ``no-onednn``."""
-    words = patch.removesuffix(".patch").split("-")
-    return "no-" + (words[1] if len(words) > 1 and words[0].isdigit() else words[0])
+def baseline_label(patches: tuple[str, ...]) -> str:
+    """A build without ``patches`` as benches label it: (``0002-onednn-convolution.patch``,
+    ``0003-maxpool-forward.patch``) -> ``no-onednn+maxpool``."""
+    def short(patch: str) -> str:
+        words = patch.removesuffix(".patch").split("-")
+        return words[1] if len(words) > 1 and words[0].isdigit() else words[0]
+    return "no-" + "+".join(short(p) for p in patches)
 
 
 def baseline_builds(without: list[str]) -> dict[str, str]:
-    """For each patch named, today's Caffe without it (built now when not cached, ``caffe_build.ensure``; the
-    interpreter keeps its own Caffe): label -> the directory holding that build's ``caffe`` package."""
+    """For each comma-separated list of patches, today's Caffe without them (built now when not cached,
+    ``caffe_build.ensure``; the interpreter keeps its own Caffe): label -> the directory holding its ``caffe``."""
     out = {}
-    for patch in without:
+    for spec in without:
+        patches = tuple(p for p in spec.split(",") if p)
         try:
-            root = caffe_build.ensure(without=(patch,), link=False)
+            root = caffe_build.ensure(without=patches, link=False)
         except caffe_build.BuildError as exc:
             sys.exit(f"bench: error: {exc}")
-        out[baseline_label(patch)] = str(caffe_build.python_dir(root))
+        out[baseline_label(patches)] = str(caffe_build.python_dir(root))
     return out
 
 

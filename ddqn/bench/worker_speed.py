@@ -192,8 +192,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="run the breakdown once per cached Caffe build of these BLAS (instead of the builds below)")
     ap.add_argument("--candidate", action="append", default=[], metavar="LABEL=DIR",
                     help="also on another Caffe build: DIR holds its caffe package")
-    ap.add_argument("--without-patch", action="append", default=[], metavar="PATCH",
-                    help="also on today's Caffe without this patch (no-<name>; built once, cached apart)")
+    ap.add_argument("--without-patch", action="append", default=[], metavar="PATCH[,PATCH…]",
+                    help="also on Caffe without these patches (no-<name>+…; built once, cached apart)")
     ap.add_argument("--prescott", action="store_true",
                     help="also as built with OPENBLAS_CORETYPE=Prescott: the BLAS core before ddqn chose one")
     ap.add_argument("--rounds", type=int, default=2, help="rounds interleaving the builds (default 2)")

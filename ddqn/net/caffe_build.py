@@ -13,13 +13,14 @@ Caffe's ``BLAS=MKL`` through MKL's single dynamic library, run in its sequential
 Each choice is its own cached build; the last one built or named is the one linked into the interpreter.
 
 Patches (``ddqn/net/caffe_patches/*.patch``, applied in name order with ``patch -p1`` to the sha-checked source)
-carry what the pinned Caffe needs on newer toolchains (Debian 13: Boost 1.83, GCC 14, Python 3.13) and the oneDNN
+carry what the pinned Caffe needs on newer toolchains (Debian 13: Boost 1.83, GCC 14, Python 3.13), the oneDNN
 convolution engine (``0002-onednn-convolution.patch``: ConvolutionLayer's forward and gradients on oneDNN
-primitives). oneDNN 3.2 comes from PyPI, pinned (``ONEDNN_PINS``: the library built with GNU OpenMP and its
-headers), installed with ``pip --prefix`` inside the build directory like MKL, so Debian 12 and 13 build against
-the same version (Debian's own, 2.6.3 and 3.7.2, differ in API); it runs one thread (``OMP_NUM_THREADS=1``,
-``ddqn.net.caffe_env``). The cache key covers the patches, the oneDNN pins, the compiler flags and the Debian
-release whose Boost, protobuf and compiler the build links.
+primitives), and loops for max pooling's forward and ReLU's backward that give the same bits without a branch per
+element (``0003-maxpool-forward.patch``, ``0004-relu-backward.patch``). oneDNN 3.2 comes from PyPI, pinned
+(``ONEDNN_PINS``: the library built with GNU OpenMP and its headers), installed with ``pip --prefix`` inside the
+build directory like MKL, so Debian 12 and 13 build against the same version (Debian's own, 2.6.3 and 3.7.2, differ
+in API); it runs one thread (``OMP_NUM_THREADS=1``, ``ddqn.net.caffe_env``). The cache key covers the patches, the
+oneDNN pins, the compiler flags and the Debian release whose Boost, protobuf and compiler the build links.
 """
 from __future__ import annotations
 

@@ -1,11 +1,14 @@
-"""Caffe's own ConvolutionLayer tests, gradient checks included, against the patched build: ``make test-caffe``.
+"""Caffe's own convolution, pooling and neuron (ReLU) layer tests, gradient checks included, against the patched build:
+``make test-caffe``.
 
 Run as ``python -m ddqn.net.caffe_gtest [--root BUILD]``. Compiles ``src/caffe/test/test_convolution_layer.cpp``
-with Caffe's test main and its bundled gtest, links them with the pycaffe target's own Caffe objects (every one but
-the Python module's), ``libproto.a`` and oneDNN (Caffe's CMake test target links a ``caffe`` library this CMake
-project does not define, so the link is made here), then runs them with ``ONEDNN_VERBOSE=1``. It passes when every
-test passed and oneDNN executed convolutions: the patched engine was under test, not Caffe's im2col path.
-Objects go to ``BUILD/gtest`` and are reused while newer than their sources. Stdlib only, like ``caffe_build``.
+``test_pooling_layer.cpp`` and ``test_neuron_layer.cpp`` (ReLU's, among the other neuron layers': the layers
+ddqn's patches change) with Caffe's test main and its bundled gtest, links them with the pycaffe
+target's own Caffe objects (every one but the Python module's), ``libproto.a`` and oneDNN (Caffe's CMake test
+target links a ``caffe`` library this CMake project does not define, so the link is made here), then runs them
+with ``ONEDNN_VERBOSE=1``. It passes when every test passed and oneDNN executed convolutions: the patched engine
+was under test, not Caffe's im2col path. Objects go to ``BUILD/gtest`` and are reused while newer than their
+sources. Stdlib only, like ``caffe_build``.
 """
 from __future__ import annotations
 
@@ -18,7 +21,9 @@ from pathlib import Path
 
 from ddqn.net.caffe_build import build_dir, build_key
 
-SOURCES = ("src/caffe/test/test_convolution_layer.cpp", "src/caffe/test/test_caffe_main.cpp", "src/gtest/gtest-all.cpp")
+SOURCES = ("src/caffe/test/test_convolution_layer.cpp", "src/caffe/test/test_pooling_layer.cpp",
+           "src/caffe/test/test_neuron_layer.cpp",
+           "src/caffe/test/test_caffe_main.cpp", "src/gtest/gtest-all.cpp")
 LIBS = ("-lglog", "-lgflags", "-lprotobuf", "-lboost_thread", "-lboost_system", "-lboost_filesystem",
         "-lboost_regex", "-lhdf5_hl", "-lhdf5", "-lopenblas", "-lpthread")
 TIMEOUT_S = 1800  # one compile or the test run; the compiles take minutes on 2 cores, the run seconds
@@ -49,7 +54,7 @@ def build_tests(root: Path) -> Path:
     if not caffe_objs:
         raise SystemExit(f"caffe-gtest: error: no Caffe objects under {bld}/python/CMakeFiles (run make install)")
     onednn = root / "onednn" / "lib"
-    binary = out / "test_convolution_layer"
+    binary = out / "test_patched_layers"
     _run(["c++", "-o", str(binary), *objs, *caffe_objs, str(bld / "lib/libproto.a"), f"-L{root / 'linkdir'}",
           f"-Wl,-rpath,{onednn}", str(onednn / "libdnnl.so.3"), *LIBS], f"link {binary}")
     return binary
@@ -69,7 +74,8 @@ def run_tests(binary: Path) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ddqn.net.caffe_gtest", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m ddqn.net.caffe_gtest", description=__doc__.splitlines()[0] + " "
+                                 + __doc__.splitlines()[1])
     ap.add_argument("--root", type=Path, help="a caffe_build directory (default: the build this interpreter links)")
     args = ap.parse_args(argv)
     root = args.root or build_dir(build_key())
@@ -84,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         print("caffe-gtest: error: every test passed but oneDNN ran no convolution: the patched engine was not "
               "under test", file=sys.stderr)
         return 1
-    print(f"caffe-gtest: {passed} ConvolutionLayer tests passed (Caffe's own, gradient checks included); "
+    print(f"caffe-gtest: {passed} convolution, pooling and neuron layer tests passed (Caffe's own, gradient "
+          "checks included); "
           f"oneDNN ran {convs} convolution primitives")
     return 0
 
