@@ -29,15 +29,14 @@ def hw(p, field: str, default: int | None, what: str, where: str) -> tuple[int, 
     caffe.proto defaults the convolution's ``stride_h``/``stride_w`` to 1), else ``field``."""
     base = field.removesuffix("_size")
     names = p.DESCRIPTOR.fields_by_name
+    plain = getattr(p, field)  # repeated in ConvolutionParameter, one optional value in PoolingParameter
     if f"{base}_h" in names and (p.HasField(f"{base}_h") or p.HasField(f"{base}_w")):
-        plain = getattr(p, field)
         if (len(plain) if not isinstance(plain, int) else p.HasField(field)):
             raise ConfigError(f"{where}: {field} or {base}_h and {base}_w, not both")
         if p.DESCRIPTOR.name == "PoolingParameter" and not (p.HasField(f"{base}_h") and p.HasField(f"{base}_w")):
             raise ConfigError(f"{where}: {base}_h and {base}_w must be set together")  # Caffe's pooling CHECKs it
         return getattr(p, f"{base}_h"), getattr(p, f"{base}_w")
-    repeated = getattr(p, field)
-    vals = list(repeated) if not isinstance(repeated, int) else [repeated]
+    vals = list(plain) if not isinstance(plain, int) else [plain]
     if len(vals) == 0:
         if default is None:
             raise ConfigError(f"{where}: {what} is required")
