@@ -27,7 +27,7 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-d
   $(JAVA_PACKAGE) iproute2
 
 .PHONY: install deb-deps venv caffe torch-venv lint test test-hosts train train-serial train-cluster train-hosts test-caffe bench-caffe bench-env bench-replay \
-  bench-serial bench-ps bench-worker bench-capacity bench-hostile bench-links bench-scaling bench-scaling-60 bench-grad-norms bench-suite bench-blas bench-atari bench-scale-out bench-scale-out-paper bench-scale-out-tuned bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
+  bench-serial bench-ps bench-worker bench-capacity bench-hostile bench-links bench-links-model bench-scaling bench-scaling-60 bench-grad-norms bench-suite bench-blas bench-atari bench-scale-out bench-scale-out-paper bench-scale-out-tuned bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
 
 install: deb-deps venv caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
 
@@ -135,9 +135,13 @@ bench-capacity: install  ## how many workers one server serves: synthetic client
 bench-hostile: install  ## floods against the server, both auth modes, one run: 64 and 512 token holders, then 20,000 idle connections held through a snapshot and a join; attackers' messages/s, server busy %, the honest worker's requests/s vs unloaded (goal: >= 50 % under 512)
 	$(PY) -m ddqn.bench.hostile
 
-bench-links: install  ## the paper job on network-namespace hosts at link rates unlimited, 1, 0.5, 0.25 Gbit/s: updates/s, bytes per update from the interfaces' counters, compute/communicate split (root; sudo when not root)
+bench-links: install  ## the paper job on network-namespace hosts at link rates unlimited, 1, 0.5, 0.25 Gbit/s: updates/s, bytes per update from the interfaces' counters, compute/communicate split (root; sudo when not root); then bench-links-model
 	$(SUDO) $(PY) -m ddqn.bench.links
 	$(if $(SUDO),$(SUDO) chown -R $$(id -u):$$(id -g) results)
+	$(PY) -m ddqn.bench.links_model
+
+bench-links-model: install  ## the simulator against bench-links' runs: two rates calibrate it (compute per gradient, links' efficiency), the others are predicted within ±15 %
+	$(PY) -m ddqn.bench.links_model
 
 bench-blas: install  ## Caffe forward+backward (paper, large nets) on each registry BLAS: Debian OpenBLAS, PyPI OpenBLAS and MKL, Debian BLIS
 	@$(MAKE) --no-print-directory deb-deps DEB_PACKAGES=libblis4-pthread

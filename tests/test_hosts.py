@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 from test_distributed import JOB, QUICK, final_theta
 
-from ddqn.bench.links import steady_updates_per_s
+from ddqn.bench.stats import steady_updates_per_s
 from ddqn.distributed.hosts import BLOCK_MANAGER_PORT, DRIVER_PORT, SERVER_PORT, Host, HostsCluster, netns_pids
 
 pytestmark = pytest.mark.hosts

@@ -316,3 +316,28 @@ def test_projection_levels_are_reached_by_one_worker() -> None:
     assert rows[2]["reach"]["4.8"]["minutes"] == 5.0 and rows[2]["reach"]["4.8"]["env_steps"] == 400
     assert rows[2]["speedup"] == {"3.0": 1.0, "4.8": 1.6, "6.0": None}
     assert reach_rows({1: curve([0.0, 0.0, 0.0, 0.0, 9.0])}, [3.0])[1]["reach"]["3.0"] is None  # one lucky point
+
+
+# -- the simulator held to links with a rate (ddqn.bench.links_model) ------------------------------------------
+def test_links_model_fits_the_efficiency_by_bisection_and_reads_compute_per_gradient(tmp_path: Path) -> None:
+    from ddqn.bench.links_model import EFFICIENCY, compute_per_gradient, fit_efficiency, main as model_main
+    calls: list[float] = []
+
+    def rate(e: float) -> float:  # increasing in the efficiency, as a shared card's updates/s is
+        calls.append(e)
+        return 40 * e / (1 + e)
+
+    e, got = fit_efficiency(rate(0.55), rate)
+    assert abs(e - 0.55) < (EFFICIENCY[1] - EFFICIENCY[0]) / 2 ** 6 and abs(got - rate(0.55)) < 0.3, (e, got)
+    assert fit_efficiency(99.0, rate)[0] == EFFICIENCY[1]  # faster than a perfect wire: the bracket's top, no search
+    row = {"link_gbit": None, "workers": {"0": {"compute_s": 3.0, "pushes": 100}, "1": {"compute_s": 5.0,
+                                                                                      "pushes": 60}}}
+    assert compute_per_gradient(row) == pytest.approx(8.0 / 160)
+    with pytest.raises(SystemExit, match="no such file"):
+        model_main(["--links", str(tmp_path / "none.json")])
+    links = tmp_path / "links.json"
+    links.write_text(json.dumps({"config": {"config": "paper", "workers": 2}, "rows": [row]}))
+    with pytest.raises(SystemExit, match="has no run at that rate"):
+        model_main(["--links", str(links), "--calibrate", "none", "0.5"])
+    with pytest.raises(SystemExit, match="needs a shaped rate"):
+        model_main(["--links", str(links), "--calibrate", "none", "none"])

@@ -20,7 +20,6 @@ The slowdown of each rate is its steady updates/s ÷ the unshaped one's, measure
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ddqn.bench.common import config_values, machine, write_result
+from ddqn.bench.stats import steady_updates_per_s
 from ddqn.distributed.cluster import stop_groups
 from ddqn.distributed.hosts import SERVER_PORT, HostsCluster, unavailable
 
@@ -41,18 +41,6 @@ WINDOW_S = 10.0  # the driver link's rate is its busiest window of this length
 
 def _rate(text: str) -> float | None:
     return None if text == "none" else float(text)
-
-
-def steady_updates_per_s(train_csv: Path) -> float | None:
-    """Server updates/s from train.csv's rows after the first quarter of the run (the workers' start excluded)."""
-    if not train_csv.exists():
-        return None
-    with open(train_csv) as f:
-        rows = [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader(f) if r.get("server/updates")]
-    rows = [r for r in rows if r["step"] >= rows[-1]["step"] / 4] if rows else []
-    if len(rows) < 2 or rows[-1]["wall_s"] <= rows[0]["wall_s"]:
-        return None
-    return (rows[-1]["server/updates"] - rows[0]["server/updates"]) / (rows[-1]["wall_s"] - rows[0]["wall_s"])
 
 
 def busiest_window(samples: list[tuple[float, int, int]], window: float = WINDOW_S) -> float:

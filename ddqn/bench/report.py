@@ -553,6 +553,31 @@ def _links(r: dict) -> list[str]:
     return out
 
 
+def _links_model(r: dict) -> list[str]:
+    c = r["config"]
+    out = [f"The simulator (`ddqn.sim`, fixed-cycle mode, a full-duplex card per host at the link's rate) against "
+           f"the `{c['config']}` runs of `make bench-links` ({c['workers']} worker hosts; measured "
+           f"{r.get('links_date', '?')}). Calibrated on two measured rates only: a worker's compute per gradient "
+           f"from `{c['calibrate'][0]}` ({r['compute_ms_per_gradient']:.1f} ms), the links' efficiency from "
+           f"`{c['calibrate'][1]}` Gbit/s ({r['efficiency']:.3f} of the rate carries message bytes). Server service "
+           f"times: {c['service']}. Steady updates/s: after the first quarter of each run, real and simulated.", "",
+           "| link (Gbit/s) | role | measured updates/s | simulated | error | driver link use (measured) | "
+           "server card use (simulated, in/out) |", "|---" * 7 + "|"]
+    for x in r["rows"]:
+        rate = "unlimited" if x["link_gbit"] is None else f"{x['link_gbit']:g}"
+        err = "–" if x["error"] is None else f"{100 * x['error']:+.1f} %"
+        use = x["simulated_server_nic_use"]
+        sim_use = "–" if use is None else f"{_pct(100 * use['ingress'])} / {_pct(100 * use['egress'])}"
+        measured_use = _pct(None if x["measured_link_use"] is None else 100 * x["measured_link_use"])
+        out.append(f"| {rate} | {x['role']} | {_fmt(x['measured_steady_updates_per_s'], '.2f')} | "
+                   f"{x['predicted_steady_updates_per_s']:.2f} | {err} | {measured_use} | {sim_use} |")
+    worst = r["worst_predicted_error"]
+    if worst is not None:
+        out += ["", "Worst predicted point: " + versus_goal(100 * worst, 100 * r["tolerance"], True, ".1f", " %",
+                                                            "**") + "."]
+    return out
+
+
 SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
     ("caffe_speed", "Q-network speed: real Caffe beside a PyTorch twin", "make bench-caffe", _caffe),
     ("ps_speed", "Parameter-server cost", "make bench-ps", _ps),
@@ -560,6 +585,7 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
     ("capacity", "Workers one server can serve", "make bench-capacity", _capacity),
     ("hostile", "Floods against the server: what an honest worker keeps", "make bench-hostile", _hostile),
     ("links", "Links with a rate: the job on hosts whose cables are shaped", "make bench-links", _links),
+    ("links_model", "The simulator against links with a rate", "make bench-links-model", _links_model),
     ("blas", "Caffe on each BLAS", "make bench-blas", _blas),
     ("grad_norms", "Honest gradient norms", "make bench-grad-norms", _grad_norms),
     ("serial_curve", "Serial deep Q-learning on the paper's setting", "make bench-serial", _serial),

@@ -19,12 +19,17 @@ a Cornish–Fisher expansion beyond (error < 1e-5); no scipy.
 
 Units follow the curve rows: ``minutes`` (training wall-clock or simulated), ``env_steps`` (summed over workers),
 ``updates`` (server updates or serial gradient steps); scores are apples (Snake) or raw game points (Atari).
+
+**A steady rate.** :func:`steady_updates_per_s`: server updates/s over a run's ``train.csv`` rows after its first
+quarter of env steps (start-up and warm-up excluded), real or simulated.
 """
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 TRAILING_K = 5  # evaluations in the trailing mean that decides when a level is reached (the audit's choice)
@@ -138,3 +143,15 @@ def format_interval(iv: SeedInterval, spec: str = ".1f") -> str:
     if iv.low is None or iv.high is None:
         return f"{iv.mean:{spec}} ({iv.reached} of {iv.n}; no interval)"
     return f"{iv.mean:{spec}} [{iv.low:{spec}}, {iv.high:{spec}}] ({iv.reached} of {iv.n})"
+
+
+def steady_updates_per_s(train_csv: Path) -> float | None:
+    """Server updates/s from train.csv's rows after the first quarter of the run (the workers' start excluded)."""
+    if not train_csv.exists():
+        return None
+    with open(train_csv) as f:
+        rows = [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader(f) if r.get("server/updates")]
+    rows = [r for r in rows if r["step"] >= rows[-1]["step"] / 4] if rows else []
+    if len(rows) < 2 or rows[-1]["wall_s"] <= rows[0]["wall_s"]:
+        return None
+    return (rows[-1]["server/updates"] - rows[0]["server/updates"]) / (rows[-1]["wall_s"] - rows[0]["wall_s"])

@@ -57,6 +57,7 @@ class SimOptions:
         max_staleness, staleness_lr, dc_lambda: the server's staleness controls (``ParameterStore``).
         latency_s: extra one-way latency per message (``Timing``).
         gbps: every host's full-duplex card, Gbit/s each way, shared by its messages (``Network``; 0: none).
+        link_efficiency: the share of a card's rate that carries message bytes (``Network.efficiency``).
         progress: print a line to stderr every 30 real seconds.
     """
 
@@ -68,6 +69,7 @@ class SimOptions:
     staleness_lr: bool = False
     latency_s: float = 0.0
     gbps: float = 0.0
+    link_efficiency: float = Network.efficiency
     progress: bool = False
     dc_lambda: float = 0.0
 
@@ -88,7 +90,7 @@ class Simulation:
         self.stats = ServerStats()
         self.events = EventQueue()
         self.timing = Timing(service, 4 * self.spec.num_params, opts.latency_s)
-        self.network = Network(opts.gbps) if opts.gbps > 0 else None
+        self.network = Network(opts.gbps, opts.link_efficiency) if opts.gbps > 0 else None
         self.server = SimServer(self.store, self.stats, self.timing, self.events, self._reply)
         nets = SharedNets(q, QNetwork(self.spec))
         self.eval_q = QNetwork(self.spec)
@@ -212,7 +214,7 @@ class Simulation:
                 "staleness_p95_all": float(np.percentile(taus, 95)),
                 "max_staleness": self.store.max_staleness, "staleness_lr": self.store.staleness_lr,
                 "service_us": self.timing.service.row(), "latency_us": 1e6 * self.opts.latency_s,
-                "gbps": self.opts.gbps,
+                "gbps": self.opts.gbps, "link_efficiency": self.opts.link_efficiency if self.network else None,
                 "server_nic_use": self.network.use(SERVER, now) if self.network else None,
                 "compute_ms_per_gradient": 1e3 * sum(w.compute_s for w in self.workers) / max(gradients, 1),
                 "comm_ms_per_gradient": 1e3 * sum(w.comm_s for w in self.workers) / max(gradients, 1),
