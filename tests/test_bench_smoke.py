@@ -484,3 +484,17 @@ def test_suite_time_sums_a_junit_file_per_test_file(tmp_path: Path, capsys: pyte
     (tmp_path / "empty.xml").write_text("<testsuites><testsuite/></testsuites>")
     with pytest.raises(SystemExit, match="no test cases"):
         suite_time_main([str(tmp_path / "empty.xml"), "--out", str(tmp_path / "results")])
+
+
+def test_a_candidate_build_is_checked_before_and_after_its_child_imports_caffe(tmp_path: Path) -> None:
+    """--candidate LABEL=DIR (bench-caffe, bench-worker): a reserved or empty label or a missing DIR is a one-line
+    exit; a child whose ``caffe`` is not from DIR is refused, naming both."""
+    from ddqn.bench.common import candidate_builds, check_caffe_from
+    assert candidate_builds([f"mine={tmp_path}"], "bench-x", ("as built",)) == {"mine": str(tmp_path)}
+    for bad in (f"as built={tmp_path}", f"={tmp_path}", f"mine={tmp_path / 'absent'}"):
+        with pytest.raises(SystemExit, match=r"^bench-x: error: --candidate .*: a LABEL other than as built"):
+            candidate_builds([bad], "bench-x", ("as built",))
+    (tmp_path / "caffe").mkdir()
+    check_caffe_from(str(tmp_path / "caffe" / "__init__.py"), str(tmp_path), "mine", "bench-x")
+    with pytest.raises(SystemExit, match=r"^bench-x: error: candidate mine imported Caffe from /elsewhere/caffe/"):
+        check_caffe_from("/elsewhere/caffe/__init__.py", str(tmp_path), "mine", "bench-x")

@@ -36,7 +36,15 @@ from typing import Any
 
 import numpy as np
 
-from ddqn.bench.common import ROOT, baseline_builds, loaded_blas_path, openblas_core, write_result
+from ddqn.bench.common import (
+    ROOT,
+    baseline_builds,
+    candidate_builds,
+    check_caffe_from,
+    loaded_blas_path,
+    openblas_core,
+    write_result,
+)
 from ddqn.config import PROTOTXT_DIR
 from ddqn.net.caffe_env import caffe
 from ddqn.net.netspec import NetSpec, describe_layers, load_netspec, parse_netspec
@@ -104,9 +112,12 @@ def caffe_peer(label: str, caffe_dir: str | None = None) -> Peer:
     path = [p for p in (caffe_dir, str(ROOT), os.environ.get("PYTHONPATH")) if p]
     env = {**os.environ, **THREADS, "PYTHONPATH": os.pathsep.join(path)}
     peer = Peer(label, [sys.executable, "-m", "ddqn.bench.caffe_speed", "--serve", label], env)
-    if caffe_dir and not Path(peer.info["module"]).is_relative_to(Path(caffe_dir).resolve()):
-        peer.close()
-        sys.exit(f"bench-caffe: error: candidate {label} imported Caffe from {peer.info['module']}, not {caffe_dir}")
+    if caffe_dir:
+        try:
+            check_caffe_from(peer.info["module"], caffe_dir, label, "bench-caffe")
+        except SystemExit:
+            peer.close()
+            raise
     return peer
 
 
@@ -321,10 +332,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.serve:
         return serve(args.serve)
-    candidates = dict(c.partition("=")[::2] for c in args.candidate)
+    candidates = candidate_builds(args.candidate, "bench-caffe", (REFERENCE, TWIN))
     candidates.update(baseline_builds(args.without_patch))
-    if any(label in ("", REFERENCE, TWIN) or not Path(d).is_dir() for label, d in candidates.items()):
-        ap.error(f"--candidate LABEL=DIR: a LABEL other than {REFERENCE} and {TWIN}, DIR an existing directory")
     peers = [caffe_peer(REFERENCE)] + [caffe_peer(label, d) for label, d in candidates.items()]
     try:
         twin, absent = twin_peer(Path(args.torch_python))

@@ -154,6 +154,24 @@ def baseline_builds(without: list[str]) -> dict[str, str]:
     return out
 
 
+def candidate_builds(specs: list[str], tool: str, reserved: tuple[str, ...] = ()) -> dict[str, str]:
+    """``--candidate LABEL=DIR`` values as label -> DIR (the directory holding that build's ``caffe``); a one-line
+    exit when a LABEL is empty or ``reserved`` or a DIR is not a directory."""
+    out = dict(c.partition("=")[::2] for c in specs)
+    for label, d in out.items():
+        if label in ("", *reserved) or not Path(d).is_dir():
+            sys.exit(f"{tool}: error: --candidate {label}={d}: a LABEL other than {', '.join(reserved) or 'none'}, "
+                     "DIR an existing directory")
+    return out
+
+
+def check_caffe_from(module: str, caffe_dir: str, label: str, tool: str) -> None:
+    """A one-line exit unless ``module`` (a child process's ``caffe.__file__``) lies in ``caffe_dir``: a candidate
+    build must be the Caffe the child imported, not the interpreter's own."""
+    if not Path(module).resolve().is_relative_to(Path(caffe_dir).resolve()):
+        sys.exit(f"{tool}: error: candidate {label} imported Caffe from {module}, not {caffe_dir}")
+
+
 def write_result(name: str, data: dict[str, Any], out_dir: str | Path = "results") -> Path:
     """Write ``data`` plus the machine description to ``<out_dir>/<name>.json``; return the path."""
     out = Path(out_dir)

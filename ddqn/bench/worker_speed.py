@@ -27,6 +27,8 @@ import numpy as np
 
 from ddqn.bench.common import (
     baseline_builds,
+    candidate_builds,
+    check_caffe_from,
     config_values,
     figure,
     loaded_blas_path,
@@ -118,13 +120,13 @@ def loaded_blas() -> str:
 _CHILD = ("import json, sys; from ddqn.bench.worker_speed import breakdown, loaded_blas; "
           "from ddqn.bench.common import openblas_core; "
           "r = breakdown(sys.argv[1], float(sys.argv[2]), sys.argv[3:]); r['blas_loaded'] = loaded_blas(); "
-          "r['blas_core'] = openblas_core(); print(json.dumps(r))")
+          "r['blas_core'] = openblas_core(); import caffe; r['caffe_module'] = caffe.__file__; print(json.dumps(r))")
 
 
-def breakdown_in(caffe_dir: str | None, env: dict[str, str], config: str, seconds: float,
+def breakdown_in(label: str, caffe_dir: str | None, env: dict[str, str], config: str, seconds: float,
                  overrides: list[str]) -> dict:
-    """:func:`breakdown` in a child process whose ``import caffe`` is the build in ``caffe_dir`` (None: as built),
-    with ``env`` added to its environment."""
+    """:func:`breakdown` in a child process whose ``import caffe`` is the build in ``caffe_dir`` (None: as built;
+    refused when the child imported another), with ``env`` added to its environment."""
     path = os.pathsep.join(p for p in (caffe_dir, os.environ.get("PYTHONPATH")) if p)
     res = subprocess.run([sys.executable, "-c", _CHILD, config, str(seconds), *overrides],
                          env={**os.environ, **env, "PYTHONPATH": path}, capture_output=True, text=True,
@@ -132,7 +134,10 @@ def breakdown_in(caffe_dir: str | None, env: dict[str, str], config: str, second
     if res.returncode:
         raise SystemExit(f"bench-worker: error: the breakdown's child failed (exit {res.returncode}):\n"
                          + "\n".join(res.stderr.strip().splitlines()[-5:]))
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    if caffe_dir:
+        check_caffe_from(got["caffe_module"], caffe_dir, label, "bench-worker")
+    return got
 
 
 def variants(args: argparse.Namespace) -> list[tuple[str, str | None, dict[str, str]]]:
@@ -149,7 +154,7 @@ def variants(args: argparse.Namespace) -> list[tuple[str, str | None, dict[str, 
     out = [("as built", None, {})]
     if args.prescott:
         out.append(("as built, OPENBLAS_CORETYPE=Prescott", None, {"OPENBLAS_CORETYPE": "Prescott"}))
-    out += [(label, d, {}) for label, d in dict(c.partition("=")[::2] for c in args.candidate).items()]
+    out += [(label, d, {}) for label, d in candidate_builds(args.candidate, "bench-worker", ("as built",)).items()]
     return out + [(label, d, {}) for label, d in baseline_builds(args.without_patch).items()]
 
 
@@ -174,7 +179,7 @@ def breakdowns(args: argparse.Namespace) -> list[dict]:
         for config in args.config:
             for label, caffe_dir, env in builds:
                 print(f"[bench-worker] round {r + 1}/{args.rounds}: {config} on {label}", flush=True)
-                got = breakdown_in(caffe_dir, env, config, args.seconds / args.rounds, args.set)
+                got = breakdown_in(label, caffe_dir, env, config, args.seconds / args.rounds, args.set)
                 parts.setdefault((config, label), []).append({**got, "build": label, "env": env,
                                                               "caffe_dir": caffe_dir or "as built"})
     return [merged(v) for v in parts.values()]
