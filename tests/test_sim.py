@@ -320,7 +320,8 @@ def test_projection_levels_are_reached_by_one_worker() -> None:
 
 # -- the simulator held to links with a rate (ddqn.bench.links_model) ------------------------------------------
 def test_links_model_fits_the_efficiency_by_bisection_and_reads_compute_per_gradient(tmp_path: Path) -> None:
-    from ddqn.bench.links_model import EFFICIENCY, compute_per_gradient, fit_efficiency, main as model_main
+    from ddqn.bench.links_model import EFFICIENCY, compute_per_gradient, fit_efficiency
+    from ddqn.bench.links_model import main as model_main
     calls: list[float] = []
 
     def rate(e: float) -> float:  # increasing in the efficiency, as a shared card's updates/s is
