@@ -29,6 +29,7 @@ PROTOTXT_DIR = PACKAGE_DIR / "prototxt"  # the shipped nets and solvers (package
 NAMED_CONFIGS = PACKAGE_DIR / "configs"
 FRAME_LAYOUTS = ("scaled", "cells")  # how a Snake board becomes a frame (ddqn.game.snake.frame_map)
 EPS_SCHEDULES = ("worker", "global", "ladder", "global-ladder")  # ε per actor among W (ddqn.dqn.exploration)
+PS_PLACEMENTS = ("driver", "executors")  # where the shards of a sharded parameter server run (ddqn.distributed.shards)
 AUTH_MODES = ("message", "connection")  # MAC every payload, or authenticate the connection (ddqn.distributed.protocol)
 ALE_ONLY = ("frame_skip", "noop_max", "sticky_actions", "life_loss_terminal")  # a user's env refuses them
 
@@ -87,6 +88,10 @@ class Config:
     staleness_lr: bool = False  # the server divides an update's learning rate (not the gradient) by staleness + 1
     dc_lambda: float = 0.0  # DC-ASGD's λ (Zheng et al. 2017): the server applies a stale gradient g as
     # g + λ·g⊙g⊙(θ − θ_fetched), θ_fetched the θ it was computed on; 0 = off
+    ps_shards: int = 1  # S: the parameter server's θ, θ⁻ and solver state cut into S slices, one shard process each
+    # (ddqn.distributed.shard_server); 1 = one server thread in the driver, as before. Serial training ignores it
+    ps_placement: str = "driver"  # where the S > 1 shards run: "driver" (S processes on the driver's host);
+    # "executors" (Spark tasks, issue 31) is not supported yet
     max_grad_norm: float = 100.0  # the server drops a pushed gradient whose L2 norm exceeds this (per minibatch;
     # honest maxima measured by `make bench-grad-norms`: paper 0.91, small 2.8, tuned 3.1)
     # evaluation, logging, snapshots
@@ -168,6 +173,12 @@ def _check(cfg: Config, source: str) -> Config:
         raise bad("n_step", "must be >= 1 (1 = one-step targets)")
     if cfg.auth not in AUTH_MODES:
         raise bad("auth", "must be " + " or ".join(repr(m) for m in AUTH_MODES))
+    if cfg.ps_shards < 1:
+        raise bad("ps_shards", "must be an integer >= 1 (1 = one parameter server)")
+    if cfg.ps_placement not in PS_PLACEMENTS:
+        raise bad("ps_placement", "must be " + " or ".join(repr(m) for m in PS_PLACEMENTS))
+    if cfg.ps_placement == "executors":
+        raise bad("ps_placement", "'executors' is not supported yet (issue 31): use 'driver'")
     if cfg.frame_layout not in FRAME_LAYOUTS:
         raise bad("frame_layout", "must be " + " or ".join(repr(m) for m in FRAME_LAYOUTS))
     if cfg.replay_backend not in ("ram", "lmdb"):

@@ -73,6 +73,7 @@ class ServerClient:
         self.repeated = 0  # PUSH/STATS in flight at a reset that the server had taken before it (not applied again)
         self._ctx = zmq.Context()
         self._sock: zmq.Socket | None = None
+        self.welcome: dict = {}  # the last WELCOME's JSON (a sharded server's names its shards)
         try:
             self._session, self.prior_env_steps = self._connect(self._deadline())
         except BaseException:  # no session: free the socket and context now, not in a garbage collector's thread
@@ -137,6 +138,7 @@ class ServerClient:
         if not all(type(x) is int for x in (played, port)) or played < 0 or not 0 < port < 65536:
             raise ServerGone("bad WELCOME from the parameter server: env_steps must be an integer >= 0 and "
                              "session_port a TCP port")
+        self.welcome = welcome
         server_nonce = payload[:P.NONCE_BYTES]
         key = P.session_key(self._secret, nonce, server_nonce)
         address = self.session_address or f"{self.address.rsplit(':', 1)[0]}:{port}"
@@ -150,8 +152,8 @@ class ServerClient:
         self._session.sent = sent  # sequence numbers go on across the client's sessions
         self.reconnects += 1
 
-    def _request(self, kind: int, version: int = 0, aux: int = 0, payload: bytes | np.ndarray = b""
-                 ) -> tuple[P.Header, memoryview]:
+    def request(self, kind: int, version: int = 0, aux: int = 0, payload: bytes | np.ndarray = b""
+                ) -> tuple[P.Header, memoryview]:
         """Send one request and return its verified reply; after a reset, the same request (the same sequence
         number) on a new connection. ServerGone if no reply comes within the timeout, resets included."""
         deadline = self._deadline()
@@ -178,7 +180,7 @@ class ServerClient:
 
     def fetch(self, have_version: int = P.NO_VERSION, have_target: int = P.NO_VERSION) -> Params:
         """θ (if newer than ``have_version``) and θ⁻ (if its version differs from ``have_target``)."""
-        h, payload = self._request(P.FETCH, have_version, have_target)
+        h, payload = self.request(P.FETCH, have_version, have_target)
         arrays = np.frombuffer(payload, np.float32)
         n = bool(h.flags & P.F_THETA) + bool(h.flags & P.F_TARGET)
         if arrays.size != n * self.num_params:
@@ -193,13 +195,13 @@ class ServerClient:
         Returns (server version, stop flag). A push in flight at a reset is sent again on the new connection and
         applied at most once: :attr:`repeated` grows by one if the server had applied it before the reset.
         """
-        h, _ = self._request(P.PUSH, base_version, count, grad)
+        h, _ = self.request(P.PUSH, base_version, count, grad)
         return h.version, bool(h.flags & P.F_STOP)
 
     def stats(self, scores: list[int], env_steps: int, compute_s: float, comm_s: float) -> bool:
         """Report finished episodes' scores and time split since the last report; returns the stop flag."""
         body = P.encode_json({"scores": scores, "env_steps": env_steps, "compute_s": compute_s, "comm_s": comm_s})
-        h, _ = self._request(P.STATS, payload=body)
+        h, _ = self.request(P.STATS, payload=body)
         return bool(h.flags & P.F_STOP)
 
     def close(self) -> None:

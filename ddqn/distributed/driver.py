@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -33,6 +34,7 @@ from ddqn.distributed.checkpointer import Checkpointer, restore
 from ddqn.distributed.evaluator import BackgroundEvaluator, EvalResult
 from ddqn.distributed.job import JobSpec
 from ddqn.distributed.server import HANDSHAKE_S, ParameterServer, ServerOptions
+from ddqn.distributed.shard_group import ShardGroup
 from ddqn.distributed.spark import WorkerJob, driver_host, spark_context, task_attempts
 from ddqn.distributed.stats import ServerStats, train_row
 from ddqn.distributed.store import ParameterStore
@@ -113,13 +115,21 @@ class Driver:
         self.cfg, self.out, self.sync, self.progress = cfg, Path(out_dir), sync, progress
         self.out.mkdir(parents=True, exist_ok=True)
         self.spec = load_netspec(cfg.path("net"), game_actions(cfg))
-        solver = make_solver(load_solver_spec(cfg.path("solver")), self.spec.params, cfg.server_threads)
+        solver_spec = load_solver_spec(cfg.path("solver"))
+        solver = make_solver(solver_spec, self.spec.params, cfg.server_threads)
+        if cfg.ps_shards > 1 and sync:
+            raise DDQNError(f"ps_shards: {cfg.ps_shards} shards serve asynchronous updates only, not --sync")
         self.q = QNetwork(self.spec, seed=cfg.seed)
         theta, target, played = self.q.get_params(), None, {}
         if resume:
             theta, target, played = restore(self.out, self.spec, solver)
-        self.store = ParameterStore(solver, theta, theta.copy() if target is None else target, cfg.target_update,
-                                    cfg.max_staleness, cfg.staleness_lr, cfg.dc_lambda)
+        self.store: ParameterStore | ShardGroup = ParameterStore(
+            solver, theta, theta.copy() if target is None else target, cfg.target_update, cfg.max_staleness,
+            cfg.staleness_lr, cfg.dc_lambda)
+        if cfg.ps_shards > 1:  # the store's state is cut into S slices, one shard process each (at run())
+            self.store = ShardGroup(self.store, self.spec, solver_spec, game_actions(cfg), cfg.ps_shards, self.out,
+                                    target_update=cfg.target_update, max_staleness=cfg.max_staleness,
+                                    staleness_lr=cfg.staleness_lr, dc_lambda=cfg.dc_lambda)
         self.stats = ServerStats(played)
         self.checkpointer = Checkpointer(self.out, self.spec, self.store, self.stats)
         self.start_updates = self.store.version  # server updates before this run (> 0 after --resume)
@@ -128,7 +138,15 @@ class Driver:
         """Train until ``minutes`` of wall clock or ``steps`` env steps over all workers; return a summary.
 
         Once ``stop`` is set: stop the tasks, write a final snapshot, free the port, raise :class:`Interrupted`.
+        With shards, their processes end (by pid) whatever happens.
         """
+        try:
+            return self._run(minutes, steps, stop)
+        finally:
+            if isinstance(self.store, ShardGroup):
+                self.store.close()
+
+    def _run(self, minutes: float | None, steps: int | None, stop: Stoppable) -> dict:
         cfg = self.cfg
         save_config(cfg, self.out / "config.yaml")
         _say(f"driver {describe(blas_info())}")  # the header: which kernels this process's Caffe runs
@@ -146,6 +164,8 @@ class Driver:
         options = ServerOptions(host=driver_host(sc), port=cfg.server_port, session_port=cfg.server_session_port,
                                 auth=cfg.auth, partitions=cfg.workers, max_grad_norm=cfg.max_grad_norm,
                                 session_timeout=max(10.0, 2 * cfg.server_timeout), max_attempts=task_attempts(sc))
+        if isinstance(self.store, ShardGroup):  # the shards first: the driver's WELCOME names them
+            options = replace(options, shards=self.store.start(secret, options))
         server = ParameterServer(self.store, secret, options, stats=self.stats,
                                  rounds=SyncRounds(self.spec.num_params, cfg.workers, cfg.server_timeout / 2)
                                  if self.sync else None).start()
@@ -160,6 +180,8 @@ class Driver:
             job.start()
             self._watch(server, job, evaluator, metrics, baseline, start, minutes, steps, stop)
             server.request_stop()  # the workers finish their step, report and end
+            if isinstance(self.store, ShardGroup):
+                self.store.request_stop()
             end = time.monotonic() + cfg.server_timeout + 60
             while not job.join(timeout=0.05) and not stop.is_set() and time.monotonic() < end:
                 pass
@@ -204,6 +226,8 @@ class Driver:
         # the bar only on a terminal (disable=None): a log file gets the 10-second lines below, not carriage returns
         with tqdm(total=steps, unit="step", dynamic_ncols=True, disable=None if self.progress else True) as bar:
             while job.running() and not sleep_unless(stop, POLL_S):
+                if isinstance(self.store, ShardGroup):
+                    self.store.supervise()  # a dead shard is restarted; the versions are read
                 now, view, version = time.monotonic(), self.stats.view(), self.store.version
                 env_steps = view.env_steps
                 window.append((now, version, env_steps))
@@ -233,9 +257,18 @@ class Driver:
 
     def _write_workers(self, results: list) -> None:
         view = self.stats.view()
-        record = {"workers": {p: vars(w) for p, w in view.workers.items()}, "dropped": view.dropped,
+        record = {"workers": {p: vars(w) for p, w in view.workers.items()}, "dropped": self._dropped(view.dropped),
                   "updates": self.store.version, "results": results}
         (self.out / "workers.json").write_text(json.dumps(record, indent=2, default=float))
+
+    def _dropped(self, dropped: dict[str, int]) -> dict[str, int]:
+        """The driver's drops, plus the shards' (by reason) when there are shards."""
+        if not isinstance(self.store, ShardGroup):
+            return dropped
+        total = dict(dropped)
+        for reason, n in self.store.dropped().items():
+            total[reason] = total.get(reason, 0) + n
+        return total
 
     def _finish(self, results: list, baseline: float, wall_s: float, stop: Stoppable) -> dict:
         model = self.checkpointer.final_snapshot(FINAL_SNAPSHOT_S)
@@ -250,13 +283,15 @@ class Driver:
         with MetricsLogger(self.out) as metrics:
             metrics.log("eval", view.env_steps, eval_row(scores, baseline, state.version), wall_s)
         p50, p95 = view.staleness_percentiles()
-        summary = {"model": str(model), "updates": state.version, "env_steps": view.env_steps,
+        shards = {"ps_shards": self.cfg.ps_shards, "shard_pushes": self.store.pushes(),
+                  "shard_restarts": self.store.restarts} if isinstance(self.store, ShardGroup) else {}
+        summary = {**shards, "model": str(model), "updates": state.version, "env_steps": view.env_steps,
                    "minutes": wall_s / 60, "updates_per_s": (state.version - self.start_updates) / wall_s,
                    "staleness_p50": p50, "staleness_p95": p95,
                    "workers": {p: {"pushes": w.pushes, "attempt": w.attempt, "rejoins": w.rejoins,
                                    "env_steps": w.env_steps, "compute_s": w.compute_s, "comm_s": w.comm_s}
                                for p, w in view.workers.items()},
-                   "dropped": view.dropped, **score_summary(scores, baseline), "sync": self.sync,
+                   "dropped": self._dropped(view.dropped), **score_summary(scores, baseline), "sync": self.sync,
                    "blas": {"driver": blas_info(), "workers": {r["partition"]: r.get("blas") for r in results}}}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary

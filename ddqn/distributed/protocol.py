@@ -64,13 +64,15 @@ MAX_JSON = 64 * 1024
 
 # message types: worker → server
 HELLO, FETCH, PUSH, STATS, BYE = 1, 2, 3, 4, 5
+COMMIT = 6  # worker → shard of a sharded server (ps_shards > 1): apply the slice pushed, with every shard's vote
 # server → worker
 WELCOME, PARAMS, ACK = 11, 12, 13
-TYPE_NAMES = {HELLO: "HELLO", FETCH: "FETCH", PUSH: "PUSH", STATS: "STATS", BYE: "BYE",
+TYPE_NAMES = {HELLO: "HELLO", FETCH: "FETCH", PUSH: "PUSH", STATS: "STATS", BYE: "BYE", COMMIT: "COMMIT",
               WELCOME: "WELCOME", PARAMS: "PARAMS", ACK: "ACK"}
 # flags
 F_THETA, F_TARGET, F_STOP = 1, 2, 4
 F_REPEAT = 8  # ACK of a PUSH/STATS re-sent after a reset that the server had taken before it: not applied again
+F_APPLIED = 16  # ACK of a COMMIT (sharded server): the shard applied its slice (now or, with F_REPEAT, before)
 NO_VERSION = 2**64 - 1  # FETCH from a worker that holds no parameters yet
 
 
@@ -94,6 +96,10 @@ DROP_REASONS = (
     "resent",  # PUSH/STATS re-sent after a reset that the server had taken before it (it gets its ACK again)
     "bad stats",  # STATS fields of the wrong type or out of bounds
     "too fast",  # STATS claiming more env steps than the time since the partition's last report allows
+    "busy",  # sharded server: a PUSH arriving while a snapshot's cut holds PUSHes, with MAX_HELD already held
+    "expired",  # sharded server: a pushed slice never committed (past its time, or replaced by its worker's next push)
+    "vetoed",  # sharded server: a COMMIT whose votes say some slice was invalid or the whole norm is too large
+    "unknown push",  # sharded server: a COMMIT for no pending slice (expired, never pushed, or the shard restarted)
     "receive error",
     "server error",  # a bug; logged with its traceback
 )

@@ -88,6 +88,9 @@ class ServerOptions:
         max_attempts: Spark's attempts of one task (its scheduler's ``spark.task.maxFailures``; the driver reads
             it from its SparkContext): attempts are numbered 0 … max_attempts − 1, a HELLO claiming another is
             refused.
+        shards: a sharded server's shard addresses (``ps_shards > 1``): this server is then the driver's
+            coordinator, which names them in its WELCOME and serves HELLO, STATS and BYE only (θ lives in the
+            shards, ``ddqn.distributed.shard_server``). Empty (one server): the WELCOME is as it always was.
     """
 
     host: str = "127.0.0.1"
@@ -98,10 +101,14 @@ class ServerOptions:
     partitions: int = 1
     max_grad_norm: float = math.inf
     max_attempts: int = 4  # spark.task.maxFailures' default
+    shards: tuple[str, ...] = ()
 
 
 class ParameterServer:
     """Serves ``store`` to authenticated workers; see the module docstring.
+
+    Subclasses (the shards of a sharded server) may handle more message types (:meth:`_other`), do work between turns
+    of the loop (:meth:`_turn`) and choose which types a re-sent request is recognised for (:attr:`ONCE`).
 
     Args:
         store: θ, θ⁻ and the solver (the server thread applies gradients to it).
@@ -110,6 +117,8 @@ class ParameterServer:
         rounds: synchronous rounds (the baseline), or None for asynchronous updates.
         stats: the counters (with env steps restored by ``--resume``); a fresh one by default.
     """
+
+    ONCE = (P.PUSH, P.STATS)  # requests answered once: one re-sent after a reset is answered F_REPEAT, not applied
 
     def __init__(self, store: ParameterStore, secret: bytes, options: ServerOptions = ServerOptions(), *,
                  rounds: SyncRounds | None = None, stats: ServerStats | None = None) -> None:
@@ -215,6 +224,10 @@ class ParameterServer:
             if self._join_sock in ready:
                 handled = self._drain(self._join_sock, JOIN_BURST, self._join_message)
                 join_at = time.monotonic() + handled / JOIN_RATE
+            self._turn()
+
+    def _turn(self) -> None:
+        """Called once per turn of the loop (at least every 100 ms) in the server thread; nothing here."""
 
     def _drain(self, sock: zmq.Socket, most: int, handle) -> int:
         """Read and handle (``handle(ident, body)``) up to ``most`` messages waiting on ``sock``; returns how many
@@ -273,7 +286,9 @@ class ParameterServer:
             self._admit(session.sid)
         session.last_seen = time.monotonic()
         self.stats.seen(session.partition)
-        if header.type in (P.PUSH, P.STATS) and self.sessions.taken(session, header.seq):
+        if self.options.shards and header.type in (P.FETCH, P.PUSH):  # the coordinator of shards holds no θ
+            raise P.ProtocolError("unexpected type", f"{P.TYPE_NAMES[header.type]} to the coordinator of shards")
+        if header.type in self.ONCE and self.sessions.taken(session, header.seq):
             self.stats.dropped("resent")  # answered before a reset: answered again, never applied twice
             self._ack(ident, session, header.seq, flags=P.F_REPEAT)
         elif header.type == P.FETCH:
@@ -285,7 +300,11 @@ class ParameterServer:
         elif header.type == P.BYE:
             self.sessions.close(session.sid)
         else:
-            raise P.ProtocolError("unexpected type", f"{P.TYPE_NAMES[header.type]} from a worker")
+            self._other(ident, session, header, payload)
+
+    def _other(self, ident: bytes, session: Session, header: P.Header, payload: memoryview) -> None:
+        """A verified message of a type this server does not serve: dropped."""
+        raise P.ProtocolError("unexpected type", f"{P.TYPE_NAMES[header.type]} from a worker")
 
     def _send(self, ident: bytes, session: Session, *seal_args, **seal_kw) -> None:
         """Seal a reply with ``session``'s key and hand it to ZeroMQ for the connection ``ident``."""
@@ -335,8 +354,11 @@ class ParameterServer:
         self.sessions.offer(ident, P.Session(key, outbound=1, auth=self.auth), header.worker, header.attempt,
                             pid, host, peer, client_id, sid)
         self._tickets.issue(sid, P.session_ticket(key))  # before the WELCOME: the worker connects right after it
-        reply = server_nonce + P.encode_json({"num_params": self.store.num_params, "session_port": self.session_port,
-                                              "env_steps": self.stats.played_of(header.worker)})
+        welcome = {"num_params": self.store.num_params, "session_port": self.session_port,
+                   "env_steps": self.stats.played_of(header.worker)}
+        if self.options.shards:  # only for a sharded server: one server's WELCOME stays byte for byte as it was
+            welcome["shards"] = list(self.options.shards)
+        reply = server_nonce + P.encode_json(welcome)
         welcome = P.seal_handshake(self.secret, P.WELCOME, header.worker, header.attempt, reply, self.store.version,
                                    self.store.target_version)
         self._join_sock.send_multipart([ident, *welcome])

@@ -103,6 +103,20 @@ class ParameterStore:
                 self._published_both = (self.version, self.target_version, np.concatenate([self.theta, self.target]))
             return self._published_both
 
+    def load(self, theta: np.ndarray, target: np.ndarray, history: list[np.ndarray], iteration: int, version: int,
+             target_version: int) -> None:
+        """Replace the whole state (a shard rolled back to a snapshot's cut): θ, θ⁻ and the solver's history and
+        iteration count from it; the version counters continue at ``version``/``target_version`` (new numbers, so
+        no worker takes the θ it holds for the restored one). The published copies are dropped."""
+        with self.lock:
+            self.theta[...] = theta
+            self.target[...] = target
+            for mine, h in zip(self.solver.history, history, strict=True):
+                mine[...] = h
+            self.solver.iter = iteration
+            self.version, self.target_version = version, target_version
+            self._published = self._published_target = self._published_both = None
+
     def copy(self) -> StoreCopy:
         """A consistent copy for a snapshot (≈ 3 memcpys under the lock; write files after releasing it)."""
         with self.lock:

@@ -20,6 +20,7 @@ import numpy as np
 from ddqn.config import Config, make_config
 from ddqn.distributed.client import Params, ServerClient, ServerGone
 from ddqn.distributed.job import JobSpec
+from ddqn.distributed.shard_client import ShardedClient
 from ddqn.dqn.exploration import exploration
 from ddqn.dqn.loop import ExperienceLoop
 from ddqn.dqn.phases import NO_CLOCK, PhaseClock
@@ -49,8 +50,12 @@ class Worker:
         self.spec = parse_netspec(job.net_text, job.net_source, game_actions(self.cfg))
         self.partition, self.attempt = partition, attempt
         self.q, self.q_hat = QNetwork(self.spec), QNetwork(self.spec)
-        self.client = ServerClient(job.address, bytes.fromhex(job.secret_hex), partition, attempt,
-                                   self.spec.num_params, self.cfg.server_timeout, self.cfg.auth)
+        self.client: ServerClient | ShardedClient = ServerClient(
+            job.address, bytes.fromhex(job.secret_hex), partition, attempt, self.spec.num_params,
+            self.cfg.server_timeout, self.cfg.auth)
+        if self.client.welcome.get("shards"):  # a sharded server: θ from its shards, STATS to the driver
+            self.client = ShardedClient(self.client, bytes.fromhex(job.secret_hex), self.spec.num_params,
+                                        self.cfg.server_timeout, self.cfg.auth)
         self.version = self.target_version = -1
         self.seed = self.cfg.seed + 1_000 * (partition + 1) + 97 * attempt
         self.counts = {"env_steps": 0, "pushes": 0, "episodes": 0}

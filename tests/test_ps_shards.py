@@ -1,0 +1,342 @@
+"""The sharded parameter server (``ps_shards``, placement ``driver``) on real processes: S shard processes, the
+driver's coordinator, and workers' sharded clients over ZeroMQ. S = 4 applies what one server does, bit for bit; a
+gradient one shard rejects is applied by none; hostile peers change nothing; a snapshot is a consistent cut that
+resumes with any S; a shard killed with SIGKILL is restarted and the run goes on."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from test_hostile import _hello, _open, _request
+
+from ddqn.distributed import protocol as P
+from ddqn.distributed import votes
+from ddqn.distributed.checkpointer import Checkpointer, restore
+from ddqn.distributed.client import ServerClient
+from ddqn.distributed.server import ParameterServer, ServerOptions
+from ddqn.distributed.shard_client import ShardedClient
+from ddqn.distributed.shard_group import ShardGroup
+from ddqn.distributed.shard_server import PUSH_ID
+from ddqn.distributed.stats import ServerStats
+from ddqn.distributed.store import ParameterStore
+from ddqn.net.netspec import load_netspec
+from ddqn.net.qnet import QNetwork
+from ddqn.solvers.flat import make_solver, parse_solver_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLVER = ('type: "RMSProp" base_lr: 0.001 lr_policy: "fixed" rms_decay: 0.95 delta: 0.01 weight_decay: 0.0005 '
+          'momentum: 0')
+TARGET_UPDATE = 3
+S = 4
+
+
+def _store(spec) -> ParameterStore:
+    """The whole starting state: the tiny net's θ (seed 0), RMSProp, θ⁻ ← θ every TARGET_UPDATE updates."""
+    theta = QNetwork(spec, seed=0).get_params()
+    return ParameterStore(make_solver(parse_solver_spec(SOLVER, "s.prototxt"), spec.params), theta, theta.copy(),
+                          TARGET_UPDATE)
+
+
+class Sharded:
+    """S shard processes and the coordinator over them (what the driver starts), closed by :meth:`close`."""
+
+    def __init__(self, spec, out: Path, shards: int = S, max_grad_norm: float = math.inf,
+                 store: ParameterStore | None = None) -> None:
+        self.spec, self.secret = spec, P.new_secret()
+        self.group = ShardGroup(store or _store(spec), spec, parse_solver_spec(SOLVER, "s.prototxt"), 4, shards, out,
+                                target_update=TARGET_UPDATE, max_staleness=0, staleness_lr=False, dc_lambda=0.0)
+        options = ServerOptions(partitions=4, max_grad_norm=max_grad_norm, session_timeout=30)
+        try:
+            self.options = replace(options, shards=self.group.start(self.secret, options))
+            self.coordinator = ParameterServer(self.group, self.secret, self.options, stats=ServerStats()).start()
+        except BaseException:
+            self.group.close()
+            raise
+
+    def client(self, worker: int = 0) -> ShardedClient:
+        n = self.spec.num_params
+        return ShardedClient(ServerClient(self.coordinator.address, self.secret, worker, 0, n, timeout=10), self.secret,
+                             n, timeout=10)
+
+    def dropped(self) -> dict[str, int]:
+        self.group.supervise()
+        return self.group.dropped()
+
+    def close(self) -> None:
+        self.coordinator.close()
+        self.group.close()
+
+
+@pytest.fixture
+def spec(tiny_net_file: Path):
+    return load_netspec(tiny_net_file)
+
+
+@pytest.fixture
+def sharded(spec, tmp_path: Path):
+    group = Sharded(spec, tmp_path, max_grad_norm=10.0)
+    yield group
+    group.close()
+
+
+def _grads(n: int, count: int, seed: int = 1) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [(0.05 * rng.standard_normal(n)).astype(np.float32) for _ in range(count)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_four_shards_give_one_servers_theta_bit_for_bit(spec, tmp_path: Path) -> None:
+    """One worker, the same gradients (pushed one at a time, each after a FETCH): θ, θ⁻ and the solver history of
+    S = 4 shard processes are exactly one server's, and the shards' processes end with the group."""
+    grads = _grads(spec.num_params, 7)
+    one = ParameterServer(_store(spec), P.new_secret(), ServerOptions(partitions=4)).start()
+    try:
+        client = ServerClient(one.address, one.secret, 0, 0, spec.num_params, timeout=10)
+        for g in grads:
+            p = client.fetch()
+            client.push(g, p.version)
+        single = client.fetch()
+        client.close()
+        whole = one.store.copy()
+    finally:
+        one.close()
+    group = Sharded(spec, tmp_path)
+    pids = group.group.pids()
+    try:
+        assert len(set(pids)) == S and all(_alive(p) for p in pids)
+        client = group.client()
+        version = -1
+        for g in grads:
+            p = client.fetch(version if version >= 0 else P.NO_VERSION)
+            version = p.version
+            assert client.push(g, p.version) == (version + 1, False)
+        sharded = client.fetch(version)
+        client.close()
+        cut = group.group.copy()
+    finally:
+        group.close()
+    assert not any(_alive(p) for p in pids)  # ended by pid, ports freed
+    assert sharded.version == single.version == cut.version == len(grads)
+    assert np.array_equal(sharded.theta, single.theta) and np.array_equal(cut.theta, whole.theta)
+    assert np.array_equal(cut.target, whole.target) and cut.target_version == whole.target_version == 2
+    assert cut.solver.iter == whole.solver.iter
+    assert all(np.array_equal(a, b) for a, b in zip(cut.solver.history, whole.solver.history, strict=True))
+
+
+def test_a_gradient_one_shard_rejects_is_applied_by_none(sharded: Sharded) -> None:
+    """NaN in one slice, or slices each within the norm bound whose whole is not: every shard votes, none applies."""
+    n = sharded.spec.num_params
+    before = sharded.group.copy()
+    client = sharded.client()
+    p = client.fetch()
+    nan = np.full(n, 0.01, np.float32)
+    nan[-1] = np.nan  # the last shard's slice
+    assert client.push(nan, p.version)[0] == 0
+    (lo, hi), per_slice = client.bounds[0], 0.9 * 10.0  # each slice's norm 9 ≤ max_grad_norm 10; the whole's 18
+    big = np.zeros(n, np.float32)
+    for lo, hi in client.bounds:
+        big[lo:hi] = per_slice / math.sqrt(hi - lo)
+    assert client.push(big, p.version)[0] == 0
+    after = sharded.group.copy()
+    assert after.version == 0 and np.array_equal(after.theta, before.theta)
+    assert all(np.array_equal(a, b) for a, b in zip(after.solver.history, before.solver.history))
+    dropped = sharded.dropped()
+    assert dropped == {"not finite": 1, "vetoed": 2 * S}, dropped
+    ok = np.full(n, 0.001, np.float32)  # an honest gradient still goes through, on every shard
+    assert client.push(ok, p.version)[0] == 1
+    client.close()
+    assert sharded.group.copy().version == 1
+
+
+def _shard_session(sharded: Sharded, k: int, worker: int = 1):
+    """A raw session (socket, keys) with shard ``k``, as a worker holding the run secret opens it."""
+    lo, hi = sharded.group.bounds[k]
+    peer = SimpleNamespace(secret=sharded.secret, auth="message", address=sharded.group.addresses()[k],
+                           session_port=sharded.group._procs[k].record["session_port"],
+                           store=SimpleNamespace(num_params=hi - lo))
+    from conftest import raw_socket  # noqa: PLC0415
+
+    return _open(peer, raw_socket(peer), *_hello(peer, worker))
+
+
+def test_hostile_peers_against_a_shard_change_nothing_and_are_counted(sharded: Sharded) -> None:
+    """An insider with the run secret (not the shard key) against shard 0: a bad MAC, an oversized PUSH, a forged
+    vote, a replayed COMMIT, a retried COMMIT. θ changes only by the one honest commit, once."""
+    group, k = sharded.group, 0
+    lo, hi = group.bounds[k]
+    sock, s = _shard_session(sharded, k)
+    assert _request(sock, s, s.seal(P.FETCH, 1, 0, P.NO_VERSION, P.NO_VERSION)).type == P.PARAMS
+    before = group.copy()
+    grad = np.full(hi - lo, 0.01, np.float32)
+    push = s.seal(P.PUSH, 1, 0, 0, 1, grad.tobytes() + (7).to_bytes(PUSH_ID, "little"))
+    sock.send_multipart(push)
+    assert sock.poll(10_000)
+    ack = s.open(sock.recv_multipart())
+    mine = bytes(ack[1])
+    assert len(mine) == votes.VOTE.size and votes.VOTE.unpack(mine)[1] == 1  # its vote: valid
+    # 1. a bad MAC: the tag of a COMMIT flipped
+    frames = s.seal(P.COMMIT, 1, 0, 1, 7, mine * S)
+    frames[2] = bytes([frames[2][0] ^ 1]) + frames[2][1:]
+    sock.send_multipart(frames)
+    # 2. oversized: a PUSH one slice too long
+    sock.send_multipart(s.seal(P.PUSH, 1, 0, 0, 1, np.zeros(2 * (hi - lo), np.float32).tobytes() + bytes(PUSH_ID)))
+    # 3. forged votes for the other shards (valid, norm 0), MAC'd under the run secret: the shard key is not the
+    # worker's
+    forged = b"".join(mine if i == k else votes.seal(sharded.secret, 1, 0, 7, 1, votes.Vote(i, True, 0.0))
+                      for i in range(S))
+    sock.send_multipart(s.seal(P.COMMIT, 1, 0, 1, 7, forged))
+    # 4. a vote moved to another shard's place
+    sock.send_multipart(s.seal(P.COMMIT, 1, 0, 1, 7, mine * S))
+    deadline = time.monotonic() + 10
+    while sum(sharded.dropped().values()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sharded.dropped() == {"unauthenticated": 3, "wrong size": 1}, sharded.dropped()
+    assert not sock.poll(200)  # nothing answered
+    assert np.array_equal(group.copy().theta, before.theta)
+    # the honest way: every shard's vote, from pushes of the same id to each (the insider holds a session with each)
+    cast = [mine]
+    for i in range(1, S):
+        li, hi_ = group.bounds[i]
+        si_sock, si = _shard_session(sharded, i)
+        body = np.full(hi_ - li, 0.01, np.float32).tobytes() + (7).to_bytes(PUSH_ID, "little")
+        cast.append(bytes(_vote(si_sock, si, body)))
+        si_sock.close()
+    commit = s.seal(P.COMMIT, 1, 0, 1, 7, b"".join(cast))
+    sock.send_multipart(commit)
+    assert sock.poll(10_000)
+    h, _ = s.open(sock.recv_multipart())
+    assert h.flags & P.F_APPLIED and h.version == 1  # applied by shard 0 (the others got no COMMIT: see below)
+    # 5. the same COMMIT frames again: replayed (its sequence number), dropped unanswered
+    sock.send_multipart(commit)
+    # 6. the COMMIT sent again under a new number (a retry): answered as applied before, not applied twice
+    h = _request(sock, s, s.seal(P.COMMIT, 1, 0, 1, 7, b"".join(cast)))
+    assert h.flags & P.F_REPEAT and h.flags & P.F_APPLIED and h.version == 1
+    sock.close()
+    dropped = sharded.dropped()
+    assert dropped == {"unauthenticated": 3, "wrong size": 1, "replayed": 1, "resent": 1}, dropped
+    after = group.copy()  # shard 0 applied the slice; shards 1..3 hold theirs pending until they expire
+    assert [s["version"] for s in group._status] == [1, 0, 0, 0]
+    assert not np.array_equal(after.theta[lo:hi], before.theta[lo:hi])
+    assert np.array_equal(after.theta[hi:], before.theta[hi:])
+
+
+def _vote(sock, s: P.Session, body: bytes) -> memoryview:
+    sock.send_multipart(s.seal(P.PUSH, 1, 0, 0, 1, body))
+    assert sock.poll(10_000)
+    return s.open(sock.recv_multipart())[1]
+
+
+def test_a_snapshot_is_a_cut_that_resumes_with_another_number_of_shards(spec, sharded: Sharded,
+                                                                         tmp_path: Path) -> None:
+    """A cut taken while two workers push, written as one server's snapshot, resumed whole (``restore``) and by
+    three shards: the same θ, θ⁻ and solver state."""
+    import threading  # noqa: PLC0415
+
+    clients = [sharded.client(w) for w in (0, 1)]
+    stop = threading.Event()
+
+    def work(c: ShardedClient, seed: int) -> None:
+        for g in _grads(spec.num_params, 400, seed):
+            if stop.is_set():
+                return
+            c.push(g, c.fetch().version)
+
+    threads = [threading.Thread(target=work, args=(c, i)) for i, c in enumerate(clients)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        stats = ServerStats()
+        (tmp_path / "run").mkdir()
+        model = Checkpointer(tmp_path / "run", spec, sharded.group, stats).snapshot()  # the cut, mid-run
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        for c in clients:
+            c.close()
+    assert model.is_file()
+    record = json.loads((tmp_path / "run" / "server_state.json").read_text())
+    assert record["updates"] > 0
+    solver = make_solver(parse_solver_spec(SOLVER, "s.prototxt"), spec.params)
+    theta, target, _ = restore(tmp_path / "run", spec, solver)
+    assert solver.iter == record["updates"]
+    # the same state, cut again into 3 slices
+    store = ParameterStore(solver, theta.copy(), target.copy(), TARGET_UPDATE)
+    three = Sharded(spec, tmp_path / "three", shards=3, store=store)
+    try:
+        again = three.group.copy()
+        c = three.client()
+        p = c.fetch()
+        c.close()
+    finally:
+        three.close()
+    assert again.version == record["updates"] and np.array_equal(again.theta, theta)
+    assert np.array_equal(p.theta, theta) and np.array_equal(p.target, target)
+    assert all(np.array_equal(a, b) for a, b in zip(again.solver.history, solver.history, strict=True))
+
+
+def test_a_killed_shard_is_restarted_and_the_run_goes_on(sharded: Sharded) -> None:
+    """SIGKILL of one shard's pid: the group notices at its next look, starts it again on the same ports from the
+    last cut (rolling the others back to it), the worker reconnects, and a cut after more pushes is consistent."""
+    group, n = sharded.group, sharded.spec.num_params
+    client = sharded.client()
+    for g in _grads(n, 3):
+        client.push(g, client.fetch().version)
+    cut = group.copy()  # the last snapshot: 3 updates
+    for g in _grads(n, 2, seed=5):
+        client.push(g, client.fetch().version)
+    victim, addresses = group.pids()[2], group.addresses()
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while _alive(victim) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    group.supervise()
+    assert group.restarts == 1 and group.pids()[2] != victim and group.addresses() == addresses
+    rolled = group.copy()
+    assert np.array_equal(rolled.theta, cut.theta) and rolled.version == 6  # 5 updates seen, then the next number
+    applied = 0
+    for g in _grads(n, 4, seed=9):
+        before = group.copy().version
+        client.push(g, client.fetch().version)
+        applied += group.copy().version > before
+    assert applied == 4 and client.reconnects >= 1
+    client.close()
+    final = group.copy()
+    group.supervise()
+    assert {s["version"] for s in group._status} == {final.version} == {10}
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("ps_shards=0", "ps_shards: must be an integer >= 1"),
+    ("ps_shards=two", "ps_shards: expected int"),
+    ("ps_placement=moon", "ps_placement: must be 'driver' or 'executors'"),
+    ("ps_placement=executors", "ps_placement: 'executors' is not supported yet"),
+    ("ps_shards=100000000", "ps_shards: 100000000 is not between 1 and the net's"),
+])
+def test_bad_shard_settings_are_one_line_errors(setting: str, words: str, tmp_path: Path) -> None:
+    """The Spark job's entry point (as spark-submit runs it) refuses them before Spark starts: one line, exit 2."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "spark_jobs" / "train.py"), "--set", setting, "--steps", "1",
+                           "--out", str(tmp_path / "run"), "--quiet"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(lines) == 1 and words in lines[0] and "Traceback" not in proc.stderr, proc.stderr
