@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +19,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import raw_socket
+from test_distributed import final_theta, run_env, submit_command
 from test_hostile import _hello, _open, _request
 
 from ddqn.distributed import protocol as P
@@ -169,10 +173,8 @@ def _shard_session(sharded: Sharded, k: int, worker: int = 1):
     """A raw session (socket, keys) with shard ``k``, as a worker holding the run secret opens it."""
     lo, hi = sharded.group.bounds[k]
     peer = SimpleNamespace(secret=sharded.secret, auth="message", address=sharded.group.addresses()[k],
-                           session_port=sharded.group._procs[k].record["session_port"],
+                           session_port=sharded.group.records()[k]["session_port"],
                            store=SimpleNamespace(num_params=hi - lo))
-    from conftest import raw_socket  # noqa: PLC0415
-
     return _open(peer, raw_socket(peer), *_hello(peer, worker))
 
 
@@ -232,7 +234,7 @@ def test_hostile_peers_against_a_shard_change_nothing_and_are_counted(sharded: S
     dropped = sharded.dropped()
     assert dropped == {"unauthenticated": 3, "wrong size": 1, "replayed": 1, "resent": 1}, dropped
     after = group.copy()  # shard 0 applied the slice; shards 1..3 hold theirs pending until they expire
-    assert [s["version"] for s in group._status] == [1, 0, 0, 0]
+    assert group.versions() == [1, 0, 0, 0]
     assert not np.array_equal(after.theta[lo:hi], before.theta[lo:hi])
     assert np.array_equal(after.theta[hi:], before.theta[hi:])
 
@@ -247,8 +249,6 @@ def test_a_snapshot_is_a_cut_that_resumes_with_another_number_of_shards(spec, sh
                                                                          tmp_path: Path) -> None:
     """A cut taken while two workers push, written as one server's snapshot, resumed whole (``restore``) and by
     three shards: the same θ, θ⁻ and solver state."""
-    import threading  # noqa: PLC0415
-
     clients = [sharded.client(w) for w in (0, 1)]
     stop = threading.Event()
 
@@ -321,7 +321,7 @@ def test_a_killed_shard_is_restarted_and_the_run_goes_on(sharded: Sharded) -> No
     client.close()
     final = group.copy()
     group.supervise()
-    assert {s["version"] for s in group._status} == {final.version} == {10}
+    assert set(group.versions()) == {final.version} == {10}
 
 
 @pytest.mark.parametrize("setting, words", [
@@ -340,3 +340,75 @@ def test_bad_shard_settings_are_one_line_errors(setting: str, words: str, tmp_pa
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if "error" in line]
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+def _descendants(pid: int) -> list[int]:
+    """The process ids below ``pid`` in the process tree (from /proc), nearest first."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop(0)
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += children
+            todo += children
+    return found
+
+
+def _shard_pids(submit_pid: int) -> list[int]:
+    """The shard processes a spark-submit's driver started (its descendants running shard_process)."""
+    pids = []
+    for pid in _descendants(submit_pid):
+        try:
+            if b"ddqn.distributed.shard_process" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(pid)
+        except OSError:
+            pass
+    return pids
+
+
+def test_spark_run_with_shards_survives_a_killed_shard_and_resumes_with_another_s(tmp_path: Path) -> None:
+    """A real spark-submit with ps_shards=2: one shard process SIGKILLed after the first snapshot is restarted, the
+    run finishes (exit 0) with its final snapshot, no shard process is left; then --resume with ps_shards=3."""
+    out = tmp_path / "run"
+    cmd = submit_command("--workers", "2", "--steps", "1200", "--out", str(out), "--set", "ps_shards=2",
+                         "--set", "snapshot_every=200")
+    out_file, err_file = tmp_path / "stdout", tmp_path / "stderr"
+    with open(out_file, "w") as stdout_f, open(err_file, "w") as stderr_f:
+        proc = subprocess.Popen(cmd, env=run_env(), stdout=stdout_f, stderr=stderr_f, text=True)
+    try:
+        deadline, killed = time.monotonic() + 300, 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            shards = _shard_pids(proc.pid)
+            if len(shards) == 2 and (out / "snapshots.csv").is_file() and not killed:
+                killed = shards[-1]
+                os.kill(killed, signal.SIGKILL)
+                break
+            time.sleep(0.2)
+        proc.wait(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = err_file.read_text()
+    assert killed and proc.returncode == 0, stderr[-3000:]
+    log = (out / "driver.log").read_text() + stderr
+    assert f"(pid {killed}) died" in log and "restarted from the last snapshot's cut" in log, log[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["shard_restarts"] == 1 and summary["ps_shards"] == 2 and summary["updates"] > 0, summary
+    started = {int(p) for p in re.findall(r"shard \d+ (?:of \d+: pid|restarted: pid) (\d+)", log)}
+    assert len(started) == 3 and killed in started and not any(_alive(p) for p in started), started
+    assert np.isfinite(final_theta(out)).all()
+    assert "versions differ" not in log  # every cut consistent
+    first = summary["updates"]
+
+    res = subprocess.run(submit_command("--workers", "2", "--steps", "200", "--out", str(out), "--resume",
+                                        "--set", "ps_shards=3"), env=run_env(), capture_output=True, text=True,
+                         timeout=400)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resumed from" in res.stdout
+    state = json.loads((out / "server_state.json").read_text())
+    assert state["updates"] > first and np.isfinite(final_theta(out)).all()
+    assert json.loads((out / "summary.json").read_text())["ps_shards"] == 3

@@ -65,7 +65,8 @@ class ShardProcess:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (_repo_root(), os.environ.get("PYTHONPATH"))
                                                            if p)}
         self.proc = subprocess.Popen([sys.executable, "-m", "ddqn.distributed.shard_process"], cwd=cwd, env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     start_new_session=True)  # a terminal's Ctrl-C is the driver's to handle
         self._buf = b""
         self.proc.stdin.write((json.dumps(init) + "\n").encode())
         self.proc.stdin.flush()
@@ -181,7 +182,9 @@ class ShardGroup:
             self._procs = [self._spawn(k, self.version, self.target_version) for k in range(self.shards)]
             deadline = time.monotonic() + REGISTER_S
             for p in self._procs:
-                p.registered(deadline)
+                record = p.registered(deadline)
+                log.info("shard %d of %d: pid %d at %s (θ[%d:%d])", p.shard, self.shards, p.pid, record["address"],
+                         *self.bounds[p.shard])
         except BaseException:
             self.close()
             raise
@@ -194,6 +197,14 @@ class ShardGroup:
 
     def pids(self) -> list[int]:
         return [p.pid for p in self._procs]
+
+    def records(self) -> list[dict]:
+        """Each shard's registration (pid, port, session_port, address), in shard order."""
+        return [dict(p.record) for p in self._procs]
+
+    def versions(self) -> list[int]:
+        """Each shard's θ version as :meth:`supervise` last read it (-1: not read since it started)."""
+        return [s.get("version", -1) for s in self._status]
 
     def _spawn(self, k: int, version: int, target_version: int, ports: tuple[int, int] = (0, 0)) -> ShardProcess:
         lo, hi = self.bounds[k]
@@ -287,8 +298,12 @@ class ShardGroup:
             self._cuts += 1
             cut = self.dir / f"cut-{self._cuts}"
             shutil.rmtree(cut, ignore_errors=True)
-            done = [p.call({"cmd": "dump", "dir": str(cut / f"shard-{p.shard}"), "lo": lo, "hi": hi})
-                    for p, (lo, hi) in zip(self._procs, self.bounds)]
+            try:
+                done = [p.call({"cmd": "dump", "dir": str(cut / f"shard-{p.shard}"), "lo": lo, "hi": hi})
+                        for p, (lo, hi) in zip(self._procs, self.bounds)]
+            except BaseException:
+                shutil.rmtree(cut, ignore_errors=True)  # not a cut: the last one stays the one to restart from
+                raise
         finally:
             for p in self._procs:
                 try:
@@ -359,6 +374,7 @@ class ShardGroup:
             except ShardDied:
                 fresh.end()
                 raise
+            log.info("shard %d restarted: pid %d at %s", k, fresh.pid, fresh.record["address"])
             if k < len(self._status):
                 self._status[k] = {}
         self.version, self.target_version = version, target_version

@@ -78,7 +78,7 @@ def handle(server: ShardServer, cmd: dict) -> dict:
         return {"version": copy.version, "target_version": copy.target_version, "iter": copy.solver.iter}
     if op == "load":
         state = read_slice(Path(cmd["dir"]))
-        server.clear_pending()
+        server.rolling_back(cmd["version"])
         store.load(state.theta, state.target, state.history, state.iter, cmd["version"], cmd["target_version"])
         server.holding.clear()
         return {"version": store.version}

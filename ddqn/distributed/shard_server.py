@@ -72,6 +72,7 @@ class ShardServer(ParameterServer):
         super().__init__(store, secret, options, stats=stats)
         self.shard, self.shards, self._vote_key, self.pending_s = shard, shards, vote_key, pending_s
         self.holding = threading.Event()  # set during a snapshot's cut: PUSHes wait in self._queue
+        self.floor = store.version  # a gradient computed on an older version is voted invalid (a rollback's θ)
         self.lock = threading.Lock()  # the tables below, read by the control thread (status)
         self._pending: dict[tuple[int, int], Pending] = {}  # (partition, attempt) → its pending slice
         self._committed: OrderedDict[tuple[int, int, int], None] = OrderedDict()  # (partition, attempt, push id)
@@ -105,7 +106,7 @@ class ShardServer(ParameterServer):
             reason = ("not finite" if not math.isfinite(sumsq) else
                       "too large" if sumsq > self._max_norm_sq * summed ** 2 else
                       "future version" if staleness < 0 else
-                      "too stale" if not self.store.admits(staleness) else None)
+                      "too stale" if header.version < self.floor or not self.store.admits(staleness) else None)
             valid = reason is None
             if valid:
                 with self.lock:
@@ -201,7 +202,10 @@ class ShardServer(ParameterServer):
                 "held": held, "dropped": view.dropped, "busy_s": view.busy_s,
                 "pushes": {str(p): w.pushes for p, w in view.workers.items()}}
 
-    def clear_pending(self) -> None:
-        """Forget every pending slice (the shard's θ was rolled back to a cut: they were computed on another θ)."""
+    def rolling_back(self, version: int) -> None:
+        """The store is about to be rolled back to a cut and continue at ``version``: from now on every gradient
+        computed on an older version is voted invalid (its θ is no longer the store's past), and every pending slice is
+        forgotten. Called before the store's :meth:`~ParameterStore.load`, so none of them reaches the restored θ."""
+        self.floor = version
         with self.lock:
             self._pending.clear()
