@@ -283,12 +283,14 @@ class Driver:
         with MetricsLogger(self.out) as metrics:
             metrics.log("eval", view.env_steps, eval_row(scores, baseline, state.version), wall_s)
         p50, p95 = view.staleness_percentiles()
-        shards = {"ps_shards": self.cfg.ps_shards, "shard_pushes": self.store.pushes(),
-                  "shard_restarts": self.store.restarts} if isinstance(self.store, ShardGroup) else {}
+        shards, pushes = {}, {p: w.pushes for p, w in view.workers.items()}
+        if isinstance(self.store, ShardGroup):  # the gradients applied are counted by the shards
+            pushes = {p: self.store.pushes().get(str(p), 0) for p in view.workers}
+            shards = {"ps_shards": self.cfg.ps_shards, "shard_restarts": self.store.restarts}
         summary = {**shards, "model": str(model), "updates": state.version, "env_steps": view.env_steps,
                    "minutes": wall_s / 60, "updates_per_s": (state.version - self.start_updates) / wall_s,
                    "staleness_p50": p50, "staleness_p95": p95,
-                   "workers": {p: {"pushes": w.pushes, "attempt": w.attempt, "rejoins": w.rejoins,
+                   "workers": {p: {"pushes": pushes[p], "attempt": w.attempt, "rejoins": w.rejoins,
                                    "env_steps": w.env_steps, "compute_s": w.compute_s, "comm_s": w.comm_s}
                                for p, w in view.workers.items()},
                    "dropped": self._dropped(view.dropped), **score_summary(scores, baseline), "sync": self.sync,

@@ -66,7 +66,7 @@ class ShardGroup:
         self.num_params, self.shards = store.num_params, shards
         self.bounds = bounds(store.num_params, shards)
         self.version, self.target_version = store.version, store.target_version
-        self.dir = Path(out_dir) / "shards"
+        self.dir = Path(out_dir).resolve() / "shards"  # absolute: the shard processes run in it
         self._first = store
         self._procs: list[ShardProcess] = []
         self._init: dict = {}
