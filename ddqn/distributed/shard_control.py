@@ -96,14 +96,19 @@ class ShardProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def end(self) -> None:
-        """Tell it to exit; SIGKILL its pid after EXIT_S; reap it (its ports are free once it has ended)."""
+    def tell_exit(self) -> None:
+        """Ask it to exit (without waiting: :meth:`end` waits)."""
         if self.alive():
             try:
                 self.proc.stdin.write(b'{"cmd": "exit"}\n')
                 self.proc.stdin.flush()
             except (BrokenPipeError, ValueError, OSError):
                 pass
+
+    def end(self) -> None:
+        """Tell it to exit; SIGKILL its pid after EXIT_S; reap it (its ports are free once it has ended)."""
+        if self.alive():
+            self.tell_exit()
             try:
                 self.proc.wait(timeout=EXIT_S)
             except subprocess.TimeoutExpired:
