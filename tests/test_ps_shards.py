@@ -327,19 +327,23 @@ def test_a_killed_shard_is_restarted_and_the_run_goes_on(sharded: Sharded) -> No
     assert set(group.versions()) == {final.version} == {10}
 
 
-@pytest.mark.parametrize("setting, words", [
-    ("ps_shards=0", "ps_shards: must be an integer >= 1"),
-    ("ps_shards=two", "ps_shards: expected int"),
-    ("ps_placement=moon", "ps_placement: must be 'driver' or 'executors'"),
-    ("ps_placement=executors", "ps_placement: 'executors' is not supported yet"),
-    ("ps_shards=100000000", "ps_shards: 100000000 is not between 1 and the net's"),
+@pytest.mark.parametrize("args, words", [
+    (["--set", "ps_shards=0"], "ps_shards: must be an integer >= 1"),
+    (["--set", "ps_shards=two"], "ps_shards: expected int"),
+    (["--set", "ps_placement=moon"], "ps_placement: must be 'driver' or 'executors'"),
+    (["--set", "ps_placement=executors"], "ps_placement: 'executors' is not supported yet"),
+    (["--set", "ps_shards=100000000"], "ps_shards: 100000000 is not between 1 and the net's"),
+    (["--set", "ps_shards=2", "--sync"], "ps_shards: 2 shards serve asynchronous updates only"),
+    (["--set", "ps_shards=2", "--set", "solver={clip}"], "clip_gradients needs the whole gradient's norm"),
 ])
-def test_bad_shard_settings_are_one_line_errors(setting: str, words: str, tmp_path: Path) -> None:
+def test_bad_shard_settings_are_one_line_errors(args: list[str], words: str, tmp_path: Path) -> None:
     """The Spark job's entry point (as spark-submit runs it) refuses them before Spark starts: one line, exit 2."""
+    clip = tmp_path / "clip.prototxt"
+    clip.write_text('type: "SGD" base_lr: 0.01 lr_policy: "fixed" clip_gradients: 10')
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(ROOT / "spark_jobs" / "train.py"), "--set", setting, "--steps", "1",
-                           "--out", str(tmp_path / "run"), "--quiet"], capture_output=True, text=True, env=env,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, str(ROOT / "spark_jobs" / "train.py"), *(a.format(clip=clip) for a in args),
+                           "--steps", "1", "--out", str(tmp_path / "run"), "--quiet"], capture_output=True, text=True,
+                          env=env, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if "error" in line]
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in proc.stderr, proc.stderr

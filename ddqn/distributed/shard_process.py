@@ -33,6 +33,7 @@ from ddqn.distributed.shard_files import SliceState, read_slice, write_slice
 from ddqn.distributed.shard_server import ShardServer
 from ddqn.distributed.shards import shard_solver
 from ddqn.distributed.store import ParameterStore
+from ddqn.errors import DDQNError
 from ddqn.net.netspec import parse_netspec
 from ddqn.solvers.flat import parse_solver_spec
 
@@ -109,7 +110,7 @@ def main() -> int:
                 break
             try:
                 reply = {"ok": True, **handle(server, cmd)}
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except (OSError, ValueError, KeyError, TypeError, DDQNError) as exc:
                 reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
             control.write(json.dumps(reply) + "\n")
     finally:
