@@ -327,6 +327,36 @@ def test_a_killed_shard_is_restarted_and_the_run_goes_on(sharded: Sharded) -> No
     assert set(group.versions()) == {final.version} == {10}
 
 
+ORPHAN = """
+import sys, time
+from pathlib import Path
+sys.path[:0] = [{tests!r}, {root!r}]
+from test_ps_shards import Sharded
+from ddqn.net.netspec import load_netspec
+group = Sharded(load_netspec({net!r}), Path({out!r}), shards=2)
+print(" ".join(map(str, group.group.pids())), flush=True)
+time.sleep(120)
+"""
+
+
+def test_shards_end_when_their_driver_is_killed(tiny_net_file: Path, tmp_path: Path) -> None:
+    """SIGKILL of the driver's process (no finally runs): each shard reads end-of-file on its control pipe and exits,
+    freeing its ports."""
+    code = ORPHAN.format(tests=str(ROOT / "tests"), root=str(ROOT), net=str(tiny_net_file), out=str(tmp_path))
+    driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in driver.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+    finally:
+        driver.kill()
+        driver.wait(timeout=10)
+        driver.stdout.close()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids)
+
+
 @pytest.mark.parametrize("args, words", [
     (["--set", "ps_shards=0"], "ps_shards: must be an integer >= 1"),
     (["--set", "ps_shards=two"], "ps_shards: expected int"),
