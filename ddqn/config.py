@@ -89,7 +89,7 @@ class Config:
     dc_lambda: float = 0.0  # DC-ASGD's λ (Zheng et al. 2017): the server applies a stale gradient g as
     # g + λ·g⊙g⊙(θ − θ_fetched), θ_fetched the θ it was computed on; 0 = off
     ps_shards: int = 1  # S: the parameter server's θ, θ⁻ and solver state cut into S slices, one shard process each
-    # (ddqn.distributed.shard_server); 1 = one server thread in the driver, as before. Serial training ignores it
+    # (ddqn.distributed.shards.server); 1 = one server thread in the driver, as before. Serial training ignores it
     ps_placement: str = "driver"  # where the S > 1 shards run: "driver" (S processes on the driver's host);
     # "executors" (Spark tasks, issue 31) is not supported yet
     max_grad_norm: float = 100.0  # the server drops a pushed gradient whose L2 norm exceeds this (per minibatch;

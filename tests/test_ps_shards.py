@@ -24,13 +24,13 @@ from test_distributed import final_theta, run_env, submit_command
 from test_hostile import _hello, _open, _request
 
 from ddqn.distributed import protocol as P
-from ddqn.distributed import votes
 from ddqn.distributed.checkpointer import Checkpointer, restore
 from ddqn.distributed.client import ServerClient
 from ddqn.distributed.server import ParameterServer, ServerOptions
-from ddqn.distributed.shard_client import ShardedClient
-from ddqn.distributed.shard_group import ShardGroup
-from ddqn.distributed.shard_server import PUSH_ID
+from ddqn.distributed.shards import votes
+from ddqn.distributed.shards.client import ShardedClient
+from ddqn.distributed.shards.group import ShardGroup
+from ddqn.distributed.shards.server import PUSH_ID
 from ddqn.distributed.stats import ServerStats
 from ddqn.distributed.store import ParameterStore
 from ddqn.net.netspec import load_netspec
@@ -399,7 +399,7 @@ def _shard_pids(submit_pid: int) -> list[int]:
     pids = []
     for pid in _descendants(submit_pid):
         try:
-            if b"ddqn.distributed.shard_process" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"ddqn.distributed.shards.process" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 pids.append(pid)
         except OSError:
             pass

@@ -1,11 +1,11 @@
-"""Slices of θ for a sharded parameter server (ddqn.distributed.shards): S shards applying their slices of the same
+"""Slices of θ for a sharded parameter server (ddqn.distributed.shards.slices): S shards applying their slices of the same
 gradients hold exactly the θ and solver history one server would, bit for bit, for every solver type."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ddqn.distributed.shards import bounds, layout_slice, shard_solver, slice_history
+from ddqn.distributed.shards.slices import bounds, layout_slice, shard_solver, slice_history
 from ddqn.errors import ConfigError
 from ddqn.net.netspec import load_netspec
 from ddqn.solvers.flat import make_solver, parse_solver_spec

@@ -34,7 +34,7 @@ from ddqn.distributed.checkpointer import Checkpointer, restore
 from ddqn.distributed.evaluator import BackgroundEvaluator, EvalResult
 from ddqn.distributed.job import JobSpec
 from ddqn.distributed.server import HANDSHAKE_S, ParameterServer, ServerOptions
-from ddqn.distributed.shard_group import ShardGroup
+from ddqn.distributed.shards.group import ShardGroup
 from ddqn.distributed.spark import WorkerJob, driver_host, spark_context, task_attempts
 from ddqn.distributed.stats import ServerStats, train_row
 from ddqn.distributed.store import ParameterStore

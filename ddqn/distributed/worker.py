@@ -20,7 +20,7 @@ import numpy as np
 from ddqn.config import Config, make_config
 from ddqn.distributed.client import Params, ServerClient, ServerGone
 from ddqn.distributed.job import JobSpec
-from ddqn.distributed.shard_client import ShardedClient
+from ddqn.distributed.shards.client import ShardedClient
 from ddqn.dqn.exploration import exploration
 from ddqn.dqn.loop import ExperienceLoop
 from ddqn.dqn.phases import NO_CLOCK, PhaseClock

@@ -1,13 +1,13 @@
 """One shard of a sharded parameter server (``ps_shards: S > 1``): a :class:`ParameterServer` over one slice of θ.
 
-Shard k serves ``θ[lo_k:hi_k]`` (and θ⁻, and its slice of the solver history, ``ddqn.distributed.shards``) with the
+Shard k serves ``θ[lo_k:hi_k]`` (and θ⁻, and its slice of the solver history, ``shards.slices``) with the
 same protocol, sessions and checks as one server. FETCH is unchanged (its θ is the slice). A gradient is applied all
 or nothing across the S shards, in two steps:
 
 * **PUSH** of slice k (header: the shard's θ version the gradient was computed on, ``summed``; payload: the slice's
   float32 values, then the worker's 8-byte push id, little-endian). The shard checks the slice whole (size, finite,
   its own squared norm, version, staleness), keeps a valid one *pending* (one per worker attempt: a newer push
-  replaces it) and answers ACK with its 32-byte vote (``ddqn.distributed.votes``). Nothing is applied.
+  replaces it) and answers ACK with its 32-byte vote (``ddqn.distributed.shards.votes``). Nothing is applied.
 * **COMMIT** (header: version = ``summed``, aux = the push id; payload: the S votes in shard order). The shard applies
   its pending slice only if every vote verifies under the shard key, all are valid, and Σ squared norms ≤
   ``max_grad_norm``² × ``summed``². The ACK carries ``F_APPLIED`` if it did (``F_REPEAT`` too for a commit it had
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ddqn.distributed import protocol as P
-from ddqn.distributed import votes
 from ddqn.distributed.server import ParameterServer, ServerOptions
 from ddqn.distributed.sessions import Session
+from ddqn.distributed.shards import votes
 from ddqn.distributed.stats import ServerStats
 from ddqn.distributed.store import ParameterStore
 from ddqn.solvers import kernels

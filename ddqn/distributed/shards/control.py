@@ -1,6 +1,6 @@
 """The driver's control channel to one shard process (placement ``driver``): a pipe each way, one JSON line per command.
 
-The driver starts ``python -m ddqn.distributed.shard_process`` with its stdin and stdout as pipes only the driver
+The driver starts ``python -m ddqn.distributed.shards.process`` with its stdin and stdout as pipes only the driver
 holds, writes the init record, and reads the shard's registration (checked: HMAC under the shard key, its shard
 number and pid), then its replies. Every read is bounded (``select`` with a deadline); a process that ended or stays
 silent raises :class:`ShardDied`. The process runs in a session of its own (a terminal's Ctrl-C is the driver's to
@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from ddqn.distributed.shard_process import registration_tag
+from ddqn.distributed.shards.process import registration_tag
 from ddqn.errors import DDQNError
 
 CONTROL_S = 10.0  # bound on one control command's reply
@@ -35,7 +35,7 @@ class ShardProcess:
         self.shard, self.key = shard, key
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (_repo_root(), os.environ.get("PYTHONPATH"))
                                                            if p)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "ddqn.distributed.shard_process"], cwd=cwd, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "ddqn.distributed.shards.process"], cwd=cwd, env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      start_new_session=True)  # a terminal's Ctrl-C is the driver's to handle
         self._buf = b""

@@ -1,7 +1,7 @@
 """The driver's side of a sharded parameter server (``ps_shards: S > 1``, ``ps_placement: driver``).
 
-:class:`ShardGroup` starts S shard processes (``ddqn.distributed.shard_process``) on the driver's host, each over
-its slice of θ (``ddqn.distributed.shards.bounds``), checks their registration (HMAC under the shard key), and stands
+:class:`ShardGroup` starts S shard processes (``ddqn.distributed.shards.process``) on the driver's host, each over
+its slice of θ (``shards.slices.bounds``), checks their registration (HMAC under the shard key), and stands
 in for the :class:`~ddqn.distributed.store.ParameterStore` where the driver reads one: ``version``, ``published()``
 (θ for evaluations) and ``copy()`` (a snapshot), so the checkpointer and the driver's loop are the same as with one
 server.
@@ -32,15 +32,15 @@ from pathlib import Path
 import numpy as np
 
 from ddqn.distributed.server import ServerOptions
-from ddqn.distributed.shard_control import ShardDied, ShardProcess
-from ddqn.distributed.shard_files import SliceState, read_slice, write_slice
-from ddqn.distributed.shards import bounds
+from ddqn.distributed.shards.control import ShardDied, ShardProcess
+from ddqn.distributed.shards.files import SliceState, read_slice, write_slice
+from ddqn.distributed.shards.slices import bounds
 from ddqn.distributed.store import ParameterStore, StoreCopy
 from ddqn.errors import DDQNError
 from ddqn.net.netspec import NetSpec
 from ddqn.solvers.flat import SolverSpec, make_solver
 
-log = logging.getLogger("ddqn.distributed.shard_group")
+log = logging.getLogger("ddqn.distributed.shards.group")
 REGISTER_S = 60.0  # bound on a shard process's start (imports, loading its slice, binding) and registration
 DRAIN_S = 2.0  # bound on a cut's wait for commits in flight
 MAX_RESTARTS = 5  # shard deaths a run survives

@@ -9,7 +9,7 @@ them at once. STATS go to the driver.
   is told the smallest of them (what its ε schedule counts); the vector itself is kept here, and a PUSH names each
   shard's own version.
 * PUSH: slice k with a push id to shard k (each answers with its vote), then COMMIT with all S votes to every shard
-  (``ddqn.distributed.shard_server``). A COMMIT lost to a reset is sent again (the shard applies it once).
+  (``ddqn.distributed.shards.server``). A COMMIT lost to a reset is sent again (the shard applies it once).
 
 :meth:`ShardedClient.fetch`, :meth:`push`, :meth:`stats` and :meth:`close` are those of a ServerClient, so the worker
 uses either.
@@ -22,10 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ddqn.distributed import protocol as P
-from ddqn.distributed import votes
 from ddqn.distributed.client import Params, ServerClient, ServerGone
-from ddqn.distributed.shard_server import PUSH_ID
-from ddqn.distributed.shards import bounds
+from ddqn.distributed.shards import votes
+from ddqn.distributed.shards.server import PUSH_ID
+from ddqn.distributed.shards.slices import bounds
 
 BASES = 8  # version vectors remembered by the smallest version the worker was told (push_every > 1 sums across them)
 

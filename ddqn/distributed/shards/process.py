@@ -1,14 +1,14 @@
-"""A shard's process (placement ``driver``): ``python -m ddqn.distributed.shard_process``, started by the driver.
+"""A shard's process (placement ``driver``): ``python -m ddqn.distributed.shards.process``, started by the driver.
 
 The driver writes one JSON line to its stdin (the init: slice bounds, net and solver text, server options, the run
 secret and the shard key, the state directory to start from and the version counters to continue at). The shard
-loads its slice, starts a :class:`~ddqn.distributed.shard_server.ShardServer` and registers: one JSON line on its
+loads its slice, starts a :class:`~ddqn.distributed.shards.server.ShardServer` and registers: one JSON line on its
 control output with its pid and ports, tagged with HMAC-SHA256 under the shard key (:func:`registration_tag`), so the
 same record can travel over a network channel. Then it answers the driver's commands, one JSON line each way:
 
 * ``status``: versions, drops, pending and held push ids;
 * ``hold`` / ``release``: a snapshot's cut (PUSHes wait meanwhile; COMMITs go on);
-* ``dump {dir}``: write its state at its current version (``ddqn.distributed.shard_files``);
+* ``dump {dir}``: write its state at its current version (``ddqn.distributed.shards.files``);
 * ``load {dir, version, target_version}``: roll back to a cut (another shard died);
 * ``publish {path}``: write θ's slice (for the driver's evaluations);
 * ``stop``: tell the workers to stop in their next reply; ``exit``: close the ports and end.
@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from ddqn.distributed.server import ServerOptions
-from ddqn.distributed.shard_files import SliceState, read_slice, write_slice
-from ddqn.distributed.shard_server import ShardServer
-from ddqn.distributed.shards import shard_solver
+from ddqn.distributed.shards.files import SliceState, read_slice, write_slice
+from ddqn.distributed.shards.server import ShardServer
+from ddqn.distributed.shards.slices import shard_solver
 from ddqn.distributed.store import ParameterStore
 from ddqn.errors import DDQNError
 from ddqn.net.netspec import parse_netspec
