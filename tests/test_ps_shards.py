@@ -433,8 +433,10 @@ def test_spark_run_with_shards_survives_a_killed_shard_and_resumes_with_another_
     assert killed and proc.returncode == 0, stderr[-3000:]
     log = (out / "driver.log").read_text() + stderr
     assert f"(pid {killed}) died" in log and "restarted from the last snapshot's cut" in log, log[-3000:]
+    assert all(f"of 2: pid {p} at" in log for p in seen), log[:3000]  # each shard's start, in driver.log
     summary = json.loads((out / "summary.json").read_text())
     assert summary["shard_restarts"] == 1 and summary["ps_shards"] == 2 and summary["updates"] > 0, summary
+    assert summary["staleness_p95"] >= 1, summary  # the shards' staleness: two workers' pushes interleave
     started = seen | {int(p) for p in re.findall(r"shard \d+ restarted: pid (\d+)", log)}
     assert len(started) == 3 and not any(_alive(p) for p in started), started  # two, and the restarted one
     assert np.isfinite(final_theta(out)).all()

@@ -36,7 +36,7 @@ from ddqn.distributed.job import JobSpec
 from ddqn.distributed.server import HANDSHAKE_S, ParameterServer, ServerOptions
 from ddqn.distributed.shards.group import ShardGroup
 from ddqn.distributed.spark import WorkerJob, driver_host, spark_context, task_attempts
-from ddqn.distributed.stats import ServerStats, train_row
+from ddqn.distributed.stats import ServerStats, StatsView, train_row
 from ddqn.distributed.store import ParameterStore
 from ddqn.distributed.sync import SyncRounds
 from ddqn.dqn.evaluation import eval_row, evaluate, random_score, score_summary
@@ -164,17 +164,21 @@ class Driver:
         options = ServerOptions(host=driver_host(sc), port=cfg.server_port, session_port=cfg.server_session_port,
                                 auth=cfg.auth, partitions=cfg.workers, max_grad_norm=cfg.max_grad_norm,
                                 session_timeout=max(10.0, 2 * cfg.server_timeout), max_attempts=task_attempts(sc))
-        if isinstance(self.store, ShardGroup):  # the shards first: the driver's WELCOME names them
-            options = replace(options, shards=self.store.start(secret, options))
-        server = ParameterServer(self.store, secret, options, stats=self.stats,
-                                 rounds=SyncRounds(self.spec.num_params, cfg.workers, cfg.server_timeout / 2)
-                                 if self.sync else None).start()
+        file_log = _file_log(self.out / LOG_FILE)  # from here on: the shards' start is in driver.log too
+        try:
+            if isinstance(self.store, ShardGroup):  # the shards first: the driver's WELCOME names them
+                options = replace(options, shards=self.store.start(secret, options))
+            server = ParameterServer(self.store, secret, options, stats=self.stats,
+                                     rounds=SyncRounds(self.spec.num_params, cfg.workers, cfg.server_timeout / 2)
+                                     if self.sync else None).start()
+        except BaseException:
+            _close_file_log(file_log)
+            raise
         job = WorkerJob(sc, JobSpec(self.spec.text, self.spec.source, cfg.to_dict(), server.address,
                                     secret.hex()).to_json(), cfg.workers)
         evaluator = BackgroundEvaluator(self.spec.text, self.spec.source, cfg.to_dict())
         start = time.monotonic()
         metrics = MetricsLogger(self.out)
-        file_log = _file_log(self.out / LOG_FILE)
         interrupted = False
         try:
             job.start()
@@ -194,9 +198,7 @@ class Driver:
             server.close()
             evaluator.close()
             metrics.close()
-            for name in ("ddqn", "ddqn.progress"):
-                logging.getLogger(name).removeHandler(file_log)
-            file_log.close()
+            _close_file_log(file_log)
             self._write_workers(job.results)
         if interrupted:
             raise Interrupted()
@@ -228,7 +230,7 @@ class Driver:
             while job.running() and not sleep_unless(stop, POLL_S):
                 if isinstance(self.store, ShardGroup):
                     self.store.supervise()  # a dead shard is restarted; the versions are read
-                now, view, version = time.monotonic(), self.stats.view(), self.store.version
+                now, view, version = time.monotonic(), self._view(), self.store.version
                 env_steps = view.env_steps
                 window.append((now, version, env_steps))
                 while now - window[0][0] > RATE_WINDOW_S and len(window) > 2:
@@ -261,6 +263,11 @@ class Driver:
                   "updates": self.store.version, "results": results}
         (self.out / "workers.json").write_text(json.dumps(record, indent=2, default=float))
 
+    def _view(self) -> StatsView:
+        """The driver's counters; with shards, the staleness is the shards' (they apply the gradients)."""
+        view = self.stats.view()
+        return replace(view, staleness=self.store.staleness()) if isinstance(self.store, ShardGroup) else view
+
     def _dropped(self, dropped: dict[str, int]) -> dict[str, int]:
         """The driver's drops, plus the shards' (by reason) when there are shards."""
         if not isinstance(self.store, ShardGroup):
@@ -279,7 +286,7 @@ class Driver:
         except Interrupted:  # stopped during the final evaluation: the snapshot above is the final one
             _say(f"\ninterrupted: snapshot written to {model}")
             raise
-        view = self.stats.view()
+        view = self._view()
         with MetricsLogger(self.out) as metrics:
             metrics.log("eval", view.env_steps, eval_row(scores, baseline, state.version), wall_s)
         p50, p95 = view.staleness_percentiles()
@@ -318,3 +325,10 @@ def _file_log(path: Path) -> logging.Handler:
         if logger.level == logging.NOTSET or logger.level > logging.INFO:
             logger.setLevel(logging.INFO)
     return handler
+
+
+def _close_file_log(handler: logging.Handler) -> None:
+    """Stop sending ddqn's log records to the file of :func:`_file_log`."""
+    for name in ("ddqn", "ddqn.progress"):
+        logging.getLogger(name).removeHandler(handler)
+    handler.close()
