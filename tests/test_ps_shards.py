@@ -451,3 +451,61 @@ def test_spark_run_with_shards_survives_a_killed_shard_and_resumes_with_another_
     state = json.loads((out / "server_state.json").read_text())
     assert state["updates"] > first and np.isfinite(final_theta(out)).all()
     assert json.loads((out / "summary.json").read_text())["ps_shards"] == 3
+
+
+@pytest.mark.hosts
+@pytest.mark.timeout(420)
+def test_a_shard_killed_on_the_hosts_is_restarted_and_the_run_ends_with_a_consistent_snapshot(
+        tmp_path: Path) -> None:
+    """ps_shards=2 (placement driver) on network-namespace hosts: the shards listen on the driver host's address
+    (not loopback: the worker hosts reach them), one is SIGKILLed after the first snapshot, the driver restarts it
+    from that cut, the run ends (exit 0) with a final snapshot that resumes, and nothing is left on any host."""
+    from test_hosts import Job, settled, stop
+
+    from ddqn.distributed.hosts import HostsCluster
+
+    cluster = HostsCluster(workers=2)
+    try:
+        cluster.start()
+        out = tmp_path / "run"
+        job = Job(cluster, out, "--steps", "600", "--set", "ps_shards=2", "--set", "snapshot_every=150",
+                  "--set", "log_every=100")
+        hosts = job.joined()
+        assert set(hosts.values()) == {h.addr for h in cluster.worker_hosts}, hosts
+
+        def shards() -> list[int]:
+            return [p for p in cluster.pids(cluster.driver)
+                    if b"ddqn.distributed.shards.process" in _cmdline(p)]
+
+        deadline, killed = time.monotonic() + 240, 0
+        while time.monotonic() < deadline and job.proc.poll() is None:
+            found = shards()
+            if len(found) == 2 and (out / "snapshots.csv").is_file():
+                killed = found[-1]
+                os.kill(killed, signal.SIGKILL)
+                break
+            time.sleep(0.2)
+        assert killed, f"no snapshot with two shards running:\n{job.output(60)}"
+        assert job.wait(300) == 0, job.output(60)
+        log = (out / "driver.log").read_text()
+        addresses = re.findall(r"shard \d of 2: pid \d+ at (\S+)", log)
+        assert len(addresses) == 2 and all(a.startswith(f"tcp://{cluster.driver.addr}:") for a in addresses), log[:2000]
+        assert f"(pid {killed}) died" in log and "restarted from the last snapshot's cut" in log, log[-3000:]
+        assert "versions differ" not in log
+        summary = job.summary()
+        assert summary["shard_restarts"] == 1 and summary["updates"] > 0, summary
+        assert shards() == [] and settled(cluster) == {}  # the shards ended with their driver, the job's processes too
+        state = json.loads((out / "server_state.json").read_text())
+        assert state["updates"] == summary["updates"] and np.isfinite(final_theta(out)).all()
+        resumed = Job(cluster, out, "--steps", "100", "--resume", "--set", "ps_shards=1")
+        assert resumed.wait(300) == 0, resumed.output(60)
+        assert json.loads((out / "server_state.json").read_text())["updates"] > state["updates"]
+    finally:
+        stop(cluster, tmp_path)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
