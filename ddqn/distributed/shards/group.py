@@ -167,6 +167,10 @@ class ShardGroup:
         """Gradients applied per partition (shard 0's count; with every commit reaching every shard, each's)."""
         return dict(self._status[0].get("pushes", {})) if self._status else {}
 
+    def statuses(self) -> list[dict]:
+        """Each shard's status as :meth:`supervise` last read it (``ShardServer.status``), in shard order."""
+        return [dict(s) for s in self._status]
+
     def staleness(self) -> tuple[int, ...]:
         """The staleness of the last gradients applied (shard 0's; every commit reaches every shard)."""
         return tuple(self._status[0].get("staleness", ())) if self._status else ()

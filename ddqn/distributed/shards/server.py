@@ -192,16 +192,17 @@ class ShardServer(ParameterServer):
 
     # -- what the control thread reads ------------------------------------------------------------------------
     def status(self) -> dict:
-        """Versions, drops, pushes applied per partition, the recent staleness (at most ``STALENESS_WINDOW``) and
-        the push ids a cut must wait for: ``pending`` (voted, not committed) and ``held`` (PUSHes held, not voted),
-        each as [partition, attempt, push id]."""
+        """Versions, drops, busy seconds (and by kind and part), pushes applied per partition, the recent staleness
+        (at most ``STALENESS_WINDOW``) and the push ids a cut must wait for: ``pending`` (voted, not committed) and
+        ``held`` (PUSHes held, not voted), each as [partition, attempt, push id]."""
         with self.lock:
             pending = [[*k, p.push_id] for k, p in self._pending.items()]
         held = [[s.partition, s.attempt, int.from_bytes(b[-PUSH_ID:], "little")] for _, s, _, b in list(self._queue)]
         view = self.stats.view()
         return {"version": self.store.version, "target_version": self.store.target_version, "pending": pending,
                 "held": held, "dropped": view.dropped, "busy_s": view.busy_s,
-                "pushes": {str(p): w.pushes for p, w in view.workers.items()}, "staleness": list(view.staleness)}
+                "pushes": {str(p): w.pushes for p, w in view.workers.items()}, "staleness": list(view.staleness),
+                "parts": view.parts}
 
     def rolling_back(self, version: int) -> None:
         """The store is about to be rolled back to a cut and continue at ``version``: from now on every gradient

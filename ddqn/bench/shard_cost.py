@@ -1,0 +1,224 @@
+"""Each shard's cost against S: its server thread's busy time per update at 1/S of θ (issue 31, item 4).
+
+``python -m ddqn.bench.shard_cost [--config paper] [--shards 1 2 4] [--updates 200] [--rounds 3]``. For each S, the
+real server as ``ps_shards: S`` starts it (S = 1: the one server thread; S > 1: S shard processes on this host and
+the driver's coordinator, placement ``driver``) and one client in a process of its own that pushes a gradient and
+fetches θ, ``--updates`` times per round, rounds interleaved over S. Measured per S:
+
+- each shard's busy seconds per update (its server thread's time in messages: receive, verify, check, apply,
+  publish, seal, send; for S > 1 the PUSH that votes and the COMMIT that applies), by part, median of the rounds;
+  the busiest shard bounds the sharded server at 1 ÷ its time (shards on hosts of their own run in parallel);
+- the client's wall seconds per update (PUSH, COMMIT and FETCH to all S at once): a figure of this 2-core machine,
+  where S shards, the client and its threads share the cores, not of S hosts.
+
+Two cores cannot host many shards beside their clients, so the busy time per update is what this measures; the
+projection (:func:`projection`) is an analytic bound from it, labelled as one: at W workers of ``gradients_per_s``
+each (``results/worker_speed.json``, the config's ``as built`` row), load = W × rate ÷ capacity, where capacity is
+the smaller of the busiest shard's bound and its card's (each shard's host moves 4n/S bytes of gradient in and of
+θ out per update, full duplex, at the links' ``efficiency``). Writes results/shard_cost.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import tempfile
+import time
+from dataclasses import replace
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ddqn.bench.common import config_values, write_result
+from ddqn.config import load_config
+from ddqn.distributed import protocol as P
+from ddqn.distributed.client import ServerClient
+from ddqn.distributed.server import ParameterServer, ServerOptions
+from ddqn.distributed.shards.client import ShardedClient
+from ddqn.distributed.shards.group import ShardGroup
+from ddqn.distributed.stats import PART_NAMES
+from ddqn.distributed.store import ParameterStore
+from ddqn.game import game_actions
+from ddqn.net.netspec import load_netspec
+from ddqn.solvers.flat import load_solver_spec, make_solver
+
+CLIENT_S = 120.0  # bound on the client's start and on each of its rounds
+SETTLE_S = 0.2  # after a round, the shards' last busy() calls land within this
+EFFICIENCY = 0.95  # the share of a card's rate that carries message bytes (ddqn.sim.network's default)
+
+
+def _client(address: str, secret: bytes, num_params: int, conn: Connection) -> None:
+    """The client process: PUSH then FETCH, ``n`` times per request; answers each with its wall seconds per update."""
+    grad = (1e-4 * np.random.default_rng(1).standard_normal(num_params)).astype(np.float32)
+    coordinator = ServerClient(address, secret, 0, 0, num_params, timeout=60)
+    client = ShardedClient(coordinator, secret, num_params, timeout=60) if coordinator.welcome.get("shards") \
+        else coordinator
+    p = client.fetch()
+    version, target = p.version, p.target_version
+    conn.send("ready")
+    while (n := conn.recv()) is not None:
+        t = time.perf_counter()
+        for _ in range(n):
+            version, _ = client.push(grad, version)
+            p = client.fetch(version - 1, target)
+            version, target = p.version, p.target_version
+        conn.send((time.perf_counter() - t) / n)
+    client.close()
+
+
+class Served:
+    """The server ``ps_shards: shards`` starts for ``config`` (on 127.0.0.1), and its shards' counters."""
+
+    def __init__(self, config: str, shards: int, out: Path) -> None:
+        cfg = load_config(config)
+        spec = load_netspec(cfg.path("net"), game_actions(cfg))
+        solver_spec = load_solver_spec(cfg.path("solver"))
+        theta = (0.01 * np.random.default_rng(0).standard_normal(spec.num_params)).astype(np.float32)
+        store = ParameterStore(make_solver(solver_spec, spec.params), theta, theta.copy(), cfg.target_update)
+        self.num_params, self.secret, self.group = spec.num_params, P.new_secret(), None
+        options = ServerOptions(partitions=1, max_grad_norm=cfg.max_grad_norm, session_timeout=60)
+        if shards > 1:
+            self.group = ShardGroup(store, spec, solver_spec, game_actions(cfg), shards, out,
+                                    target_update=cfg.target_update, max_staleness=0, staleness_lr=False,
+                                    dc_lambda=0.0)
+            options = replace(options, shards=self.group.start(self.secret, options))
+        try:
+            self.server = ParameterServer(self.group or store, self.secret, options).start()
+        except BaseException:
+            self.close()
+            raise
+
+    def counters(self) -> list[tuple[int, float, dict[str, float]]]:
+        """Per shard (the one server for S = 1): (updates, busy seconds, seconds by part over every kind)."""
+        if self.group is None:
+            view = self.server.stats.view()
+            return [(self.server.store.version, view.busy_s, _by_part(view.parts))]
+        self.group.supervise()
+        return [(s["version"], s["busy_s"], _by_part(s["parts"])) for s in self.group.statuses()]
+
+    def close(self) -> None:
+        if getattr(self, "server", None) is not None:
+            self.server.close()
+        if self.group is not None:
+            self.group.close()
+
+
+def _by_part(parts: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Seconds by part, summed over message kinds."""
+    return {name: sum(kind.get(name, 0.0) for kind in parts.values()) for name in PART_NAMES}
+
+
+def _round(served: Served, conn: Connection, proc: mp.Process, n: int) -> dict[str, Any]:
+    """One round of ``n`` updates: per shard µs per update (total and by part); the client's µs per update."""
+    before = served.counters()
+    conn.send(n)
+    if not conn.poll(CLIENT_S) or not proc.is_alive():
+        raise SystemExit("shard_cost: the client did not finish its round")
+    wall = conn.recv()
+    time.sleep(SETTLE_S)
+    after = served.counters()
+    shards = []
+    for (u0, b0, p0), (u1, b1, p1) in zip(before, after):
+        updates = max(u1 - u0, 1)
+        shards.append({"updates": u1 - u0, "busy_us": 1e6 * (b1 - b0) / updates,
+                       "parts_us": {k: 1e6 * (p1[k] - p0[k]) / updates for k in PART_NAMES}})
+    return {"client_us": 1e6 * wall, "shards": shards}
+
+
+def measure(config: str, shard_counts: list[int], updates: int, rounds: int) -> dict[int, dict[str, Any]]:
+    """Every S's rounds, interleaved (the machine's drift hits each S alike); medians per S."""
+    ctx, runs, live = mp.get_context("spawn"), {s: [] for s in shard_counts}, {}
+    with tempfile.TemporaryDirectory(prefix="ddqn-shard-cost-") as tmp:
+        try:
+            for s in shard_counts:
+                served = Served(config, s, Path(tmp) / f"s{s}")
+                conn, child = ctx.Pipe()
+                proc = ctx.Process(target=_client, args=(served.server.address, served.secret, served.num_params,
+                                                         child), daemon=True)
+                live[s] = (served, conn, proc)
+                proc.start()
+                if not conn.poll(CLIENT_S) or conn.recv() != "ready":
+                    raise SystemExit(f"shard_cost: the client of S = {s} did not start")
+                _round(served, conn, proc, max(5, updates // 10))  # warm-up: the kernels' first calls
+            for r in range(rounds):
+                for s in shard_counts:
+                    print(f"[shard_cost] round {r + 1}/{rounds}: S = {s}", flush=True)
+                    runs[s].append(_round(*live[s], updates))
+        finally:
+            for served, conn, proc in live.values():
+                if proc.is_alive():
+                    conn.send(None)
+                    proc.join(timeout=10)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join(timeout=10)
+                served.close()
+    return {s: _median(rs) for s, rs in runs.items()}
+
+
+def _median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    med = lambda xs: float(np.median(xs))  # noqa: E731
+    shards = []
+    for k in range(len(rounds[0]["shards"])):
+        per = [r["shards"][k] for r in rounds]
+        shards.append({"busy_us": med([p["busy_us"] for p in per]),
+                       "parts_us": {n: med([p["parts_us"][n] for p in per]) for n in PART_NAMES}})
+    busiest = max(shards, key=lambda x: x["busy_us"])
+    return {"client_us": med([r["client_us"] for r in rounds]), "shards": shards, "busiest_us": busiest["busy_us"],
+            "busiest_parts_us": busiest["parts_us"], "server_bound_updates_per_s": 1e6 / busiest["busy_us"]}
+
+
+def projection(row: dict[str, Any], shards: int, num_params: int, gbit: float, gradients_per_s: float,
+               workers: list[int]) -> dict[str, Any]:
+    """The analytic bound at S shards on ``gbit`` links (a projection): capacity and the load of W workers."""
+    card = gbit * 1e9 / 8 * EFFICIENCY / (4 * num_params / shards)  # updates/s one shard host's card carries
+    capacity = min(row["server_bound_updates_per_s"], card)
+    return {"shards": shards, "gbit": gbit, "server_bound": row["server_bound_updates_per_s"], "card_bound": card,
+            "capacity_updates_per_s": capacity, "bound_by": "server" if capacity < card else "card",
+            "load": {str(w): w * gradients_per_s / capacity for w in workers}}
+
+
+def worker_rate(config: str, path: Path) -> float | None:
+    """The config's gradients/s per worker on Caffe as built (results/worker_speed.json), or None."""
+    if not path.is_file():
+        return None
+    rows = json.loads(path.read_text()).get("breakdowns", [])
+    return next((r["gradients_per_s"] for r in rows if r["config"] == config and r.get("build") == "as built"), None)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="results", help="results directory")
+    ap.add_argument("--config", default="paper", help="the net, solver and target_update of the servers")
+    ap.add_argument("--shards", type=int, nargs="+", default=[1, 2, 4], help="values of S")
+    ap.add_argument("--updates", type=int, default=200, help="updates per round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds, interleaved over S (medians)")
+    ap.add_argument("--gbit", type=float, nargs="+", default=[10.0, 1.0], help="link rates of the projection")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64], help="W of the projection")
+    args = ap.parse_args(argv)
+    if any(s < 1 for s in args.shards) or args.updates < 1 or args.rounds < 1:
+        ap.error("--shards, --updates and --rounds: 1 or more")
+    cfg = load_config(args.config)
+    num_params = load_netspec(cfg.path("net"), game_actions(cfg)).num_params
+    rows = measure(args.config, args.shards, args.updates, args.rounds)
+    rate = worker_rate(args.config, Path(args.out) / "worker_speed.json")
+    for s, row in rows.items():
+        print(f"S = {s}: busiest shard {row['busiest_us']:.0f} µs per update (bound "
+              f"{row['server_bound_updates_per_s']:,.0f} updates/s); client {row['client_us']:.0f} µs per update; "
+              f"each shard {', '.join(format(x['busy_us'], '.0f') for x in row['shards'])} µs", flush=True)
+    projections = [] if rate is None else [projection(row, s, num_params, g, rate, args.workers)
+                                           for g in args.gbit for s, row in rows.items()]
+    for p in projections:
+        print(f"projection, S = {p['shards']} on {p['gbit']:g} Gbit/s: {p['capacity_updates_per_s']:,.0f} updates/s "
+              f"({p['bound_by']}-bound); load at W = {args.workers[-1]}: {p['load'][str(args.workers[-1])]:.0%}")
+    write_result("shard_cost", {
+        "config": {"config": args.config, "shards": args.shards, "updates": args.updates, "rounds": args.rounds,
+                   "num_params": num_params, "values": config_values(args.config), "efficiency": EFFICIENCY},
+        "rows": {str(s): r for s, r in rows.items()}, "worker_gradients_per_s": rate,
+        "projection": projections}, args.out)
+
+
+if __name__ == "__main__":
+    main()
