@@ -578,6 +578,39 @@ def _links_model(r: dict) -> list[str]:
     return out
 
 
+def _shard_cost(r: dict) -> list[str]:
+    c = r["config"]
+    out = [f"The real sharded server (placement `driver`: S shard processes and the coordinator on this host) for the "
+           f"`{c['config']}` net ({c['num_params']:,} floats) and solver, one client pushing and fetching, "
+           f"{c['rounds']} rounds of {c['updates']} updates interleaved over S, medians. *Busy*: a shard's server "
+           "thread's time in messages per update (for S > 1 the PUSH that votes, the COMMIT that applies, the FETCH); "
+           "the busiest shard bounds the server. On 2 shared cores the shards and the client share the cores, so the "
+           "busy times include waiting for a core.", "",
+           "| S | busiest shard (µs per update) | " + " | ".join(PART_COLUMNS)
+           + " | each shard (µs) | bound (updates/s) | client (µs per update) |",
+           "|---" * (5 + len(PART_COLUMNS)) + "|"]
+    for s, x in r["rows"].items():
+        parts = " | ".join(f"{x['busiest_parts_us'].get(p, 0.0):.0f}" for p in PART_COLUMNS)
+        each = ", ".join(f"{y['busy_us']:.0f}" for y in x["shards"])
+        out.append(f"| {s} | {x['busiest_us']:.0f} | {parts} | {each} | {x['server_bound_updates_per_s']:,.0f} | "
+                   f"{x['client_us']:.0f} |")
+    if r["projection"]:
+        ws = list(r["projection"][0]["load"])
+        out += ["", f"**Projection** (analytic, not measured): capacity = the smaller of the busiest shard's bound and "
+                f"its host's card (4n/S bytes in and out per update at {c['efficiency']:.2f} of the rate); load = W × "
+                f"{r['worker_gradients_per_s']:.1f} gradients/s (a `{c['config']}` worker, `make bench-worker`) ÷ "
+                "capacity.", "", "| S | link (Gbit/s) | capacity (updates/s) | bound by | "
+                + " | ".join(f"load at W = {w}" for w in ws) + " |", "|---" * (4 + len(ws)) + "|"]
+        for p in r["projection"]:
+            loads = " | ".join(_pct(100 * p["load"][w]) for w in ws)
+            out.append(f"| {p['shards']} | {p['gbit']:g} | {p['capacity_updates_per_s']:,.0f} | {p['bound_by']} | "
+                       f"{loads} |")
+    return out
+
+
+PART_COLUMNS = ("receive", "verify", "check", "apply", "publish", "seal", "send")
+
+
 SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
     ("caffe_speed", "Q-network speed: real Caffe beside a PyTorch twin", "make bench-caffe", _caffe),
     ("ps_speed", "Parameter-server cost", "make bench-ps", _ps),
@@ -586,6 +619,7 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
     ("hostile", "Floods against the server: what an honest worker keeps", "make bench-hostile", _hostile),
     ("links", "Links with a rate: the job on hosts whose cables are shaped", "make bench-links", _links),
     ("links_model", "The simulator against links with a rate", "make bench-links-model", _links_model),
+    ("shard_cost", "Each shard's cost against S", "make bench-shard-cost", _shard_cost),
     ("blas", "Caffe on each BLAS", "make bench-blas", _blas),
     ("grad_norms", "Honest gradient norms", "make bench-grad-norms", _grad_norms),
     ("serial_curve", "Serial deep Q-learning on the paper's setting", "make bench-serial", _serial),
