@@ -51,10 +51,11 @@ SMOKE = {
     "capacity": ["--clients", "1", "2", "--seconds", "0.5"],
     "hostile": ["--floods", "4", "--idle", "50", "--seconds", "1", "--warmup", "0.3", "--procs", "2", "--auth",
                 "message", "--ramp", "5", "--join-timeout", "5"],  # one auth mode, no 512 flood: the goal unmeasured
+    "shard_cost": ["--config", "small", "--shards", "1", "2", "--updates", "5", "--rounds", "1"],
 }
 FIELDS = {"caffe_speed": "nets", "env_speed": "steps_per_s", "replay_speed": "identical_batches",
           "ps_speed": "max_ratio", "atari": "nets", "worker_speed": "fits", "capacity": "workers_worth",
-          "hostile": "goal"}
+          "hostile": "goal", "shard_cost": "rows"}
 
 
 def bench(name: str, *args: str) -> subprocess.CompletedProcess:
