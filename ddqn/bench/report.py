@@ -575,6 +575,15 @@ def _links_model(r: dict) -> list[str]:
     if worst is not None:
         out += ["", "Worst predicted point: " + versus_goal(100 * worst, 100 * r["tolerance"], True, ".1f", " %",
                                                             "**") + "."]
+    off = [x for x in r["rows"] if x["role"] != "predicted" and x["error"] is not None
+           and abs(x["error"]) > r["tolerance"]]
+    if off:  # a calibration that did not reproduce its own run: the model, not just its predictions, is off
+        out += ["", "**The calibration did not reproduce its own runs**: " + "; ".join(
+            f"{'unlimited' if x['link_gbit'] is None else format(x['link_gbit'], 'g') + ' Gbit/s'} "
+            f"({x['role']}) {100 * x['error']:+.1f} %" for x in off)
+            + (f" (the efficiency fit stopped at its bracket's top, {r['efficiency']:.3f}: even a perfect wire is "
+               "slower in the model than the measured run)" if r["efficiency"] >= 1.0 else "")
+            + ". So this model is not yet held to the links, whatever its predicted points say."]
     return out
 
 
@@ -582,17 +591,18 @@ def _shard_cost(r: dict) -> list[str]:
     c = r["config"]
     out = [f"The real sharded server (placement `driver`: S shard processes and the coordinator on this host) for the "
            f"`{c['config']}` net ({c['num_params']:,} floats) and solver, one client pushing and fetching, "
-           f"{c['rounds']} rounds of {c['updates']} updates interleaved over S, medians. *Busy*: a shard's server "
-           "thread's time in messages per update (for S > 1 the PUSH that votes, the COMMIT that applies, the FETCH); "
-           "the busiest shard bounds the server. On 2 shared cores the shards and the client share the cores, so the "
-           "busy times include waiting for a core.", "",
-           "| S | busiest shard (µs per update) | " + " | ".join(PART_COLUMNS)
-           + " | each shard (µs) | bound (updates/s) | client (µs per update) |",
-           "|---" * (5 + len(PART_COLUMNS)) + "|"]
+           f"{c['rounds']} rounds of {c['updates']} updates interleaved over S, medians. *CPU*: a shard's server "
+           "thread's time on a core in messages per update (for S > 1 the PUSH that votes, the COMMIT that applies, "
+           "the FETCH); the busiest shard's bounds the server. *Busy* and its parts are wall time: on 2 shared cores "
+           "the shards and the client share the cores, so they include waiting for a core.", "",
+           "| S | busiest shard, CPU (µs per update) | busy | " + " | ".join(PART_COLUMNS)
+           + " | each shard's CPU (µs) | bound (updates/s) | client (µs per update) |",
+           "|---" * (6 + len(PART_COLUMNS)) + "|"]
     for s, x in r["rows"].items():
         parts = " | ".join(f"{x['busiest_parts_us'].get(p, 0.0):.0f}" for p in PART_COLUMNS)
-        each = ", ".join(f"{y['busy_us']:.0f}" for y in x["shards"])
-        out.append(f"| {s} | {x['busiest_us']:.0f} | {parts} | {each} | {x['server_bound_updates_per_s']:,.0f} | "
+        each = ", ".join(f"{y['cpu_us']:.0f}" for y in x["shards"])
+        out.append(f"| {s} | {x['busiest_cpu_us']:.0f} | {x['busiest_us']:.0f} | {parts} | {each} | "
+                   f"{x['server_bound_updates_per_s']:,.0f} | "
                    f"{x['client_us']:.0f} |")
     if r["projection"]:
         ws = list(r["projection"][0]["load"])

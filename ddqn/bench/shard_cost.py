@@ -5,13 +5,15 @@ real server as ``ps_shards: S`` starts it (S = 1: the one server thread; S > 1: 
 the driver's coordinator, placement ``driver``) and one client in a process of its own that pushes a gradient and
 fetches θ, ``--updates`` times per round, rounds interleaved over S. Measured per S:
 
-- each shard's busy seconds per update (its server thread's time in messages: receive, verify, check, apply,
-  publish, seal, send; for S > 1 the PUSH that votes and the COMMIT that applies), by part, median of the rounds;
-  the busiest shard bounds the sharded server at 1 ÷ its time (shards on hosts of their own run in parallel);
+- each shard's CPU seconds per update (its server thread's time on a core in messages: ``time.thread_time``; for
+  S > 1 the PUSH that votes, the COMMIT that applies and the FETCH), the stable figure on shared cores, beside its
+  busy (wall) seconds, which include waiting for a core, by part (receive, verify, check, apply, publish, seal,
+  send; wall), median of the rounds; the busiest shard's CPU time bounds the sharded server at 1 ÷ it (shards on
+  hosts of their own run in parallel);
 - the client's wall seconds per update (PUSH, COMMIT and FETCH to all S at once): a figure of this 2-core machine,
   where S shards, the client and its threads share the cores, not of S hosts.
 
-Two cores cannot host many shards beside their clients, so the busy time per update is what this measures; the
+Two cores cannot host many shards beside their clients, so the CPU time per update is what this holds to; the
 projection (:func:`projection`) is an analytic bound from it, labelled as one: at W workers of ``gradients_per_s``
 each (``results/worker_speed.json``, the config's ``as built`` row), load = W × rate ÷ capacity, where capacity is
 the smaller of the busiest shard's bound and its card's (each shard's host moves 4n/S bytes of gradient in and of
@@ -90,13 +92,14 @@ class Served:
             self.close()
             raise
 
-    def counters(self) -> list[tuple[int, float, dict[str, float]]]:
-        """Per shard (the one server for S = 1): (updates, busy seconds, seconds by part over every kind)."""
+    def counters(self) -> list[tuple[int, float, float, dict[str, float]]]:
+        """Per shard (the one server for S = 1): (updates, busy seconds, CPU seconds of them, seconds by part over
+        every kind)."""
         if self.group is None:
             view = self.server.stats.view()
-            return [(self.server.store.version, view.busy_s, _by_part(view.parts))]
+            return [(self.server.store.version, view.busy_s, view.cpu_s, _by_part(view.parts))]
         self.group.supervise()
-        return [(s["version"], s["busy_s"], _by_part(s["parts"])) for s in self.group.statuses()]
+        return [(s["version"], s["busy_s"], s["cpu_s"], _by_part(s["parts"])) for s in self.group.statuses()]
 
     def close(self) -> None:
         if getattr(self, "server", None) is not None:
@@ -120,9 +123,9 @@ def _round(served: Served, conn: Connection, proc: mp.Process, n: int) -> dict[s
     time.sleep(SETTLE_S)
     after = served.counters()
     shards = []
-    for (u0, b0, p0), (u1, b1, p1) in zip(before, after):
+    for (u0, b0, c0, p0), (u1, b1, c1, p1) in zip(before, after):
         updates = max(u1 - u0, 1)
-        shards.append({"updates": u1 - u0, "busy_us": 1e6 * (b1 - b0) / updates,
+        shards.append({"updates": u1 - u0, "busy_us": 1e6 * (b1 - b0) / updates, "cpu_us": 1e6 * (c1 - c0) / updates,
                        "parts_us": {k: 1e6 * (p1[k] - p0[k]) / updates for k in PART_NAMES}})
     return {"client_us": 1e6 * wall, "shards": shards}
 
@@ -163,11 +166,12 @@ def _median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     shards = []
     for k in range(len(rounds[0]["shards"])):
         per = [r["shards"][k] for r in rounds]
-        shards.append({"busy_us": med([p["busy_us"] for p in per]),
+        shards.append({"busy_us": med([p["busy_us"] for p in per]), "cpu_us": med([p["cpu_us"] for p in per]),
                        "parts_us": {n: med([p["parts_us"][n] for p in per]) for n in PART_NAMES}})
-    busiest = max(shards, key=lambda x: x["busy_us"])
+    busiest = max(shards, key=lambda x: x["cpu_us"])
     return {"client_us": med([r["client_us"] for r in rounds]), "shards": shards, "busiest_us": busiest["busy_us"],
-            "busiest_parts_us": busiest["parts_us"], "server_bound_updates_per_s": 1e6 / busiest["busy_us"]}
+            "busiest_cpu_us": busiest["cpu_us"], "busiest_parts_us": busiest["parts_us"],
+            "server_bound_updates_per_s": 1e6 / busiest["cpu_us"]}
 
 
 def projection(row: dict[str, Any], shards: int, num_params: int, gbit: float, gradients_per_s: float,
@@ -205,9 +209,10 @@ def main(argv: list[str] | None = None) -> None:
     rows = measure(args.config, args.shards, args.updates, args.rounds)
     rate = worker_rate(args.config, Path(args.out) / "worker_speed.json")
     for s, row in rows.items():
-        print(f"S = {s}: busiest shard {row['busiest_us']:.0f} µs per update (bound "
+        print(f"S = {s}: busiest shard {row['busiest_cpu_us']:.0f} µs CPU ({row['busiest_us']:.0f} µs busy) per update "
+              f"(bound "
               f"{row['server_bound_updates_per_s']:,.0f} updates/s); client {row['client_us']:.0f} µs per update; "
-              f"each shard {', '.join(format(x['busy_us'], '.0f') for x in row['shards'])} µs", flush=True)
+              f"each shard's CPU {', '.join(format(x['cpu_us'], '.0f') for x in row['shards'])} µs", flush=True)
     projections = [] if rate is None else [projection(row, s, num_params, g, rate, args.workers)
                                            for g in args.gbit for s, row in rows.items()]
     for p in projections:

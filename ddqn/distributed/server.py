@@ -238,7 +238,7 @@ class ParameterServer:
             # reply to a connection it still counts SEND_QUEUE replies behind)
             if not sock.poll(0, zmq.POLLIN):
                 return n
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.thread_time()
             try:
                 frames = sock.recv_multipart(copy=False)
             except zmq.ZMQError:
@@ -255,7 +255,7 @@ class ParameterServer:
             except Exception:  # a bug must not take the server (and every worker) down
                 log.exception("error while handling a message")
                 self.stats.dropped("server error")
-            self.stats.busy(time.perf_counter() - t, self._kind, self._parts)
+            self.stats.busy(time.perf_counter() - t, self._kind, self._parts, time.thread_time() - cpu)
         return most
 
     def _part(self, name: str, since: float) -> float:

@@ -45,6 +45,7 @@ class StatsView:
     dropped: dict[str, int]  # dropped messages by reason
     busy_s: float  # the server thread's seconds spent handling messages
     parts: dict[str, dict[str, float]] = field(default_factory=dict)  # kind → part → seconds (PART_NAMES; "n": count)
+    cpu_s: float = 0.0  # the server thread's CPU seconds in those messages (busy_s less the waits for a core)
 
     @property
     def env_steps(self) -> int:
@@ -79,7 +80,7 @@ class ServerStats:
         self._scores: deque[float] = deque(maxlen=self.SCORE_WINDOW)
         self._episodes = 0
         self._dropped: Counter[str] = Counter()
-        self._busy_s = 0.0
+        self._busy_s = self._cpu_s = 0.0
         self._parts: dict[str, Counter[str]] = {}
 
     def joined(self, partition: int, attempt: int, pid: int, host: str) -> tuple[bool, int]:
@@ -130,10 +131,13 @@ class ServerStats:
         with self._lock:
             self._dropped[reason] += 1
 
-    def busy(self, seconds: float, kind: str | None = None, parts: dict[str, float] | None = None) -> None:
-        """The server thread spent ``seconds`` on one message of ``kind``, ``parts`` of it by part (PART_NAMES)."""
+    def busy(self, seconds: float, kind: str | None = None, parts: dict[str, float] | None = None,
+             cpu_s: float = 0.0) -> None:
+        """The server thread spent ``seconds`` (``cpu_s`` of them on a core) on one message of ``kind``, ``parts``
+        of it by part (PART_NAMES)."""
         with self._lock:
             self._busy_s += seconds
+            self._cpu_s += cpu_s
             if kind is not None:
                 c = self._parts.setdefault(kind, Counter())
                 c.update(parts or {})
@@ -145,7 +149,7 @@ class ServerStats:
         with self._lock:
             return StatsView({p: copy.copy(w) for p, w in self._workers.items() if p in self._joined},
                              tuple(self._staleness), tuple(self._scores), self._episodes, dict(self._dropped),
-                             self._busy_s, {k: dict(c) for k, c in self._parts.items()})
+                             self._busy_s, {k: dict(c) for k, c in self._parts.items()}, self._cpu_s)
 
     def played(self) -> dict[str, int]:
         """Env steps per partition, including partitions restored by --resume that have not joined yet."""

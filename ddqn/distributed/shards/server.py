@@ -200,7 +200,7 @@ class ShardServer(ParameterServer):
         held = [[s.partition, s.attempt, int.from_bytes(b[-PUSH_ID:], "little")] for _, s, _, b in list(self._queue)]
         view = self.stats.view()
         return {"version": self.store.version, "target_version": self.store.target_version, "pending": pending,
-                "held": held, "dropped": view.dropped, "busy_s": view.busy_s,
+                "held": held, "dropped": view.dropped, "busy_s": view.busy_s, "cpu_s": view.cpu_s,
                 "pushes": {str(p): w.pushes for p, w in view.workers.items()}, "staleness": list(view.staleness),
                 "parts": view.parts}
 
