@@ -615,6 +615,12 @@ def _shard_cost(r: dict) -> list[str]:
             loads = " | ".join(_pct(100 * p["load"][w]) for w in ws)
             out.append(f"| {p['shards']} | {p['gbit']:g} | {p['capacity_updates_per_s']:,.0f} | {p['bound_by']} | "
                        f"{loads} |")
+        at = [p for p in r["projection"] if p["gbit"] == 10 and "64" in p["load"]]
+        if at:
+            best = min(at, key=lambda p: p["load"]["64"])
+            out += ["", f"Goal (issue 31): shards on hosts of their own, W = 64 on 10 Gbit/s links, server and card "
+                    f"load under 70 %. Best S here, {best['shards']}: "
+                    + versus_goal(100 * best["load"]["64"], 70, True, ".0f", " %", "**") + "."]
     return out
 
 
