@@ -27,9 +27,10 @@ from typing import Any
 
 from ddqn.bench.common import write_result
 from ddqn.bench.stats import steady_updates_per_s
-from ddqn.config import load_config
+from ddqn.config import Config, load_config
 from ddqn.sim.cli import service_times
 from ddqn.sim.run import SimOptions, Simulation
+from ddqn.sim.service import ServiceTimes
 from ddqn.sim.timing import FixedCycle
 
 TOLERANCE = 0.15  # a predicted point's allowed relative error (issue 31)
@@ -50,11 +51,9 @@ def compute_per_gradient(row: dict[str, Any]) -> float:
     return sum(w["compute_s"] for w in row["workers"].values()) / pushes
 
 
-def simulate(config: str, workers: int, rate: float | None, gradient_s: float, efficiency: float, updates: int,
-             out: Path) -> dict[str, Any]:
+def simulate(cfg: Config, service: ServiceTimes, workers: int, rate: float | None, gradient_s: float,
+             efficiency: float, updates: int, out: Path) -> dict[str, Any]:
     """One fixed-cycle simulation at ``rate`` (None: no card, loopback only); its steady updates/s and more."""
-    cfg = load_config(config, QUIET)
-    service, source = service_times(cfg, None, fixed=False)
     shutil.rmtree(out, ignore_errors=True)
     opts = SimOptions(workers, updates=updates, fixed=FixedCycle(step_s=0.0, gradient_s=gradient_s, warmup_s=1.0),
                       gbps=rate or 0.0, link_efficiency=efficiency)
@@ -63,7 +62,7 @@ def simulate(config: str, workers: int, rate: float | None, gradient_s: float, e
     if steady is None:
         raise SystemExit(f"links_model: the simulation in {out} logged too few rows for a steady rate")
     return {"steady_updates_per_s": steady, "updates_per_s": summary["updates_per_s"],
-            "server_nic_use": summary["simulated"]["server_nic_use"], "service_source": source,
+            "server_nic_use": summary["simulated"]["server_nic_use"],
             "comm_ms_per_gradient": summary["simulated"]["comm_ms_per_gradient"]}
 
 
@@ -107,10 +106,17 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("links_model: --calibrate: the efficiency needs a shaped rate, not 'none'")
     config, workers = links["config"]["config"], links["config"]["workers"]
     gradient_s = compute_per_gradient(rows[compute_key])
-    runs = Path(args.runs)
+    cfg = load_config(config, QUIET)
+    service, service_source = service_times(cfg, None, fixed=False)  # once: measured now when ps_speed has none
+    runs, done = Path(args.runs), {}
 
     def run(rate: float | None, efficiency: float, tag: str) -> dict[str, Any]:
-        got = simulate(config, workers, rate, gradient_s, efficiency, args.updates, runs / f"{_key(rate)}-{tag}")
+        """The simulation at (rate, efficiency); one the fit already ran is not run again."""
+        if (_key(rate), efficiency) in done:
+            return done[_key(rate), efficiency]
+        got = simulate(cfg, service, workers, rate, gradient_s, efficiency, args.updates,
+                       runs / f"{_key(rate)}-{tag}")
+        done[_key(rate), efficiency] = got
         print(f"  simulated {_key(rate)} Gbit/s, efficiency {efficiency:.3f}: {got['steady_updates_per_s']:.2f} "
               f"updates/s (steady)", flush=True)
         return got
@@ -120,10 +126,10 @@ def main(argv: list[str] | None = None) -> None:
     link_rate = rows[link_key]["link_gbit"]
     efficiency, _ = fit_efficiency(rows[link_key]["steady_updates_per_s"],
                                    lambda e: run(link_rate, e, f"fit-{e:.4f}")["steady_updates_per_s"])
-    out_rows, service_source = [], None
+    out_rows = []
     for key, real in rows.items():
         sim = run(real["link_gbit"], efficiency, "final")
-        measured, service_source = real["steady_updates_per_s"], sim["service_source"]
+        measured = real["steady_updates_per_s"]
         error = sim["steady_updates_per_s"] / measured - 1 if measured else None
         role = ("calibrated (compute)" if key == compute_key else "calibrated (efficiency)" if key == link_key
                 else "predicted")
