@@ -17,6 +17,7 @@ from typing import Any
 
 from ddqn.bench.common import cpu_label, machine
 from ddqn.bench.stats import format_interval, seed_interval
+from ddqn.distributed.stats import PART_NAMES
 
 
 def versus_goal(value: float, goal: float, at_most: bool, spec: str = ",.2f", unit: str = "", mark: str = "") -> str:
@@ -595,11 +596,11 @@ def _shard_cost(r: dict) -> list[str]:
            "thread's time on a core in messages per update (for S > 1 the PUSH that votes, the COMMIT that applies, "
            "the FETCH); the busiest shard's bounds the server. *Busy* and its parts are wall time: on 2 shared cores "
            "the shards and the client share the cores, so they include waiting for a core.", "",
-           "| S | busiest shard, CPU (µs per update) | busy | " + " | ".join(PART_COLUMNS)
+           "| S | busiest shard, CPU (µs per update) | busy | " + " | ".join(PART_NAMES)
            + " | each shard's CPU (µs) | bound (updates/s) | client (µs per update) |",
-           "|---" * (6 + len(PART_COLUMNS)) + "|"]
+           "|---" * (6 + len(PART_NAMES)) + "|"]
     for s, x in r["rows"].items():
-        parts = " | ".join(f"{x['busiest_parts_us'].get(p, 0.0):.0f}" for p in PART_COLUMNS)
+        parts = " | ".join(f"{x['busiest_parts_us'].get(p, 0.0):.0f}" for p in PART_NAMES)
         each = ", ".join(f"{y['cpu_us']:.0f}" for y in x["shards"])
         out.append(f"| {s} | {x['busiest_cpu_us']:.0f} | {x['busiest_us']:.0f} | {parts} | {each} | "
                    f"{x['server_bound_updates_per_s']:,.0f} | "
@@ -622,9 +623,6 @@ def _shard_cost(r: dict) -> list[str]:
                     f"load under 70 %. Best S here, {best['shards']}: "
                     + versus_goal(100 * best["load"]["64"], 70, True, ".0f", " %", "**") + "."]
     return out
-
-
-PART_COLUMNS = ("receive", "verify", "check", "apply", "publish", "seal", "send")
 
 
 SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
