@@ -27,7 +27,7 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-d
   $(JAVA_PACKAGE) iproute2
 
 .PHONY: install deb-deps venv caffe torch-venv lint test test-hosts train train-serial train-cluster train-hosts test-caffe bench-caffe bench-env bench-replay \
-  bench-serial bench-ps bench-worker bench-capacity bench-hostile bench-links bench-links-model bench-shard-cost bench-scaling bench-scaling-60 bench-grad-norms bench-suite bench-blas bench-atari bench-scale-out bench-scale-out-paper bench-scale-out-tuned bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
+  bench-serial bench-ps bench-worker bench-capacity bench-hostile bench-links bench-links-model bench-shard-cost bench-scaling bench-scaling-60 bench-scaling-120 bench-grad-norms bench-suite bench-blas bench-atari bench-scale-out bench-scale-out-paper bench-scale-out-tuned bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
 
 install: deb-deps venv caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
 
@@ -168,6 +168,12 @@ bench-scaling: install  ## serial vs 1 and 2 async workers vs sync: greedy score
 bench-scaling-60: install  ## the faster-learner comparison: tuned serial (seed 0) and async-2 (seeds 0, 1), 60 min each, one after another (3 h; finished runs are reused, so it can be run in parts)
 	$(PY) -m ddqn.bench.scaling --result scaling_60 --config tuned --minutes 60 --every 10000 --modes serial async-2 --seeds 0
 	$(PY) -m ddqn.bench.scaling --result scaling_60 --config tuned --minutes 60 --every 10000 --modes async-2 --seeds 1
+
+bench-scaling-120: RUNS ?= async-2:3 async-2:0 async-2:1 serial:0 serial:1
+bench-scaling-120: install  ## issue 30's comparison: tuned async-2 (seeds 3, 0, 1) and serial (0, 1), 120 min each, one after another (10 h; finished runs are reused, so it runs in parts: RUNS="async-2:3" trains only that one); the 60-minute figures are the same runs cut at 60 min
+	for r in $(RUNS); do $(SPARK_ENV) $(PY) -m ddqn.bench.scaling --result scaling_120 --config tuned --minutes 120 \
+	  --every 10000 --levels 5 10 15 20 --budgets 60 --goal 60=15 --goal 120=20 --modes $${r%%:*} --seeds $${r##*:} \
+	  || exit 1; done
 
 bench-scale-out: SCALE_OUT ?= --validate --project --controls --config small --real-minutes 8 --minutes 25 --updates 50000
 bench-scale-out: install  ## the scale-out simulator (ddqn simulate): server service times, validation against real W = 1, 2 runs, projection to W = 64 (hours: see ddqn/bench/scale_out.py; SCALE_OUT: its options)

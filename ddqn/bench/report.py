@@ -298,7 +298,29 @@ def _scaling(r: dict) -> list[str]:
             *([*origins, ""] if origins else []),
             "Speedup over serial (serial minutes ÷ mode minutes to reach the score):", "",
             *(speed or ["- serial reached none of the levels in the budget: no ratio"]), "", *_over_seeds(r, levels),
-            f"![scaling]({r.get('png', 'scaling.png')})"]
+            *_budgets(r, levels), *_goals(r), f"![scaling]({r.get('png', 'scaling.png')})"]
+
+
+def _budgets(r: dict, levels: list[str]) -> list[str]:
+    """Shorter budgets read from the same runs (``bench.scaling --budgets``): each curve cut at B minutes."""
+    out = []
+    for b, part in (r.get("budgets") or {}).items():
+        rows = [f"| {m} | {_fresh(part['confirmed'].get(m))} | "
+                + " | ".join(f"{v['minutes']:.1f}" if v else "–" for v in reach.values()) + " |"
+                for m, reach in part["reach"].items()]
+        out += [f"Within {b} minutes (the same runs, each curve cut at {b} min; best snapshot up to then on fresh "
+                "games):", "", "| run | best, fresh games (± se) | " + " | ".join(f"min to {s}" for s in levels)
+                + " |", "|---" * (2 + len(levels)) + "|", *rows, "",
+                *_over_seeds({"reach": part["reach"], "confirmed": part["confirmed"]}, levels)]
+    return out
+
+
+def _goals(r: dict) -> list[str]:
+    """``--goal B=S`` per mode: every seed's best snapshot up to B minutes at ≥ S on fresh games, met or missed."""
+    return [*(f"- Goal: `{mode}` ≥ {g['score']:g} within {b} minutes on fresh games, every seed: "
+              f"**{'met' if g['met'] else 'missed'}** (worst seed {g['worst']:.2f}, mean {g['mean']:.2f} over "
+              f"{g['seeds']} seeds)" for b, by_mode in (r.get("goals") or {}).items() for mode, g in by_mode.items()),
+            *([""] if r.get("goals") else [])]
 
 
 def _over_seeds(r: dict, levels: list[str]) -> list[str]:
@@ -639,6 +661,8 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
     ("serial_curve", "Serial deep Q-learning on the paper's setting", "make bench-serial", _serial),
     ("scaling", "Serial vs distributed", "make bench-scaling", _scaling),
     ("scaling_60", "Serial vs distributed in 60 minutes (`tuned`)", "make bench-scaling-60", _scaling),
+    ("scaling_120", "Serial vs distributed in 60 and 120 minutes (`tuned`, issue 30's table)", "make bench-scaling-120",
+     _scaling),
     ("tuning", "What buys score per minute (variants of tuned)", "make bench-tuning", _tuning),
     ("scale_out", "Scale-out beyond this machine (simulated)", "make bench-scale-out", _scale_out),
     ("env_speed", "Snake environment speed", "make bench-env", _env),

@@ -2,7 +2,7 @@
 workers and the synchronous mode — same config, same budget, same seeds, one run after another.
 
 ``python -m ddqn.bench.scaling [--minutes M] [--config paper] [--modes serial async-1 …] [--seeds 0 …] [--every N]
-[--result scaling]``. The
+[--result scaling] [--levels 1 2 …] [--budgets 60 …] [--goal 60=15 …]``. The
 serial run evaluates itself every N env steps (its eval.csv; evaluation time excluded); distributed runs
 snapshot every N env steps (summed over workers) and their snapshots are evaluated afterwards with the same
 greedy evaluation (same episodes and seed), against the wall-clock time each snapshot was taken. Reports
@@ -16,6 +16,13 @@ one-line error), and curves of the same config (values), budget and CPU already 
 comparison can be run in parts (serial seed 0 now, async-2 seed 1 later). Seed 0's curve is named by its mode,
 other seeds' ``<mode> s<seed>``. On a 2-core machine two workers and the driver share two cores: say so when
 quoting the numbers.
+
+**Shorter budgets from the same runs** (``--budgets``): each run's curve cut at B minutes
+(``stats.within_budget``) gives the B-minute figures (minutes to each level, the best snapshot up to B re-played on
+fresh games, intervals over seeds), so a 120-minute comparison also answers the 60-minute one without running
+anything twice. The trailing mean is causal, so a level reached by minute B is reached at the same time in the cut
+curve. ``--goal B=S`` marks, per mode and budget, whether every seed's best snapshot up to B minutes scored at least
+S on the fresh games (met / missed, with the worst seed's and the mean score).
 """
 from __future__ import annotations
 
@@ -40,7 +47,15 @@ from ddqn.bench.common import (
     train_run,
     write_result,
 )
-from ddqn.bench.stats import RULE, SeedInterval, format_interval, reach_levels, seed_interval, speedup
+from ddqn.bench.stats import (
+    RULE,
+    SeedInterval,
+    format_interval,
+    reach_levels,
+    seed_interval,
+    speedup,
+    within_budget,
+)
 from ddqn.config import load_config
 
 MODES = {"serial": [], "async-1": ["--workers", "1"], "async-2": ["--workers", "2"],
@@ -76,13 +91,35 @@ def snapshot_curve(out: Path, config: str) -> list[dict[str, float]]:
 LEVELS = (1, 2, 3, 4, 5, 10)  # greedy mean scores whose reach times are compared (the issue's 5 and 10 + lower)
 
 
-def summarize(curves: dict[str, list[dict[str, float]]]) -> tuple[dict, dict]:
+def summarize(curves: dict[str, list[dict[str, float]]], levels: tuple[float, ...] = LEVELS) -> tuple[dict, dict]:
     """Minutes each run reached each score level (``stats.reach``: trailing mean), and the speedup over serial
     (serial ÷ run minutes; None when either did not reach the level in the budget)."""
-    reach = {m: reach_levels(c, LEVELS) for m, c in curves.items()}
+    reach = {m: reach_levels(c, levels) for m, c in curves.items()}
     base = reach.get("serial", {})
-    ratio = {s: {m: speedup(base.get(s), r[s]) for m, r in reach.items()} for s in map(str, LEVELS)}
+    ratio = {s: {m: speedup(base.get(s), r[s]) for m, r in reach.items()} for s in map(str, levels)}
     return reach, ratio
+
+
+def parse_goals(specs: list[str]) -> dict[str, float]:
+    """``--goal B=S`` pairs as {budget minutes (str, as the JSON keys them): score}; SystemExit on a bad one."""
+    goals = {}
+    for spec in specs:
+        b, _, score = spec.partition("=")
+        try:
+            goals[f"{float(b):g}"] = float(score)
+        except ValueError:
+            raise SystemExit(f"--goal {spec}: expected MINUTES=SCORE, e.g. 60=15") from None
+    return goals
+
+
+def goal_check(confirmed: dict[str, dict | None], score: float) -> dict[str, dict]:
+    """Per mode: whether every seed's best snapshot (``confirmed``: its fresh-game mean; None = no snapshot) scored at
+    least ``score``; with the worst seed's score, the mean over seeds and the seed count."""
+    modes: dict[str, list[float]] = {}
+    for name, k in confirmed.items():
+        modes.setdefault(mode_of(name), []).append(k["greedy_mean"] if k else 0.0)
+    return {m: {"score": score, "met": min(v) >= score, "worst": min(v), "mean": sum(v) / len(v), "seeds": len(v)}
+            for m, v in modes.items()}
 
 
 def over_seeds(reach: dict[str, dict], confirmed: dict[str, dict | None]) -> dict[str, dict]:
@@ -93,7 +130,7 @@ def over_seeds(reach: dict[str, dict], confirmed: dict[str, dict | None]) -> dic
         modes.setdefault(mode_of(name), []).append(name)
     return {mode: {"seeds": len(names),
                    "minutes": {s: seed_interval([(reach[n][s] or {}).get("minutes") for n in names]).to_dict()
-                               for s in map(str, LEVELS)},
+                               for s in reach[names[0]]},
                    "confirmed_mean": seed_interval([(confirmed.get(n) or {}).get("greedy_mean")
                                                     for n in names]).to_dict()}
             for mode, names in modes.items()}
@@ -116,33 +153,83 @@ def run_stats(out: Path) -> dict[str, Any]:
             "final_greedy_mean": s["greedy_score_mean"], **origin}
 
 
-def report(args: argparse.Namespace, values: dict, curves: dict, stats: dict, confirmed: dict) -> None:
-    """Print the comparison, plot it and write results/<result>.json (``values``: the config's, as trained;
-    ``args.runs_machine``: the machine the runs were trained on, this one unless ``--summarize``d)."""
-    reach, ratios = summarize(curves)
+def print_runs(curves: dict, reach: dict, confirmed: dict, stats: dict, head: str = "") -> None:
+    """One line per run: best greedy mean, its fresh-game score, rate and minutes to each level."""
     for m, c in curves.items():
         best = max((r["greedy_mean"] for r in c), default=0.0)
         got = ", ".join(f"{s}: {v['minutes']:.1f} min" if v else f"{s}: -" for s, v in reach[m].items())
         rate = stats.get(m, {}).get("updates_per_s")
         k = confirmed.get(m)
         fresh = f" ({k['greedy_mean']:.2f} ± {k['greedy_se']:.2f} on {k['episodes']} fresh games)" if k else ""
-        print(f"{m:>8s}: best greedy mean {best:.2f}{fresh}; " + (f"{rate:.1f} updates/s; " if rate else "")
+        print(f"{head}{m:>8s}: best greedy mean {best:.2f}{fresh}; " + (f"{rate:.1f} updates/s; " if rate else "")
               + f"minutes to score {got}")
+
+
+def print_seeds(seeds: dict, head: str = "") -> None:
+    """Modes with more than one seed: minutes to each level over the seeds."""
+    for mode, o in seeds.items():
+        if o["seeds"] > 1:
+            print(f"{head}{mode} over {o['seeds']} seeds, mean [95 % t interval] (seeds reached): minutes to score "
+                  + ", ".join(f"{s}: {format_interval(SeedInterval(**iv))}" for s, iv in o["minutes"].items()))
+
+
+def budget_parts(curves: dict, budget_confirmed: dict[str, dict], levels: tuple[float, ...]) -> dict[str, dict]:
+    """Per shorter budget B (minutes, as a str): every curve cut at B (``stats.within_budget``), its reach of each
+    level, the best snapshot up to B on fresh games (``budget_confirmed[B]``) and both over seeds."""
+    parts = {}
+    for b, conf in budget_confirmed.items():
+        reach, _ = summarize({n: within_budget(c, float(b)) for n, c in curves.items()}, levels)
+        parts[b] = {"reach": reach, "confirmed": conf, "over_seeds": over_seeds(reach, conf)}
+    return parts
+
+
+def report(args: argparse.Namespace, values: dict, curves: dict, stats: dict, confirmed: dict,
+           budget_confirmed: dict[str, dict]) -> None:
+    """Print the comparison, plot it and write results/<result>.json (``values``: the config's, as trained;
+    ``args.runs_machine``: the machine the runs were trained on, this one unless ``--summarize``d; ``budget_confirmed``:
+    per shorter budget, each run's best snapshot up to it on fresh games)."""
+    reach, ratios = summarize(curves, args.levels)
+    print_runs(curves, reach, confirmed, stats)
     for s, by_run in ratios.items():
         if any(by_run.values()):
             print(f"speedup over serial to score {s}: " + ", ".join(
                 f"{m} {x:.2f}x" for m, x in by_run.items() if x and m != "serial"))
     seeds = over_seeds(reach, confirmed)
-    for mode, o in seeds.items():
-        if o["seeds"] > 1:
-            print(f"{mode} over {o['seeds']} seeds, mean [95 % t interval] (seeds reached): minutes to score "
-                  + ", ".join(f"{s}: {format_interval(SeedInterval(**iv))}" for s, iv in o["minutes"].items()))
+    print_seeds(seeds)
+    parts = budget_parts(curves, budget_confirmed, args.levels)
+    for b, part in parts.items():
+        cut = {n: within_budget(c, float(b)) for n, c in curves.items()}
+        print_runs(cut, part["reach"], part["confirmed"], {}, head=f"within {b} min: ")
+        print_seeds(part["over_seeds"], head=f"within {b} min: ")
+    full = f"{args.minutes:g}"
+    goals = {}
+    for b, score in args.goals.items():
+        conf = confirmed if b == full else parts.get(b, {}).get("confirmed")
+        if conf is None:
+            raise SystemExit(f"--goal {b}={score:g}: {b} minutes is neither the budget ({full}) nor one of --budgets")
+        goals[b] = goal_check(conf, score)
+        for mode, g in goals[b].items():
+            print(f"goal: {mode} >= {score:g} within {b} min on fresh games, every seed: "
+                  f"{'met' if g['met'] else 'missed'} (worst seed {g['worst']:.2f}, mean {g['mean']:.2f} over "
+                  f"{g['seeds']} seeds)")
     png = plot_curves(curves, Path(args.out) / f"{args.result}.png",
                       f"Serial vs distributed ({args.config}, {os.cpu_count()} cores)")
     write_result(args.result, {"config": args.config, "config_values": values, "budget_minutes": args.minutes,
                                "cores": os.cpu_count(), "every": args.every, "runs_machine": args.runs_machine,
-                               "curves": curves, "reach": reach, "reach_rule": RULE, "speedup_vs_serial": ratios,
-                               "over_seeds": seeds, "runs": stats, "confirmed": confirmed, "png": png.name}, args.out)
+                               "levels": list(args.levels), "curves": curves, "reach": reach, "reach_rule": RULE,
+                               "speedup_vs_serial": ratios, "over_seeds": seeds, "runs": stats,
+                               "confirmed": confirmed, "budgets": parts, "goals": goals, "png": png.name}, args.out)
+
+
+def confirm_within(out: Path, cfg: Any, curve: list[dict], full: dict | None, budget: float,
+                   episodes: int) -> dict | None:
+    """The best snapshot of ``curve`` up to ``budget`` minutes on fresh games; the full budget's confirmation
+    (``full``) when it is the same snapshot, so no snapshot is played twice."""
+    cut = within_budget(curve, budget)
+    best = max((r for r in cut if "model" in r), key=lambda r: r["greedy_mean"], default=None)
+    if best and full and full["model"] == best["model"]:
+        return full
+    return confirm_best(out, cfg, cut, episodes)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -157,10 +244,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="results")
     ap.add_argument("--confirm-episodes", type=int, default=500,
                     help="fresh games a run's best snapshot is re-played on (an unbiased score for it)")
+    ap.add_argument("--levels", nargs="+", type=float, default=None,
+                    help=f"greedy mean scores whose crossing times are compared (default {' '.join(map(str, LEVELS))})")
+    ap.add_argument("--budgets", nargs="+", type=float, default=[],
+                    help="shorter budgets (minutes) read from the same runs: each curve cut there")
+    ap.add_argument("--goal", action="append", default=[], metavar="MINUTES=SCORE",
+                    help="mark whether every seed's best snapshot up to MINUTES scored SCORE on fresh games")
     ap.add_argument("--summarize", action="store_true",
                     help="no training: recompute the comparison from results/scaling.json's curves and the runs' "
                     "summaries")
     args = ap.parse_args(argv)
+    args.goals = parse_goals(args.goal)
+    if not args.summarize and any(not 0 < b < args.minutes for b in args.budgets):
+        ap.error(f"--budgets must lie between 0 and --minutes ({args.minutes:g})")
     tag = Path(args.config).stem
     runs = {run_name(m, seed): (m, seed, Path(args.out) / "runs" / f"scaling-{tag}-{m}-s{seed}-{args.minutes:g}min")
             for m in args.modes for seed in args.seeds}
@@ -170,15 +266,16 @@ def main(argv: list[str] | None = None) -> None:
         args.config, args.minutes, values = old["config"], old["budget_minutes"], old.get("config_values", {})
         args.every, args.runs_machine = old.get("every"), old.get("runs_machine", old.get("machine"))
         curves, confirmed, stats = old["curves"], old.get("confirmed", {}), old.get("runs", {})
+        args.budgets = args.budgets or [float(b) for b in old.get("budgets", {})]
     else:
         values, args.runs_machine = config_values(args.config, grid_overrides(args.every)), machine()
         same = ((old.get("config"), old.get("budget_minutes"), old.get("config_values"))
                 == (args.config, args.minutes, values) and cpu_differences(old.get("machine"), machine()) == [])
         if old and not same:
             print(f"{path}: other config values, budget, grid or CPU than now: its curves are not kept", flush=True)
-        curves, confirmed, stats = ((old["curves"], old.get("confirmed", {}), old.get("runs", {})) if same
-                                    else ({}, {}, {}))  # curves of this comparison's other runs are kept
-        for name, (mode, seed, out) in runs.items():
+            old = {}
+        curves, confirmed, stats = old.get("curves", {}), old.get("confirmed", {}), old.get("runs", {})
+        for name, (mode, seed, out) in runs.items():  # curves of this comparison's other runs are kept
             if run(mode, args.config, values, args.minutes, args.every, out, seed):
                 sys.exit(f"the {name} run failed")
         same_grid([out for _, _, out in runs.values()])
@@ -186,7 +283,16 @@ def main(argv: list[str] | None = None) -> None:
             curves[name] = read_curve(out / "eval.csv") if mode == "serial" else snapshot_curve(out, args.config)
             confirmed[name] = confirm_best(out, load_config(args.config), curves[name], args.confirm_episodes)
             stats[name] = run_stats(out)
-    report(args, values, curves, stats, confirmed)
+    args.levels = tuple(args.levels or old.get("levels") or LEVELS)
+    kept = {b: part.get("confirmed", {}) for b, part in old.get("budgets", {}).items()}
+    budget_confirmed = {}
+    for b in (f"{x:g}" for x in args.budgets):
+        budget_confirmed[b] = {n: kept.get(b, {}).get(n) for n in curves}
+        for name, (_, _, out) in ({} if args.summarize else runs).items():
+            budget_confirmed[b][name] = confirm_within(out, load_config(args.config), curves[name], confirmed[name],
+                                                       float(b), args.confirm_episodes)
+    report(args, values, curves, stats, confirmed, budget_confirmed)
+
 
 if __name__ == "__main__":
     main()

@@ -71,6 +71,12 @@ def reach_levels(curve: Sequence[Mapping[str, Any]], levels: Iterable[float], k:
     return {str(lv): reach(curve, lv, k, key) for lv in levels}
 
 
+def within_budget(curve: Sequence[Mapping[str, Any]], minutes: float) -> list[Mapping[str, Any]]:
+    """The rows of ``curve`` taken by ``minutes`` (its rows' ``minutes`` ≤ the budget): what a run with that budget
+    would have had. :func:`reach` is causal, so a level reached by then is reached at the same row of the cut curve."""
+    return [r for r in curve if r["minutes"] <= minutes + TOLERANCE]
+
+
 def best_trailing_mean(curve: Sequence[Mapping[str, Any]], k: int = TRAILING_K, key: str = "greedy_mean") -> float:
     """The highest trailing ``k``-evaluation mean of a curve (0.0 when it has fewer than ``k`` evaluations): the
     highest level :func:`reach` says the curve reached."""

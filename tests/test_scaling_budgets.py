@@ -1,0 +1,84 @@
+"""bench-scaling's shorter budgets read from the same runs (``--budgets``), its goals (``--goal``) and their report:
+a 120-minute comparison also answers the 60-minute one, without training anything twice."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ddqn.bench import report, scaling
+from ddqn.bench.stats import reach, within_budget
+
+
+def curve_of(points: list[tuple[float, float]]) -> list[dict]:
+    """Snapshot curve rows (minutes, env steps, updates, greedy mean, model) from (minutes, greedy mean) pairs."""
+    return [{"minutes": m, "env_steps": 5000 * (i + 1), "updates": 2500 * (i + 1), "greedy_mean": g,
+             "model": f"snapshots/server_iter_{2500 * (i + 1)}.caffemodel"} for i, (m, g) in enumerate(points)]
+
+
+RISING = curve_of([(10.0 * (i + 1), 2.0 * (i + 1)) for i in range(12)])  # 10 … 120 min, score 2 … 24
+
+
+def fresh(curve: list[dict], budget: float, shift: float = -0.5) -> dict:
+    """A made-up fresh-game confirmation of the best snapshot up to ``budget``."""
+    best = max(within_budget(curve, budget), key=lambda r: r["greedy_mean"])
+    return {"model": best["model"], "episodes": 500, "greedy_mean": best["greedy_mean"] + shift, "greedy_se": 0.2,
+            "minutes": best["minutes"], "curve_mean": best["greedy_mean"]}
+
+
+def test_a_cut_curve_keeps_what_the_budget_had_and_reaches_at_the_same_row() -> None:
+    cut = within_budget(RISING, 60.0)
+    assert [r["minutes"] for r in cut] == [10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
+    assert within_budget(RISING, 59.99) == cut[:-1] and within_budget(RISING, 5.0) == []
+    for level in (4.0, 6.0, 8.0):  # reached by 60 min: the same evaluation in the cut curve and in the whole one
+        assert reach(cut, level) == reach(RISING, level) is not None
+    assert reach(cut, 10.0) is None and reach(RISING, 10.0)["minutes"] == 70.0  # not reached in 60 min: None
+
+
+def test_goals_need_every_seed_and_say_worst_and_mean() -> None:
+    confirmed = {"async-2": {"greedy_mean": 16.0}, "async-2 s1": {"greedy_mean": 14.9}, "serial": None}
+    got = scaling.goal_check(confirmed, 15.0)
+    assert got["async-2"] == {"score": 15.0, "met": False, "worst": 14.9, "mean": pytest.approx(15.45), "seeds": 2}
+    assert got["serial"]["met"] is False and got["serial"]["worst"] == 0.0  # no snapshot: not reached
+    assert scaling.goal_check({"async-2": {"greedy_mean": 15.0}}, 15.0)["async-2"]["met"] is True
+    assert scaling.parse_goals(["60=15", "120=20.5"]) == {"60": 15.0, "120": 20.5}
+    with pytest.raises(SystemExit, match="--goal 60: expected MINUTES=SCORE"):
+        scaling.parse_goals(["60"])
+
+
+def test_summarize_reads_the_60_minute_figures_from_120_minute_runs(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """--summarize (no training) with budgets kept in the result: per budget, each run's reach, its best snapshot up
+    to then, the interval over seeds and the goals, printed, written and rendered in the report."""
+    lagging = curve_of([(10.0 * (i + 1), 1.5 * (i + 1)) for i in range(12)])
+    curves = {"async-2": RISING, "async-2 s1": lagging}
+    data = {"config": "tuned", "config_values": {}, "budget_minutes": 120, "cores": 2, "every": 10000,
+            "machine": {"date": "D", "cores": 2, "cpu": "X"}, "runs_machine": {"date": "D", "cores": 2, "cpu": "X"},
+            "levels": [5.0, 10.0, 15.0, 20.0], "curves": curves,
+            "confirmed": {n: fresh(c, 120.0) for n, c in curves.items()},
+            "budgets": {"60": {"confirmed": {n: fresh(c, 60.0) for n, c in curves.items()}}}, "runs": {}}
+    (tmp_path / "s120.json").write_text(json.dumps(data))
+    scaling.main(["--summarize", "--result", "s120", "--out", str(tmp_path), "--goal", "60=15", "--goal", "120=20"])
+    out = capsys.readouterr().out
+    got = json.loads((tmp_path / "s120.json").read_text())
+    part = got["budgets"]["60"]
+    # trailing means of 5: 2, 4, … 12 gives 6 at 50 min and 8 at 60; 1.5, 3, … 9 gives 4.5 at 50 and 6 at 60
+    assert part["reach"]["async-2"]["5.0"]["minutes"] == 50.0 and part["reach"]["async-2"]["10.0"] is None
+    assert part["reach"]["async-2 s1"]["5.0"]["minutes"] == 60.0
+    assert got["reach"]["async-2"]["10.0"]["minutes"] == 70.0  # the whole run reaches 10 after the 60-minute cut
+    assert part["confirmed"]["async-2"]["greedy_mean"] == 11.5 and part["over_seeds"]["async-2"]["seeds"] == 2
+    assert got["goals"]["60"]["async-2"]["met"] is False and got["goals"]["120"]["async-2"]["worst"] == 17.5
+    assert "within 60 min:  async-2: best greedy mean 12.00 (11.50 ± 0.20 on 500 fresh games)" in out
+    assert "goal: async-2 >= 15 within 60 min on fresh games, every seed: missed (worst seed 8.50" in out
+    assert got["levels"] == [5.0, 10.0, 15.0, 20.0] and list(got["reach"]["async-2"]) == ["5.0", "10.0", "15.0", "20.0"]
+    text = "\n".join(report._scaling(got))
+    assert "Within 60 minutes (the same runs, each curve cut at 60 min" in text
+    assert "| async-2 | 11.50 ± 0.20 (500) | 50.0 | – | – | – |" in text
+    assert "- Goal: `async-2` ≥ 20 within 120 minutes on fresh games, every seed: **missed** (worst seed 17.50" in text
+
+
+def test_a_budget_outside_the_run_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as e:
+        scaling.main(["--minutes", "60", "--budgets", "60", "--out", str(tmp_path)])
+    assert e.value.code == 2 and not list(tmp_path.iterdir())
