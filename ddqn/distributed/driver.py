@@ -143,8 +143,7 @@ class Driver:
         try:
             return self._run(minutes, steps, stop)
         finally:
-            if isinstance(self.store, ShardGroup):
-                self.store.close()
+            self.store.close()
 
     def _run(self, minutes: float | None, steps: int | None, stop: Stoppable) -> dict:
         cfg = self.cfg
@@ -166,8 +165,8 @@ class Driver:
                                 session_timeout=max(10.0, 2 * cfg.server_timeout), max_attempts=task_attempts(sc))
         file_log = _file_log(self.out / LOG_FILE)  # from here on: the shards' start is in driver.log too
         try:
-            if isinstance(self.store, ShardGroup):  # the shards first: the driver's WELCOME names them
-                options = replace(options, shards=self.store.start(secret, options))
+            # the shards (if any) first: the driver's WELCOME names them
+            options = replace(options, shards=self.store.start(secret, options))
             server = ParameterServer(self.store, secret, options, stats=self.stats,
                                      rounds=SyncRounds(self.spec.num_params, cfg.workers, cfg.server_timeout / 2)
                                      if self.sync else None).start()
@@ -184,8 +183,7 @@ class Driver:
             job.start()
             self._watch(server, job, evaluator, metrics, baseline, start, minutes, steps, stop)
             server.request_stop()  # the workers finish their step, report and end
-            if isinstance(self.store, ShardGroup):
-                self.store.request_stop()
+            self.store.request_stop()
             end = time.monotonic() + cfg.server_timeout + 60
             while not job.join(timeout=0.05) and not stop.is_set() and time.monotonic() < end:
                 pass
@@ -228,8 +226,7 @@ class Driver:
         # the bar only on a terminal (disable=None): a log file gets the 10-second lines below, not carriage returns
         with tqdm(total=steps, unit="step", dynamic_ncols=True, disable=None if self.progress else True) as bar:
             while job.running() and not sleep_unless(stop, POLL_S):
-                if isinstance(self.store, ShardGroup):
-                    self.store.supervise()  # a dead shard is restarted; the versions are read
+                self.store.supervise()  # a dead shard is restarted; the versions are read
                 now, view, version = time.monotonic(), self._view(), self.store.version
                 env_steps = view.env_steps
                 window.append((now, version, env_steps))
@@ -258,24 +255,14 @@ class Driver:
         metrics.log("eval", done.env_steps, eval_row(done.scores, baseline, done.updates), done.wall_s)
 
     def _write_workers(self, results: list) -> None:
-        view = self.stats.view()
-        record = {"workers": {p: vars(w) for p, w in view.workers.items()}, "dropped": self._dropped(view.dropped),
+        view = self._view()
+        record = {"workers": {p: vars(w) for p, w in view.workers.items()}, "dropped": view.dropped,
                   "updates": self.store.version, "results": results}
         (self.out / "workers.json").write_text(json.dumps(record, indent=2, default=float))
 
     def _view(self) -> StatsView:
-        """The driver's counters; with shards, the staleness is the shards' (they apply the gradients)."""
-        view = self.stats.view()
-        return replace(view, staleness=self.store.staleness()) if isinstance(self.store, ShardGroup) else view
-
-    def _dropped(self, dropped: dict[str, int]) -> dict[str, int]:
-        """The driver's drops, plus the shards' (by reason) when there are shards."""
-        if not isinstance(self.store, ShardGroup):
-            return dropped
-        total = dict(dropped)
-        for reason, n in self.store.dropped().items():
-            total[reason] = total.get(reason, 0) + n
-        return total
+        """The driver's counters, with what the store counts itself (with shards: staleness, pushes, drops)."""
+        return self.store.counted(self.stats.view())
 
     def _finish(self, results: list, baseline: float, wall_s: float, stop: Stoppable) -> dict:
         model = self.checkpointer.final_snapshot(FINAL_SNAPSHOT_S)
@@ -290,17 +277,13 @@ class Driver:
         with MetricsLogger(self.out) as metrics:
             metrics.log("eval", view.env_steps, eval_row(scores, baseline, state.version), wall_s)
         p50, p95 = view.staleness_percentiles()
-        shards, pushes = {}, {p: w.pushes for p, w in view.workers.items()}
-        if isinstance(self.store, ShardGroup):  # the gradients applied are counted by the shards
-            pushes = {p: self.store.pushes().get(str(p), 0) for p in view.workers}
-            shards = {"ps_shards": self.cfg.ps_shards, "shard_restarts": self.store.restarts}
-        summary = {**shards, "model": str(model), "updates": state.version, "env_steps": view.env_steps,
+        summary = {**self.store.summary(), "model": str(model), "updates": state.version, "env_steps": view.env_steps,
                    "minutes": wall_s / 60, "updates_per_s": (state.version - self.start_updates) / wall_s,
                    "staleness_p50": p50, "staleness_p95": p95,
-                   "workers": {p: {"pushes": pushes[p], "attempt": w.attempt, "rejoins": w.rejoins,
+                   "workers": {p: {"pushes": w.pushes, "attempt": w.attempt, "rejoins": w.rejoins,
                                    "env_steps": w.env_steps, "compute_s": w.compute_s, "comm_s": w.comm_s}
                                for p, w in view.workers.items()},
-                   "dropped": self._dropped(view.dropped), **score_summary(scores, baseline), "sync": self.sync,
+                   "dropped": view.dropped, **score_summary(scores, baseline), "sync": self.sync,
                    "blas": {"driver": blas_info(), "workers": {r["partition"]: r.get("blas") for r in results}}}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary

@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ddqn.solvers import kernels
 from ddqn.solvers.flat import FlatSolver
+
+if TYPE_CHECKING:
+    from ddqn.distributed.server import ServerOptions
+    from ddqn.distributed.stats import StatsView
 
 
 @dataclass(frozen=True)
@@ -122,3 +127,26 @@ class ParameterStore:
         with self.lock:
             return StoreCopy(self.theta.copy(), self.target.copy(), self.solver.copy(), self.version,
                              self.target_version)
+
+    # -- the lifecycle the driver runs every store through (a sharded one, ``shards.group.ShardGroup``, has
+    # processes to start, watch and end; one store in the driver's process has none) --------------------------
+    def start(self, secret: bytes, options: ServerOptions) -> tuple[str, ...]:
+        """Nothing to start: no shard addresses (the server's WELCOME stays as it is)."""
+        return ()
+
+    def supervise(self) -> None:
+        """Nothing to watch: the store lives in the driver's process."""
+
+    def request_stop(self) -> None:
+        """Nothing to tell: the driver's server tells the workers."""
+
+    def close(self) -> None:
+        """Nothing to end."""
+
+    def counted(self, view: StatsView) -> StatsView:
+        """The driver's counters as they are: its server applies the gradients, so it counts them."""
+        return view
+
+    def summary(self) -> dict[str, Any]:
+        """Nothing beyond the driver's summary."""
+        return {}

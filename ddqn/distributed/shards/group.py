@@ -27,7 +27,9 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +37,7 @@ from ddqn.distributed.server import ServerOptions
 from ddqn.distributed.shards.control import ShardDied, ShardProcess
 from ddqn.distributed.shards.files import SliceState, read_slice, write_slice
 from ddqn.distributed.shards.slices import bounds
+from ddqn.distributed.stats import StatsView
 from ddqn.distributed.store import ParameterStore, StoreCopy
 from ddqn.errors import DDQNError
 from ddqn.net.netspec import NetSpec
@@ -174,6 +177,19 @@ class ShardGroup:
     def staleness(self) -> tuple[int, ...]:
         """The staleness of the last gradients applied (shard 0's; every commit reaches every shard)."""
         return tuple(self._status[0].get("staleness", ())) if self._status else ()
+
+    def counted(self, view: StatsView) -> StatsView:
+        """The driver's counters with what the shards count, since they apply the gradients: the staleness, each
+        worker's pushes (gradients applied) and the drops, the shards' added to the driver's by reason."""
+        pushes, dropped = self.pushes(), dict(view.dropped)
+        for reason, n in self.dropped().items():
+            dropped[reason] = dropped.get(reason, 0) + n
+        workers = {p: replace(w, pushes=pushes.get(str(p), 0)) for p, w in view.workers.items()}
+        return replace(view, staleness=self.staleness(), dropped=dropped, workers=workers)
+
+    def summary(self) -> dict[str, Any]:
+        """What a sharded run's summary.json adds: S and how many times a shard was restarted."""
+        return {"ps_shards": self.shards, "shard_restarts": self.restarts}
 
     def published(self) -> tuple[int, np.ndarray]:
         """(version, θ): each shard's current slice, put together (not a cut: for evaluations)."""
