@@ -60,6 +60,16 @@ class Config:
     replay_capacity: int = 30_000  # frames
     replay_warmup: int = 20_000  # random-policy transitions before learning
     replay_backend: str = "ram"  # "ram" or "lmdb"
+    # prioritized replay (Schaul et al. 2016, proportional): transition i drawn with P(i) ∝ p_i^α, p_i = |δ_i| + eps,
+    # its loss weighted by the importance weight (N·P(i))^−β / max_j w_j of its minibatch (ddqn.replay.memory)
+    replay_alpha: float = 0.0  # α; 0 = uniform sampling, exactly as without priorities (Schaul's proportional: 0.6)
+    replay_beta: float = 0.4  # β at a worker's first env step (Schaul's proportional: 0.4) ...
+    replay_beta_steps: int = 250_000  # ... annealed linearly to 1 over this many env steps of the worker's game
+    # (≈ two hours of one `tuned` worker, which plays ≈ 124,000 env steps an hour on 2 cores: bench-tuning)
+    replay_priority_eps: float = 0.01  # added to |δ| so no transition's priority is 0. Snake's |δ| lies mostly
+    # in 0.01..1 (rewards ±1, γ 0.95); a floor of 0.01 keeps a well-fitted transition within (1/0.01)^α of the
+    # largest priority (16× at α 0.6), so it is still revisited while its target moves with Q̂, and bounds the spread
+    # of importance weights in a minibatch; baselines' 1e-6 lets such transitions go nearly unsampled
     # Q-learning
     gamma: float = 0.95  # discount factor γ
     eps_start: float = 1.0
@@ -122,9 +132,9 @@ def _check(cfg: Config, source: str) -> Config:
     def bad(name: str, why: str) -> ConfigError:
         return ConfigError(f"{source}: {name}: {why} (got {getattr(cfg, name)!r})")
 
-    positive = ("board_size", "starve_steps", "replay_capacity", "eps_decay_steps", "target_update",
-                "train_every", "eval_every", "eval_episodes", "log_every", "snapshot_every", "workers",
-                "fetch_every", "push_every", "server_timeout", "server_threads", "max_grad_norm")
+    positive = ("board_size", "starve_steps", "replay_capacity", "replay_beta_steps", "eps_decay_steps",
+                "target_update", "train_every", "eval_every", "eval_episodes", "log_every", "snapshot_every",
+                "workers", "fetch_every", "push_every", "server_timeout", "server_threads", "max_grad_norm")
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise bad(name, "must be > 0")
@@ -146,9 +156,13 @@ def _check(cfg: Config, source: str) -> Config:
     for name in ("noop_max", "reward_clip"):
         if getattr(cfg, name) < 0:
             raise bad(name, "must be >= 0" + (" (0 = off)" if name == "reward_clip" else ""))
-    for name in ("eps_start", "eps_end", "eval_epsilon", "sticky_actions"):
+    for name in ("eps_start", "eps_end", "eval_epsilon", "sticky_actions", "replay_beta"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise bad(name, "must be in [0, 1]")
+    if not 0.0 <= cfg.replay_alpha <= 1.0:
+        raise bad("replay_alpha", "must be in [0, 1] (0 = uniform sampling)")
+    if not 0.0 < cfg.replay_priority_eps < float("inf"):
+        raise bad("replay_priority_eps", "must be a finite number > 0")
     if cfg.max_staleness < 0:
         raise bad("max_staleness", "must be >= 0 (0 = off)")
     if not cfg.dc_lambda >= 0:

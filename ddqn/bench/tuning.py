@@ -59,6 +59,13 @@ class Variant:
 
 LIBRARY = {"double_dqn": False, "train_every": 1}  # the library's targets; it trains on every env step
 LIBRARY_ADAM = {"solver": "prototxt/solver_adam.prototxt", "solver_fields": {"base_lr": 2.5e-4, "delta": 1e-8}}
+# Prioritized replay as Schaul et al. ran the proportional variant (α 0.6, β 0.4 annealed to 1). β reaches 1 after
+# 150,000 env steps of a worker: `tuned` plays ≈ 124,000 per worker an hour on 2 cores (train-every-2: 248,698 in
+# all in 60 min), so β is ≈ 0.9 at 60 min and 1 from ≈ 72 min on. One schedule for every budget, since the 60-minute
+# figures are read from the first hour of the 120-minute runs (issue 30): a 30-minute ranking run ends near β 0.65,
+# a 120-minute run spends its last 48 minutes unbiased. Schaul also divides the step size by 4 with priorities; `per`
+# leaves it (one change at a time), `per-lr-4` tries it.
+PER = {"replay_alpha": 0.6, "replay_beta": 0.4, "replay_beta_steps": 150_000}
 VARIANTS: dict[str, Variant] = {
     "tuned": Variant("the tuned config as shipped (Adam 2.5e-4, γ 0.95, replay 30k, ε → 0.1 over 25k per worker, "
                      "2 env steps per gradient, C 1,000, plain DQN targets, error clip 1)"),
@@ -89,6 +96,10 @@ VARIANTS: dict[str, Variant] = {
     "dueling": Variant("a dueling Q-head (Wang et al. 2016) on the paper net's trunk: value and advantage streams of "
                        "256 units, Q = V + A − mean A (about the paper net's parameter count)",
                        {"net": "prototxt/snake_paper_dueling.prototxt"}),
+    "per": Variant("proportional prioritized replay (Schaul et al. 2016): α 0.6, importance weights with β 0.4 → 1 "
+                   "over 150,000 env steps per worker; learning rate unchanged", PER),
+    "per-lr-4": Variant("`per` with Schaul's learning rate ÷ 4 (Adam 6.25e-5)", PER,
+                        solver_fields={"base_lr": 6.25e-5}),
 }
 
 

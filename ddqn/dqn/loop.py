@@ -8,11 +8,16 @@ it to θ, a worker pushes it to the parameter server. Resetting Q̂ (step 8) is 
     loop.warm_up(n)            # the random-policy fill of D
     while ...:
         if loop.step():        # 1-4: act, execute, φ, store; True when a gradient is due
-            loss, grad = loop.gradient()   # 5-7: sample D, targets from Q̂, loss and ∇θ
+            loss, grad = loop.gradient()   # 5-7: sample D, targets from Q̂, loss and ∇θ (and D's priorities)
 
 Lives (Atari): with ``life_loss_terminal`` a lost life is stored as a terminal transition and starts a new replay
 segment and a new φ at the frame after the loss, while the game (and its episode: score, count) goes on until game
 over or truncation; the rules live in :mod:`ddqn.replay.transition`, shared with the random warm-up.
+
+Prioritized replay (``replay_alpha`` > 0; Schaul et al. 2016): step 5 draws by priority with importance weights of
+exponent β, annealed linearly from ``replay_beta`` to 1 over this game's first ``replay_beta_steps`` env steps, step
+7 weights each sample's loss by them, and the minibatch's |TD errors| become its transitions' priorities. Serial
+training, every distributed worker and every simulated worker run it through this loop.
 """
 from __future__ import annotations
 
@@ -34,7 +39,8 @@ class ExperienceLoop:
     """One game, its frame stack φ, the replay memory D and the ε schedule, acting with Q.
 
     Args:
-        cfg: the run configuration (game, ε schedule, γ, ``train_every``, Double DQN, error clipping).
+        cfg: the run configuration (game, ε schedule, γ, ``train_every``, Double DQN, error clipping, prioritized
+            replay's α and β schedule).
         q, q_hat: the online network Q (acts, gets the gradient) and the target network Q̂ (targets).
         replay: D; this loop adds every transition it plays.
         rng: draws the ε-greedy choices.
@@ -93,12 +99,30 @@ class ExperienceLoop:
         return self.env_steps % self.cfg.train_every == 0
 
     def gradient(self) -> tuple[float, np.ndarray]:
-        """Steps 5–7: a uniform minibatch from D (``n_step``-step returns), targets from Q̂, then (loss, ∇θ flat
-        float32, owned by Q)."""
-        batch = self.replay.sample(self.q.spec.batch_size, self.cfg.n_step, self.cfg.gamma)  # 5. sample D
+        """Steps 5–7: a minibatch from D (``n_step``-step returns; uniform, or by priority with importance weights),
+        targets from Q̂, then (loss, ∇θ flat float32, owned by Q); by priority, the sampled transitions' priorities
+        become their |TD errors|."""
+        cfg = self.cfg
+        prioritized = cfg.replay_alpha > 0
+        if prioritized:  # 5. sample D: by priority, importance weights of exponent β(t)
+            batch = self.replay.sample(self.q.spec.batch_size, cfg.n_step, cfg.gamma, beta=self.current_beta)
+        else:  # 5. sample D: uniform
+            batch = self.replay.sample(self.q.spec.batch_size, cfg.n_step, cfg.gamma)
         self.clock.lap("replay sample")
-        return dqn_gradient(self.q, self.q_hat, batch, self.cfg.gamma,  # 6-7. targets, gradient
-                            double_dqn=self.cfg.double_dqn, error_clip=self.cfg.error_clip, clock=self.clock)
+        loss_grad = dqn_gradient(self.q, self.q_hat, batch, cfg.gamma,  # 6-7. targets, gradient
+                                 double_dqn=cfg.double_dqn, error_clip=cfg.error_clip, weighted=prioritized,
+                                 clock=self.clock)
+        if prioritized:  # the sampled transitions' new priorities |δ| + eps
+            self.replay.update_priorities(batch.index, np.abs(self.q.td_errors))
+            self.clock.lap("replay sample")
+        return loss_grad
+
+    @property
+    def current_beta(self) -> float:
+        """β of prioritized replay's importance weights for the next minibatch: ``replay_beta`` annealed linearly to
+        1 over this game's first ``replay_beta_steps`` env steps."""
+        b0 = self.cfg.replay_beta
+        return min(1.0, b0 + self.env_steps * (1.0 - b0) / self.cfg.replay_beta_steps)
 
     @property
     def current_epsilon(self) -> float:

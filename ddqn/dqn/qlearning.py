@@ -1,7 +1,8 @@
 """The pieces of deep Q-learning shared by the serial trainer and the distributed workers.
 
 The slides' "Serial deep Q-learning" box, step by step: (1) ε-greedy action, (5) uniform minibatch from
-replay, (6) targets y_j from Q̂, (7) gradient of the loss on the minibatch. Executing the action (2–4),
+replay (or by priority: :mod:`ddqn.replay.memory`), (6) targets y_j from Q̂, (7) gradient of the loss on the
+minibatch (weighted by the minibatch's importance weights under prioritized replay). Executing the action (2–4),
 applying the gradient and resetting Q̂ (8) belong to the caller: the serial trainer applies locally; a
 distributed worker pushes the gradient to the parameter server.
 """
@@ -45,15 +46,18 @@ def greedy_actions(q: QNetwork, states: np.ndarray) -> np.ndarray:
 
 
 def dqn_gradient(q: QNetwork, q_hat: QNetwork, batch: Batch, gamma: float, *, double_dqn: bool = False,
-                 error_clip: float = 0.0, clock: PhaseClock = NO_CLOCK) -> tuple[float, np.ndarray]:
+                 error_clip: float = 0.0, weighted: bool = False,
+                 clock: PhaseClock = NO_CLOCK) -> tuple[float, np.ndarray]:
     """Steps 6–7: targets y_j from Q̂ (γ^steps_j for n-step batches), then loss and flat gradient of Q on the
-    minibatch.
+    minibatch; ``weighted``: each sample's loss weighted by ``batch.weights`` (prioritized replay).
 
-    Returns (loss, grad); grad is owned by ``q`` and overwritten by its next call.
+    Returns (loss, grad); grad is owned by ``q`` and overwritten by its next call. ``q.td_errors`` then holds the
+    minibatch's TD errors y_j − Q(φ_j, a_j).
     """
     y = bellman_targets(q_hat, batch.rewards, batch.next_states, batch.terminals, gamma,
                         online_net=q if double_dqn else None, steps=batch.steps)
     clock.lap("target forward")
-    loss_grad = q.loss_and_grad(batch.states, batch.actions, y, error_clip=error_clip)
+    loss_grad = q.loss_and_grad(batch.states, batch.actions, y, error_clip=error_clip,
+                                weights=batch.weights if weighted else None)
     clock.lap("forward+backward")
     return loss_grad

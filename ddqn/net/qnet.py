@@ -42,6 +42,7 @@ class QNetwork:
             assert arr.shape == p.shape, (p, arr.shape)
         self._grad = np.empty(spec.num_params, np.float32)
         self._eye = np.eye(spec.num_actions, dtype=np.float32)
+        self.td_errors = np.zeros(0, np.float32)  # δ_j = y_j − Q(φ_j, a_j) of the last loss_and_grad minibatch
 
     @property
     def num_params(self) -> int:
@@ -85,50 +86,76 @@ class QNetwork:
         return self.net.blobs[Q_BLOB].data.copy()
 
     def loss_and_grad(self, states: np.ndarray, actions: np.ndarray, targets: np.ndarray,
-                      error_clip: float = 0.0) -> tuple[float, np.ndarray]:
-        """Loss ½·mean_j (y_j − Q(φ_j, a_j))² and its gradient w.r.t. θ.
+                      error_clip: float = 0.0, weights: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+        """Loss ½·mean_j (y_j − Q(φ_j, a_j))² and its gradient w.r.t. θ; with ``weights`` the weighted mean
+        ½·Σ_j w_j (y_j − Q(φ_j, a_j))² / B (prioritized replay's importance weights).
 
         Args:
             states: (B, C, H, W) uint8; actions: (B,) int in [0, A); targets: (B,) float y_j.
             error_clip: if > 0, the error y − Q is clipped to [−c, c] in the gradient (Nature DQN's error
-                clipping, i.e. a Huber loss); the prototxt's loss layer is then bypassed and the gradient
-                enters at the Q-value blob.
+                clipping, i.e. a Huber loss, weighted as above); the prototxt's loss layer is then bypassed and the
+                gradient enters at the Q-value blob.
+            weights: None, or (B,) finite numbers ≥ 0, one per sample. Caffe's loss layer gets them as √w_j on
+                the action mask and on the target, so its ½·Σ (mask·Q − mask·y)² / B is the weighted loss; all
+                ones give the unweighted loss and gradient bit for bit.
         Returns:
             (loss, grad): grad is a flat float32 vector of num_params, owned by this object and
-            overwritten by the next call (copy it to keep it).
+            overwritten by the next call (copy it to keep it). The call also sets :attr:`td_errors` to the
+            minibatch's δ_j = y_j − Q(φ_j, a_j), (B,) float32, a new array (what prioritized replay's priorities
+            are made of).
         """
         self._check_states(states)
         n = len(states)
         if actions.shape != (n,) or targets.shape != (n,):
             raise ValueError(f"actions and targets must be ({n},), got {actions.shape} and {targets.shape}")
+        w = None if weights is None else self._check_weights(weights, n)
         self._set_batch(n)
         blobs = self.net.blobs
         blobs["data"].data[...] = states
         self.net.clear_param_diffs()  # Caffe accumulates parameter gradients
         if error_clip > 0:
-            loss = self._clipped_backward(actions, targets.astype(np.float32), np.float32(error_clip))
+            loss = self._clipped_backward(actions, targets.astype(np.float32), np.float32(error_clip), w)
         else:
-            mask = self._eye[actions]
+            mask = self._eye[actions] if w is None else self._eye[actions] * np.sqrt(w)[:, None]
             blobs["action_mask"].data[...] = mask
             np.multiply(mask, targets.astype(np.float32)[:, None], out=blobs["target"].data)
             loss = float(self.net.forward()["loss"])
+            self.td_errors = targets.astype(np.float32) - self.net.blobs[Q_BLOB].data[np.arange(n), actions]
             self.net.backward()
         for p, arr in zip(self.spec.params, self._diff):
             self._grad[p.offset:p.offset + p.size] = arr.reshape(-1)
         return loss, self._grad
 
-    def _clipped_backward(self, actions: np.ndarray, targets: np.ndarray, clip: np.float32) -> float:
-        """Forward to Q, set dL/dQ = clip(Q − y, −c, c)/B on the taken actions, backward from there."""
+    @staticmethod
+    def _check_weights(weights: np.ndarray, n: int) -> np.ndarray:
+        """``weights`` as (n,) float32, or ValueError unless they are n finite real numbers ≥ 0."""
+        w = np.asarray(weights)
+        real = np.issubdtype(w.dtype, np.floating) or np.issubdtype(w.dtype, np.integer)
+        if w.shape != (n,) or not real:
+            raise ValueError(f"weights must be ({n},) real numbers, got {w.dtype} of shape {w.shape}")
+        w = w.astype(np.float32)
+        if not np.all(np.isfinite(w)) or (w < 0).any():
+            raise ValueError("weights must be finite and >= 0")
+        return w
+
+    def _clipped_backward(self, actions: np.ndarray, targets: np.ndarray, clip: np.float32,
+                          weights: np.ndarray | None) -> float:
+        """Forward to Q, set dL/dQ = w·clip(Q − y, −c, c)/B on the taken actions (w = 1 without ``weights``),
+        backward from there."""
         n = len(actions)
         self.net.forward(end=self.spec.q_layer)
         q = self.net.blobs[Q_BLOB]
         err = q.data[np.arange(n), actions] - targets
+        self.td_errors = -err
         absr = np.abs(err)
-        loss = np.where(absr <= clip, 0.5 * err**2, clip * (absr - 0.5 * clip)).mean()
+        huber = np.where(absr <= clip, 0.5 * err**2, clip * (absr - 0.5 * clip))
+        clipped = np.clip(err, -clip, clip)
+        if weights is not None:
+            huber, clipped = weights * huber, weights * clipped
         q.diff[...] = 0
-        q.diff[np.arange(n), actions] = np.clip(err, -clip, clip) / n
+        q.diff[np.arange(n), actions] = clipped / n
         self.net.backward(start=self.spec.q_layer)
-        return float(loss)
+        return float(huber.mean())
 
 
 def bellman_targets(target_net: QNetwork, rewards: np.ndarray, next_states: np.ndarray,

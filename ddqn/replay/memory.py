@@ -31,7 +31,21 @@ after the last summed step and ``steps`` says how many were summed (γ^steps dis
 Sampling: ``batch_size`` transitions i.i.d. uniform (with replacement) over the sampleable ones,
 from ``numpy.random.default_rng(seed)`` created when the memory is constructed or (LMDB) opened.
 The same calls on memories with the same contents and seed give the same batches, in either
-storage.
+storage. A batch also carries each transition's global start index (``index``) and importance weight
+(``weights``: all ones when sampling is uniform).
+
+Prioritized replay (``alpha`` > 0; Schaul et al. 2016, "Prioritized Experience Replay", the proportional variant):
+every sampleable transition i has a priority p_i and is drawn with probability P(i) = p_i^α / Σ_k p_k^α, i.i.d.
+with replacement, by one prefix-sum search per draw in a sum tree (:mod:`ddqn.replay.sumtree`) over the slots, with
+uniforms from the same Generator. A new transition gets the largest priority set so far (1.0 before any), so it is
+drawn soon; :meth:`~_ReplayBase.update_priorities` sets p_i = |δ_i| + ``priority_eps`` for the transitions of a
+batch once their TD errors δ are known. A transition that can no longer be sampled (its start frame overwritten,
+or its history: the ``history`` − 1 oldest frames) has priority 0 in the tree from the write that makes it so, and
+the search never returns a leaf of priority 0, so it is never drawn. The importance weight of a drawn transition is
+w_i = (N·P(i))^−β / max_j w_j over the batch (N: sampleable transitions; Schaul's Algorithm 1); β is an argument of
+:meth:`~_ReplayBase.sample`. ``alpha`` = 0 is uniform sampling by the code above, so its batches are the same bit
+for bit as a memory without priorities. Priorities live in RAM only: an LMDB memory reopened gives every
+sampleable transition the initial priority 1.0 again (and its largest priority restarts at 1.0).
 """
 from __future__ import annotations
 
@@ -43,11 +57,15 @@ from typing import NamedTuple
 import lmdb
 import numpy as np
 
+from ddqn.replay.sumtree import SumTree
+
 
 class Batch(NamedTuple):
     """B transitions: states and next_states (B, history, H, W) uint8, actions (B,) int64,
     rewards (B,) float32 (n-step: the discounted sum), terminals (B,) bool, steps (B,) int64 (rewards summed;
-    next_states is that many steps after states)."""
+    next_states is that many steps after states), weights (B,) float32 (importance weights; all ones when sampled
+    uniformly) and index (B,) int64 (each transition's global start index, for ``update_priorities``). A batch
+    made by hand may leave the last two None."""
 
     states: np.ndarray
     actions: np.ndarray
@@ -55,6 +73,8 @@ class Batch(NamedTuple):
     next_states: np.ndarray
     terminals: np.ndarray
     steps: np.ndarray
+    weights: np.ndarray | None = None
+    index: np.ndarray | None = None
 
 
 def _is_int(x: object) -> bool:
@@ -77,12 +97,27 @@ def _check_config(capacity: int, frame_shape: tuple[int, int], history: int) -> 
     return int(capacity), (int(shape[0]), int(shape[1])), int(history)
 
 
+def _is_real(x: object) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
+def _check_priorities(alpha: float, priority_eps: float) -> tuple[float, float]:
+    """Validated (alpha, priority_eps); ValueError naming the bad argument."""
+    if not _is_real(alpha) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be a number in [0, 1] (0: uniform sampling), got {alpha!r}")
+    if not _is_real(priority_eps) or not 0.0 < priority_eps < np.inf:
+        raise ValueError(f"priority_eps must be a finite number > 0, got {priority_eps!r}")
+    return float(alpha), float(priority_eps)
+
+
 class _ReplayBase:
-    """Ring indexing, episode bookkeeping and sampling; subclasses provide frame storage."""
+    """Ring indexing, episode bookkeeping and sampling (uniform, or by priority when ``alpha`` > 0); subclasses
+    provide frame storage."""
 
     def __init__(self, capacity: int, frame_shape: tuple[int, int], history: int = 4,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, alpha: float = 0.0, priority_eps: float = 0.01) -> None:
         self.capacity, self.frame_shape, self.history = _check_config(capacity, frame_shape, history)
+        self.alpha, self.priority_eps = _check_priorities(alpha, priority_eps)
         n = self.capacity
         self._ep_start = np.zeros(n, np.int64)   # global index of the slot's episode's first frame
         self._action = np.zeros(n, np.int64)     # the transition starting at the slot's frame ...
@@ -94,6 +129,9 @@ class _ReplayBase:
         self._episode = -1     # global index of the current episode's first frame (-1: none yet)
         self._open = False     # the current episode accepts add() (started, not terminal)
         self._rng = np.random.default_rng(seed)
+        # prioritized replay: leaf s holds p^α of the transition starting at slot s's frame, 0 if none is sampleable
+        self._tree = SumTree(n) if self.alpha > 0 else None
+        self._max_priority = 1.0  # the largest p set so far: a new transition's priority
 
     # storage hooks -------------------------------------------------------------------------
     def _store(self, slot: int, frame: np.ndarray) -> None:
@@ -132,6 +170,7 @@ class _ReplayBase:
         self._episode = self._total
         self._open = True
         self._push(frame)
+        self._sync_priorities(None)
         self._stepped()
 
     def add(self, action: int, reward: float, next_frame: np.ndarray, terminal: bool) -> None:
@@ -154,6 +193,7 @@ class _ReplayBase:
         self._mark(slot)
         self._push(next_frame)
         self._open = not terminal
+        self._sync_priorities(self._total - 2)
         self._stepped()
 
     # reading -------------------------------------------------------------------------------
@@ -194,6 +234,69 @@ class _ReplayBase:
             bad[bad] = ~self._valid(g[bad])
         return g
 
+    # priorities ------------------------------------------------------------------------------
+    def _sync_priorities(self, new: int | None) -> None:
+        """After a write: the priorities of the transitions it may have changed. Only the newest frame's slot (just
+        overwritten: its transition, if any, is gone), the ``history`` − 1 oldest frames (their history may just
+        have been overwritten) and ``new`` (the transition ``add`` just linked, at its max priority) can change;
+        each gets 0 unless it is sampleable. Keeps: leaf s > 0 iff the transition at slot s can be sampled."""
+        if self._tree is None:
+            return
+        lo = self._oldest()
+        g = np.arange(lo, min(lo + self.history - 1, self._total))
+        g = np.append(g, self._total - 1)
+        keep = self._tree.leaves(g % self.capacity)
+        if new is not None:
+            g = np.append(g, new)
+            keep = np.append(keep, self._max_priority ** self.alpha)
+        self._tree.update(g % self.capacity, np.where(self._valid(g), keep, 0.0))
+
+    def _reset_priorities(self) -> None:
+        """Every sampleable transition at the initial priority 1.0 (an LMDB memory's contents as opened)."""
+        self._max_priority = 1.0
+        if self._tree is None or self._total == 0:
+            return
+        g = np.arange(self._oldest(), self._total)
+        self._tree.update(g % self.capacity, self._valid(g).astype(np.float64))
+
+    def _global(self, slots: np.ndarray) -> np.ndarray:
+        """Global index of the frame stored in each of ``slots``."""
+        lo = self._oldest()
+        return lo + (slots - lo) % self.capacity
+
+    def _draw_prioritized(self, batch_size: int, n_valid: int, beta: float) -> tuple[np.ndarray, np.ndarray]:
+        """batch_size global start indices drawn i.i.d. with P(i) = p_i^α / Σ p^α, and their importance weights
+        (N·P(i))^−β / max_j w_j (float32), N = ``n_valid``."""
+        tree = self._tree
+        total = tree.total
+        slots = tree.find(self._rng.random(batch_size) * total)
+        prob = tree.leaves(slots) / total
+        w = (n_valid * prob) ** -beta
+        return self._global(slots), (w / w.max()).astype(np.float32)
+
+    def update_priorities(self, index: np.ndarray, td_abs: np.ndarray) -> None:
+        """p_i = |δ_i| + ``priority_eps`` for the transitions starting at global indices ``index`` (B,) int, from
+        their TD errors ``td_abs`` (B,) finite (the sign is ignored). A transition no longer sampleable (dropped by
+        the ring since it was drawn) is skipped; an index named twice takes its last value. Does nothing when
+        ``alpha`` is 0 (uniform sampling), beyond checking the arguments."""
+        index = np.asarray(index)
+        td = np.asarray(td_abs)
+        if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
+            raise ValueError(f"index must be a 1-D integer array, got {index.dtype} of shape {index.shape}")
+        real = np.issubdtype(td.dtype, np.floating) or np.issubdtype(td.dtype, np.integer)
+        if td.shape != index.shape or not real or not np.all(np.isfinite(td)):
+            raise ValueError(f"td_abs must be {index.shape} finite numbers, got {td.dtype} of shape {td.shape}")
+        if self._tree is None or len(index) == 0:
+            return
+        g = index.astype(np.int64)
+        stored = (g >= self._oldest()) & (g < self._total)
+        g, p = g[stored], np.abs(td[stored]).astype(np.float64) + self.priority_eps
+        live = self._valid(g)
+        if live.any():
+            g, p = g[live], p[live]
+            self._tree.update(g % self.capacity, p ** self.alpha)
+            self._max_priority = max(self._max_priority, float(p.max()))
+
     def _n_step(self, g: np.ndarray, n: int, gamma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For start frames g (B,): the discounted sum of up to n rewards along each one's segment (float32), the
         number summed (int64) and whether the last summed step was terminal (see the module docstring)."""
@@ -210,44 +313,55 @@ class _ReplayBase:
             going &= ~self._terminal[sk]
         return ret, steps, done
 
-    def sample(self, batch_size: int, n_step: int = 1, gamma: float = 1.0) -> Batch:
-        """``batch_size`` transitions drawn uniformly with replacement, with ``n_step``-step returns discounted
+    def sample(self, batch_size: int, n_step: int = 1, gamma: float = 1.0, beta: float = 1.0) -> Batch:
+        """``batch_size`` transitions drawn with replacement — uniformly, or by priority when ``alpha`` > 0 with
+        importance weights of exponent ``beta`` (ignored when uniform) —, with ``n_step``-step returns discounted
         by ``gamma`` (1: one-step, the rewards as stored); ValueError if fewer are stored."""
         if not _is_int(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not _is_int(n_step) or n_step < 1:
             raise ValueError(f"n_step must be a positive integer, got {n_step!r}")
+        if not _is_real(beta) or not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must be a number in [0, 1], got {beta!r}")
         n = len(self)
         if n < batch_size:
             raise ValueError(f"cannot sample batch_size={batch_size}: the replay memory holds only "
                              f"{n} sampleable transitions")
-        g = self._draw(int(batch_size), n)
+        if self._tree is None:
+            g = self._draw(int(batch_size), n)
+            weights = np.ones(len(g), np.float32)
+        else:
+            g, weights = self._draw_prioritized(int(batch_size), n, float(beta))
         s = g % self.capacity
         start = self._ep_start[s][:, None]
         if n_step == 1:
             offsets = np.arange(1 - self.history, 2)          # frames g-h+1 .. g+1
             frames = self._load(np.maximum(g[:, None] + offsets, start) % self.capacity)
             return Batch(np.ascontiguousarray(frames[:, :-1]), self._action[s], self._reward[s],
-                         np.ascontiguousarray(frames[:, 1:]), self._terminal[s], np.ones(len(g), np.int64))
+                         np.ascontiguousarray(frames[:, 1:]), self._terminal[s], np.ones(len(g), np.int64),
+                         weights, g)
         rewards, steps, terminals = self._n_step(g, int(n_step), gamma)
         offsets = np.arange(1 - self.history, 1)              # a state: frames e-h+1 .. e
         ends = np.concatenate([g[:, None], (g + steps)[:, None]], axis=1)[..., None] + offsets
         frames = self._load(np.maximum(ends, start[..., None]) % self.capacity)
         return Batch(np.ascontiguousarray(frames[:, 0]), self._action[s], rewards,
-                     np.ascontiguousarray(frames[:, 1]), terminals, steps)
+                     np.ascontiguousarray(frames[:, 1]), terminals, steps, weights, g)
 
     @property
     def metadata_nbytes(self) -> int:
-        """Bytes of per-slot metadata held in RAM (≈ 22 × capacity)."""
-        return sum(a.nbytes for a in (self._ep_start, self._action, self._reward, self._terminal, self._linked))
+        """Bytes of per-slot metadata held in RAM (≈ 22 × capacity; the sum tree's 16 to 32 × capacity more when
+        prioritized)."""
+        tree = 0 if self._tree is None else self._tree.tree.nbytes
+        return tree + sum(a.nbytes for a in (self._ep_start, self._action, self._reward, self._terminal,
+                                             self._linked))
 
 
 class ReplayMemory(_ReplayBase):
     """Replay memory in RAM: ``frames`` is one (capacity, H, W) uint8 array (see module docstring)."""
 
     def __init__(self, capacity: int, frame_shape: tuple[int, int], history: int = 4,
-                 seed: int | None = None) -> None:
-        super().__init__(capacity, frame_shape, history, seed)
+                 seed: int | None = None, alpha: float = 0.0, priority_eps: float = 0.01) -> None:
+        super().__init__(capacity, frame_shape, history, seed, alpha, priority_eps)
         self.frames = np.zeros((self.capacity, *self.frame_shape), np.uint8)
 
     def _store(self, slot: int, frame: np.ndarray) -> None:
@@ -292,12 +406,15 @@ class LMDBReplayMemory(_ReplayBase):
     Reopening ``path`` with the same capacity, frame_shape and history gives the contents as of
     the last flush, including the open episode (``add`` may continue it); the sampling
     Generator is ``default_rng(seed)`` at open, so a reopened memory samples exactly as a fresh
-    :class:`ReplayMemory` with the same contents and seed. Use as a context manager or call close().
+    :class:`ReplayMemory` with the same contents and seed. Priorities (``alpha`` > 0) are not persisted: a
+    reopened memory starts every sampleable transition at priority 1.0, as a fresh :class:`ReplayMemory` filled
+    with the same steps. Use as a context manager or call close().
     """
 
     def __init__(self, path: str | Path, capacity: int, frame_shape: tuple[int, int], history: int = 4,
-                 seed: int | None = None, *, flush_every: int = 1000) -> None:
-        super().__init__(capacity, frame_shape, history, seed)
+                 seed: int | None = None, alpha: float = 0.0, priority_eps: float = 0.01, *,
+                 flush_every: int = 1000) -> None:
+        super().__init__(capacity, frame_shape, history, seed, alpha, priority_eps)
         if not _is_int(flush_every) or flush_every < 1:
             raise ValueError(f"flush_every must be a positive integer, got {flush_every!r}")
         self.path = Path(path)
@@ -348,6 +465,7 @@ class LMDBReplayMemory(_ReplayBase):
                           ("terminal", self._terminal), ("linked", self._linked)):
             arr[slots] = meta[name]
         self._n_linked = int(np.count_nonzero(self._linked))
+        self._reset_priorities()
 
     def _usable(self) -> lmdb.Environment:
         if self._env is None:
