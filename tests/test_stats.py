@@ -196,6 +196,18 @@ def test_a_stale_config_is_refused(tmp_path: Path) -> None:
     assert finished_run(fresh, "small", values)
 
 
+def test_a_key_added_after_a_run_is_its_default_there(tmp_path: Path) -> None:
+    """A run recorded before a config key existed ran with the behaviour the key's default keeps: reused while the
+    config has the default, refused (naming the key) once it has another value."""
+    run = fake_run(tmp_path / "run", [])
+    values = config_values("small")
+    record_run(run, {k: v for k, v in values.items() if k != "replay_alpha"})
+    assert values["replay_alpha"] == 0.0 and finished_run(run, "small", values)
+    with pytest.raises(SystemExit, match=r"run: trained with other values than small has now \(replay_alpha None ≠ "
+                                         r"0.6\)"):
+        finished_run(run, "small", config_values("small", ["replay_alpha=0.6"]))
+
+
 def test_a_run_on_another_cpu_is_refused_and_an_unrecorded_one_said(tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture) -> None:
     run = fake_run(tmp_path / "run", [])

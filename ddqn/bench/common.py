@@ -388,9 +388,14 @@ def config_values(config: str, overrides: list[str] | tuple[str, ...] = ()) -> d
 
 def value_differences(got: dict[str, Any], want: dict[str, Any]) -> list[str]:
     """The keys of ``want`` whose value ``got`` does not have, as ``key got ≠ want``. A file key (:data:`PATH_KEYS`)
-    differs only when its content does (both have ``<key>_sha256``), else by its path."""
+    differs only when its content does (both have ``<key>_sha256``), else by its path. A key that ``got`` lacks
+    was added to the config after that run, and a new key's default is the behaviour before it (e.g.
+    ``replay_alpha`` 0, uniform replay): it differs only when ``want`` has another value than the default."""
+    defaults = Config().to_dict()
     out = []
     for k, v in want.items():
+        if k not in got and k in defaults and v == json.loads(json.dumps(defaults[k], default=str)):
+            continue
         if k.endswith("_sha256") and k[:-len("_sha256")] in PATH_KEYS:
             continue
         h = f"{k}_sha256"
