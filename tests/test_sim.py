@@ -73,6 +73,18 @@ def test_same_seed_same_theta(tiny_net_file: Path, tmp_path: Path) -> None:
     assert not np.array_equal(a.store.theta, other.store.theta)
 
 
+def test_an_lmdb_config_simulates_in_ram_with_the_same_theta(tiny_net_file: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simulated workers keep their replay in RAM whatever ``replay_backend`` says (they have no directory of their
+    own; LMDB would sample the same batches): no LMDB appears in the working directory, and θ is the RAM run's."""
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(tiny_net_file)
+    ram = _simulate(cfg, tmp_path / "ram", 2, updates=20)
+    lmdb = _simulate(dataclasses.replace(cfg, replay_backend="lmdb"), tmp_path / "lmdb", 2, updates=20)
+    assert np.array_equal(ram.store.theta, lmdb.store.theta)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lmdb", "ram", tiny_net_file.name]
+
+
 def test_a_slow_server_saturates(tiny_net_file: Path, tmp_path: Path) -> None:
     """PUSH service 10 ms > a worker's 1.5 ms cycle: the server is (almost) always busy, updates/s = busy share ÷
     service time → 100/s. FIFO keeps the workers in step: each round of W pushes is followed by their FETCHes and

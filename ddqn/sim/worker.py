@@ -16,6 +16,7 @@ worker would do, the env step and the gradient), as if every worker had a core o
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,8 @@ class SimWorker:
         self.cfg, self.nets, self.partition, self.workers, self.fixed = cfg, nets, partition, workers, fixed
         self.seed = cfg.seed + 1_000 * (partition + 1)  # as ddqn.distributed.worker.Worker, task attempt 0
         history, h, w = nets.q.spec.state_shape
-        self.replay = make_replay(cfg, (h, w), history, self.seed, Path())  # RAM: LMDB samples the same batches
+        # always in RAM: an LMDB memory samples the same batches, and simulated workers have no directory of their own
+        self.replay = make_replay(replace(cfg, replay_backend="ram"), (h, w), history, self.seed, Path())
         self.loop = ExperienceLoop(cfg, nets.q, nets.q_hat, self.replay, np.random.default_rng(self.seed), self.seed,
                                    explore=exploration(cfg, partition, workers))
         self.version = self.target_version = NO_VERSION
