@@ -114,6 +114,31 @@ def test_a_card_carries_one_message_at_a_time_in_each_direction() -> None:
         Network(gbps=0.0)
 
 
+def test_a_one_packet_message_passes_a_large_transfer_and_delays_it_by_its_bytes() -> None:
+    """A FETCH request handed over while a gradient crosses the server's ingress arrives after its own bytes, not
+    after the gradient's; the gradient arrives that much later; and a thousand requests at once still take a
+    thousand requests' time (the rate is never exceeded)."""
+    net = Network(gbps=1.0, efficiency=1.0, overhead_bytes=256)
+    big, small = net.seconds(1_000_000), net.seconds(0)
+    assert net.transfer(0, SERVER, 0.0, 1_000_000) == pytest.approx(big)
+    assert net.transfer(1, SERVER, 0.001, 0) == pytest.approx(0.001 + small)  # not big + small
+    assert net.transfer(0, SERVER, big, 1_000_000) == pytest.approx(2 * big + small)  # the first ended `small` late
+    many = Network(gbps=1.0, efficiency=1.0, overhead_bytes=256)
+    assert max(many.transfer(p, SERVER, 0.0, 0) for p in range(1000)) == pytest.approx(1000 * small)
+
+
+def test_a_token_bucket_sends_a_burst_at_once_after_an_idle_gap() -> None:
+    """With tbf's bucket, an idle direction gathers up to ``burst_bytes`` of tokens: a message's first bytes up to
+    them go at once and the rest at the rate; one sent right after it finds no tokens."""
+    net = Network(gbps=1.0, efficiency=1.0, overhead_bytes=0, burst_bytes=125_000)
+    rate = 1e9 / 8
+    one = 875_000 / rate
+    assert net.transfer(0, SERVER, 0.0, 1_000_000) == pytest.approx(one)  # buckets start full (as tbf's)
+    assert net.transfer(0, SERVER, one, 1_000_000) == pytest.approx(one + 1_000_000 / rate)  # none left
+    later = one + 1_000_000 / rate + 0.0005  # half a bucket gathered
+    assert net.transfer(0, SERVER, later, 1_000_000) == pytest.approx(later + (1_000_000 - 62_500) / rate)
+    assert net.transfer(0, SERVER, 10.0, 100_000) == pytest.approx(10.0)  # within the bucket: at once
+    assert Network(gbps=1.0).transfer(0, SERVER, 5.0, 1_000_000) > 5.0 + 1_000_000 / rate  # no bucket: the rate
 def test_workers_share_the_servers_card(tiny_net_file: Path, tmp_path: Path) -> None:
     """A link slow enough that one gradient takes 4× a worker's compute: the server's ingress carries every
     worker's gradients one after another and its egress every θ, so updates/s stops at the card's rate however many

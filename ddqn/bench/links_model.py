@@ -4,7 +4,8 @@
 (issue 31, item 2). For every rate of the real runs, one simulation of the same config and W (fixed-cycle mode:
 a worker's compute per gradient is a constant, every other cost is the simulator's: the server thread's
 measured service times from ``results/ps_speed.json``, loopback transport, and a full-duplex card per host at
-the rate, shared by every message through it, ``ddqn.sim.network``). Its steady updates/s (``train.csv`` after
+the rate, shared by every message through it, with the token bucket the shaped hosts give the link,
+``ddqn.sim.network``). Its steady updates/s (``train.csv`` after
 the first quarter, as the real runs') is the prediction.
 
 Two numbers are calibrated, each on one measured rate, and nothing else:
@@ -28,7 +29,9 @@ from typing import Any
 from ddqn.bench.common import write_result
 from ddqn.bench.stats import steady_updates_per_s
 from ddqn.config import Config, load_config
+from ddqn.distributed.hosts import BURST_S, MIN_BURST_BYTES
 from ddqn.sim.cli import service_times
+from ddqn.sim.network import CUT_THROUGH_BYTES
 from ddqn.sim.run import SimOptions, Simulation
 from ddqn.sim.service import ServiceTimes
 from ddqn.sim.timing import FixedCycle
@@ -51,12 +54,17 @@ def compute_per_gradient(row: dict[str, Any]) -> float:
     return sum(w["compute_s"] for w in row["workers"].values()) / pushes
 
 
+def burst_bytes(rate: float | None) -> int:
+    """The token bucket the shaped hosts give a link of ``rate`` Gbit/s (``hosts.shape``); 0 unshaped."""
+    return max(MIN_BURST_BYTES, int(rate * 1e9 / 8 * BURST_S)) if rate else 0
+
+
 def simulate(cfg: Config, service: ServiceTimes, workers: int, rate: float | None, gradient_s: float,
              efficiency: float, updates: int, out: Path) -> dict[str, Any]:
     """One fixed-cycle simulation at ``rate`` (None: no card, loopback only); its steady updates/s and more."""
     shutil.rmtree(out, ignore_errors=True)
     opts = SimOptions(workers, updates=updates, fixed=FixedCycle(step_s=0.0, gradient_s=gradient_s, warmup_s=1.0),
-                      gbps=rate or 0.0, link_efficiency=efficiency)
+                      gbps=rate or 0.0, link_efficiency=efficiency, link_burst_bytes=burst_bytes(rate))
     summary = Simulation(cfg, out, service, opts).run()
     steady = steady_updates_per_s(out / "train.csv")
     if steady is None:
@@ -149,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
         "links_machine": links.get("machine"), "links_date": links.get("machine", {}).get("date"),
         "config": {**links["config"], "updates": args.updates, "calibrate": args.calibrate, "overrides": QUIET,
                    "service": service_source},
+        "network_model": {"cut_through_bytes": CUT_THROUGH_BYTES,
+                          "burst_bytes": {_key(r["link_gbit"]): burst_bytes(r["link_gbit"]) for r in links["rows"]}},
         "compute_ms_per_gradient": 1e3 * gradient_s, "efficiency": efficiency, "tolerance": TOLERANCE,
         "worst_predicted_error": worst, "rows": out_rows}, args.out)
 

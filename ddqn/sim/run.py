@@ -58,6 +58,7 @@ class SimOptions:
         latency_s: extra one-way latency per message (``Timing``).
         gbps: every host's full-duplex card, Gbit/s each way, shared by its messages (``Network``; 0: none).
         link_efficiency: the share of a card's rate that carries message bytes (``Network.efficiency``).
+        link_burst_bytes: each card direction's token bucket (``Network.burst_bytes``; 0: a plain rate).
         progress: print a line to stderr every 30 real seconds.
     """
 
@@ -70,6 +71,7 @@ class SimOptions:
     latency_s: float = 0.0
     gbps: float = 0.0
     link_efficiency: float = Network.efficiency
+    link_burst_bytes: int = 0
     progress: bool = False
     dc_lambda: float = 0.0
 
@@ -90,7 +92,8 @@ class Simulation:
         self.stats = ServerStats()
         self.events = EventQueue()
         self.timing = Timing(service, 4 * self.spec.num_params, opts.latency_s)
-        self.network = Network(opts.gbps, opts.link_efficiency) if opts.gbps > 0 else None
+        self.network = (Network(opts.gbps, opts.link_efficiency, burst_bytes=opts.link_burst_bytes) if opts.gbps > 0
+                        else None)
         self.server = SimServer(self.store, self.stats, self.timing, self.events, self._reply)
         nets = SharedNets(q, QNetwork(self.spec))
         self.eval_q = QNetwork(self.spec)
@@ -215,6 +218,7 @@ class Simulation:
                 "max_staleness": self.store.max_staleness, "staleness_lr": self.store.staleness_lr,
                 "service_us": self.timing.service.row(), "latency_us": 1e6 * self.opts.latency_s,
                 "gbps": self.opts.gbps, "link_efficiency": self.opts.link_efficiency if self.network else None,
+                "link_burst_bytes": self.opts.link_burst_bytes if self.network else None,
                 "server_nic_use": self.network.use(SERVER, now) if self.network else None,
                 "compute_ms_per_gradient": 1e3 * sum(w.compute_s for w in self.workers) / max(gradients, 1),
                 "comm_ms_per_gradient": 1e3 * sum(w.comm_s for w in self.workers) / max(gradients, 1),
