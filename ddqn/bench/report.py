@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ddqn.bench.common import cpu_label, machine
+from ddqn.bench.common import config_values, cpu_label, grid_overrides, machine, value_differences
 from ddqn.bench.stats import format_interval, seed_interval
 from ddqn.distributed.stats import PART_NAMES
 
@@ -257,7 +257,8 @@ def _hostile(r: dict) -> list[str]:
 
 def _serial(r: dict) -> list[str]:
     out = [f"Budget {r['budget_minutes']:g} training minutes per run, one core each. A score is reached at "
-           f"{_reach_rule(r.get('reach_rule'))}.", ""]
+           f"{_reach_rule(r.get('reach_rule'))}.", "",
+           *[f"- `{c}`: {_config_today(c, (r.get('config_values') or {}).get(c))}" for c in r["reach"]], ""]
     for name, reach in r["reach"].items():
         curve = r["curves"][name]
         best = max(curve, key=lambda x: x["greedy_mean"]) if curve else None
@@ -288,6 +289,8 @@ def _scaling(r: dict) -> list[str]:
     speed = [f"- to score {s}: " + ", ".join(f"{m} **{x:.2f}×**" for m, x in ratios.items() if x and m != "serial")
              for s, ratios in r["speedup_vs_serial"].items() if any(x for m, x in ratios.items() if m != "serial")]
     return ["Slides: \"performance scales linearly with number of workers\".", "",
+            _config_today(r["config"], r.get("config_values"), grid_overrides(r["every"]) if r.get("every") else ()),
+            "",
             f"Config `{r['config']}`, {r['budget_minutes']:g} wall-clock minutes per run, one run after another on "
             f"{r['cores']} cores: serial and async-1 have a core to spare, async-2 and sync-2 share both cores between "
             f"two Caffe workers and the driver (server, Spark). *Min to* a score: {_reach_rule(r.get('reach_rule'))}; "
@@ -460,6 +463,7 @@ def _scale_out(data: dict) -> list[str]:
            "measured it.", ""]
     for r in data.get("configs", {}).values():
         out += [f"### Config `{r['config']}`", "", *_measured_on(r.get("machine")),
+                _config_today(r["config"], r.get("config_values"), r.get("projection", {}).get("sim_set", [])), "",
                 *_scale_out_config(r, data["statement"])]
     sat = data.get("saturation")
     if sat:
@@ -471,6 +475,20 @@ def _scale_out(data: dict) -> list[str]:
                 *[f"| {x['member']} | {x['params']:,} | {x['auth']} | {x['cycle_ms']:.1f} | "
                   f"{x['service_per_cycle_us']:.0f} | {x['saturation_workers']:.0f} |" for x in sat], ""]
     return out
+
+
+def _config_today(config: str, recorded: dict | None, overrides: list[str] | tuple[str, ...] = ()) -> str:
+    """Whether a result's config (``config``, with ``overrides``) is today's: its ``recorded`` values against the
+    config's values now (``common.value_differences``). A report must not describe an earlier config as today's."""
+    if not recorded:
+        return (f"**Config values not recorded**: these rows cannot be checked against today's `{config}`, which may "
+                "have changed since they were measured.")
+    try:
+        diff = value_differences(recorded, config_values(config, list(overrides)))
+    except Exception as e:  # a config that no longer loads (renamed, removed): say so rather than fail the report
+        return f"**`{config}` cannot be loaded today** ({str(e).splitlines()[0][:120]}): these rows are not today's."
+    return (f"**Stale**: `{config}` has changed since ({', '.join(diff)}): these rows are not today's `{config}`."
+            if diff else f"Config values as recorded are today's `{config}`.")
 
 
 def _measured_on(m: dict | None) -> list[str]:
