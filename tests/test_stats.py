@@ -302,3 +302,14 @@ def test_confirmation_games_are_not_the_games_that_picked_the_snapshot(seed: int
     assert CONFIRM_SEED + seed != 10_000 + seed and not set(picked) & set(fresh)
     first = {tuple(np.random.default_rng(s).integers(0, 2**31, 4)) for s in picked}
     assert not first & {tuple(np.random.default_rng(s).integers(0, 2**31, 4)) for s in fresh}
+
+
+def test_the_report_says_whether_a_results_config_is_todays() -> None:
+    values = config_values("small")
+    assert report._config_today("small", values) == "Config values as recorded are today's `small`."
+    stale = report._config_today("small", {**values, "gamma": 0.9})
+    assert stale.startswith("**Stale**: `small` has changed since (gamma 0.9 ≠ 0.95)"), stale
+    assert report._config_today("small", None).startswith("**Config values not recorded**")
+    grid = config_values("small", grid_overrides(100))
+    assert "today's" in report._config_today("small", grid, grid_overrides(100))
+    assert report._config_today("small", grid).startswith("**Stale**")  # another grid than the config's own
