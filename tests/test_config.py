@@ -49,6 +49,14 @@ def test_file_then_overrides(tmp_path: Path) -> None:
     ("net: nowhere.prototxt", "net: file not found"),
     ("- a\n- b", "must be a mapping"),
     ("gamma: [", "not valid YAML"),
+    ("replay_alpha: 1.5", "replay_alpha: must be in [0, 1] (0 = uniform sampling)"),
+    ("replay_alpha: -0.5", "replay_alpha: must be in [0, 1]"),
+    ("replay_beta: 1.2", "replay_beta: must be in [0, 1]"),
+    ("replay_beta: -0.1", "replay_beta: must be in [0, 1]"),
+    ("replay_beta_steps: 0", "replay_beta_steps: must be > 0"),
+    ("replay_beta_steps: 1.5", "replay_beta_steps: expected int"),
+    ("replay_priority_eps: 0", "replay_priority_eps: must be a finite number > 0"),
+    ("replay_priority_eps: .inf", "replay_priority_eps: must be a finite number > 0"),
 ])
 def test_bad_config_is_one_clear_error(text: str, words: str, tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
