@@ -28,6 +28,7 @@ from ddqn.bench.tuning import VARIANTS, variant_config
 from ddqn.config import load_config, save_config
 from ddqn.distributed.cluster import spark_submit_env, spark_submit_path
 from ddqn.dqn.play import greedy_episode, greedy_episode_scores
+from ddqn.game import game_actions
 from ddqn.net.caffe_build import build_dir, build_key
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
@@ -312,6 +313,8 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
                    if k != "lr_policy")
     assert load_solver_spec(load_config(str(variant_config("lr-step", tmp_path / "s", 0))).path("solver")).lr_policy \
         == "step"
+    batch = load_config(str(variant_config("batch-64", tmp_path / "b", 0)))
+    assert load_netspec(batch.path("net"), game_actions(batch)).batch_size == 64
     def tuning(episodes: int) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "ddqn.bench.tuning", "--variants", "lr-step", "--minutes", "0.25",
                                "--every", "100", "--confirm-episodes", "7", "--set", "replay_warmup=200", "--set",

@@ -55,6 +55,7 @@ class Variant:
     config: dict[str, object] = field(default_factory=dict)
     solver: str | None = None
     solver_fields: dict[str, object] = field(default_factory=dict)
+    batch_size: int | None = None  # the net's minibatch N (its Input shapes' first dim), in a prototxt of its own
 
 
 LIBRARY = {"double_dqn": False, "train_every": 1}  # the library's targets; it trains on every env step
@@ -100,6 +101,11 @@ VARIANTS: dict[str, Variant] = {
                    "over 150,000 env steps per worker; learning rate unchanged", PER),
     "per-lr-4": Variant("`per` with Schaul's learning rate ÷ 4 (Adam 6.25e-5)", PER,
                         solver_fields={"base_lr": 6.25e-5}),
+    "n-step-3-eps-0.01": Variant("3-step returns with ε → 0.01 (not 0.1): fewer exploratory actions inside the "
+                                 "3 steps a target sums (n-step-3 at ε 0.1 scored 2.8; off-policy returns are the "
+                                 "likely cause)", {"n_step": 3, "eps_end": 0.01}),
+    "batch-64": Variant("minibatch of 64 transitions (the paper net's 32 doubled; learning rate unchanged)",
+                        batch_size=64),
 }
 
 
@@ -112,12 +118,24 @@ def solver_text(base: str, fields: dict[str, object]) -> str:
     return base
 
 
+def batch_text(base: str, batch: int) -> str:
+    """A net prototxt's ``base`` text with its Input layer's shapes' first dim (the minibatch N) set to ``batch``."""
+    text, n = re.subn(r"shape \{ dim: \d+ ", f"shape {{ dim: {batch} ", base)
+    if not n:
+        raise SystemExit("bench-tuning: the net prototxt has no Input shape to set the minibatch in")
+    return text
+
+
 def variant_config(name: str, out: Path, seed: int, common: list[str] = ()) -> Path:
     """The YAML (and solver prototxt) of variant ``name`` in ``out``, with the ``common`` ``key=value`` overrides
     of every variant; validated as a run would load it."""
     v = VARIANTS[name]
     out.mkdir(parents=True, exist_ok=True)
     keys = [f"{k}={val}" for k, val in v.config.items()] + [*common, f"seed={seed}"]
+    if v.batch_size:
+        net = out / "net.prototxt"
+        net.write_text(batch_text(load_config(BASE, keys).path("net").read_text(), v.batch_size))
+        keys.append(f"net={net.resolve()}")
     cfg = load_config(BASE, keys)
     if v.solver or v.solver_fields:
         path = out / "solver.prototxt"
