@@ -379,3 +379,120 @@ def test_links_model_fits_the_efficiency_by_bisection_and_reads_compute_per_grad
         model_main(["--links", str(links), "--calibrate", "none", "0.5"])
     with pytest.raises(SystemExit, match="needs a shaped rate"):
         model_main(["--links", str(links), "--calibrate", "none", "none"])
+
+
+# -- timing-only mode and the sharded server (ddqn.sim.timing_only, ddqn.sim.shards): no Caffe ---------------------
+def _no_caffe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any QNetwork (any Caffe net) made from here on fails the test."""
+    def refuse(*_a, **_k):
+        raise AssertionError("a timing-only simulation made a Caffe net")
+
+    for module in ("ddqn.sim.run", "ddqn.sim.worker", "ddqn.dqn.evaluation", "ddqn.net.qnet"):
+        monkeypatch.setattr(f"{module}.QNetwork", refuse)
+
+
+def _timing(cfg: Config, out: Path, workers: int, service: ServiceTimes = FIXED_SERVICE, fixed: FixedCycle = CYCLE,
+            **opts):
+    from ddqn.sim.timing_only import TimingSimulation
+
+    sim = TimingSimulation(cfg, out, service, SimOptions(workers, fixed=fixed, timing_only=True, **opts))
+    return sim, sim.run()
+
+
+@pytest.mark.parametrize("gbps", [0.0, 0.05])
+def test_timing_only_is_the_fixed_cycle_simulation_without_caffe(tiny_net_file: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch, gbps: float) -> None:
+    """S = 1: the timing-only simulator (no Caffe, no replay, no gradients) keeps the learning simulator's clock on a
+    fixed cycle: the same updates in the same simulated time, the same staleness, the same server busy time, the same
+    card bytes (with or without a network), push_every 2 and STATS reports included."""
+    cfg = _cfg(tiny_net_file, push_every=2, train_every=2)
+    learning = _simulate(cfg, tmp_path / "learn", 3, updates=50, gbps=gbps)
+    _no_caffe(monkeypatch)
+    sim, summary = _timing(cfg, tmp_path / "timing", 3, updates=50, gbps=gbps, placement="executors")
+    assert sim.version == learning.store.version == 50
+    assert sim.events.now == pytest.approx(learning.events.now, rel=1e-12)
+    assert sim.server.staleness == learning.server.staleness
+    assert sim.server.busy_s == pytest.approx(learning.server.busy_s, rel=1e-12)
+    assert summary["staleness_p50"] == json.loads((tmp_path / "learn" / "summary.json").read_text())["staleness_p50"]
+    if gbps:
+        assert sim.network.use(SERVER, 1.0) == learning.network.use(SERVER, 1.0)
+    with pytest.raises(ValueError, match="TimingSimulation"):
+        Simulation(cfg, tmp_path / "no", FIXED_SERVICE, SimOptions(2, updates=5, fixed=CYCLE, shards=2))
+
+
+def _server_bound(a_push: float = 0.0) -> tuple[ServiceTimes, object]:
+    """One server: 4 ms per PUSH, 2 ms per FETCH; shards: the same ÷ S per slice, plus ``a_push`` per PUSH."""
+    from ddqn.sim.shards import ShardService
+
+    service = dataclasses.replace(FIXED_SERVICE, push_s=0.004, fetch_s=0.002, fetch_both_s=0.003, stats_s=0.0)
+    shard = ShardService({"push": a_push, "commit": 0.0, "fetch": 0.0, "fetch_both": 0.0},
+                         {"push": 0.004, "commit": 0.0, "fetch": 0.002, "fetch_both": 0.003}, 0.0)
+    return service, shard
+
+
+def test_shards_scale_a_server_bound_run_s_fold_with_no_fixed_cost(tiny_net_file: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """16 workers whose 1 ms cycle keeps one server busy (6 ms per update: ≈ 167 updates/s). With a shard's cost b/S
+    per update and a = 0, S shards make S× the updates (each shard busy); a fixed cost per message (a > 0) makes it
+    less. Every shard applies every update, none is too stale, and no gradient is more than W − 1 updates old."""
+    _no_caffe(monkeypatch)
+    cfg = _cfg(tiny_net_file, target_update=10**6)  # no θ⁻ resets: every FETCH is of θ alone
+    fixed = FixedCycle(step_s=0.0, gradient_s=0.001, warmup_s=0.0)
+    service, shard = _server_bound()
+    rates, busiest = {}, {}
+    for s in (1, 2, 4):
+        sim, summary = _timing(cfg, tmp_path / f"s{s}", 16, service, fixed, updates=1500, shards=s, shard_service=shard)
+        rates[s], busiest[s] = summary["steady"]["updates_per_s"], summary["steady"]["busiest_server"]
+        assert all(x.store.version >= 1500 for x in sim._servers())
+        assert max(int(k) for k in summary["staleness_histogram"]) == 15 and not summary["too_stale_histogram"]
+    assert rates[1] == pytest.approx(1 / 0.006, rel=0.02) and busiest[1] > 0.98, (rates, busiest)
+    for s in (2, 4):
+        assert rates[s] == pytest.approx(s * rates[1], rel=0.05), rates
+        assert busiest[s] > 0.95, busiest
+    _, fixed_cost = _server_bound(a_push=0.001)
+    _, summary = _timing(cfg, tmp_path / "a", 16, service, fixed, updates=1500, shards=4, shard_service=fixed_cost)
+    assert summary["steady"]["updates_per_s"] == pytest.approx(1 / (0.001 + 0.006 / 4), rel=0.05)  # 400, not 667
+    assert summary["steady"]["updates_per_s"] < 0.7 * rates[4]
+    with pytest.raises(ValueError, match="placement"):
+        _timing(cfg, tmp_path / "bad", 2, updates=5, shards=2, placement="moon")
+
+
+def test_executors_spread_the_bytes_over_s_cards_and_the_driver_does_not(tiny_net_file: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The paper net's 0.91 MB (timing-only: no Caffe, so its size costs nothing), 2 workers at a 20 ms cycle on
+    cards that carry it: with shards on executors each shard's card carries 1/S of the bytes, so the busiest card's
+    use per update falls ≈ S-fold; with every shard on the driver's host its one card carries them all (a little
+    more: S headers per message and the COMMIT's votes)."""
+    _no_caffe(monkeypatch)
+    cfg = _cfg(Config().path("net").parent / "snake_paper.prototxt")
+    payload = 4 * load_netspec(cfg.path("net")).num_params
+    gbps = 2 * 40 * payload * 8 / 0.3 / 1e9  # 2 workers × ≈ 40 updates/s × (gradient + θ): ≈ 30 % of a card's way
+    runs = {}
+    for s, placement in ((1, "driver"), (4, "executors"), (4, "driver")):
+        _, summary = _timing(cfg, tmp_path / f"{s}{placement}", 2, updates=400, gbps=gbps, shards=s,
+                             placement=placement)
+        runs[s, placement] = summary
+    per_update = {k: x["steady"]["busiest_card"] / x["steady"]["updates_per_s"] for k, x in runs.items()}
+    one, spread, driver = per_update[1, "driver"], per_update[4, "executors"], per_update[4, "driver"]
+    assert 0.2 < runs[1, "driver"]["steady"]["busiest_card"] < 0.45, runs[1, "driver"]["steady"]
+    assert spread == pytest.approx(one / 4, rel=0.05), per_update
+    assert driver == pytest.approx(one, rel=0.05), per_update
+    assert set(runs[4, "executors"]["card_use"]) == {"-1", "-2", "-3", "-4", "-5"}
+    assert set(runs[4, "driver"]["card_use"]) == {"-1"}
+    for x in runs.values():  # the cards are not the bound: the cycle is
+        assert x["steady"]["updates_per_s"] == pytest.approx(runs[1, "driver"]["steady"]["updates_per_s"], rel=0.1)
+
+
+def test_cli_timing_only_with_shards(tiny_net_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--timing-only --shards 2 --placement executors --gradient-ms``: a summary without Caffe; --shards 2 alone
+    is refused (a sharded simulation does not learn)."""
+    _no_caffe(monkeypatch)
+    args = ["--config", "small", "--set", f"net={tiny_net_file}", "--set", "board_size=6", "--workers", "3",
+            "--updates", "200", "--fixed-cycle", "--no-progress"]
+    summary = sim_main([*args, "--timing-only", "--shards", "2", "--placement", "executors", "--gbps", "1",
+                        "--gradient-ms", "5", "--out", str(tmp_path / "t")])
+    assert summary["updates"] >= 200 and summary["shards"] == 2 and len(summary["server_utilisation"]) == 2
+    assert summary["fixed_cycle"]["gradient_s"] == 0.005 and set(summary["card_use"]) == {"-1", "-2", "-3"}
+    assert json.loads((tmp_path / "t" / "summary.json").read_text())["cycle"] == "5 ms per gradient (given)"
+    with pytest.raises(SystemExit):
+        sim_main([*args, "--shards", "2", "--out", str(tmp_path / "no")])

@@ -3,11 +3,17 @@
     python -m ddqn.sim --config small --workers 16 --minutes 30 --out runs/sim-16 [--updates N] [--seed S]
         [--set k=v ...] [--fixed-cycle] [--service results/ps_speed.json] [--latency-us U] [--gbps G]
         [--set max_staleness=K] [--set staleness_lr=true]
+        [--timing-only [--gradient-ms MS] [--shards S] [--placement driver|executors]]
 
 Service times: the row of ``--service`` (``make bench-ps`` writes it) for this net, solver and auth mode, else
 a quick measurement of the real server thread on this net (≈ 10 s; printed). ``--fixed-cycle`` (tests): compute
 times from :class:`~ddqn.sim.timing.FixedCycle` and, unless ``--service`` is given, fixed service times too, so
 a seed gives the same run bit for bit.
+
+``--timing-only`` (:mod:`ddqn.sim.timing_only`): no Caffe and no learning; each worker's cycle is ``--gradient-ms``
+per gradient (default: ``make bench-worker``'s ms per gradient for this config in results/worker_speed.json, measured
+on the CPU that ran it; else ``FixedCycle``'s). Only then can ``--shards S`` > 1 simulate a sharded server
+(:mod:`ddqn.sim.shards`; each shard's service one server's ÷ S).
 """
 from __future__ import annotations
 
@@ -19,12 +25,32 @@ from pathlib import Path
 from ddqn.config import Config, load_config
 from ddqn.game import game_actions
 from ddqn.net.netspec import load_netspec
-from ddqn.sim.run import SimOptions, Simulation
+from ddqn.sim.run import SimOptions
 from ddqn.sim.service import ServiceTimes, find_service, measure_service
+from ddqn.sim.shards import PLACEMENTS
 from ddqn.sim.timing import FIXED_SERVICE, FixedCycle
+from ddqn.sim.timing_only import simulation
 from ddqn.solvers.flat import load_solver_spec
 
 DEFAULT_SERVICE = Path("results/ps_speed.json")
+WORKER_SPEED = Path("results/worker_speed.json")
+
+
+def measured_cycle(config: str, path: Path = WORKER_SPEED) -> tuple[FixedCycle | None, str]:
+    """``make bench-worker``'s ms per gradient for ``config`` (its "as built" row) as a fixed cycle (all of a
+    gradient's env steps included), and the CPU that measured it; (None, why) when there is none."""
+    if not path.is_file():
+        return None, f"{path}: no such file"
+    data = json.loads(path.read_text())
+    name = Path(config).stem
+    row = next((r for r in data.get("breakdowns", []) if r.get("config") == name and r.get("build") == "as built"),
+               None)
+    if row is None:
+        return None, f"{path} has no 'as built' row for {name}"
+    m = data.get("machine", {})
+    cpu = f"{m.get('model_name', '?')} (family {m.get('family', '?')} model {m.get('model', '?')})"
+    return FixedCycle(step_s=0.0, gradient_s=row["ms_per_gradient"] / 1e3, warmup_s=1.0), \
+        f"{row['ms_per_gradient']:.1f} ms per gradient, make bench-worker on {cpu}, {m.get('date', '?')}"
 
 
 def service_times(cfg: Config, path: Path | None, fixed: bool) -> tuple[ServiceTimes, str]:
@@ -57,6 +83,13 @@ def parser(prog: str = "python -m ddqn.sim") -> argparse.ArgumentParser:
     ap.add_argument("--gbps", type=float, default=0.0,
                     help="every host's full-duplex card, Gbit/s each way, shared by its messages (0: loopback as "
                          "measured)")
+    ap.add_argument("--timing-only", action="store_true",
+                    help="no Caffe, no learning: fixed cycles, byte counts and service times only")
+    ap.add_argument("--gradient-ms", type=float,
+                    help=f"--timing-only: a worker's ms per gradient (default: {WORKER_SPEED}'s for this config)")
+    ap.add_argument("--shards", type=int, default=1, help="S shards of the parameter server (S > 1: --timing-only)")
+    ap.add_argument("--placement", choices=PLACEMENTS, default="driver",
+                    help="shards on the driver's host (one card) or each on an executor host of its own")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -69,13 +102,36 @@ def main(argv: list[str] | None = None, prog: str = "python -m ddqn.sim") -> dic
         ap.error("give --minutes (simulated) and/or --updates")
     if args.gbps < 0 or args.latency_us < 0:
         ap.error("--gbps and --latency-us: 0 or more")
+    if args.shards < 1 or (args.shards > 1 and not args.timing_only):
+        ap.error("--shards: 1 or more; more than 1 needs --timing-only (a sharded simulation does not learn yet)")
+    if args.gradient_ms is not None and (args.gradient_ms <= 0 or not args.timing_only):
+        ap.error("--gradient-ms: more than 0, with --timing-only")
     overrides = list(args.set) + ([f"seed={args.seed}"] if args.seed is not None else [])
     cfg = load_config(args.config, overrides)
-    fixed = FixedCycle() if args.fixed_cycle else None
+    fixed, cycle = (FixedCycle(), "FixedCycle") if args.fixed_cycle else (None, None)
+    if args.timing_only and args.gradient_ms is not None:
+        fixed, cycle = FixedCycle(0.0, args.gradient_ms / 1e3, 1.0), f"{args.gradient_ms:g} ms per gradient (given)"
+    elif args.timing_only and not args.fixed_cycle:
+        fixed, cycle = measured_cycle(args.config)
+        if fixed is None:
+            print(f"{cycle}: timing-only with FixedCycle's default cycle", file=sys.stderr)
+            fixed, cycle = FixedCycle(), "FixedCycle"
     service, source = service_times(cfg, args.service, args.fixed_cycle)
     opts = SimOptions(args.workers, args.minutes, args.updates, fixed, cfg.max_staleness, cfg.staleness_lr,
-                      args.latency_us / 1e6, args.gbps, progress=not args.no_progress, dc_lambda=cfg.dc_lambda)
-    summary = Simulation(cfg, args.out, service, opts).run()
+                      args.latency_us / 1e6, args.gbps, progress=not args.no_progress, dc_lambda=cfg.dc_lambda,
+                      shards=args.shards, placement=args.placement, timing_only=args.timing_only)
+    summary = simulation(cfg, args.out, service, opts).run()
+    if args.timing_only:
+        summary.update(service_source=source, cycle=cycle)
+        (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2))
+        st = summary["steady"]
+        card = "" if summary["busiest_card"] is None else f", busiest card {st['busiest_card']:.1%} (steady)"
+        print(f"timing-only: {summary['minutes']:.2f} simulated min with {args.workers} workers, S = {args.shards} "
+              f"({args.placement}): {summary['updates']} updates ({summary['updates_per_s']:.1f}/s; steady "
+              f"{st['updates_per_s'] or 0:.1f}/s), staleness p50/p95 {summary['staleness_p50']:.0f}/"
+              f"{summary['staleness_p95']:.0f}, busiest server thread {st['busiest_server']:.1%} (steady){card}; "
+              f"cycle: {cycle}; service times: {source}; real {summary['real_s']['total_s']:.1f} s")
+        return summary
     summary["simulated"]["service_source"] = source
     (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2))
     s = summary["simulated"]

@@ -36,6 +36,7 @@ from ddqn.sim.messages import Message
 from ddqn.sim.network import SERVER, Network
 from ddqn.sim.server import SimServer
 from ddqn.sim.service import ServiceTimes
+from ddqn.sim.shards import ShardService
 from ddqn.sim.timing import FixedCycle, Timing
 from ddqn.sim.worker import SharedNets, SimWorker
 from ddqn.solvers.flat import load_solver_spec, make_solver
@@ -60,6 +61,11 @@ class SimOptions:
         link_efficiency: the share of a card's rate that carries message bytes (``Network.efficiency``).
         link_burst_bytes: each card direction's token bucket (``Network.burst_bytes``; 0: a plain rate).
         progress: print a line to stderr every 30 real seconds.
+        shards: S, the sharded parameter server's shards (``ddqn.sim.shards``; 1: one server thread, this
+            simulator as it always was). S > 1 needs ``timing_only``.
+        placement: ``driver`` (every shard on the driver's host and card) or ``executors`` (a host and card each).
+        timing_only: no Caffe and no learning, fixed cycles only (``ddqn.sim.timing_only.TimingSimulation``).
+        shard_service: each shard's service times, a + b/S per kind (``ShardService``; None: one server's ÷ S).
     """
 
     workers: int
@@ -74,6 +80,10 @@ class SimOptions:
     link_burst_bytes: int = 0
     progress: bool = False
     dc_lambda: float = 0.0
+    shards: int = 1
+    placement: str = "driver"
+    timing_only: bool = False
+    shard_service: ShardService | None = None
 
 
 class Simulation:
@@ -82,6 +92,9 @@ class Simulation:
     def __init__(self, cfg: Config, out: str | Path, service: ServiceTimes, opts: SimOptions) -> None:
         if opts.minutes is None and opts.updates is None:
             raise ValueError("give a simulated minutes budget or an updates budget")
+        if opts.shards != 1 or opts.timing_only:
+            raise ValueError("a sharded or timing-only simulation is ddqn.sim.timing_only.TimingSimulation (a "
+                             "sharded simulation does not learn yet)")
         self.cfg, self.out, self.opts = cfg, Path(out), opts
         self.spec = load_netspec(cfg.path("net"), game_actions(cfg))
         q = QNetwork(self.spec, seed=cfg.seed)  # the driver's initial θ

@@ -116,7 +116,7 @@ class SimServer:
         self.stats.pushed(msg.partition, staleness)
         self.staleness[staleness] += 1
         grad = msg.grad
-        if msg.summed > 1:  # a sum over push_every minibatches → their mean, as the real server
+        if msg.summed > 1 and grad is not None:  # a sum over push_every minibatches → their mean, as the real server
             grad = np.multiply(grad, np.float32(1 / msg.summed), out=self._mean)
         held = self._held.get(msg.partition)
         self.store.apply(grad, staleness, held[1] if held and held[0] == msg.version else None)
