@@ -270,6 +270,28 @@ def import_violations(source: str, module: str, bench_modules: set[str]) -> list
     return bad
 
 
+def test_shard_cost_alone_keeps_the_other_rows_and_fits_a_plus_b_over_s(tmp_path: Path) -> None:
+    """``--alone``: one shard per S with its client (PUSH, COMMIT with S votes, two of them forged, FETCH), CPU per
+    update by kind; written under ``alone`` beside the rows already in shard_cost.json; the REPORT shows it."""
+    from ddqn.bench.report import _shard_cost
+    from ddqn.bench.stats import fit_a_b
+
+    assert fit_a_b({1: 30.0, 2: 20.0, 4: 15.0}) == pytest.approx({"a_us": 10.0, "b_us": 20.0, "rms_us": 0.0})
+    assert fit_a_b({2: 1.0}) is None
+    (tmp_path / "shard_cost.json").write_text(json.dumps({"name": "shard_cost", "rows": {"1": "kept"}}))
+    res = bench("shard_cost", "--alone", "--config", "small", "--shards", "1", "3", "--updates", "5", "--rounds", "1",
+                "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr[-2000:]
+    data = json.loads((tmp_path / "shard_cost.json").read_text())
+    assert data["rows"] == {"1": "kept"} and set(data["alone"]["rows"]) == {"1", "3"}
+    for row in data["alone"]["rows"].values():
+        assert all(row["kinds"][k]["cpu_us"] > 0 for k in ("push", "commit", "fetch")), row
+        assert row["kinds"]["commit"]["parts_us"]["apply"] > 0 and row["kinds"]["fetch"]["parts_us"]["publish"] > 0
+    assert data["alone"]["fit"]["total"]["a_us"] is not None and "fit total: a = " in res.stdout
+    data.pop("rows")
+    assert "**Measured alone**" in "\n".join(_shard_cost(data))
+
+
 def test_bench_modules_share_only_common_and_stats() -> None:
     files = sorted(BENCH.glob("*.py"))
     names = {p.stem for p in files} - {"__init__"}

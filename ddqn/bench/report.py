@@ -629,6 +629,34 @@ def _links_model(r: dict) -> list[str]:
 
 
 def _shard_cost(r: dict) -> list[str]:
+    out = _shard_cost_shared(r) if "rows" in r else []
+    return out + (_shard_cost_alone(r["alone"]) if r.get("alone") else [])
+
+
+def _shard_cost_alone(a: dict) -> list[str]:
+    c, kinds = a["config"], ("push", "commit", "fetch")
+    out = ["", f"**Measured alone** (`make bench-shard-cost-alone`, {a['machine'].get('date', '?')} on "
+           f"{cpu_label(a['machine'])}): one shard (shard 0 of S, over 1/S of the `{c['config']}` net's "
+           f"{c['num_params']:,} floats) and one client in a process of its own, nothing else busy; per update the "
+           "client PUSHes the slice, COMMITs all S votes (S − 1 forged with the shard key) and FETCHes the slice. "
+           f"{c['rounds']} rounds of {c['updates']} updates interleaved over S, medians; CPU: the shard's server "
+           "thread's time on a core; busy and parts: wall.", "",
+           "| S | floats | CPU per update (µs) | " + " | ".join(f"{k} CPU" for k in kinds) + " | busy | "
+           + " | ".join(PART_NAMES) + " | client (µs per update) |", "|---" * (5 + len(kinds) + len(PART_NAMES)) + "|"]
+    for s, x in a["rows"].items():
+        parts = " | ".join(f"{sum(x['kinds'][k]['parts_us'][p] for k in kinds):.0f}" for p in PART_NAMES)
+        out.append(f"| {s} | {x['floats']:,} | {x['cpu_us']:.0f} | "
+                   + " | ".join(f"{x['kinds'][k]['cpu_us']:.0f}" for k in kinds)
+                   + f" | {x['busy_us']:.0f} | {parts} | {x['client_us']:.0f} |")
+    fits = [(k, f) for k, f in a["fit"].items() if f]
+    if fits:
+        out += ["", "Fit of the CPU per update, cost(S) = a + b/S (least squares; a: per message, b: the whole "
+                "vector's bytes): " + "; ".join(f"{k} a = {f['a_us']:.0f} µs, b = {f['b_us']:.0f} µs (rms "
+                                               f"{f['rms_us']:.0f})" for k, f in fits) + "."]
+    return out
+
+
+def _shard_cost_shared(r: dict) -> list[str]:
     c = r["config"]
     out = [f"The real sharded server (placement `driver`: S shard processes and the coordinator on this host) for the "
            f"`{c['config']}` net ({c['num_params']:,} floats) and solver, one client pushing and fetching, "

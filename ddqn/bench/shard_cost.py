@@ -18,13 +18,23 @@ projection (:func:`projection`) is an analytic bound from it, labelled as one: a
 each (``results/worker_speed.json``, the config's ``as built`` row), load = W × rate ÷ capacity, where capacity is
 the smaller of the busiest shard's bound and its card's (each shard's host moves 4n/S bytes of gradient in and of
 θ out per update, full duplex, at the links' ``efficiency``). Writes results/shard_cost.json.
+
+``--alone`` (:func:`measure_alone`): ONE shard server (shard 0 of S, a :class:`ShardServer` over 1/S of θ, in this
+process) with nothing else busy but one client in a process of its own, which sends it its PUSH slice, then the
+COMMIT carrying all S votes (the other S − 1 forged by the client with the per-run shard key, which the bench holds as
+the driver does), then the FETCH of its slice. Per S (default 1, 2, 4, 8): the shard's CPU and busy µs per update
+by message kind (PUSH, COMMIT, FETCH; ``ServerStats`` parts per kind), and the fit cost(S) = a + b/S per update
+(least squares over the S measured, per kind and in all): a is the fixed cost per message, b the cost of the whole
+vector's bytes. Written under ``alone`` in results/shard_cost.json (the other keys are kept).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import multiprocessing as mp
+import os
 import tempfile
+import threading
 import time
 from dataclasses import replace
 from multiprocessing.connection import Connection
@@ -33,14 +43,18 @@ from typing import Any
 
 import numpy as np
 
-from ddqn.bench.common import config_values, write_result
+from ddqn.bench.common import config_values, machine, write_result
+from ddqn.bench.stats import fit_a_b
 from ddqn.config import load_config
 from ddqn.distributed import protocol as P
 from ddqn.distributed.client import ServerClient
 from ddqn.distributed.server import ParameterServer, ServerOptions
+from ddqn.distributed.shards import votes
 from ddqn.distributed.shards.client import ShardedClient
 from ddqn.distributed.shards.group import ShardGroup
-from ddqn.distributed.stats import PART_NAMES
+from ddqn.distributed.shards.server import ShardServer
+from ddqn.distributed.shards.slices import bounds, shard_solver
+from ddqn.distributed.stats import PART_NAMES, ServerStats
 from ddqn.distributed.store import ParameterStore
 from ddqn.game import game_actions
 from ddqn.net.netspec import load_netspec
@@ -192,18 +206,214 @@ def worker_rate(config: str, path: Path) -> float | None:
     return next((r["gradients_per_s"] for r in rows if r["config"] == config and r.get("build") == "as built"), None)
 
 
+# -- one shard alone (--alone) -------------------------------------------------------------------------------
+ALONE_KINDS = ("push", "commit", "fetch")  # fetch: θ's slice, or θ's and θ⁻'s (fetch_both) after a reset
+
+
+class KindStats(ServerStats):
+    """ServerStats that also keep the server thread's CPU seconds per message kind."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cpu_by_kind: dict[str, float] = {}
+        self._kind_lock = threading.Lock()
+
+    def busy(self, seconds: float, kind: str | None = None, parts: dict[str, float] | None = None,
+             cpu_s: float = 0.0) -> None:
+        super().busy(seconds, kind, parts, cpu_s)
+        with self._kind_lock:
+            self.cpu_by_kind[kind or "other"] = self.cpu_by_kind.get(kind or "other", 0.0) + cpu_s
+
+    def cpu_view(self) -> dict[str, float]:
+        with self._kind_lock:
+            return dict(self.cpu_by_kind)
+
+
+def _kind(kind: str) -> str:
+    return "fetch" if kind.startswith("fetch") else kind
+
+
+def _alone_client(address: str, secret: bytes, key: bytes, shards: int, num_params: int, conn: Connection) -> None:
+    """The client of shard 0 of ``shards``: PUSH its slice (its vote back), COMMIT all S votes (S − 1 forged with
+    the shard key), FETCH its slice; ``n`` times per request; answers with its wall seconds per update."""
+    from ddqn.solvers import kernels  # noqa: PLC0415 - numba's import in the client process only
+
+    grad = (1e-4 * np.random.default_rng(1).standard_normal(num_params)).astype(np.float32)
+    cuts = bounds(num_params, shards)
+    sumsq = [kernels.norm_squared(grad[lo:hi]) for lo, hi in cuts]
+    lo, hi = cuts[0]
+    body = grad[lo:hi].tobytes()
+    client = ServerClient(address, secret, 0, 0, hi - lo, timeout=60)
+    p = client.fetch()
+    version, target = p.version, p.target_version
+    push_id = 1 << 8
+    conn.send("ready")
+    while (n := conn.recv()) is not None:
+        t = time.perf_counter()
+        for _ in range(n):
+            push_id += 1
+            _, vote = client.request(P.PUSH, version, 1, body + push_id.to_bytes(8, "little"))
+            cast = b"".join(bytes(vote) if k == 0 else
+                            votes.seal(key, 0, 0, push_id, 1, votes.Vote(k, True, sumsq[k])) for k in range(shards))
+            header, _ = client.request(P.COMMIT, 1, push_id, cast)
+            if not header.flags & P.F_APPLIED:
+                raise SystemExit("shard_cost --alone: the shard did not apply a COMMIT")
+            p = client.fetch(header.version - 1, target)
+            version, target = p.version, p.target_version
+        conn.send((time.perf_counter() - t) / n)
+    client.close()
+
+
+class AloneShard:
+    """Shard 0 of ``shards`` for ``config``'s net and solver (its slice of a random θ), serving in this process."""
+
+    def __init__(self, config: str, shards: int) -> None:
+        cfg = load_config(config)
+        spec = load_netspec(cfg.path("net"), game_actions(cfg))
+        lo, hi = bounds(spec.num_params, shards)[0]
+        theta = (0.01 * np.random.default_rng(0).standard_normal(spec.num_params)).astype(np.float32)[lo:hi].copy()
+        solver = shard_solver(load_solver_spec(cfg.path("solver")), spec.params, lo, hi)
+        store = ParameterStore(solver, theta, theta.copy(), cfg.target_update)
+        self.num_params, self.floats, self.secret, self.key = spec.num_params, hi - lo, P.new_secret(), os.urandom(32)
+        self.stats = KindStats()
+        options = ServerOptions(partitions=1, max_grad_norm=cfg.max_grad_norm, session_timeout=60)
+        self.server = ShardServer(store, self.secret, options, shard=0, shards=shards, vote_key=self.key,
+                                  stats=self.stats).start()
+
+    def counters(self) -> tuple[int, dict[str, float], dict[str, dict[str, float]]]:
+        """(updates, CPU seconds by kind, {kind: {part or "total": seconds}})."""
+        cpu: dict[str, float] = {}
+        for k, v in self.stats.cpu_view().items():
+            cpu[_kind(k)] = cpu.get(_kind(k), 0.0) + v
+        parts: dict[str, dict[str, float]] = {}
+        for k, c in self.stats.view().parts.items():
+            mine = parts.setdefault(_kind(k), {})
+            for name, sec in c.items():
+                if name != "n":
+                    mine[name] = mine.get(name, 0.0) + sec
+        return self.server.store.version, cpu, parts
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def _alone_round(shard: AloneShard, conn: Connection, proc: mp.Process, n: int) -> dict[str, Any]:
+    """One round of ``n`` updates: per kind, the shard's CPU and busy µs per update and busy µs by part."""
+    time.sleep(SETTLE_S)
+    u0, c0, p0 = shard.counters()
+    conn.send(n)
+    if not conn.poll(CLIENT_S) or not proc.is_alive():
+        raise SystemExit("shard_cost --alone: the client did not finish its round")
+    wall = conn.recv()
+    time.sleep(SETTLE_S)
+    u1, c1, p1 = shard.counters()
+    per = max(u1 - u0, 1)
+    kinds = {}
+    for k in ALONE_KINDS:
+        a, b = p0.get(k, {}), p1.get(k, {})
+        kinds[k] = {"cpu_us": 1e6 * (c1.get(k, 0.0) - c0.get(k, 0.0)) / per,
+                    "busy_us": 1e6 * (b.get("total", 0.0) - a.get("total", 0.0)) / per,
+                    "parts_us": {x: 1e6 * (b.get(x, 0.0) - a.get(x, 0.0)) / per for x in PART_NAMES}}
+    return {"updates": u1 - u0, "client_us": 1e6 * wall, "kinds": kinds,
+            "cpu_us": sum(v["cpu_us"] for v in kinds.values()), "busy_us": sum(v["busy_us"] for v in kinds.values())}
+
+
+def measure_alone(config: str, shard_counts: list[int], updates: int, rounds: int) -> dict[int, dict[str, Any]]:
+    """Per S: one shard alone with its client, rounds interleaved over S (the idle shards wait in poll); medians."""
+    ctx, runs, live = mp.get_context("spawn"), {s: [] for s in shard_counts}, {}
+    try:
+        for s in shard_counts:
+            shard = AloneShard(config, s)
+            conn, child = ctx.Pipe()
+            proc = ctx.Process(target=_alone_client, args=(shard.server.address, shard.secret, shard.key, s,
+                                                           shard.num_params, child), daemon=True)
+            live[s] = (shard, conn, proc)
+            proc.start()
+            if not conn.poll(CLIENT_S) or conn.recv() != "ready":
+                raise SystemExit(f"shard_cost --alone: the client of S = {s} did not start")
+            _alone_round(shard, conn, proc, max(5, updates // 10))  # warm-up: the kernels' first calls
+        for r in range(rounds):
+            for s in shard_counts:
+                print(f"[shard_cost --alone] round {r + 1}/{rounds}: S = {s}", flush=True)
+                runs[s].append(_alone_round(*live[s], updates))
+    finally:
+        for shard, conn, proc in live.values():
+            if proc.is_alive():
+                conn.send(None)
+                proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=10)
+            shard.close()
+    med = lambda xs: float(np.median(xs))  # noqa: E731
+    out = {}
+    for s, rs in runs.items():
+        kinds = {k: {"cpu_us": med([r["kinds"][k]["cpu_us"] for r in rs]),
+                     "busy_us": med([r["kinds"][k]["busy_us"] for r in rs]),
+                     "parts_us": {x: med([r["kinds"][k]["parts_us"][x] for r in rs]) for x in PART_NAMES}}
+                 for k in ALONE_KINDS}
+        out[s] = {"floats": bounds(live[s][0].num_params, s)[0][1], "kinds": kinds,
+                  "cpu_us": med([r["cpu_us"] for r in rs]), "busy_us": med([r["busy_us"] for r in rs]),
+                  "client_us": med([r["client_us"] for r in rs])}
+    return out
+
+
+def alone_fits(rows: dict[int, dict[str, Any]]) -> dict[str, dict[str, float] | None]:
+    """The a + b/S fit of each kind's CPU µs per update, and of their sum."""
+    fits = {k: fit_a_b({s: r["kinds"][k]["cpu_us"] for s, r in rows.items()}) for k in ALONE_KINDS}
+    fits["total"] = fit_a_b({s: r["cpu_us"] for s, r in rows.items()})
+    return fits
+
+
+def write_alone(block: dict[str, Any], out_dir: str | Path) -> Path:
+    """Put ``block`` under ``alone`` in ``out_dir``/shard_cost.json, keeping every other key (a new file if none)."""
+    path = Path(out_dir) / "shard_cost.json"
+    data = json.loads(path.read_text()) if path.is_file() else {"name": "shard_cost"}
+    data["alone"] = block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"wrote {path} (alone)")
+    return path
+
+
+def main_alone(args: argparse.Namespace) -> None:
+    cfg = load_config(args.config)
+    num_params = load_netspec(cfg.path("net"), game_actions(cfg)).num_params
+    rows = measure_alone(args.config, args.shards, args.updates, args.rounds)
+    for s, r in rows.items():
+        k = r["kinds"]
+        print(f"alone S = {s} ({r['floats']:,} floats): {r['cpu_us']:.0f} µs CPU per update (push "
+              f"{k['push']['cpu_us']:.0f}, commit {k['commit']['cpu_us']:.0f}, fetch {k['fetch']['cpu_us']:.0f}); "
+              f"busy {r['busy_us']:.0f} µs; client {r['client_us']:.0f} µs per update", flush=True)
+    fits = alone_fits(rows)
+    for k, f in fits.items():
+        if f is not None:
+            print(f"fit {k}: a = {f['a_us']:.0f} µs + b = {f['b_us']:.0f} µs / S (rms {f['rms_us']:.0f} µs)")
+    write_alone({"machine": machine(), "config": {"config": args.config, "shards": args.shards,
+                                                  "updates": args.updates, "rounds": args.rounds,
+                                                  "num_params": num_params, "values": config_values(args.config)},
+                 "rows": {str(s): r for s, r in rows.items()}, "fit": fits}, args.out)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results", help="results directory")
     ap.add_argument("--config", default="paper", help="the net, solver and target_update of the servers")
-    ap.add_argument("--shards", type=int, nargs="+", default=[1, 2, 4], help="values of S")
+    ap.add_argument("--shards", type=int, nargs="+", help="values of S (default 1 2 4; --alone: 1 2 4 8)")
+    ap.add_argument("--alone", action="store_true",
+                    help="one shard alone with one client (PUSH, COMMIT with S votes, FETCH): µs per update by kind "
+                         "and part, and the a + b/S fit; written under 'alone', other keys kept")
     ap.add_argument("--updates", type=int, default=200, help="updates per round")
     ap.add_argument("--rounds", type=int, default=3, help="rounds, interleaved over S (medians)")
     ap.add_argument("--gbit", type=float, nargs="+", default=[10.0, 1.0], help="link rates of the projection")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64], help="W of the projection")
     args = ap.parse_args(argv)
+    args.shards = args.shards or ([1, 2, 4, 8] if args.alone else [1, 2, 4])
     if any(s < 1 for s in args.shards) or args.updates < 1 or args.rounds < 1:
         ap.error("--shards, --updates and --rounds: 1 or more")
+    if args.alone:
+        main_alone(args)
+        return
     cfg = load_config(args.config)
     num_params = load_netspec(cfg.path("net"), game_actions(cfg)).num_params
     rows = measure(args.config, args.shards, args.updates, args.rounds)
@@ -218,11 +428,13 @@ def main(argv: list[str] | None = None) -> None:
     for p in projections:
         print(f"projection, S = {p['shards']} on {p['gbit']:g} Gbit/s: {p['capacity_updates_per_s']:,.0f} updates/s "
               f"({p['bound_by']}-bound); load at W = {args.workers[-1]}: {p['load'][str(args.workers[-1])]:.0%}")
+    path = Path(args.out) / "shard_cost.json"
+    alone = json.loads(path.read_text()).get("alone") if path.is_file() else None  # --alone's block is kept
     write_result("shard_cost", {
         "config": {"config": args.config, "shards": args.shards, "updates": args.updates, "rounds": args.rounds,
                    "num_params": num_params, "values": config_values(args.config), "efficiency": EFFICIENCY},
         "rows": {str(s): r for s, r in rows.items()}, "worker_gradients_per_s": rate,
-        "projection": projections}, args.out)
+        "projection": projections, **({"alone": alone} if alone else {})}, args.out)
 
 
 if __name__ == "__main__":

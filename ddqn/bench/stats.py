@@ -161,3 +161,17 @@ def steady_updates_per_s(train_csv: Path) -> float | None:
     if len(rows) < 2 or rows[-1]["wall_s"] <= rows[0]["wall_s"]:
         return None
     return (rows[-1]["server/updates"] - rows[0]["server/updates"]) / (rows[-1]["wall_s"] - rows[0]["wall_s"])
+
+
+def fit_a_b(points: Mapping[int, float]) -> dict[str, float] | None:
+    """Least squares cost(S) = a + b/S over ``points`` {S: cost} (a: the cost per message, b: the whole vector's);
+    None with fewer than two distinct S. ``rms_us``: the residuals' root mean square."""
+    xs = [1 / s for s in points]
+    if len(set(xs)) < 2:
+        return None
+    ys = list(points.values())
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    a = my - b * mx
+    rms = math.sqrt(sum((a + b * x - y) ** 2 for x, y in zip(xs, ys)) / len(xs))
+    return {"a_us": a, "b_us": b, "rms_us": rms}
