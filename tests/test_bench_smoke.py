@@ -292,6 +292,40 @@ def test_shard_cost_alone_keeps_the_other_rows_and_fits_a_plus_b_over_s(tmp_path
     assert "**Measured alone**" in "\n".join(_shard_cost(data))
 
 
+def test_shard_projection_reads_the_alone_fit_or_falls_back_and_says_so(tmp_path: Path) -> None:
+    """The projection bench in-process on a small grid (timing-only: no Caffe): with an ``alone`` fit whose costs
+    all scale with the slice, two shards on executors double a server-bound rate; without it, the shared-cores rows
+    are used and the source says FALLBACK; the goal line and the REPORT section name the best S."""
+    import shutil
+
+    from ddqn.bench.report import _shard_projection
+    from ddqn.bench.shard_projection import main as projection
+
+    for name in ("worker_speed", "ps_speed"):
+        shutil.copy(ROOT / "results" / f"{name}.json", tmp_path)
+    fit = {"push": {"a_us": 0.0, "b_us": 3000.0}, "commit": {"a_us": 0.0, "b_us": 0.0},
+           "fetch": {"a_us": 0.0, "b_us": 1000.0}, "total": {"a_us": 0.0, "b_us": 4000.0}}
+    rows = {"1": {"busiest_cpu_us": 4000.0}, "2": {"busiest_cpu_us": 4000.0}}
+    alone = {"machine": {"model_name": "cpu"}, "config": {"config": "tuned"}, "fit": fit}
+    (tmp_path / "shard_cost.json").write_text(json.dumps({"rows": rows, "alone": alone}))
+    args = ["--out", str(tmp_path), "--workers", "1", "64", "--shards", "1", "2", "--gbit", "10"]
+    projection(args)
+    data = json.loads((tmp_path / "shard_projection.json").read_text())
+    got = {(r["shards"], r["placement"], r["workers"]): r for r in data["rows"]}
+    assert len(got) == 6 and data["shard_source"].startswith("measured alone")
+    one, two = got[1, "one server", 64], got[2, "executors", 64]
+    assert one["busiest_server"] > 0.97 and two["updates_per_s"] == pytest.approx(2 * one["updates_per_s"], rel=0.1)
+    assert data["goal"]["shards"] == 2 and data["goal"]["workers"] == 64 and data["goal"]["met"] is False
+    assert "**missed**" in "\n".join(_shard_projection(data))
+    (tmp_path / "shard_cost.json").write_text(json.dumps({"rows": rows}))
+    projection(args)
+    data = json.loads((tmp_path / "shard_projection.json").read_text())
+    assert data["shard_source"].startswith("FALLBACK") and "b = 0" in data["shard_source"]
+    got = {(r["shards"], r["placement"], r["workers"]): r for r in data["rows"]}
+    assert got[2, "executors", 64]["updates_per_s"] == pytest.approx(got[1, "one server", 64]["updates_per_s"],
+                                                                     rel=0.1)  # a cost per message: no gain
+
+
 def test_bench_modules_share_only_common_and_stats() -> None:
     files = sorted(BENCH.glob("*.py"))
     names = {p.stem for p in files} - {"__init__"}

@@ -693,6 +693,34 @@ def _shard_cost_shared(r: dict) -> list[str]:
     return out
 
 
+def _shard_projection(r: dict) -> list[str]:
+    c, cyc = r["config"], r["cycle"]
+    m = cyc.get("machine") or {}
+    out = [f"**A projection, not a measurement**: the timing-only simulator (`ddqn.sim`, `--timing-only`: no Caffe, "
+           f"no learning) of the `{c['config']}` worker loop, W workers each with a fixed cycle of "
+           f"{cyc['ms_per_gradient']:.1f} ms per gradient (`make bench-worker` on {cpu_label(m)}, "
+           f"{m.get('date', '?')}). Shards' service per message, a + b/S: {r['shard_source']}. Loopback legs: "
+           f"{r['transport']}. A full-duplex card per host at the rate, links' efficiency {r['efficiency_source']}, "
+           "no token bucket. S = 1: one server thread; S > 1 on `executors` (a host and card each) or all on the "
+           "`driver`'s host and card. Each cell: steady updates/s · the busiest server thread's utilisation · the "
+           "busiest server-side card direction's share of the rate.", ""]
+    ws = [str(w) for w in c["workers"]]
+    out += ["| link (Gbit/s) | S | placement | " + " | ".join(f"W = {w}" for w in ws) + " |",
+            "|---" * (3 + len(ws)) + "|"]
+    cells: dict[tuple, dict[str, str]] = {}
+    for x in r["rows"]:
+        cells.setdefault((x["gbit"], x["shards"], x["placement"]), {})[str(x["workers"])] = (
+            f"{x['updates_per_s']:,.0f} · {_pct(100 * x['busiest_server'])} · {_pct(100 * x['busiest_card'])}")
+    for (gbit, shards, placement), row in cells.items():
+        out.append(f"| {gbit:g} | {shards} | {placement} | " + " | ".join(row.get(w, "–") for w in ws) + " |")
+    g = r.get("goal")
+    if g:
+        out += ["", f"Goal (issue 31): W = {g['workers']} on {g['gbit']:g} Gbit/s links, shards on executors, server "
+                f"and card load under {100 * g['goal']:.0f} %: **{'met' if g['met'] else 'missed'}**. Best S, "
+                f"{g['shards']}: server {_pct(100 * g['server'])}, card {_pct(100 * g['card'])}."]
+    return out
+
+
 SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
     ("caffe_speed", "Q-network speed: real Caffe beside a PyTorch twin", "make bench-caffe", _caffe),
     ("ps_speed", "Parameter-server cost", "make bench-ps", _ps),
@@ -702,6 +730,8 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
     ("links", "Links with a rate: the job on hosts whose cables are shaped", "make bench-links", _links),
     ("links_model", "The simulator against links with a rate", "make bench-links-model", _links_model),
     ("shard_cost", "Each shard's cost against S", "make bench-shard-cost", _shard_cost),
+    ("shard_projection", "The sharded server projected to W = 64 (timing-only simulator)",
+     "make bench-shard-projection", _shard_projection),
     ("blas", "Caffe on each BLAS", "make bench-blas", _blas),
     ("grad_norms", "Honest gradient norms", "make bench-grad-norms", _grad_norms),
     ("serial_curve", "Serial deep Q-learning on the paper's setting", "make bench-serial", _serial),
