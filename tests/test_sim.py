@@ -417,7 +417,7 @@ def test_timing_only_is_the_fixed_cycle_simulation_without_caffe(tiny_net_file: 
     if gbps:
         assert sim.network.use(SERVER, 1.0) == learning.network.use(SERVER, 1.0)
     with pytest.raises(ValueError, match="TimingSimulation"):
-        Simulation(cfg, tmp_path / "no", FIXED_SERVICE, SimOptions(2, updates=5, fixed=CYCLE, shards=2))
+        Simulation(cfg, tmp_path / "no", FIXED_SERVICE, SimOptions(2, updates=5, fixed=CYCLE, timing_only=True))
 
 
 def _server_bound(a_push: float = 0.0) -> tuple[ServiceTimes, object]:
@@ -484,8 +484,8 @@ def test_executors_spread_the_bytes_over_s_cards_and_the_driver_does_not(tiny_ne
 
 
 def test_cli_timing_only_with_shards(tiny_net_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``--timing-only --shards 2 --placement executors --gradient-ms``: a summary without Caffe; --shards 2 alone
-    is refused (a sharded simulation does not learn)."""
+    """``--timing-only --shards 2 --placement executors --gradient-ms``: a summary without Caffe; --shards 0 and
+    --gradient-ms without --timing-only are refused."""
     _no_caffe(monkeypatch)
     args = ["--config", "small", "--set", f"net={tiny_net_file}", "--set", "board_size=6", "--workers", "3",
             "--updates", "200", "--fixed-cycle", "--no-progress"]
@@ -494,5 +494,30 @@ def test_cli_timing_only_with_shards(tiny_net_file: Path, tmp_path: Path, monkey
     assert summary["updates"] >= 200 and summary["shards"] == 2 and len(summary["server_utilisation"]) == 2
     assert summary["fixed_cycle"]["gradient_s"] == 0.005 and set(summary["card_use"]) == {"-1", "-2", "-3"}
     assert json.loads((tmp_path / "t" / "summary.json").read_text())["cycle"] == "5 ms per gradient (given)"
-    with pytest.raises(SystemExit):
-        sim_main([*args, "--shards", "2", "--out", str(tmp_path / "no")])
+    for bad in (["--shards", "0"], ["--gradient-ms", "5"]):
+        with pytest.raises(SystemExit):
+            sim_main([*args, *bad, "--out", str(tmp_path / "no")])
+
+
+def test_one_worker_on_four_shards_learns_the_theta_of_one_server(tiny_net_file: Path, tmp_path: Path) -> None:
+    """A learning simulation with S = 4 shards (every gradient pushed as 4 slices, voted, committed to all): with one
+    worker it reaches exactly the θ, θ⁻ and solver history of one server (the real sharded server's guarantee), its
+    snapshot is one server's, only later in simulated time (a COMMIT round per update); with 3 workers every shard
+    applies every update."""
+    cfg = _cfg(tiny_net_file, target_update=7, push_every=2)
+    one = _simulate(cfg, tmp_path / "one", 1, updates=30)
+    four = _simulate(cfg, tmp_path / "four", 1, updates=30, shards=4, placement="executors", gbps=0.1)
+    assert four.store.version == one.store.version == 30
+    assert np.array_equal(four.store.theta, one.store.theta) and np.array_equal(four.store.target, one.store.target)
+    assert all(np.array_equal(a, b) for a, b in zip(four.store.solver.history, one.store.solver.history))
+    assert four.store.solver.iter == one.store.solver.iter == 30 and four.events.now > one.events.now
+    summary = json.loads((tmp_path / "four" / "summary.json").read_text())
+    assert summary["simulated"]["shards"] == 4 and len(summary["simulated"]["shard_utilisation"]) == 4
+    assert set(summary["simulated"]["card_use"]) == {"-1", "-2", "-3", "-4", "-5"}
+    assert json.loads((tmp_path / "four" / "server_state.json").read_text())["updates"] == 30
+    many = _simulate(cfg, tmp_path / "many", 3, updates=30, shards=2)
+    assert min(s.store.version for s in many.shards) >= 30
+    assert sum(many.shards[0].staleness.values()) == many.shards[0].store.version
+    assert not np.array_equal(many.store.theta, one.store.theta)
+    with pytest.raises(ValueError, match="dc_lambda"):
+        Simulation(cfg, tmp_path / "no", FIXED_SERVICE, SimOptions(2, updates=5, fixed=CYCLE, shards=2, dc_lambda=1.0))

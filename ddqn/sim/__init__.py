@@ -9,5 +9,7 @@ machine), a message costs measured transport and server service times, and the s
 
 Modules: :mod:`~ddqn.sim.events` (the clock), :mod:`~ddqn.sim.service` (server service times, measured),
 :mod:`~ddqn.sim.timing` (transport model, fixed table), :mod:`~ddqn.sim.messages`, :mod:`~ddqn.sim.server`,
-:mod:`~ddqn.sim.worker`, :mod:`~ddqn.sim.run` (a run and its outputs), :mod:`~ddqn.sim.cli`.
+:mod:`~ddqn.sim.worker`, :mod:`~ddqn.sim.run` (a run and its outputs), :mod:`~ddqn.sim.shards` (a sharded server:
+S shard threads, PUSH/vote/COMMIT, placement), :mod:`~ddqn.sim.timing_only` (no Caffe, no learning: fixed cycles
+and byte counts), :mod:`~ddqn.sim.cli`.
 """

@@ -3,7 +3,7 @@
     python -m ddqn.sim --config small --workers 16 --minutes 30 --out runs/sim-16 [--updates N] [--seed S]
         [--set k=v ...] [--fixed-cycle] [--service results/ps_speed.json] [--latency-us U] [--gbps G]
         [--set max_staleness=K] [--set staleness_lr=true]
-        [--timing-only [--gradient-ms MS] [--shards S] [--placement driver|executors]]
+        [--shards S] [--placement driver|executors] [--timing-only [--gradient-ms MS]]
 
 Service times: the row of ``--service`` (``make bench-ps`` writes it) for this net, solver and auth mode, else
 a quick measurement of the real server thread on this net (≈ 10 s; printed). ``--fixed-cycle`` (tests): compute
@@ -12,8 +12,8 @@ a seed gives the same run bit for bit.
 
 ``--timing-only`` (:mod:`ddqn.sim.timing_only`): no Caffe and no learning; each worker's cycle is ``--gradient-ms``
 per gradient (default: ``make bench-worker``'s ms per gradient for this config in results/worker_speed.json, measured
-on the CPU that ran it; else ``FixedCycle``'s). Only then can ``--shards S`` > 1 simulate a sharded server
-(:mod:`ddqn.sim.shards`; each shard's service one server's ÷ S).
+on the CPU that ran it; else ``FixedCycle``'s). ``--shards S`` simulates a sharded server (:mod:`ddqn.sim.shards`;
+each shard's service one server's ÷ S), learning or timing-only, its shards on the driver's host or on executors.
 """
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def parser(prog: str = "python -m ddqn.sim") -> argparse.ArgumentParser:
                     help="no Caffe, no learning: fixed cycles, byte counts and service times only")
     ap.add_argument("--gradient-ms", type=float,
                     help=f"--timing-only: a worker's ms per gradient (default: {WORKER_SPEED}'s for this config)")
-    ap.add_argument("--shards", type=int, default=1, help="S shards of the parameter server (S > 1: --timing-only)")
+    ap.add_argument("--shards", type=int, default=1, help="S shards of the parameter server (1: one server thread)")
     ap.add_argument("--placement", choices=PLACEMENTS, default="driver",
                     help="shards on the driver's host (one card) or each on an executor host of its own")
     ap.add_argument("--no-progress", action="store_true")
@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m ddqn.sim") -> dic
         ap.error("give --minutes (simulated) and/or --updates")
     if args.gbps < 0 or args.latency_us < 0:
         ap.error("--gbps and --latency-us: 0 or more")
-    if args.shards < 1 or (args.shards > 1 and not args.timing_only):
-        ap.error("--shards: 1 or more; more than 1 needs --timing-only (a sharded simulation does not learn yet)")
+    if args.shards < 1:
+        ap.error("--shards: 1 or more")
     if args.gradient_ms is not None and (args.gradient_ms <= 0 or not args.timing_only):
         ap.error("--gradient-ms: more than 0, with --timing-only")
     overrides = list(args.set) + ([f"seed={args.seed}"] if args.seed is not None else [])

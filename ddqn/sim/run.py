@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ import numpy as np
 from ddqn.config import Config, save_config
 from ddqn.distributed.checkpointer import STATE_FILE
 from ddqn.distributed.client import Params
+from ddqn.distributed.shards.slices import shard_solver
 from ddqn.distributed.stats import ServerStats, StatsView, train_row
 from ddqn.distributed.store import ParameterStore
 from ddqn.dqn.evaluation import eval_row, evaluate, random_score, score_summary
@@ -32,11 +33,11 @@ from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.net.snapshot import save_checkpoint
 from ddqn.sim.events import EventQueue
-from ddqn.sim.messages import Message
+from ddqn.sim.messages import STATS, Message
 from ddqn.sim.network import SERVER, Network
 from ddqn.sim.server import SimServer
 from ddqn.sim.service import ServiceTimes
-from ddqn.sim.shards import ShardService
+from ddqn.sim.shards import PLACEMENTS, ShardedStore, ShardRouter, ShardService, SimShard, shard_host, shard_timings
 from ddqn.sim.timing import FixedCycle, Timing
 from ddqn.sim.worker import SharedNets, SimWorker
 from ddqn.solvers.flat import load_solver_spec, make_solver
@@ -62,7 +63,7 @@ class SimOptions:
         link_burst_bytes: each card direction's token bucket (``Network.burst_bytes``; 0: a plain rate).
         progress: print a line to stderr every 30 real seconds.
         shards: S, the sharded parameter server's shards (``ddqn.sim.shards``; 1: one server thread, this
-            simulator as it always was). S > 1 needs ``timing_only``.
+            simulator as it always was). ``dc_lambda`` is not simulated with S > 1.
         placement: ``driver`` (every shard on the driver's host and card) or ``executors`` (a host and card each).
         timing_only: no Caffe and no learning, fixed cycles only (``ddqn.sim.timing_only.TimingSimulation``).
         shard_service: each shard's service times, a + b/S per kind (``ShardService``; None: one server's ÷ S).
@@ -92,22 +93,29 @@ class Simulation:
     def __init__(self, cfg: Config, out: str | Path, service: ServiceTimes, opts: SimOptions) -> None:
         if opts.minutes is None and opts.updates is None:
             raise ValueError("give a simulated minutes budget or an updates budget")
-        if opts.shards != 1 or opts.timing_only:
-            raise ValueError("a sharded or timing-only simulation is ddqn.sim.timing_only.TimingSimulation (a "
-                             "sharded simulation does not learn yet)")
+        if opts.timing_only:
+            raise ValueError("a timing-only simulation is ddqn.sim.timing_only.TimingSimulation")
+        if opts.shards < 1 or opts.placement not in PLACEMENTS or (opts.shards > 1 and opts.dc_lambda):
+            raise ValueError(f"shards >= 1, placement one of {PLACEMENTS}, and no dc_lambda with shards > 1 (not "
+                             f"simulated; got {opts.shards}, {opts.placement!r}, {opts.dc_lambda})")
         self.cfg, self.out, self.opts = cfg, Path(out), opts
         self.spec = load_netspec(cfg.path("net"), game_actions(cfg))
         q = QNetwork(self.spec, seed=cfg.seed)  # the driver's initial θ
         theta = q.get_params()
         solver = make_solver(load_solver_spec(cfg.path("solver")), self.spec.params)
-        self.store = ParameterStore(solver, theta, theta.copy(), cfg.target_update, opts.max_staleness,
-                                    opts.staleness_lr, opts.dc_lambda)
         self.stats = ServerStats()
         self.events = EventQueue()
         self.timing = Timing(service, 4 * self.spec.num_params, opts.latency_s)
         self.network = (Network(opts.gbps, opts.link_efficiency, burst_bytes=opts.link_burst_bytes) if opts.gbps > 0
                         else None)
-        self.server = SimServer(self.store, self.stats, self.timing, self.events, self._reply)
+        self.router: ShardRouter | None = None
+        self.shards: list[SimShard] = []
+        if opts.shards == 1:
+            self.store = ParameterStore(solver, theta, theta.copy(), cfg.target_update, opts.max_staleness,
+                                        opts.staleness_lr, opts.dc_lambda)
+        else:
+            self.store = self._shard(theta, service)
+        self.server = SimServer(self.store, self.stats, self.timing, self.events, self._reply)  # S > 1: STATS only
         nets = SharedNets(q, QNetwork(self.spec))
         self.eval_q = QNetwork(self.spec)
         self.workers = [SimWorker(cfg, nets, p, opts.workers, opts.fixed) for p in range(opts.workers)]
@@ -118,10 +126,36 @@ class Simulation:
         self._baseline = 0.0
         self._last_progress = 0.0
 
+    def _shard(self, theta, service: ServiceTimes) -> ShardedStore:
+        """S shards, each a ParameterStore over its slice of θ (θ⁻ = θ at the start, a fresh solver history), and
+        the store that reads them as one (``ddqn.sim.shards``). Shard 0 counts into the run's ServerStats (pushes per
+        worker, staleness), as one server does."""
+        cfg, opts, spec = self.cfg, self.opts, self.spec
+        solver_spec = load_solver_spec(cfg.path("solver"))
+        self.router = ShardRouter(self, opts.placement, spec.num_params, opts.shards, learning=True)
+        timings = shard_timings(service, opts.shard_service or ShardService.scaled(service), spec.num_params,
+                                opts.shards, opts.latency_s)
+        for k, ((lo, hi), timing) in enumerate(zip(self.router.bounds, timings)):
+            store = ParameterStore(shard_solver(solver_spec, spec.params, lo, hi), theta[lo:hi].copy(),
+                                   theta[lo:hi].copy(), cfg.target_update, opts.max_staleness, opts.staleness_lr)
+            self.shards.append(SimShard(k, store, self.stats if k == 0 else ServerStats(), timing, self.events,
+                                        self.router.reply))
+        self.router.shards = self.shards
+        return ShardedStore(self.shards, solver_spec, spec.params, spec.num_params, opts.max_staleness,
+                            opts.staleness_lr)
+
+    def _threads(self) -> list[SimServer]:
+        """The threads that serve θ: the one server, or the S shards."""
+        return self.shards or [self.server]
+
     # -- transport -------------------------------------------------------------------------------------------
     def send(self, msg: Message) -> None:
         """A worker's request leaves at ``msg.sent_at`` and reaches the server one up-leg later, after its bytes
-        have passed the worker's card and the server's (on a network)."""
+        have passed the worker's card and the server's (on a network). With shards: FETCH and PUSH go to every
+        shard (``ShardRouter``), STATS to the driver."""
+        if self.router is not None and msg.kind != STATS:
+            self.router.send(msg)
+            return
         at = msg.sent_at + self.timing.legs(msg.kind)[0]
         if self.network is None:
             self.events.at(at, self.server.arrive, msg)
@@ -172,7 +206,7 @@ class Simulation:
         """The driver's watch loop, every POLL_S simulated seconds: rates, train.csv rows, evaluations."""
         now, view, version = self.events.now, self.stats.view(), self.store.version
         env_steps = view.env_steps
-        self._window.append((now, version, env_steps, self.server.busy_s))
+        self._window.append((now, version, env_steps, max(t.busy_s for t in self._threads())))
         while now - self._window[0][0] > RATE_WINDOW_S and len(self._window) > 2:
             self._window.popleft()
         if self._log_due.due(env_steps):
@@ -183,7 +217,8 @@ class Simulation:
             self._last_progress = time.perf_counter()
             p50, p95 = view.staleness_percentiles()
             print(f"[sim {now / 60:6.2f} min] updates {version}, env steps {env_steps}, staleness p50/p95 "
-                  f"{p50:.0f}/{p95:.0f}, server busy {self.server.busy_s / max(now, 1e-9):.0%}", file=sys.stderr,
+                  f"{p50:.0f}/{p95:.0f}, server busy {max(t.busy_s for t in self._threads()) / max(now, 1e-9):.0%}",
+                  file=sys.stderr,
                   flush=True)
         self.events.at(now + POLL_S, self._tick)
 
@@ -217,13 +252,15 @@ class Simulation:
 
     def _sim_block(self, now: float) -> dict:
         """What only a simulation knows: staleness histogram, utilisation, times used, its own cost."""
-        hist, dropped = self.server.staleness, self.server.too_stale
+        threads = self._threads()
+        hist, dropped = threads[0].staleness, sum((t.too_stale for t in threads), Counter())
         taus = np.repeat(np.array(list(hist), dtype=np.int64), list(hist.values())) if hist else np.zeros(1)
         gradients = sum(w.counts["gradients"] for w in self.workers)
         real_compute = sum(w.real_compute_s for w in self.workers)
         r = self.real
         return {"workers": len(self.workers), "fixed_cycle": asdict(self.opts.fixed) if self.opts.fixed else None,
-                "server_utilisation": self.server.busy_s / max(now, 1e-9), "max_queue": self.server.max_queue,
+                "server_utilisation": max(t.busy_s for t in threads) / max(now, 1e-9),
+                "max_queue": max(t.max_queue for t in threads),
                 "staleness_histogram": {str(k): hist[k] for k in sorted(hist)},
                 "too_stale_histogram": {str(k): dropped[k] for k in sorted(dropped)},
                 "staleness_p50_all": float(np.percentile(taus, 50)),
@@ -237,7 +274,12 @@ class Simulation:
                 "comm_ms_per_gradient": 1e3 * sum(w.comm_s for w in self.workers) / max(gradients, 1),
                 "warmup_s_mean": float(np.mean([w.warmup_s for w in self.workers])),
                 "real_s": {**r, "compute_s": real_compute,
-                           "overhead_s": r["total_s"] - real_compute - r["warmup_s"] - r["eval_s"]}}
+                           "overhead_s": r["total_s"] - real_compute - r["warmup_s"] - r["eval_s"]},
+                **({"shards": len(threads), "placement": self.opts.placement,
+                    "shard_utilisation": [t.busy_s / max(now, 1e-9) for t in threads],
+                    "card_use": {str(h): self.network.use(h, now) for h in
+                                 sorted({SERVER, *(shard_host(k, self.opts.placement) for k in range(len(threads)))})}
+                    if self.network else None} if self.shards else {})}
 
 
 def sim_train_row(view: StatsView, version: int, window: deque, live: int) -> dict[str, float]:

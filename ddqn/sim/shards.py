@@ -19,20 +19,29 @@ the slice. Placement ``executors`` puts shard k on a host of its own (its own fu
 :func:`shard_host`); ``driver`` puts every shard on the driver's host, so all bytes share its one card. STATS go to
 the driver (the coordinator), as in the real server.
 
-A sharded simulation is timing-only for now (:mod:`ddqn.sim.timing_only`): the shards count versions and staleness
-but hold no θ.
+In a learning simulation each shard holds its slice of θ, θ⁻ and the solver history (a real
+:class:`~ddqn.distributed.store.ParameterStore` over ``shards.slices.shard_solver``) and applies its slice of every
+committed gradient, so with one worker S shards reach the θ one server would, bit for bit; :class:`ShardedStore`
+puts the slices together where the run reads one store (evaluations, the final snapshot, the version). In a
+timing-only one (:mod:`ddqn.sim.timing_only`) the shards count versions and staleness and hold no θ.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from ddqn.distributed.client import Params
+from ddqn.distributed.protocol import NO_VERSION
 from ddqn.distributed.shards.slices import bounds
 from ddqn.distributed.shards.votes import VOTE
+from ddqn.net.netspec import ParamBlob
 from ddqn.sim.messages import FETCH, PUSH, Message
 from ddqn.sim.network import SERVER
 from ddqn.sim.server import SimServer
 from ddqn.sim.service import ServiceTimes
 from ddqn.sim.timing import Timing
+from ddqn.solvers.flat import FlatSolver, SolverSpec, make_solver
 
 COMMIT = "commit"
 PLACEMENTS = ("driver", "executors")
@@ -127,17 +136,19 @@ class SliceMessage(Message):
 
 
 class SimShard(SimServer):
-    """Shard ``shard``: one FIFO thread over its slice's counts (``store``, a ``timing_only.CountingStore``).
+    """Shard ``shard``: one FIFO thread over its slice (``store``: a slice's ParameterStore, or a
+    ``timing_only.CountingStore``).
 
-    FETCH as one server's (its slice). PUSH: staleness on this shard's counts; a valid slice is kept pending (one
+    FETCH as one server's (its slice). PUSH: staleness on this shard's version; a valid slice is kept pending (one
     per worker) and the reply is its vote (True/False); an invalid one is dropped (``too stale``). COMMIT: the
-    pending slice is applied if every vote is valid, else dropped (``vetoed``); the reply says whether it was.
+    pending slice is applied if every vote is valid (the mean of a summed gradient, as one server), else dropped
+    (``vetoed``); the reply says whether it was.
     """
 
     def __init__(self, shard: int, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.shard = shard
-        self._pending: dict[int, tuple[int, int]] = {}  # partition → (push id, version it was computed on)
+        self._pending: dict[int, tuple[int, int, np.ndarray | None, int]] = {}  # partition → (push id, base, g, summed)
 
     def _handle(self, msg: Message):
         if msg.partition not in self._joined:
@@ -149,7 +160,7 @@ class SimShard(SimServer):
             staleness = self.store.version - msg.version
             valid = staleness >= 0 and self.store.admits(staleness)
             if valid:
-                self._pending[msg.partition] = (msg.push_id, msg.version)
+                self._pending[msg.partition] = (msg.push_id, msg.version, msg.grad, msg.summed)
             else:
                 self.stats.dropped("too stale")
                 self.too_stale[staleness] += 1
@@ -158,8 +169,149 @@ class SimShard(SimServer):
         if not (all(msg.votes) and pending is not None and pending[0] == msg.push_id):
             self.stats.dropped("vetoed")
             return False, COMMIT
-        staleness = self.store.version - pending[1]
+        _, base, grad, summed = pending
+        staleness = self.store.version - base
         self.stats.pushed(msg.partition, staleness)
         self.staleness[staleness] += 1
-        self.store.apply(None, staleness)
+        if summed > 1 and grad is not None:  # a sum over push_every minibatches → their mean
+            grad = np.multiply(grad, np.float32(1 / summed), out=self._mean)
+        self.store.apply(grad, staleness)
         return True, COMMIT
+
+
+class ShardedStore:
+    """The S shards' slices read as one store: the version every shard has reached, θ and θ⁻ put together, and one
+    solver with the slices' histories (what a snapshot writes, as ``ShardGroup``'s cut)."""
+
+    def __init__(self, shards: list[SimShard], solver_spec: SolverSpec | None, params: tuple[ParamBlob, ...],
+                 num_params: int, max_staleness: int, staleness_lr: bool) -> None:
+        self.shards, self.solver_spec, self.params, self.num_params = shards, solver_spec, params, num_params
+        self.max_staleness, self.staleness_lr, self.dc_lambda = max_staleness, staleness_lr, 0.0
+
+    @property
+    def version(self) -> int:
+        return min(s.store.version for s in self.shards)
+
+    @property
+    def target_version(self) -> int:
+        return min(s.store.target_version for s in self.shards)
+
+    @property
+    def theta(self) -> np.ndarray:
+        return np.concatenate([s.store.theta for s in self.shards])
+
+    @property
+    def target(self) -> np.ndarray:
+        return np.concatenate([s.store.target for s in self.shards])
+
+    @property
+    def solver(self) -> FlatSolver:
+        whole = make_solver(self.solver_spec, self.params)
+        for i, h in enumerate(whole.history):
+            h[...] = np.concatenate([s.store.solver.history[i] for s in self.shards])
+        whole.iter = min(s.store.solver.iter for s in self.shards)
+        return whole
+
+
+class ShardRouter:
+    """A simulation's transport to its S shards and back (see the module docstring): a worker's FETCH and PUSH become
+    slice messages, their replies are gathered, and the worker is answered once all S are in.
+
+    Args:
+        sim: the simulation (its ``events``, ``network``, ``_wire`` and ``workers``).
+        placement: ``driver`` or ``executors`` (:func:`shard_host`).
+        num_params: θ's floats; the slices are ``bounds(num_params, S)``.
+        learning: slices of θ and of gradients travel (else byte counts only).
+    """
+
+    def __init__(self, sim, placement: str, num_params: int, shards: int, learning: bool) -> None:
+        self.sim, self.placement, self.learning = sim, placement, learning
+        self.bounds = bounds(num_params, shards)
+        self.num_params = num_params
+        self.shards: list[SimShard] = []  # set by the simulation (each given :meth:`reply`)
+        self._vectors: dict[int, tuple[list[int], list[int]]] = {}
+        self._bases: dict[int, dict[int, list[int]]] = {}
+        self._held: dict[int, tuple[np.ndarray | None, np.ndarray | None]] = {}  # partition → its θ, θ⁻ put together
+        self._gathering: dict[int, list] = {}
+        self._push_id = 0
+
+    def send(self, msg: Message) -> None:
+        """A worker's FETCH or PUSH: a slice message to each shard, all at once."""
+        p, s = msg.partition, len(self.shards)
+        self._gathering[p] = [None] * s
+        if msg.kind == FETCH:
+            if msg.version == NO_VERSION or p not in self._vectors:  # the first FETCH: everything
+                self._vectors[p] = ([NO_VERSION] * s, [NO_VERSION] * s)
+            versions, targets = self._vectors[p]
+            for k in range(s):
+                self._to_shard(k, SliceMessage(FETCH, p, msg.sent_at, versions[k], targets[k], shard=k, parent=msg))
+            return
+        base = self._bases.get(p, {}).get(msg.version, self._vectors[p][0])
+        self._push_id += 1
+        for k, (lo, hi) in enumerate(self.bounds):
+            grad = None if msg.grad is None else msg.grad[lo:hi]
+            self._to_shard(k, SliceMessage(PUSH, p, msg.sent_at, base[k], grad=grad, summed=msg.summed, shard=k,
+                                           parent=msg, push_id=self._push_id))
+
+    def _to_shard(self, k: int, msg: SliceMessage) -> None:
+        sim, shard = self.sim, self.shards[k]
+        at = msg.sent_at + shard.timing.legs(msg.kind)[0]
+        if sim.network is None:
+            sim.events.at(at, shard.arrive, msg)
+        else:
+            sim.events.at(at, sim._wire, msg.partition, shard_host(k, self.placement),
+                          shard.timing.wire_bytes(msg.kind)[0], shard.arrive, msg)
+
+    def reply(self, msg: SliceMessage, reply, kind: str) -> None:
+        """Shard ``msg.shard``'s reply leaves now: one down-leg and the cards to the worker's host."""
+        sim, k = self.sim, msg.shard
+        timing = self.shards[k].timing
+        at = sim.events.now + timing.legs(kind)[1]
+        if sim.network is None:
+            sim.events.at(at, self._gather, msg, reply)
+        else:
+            sim.events.at(at, sim._wire, shard_host(k, self.placement), msg.partition, timing.wire_bytes(kind)[1],
+                          self._gather, msg, reply)
+
+    def _gather(self, msg: SliceMessage, reply) -> None:
+        """A shard's reply reached its worker; once all S are in: the worker's FETCH is done (θ put together), its
+        PUSH's votes go out in a COMMIT to every shard, or its COMMIT is done."""
+        sim, p, got = self.sim, msg.partition, self._gathering[msg.partition]
+        got[msg.shard] = reply
+        if any(r is None for r in got):
+            return
+        if msg.kind == FETCH:
+            versions, targets = [r.version for r in got], [r.target_version for r in got]
+            self._vectors[p] = (versions, targets)
+            bases = self._bases.setdefault(p, {})
+            bases[min(versions)] = list(versions)
+            while len(bases) > 8:  # as ShardedClient.BASES
+                del bases[next(iter(bases))]
+            theta, target = self._put_together(p, got) if self.learning else (None, None)
+            sim.workers[p].on_reply(sim, msg.parent, Params(min(versions), min(targets), theta, target, False))
+        elif msg.kind == PUSH:
+            self._gathering[p] = [None] * len(self.shards)
+            votes = tuple(bool(v) for v in got)
+            for k in range(len(self.shards)):
+                self._to_shard(k, SliceMessage(COMMIT, p, sim.events.now, shard=k, parent=msg.parent,
+                                               push_id=msg.push_id, votes=votes))
+        else:
+            sim.workers[p].on_reply(sim, msg.parent, None)
+
+    def _put_together(self, p: int, got: list[Params]) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The worker's θ and θ⁻ with the slices that changed: new arrays (what it holds stays as it was), or None
+        for one no slice of which changed."""
+        theta, target = self._held.get(p, (None, None))
+        out = []
+        for held, attr in ((theta, "theta"), (target, "target")):
+            fresh = [(k, getattr(r, attr)) for k, r in enumerate(got) if getattr(r, attr) is not None]
+            if not fresh:
+                out.append(None)
+                continue
+            new = np.empty(self.num_params, np.float32) if held is None else held.copy()
+            for k, part in fresh:
+                lo, hi = self.bounds[k]
+                new[lo:hi] = part
+            out.append(new)
+        self._held[p] = (out[0] if out[0] is not None else theta, out[1] if out[1] is not None else target)
+        return out[0], out[1]

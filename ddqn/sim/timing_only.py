@@ -23,18 +23,17 @@ from pathlib import Path
 import numpy as np
 
 from ddqn.config import Config, save_config
-from ddqn.distributed.client import Params
 from ddqn.distributed.protocol import NO_VERSION
 from ddqn.distributed.stats import ServerStats
 from ddqn.game import game_actions
 from ddqn.net.netspec import load_netspec
 from ddqn.sim.events import EventQueue
-from ddqn.sim.messages import FETCH, PUSH, STATS, Message
+from ddqn.sim.messages import PUSH, STATS, Message
 from ddqn.sim.network import SERVER, Network
 from ddqn.sim.run import POLL_S, PROGRESS_EVERY_S, SimOptions, Simulation
 from ddqn.sim.server import SimServer
 from ddqn.sim.service import ServiceTimes
-from ddqn.sim.shards import COMMIT, PLACEMENTS, ShardService, SimShard, SliceMessage, shard_host, shard_timings
+from ddqn.sim.shards import PLACEMENTS, ShardRouter, ShardService, SimShard, shard_host, shard_timings
 from ddqn.sim.timing import FixedCycle, Timing
 from ddqn.sim.worker import SimWorker
 
@@ -147,15 +146,14 @@ class TimingSimulation(Simulation):
         self.server = SimServer(self.store, self.stats, self.timing, self.events, self._reply)  # S > 1: STATS only
         self.shard_service = opts.shard_service or ShardService.scaled(service)
         self.shards: list[SimShard] = []
+        self.router: ShardRouter | None = None
+        self.workers = [TimingWorker(cfg, p, opts.workers, opts.fixed) for p in range(opts.workers)]
         if opts.shards > 1:
+            self.router = ShardRouter(self, opts.placement, n, opts.shards, learning=False)
             timings = shard_timings(service, self.shard_service, n, opts.shards, opts.latency_s)
             self.shards = [SimShard(k, CountingStore(n, cfg.target_update, opts.max_staleness), ServerStats(), t,
-                                    self.events, self._shard_reply) for k, t in enumerate(timings)]
-        self.workers = [TimingWorker(cfg, p, opts.workers, opts.fixed) for p in range(opts.workers)]
-        self._vectors = {p: ([NO_VERSION] * opts.shards, [NO_VERSION] * opts.shards) for p in range(opts.workers)}
-        self._bases: dict[int, dict[int, list[int]]] = {p: {} for p in range(opts.workers)}
-        self._gathering: dict[int, list] = {}  # partition → replies of its S slice messages so far
-        self._push_id = 0
+                                    self.events, self.router.reply) for k, t in enumerate(timings)]
+            self.router.shards = self.shards
         self._ticks: list[tuple[float, int, list[float], dict[int, tuple[int, int]]]] = []
         self.real = {"total_s": 0.0}
         self._last_progress = 0.0
@@ -177,71 +175,13 @@ class TimingSimulation(Simulation):
         """The server side's hosts: the driver's and, on executors, each shard's."""
         return sorted({SERVER, *(shard_host(k, self.opts.placement) for k in range(len(self.shards)))})
 
-    # -- transport to the shards (S > 1) ----------------------------------------------------------------------
+    # -- transport: to the one server, or to the shards (S > 1) ---------------------------------------------------
     def send(self, msg: Message) -> None:
         """S = 1 or a STATS: to the one server (the coordinator); FETCH and PUSH: a slice message to each shard."""
-        if not self.shards or msg.kind == STATS:
+        if self.router is None or msg.kind == STATS:
             super().send(msg)
-            return
-        p, s = msg.partition, len(self.shards)
-        self._gathering[p] = [None] * s
-        if msg.kind == FETCH:
-            if msg.version == NO_VERSION:  # the first FETCH: everything
-                self._vectors[p] = ([NO_VERSION] * s, [NO_VERSION] * s)
-            versions, targets = self._vectors[p]
-            for k in range(s):
-                self._to_shard(k, SliceMessage(FETCH, p, msg.sent_at, versions[k], targets[k], shard=k, parent=msg))
         else:
-            base = self._bases[p].get(msg.version, self._vectors[p][0])
-            self._push_id += 1
-            for k in range(s):
-                self._to_shard(k, SliceMessage(PUSH, p, msg.sent_at, base[k], summed=msg.summed, shard=k, parent=msg,
-                                               push_id=self._push_id))
-
-    def _to_shard(self, k: int, msg: SliceMessage) -> None:
-        shard = self.shards[k]
-        at = msg.sent_at + shard.timing.legs(msg.kind)[0]
-        if self.network is None:
-            self.events.at(at, shard.arrive, msg)
-        else:
-            self.events.at(at, self._wire, msg.partition, shard_host(k, self.opts.placement),
-                           shard.timing.wire_bytes(msg.kind)[0], shard.arrive, msg)
-
-    def _shard_reply(self, msg: SliceMessage, reply, kind: str) -> None:
-        """Shard ``msg.shard``'s reply leaves now: one down-leg and the cards to the worker's host."""
-        k = msg.shard
-        timing = self.shards[k].timing
-        at = self.events.now + timing.legs(kind)[1]
-        if self.network is None:
-            self.events.at(at, self._gather, msg, reply)
-        else:
-            self.events.at(at, self._wire, shard_host(k, self.opts.placement), msg.partition,
-                           timing.wire_bytes(kind)[1], self._gather, msg, reply)
-
-    def _gather(self, msg: SliceMessage, reply) -> None:
-        """A shard's reply reached its worker; once all S are in: the worker's FETCH is done, its PUSH's votes go
-        out in a COMMIT to every shard, or its COMMIT is done."""
-        p, got = msg.partition, self._gathering[msg.partition]
-        got[msg.shard] = reply
-        if any(r is None for r in got):
-            return
-        now, parent = self.events.now, msg.parent
-        if msg.kind == FETCH:
-            versions, targets = [r.version for r in got], [r.target_version for r in got]
-            self._vectors[p] = (versions, targets)
-            bases = self._bases[p]
-            bases[min(versions)] = list(versions)
-            while len(bases) > 8:  # as ShardedClient.BASES
-                del bases[next(iter(bases))]
-            self.workers[p].on_reply(self, parent, Params(min(versions), min(targets), None, None, False))
-        elif msg.kind == PUSH:
-            self._gathering[p] = [None] * len(self.shards)
-            votes = tuple(bool(v) for v in got)
-            for k in range(len(self.shards)):
-                self._to_shard(k, SliceMessage(COMMIT, p, now, shard=k, parent=parent, push_id=msg.push_id,
-                                               votes=votes))
-        else:
-            self.workers[p].on_reply(self, parent, None)
+            self.router.send(msg)
 
     # -- the run ---------------------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -331,5 +271,5 @@ def _busiest(cards: dict | None) -> float | None:
 
 
 def simulation(cfg: Config, out: str | Path, service: ServiceTimes, opts: SimOptions) -> Simulation:
-    """The simulation ``opts`` asks for: timing-only (any S) or learning (S = 1)."""
+    """The simulation ``opts`` asks for: timing-only or learning (any S)."""
     return (TimingSimulation if opts.timing_only else Simulation)(cfg, out, service, opts)
