@@ -36,6 +36,7 @@ from ddqn.bench.stats import fit_a_b
 from ddqn.config import load_config
 from ddqn.game import game_actions
 from ddqn.net.netspec import load_netspec
+from ddqn.sim.cli import worker_speed_row
 from ddqn.sim.run import SimOptions
 from ddqn.sim.service import ServiceTimes
 from ddqn.sim.shards import ShardService
@@ -51,17 +52,11 @@ MIN_UPDATES = 400
 
 def cycle(config: str, results: Path) -> tuple[FixedCycle, dict[str, Any]]:
     """The config's ms per gradient from results/worker_speed.json (``as built``) and the machine that measured it."""
-    path = results / "worker_speed.json"
-    if not path.is_file():
-        raise SystemExit(f"shard_projection: {path}: no such file (make bench-worker)")
-    data = json.loads(path.read_text())
-    name = Path(config).stem
-    row = next((r for r in data.get("breakdowns", []) if r.get("config") == name and r.get("build") == "as built"),
-               None)
+    row, m, why = worker_speed_row(config, results / "worker_speed.json")
     if row is None:
-        raise SystemExit(f"shard_projection: {path} has no 'as built' row for {name} (make bench-worker)")
+        raise SystemExit(f"shard_projection: {why} (make bench-worker)")
     return (FixedCycle(step_s=0.0, gradient_s=row["ms_per_gradient"] / 1e3, warmup_s=0.0),
-            {"ms_per_gradient": row["ms_per_gradient"], "machine": data.get("machine")})
+            {"ms_per_gradient": row["ms_per_gradient"], "machine": m})
 
 
 def transport(num_params: int, results: Path) -> tuple[ServiceTimes, str]:

@@ -36,18 +36,24 @@ DEFAULT_SERVICE = Path("results/ps_speed.json")
 WORKER_SPEED = Path("results/worker_speed.json")
 
 
-def measured_cycle(config: str, path: Path = WORKER_SPEED) -> tuple[FixedCycle | None, str]:
-    """``make bench-worker``'s ms per gradient for ``config`` (its "as built" row) as a fixed cycle (all of a
-    gradient's env steps included), and the CPU that measured it; (None, why) when there is none."""
+def worker_speed_row(config: str, path: Path = WORKER_SPEED) -> tuple[dict | None, dict, str]:
+    """``make bench-worker``'s "as built" row for ``config`` in ``path``, the machine that measured it, and (when
+    there is no row) why."""
     if not path.is_file():
-        return None, f"{path}: no such file"
+        return None, {}, f"{path}: no such file"
     data = json.loads(path.read_text())
     name = Path(config).stem
     row = next((r for r in data.get("breakdowns", []) if r.get("config") == name and r.get("build") == "as built"),
                None)
+    return row, data.get("machine") or {}, "" if row else f"{path} has no 'as built' row for {name}"
+
+
+def measured_cycle(config: str, path: Path = WORKER_SPEED) -> tuple[FixedCycle | None, str]:
+    """``make bench-worker``'s ms per gradient for ``config`` as a fixed cycle (all of a gradient's env steps
+    included), and the CPU that measured it; (None, why) when there is none."""
+    row, m, why = worker_speed_row(config, path)
     if row is None:
-        return None, f"{path} has no 'as built' row for {name}"
-    m = data.get("machine", {})
+        return None, why
     cpu = f"{m.get('model_name', '?')} (family {m.get('family', '?')} model {m.get('model', '?')})"
     return FixedCycle(step_s=0.0, gradient_s=row["ms_per_gradient"] / 1e3, warmup_s=1.0), \
         f"{row['ms_per_gradient']:.1f} ms per gradient, make bench-worker on {cpu}, {m.get('date', '?')}"
