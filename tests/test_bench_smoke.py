@@ -294,8 +294,9 @@ def test_shard_cost_alone_keeps_the_other_rows_and_fits_a_plus_b_over_s(tmp_path
 
 def test_shard_projection_reads_the_alone_fit_or_falls_back_and_says_so(tmp_path: Path) -> None:
     """The projection bench in-process on a small grid (timing-only: no Caffe): with an ``alone`` fit whose costs
-    all scale with the slice, two shards on executors double a server-bound rate; without it, the shared-cores rows
-    are used and the source says FALLBACK; the goal line and the REPORT section name the best S."""
+    all scale with the slice, four shards on executors double two's server-bound rate; without it, the shared-cores
+    rows are used and the source says FALLBACK; S = 1 is one server's own service times (ps_speed's, or measured
+    now), not a shard's; the goal line and the REPORT section name the best S."""
     import shutil
 
     from ddqn.bench.report import _shard_projection
@@ -308,21 +309,24 @@ def test_shard_projection_reads_the_alone_fit_or_falls_back_and_says_so(tmp_path
     rows = {"1": {"busiest_cpu_us": 4000.0}, "2": {"busiest_cpu_us": 4000.0}}
     alone = {"machine": {"model_name": "cpu"}, "config": {"config": "tuned"}, "fit": fit}
     (tmp_path / "shard_cost.json").write_text(json.dumps({"rows": rows, "alone": alone}))
-    args = ["--out", str(tmp_path), "--workers", "1", "64", "--shards", "1", "2", "--gbit", "10"]
+    args = ["--out", str(tmp_path), "--workers", "1", "64", "--shards", "1", "2", "4", "--gbit", "10"]
     projection(args)
     data = json.loads((tmp_path / "shard_projection.json").read_text())
     got = {(r["shards"], r["placement"], r["workers"]): r for r in data["rows"]}
-    assert len(got) == 6 and data["shard_source"].startswith("measured alone")
-    one, two = got[1, "one server", 64], got[2, "executors", 64]
-    assert one["busiest_server"] > 0.97 and two["updates_per_s"] == pytest.approx(2 * one["updates_per_s"], rel=0.1)
-    assert data["goal"]["shards"] == 2 and data["goal"]["workers"] == 64 and data["goal"]["met"] is False
+    assert len(got) == 10 and data["shard_source"].startswith("measured alone") and data["one_server_source"]
+    two, four = got[2, "executors", 64], got[4, "executors", 64]
+    assert two["busiest_server"] > 0.97 and four["updates_per_s"] == pytest.approx(2 * two["updates_per_s"], rel=0.1)
+    loads = {r["shards"]: max(r["busiest_server"], r["busiest_card"]) for r in data["rows"]
+             if r["workers"] == 64 and r["placement"] == "executors"}
+    assert data["goal"]["load"] == min(loads.values()) and data["goal"]["shards"] in loads  # both S saturate here
+    assert data["goal"]["workers"] == 64 and data["goal"]["met"] is False
     assert "**missed**" in "\n".join(_shard_projection(data))
     (tmp_path / "shard_cost.json").write_text(json.dumps({"rows": rows}))
     projection(args)
     data = json.loads((tmp_path / "shard_projection.json").read_text())
     assert data["shard_source"].startswith("FALLBACK") and "b = 0" in data["shard_source"]
     got = {(r["shards"], r["placement"], r["workers"]): r for r in data["rows"]}
-    assert got[2, "executors", 64]["updates_per_s"] == pytest.approx(got[1, "one server", 64]["updates_per_s"],
+    assert got[4, "executors", 64]["updates_per_s"] == pytest.approx(got[2, "executors", 64]["updates_per_s"],
                                                                      rel=0.1)  # a cost per message: no gain
 
 

@@ -10,8 +10,9 @@ timing-only simulation (``ddqn.sim.timing_only``: no Caffe, no learning) of the 
 - **shards**: each shard's service per message kind is a + b/S from ``make bench-shard-cost-alone``'s fit
   (results/shard_cost.json ``alone``: one shard alone, CPU per update); without it, the fit of the shared-cores rows
   of results/shard_cost.json (busiest shard's CPU per update at each S, split into PUSH and FETCH as one server's
-  times are), and the output says so. S = 1 is one server whose PUSH costs a shard's PUSH + COMMIT at S = 1 (its
-  checks and its apply) and whose FETCH a shard's FETCH, from the same source;
+  times are), and the output says so. S = 1 is today's one server (no votes, no COMMIT) with
+  its own service times: results/ps_speed.json's for the net and solver, or measured now on this CPU when it has none
+  (``ddqn.sim.cli.service_times``);
 - **transport**: the loopback legs of results/ps_speed.json's row for the net (any solver: they are transport), and
   a full-duplex card per host at the rate with the links' efficiency from results/links_model.json (else 0.95) and
   no token bucket (a plain rate).
@@ -36,7 +37,7 @@ from ddqn.bench.stats import fit_a_b
 from ddqn.config import load_config
 from ddqn.game import game_actions
 from ddqn.net.netspec import load_netspec
-from ddqn.sim.cli import worker_speed_row
+from ddqn.sim.cli import service_times, worker_speed_row
 from ddqn.sim.run import SimOptions
 from ddqn.sim.service import ServiceTimes
 from ddqn.sim.shards import ShardService
@@ -167,9 +168,11 @@ def main(argv: list[str] | None = None) -> None:
     solver = load_solver_spec(cfg.path("solver")).type
     fixed, cyc = cycle(args.config, results)
     legs, legs_source = transport(num_params, results)
-    shard_service, one, source, fit = shard_costs(results, solver, legs)
-    service = ServiceTimes(one["push"] + one["commit"], one["fetch"], one["fetch_both"], legs.stats_s,
-                           legs.push_rtt_s, legs.fetch_rtt_s, legs.fetch_both_rtt_s, legs.stats_rtt_s)
+    shard_service, _, source, fit = shard_costs(results, solver, legs)
+    # S = 1 is today's one server (no votes, no COMMIT): its own service times, from results/ps_speed.json or, when
+    # it has none for this net and solver, measured now on this CPU (ddqn.sim.cli.service_times)
+    service, one_source = service_times(cfg, results / "ps_speed.json", fixed=False)
+    one = {"push": service.push_s, "fetch": service.fetch_s, "fetch_both": service.fetch_both_s}
     lm = results / "links_model.json"
     efficiency, eff_source = EFFICIENCY, f"{EFFICIENCY} (the simulator's default; no {lm})"
     if lm.is_file() and json.loads(lm.read_text()).get("efficiency"):
@@ -202,7 +205,8 @@ def main(argv: list[str] | None = None) -> None:
                    "workers": args.workers, "shards": args.shards, "placements": args.placements, "gbit": args.gbit,
                    "updates_per_worker": UPDATES_PER_WORKER, "min_updates": MIN_UPDATES},
         "cycle": cyc, "shard_service": shard_service.row(), "shard_source": source, "fit": fit,
-        "one_server_us": {k: 1e6 * v for k, v in one.items()}, "transport": legs_source,
+        "one_server_us": {k: 1e6 * v for k, v in one.items()}, "one_server_source": one_source,
+        "transport": legs_source,
         "efficiency": efficiency, "efficiency_source": eff_source, "rows": rows, "goal": g}, args.out)
 
 
