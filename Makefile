@@ -193,7 +193,7 @@ bench-scale-out-tuned: install  ## bench-scale-out's projection on tuned (the pa
 	$(SPARK_ENV) $(PY) -m ddqn.bench.scale_out --project --config tuned --workers 1 2 16 64 --minutes 600 --updates 60000 --sim-set eval_every=2500
 
 bench-tuning: MINUTES = 30
-bench-tuning: VARIANTS ?= tuned rmsprop library library-eps-25k library-cells gamma-0.99 double-dqn n-step-3 cells replay-100k eps-0.02 train-every-2 train-every-4 C-4000 lr-step dueling per per-lr-4 n-step-3-eps-0.01 batch-64
+bench-tuning: VARIANTS ?= tuned rmsprop library library-eps-25k library-cells gamma-0.99 double-dqn n-step-3 cells replay-100k eps-0.02 train-every-2 train-every-4 C-4000 lr-step dueling per per-lr-4 n-step-3-eps-0.01 fetch-every-2 batch-64
 bench-tuning: install  ## variants of the tuned config (VARIANTS: names in ddqn/bench/tuning.py), 2 async workers, $(MINUTES) min each (default 30), one after another: best score ± se, minutes to 3, 5, 10
 	$(SPARK_ENV) $(PY) -m ddqn.bench.tuning --minutes $(MINUTES) --variants $(VARIANTS)
 

@@ -104,6 +104,8 @@ VARIANTS: dict[str, Variant] = {
     "n-step-3-eps-0.01": Variant("3-step returns with ε → 0.01 (not 0.1): fewer exploratory actions inside the "
                                  "3 steps a target sums (n-step-3 at ε 0.1 scored 2.8; off-policy returns are the "
                                  "likely cause)", {"n_step": 3, "eps_end": 0.01}),
+    "fetch-every-2": Variant("θ fetched every 2 env steps (= train_every), not every step: one θ down per gradient "
+                             "instead of two, acting on a θ at most one gradient older", {"fetch_every": 2}),
     "batch-64": Variant("minibatch of 64 transitions (the paper net's 32 doubled; learning rate unchanged)",
                         batch_size=64),
 }
