@@ -357,7 +357,8 @@ class ParameterServer:
         welcome = {"num_params": self.store.num_params, "session_port": self.session_port,
                    "env_steps": self.stats.played_of(header.worker)}
         if self.options.shards:  # only for a sharded server: one server's WELCOME stays byte for byte as it was
-            welcome["shards"] = list(self.options.shards)
+            shards, moved = self.store.where()  # where they are now (a shard on an executor may have moved)
+            welcome["shards"], welcome["shards_version"] = list(shards or self.options.shards), moved
         reply = server_nonce + P.encode_json(welcome)
         welcome = P.seal_handshake(self.secret, P.WELCOME, header.worker, header.attempt, reply, self.store.version,
                                    self.store.target_version)
