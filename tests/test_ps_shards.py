@@ -55,10 +55,10 @@ class Sharded:
     """S shard processes and the coordinator over them (what the driver starts), closed by :meth:`close`."""
 
     def __init__(self, spec, out: Path, shards: int = S, max_grad_norm: float = math.inf,
-                 store: ParameterStore | None = None) -> None:
+                 store: ParameterStore | None = None, placement: str = "driver") -> None:
         self.spec, self.secret = spec, P.new_secret()
         self.group = ShardGroup(store or _store(spec), spec, parse_solver_spec(SOLVER, "s.prototxt"), 4, shards, out,
-                                target_update=TARGET_UPDATE, max_staleness=0, staleness_lr=False, dc_lambda=0.0)
+                                placement=placement, target_update=TARGET_UPDATE, max_staleness=0, staleness_lr=False, dc_lambda=0.0)
         options = ServerOptions(partitions=4, max_grad_norm=max_grad_norm, session_timeout=30)
         try:
             self.options = replace(options, shards=self.group.start(self.secret, options))

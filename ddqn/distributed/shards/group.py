@@ -211,8 +211,8 @@ class ShardGroup:
     def summary(self) -> dict[str, Any]:
         """What a sharded run's summary.json adds: S and how many times a shard was restarted."""
         summary = {"ps_shards": self.shards, "ps_placement": self.placement, "shard_restarts": self.restarts}
-        if isinstance(self._launcher, ExecutorShards):  # control messages the driver dropped, by reason
-            summary["control_dropped"] = dict(self._launcher.port.dropped)
+        if (dropped := self._launcher.dropped()) is not None:  # control messages the driver dropped, by reason
+            summary["control_dropped"] = dropped
         return summary
 
     def published(self) -> tuple[int, np.ndarray]:
@@ -353,6 +353,11 @@ class LocalShards:
     @staticmethod
     def failed() -> None:
         """Processes are watched one by one (``alive``): there is no job to fail."""
+        return None
+
+    @staticmethod
+    def dropped() -> None:
+        """Pipes only the driver holds: nothing to drop."""
         return None
 
     def close(self) -> None:

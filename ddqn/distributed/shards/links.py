@@ -308,6 +308,10 @@ class ExecutorShards:
     def spawn(self, shard: int, init: dict, key: bytes, cwd: Path) -> ShardLink:
         return ShardLink(self.port, shard, init, self.failed)
 
+    def dropped(self) -> dict[str, int]:
+        """Control messages the driver dropped, by reason (``channel.CONTROL_DROPS``)."""
+        return dict(self.port.dropped)
+
     def close(self) -> None:
         """Wait (bounded) for the shard tasks to end (they were told to exit), cancel them if not, close the port."""
         self.job.join(JOIN_S)
