@@ -249,8 +249,8 @@ class ShardLink:
         self.port.pump(deadline, lambda: self._reply is not None or not self.alive())
         if self._reply is None:
             self._check_job()
-            self._gone = self._gone or "no reply in time"  # from now on: not alive (the group restores it)
-            raise ShardDied(f"shard {self.shard} (pid {self.pid}): {self._gone}")
+            # silent, not known dead: the group tries it again (a load), then waits for Spark's rerun
+            raise ShardDied(f"shard {self.shard} (pid {self.pid}): {self._gone or 'no reply in time'}")
         return self._reply
 
     def _check_job(self) -> None:
