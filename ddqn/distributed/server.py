@@ -90,7 +90,9 @@ class ServerOptions:
             refused.
         shards: a sharded server's shard addresses (``ps_shards > 1``): this server is then the driver's
             coordinator, which names them in its WELCOME and serves HELLO, STATS and BYE only (θ lives in the
-            shards, ``ddqn.distributed.shards.server``). Empty (one server): the WELCOME is as it always was.
+            shards, ``ddqn.distributed.shards.server``). Empty (one server): the WELCOME is as it always was. The
+            WELCOME names where the shards are now (the store's ``where()``, with their version: a shard on an
+            executor that Spark reran may have moved), these addresses if the store names none.
     """
 
     host: str = "127.0.0.1"

@@ -24,7 +24,8 @@ shards' addresses carry a version (:meth:`ShardGroup.where`, named in the coordi
 restarted shard's address changed: a worker that cannot reach a shard asks the driver again.
 
 Every wait is bounded (``CONTROL_S`` per command, ``REGISTER_S`` per start); :meth:`ShardGroup.close` ends every
-shard process by its pid and so frees its ports.
+shard process by its pid and so frees its ports (``executors``: tells every shard task to exit, then waits a bounded
+time for their Spark job, which it cancels if it has not ended).
 """
 from __future__ import annotations
 

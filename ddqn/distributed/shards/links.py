@@ -227,7 +227,7 @@ class ShardLink:
         if not reply.get("ok"):
             raise DDQNError(f"shard {self.shard}: {op}: {reply.get('error')}")
         if op == "dump":
-            write_slice(Path(cmd["dir"]), C.slice_of(out, self.lo, self.hi, reply, len(out) - 2))
+            write_slice(Path(cmd["dir"]), C.slice_of(out, self.lo, self.hi, reply, self.port.histories))
         elif op == "publish":
             if len(out) != 1 or out[0].size != self.hi - self.lo:
                 raise ShardDied(f"shard {self.shard}: a published slice of the wrong size")
