@@ -232,9 +232,14 @@ def test_commands_round_trip_with_their_slices_and_a_replayed_or_tampered_comman
         for seq in (link._seq, link._seq + 5):
             reply = C.seal(tasks.tasks[1]._key, C.TO_DRIVER, {"kind": "reply", "seq": seq, "reply": {"ok": True}})
             tasks.port._dispatch([link._ident, *reply])  # as the port reads it from the link's connection
-        assert tasks.port.dropped == {"replayed": 1, "unexpected": 1}
+        big = [np.zeros(hi - lo + 2, np.float32)] * 3  # more than θ, θ⁻ and one history: oversized, before its tag
+        tasks.port._dispatch([link._ident, *C.seal(os.urandom(32), C.TO_DRIVER, {"kind": "reply", "seq": 99}, big)])
+        assert tasks.port.dropped == {"replayed": 1, "unexpected": 1, "oversized": 1}
         assert link.call({"cmd": "status"})["version"] == 20
         link.end()
+        reply = C.seal(tasks.tasks[1]._key, C.TO_DRIVER, {"kind": "reply", "seq": 99, "reply": {"ok": True}})
+        tasks.port._dispatch([link._ident, *reply])  # from a link that was ended
+        assert tasks.port.dropped == {"replayed": 1, "unexpected": 2, "oversized": 1}
     finally:
         tasks.close()
 

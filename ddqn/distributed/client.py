@@ -17,8 +17,10 @@ with an ACK flagged ``F_REPEAT`` and does not apply it again: each is applied at
 whether it was (:attr:`ServerClient.repeated`).
 
 A client may be given ``locate``, a function that names where its server is now (a shard of a sharded server on an
-executor, which Spark may rerun elsewhere): a HELLO unanswered for ``LOCATE_S`` asks it, and is sent again to the new
-address if it changed. :meth:`ServerClient.rejoin` opens a new session on purpose (a fresh WELCOME).
+executor, which Spark may rerun elsewhere): a HELLO unanswered for ``LOCATE_S``, or a request unanswered for
+``MOVED_S`` (a host gone silent resets nothing), asks it, and is sent again to the new address if it changed (a
+request under its own sequence number, on a new session there). :meth:`ServerClient.rejoin` opens a new session on
+purpose (a fresh WELCOME).
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ GONE = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVEN
 # worker waiting for a reply notices a reset that only the server's end saw
 HEARTBEAT_MS = 1000
 LOCATE_S = 2.0  # a HELLO unanswered this long asks ``locate`` where the server is now (when the client has one)
+MOVED_S = 5.0  # … and a request unanswered this long (longer: a snapshot's cut holds a shard's PUSHes for up to 2 s)
 
 
 class ServerGone(RuntimeError):
@@ -136,7 +139,7 @@ class ServerClient:
             self._open_socket(self.address, USERNAME, P.connection_token(self._secret), RECONNECT_MS)
             nonce = os.urandom(P.NONCE_BYTES)  # a new HELLO each time: the server refuses one it has seen
             self._sock.send_multipart(P.seal_handshake(self._secret, P.HELLO, self.worker, self.attempt, nonce + meta))
-            frames = self._hello_reply(deadline)
+            frames = self._located_reply(deadline, LOCATE_S)
         try:
             _, payload = P.open_handshake(self._secret, [f.bytes for f in frames], P.WELCOME)
             welcome = P.decode_json(payload[P.NONCE_BYTES:])
@@ -153,14 +156,15 @@ class ServerClient:
         self._open_socket(address, server_nonce.hex().encode(), P.session_ticket(key), -1)
         return P.Session(key, outbound=0, auth=self.auth), played
 
-    def _hello_reply(self, deadline: float) -> list | None:
-        """The WELCOME (or None: the connection was reset, or the server moved: say HELLO again). With ``locate``, a
-        HELLO unanswered for LOCATE_S asks where the server is now; the address changes if it moved."""
+    def _located_reply(self, deadline: float, every: float) -> list | None:
+        """The reply (or None: the connection was reset, or the server moved: connect again). With ``locate``, a
+        reply that does not come for ``every`` seconds asks where the server is now; the address changes if it
+        moved."""
         while True:
             if self._locate is None:
                 return self._reply(deadline)
             try:
-                return self._reply(min(deadline, time.monotonic() + LOCATE_S))
+                return self._reply(min(deadline, time.monotonic() + every))
             except ServerGone:
                 if time.monotonic() >= deadline:
                     raise
@@ -200,7 +204,7 @@ class ServerClient:
                                           copy=False)
             except zmq.Again as exc:
                 raise ServerGone("could not send to the parameter server") from exc
-            frames = self._reply(deadline)
+            frames = self._located_reply(deadline, MOVED_S)
             if frames is None:
                 self._reconnect(deadline)
         try:

@@ -66,6 +66,7 @@ class ControlPort:
         self.pending: dict[int, Registration] = {}  # shard → its newest registration not yet accepted
         self.linked: dict[int, int] = {}  # shard → the attempt last accepted
         self._links: dict[bytes, ShardLink] = {}  # routing id → its link
+        self._retired: dict[bytes, None] = {}  # routing ids of links ended (a late message from one: unexpected)
         self._nonces: dict[bytes, None] = {}
         largest = max(hi - lo for lo, hi in bounds) * 4
         self.max_bytes = (2 + histories) * largest
@@ -100,6 +101,8 @@ class ControlPort:
             link = self._links.get(ident)
             if link is not None:
                 link.receive(body)
+            elif ident in self._retired:
+                raise C.Dropped("unexpected", "from a link that was ended")
             else:
                 self._register(ident, body)
         except C.Dropped as exc:
@@ -133,7 +136,10 @@ class ControlPort:
         self._links[registration.ident] = link
 
     def forget(self, ident: bytes) -> None:
-        self._links.pop(ident, None)
+        if self._links.pop(ident, None) is not None:
+            self._retired[ident] = None
+            while len(self._retired) > MAX_NONCES:
+                del self._retired[next(iter(self._retired))]
 
     def send(self, ident: bytes, frames: list) -> None:
         try:
