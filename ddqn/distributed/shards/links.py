@@ -168,6 +168,7 @@ class ShardLink:
         self._ident = b""
         self._key = b""
         self._seq = 0  # the last command's number (0: the accept)
+        self._attempt = -1  # the Spark attempt of the registration it accepted
         self._reply: tuple[dict, list[np.ndarray]] | None = None
         self._gone = ""  # why it is known to be gone
 
@@ -194,7 +195,7 @@ class ShardLink:
         driver_nonce = os.urandom(C.NONCE)
         self._ident, self._key = reg.ident, C.link_key(port.key, reg.shard, reg.attempt, reg.nonce, driver_nonce)
         port.take(self, reg)
-        self._seq, self._reply = 0, None
+        self._seq, self._reply, self._attempt = 0, None, reg.attempt
         header = {"kind": "accept", "shard": self.shard, "attempt": reg.attempt, "nonce": driver_nonce.hex(),
                   "shard_nonce": reg.nonce.hex(), "seq": 0, "lo": self.lo, "hi": self.hi,
                   "version": self.init["version"], "target_version": self.init["target_version"], "iter": state.iter}
@@ -266,8 +267,9 @@ class ShardLink:
     # -- life -------------------------------------------------------------------------------------------------
     def alive(self) -> bool:
         """False once Spark has rerun the task (a newer attempt of this shard registered), or it was ended."""
-        if not self._gone and self.shard in self.port.pending and self.record:
-            self._gone = f"attempt {self.port.pending[self.shard].attempt} registered"
+        newer = self.port.pending.get(self.shard)
+        if not self._gone and newer is not None and self._attempt >= 0:  # pending ones are newer than the linked
+            self._gone = f"attempt {newer.attempt} registered"
         return not self._gone
 
     def tell_exit(self) -> None:
