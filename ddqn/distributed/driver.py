@@ -195,7 +195,8 @@ class Driver:
                 pass
             if stop.is_set():
                 interrupted = True
-                self._snapshot_interrupted()  # first: it needs nothing from Spark, whose JVM may be going down
+                # first: it needs nothing from Spark, whose JVM may be going down (but shards on executors, if any)
+                self._snapshot_interrupted()
                 job.join(timeout=STOP_JOIN_S)  # the workers were told to stop; then cancel() below
         finally:
             job.cancel()
@@ -211,9 +212,19 @@ class Driver:
             raise DDQNError(f"the Spark job failed: {str(job.error).splitlines()[0][:300]}")
         return self._finish(job.results, baseline, time.monotonic() - start, stop)
 
-    def _snapshot_interrupted(self) -> Path:
-        """The final snapshot of a stopped run, and where it went (terminal and driver.log)."""
-        model = self.checkpointer.final_snapshot(FINAL_SNAPSHOT_S)
+    def _snapshot_interrupted(self) -> Path | None:
+        """The final snapshot of a stopped run, and where it went (terminal and driver.log). Shards on executors live
+        in Spark's Python workers, which a Ctrl-C may end first (spark-submit's JVM exits within a second): then there
+        is no final snapshot, and the driver says so."""
+        try:
+            model = self.checkpointer.final_snapshot(FINAL_SNAPSHOT_S)
+        except DDQNError as exc:
+            if getattr(self.store, "placement", "driver") != "executors":
+                raise
+            progress_log.info("interrupted: no final snapshot (%s); --resume continues from the last one", exc)
+            _say(f"\ninterrupted: no final snapshot, the shards are gone ({str(exc)[:200]}); --resume continues "
+                 "from the last one")
+            return None
         progress_log.info("interrupted: snapshot written to %s", model)
         _say(f"\ninterrupted: snapshot written to {model}")
         return model

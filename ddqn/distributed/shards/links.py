@@ -273,8 +273,9 @@ class ShardLink:
         return not self._gone
 
     def tell_exit(self) -> None:
-        """Ask the task to exit (no wait: its Spark job ends with it)."""
+        """Ask the task to exit (no wait: its Spark job ends with it); once."""
         if self._ident and self.alive():
+            self._gone = "told to exit"
             self._seq += 1
             try:
                 self.port.send(self._ident, C.seal(self._key, C.TO_SHARD,
