@@ -21,6 +21,7 @@ import logging
 import os
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,12 +205,23 @@ class ShardLink:
         if ready.get("kind") != "ready":
             raise ShardDied(f"shard {self.shard}: no ready after its accept")
         address = ready.get("address")
-        if not (isinstance(address, str) and address.startswith("tcp://") and len(address) <= 300):
-            raise ShardDied(f"shard {self.shard}: its ready names no address")
+        with self._malformed():
+            if not (isinstance(address, str) and address.startswith("tcp://") and len(address) <= 300):
+                raise C.Dropped("malformed", "its ready names no address")
+            ports = C.integer(ready, "port", 1, 65536), C.integer(ready, "session_port", 1, 65536)
         self.record = {"shard": self.shard, "attempt": reg.attempt, "pid": reg.pid, "host": reg.host,
-                       "port": C.integer(ready, "port", 1, 65536),
-                       "session_port": C.integer(ready, "session_port", 1, 65536), "address": address}
+                       "port": ports[0], "session_port": ports[1], "address": address}
         return self.record
+
+    @contextmanager
+    def _malformed(self):
+        """A reply that verified but does not hold what its command returns: counted, and the shard is gone."""
+        try:
+            yield
+        except C.Dropped as exc:
+            self.port.dropped[exc.reason] += 1
+            self._gone = f"its reply was {exc}"
+            raise ShardDied(f"shard {self.shard} (pid {self.pid}): {self._gone}") from exc
 
     # -- commands ---------------------------------------------------------------------------------------------
     def call(self, cmd: dict, timeout: float = CONTROL_S) -> dict:
@@ -233,12 +245,13 @@ class ShardLink:
             raise ShardDied(f"shard {self.shard}: a reply that is not one")
         if not reply.get("ok"):
             raise DDQNError(f"shard {self.shard}: {op}: {reply.get('error')}")
-        if op == "dump":
-            write_slice(Path(cmd["dir"]), C.slice_of(out, self.lo, self.hi, reply, self.port.histories))
-        elif op == "publish":
-            if len(out) != 1 or out[0].size != self.hi - self.lo:
-                raise ShardDied(f"shard {self.shard}: a published slice of the wrong size")
-            np.ascontiguousarray(out[0], "<f4").tofile(cmd["path"])
+        with self._malformed():
+            if op == "dump":
+                write_slice(Path(cmd["dir"]), C.slice_of(out, self.lo, self.hi, reply, self.port.histories))
+            elif op == "publish":
+                if len(out) != 1 or out[0].size != self.hi - self.lo:
+                    raise C.Dropped("malformed", "a published slice of the wrong size")
+                np.ascontiguousarray(out[0], "<f4").tofile(cmd["path"])
         return reply
 
     def receive(self, body: list) -> None:
