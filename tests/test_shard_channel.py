@@ -5,7 +5,8 @@ A registration is accepted under the shard key and refused (and counted, and not
 tampered tag, a replayed nonce, a stale attempt, an oversized or malformed message, or no connection token; the
 commands round-trip with their slices inside the messages; a command replayed or tampered on its way to a task is
 dropped there; a group of shard tasks gives the same θ, θ⁻ and solver history as shard processes for the same pushes;
-and a shard task that dies and is run again elsewhere is found by the worker through the driver."""
+a shard task that dies and is run again elsewhere is found by the worker through the driver; and a request to a
+server gone silent asks where it is and is answered there."""
 from __future__ import annotations
 
 import json
@@ -20,12 +21,15 @@ import zmq
 from test_ps_shards import SOLVER, TARGET_UPDATE, Sharded, _grads, _store
 
 from ddqn.distributed import protocol as P
+from ddqn.distributed.client import MOVED_S, ServerClient
+from ddqn.distributed.server import ParameterServer, ServerOptions
 from ddqn.distributed.shards import channel as C
 from ddqn.distributed.shards import group as G
 from ddqn.distributed.shards.files import SliceState, read_slice, write_slice
 from ddqn.distributed.shards.links import ControlPort, ShardLink
 from ddqn.distributed.shards.slices import bounds
 from ddqn.distributed.shards.task import ShardTask
+from ddqn.distributed.store import ParameterStore
 from ddqn.distributed.zap import plain_client
 from ddqn.errors import DDQNError
 from ddqn.net.netspec import load_netspec
@@ -318,3 +322,30 @@ def test_a_shard_task_run_again_elsewhere_is_restored_and_found_by_the_worker(sp
 def test_the_group_refuses_executors_without_spark(spec, tmp_path: Path) -> None:
     with pytest.raises(DDQNError, match="needs a SparkContext"):
         Sharded(spec, tmp_path, shards=S, placement="executors")
+
+
+def test_a_request_to_a_server_gone_silent_asks_where_it_is_and_is_sent_there(spec) -> None:
+    """A host that goes silent resets no connection: a FETCH unanswered for MOVED_S asks ``locate``, which names
+    another server (where Spark reran the shard), and the FETCH is answered there, within the request's timeout."""
+    secret, gate = P.new_secret(), threading.Event()
+    silent = _store(spec)
+    silent.published_both = lambda: (gate.wait(30), ParameterStore.published_both(silent))[1]  # its thread hangs
+    a = ParameterServer(silent, secret, ServerOptions(partitions=4)).start()
+    b = ParameterServer(_store(spec), secret, ServerOptions(partitions=4)).start()
+    asked: list[float] = []
+
+    def locate() -> str:
+        asked.append(time.monotonic())
+        return b.address
+
+    try:
+        client = ServerClient(a.address, secret, 0, 0, spec.num_params, timeout=30, locate=locate)
+        start = time.monotonic()
+        p = client.fetch()
+        assert p.theta is not None and np.array_equal(p.theta, b.store.theta) and client.address == b.address
+        assert len(asked) == 1 and asked[0] - start >= MOVED_S - 0.1, (asked, start)
+        client.close()
+    finally:
+        gate.set()
+        a.close()
+        b.close()
