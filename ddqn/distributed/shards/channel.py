@@ -37,7 +37,8 @@ from ddqn.distributed.shards.files import SliceState
 
 TO_DRIVER, TO_SHARD = b"ddqn-ctl-up", b"ddqn-ctl-down"  # the tag's domain: a message cannot be reflected
 TAG = 32  # bytes of HMAC-SHA256
-MAX_HEADER = 16 * 1024  # bytes of a header's JSON
+MAX_HEADER = 256 * 1024  # bytes of a header's JSON (a status reply lists up to 2,000 staleness values and the held
+# push ids of a cut, at most 1,024)
 MAX_HISTORIES = 4  # solver history vectors a slice may carry (Adam has 2)
 NONCE = 16  # bytes of each side's nonce
 # Why a control message was dropped: counted under these keys and no others

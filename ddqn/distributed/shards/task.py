@@ -150,7 +150,10 @@ class ShardTask:
                 reply = {"ok": True, **reply}
             except (ValueError, KeyError, TypeError, DDQNError) as exc:
                 reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            self._send({"kind": "reply", "seq": seq, "reply": reply}, out)
+            try:
+                self._send({"kind": "reply", "seq": seq, "reply": reply}, out)
+            except ValueError as exc:  # a header over MAX_HEADER: the driver gets the error, not a silence
+                self._send({"kind": "reply", "seq": seq, "reply": {"ok": False, "error": str(exc)[:200]}})
 
     def close(self) -> None:
         if self.server is not None:
