@@ -318,7 +318,11 @@ class ExecutorShards:
 
         self.port = ControlPort(key, host, bounds, histories)
         spec = {**init, "control": self.port.address, "bounds": bounds, "histories": histories}
-        self.job = ShardJob(sc, json.dumps(spec), len(bounds)).start()
+        try:
+            self.job = ShardJob(sc, json.dumps(spec), len(bounds)).start()
+        except BaseException:
+            self.port.close()
+            raise
         log.info("shards on executors: %d Spark tasks, control port %s", len(bounds), self.port.address)
 
     def failed(self) -> str | None:
