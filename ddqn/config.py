@@ -101,7 +101,7 @@ class Config:
     ps_shards: int = 1  # S: the parameter server's θ, θ⁻ and solver state cut into S slices, one shard process each
     # (ddqn.distributed.shards.server); 1 = one server thread in the driver, as before. Serial training ignores it
     ps_placement: str = "driver"  # where the S > 1 shards run: "driver" (S processes on the driver's host);
-    # "executors" (Spark tasks, issue 31) is not supported yet
+    # "executors" (S long-running Spark tasks beside the W workers: W + S task slots; ddqn.distributed.shards.task)
     max_grad_norm: float = 100.0  # the server drops a pushed gradient whose L2 norm exceeds this (per minibatch;
     # honest maxima measured by `make bench-grad-norms`: paper 0.91, small 2.8, tuned 3.1)
     # evaluation, logging, snapshots
@@ -191,8 +191,6 @@ def _check(cfg: Config, source: str) -> Config:
         raise bad("ps_shards", "must be an integer >= 1 (1 = one parameter server)")
     if cfg.ps_placement not in PS_PLACEMENTS:
         raise bad("ps_placement", "must be " + " or ".join(repr(m) for m in PS_PLACEMENTS))
-    if cfg.ps_placement == "executors":
-        raise bad("ps_placement", "'executors' is not supported yet (issue 31): use 'driver'")
     if cfg.frame_layout not in FRAME_LAYOUTS:
         raise bad("frame_layout", "must be " + " or ".join(repr(m) for m in FRAME_LAYOUTS))
     if cfg.replay_backend not in ("ram", "lmdb"):

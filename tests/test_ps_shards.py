@@ -55,10 +55,10 @@ class Sharded:
     """S shard processes and the coordinator over them (what the driver starts), closed by :meth:`close`."""
 
     def __init__(self, spec, out: Path, shards: int = S, max_grad_norm: float = math.inf,
-                 store: ParameterStore | None = None) -> None:
+                 store: ParameterStore | None = None, placement: str = "driver") -> None:
         self.spec, self.secret = spec, P.new_secret()
         self.group = ShardGroup(store or _store(spec), spec, parse_solver_spec(SOLVER, "s.prototxt"), 4, shards, out,
-                                target_update=TARGET_UPDATE, max_staleness=0, staleness_lr=False, dc_lambda=0.0)
+                                placement=placement, target_update=TARGET_UPDATE, max_staleness=0, staleness_lr=False, dc_lambda=0.0)
         options = ServerOptions(partitions=4, max_grad_norm=max_grad_norm, session_timeout=30)
         try:
             self.options = replace(options, shards=self.group.start(self.secret, options))
@@ -361,7 +361,6 @@ def test_shards_end_when_their_driver_is_killed(tiny_net_file: Path, tmp_path: P
     (["--set", "ps_shards=0"], "ps_shards: must be an integer >= 1"),
     (["--set", "ps_shards=two"], "ps_shards: expected int"),
     (["--set", "ps_placement=moon"], "ps_placement: must be 'driver' or 'executors'"),
-    (["--set", "ps_placement=executors"], "ps_placement: 'executors' is not supported yet"),
     (["--set", "ps_shards=100000000"], "ps_shards: 100000000 is not between 1 and the net's"),
     (["--set", "ps_shards=2", "--sync"], "ps_shards: 2 shards serve asynchronous updates only"),
     (["--set", "ps_shards=2", "--set", "solver={clip}"], "clip_gradients needs the whole gradient's norm"),
@@ -451,6 +450,136 @@ def test_spark_run_with_shards_survives_a_killed_shard_and_resumes_with_another_
     state = json.loads((out / "server_state.json").read_text())
     assert state["updates"] > first and np.isfinite(final_theta(out)).all()
     assert json.loads((out / "summary.json").read_text())["ps_shards"] == 3
+
+
+STARTED = re.compile(r"shard (\d) of 2: pid (\d+) at (\S+)")  # driver.log: a shard registered (its task's pid)
+
+
+def _started(log_file: Path) -> dict[int, tuple[int, str]]:
+    """shard → (pid, address) of the shards' first registrations, as driver.log names them."""
+    try:
+        text = log_file.read_text()
+    except OSError:
+        return {}
+    return {int(m.group(1)): (int(m.group(2)), m.group(3)) for m in STARTED.finditer(text)}
+
+
+def test_spark_run_with_shards_on_executors_survives_a_killed_shard_task_and_resumes_with_one_server(
+        tmp_path: Path) -> None:
+    """ps_placement=executors, ps_shards=2 on local[4,4] (2 workers + 2 shard tasks): the Python process of one shard
+    task (its pid from driver.log's registration, checked to be this run's) is SIGKILLed after the first snapshot;
+    Spark reruns the task, its new attempt registers, every shard rolls back to the cut, the workers find it, and the
+    run exits 0 with a consistent final snapshot, which resumes with ps_shards=1."""
+    out = tmp_path / "run"
+    cmd = submit_command("--workers", "2", "--steps", "600", "--out", str(out), "--set", "ps_shards=2",
+                         "--set", "ps_placement=executors", "--set", "snapshot_every=150", master="local[4,4]")
+    out_file, err_file = tmp_path / "stdout", tmp_path / "stderr"
+    with open(out_file, "w") as stdout_f, open(err_file, "w") as stderr_f:
+        proc = subprocess.Popen(cmd, env=run_env(), stdout=stdout_f, stderr=stderr_f, text=True)
+    try:
+        deadline, killed, started = time.monotonic() + 300, 0, {}
+        while time.monotonic() < deadline and proc.poll() is None:
+            started = _started(out / "driver.log")
+            if len(started) == 2 and (out / "snapshots.csv").is_file():
+                pid = started[1][0]
+                assert pid in _descendants(proc.pid), (pid, started)  # this run's Python worker, never another
+                os.kill(pid, signal.SIGKILL)
+                killed = pid
+                break
+            time.sleep(0.2)
+        proc.wait(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = err_file.read_text()
+    assert killed and proc.returncode == 0, stderr[-3000:]
+    log = (out / "driver.log").read_text() + stderr
+    assert all(a.startswith("tcp://127.0.0.1:") for _, a in started.values()), started
+    assert f"(pid {killed}) died" in log and "restarted from the last snapshot's cut" in log, log[-3000:]
+    restarted = re.findall(r"shard 1 restarted: pid (\d+) at (\S+)", log)
+    assert len(restarted) == 1 and int(restarted[0][0]) != killed, restarted
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["shard_restarts"] == 1 and summary["ps_shards"] == 2, summary
+    assert summary["ps_placement"] == "executors" and summary["updates"] > 0, summary
+    assert all(w["pushes"] > 0 for w in summary["workers"].values()), summary
+    assert set(summary["control_dropped"]) <= {"replayed", "unexpected"}, summary  # late replies at most
+    assert "versions differ" not in log  # every cut consistent
+    tasks = [killed, int(restarted[0][0])]  # the shard tasks' Python processes end with the run's Spark
+    deadline = time.monotonic() + 15
+    while any(_alive(p) for p in tasks) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in tasks), tasks
+    assert np.isfinite(final_theta(out)).all()
+    first = summary["updates"]
+
+    res = subprocess.run(submit_command("--workers", "2", "--steps", "200", "--out", str(out), "--resume",
+                                        "--set", "ps_shards=1"), env=run_env(), capture_output=True, text=True,
+                         timeout=400)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resumed from" in res.stdout
+    state = json.loads((out / "server_state.json").read_text())
+    assert state["updates"] > first and np.isfinite(final_theta(out)).all()
+    assert json.loads((out / "summary.json").read_text()).get("ps_shards", 1) == 1
+
+
+def test_shards_on_executors_need_a_task_slot_each_beside_the_workers(tmp_path: Path) -> None:
+    """local[2] offers 2 task slots: 2 workers and 2 shard tasks need 4, a one-line error (exit 2) names both."""
+    res = subprocess.run(submit_command("--workers", "2", "--steps", "10", "--out", str(tmp_path / "run"),
+                                        "--set", "ps_shards=2", "--set", "ps_placement=executors", master="local[2]"),
+                         env=run_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr[-3000:]
+    lines = [line for line in res.stderr.splitlines() if "error" in line]
+    assert len(lines) == 1 and "2 worker tasks and 2 shard tasks need 4 task slots at once" in lines[0], lines
+    assert "offers 2" in lines[0] and "Traceback" not in res.stderr, res.stderr[-3000:]
+
+
+@pytest.mark.hosts
+@pytest.mark.timeout(480)
+def test_shards_on_executor_hosts_listen_there_and_a_killed_one_is_rerun(tmp_path: Path) -> None:
+    """ps_placement=executors, ps_shards=2 on four one-core worker hosts (2 workers + 2 shard tasks): the shards'
+    addresses are worker hosts' (not the driver's), one host each; a shard task's process killed there is rerun by
+    Spark, the run ends (exit 0) with a consistent snapshot that resumes with ps_shards=1, and nothing is left."""
+    from test_hosts import Job, settled, stop
+
+    from ddqn.distributed.hosts import HostsCluster
+
+    cluster = HostsCluster(workers=4)
+    try:
+        cluster.start()
+        out = tmp_path / "run"
+        job = Job(cluster, out, "--steps", "600", "--set", "ps_shards=2", "--set", "ps_placement=executors",
+                  "--set", "snapshot_every=150", "--set", "log_every=100")
+        job.joined()
+        deadline, killed, started = time.monotonic() + 240, 0, {}
+        while time.monotonic() < deadline and job.proc.poll() is None:
+            started = _started(out / "driver.log")
+            if len(started) == 2 and (out / "snapshots.csv").is_file():
+                pid, address = started[1]
+                host = next(h for h in cluster.worker_hosts if address.startswith(f"tcp://{h.addr}:"))
+                assert pid in cluster.pids(host), (pid, address)  # the shard task's process, on its host
+                os.kill(pid, signal.SIGKILL)
+                killed = pid
+                break
+            time.sleep(0.2)
+        assert killed, f"no snapshot with two shards running:\n{job.output(60)}"
+        assert job.wait(300) == 0, job.output(60)
+        workers = {h.addr for h in cluster.worker_hosts}
+        hosts = [a.removeprefix("tcp://").rsplit(":", 1)[0] for _, a in started.values()]
+        assert len(set(hosts)) == 2 and set(hosts) <= workers and cluster.driver.addr not in hosts, started
+        log = (out / "driver.log").read_text()
+        assert f"(pid {killed}) died" in log and "shard 1 restarted: pid" in log, log[-3000:]
+        assert "versions differ" not in log
+        summary = job.summary()
+        assert summary["shard_restarts"] == 1 and summary["ps_placement"] == "executors", summary
+        assert settled(cluster) == {}  # the job's processes, shard tasks included, ended
+        state = json.loads((out / "server_state.json").read_text())
+        assert state["updates"] == summary["updates"] and np.isfinite(final_theta(out)).all()
+        resumed = Job(cluster, out, "--steps", "100", "--resume", "--set", "ps_shards=1")
+        assert resumed.wait(300) == 0, resumed.output(60)
+        assert json.loads((out / "server_state.json").read_text())["updates"] > state["updates"]
+    finally:
+        stop(cluster, tmp_path)
 
 
 @pytest.mark.hosts

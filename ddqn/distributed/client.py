@@ -15,12 +15,19 @@ for the same partition, attempt and client id, and the request in flight sent ag
 which continues across the client's sessions. The server answers a PUSH or STATS it had already taken before the reset
 with an ACK flagged ``F_REPEAT`` and does not apply it again: each is applied at most once, and the worker knows
 whether it was (:attr:`ServerClient.repeated`).
+
+A client may be given ``locate``, a function that names where its server is now (a shard of a sharded server on an
+executor, which Spark may rerun elsewhere): a HELLO unanswered for ``LOCATE_S``, or a request unanswered for
+``MOVED_S`` (a host gone silent resets nothing), asks it, and is sent again to the new address if it changed (a
+request under its own sequence number, on a new session there). :meth:`ServerClient.rejoin` opens a new session on
+purpose (a fresh WELCOME).
 """
 from __future__ import annotations
 
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +46,8 @@ GONE = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVEN
 # A ZMTP heartbeat (PING) this often, in ms: a connection whose server end was reset answers it with an RST, so a
 # worker waiting for a reply notices a reset that only the server's end saw
 HEARTBEAT_MS = 1000
+LOCATE_S = 2.0  # a HELLO unanswered this long asks ``locate`` where the server is now (when the client has one)
+MOVED_S = 5.0  # … and a request unanswered this long (longer: a snapshot's cut holds a shard's PUSHes for up to 2 s)
 
 
 class ServerGone(RuntimeError):
@@ -64,8 +73,10 @@ class ServerClient:
     """
 
     def __init__(self, address: str, secret: bytes, worker: int, attempt: int, num_params: int,
-                 timeout: float = 60.0, auth: str = "message", session_address: str | None = None) -> None:
+                 timeout: float = 60.0, auth: str = "message", session_address: str | None = None,
+                 locate: Callable[[], str] | None = None) -> None:
         self.worker, self.attempt, self.num_params, self.auth = worker, attempt, num_params, auth
+        self._locate = locate
         self.address, self.session_address, self._secret = address, session_address, secret
         self.client_id = os.urandom(P.NONCE_BYTES).hex()  # named in each HELLO: the server knows a reconnect by it
         self.timeout_ms = int(timeout * 1000)
@@ -128,7 +139,7 @@ class ServerClient:
             self._open_socket(self.address, USERNAME, P.connection_token(self._secret), RECONNECT_MS)
             nonce = os.urandom(P.NONCE_BYTES)  # a new HELLO each time: the server refuses one it has seen
             self._sock.send_multipart(P.seal_handshake(self._secret, P.HELLO, self.worker, self.attempt, nonce + meta))
-            frames = self._reply(deadline)
+            frames = self._located_reply(deadline, LOCATE_S)
         try:
             _, payload = P.open_handshake(self._secret, [f.bytes for f in frames], P.WELCOME)
             welcome = P.decode_json(payload[P.NONCE_BYTES:])
@@ -144,6 +155,31 @@ class ServerClient:
         address = self.session_address or f"{self.address.rsplit(':', 1)[0]}:{port}"
         self._open_socket(address, server_nonce.hex().encode(), P.session_ticket(key), -1)
         return P.Session(key, outbound=0, auth=self.auth), played
+
+    def _located_reply(self, deadline: float, every: float) -> list | None:
+        """The reply (or None: the connection was reset, or the server moved: connect again). With ``locate``, a
+        reply that does not come for ``every`` seconds asks where the server is now; the address changes if it
+        moved."""
+        while True:
+            if self._locate is None:
+                return self._reply(deadline)
+            try:
+                return self._reply(min(deadline, time.monotonic() + every))
+            except ServerGone:
+                if time.monotonic() >= deadline:
+                    raise
+            where = self._locate()
+            if where != self.address:
+                self.address = where
+                return None
+
+    def rejoin(self) -> dict:
+        """A new session on purpose (HELLO → WELCOME, proved at once by an empty STATS report); the new WELCOME."""
+        sent = self._session.sent
+        self._session, _ = self._connect(self._deadline())
+        self._session.sent = sent  # sequence numbers go on across the client's sessions
+        self.stats([], 0, 0.0, 0.0)
+        return self.welcome
 
     def _reconnect(self, deadline: float) -> None:
         """Replace a reset connection: the server knows the new one by another routing id, so a new session."""
@@ -168,7 +204,7 @@ class ServerClient:
                                           copy=False)
             except zmq.Again as exc:
                 raise ServerGone("could not send to the parameter server") from exc
-            frames = self._reply(deadline)
+            frames = self._located_reply(deadline, MOVED_S)
             if frames is None:
                 self._reconnect(deadline)
         try:

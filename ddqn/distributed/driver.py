@@ -126,10 +126,11 @@ class Driver:
         self.store: ParameterStore | ShardGroup = ParameterStore(
             solver, theta, theta.copy() if target is None else target, cfg.target_update, cfg.max_staleness,
             cfg.staleness_lr, cfg.dc_lambda)
-        if cfg.ps_shards > 1:  # the store's state is cut into S slices, one shard process each (at run())
+        if cfg.ps_shards > 1:  # the store's state is cut into S slices, one shard each (at run())
             self.store = ShardGroup(self.store, self.spec, solver_spec, game_actions(cfg), cfg.ps_shards, self.out,
-                                    target_update=cfg.target_update, max_staleness=cfg.max_staleness,
-                                    staleness_lr=cfg.staleness_lr, dc_lambda=cfg.dc_lambda)
+                                    placement=cfg.ps_placement, target_update=cfg.target_update,
+                                    max_staleness=cfg.max_staleness, staleness_lr=cfg.staleness_lr,
+                                    dc_lambda=cfg.dc_lambda)
         self.stats = ServerStats(played)
         self.checkpointer = Checkpointer(self.out, self.spec, self.store, self.stats)
         self.start_updates = self.store.version  # server updates before this run (> 0 after --resume)
@@ -151,7 +152,12 @@ class Driver:
         _say(f"driver {describe(blas_info())}")  # the header: which kernels this process's Caffe runs
         try:
             sc = _start_spark(stop)
-            if sc.defaultParallelism < cfg.workers:
+            shard_tasks = cfg.ps_shards if cfg.ps_shards > 1 and cfg.ps_placement == "executors" else 0
+            if sc.defaultParallelism < cfg.workers + shard_tasks:
+                if shard_tasks:
+                    raise DDQNError(f"ps_placement: executors: {cfg.workers} worker tasks and {shard_tasks} shard "
+                                    f"tasks need {cfg.workers + shard_tasks} task slots at once; the Spark master "
+                                    f"{sc.master} offers {sc.defaultParallelism}")
                 raise DDQNError(f"workers: {cfg.workers} worker tasks need {cfg.workers} task slots at once; "
                                 f"the Spark master {sc.master} offers {sc.defaultParallelism}")
             # the random-policy baseline first: nothing may run between starting the server and its try/finally
@@ -165,8 +171,8 @@ class Driver:
                                 session_timeout=max(10.0, 2 * cfg.server_timeout), max_attempts=task_attempts(sc))
         file_log = _file_log(self.out / LOG_FILE)  # from here on: the shards' start is in driver.log too
         try:
-            # the shards (if any) first: the driver's WELCOME names them
-            options = replace(options, shards=self.store.start(secret, options))
+            # the shards (if any) first: the driver's WELCOME names them (on executors: a Spark job of their own)
+            options = replace(options, shards=self.store.start(secret, options, sc))
             server = ParameterServer(self.store, secret, options, stats=self.stats,
                                      rounds=SyncRounds(self.spec.num_params, cfg.workers, cfg.server_timeout / 2)
                                      if self.sync else None).start()
@@ -189,7 +195,8 @@ class Driver:
                 pass
             if stop.is_set():
                 interrupted = True
-                self._snapshot_interrupted()  # first: it needs nothing from Spark, whose JVM may be going down
+                # first: it needs nothing from Spark, whose JVM may be going down (but shards on executors, if any)
+                self._snapshot_interrupted()
                 job.join(timeout=STOP_JOIN_S)  # the workers were told to stop; then cancel() below
         finally:
             job.cancel()
@@ -205,9 +212,19 @@ class Driver:
             raise DDQNError(f"the Spark job failed: {str(job.error).splitlines()[0][:300]}")
         return self._finish(job.results, baseline, time.monotonic() - start, stop)
 
-    def _snapshot_interrupted(self) -> Path:
-        """The final snapshot of a stopped run, and where it went (terminal and driver.log)."""
-        model = self.checkpointer.final_snapshot(FINAL_SNAPSHOT_S)
+    def _snapshot_interrupted(self) -> Path | None:
+        """The final snapshot of a stopped run, and where it went (terminal and driver.log). Shards on executors live
+        in Spark's Python workers, which a Ctrl-C may end first (spark-submit's JVM exits within a second): then there
+        is no final snapshot, and the driver says so."""
+        try:
+            model = self.checkpointer.final_snapshot(FINAL_SNAPSHOT_S)
+        except DDQNError as exc:
+            if getattr(self.store, "placement", "driver") != "executors":
+                raise
+            progress_log.info("interrupted: no final snapshot (%s); --resume continues from the last one", exc)
+            _say(f"\ninterrupted: no final snapshot, the shards are gone ({str(exc)[:200]}); --resume continues "
+                 "from the last one")
+            return None
         progress_log.info("interrupted: snapshot written to %s", model)
         _say(f"\ninterrupted: snapshot written to {model}")
         return model

@@ -90,7 +90,9 @@ class ServerOptions:
             refused.
         shards: a sharded server's shard addresses (``ps_shards > 1``): this server is then the driver's
             coordinator, which names them in its WELCOME and serves HELLO, STATS and BYE only (θ lives in the
-            shards, ``ddqn.distributed.shards.server``). Empty (one server): the WELCOME is as it always was.
+            shards, ``ddqn.distributed.shards.server``). Empty (one server): the WELCOME is as it always was. The
+            WELCOME names where the shards are now (the store's ``where()``, with their version: a shard on an
+            executor that Spark reran may have moved), these addresses if the store names none.
     """
 
     host: str = "127.0.0.1"
@@ -357,7 +359,8 @@ class ParameterServer:
         welcome = {"num_params": self.store.num_params, "session_port": self.session_port,
                    "env_steps": self.stats.played_of(header.worker)}
         if self.options.shards:  # only for a sharded server: one server's WELCOME stays byte for byte as it was
-            welcome["shards"] = list(self.options.shards)
+            shards, moved = self.store.where()  # where they are now (a shard on an executor may have moved)
+            welcome["shards"], welcome["shards_version"] = list(shards or self.options.shards), moved
         reply = server_nonce + P.encode_json(welcome)
         welcome = P.seal_handshake(self.secret, P.WELCOME, header.worker, header.attempt, reply, self.store.version,
                                    self.store.target_version)

@@ -2,7 +2,8 @@
 
 Spark ships the code, schedules one long-running worker task per partition and retries a failed task (whose
 new attempt regenerates its replay memory and rejoins). :class:`WorkerJob` runs those tasks in a background
-thread of the driver, so the driver can watch the parameter server meanwhile.
+thread of the driver, so the driver can watch the parameter server meanwhile; :class:`ShardJob` runs the shards of
+a sharded parameter server on executors (``ps_placement: executors``) the same way, in a job group of their own.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ log = logging.getLogger("ddqn.distributed.spark")
 DEFAULT_MASTER = "local[*,4]"  # local mode that retries a failed task up to 4 times
 LOCAL_MASTER = re.compile(r"local(?:\[[^,\]]+(?:,\s*(\d+))?\])?")  # local, local[N], local[N,F] (F attempts)
 JOB_GROUP = "ddqn-workers"
+SHARD_GROUP = "ddqn-shards"  # placement executors: the shard tasks' job group
 
 
 def spark_context(app: str):
@@ -97,36 +99,36 @@ def attempts_of(master: str, max_failures: str | None) -> int:
     return int(max_failures or 4)
 
 
-class WorkerJob:
-    """W partitions, one worker task each, running ``job_json`` (a :class:`~ddqn.distributed.job.JobSpec`).
+class SparkTasks:
+    """N long-running tasks, one per partition, each running ``entry(job_json, index, attempt)``, in the job group
+    ``group``. :meth:`start` submits the job from a background thread; :meth:`join` waits (bounded) for it;
+    :meth:`cancel` cancels its tasks. ``results`` holds each task's return value, ``error`` what failed the job."""
 
-    :meth:`start` submits the job from a background thread; :meth:`join` waits (bounded) for it;
-    :meth:`cancel` cancels its tasks. ``results`` holds each task's counters, ``error`` what failed it.
-    """
+    group, description = "", ""
 
-    def __init__(self, sc, job_json: str, workers: int) -> None:
-        self.sc, self.workers = sc, workers
+    def __init__(self, sc, job_json: str, tasks: int, entry) -> None:
+        self.sc, self.tasks, self.entry = sc, tasks, entry
         self.job = sc.broadcast(job_json)
         self.results: list[dict] = []
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="ddqn-spark-job", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{self.group}-job", daemon=True)
 
     def _run(self) -> None:
         from pyspark import TaskContext  # noqa: PLC0415
 
-        job = self.job
+        job, entry = self.job, self.entry
 
         def task(index: int, _rows):
-            yield run_partition(job.value, index, TaskContext.get().attemptNumber())
+            yield entry(job.value, index, TaskContext.get().attemptNumber())
 
         try:
-            self.sc.setJobGroup(JOB_GROUP, "ddqn workers", interruptOnCancel=True)
-            self.results.extend(self.sc.parallelize(range(self.workers), self.workers)
+            self.sc.setJobGroup(self.group, self.description, interruptOnCancel=True)
+            self.results.extend(self.sc.parallelize(range(self.tasks), self.tasks)
                                 .mapPartitionsWithIndex(task).collect())
         except BaseException as exc:  # reported by the driver thread
             self.error = exc
 
-    def start(self) -> WorkerJob:
+    def start(self) -> SparkTasks:
         self._thread.start()
         return self
 
@@ -143,7 +145,30 @@ class WorkerJob:
         if not self._thread.is_alive():
             return
         try:
-            self.sc.cancelJobGroup(JOB_GROUP)
+            self.sc.cancelJobGroup(self.group)
         except Exception as exc:  # py4j raises several kinds once the JVM is gone
-            log.warning("could not cancel the Spark job: %s", str(exc).splitlines()[0][:200])
+            log.warning("could not cancel the Spark job %s: %s", self.group, str(exc).splitlines()[0][:200])
         self._thread.join(timeout=timeout)
+
+
+class WorkerJob(SparkTasks):
+    """W partitions, one worker task each, running ``job_json`` (a :class:`~ddqn.distributed.job.JobSpec`);
+    ``results`` holds each task's counters."""
+
+    group, description = JOB_GROUP, "ddqn workers"
+
+    def __init__(self, sc, job_json: str, workers: int) -> None:
+        super().__init__(sc, job_json, workers, run_partition)
+        self.workers = workers
+
+
+class ShardJob(SparkTasks):
+    """S shard tasks of a sharded parameter server on executors (``ps_placement: executors``), each serving its
+    slice until the driver tells it to exit (``ddqn.distributed.shards.task``)."""
+
+    group, description = SHARD_GROUP, "ddqn parameter-server shards"
+
+    def __init__(self, sc, job_json: str, shards: int) -> None:
+        from ddqn.distributed.shards.task import run_shard  # noqa: PLC0415
+
+        super().__init__(sc, job_json, shards, run_shard)

@@ -130,9 +130,13 @@ class ParameterStore:
 
     # -- the lifecycle the driver runs every store through (a sharded one, ``shards.group.ShardGroup``, has
     # processes to start, watch and end; one store in the driver's process has none) --------------------------
-    def start(self, secret: bytes, options: ServerOptions) -> tuple[str, ...]:
+    def start(self, secret: bytes, options: ServerOptions, sc=None) -> tuple[str, ...]:
         """Nothing to start: no shard addresses (the server's WELCOME stays as it is)."""
         return ()
+
+    def where(self) -> tuple[tuple[str, ...], int]:
+        """No shards: no addresses (version 0)."""
+        return (), 0
 
     def supervise(self) -> None:
         """Nothing to watch: the store lives in the driver's process."""

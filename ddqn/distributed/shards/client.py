@@ -10,6 +10,9 @@ them at once. STATS go to the driver.
   shard's own version.
 * PUSH: slice k with a push id to shard k (each answers with its vote), then COMMIT with all S votes to every shard
   (``ddqn.distributed.shards.server``). A COMMIT lost to a reset is sent again (the shard applies it once).
+* A shard that moved (placement ``executors``: Spark reran its task, perhaps on another host): a shard's client whose
+  HELLO stays unanswered asks :meth:`ShardedClient.locate`, which asks the driver again (a new session with the
+  coordinator, whose WELCOME names the shards' addresses now and their version) and reconnects there.
 
 :meth:`ShardedClient.fetch`, :meth:`push`, :meth:`stats` and :meth:`close` are those of a ServerClient, so the worker
 uses either.
@@ -17,12 +20,14 @@ uses either.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ddqn.distributed import protocol as P
-from ddqn.distributed.client import Params, ServerClient, ServerGone
+from ddqn.distributed.client import LOCATE_S, Params, ServerClient, ServerGone
 from ddqn.distributed.shards import votes
 from ddqn.distributed.shards.server import PUSH_ID
 from ddqn.distributed.shards.slices import bounds
@@ -43,11 +48,15 @@ class ShardedClient:
         self.worker, self.attempt = coordinator.worker, coordinator.attempt
         self.prior_env_steps = coordinator.prior_env_steps
         self.bounds = bounds(num_params, len(addresses))
+        self.addresses, self.shards_version = list(addresses), coordinator.welcome.get("shards_version", 0)
+        self._lock = threading.Lock()  # the coordinator's session: one question at a time (the shards' threads ask)
+        self._asked = time.monotonic()
         self._pool = ThreadPoolExecutor(len(addresses), thread_name_prefix="ddqn-shard")
         self.clients: list[ServerClient] = []
         try:
-            self.clients = self._all(lambda k: ServerClient(addresses[k], secret, self.worker, self.attempt,
-                                                            self.bounds[k][1] - self.bounds[k][0], timeout, auth))
+            self.clients = self._all(lambda k: ServerClient(
+                addresses[k], secret, self.worker, self.attempt, self.bounds[k][1] - self.bounds[k][0], timeout,
+                auth, locate=lambda: self.locate(k)))
         except BaseException:
             self.close()
             raise
@@ -70,6 +79,19 @@ class ShardedClient:
         if error is not None:
             raise error
         return results
+
+    def locate(self, k: int) -> str:
+        """Where shard ``k`` is now, as the driver says: one new WELCOME per LOCATE_S serves every shard's thread."""
+        with self._lock:
+            if time.monotonic() - self._asked >= LOCATE_S:
+                welcome = self.coordinator.rejoin()
+                self._asked = time.monotonic()
+                addresses = welcome.get("shards")
+                if not (isinstance(addresses, list) and len(addresses) == len(self.bounds)
+                        and all(isinstance(a, str) for a in addresses)):
+                    raise ServerGone("the driver's WELCOME names another number of shards")
+                self.addresses, self.shards_version = list(addresses), welcome.get("shards_version", 0)
+            return self.addresses[k]
 
     @property
     def reconnects(self) -> int:
@@ -125,7 +147,8 @@ class ShardedClient:
 
     def stats(self, scores: list[int], env_steps: int, compute_s: float, comm_s: float) -> bool:
         """Report to the driver (see ServerClient.stats)."""
-        return self.coordinator.stats(scores, env_steps, compute_s, comm_s)
+        with self._lock:
+            return self.coordinator.stats(scores, env_steps, compute_s, comm_s)
 
     def close(self) -> None:
         """BYE to every shard and the driver; free sockets and threads."""

@@ -96,6 +96,9 @@ class ShardProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def exit_code(self) -> int | None:
+        return self.proc.poll()
+
     def tell_exit(self) -> None:
         """Ask it to exit (without waiting: :meth:`end` waits)."""
         if self.alive():

@@ -1,10 +1,12 @@
-"""The driver's side of a sharded parameter server (``ps_shards: S > 1``, ``ps_placement: driver``).
+"""The driver's side of a sharded parameter server (``ps_shards: S > 1``).
 
-:class:`ShardGroup` starts S shard processes (``ddqn.distributed.shards.process``) on the driver's host, each over
-its slice of θ (``shards.slices.bounds``), checks their registration (HMAC under the shard key), and stands
-in for the :class:`~ddqn.distributed.store.ParameterStore` where the driver reads one: ``version``, ``published()``
-(θ for evaluations) and ``copy()`` (a snapshot), so the checkpointer and the driver's loop are the same as with one
-server.
+:class:`ShardGroup` starts S shards, each over its slice of θ (``shards.slices.bounds``), where ``ps_placement`` says
+(:func:`launcher`): ``driver``, S processes on the driver's host (``shards.process``, driven over pipes by
+``shards.control.ShardProcess``); ``executors``, S long-running Spark tasks (``shards.task``, driven over the
+authenticated control channel by ``shards.links.ShardLink``). Both handles have one interface, so everything below is
+the same for both. The group checks their registration (HMAC under the shard key), and stands in for the
+:class:`~ddqn.distributed.store.ParameterStore` where the driver reads one: ``version``, ``published()`` (θ for
+evaluations) and ``copy()`` (a snapshot), so the checkpointer and the driver's loop are the same as with one server.
 
 **A snapshot is a consistent cut** (:meth:`ShardGroup.copy`): every shard holds new PUSHes (COMMITs go on); the driver
 waits (at most ``DRAIN_S``) until every push id pending on some shard is held on another (such a push cannot be
@@ -14,12 +16,16 @@ server's snapshot (``--resume`` and ``ddqn eval`` read it as before, for any S).
 shard's version is the same: the log says so when it is not (a worker that committed to only some shards).
 
 **A shard dies** (:meth:`ShardGroup.supervise`, every driver poll): its process is started again on the same ports
-from the last cut, and every live shard rolls back to that cut, so θ stays one consistent state. Lost: every update
+from the last cut (``driver``), or Spark reruns its task, whose new attempt registers and gets the last cut's slice
+(``executors``), and every live shard rolls back to that cut, so θ stays one consistent state. Lost: every update
 since the last snapshot, on every shard. The version counters do not go back (they continue past the highest any
-shard had reached), so every worker fetches the restored θ; its pushes in flight are voted invalid meanwhile.
+shard had reached), so every worker fetches the restored θ; its pushes in flight are voted invalid meanwhile. The
+shards' addresses carry a version (:meth:`ShardGroup.where`, named in the coordinator's WELCOME), bumped when a
+restarted shard's address changed: a worker that cannot reach a shard asks the driver again.
 
 Every wait is bounded (``CONTROL_S`` per command, ``REGISTER_S`` per start); :meth:`ShardGroup.close` ends every
-shard process by its pid and so frees its ports.
+shard process by its pid and so frees its ports (``executors``: tells every shard task to exit, then waits a bounded
+time for their Spark job, which it cancels if it has not ended).
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ import numpy as np
 from ddqn.distributed.server import ServerOptions
 from ddqn.distributed.shards.control import ShardDied, ShardProcess
 from ddqn.distributed.shards.files import SliceState, read_slice, write_slice
+from ddqn.distributed.shards.links import ExecutorShards
 from ddqn.distributed.shards.slices import bounds
 from ddqn.distributed.stats import StatsView
 from ddqn.distributed.store import ParameterStore, StoreCopy
@@ -61,7 +68,7 @@ class ShardGroup:
     """
 
     def __init__(self, store: ParameterStore, spec: NetSpec, solver_spec: SolverSpec, actions: int, shards: int,
-                 out_dir: Path, **store_args) -> None:
+                 out_dir: Path, placement: str = "driver", **store_args) -> None:
         if solver_spec.clip_gradients >= 0:
             raise DDQNError(f"{solver_spec.source}: clip_gradients needs the whole gradient's norm, so it cannot be "
                             f"used with ps_shards > 1 (got ps_shards {shards})")
@@ -78,13 +85,17 @@ class ShardGroup:
         self._dropped_before: dict[str, int] = {}  # drops counted by shard processes that died
         self._status: list[dict] = []
         self.restarts = 0
+        self.placement = placement
+        self._launcher: LocalShards | ExecutorShards = LocalShards()
+        self._where: tuple[tuple[str, ...], int] = ((), 0)  # the shards' addresses and their version
         self.key = os.urandom(32)
         self.started = self.closed = False
 
     # -- start and stop ---------------------------------------------------------------------------------------
-    def start(self, secret: bytes, options: ServerOptions) -> tuple[str, ...]:
-        """Write the starting cut, start the S shards (bound to ``options.host``), wait for their registrations;
-        returns their addresses (join ports), in shard order."""
+    def start(self, secret: bytes, options: ServerOptions, sc=None) -> tuple[str, ...]:
+        """Write the starting cut, start the S shards (``driver``: bound to ``options.host``; ``executors``: Spark
+        tasks on ``sc``, each bound to its executor's address), wait for their registrations; returns their
+        addresses (join ports), in shard order."""
         s = self._first.copy()
         self._cut_dir = self._write_cut(s.theta, s.target, s.solver.history, s.version, s.target_version, s.solver.iter)
         opts = {k: v for k, v in vars(options).items() if k != "shards"}
@@ -93,6 +104,8 @@ class ShardGroup:
                       "shards": self.shards, "secret_hex": secret.hex(), "key_hex": self.key.hex(),
                       "options": {**opts, "port": 0, "session_port": 0}, **self.store_args}
         try:
+            self._launcher = launcher(self.placement, sc, self.key, options.host, self.bounds,
+                                      len(s.solver.history), self._init)
             self._procs = [self._spawn(k, self.version, self.target_version) for k in range(self.shards)]
             deadline = time.monotonic() + REGISTER_S
             for p in self._procs:
@@ -104,10 +117,16 @@ class ShardGroup:
             raise
         self._status = [{} for _ in self._procs]
         self.started = True
+        self._where = (self.addresses(), 1)
         return self.addresses()
 
     def addresses(self) -> tuple[str, ...]:
         return tuple(p.record["address"] for p in self._procs)
+
+    def where(self) -> tuple[tuple[str, ...], int]:
+        """The shards' addresses as workers may use them, and their version (bumped when one moved); read by the
+        coordinator's server thread for each WELCOME."""
+        return self._where
 
     def pids(self) -> list[int]:
         return [p.pid for p in self._procs]
@@ -125,7 +144,7 @@ class ShardGroup:
         init = {**self._init, "shard": k, "lo": lo, "hi": hi, "state": str(self._cut_dir / f"shard-{k}"),
                 "version": version, "target_version": target_version}
         init["options"] = {**init["options"], "port": ports[0], "session_port": ports[1]}
-        return ShardProcess(k, init, self.key, self.dir)
+        return self._launcher.spawn(k, init, self.key, self.dir)
 
     def close(self) -> None:
         """End every shard process (by pid) and free its ports; closing again does nothing."""
@@ -134,6 +153,7 @@ class ShardGroup:
             p.tell_exit()
         for p in procs:
             p.end()
+        self._launcher.close()
 
     def request_stop(self) -> None:
         """Every shard tells its workers to stop in its next reply."""
@@ -148,6 +168,8 @@ class ShardGroup:
         """Restart dead shards (rolling every shard back to the last cut), then read every shard's counts."""
         if not self.started or self.closed:
             return
+        if (why := self._launcher.failed()) is not None:
+            raise DDQNError(f"ps_placement: {self.placement}: the shards' Spark job failed: {why}")
         if not all(p.alive() for p in self._procs):
             self._recover()
         try:
@@ -189,7 +211,10 @@ class ShardGroup:
 
     def summary(self) -> dict[str, Any]:
         """What a sharded run's summary.json adds: S and how many times a shard was restarted."""
-        return {"ps_shards": self.shards, "shard_restarts": self.restarts}
+        summary = {"ps_shards": self.shards, "ps_placement": self.placement, "shard_restarts": self.restarts}
+        if (dropped := self._launcher.dropped()) is not None:  # control messages the driver dropped, by reason
+            summary["control_dropped"] = dropped
+        return summary
 
     def published(self) -> tuple[int, np.ndarray]:
         """(version, θ): each shard's current slice, put together (not a cut: for evaluations)."""
@@ -300,7 +325,7 @@ class ShardGroup:
                 except ShardDied:
                     pass
             log.warning("shard %d (pid %d) died (exit code %s): restarted from the last snapshot's cut %s; every "
-                        "shard rolled back to it", k, p.pid, p.proc.poll(), self._cut_dir)
+                        "shard rolled back to it", k, p.pid, p.exit_code(), self._cut_dir)
             for reason, n in (self._status[k].get("dropped", {}) if k < len(self._status) else {}).items():
                 self._dropped_before[reason] = self._dropped_before.get(reason, 0) + n
             p.end()
@@ -315,6 +340,40 @@ class ShardGroup:
             if k < len(self._status):
                 self._status[k] = {}
         self.version, self.target_version = version, target_version
+        if self.addresses() != self._where[0]:
+            self._where = (self.addresses(), self._where[1] + 1)
+
+
+class LocalShards:
+    """The ``driver`` placement: each shard a process on the driver's host (``shards.control.ShardProcess``)."""
+
+    @staticmethod
+    def spawn(shard: int, init: dict, key: bytes, cwd: Path) -> ShardProcess:
+        return ShardProcess(shard, init, key, cwd)
+
+    @staticmethod
+    def failed() -> None:
+        """Processes are watched one by one (``alive``): there is no job to fail."""
+        return None
+
+    @staticmethod
+    def dropped() -> None:
+        """Pipes only the driver holds: nothing to drop."""
+        return None
+
+    def close(self) -> None:
+        """Each process was ended by its handle."""
+
+
+def launcher(placement: str, sc, key: bytes, host: str, slices: list[tuple[int, int]], histories: int,
+             init: dict) -> LocalShards | ExecutorShards:
+    """Where the shards run: ``driver`` (processes on this host) or ``executors`` (a Spark job of S tasks on ``sc``,
+    driven over a control port on ``host``)."""
+    if placement == "executors":
+        if sc is None:
+            raise DDQNError("ps_placement: executors needs a SparkContext")
+        return ExecutorShards(sc, key, host, slices, histories, init)
+    return LocalShards()
 
 
 def _read_f32(path: Path, n: int) -> np.ndarray:

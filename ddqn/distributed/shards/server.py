@@ -73,6 +73,7 @@ class ShardServer(ParameterServer):
         self.shard, self.shards, self._vote_key, self.pending_s = shard, shards, vote_key, pending_s
         self.holding = threading.Event()  # set during a snapshot's cut: PUSHes wait in self._queue
         self.floor = store.version  # a gradient computed on an older version is voted invalid (a rollback's θ)
+        self.bounds = (0, store.num_params)  # [lo, hi) of the whole θ this slice is (set by ``shards.host.build``)
         self.lock = threading.Lock()  # the tables below, read by the control thread (status)
         self._pending: dict[tuple[int, int], Pending] = {}  # (partition, attempt) → its pending slice
         self._committed: OrderedDict[tuple[int, int, int], None] = OrderedDict()  # (partition, attempt, push id)
