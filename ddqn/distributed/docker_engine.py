@@ -454,6 +454,11 @@ def build(engine: Engine, repo: Path = REPO, log=print) -> float:
     if res.returncode != 0:
         raise EngineError(f"docker build failed (exit code {res.returncode}); log {engine.state / 'build.log'}")
     engine.docker("image", "prune", "-f")
+    leaked = engine.docker("run", "--rm", "--network", "none", IMAGE, "sh", "-c",
+                           "for p in .git runs results .pytest_cache; do [ -e $p ] && echo $p; done; true")
+    if leaked.stdout.split():
+        raise EngineError(f"{IMAGE} holds {' '.join(leaked.stdout.split())} from the build context: the builder did "
+                          f"not apply docker/Dockerfile.dockerignore (BuildKit is needed)")
     return time.monotonic() - start
 
 
