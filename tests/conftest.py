@@ -199,7 +199,7 @@ def compose_deselection(markexpr: str, refusal: str | None) -> str | None:
     """Why the compose-cluster tests are left out of this run (None: they run): unless ``-m`` names them, since
     they build the image (Caffe compiled inside) and train for minutes; and where the engine cannot run."""
     if COMPOSE_MARK not in re.findall(r"[\w-]+", markexpr or ""):
-        return "they run only with -m compose (`make test-compose`: builds the Docker image, trains for minutes)"
+        return "they run only with -m compose (`make test-compose` builds the image)"
     return refusal
 
 
