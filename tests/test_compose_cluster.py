@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "runs" / "cluster-train"  # where `make cluster-results` copies the run
 MINUTES = 3
 VOLUME = "ddqn_ddqn-data"
-JOINED = re.compile(r"worker (\d+) joined \(attempt 0, pid \d+ on (\w+), [\d.]+\)")  # hostname = container id
+# "worker P joined (attempt 0, pid N on HOSTNAME, PEER)": a worker container's hostname is its short id
+JOINED = re.compile(r"worker (\d+) joined \(attempt 0, pid \d+ on (\w+), [^)]*\)")
 
 
 def measured(what: str) -> None:
@@ -63,8 +64,12 @@ class Output:
 
     def __init__(self, proc: subprocess.Popen) -> None:
         self.proc, self.lines = proc, []
-        self._reader = threading.Thread(target=lambda: self.lines.extend(proc.stdout), daemon=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
 
     def text(self, tail: int | None = None) -> str:
         return "".join(self.lines[-tail:] if tail else self.lines)
