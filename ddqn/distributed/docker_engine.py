@@ -215,7 +215,7 @@ class Engine:
 
     def start(self) -> Engine:
         """Start the daemon and return once it answers (else stop what was started and raise)."""
-        clean()
+        clean(self.rundir, self.state)
         for d in (self.rundir / "client", self.state):
             d.mkdir(parents=True, exist_ok=True)
         (self.rundir / "daemon.json").write_text("{}\n")
@@ -261,6 +261,7 @@ class Engine:
             run(["ip", "netns", "del", self.netns], check=False)
         for p in (self.socket, self.rundir / "dockerd.pid"):
             p.unlink(missing_ok=True)
+        unmount(self.state, self.rundir)
         remove_cgroups()
 
     def __enter__(self) -> Engine:
@@ -352,10 +353,23 @@ def mounts() -> list[str]:
         return []
 
 
-def clean(rundir: Path = RUN) -> list[str]:
-    """What a killed run left: our namespaces whose process is gone (with what runs in them) and any process of
-    our engine (a daemon from an earlier run of this machine). Returns what was removed or killed."""
-    return sweep_stale() + kill(ours(rundir))
+def unmount(*dirs: Path) -> list[str]:
+    """Lazily unmount, deepest first, what is still mounted under ``dirs`` (a daemon killed with -9 leaves its
+    containers' overlay mounts); returns the mount points."""
+    found = sorted({m for m in mounts() if m.startswith(tuple(f"{d}/" for d in dirs))}, key=len, reverse=True)
+    for m in found:
+        run(["umount", "--lazy", m], check=False)
+    return found
+
+
+def clean(rundir: Path = RUN, state: Path = STATE) -> list[str]:
+    """What a killed run left: our namespaces whose process is gone (with what runs in them), any process of our
+    engine (a daemon from an earlier run of this machine), mounts under our directories and our empty cgroups.
+    Returns what was removed, killed or unmounted."""
+    done = sweep_stale() + kill(ours(rundir))
+    done += unmount(state, rundir)
+    remove_cgroups()
+    return done
 
 
 # -- images -------------------------------------------------------------------------------------------------
