@@ -87,11 +87,14 @@ def test_the_machines_mirror_and_another_suite(tmp_path: Path) -> None:
 def test_compose_v1_counts_as_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     versions = {"docker.io": "20.10.24+dfsg1-1+deb12u1+b6", "debootstrap": "1.0.128", "docker-compose": "1.29.2-3"}
     monkeypatch.setattr(de, "package_version", versions.get)
+    monkeypatch.setattr(de, "debian_version", lambda: "12")
     assert de.missing_packages() == ["docker-compose", "docker-buildx"]
     versions |= {"docker-compose": "2.26.1-4", "docker-buildx": "0.13.1+ds1-3"}
     assert de.missing_packages() == []
     del versions["docker.io"]
     assert de.missing_packages() == ["docker.io"]
+    monkeypatch.setattr(de, "debian_version", lambda: "13")  # the docker command is a package of its own there
+    assert de.missing_packages() == ["docker.io", "docker-cli"]
 
 
 def test_no_service_starts_while_installing(tmp_path: Path) -> None:

@@ -50,7 +50,8 @@ IMAGE = "ddqn:local"
 BASE_IMAGE = "debian:12"
 BASE_SUITE = "bookworm"
 COMPOSE_SUITE = "trixie"  # Debian 13: Compose v2 and buildx as packages
-ENGINE_PACKAGES = ("docker.io", "debootstrap")
+ENGINE_PACKAGES = ("docker.io", "debootstrap")  # Debian 12's docker.io has the docker command too
+CLI_PACKAGE_13 = "docker-cli"  # Debian 13 packages the docker command apart (docker.io only recommends it)
 COMPOSE_PACKAGES = ("docker-compose", "docker-buildx")
 CGROUP_PARENT = "ddqn-docker"
 ADDRESS_POOL = "base=10.90.0.0/16,size=24"  # compose's networks: inside the namespace only
@@ -106,7 +107,8 @@ def package_version(name: str) -> str | None:
 
 def missing_packages() -> list[str]:
     """Packages to install: the engine's, and Compose v2 and buildx unless present (Compose v1 counts as missing)."""
-    missing = [p for p in ENGINE_PACKAGES if package_version(p) is None]
+    engine = (*ENGINE_PACKAGES, CLI_PACKAGE_13) if debian_version() == "13" else ENGINE_PACKAGES
+    missing = [p for p in engine if package_version(p) is None]
     compose = package_version("docker-compose")
     if compose is None or compose.split(":")[-1].startswith("1."):
         missing.append("docker-compose")
@@ -150,7 +152,7 @@ def install(log=print) -> list[str]:
     log(f"[docker-engine] installing: {' '.join(missing)}")
     with no_service_start():
         run(["apt-get", "update", "-qq"], env=env)
-        if engine := [p for p in missing if p in ENGINE_PACKAGES]:
+        if engine := [p for p in missing if p not in COMPOSE_PACKAGES]:
             run([*apt, *engine], env=env)
         compose = [p for p in missing if p in COMPOSE_PACKAGES]
         if compose and debian_version() == "13":
