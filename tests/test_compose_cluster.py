@@ -28,6 +28,7 @@ pytestmark = pytest.mark.compose
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "runs" / "cluster-train"  # where `make cluster-results` copies the run
 MINUTES = 3
+KILL_MINUTES = 5  # room for the killed worker's rerun: a new executor, replay warm-up, then its rejoin
 VOLUME = "ddqn_ddqn-data"
 # "worker P joined (attempt 0, pid N on HOSTNAME, PEER)": a worker container's hostname is its short id
 JOINED = re.compile(r"worker (\d+) joined \(attempt 0, pid \d+ on (\w+), [^)]*\)")
@@ -130,7 +131,7 @@ def test_a_killed_worker_container_is_rerun_and_the_run_finishes(engine: de.Engi
     started again (a host back from a crash), Spark reruns the partition's task there (attempt 1), and the run
     finishes as usual."""
     de.run(["docker", "volume", "rm", "-f", VOLUME], env=engine.env())  # a fresh run directory
-    out = Output(make(engine, "cluster-train", f"MINUTES={MINUTES}"))
+    out = Output(make(engine, "cluster-train", f"MINUTES={KILL_MINUTES}"))
     joined: dict[int, str] = {}
 
     def both() -> bool:
@@ -147,7 +148,7 @@ def test_a_killed_worker_container_is_rerun_and_the_run_finishes(engine: de.Engi
     assert rejoined is not None, out.text(60)
     measured(f"worker container {victim} killed: Spark noticed after {lost} s; attempt 1 rejoined "
              f"{rejoined:.0f} s after the container was started again")
-    assert out.wait(MINUTES * 60 + 900) == 0, out.text(60)
+    assert out.wait(KILL_MINUTES * 60 + 900) == 0, out.text(60)
     summary = results(engine)
     w0, w1 = summary["workers"]["0"], summary["workers"]["1"]
     assert w0["attempt"] == 1 and w0["rejoins"] == 1 and w1["attempt"] == 0, summary["workers"]
