@@ -371,6 +371,10 @@ def clean(rundir: Path = RUN, state: Path = STATE) -> list[str]:
     done = sweep_stale() + kill(ours(rundir))
     done += unmount(state, rundir)
     remove_cgroups()
+    for name in ("docker.sock", "dockerd.pid"):  # a killed daemon's; no daemon of ours runs now
+        if (rundir / name).exists():
+            (rundir / name).unlink()
+            done.append(str(rundir / name))
     return done
 
 
