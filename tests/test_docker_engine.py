@@ -177,3 +177,13 @@ def test_make_targets() -> None:
     assert "up -d $(COMPOSE_BUILD) --wait" in recipe["cluster-up"]
     assert "$$([ -t 0 ] || echo -T) submit" in recipe["cluster-train"]
     assert re.search(r"^COMPOSE := docker compose ", makefile, re.M), "Compose v2"
+
+
+def test_alive_and_kill() -> None:
+    """kill() ends a process by its id and waits until it is gone (a zombie counts as gone)."""
+    proc = subprocess.Popen(["sleep", "30"])
+    assert de.alive(proc.pid)
+    killed = de.kill([proc.pid])
+    assert killed and killed[0].startswith(f"{proc.pid} sleep 30") and not de.alive(proc.pid)
+    proc.wait()
+    assert de.kill([proc.pid]) == [] and not de.alive(proc.pid)

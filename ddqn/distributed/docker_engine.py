@@ -221,6 +221,9 @@ class Engine:
         for d in (self.rundir / "client", self.state):
             d.mkdir(parents=True, exist_ok=True)
         (self.rundir / "daemon.json").write_text("{}\n")
+        links = machine_links()
+        if not self.isolated:  # networks a killed cluster run left in the store: their bridges would be remade here
+            shutil.rmtree(self.state / "engine" / "network", ignore_errors=True)
         try:
             if self.isolated:
                 run(["ip", "netns", "add", self.netns])
@@ -229,15 +232,28 @@ class Engine:
                 self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, start_new_session=True)
             deadline = time.monotonic() + self.start_timeout
-            while self.docker("version", "--format", "{{.Server.Version}}", check=False, timeout=10).returncode:
+            while not self.answers():
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise EngineError(f"dockerd did not answer within {self.start_timeout:g} s: "
                                       f"{self.log_tail() or 'no output'} (log {self.state / 'dockerd.log'})")
                 time.sleep(0.5)
+            if not self.isolated:  # containers of a killed cluster run: their network is gone with the store
+                self.docker("container", "prune", "-f")
+            if new := sorted(machine_links() - links):  # never expected: the daemon made an interface here
+                for link in new:
+                    run(["ip", "link", "del", link], check=False)
+                raise EngineError(f"dockerd made {', '.join(new)} in the machine's namespace (deleted; stopping it)")
         except BaseException:
             self.stop()
             raise
         return self
+
+    def answers(self) -> bool:
+        """Whether the daemon answers on its socket now (a probe of at most 10 s)."""
+        try:
+            return self.docker("version", "--format", "{{.Server.Version}}", check=False, timeout=10).returncode == 0
+        except EngineError:  # the probe timed out
+            return False
 
     def log_tail(self) -> str:
         try:
@@ -331,15 +347,32 @@ def remove_cgroups() -> None:
             d.rmdir()
 
 
-def kill(pids: list[int]) -> list[str]:
-    """SIGKILL each process by its id; returns their command lines."""
+def kill(pids: list[int], timeout: float = 10.0) -> list[str]:
+    """SIGKILL each process by its id and wait (bounded) until they are gone; returns their command lines."""
     killed = []
     for pid in pids:
         line = cmdline(pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
             killed.append(f"{pid} {line[:200]}")
+    deadline = time.monotonic() + timeout
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
     return killed
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def machine_links() -> set[str]:
+    """Interfaces of this process's network namespace (the machine's)."""
+    res = run(["ip", "-o", "link", "show"], check=False)
+    return {line.split(":")[1].strip().split("@")[0] for line in res.stdout.splitlines() if ":" in line}
 
 
 def netns_names() -> list[str]:
@@ -371,10 +404,12 @@ def clean(rundir: Path = RUN, state: Path = STATE) -> list[str]:
     done = sweep_stale() + kill(ours(rundir))
     done += unmount(state, rundir)
     remove_cgroups()
-    for name in ("docker.sock", "dockerd.pid"):  # a killed daemon's; no daemon of ours runs now
-        if (rundir / name).exists():
-            (rundir / name).unlink()
-            done.append(str(rundir / name))
+    # a killed daemon's files: no daemon of ours runs now (a new dockerd would take a stale containerd.pid whose
+    # number is in use again for a containerd of its own, and wait for it forever)
+    for path in (rundir / "docker.sock", rundir / "dockerd.pid", rundir / "exec" / "containerd" / "containerd.pid"):
+        if path.exists():
+            path.unlink()
+            done.append(str(path))
     return done
 
 
