@@ -187,3 +187,10 @@ def test_alive_and_kill() -> None:
     assert killed and killed[0].startswith(f"{proc.pid} sleep 30") and not de.alive(proc.pid)
     proc.wait()
     assert de.kill([proc.pid]) == [] and not de.alive(proc.pid)
+
+
+def test_only_dockers_interfaces_would_be_deleted() -> None:
+    for name in ("docker0", "br-5e9501bbccd7", "veth1a2b3c4"):
+        assert de.DOCKER_LINK.fullmatch(name), name
+    for name in ("eth0", "lo", "ifb0", "br0", "h-master", "br-5e95"):
+        assert not de.DOCKER_LINK.fullmatch(name), name

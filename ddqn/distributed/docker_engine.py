@@ -62,6 +62,7 @@ COMMAND_TIMEOUT_S = 300.0  # one docker, apt-get or ip command
 BUILD_TIMEOUT_S = 3600.0  # the image build: Debian packages, the venv, Caffe compiled
 DEBOOTSTRAP_TIMEOUT_S = 1200.0
 _SERIAL = itertools.count(1)
+DOCKER_LINK = re.compile(r"docker0|br-[0-9a-f]{12}|veth[0-9a-f]{7}")  # the names of the interfaces Docker makes
 
 
 class EngineError(RuntimeError):
@@ -239,10 +240,12 @@ class Engine:
                 time.sleep(0.5)
             if not self.isolated:  # containers of a killed cluster run: their network is gone with the store
                 self.docker("container", "prune", "-f")
-            if new := sorted(machine_links() - links):  # never expected: the daemon made an interface here
-                for link in new:
+            if new := sorted(machine_links() - links):  # never expected: an interface appeared here
+                made = [n for n in new if DOCKER_LINK.fullmatch(n)]  # Docker's: deleted; another's: left alone
+                for link in made:
                     run(["ip", "link", "del", link], check=False)
-                raise EngineError(f"dockerd made {', '.join(new)} in the machine's namespace (deleted; stopping it)")
+                raise EngineError(f"{', '.join(new)} appeared in the machine's namespace while dockerd started "
+                                  f"(Docker's deleted: {', '.join(made) or 'none'}); stopping it")
         except BaseException:
             self.stop()
             raise
