@@ -7,6 +7,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -182,6 +183,10 @@ def test_make_targets() -> None:
 def test_alive_and_kill() -> None:
     """kill() ends a process by its id and waits until it is gone (a zombie counts as gone)."""
     proc = subprocess.Popen(["sleep", "30"])
+    for _ in range(100):  # until the child has exec'd (its command line is empty before)
+        if de.cmdline(proc.pid) == "sleep 30":
+            break
+        time.sleep(0.05)
     assert de.alive(proc.pid)
     killed = de.kill([proc.pid])
     assert killed and killed[0].startswith(f"{proc.pid} sleep 30") and not de.alive(proc.pid)
