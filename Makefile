@@ -26,7 +26,7 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-d
   libgflags-dev libhdf5-dev liblmdb-dev libleveldb-dev libsnappy-dev libopenblas-dev libgtest-dev \
   $(JAVA_PACKAGE) iproute2
 
-.PHONY: install deb-deps venv caffe torch-venv lint test test-hosts train train-serial train-cluster train-hosts test-caffe test-compose bench-caffe bench-env bench-replay \
+.PHONY: install deb-deps venv caffe torch-venv lint test test-hosts train train-serial train-cluster train-hosts test-caffe bench-caffe bench-env bench-replay \
   bench-serial bench-ps bench-worker bench-capacity bench-hostile bench-links bench-links-model bench-shard-cost bench-scaling bench-scaling-60 bench-scaling-120 bench-grad-norms bench-suite bench-blas bench-atari bench-scale-out bench-scale-out-paper bench-scale-out-tuned bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
 
 install: deb-deps venv caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
@@ -90,6 +90,7 @@ test-caffe: install  ## Caffe's own convolution, pooling and neuron (ReLU) layer
 	$(PY) -m ddqn.net.caffe_gtest
 
 # Not part of `make test`: it builds the image (Caffe compiled inside) and trains on the compose cluster for minutes.
+.PHONY: test-compose
 test-compose: install  ## the compose cluster for real (tests/test_compose_cluster.py; root, sudo when not root): a Docker engine of its own, ddqn:local built, 2 workers train, a worker container killed, nothing left behind
 	$(SUDO) $(PY) -m pytest -q -s --timeout=5400 -m compose tests/test_compose_cluster.py
 
