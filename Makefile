@@ -89,6 +89,11 @@ train-hosts: install  ## the same job on a multi-host cluster on this machine: m
 test-caffe: install  ## Caffe's own convolution, pooling and neuron (ReLU) layer tests (gradient checks included) against the patched build
 	$(PY) -m ddqn.net.caffe_gtest
 
+# Not part of `make test`: it builds the image (Caffe compiled inside) and trains on the compose cluster for minutes.
+.PHONY: test-compose
+test-compose: install  ## the compose cluster for real (tests/test_compose_cluster.py; root, sudo when not root): a Docker engine of its own, ddqn:local built, 2 workers train, a worker container killed, nothing left behind
+	$(SUDO) $(PY) -m pytest -q -s --timeout=5400 -m compose tests/test_compose_cluster.py
+
 test-hosts: install  ## only the multi-host tests (tests/test_hosts.py: network namespaces; sudo when not root)
 	$(SUDO) $(PY) -m pytest -q --timeout=900 -m hosts tests/test_hosts.py
 
@@ -207,14 +212,18 @@ report: install  ## regenerate results/REPORT.md from the benchmarks' JSON files
 bench-serial: install  ## serial DQN on the paper's setting (paper and tuned configs side by side): score vs minutes, steps
 	$(PY) -m ddqn.bench.serial_curve --minutes $(MINUTES) --configs paper tuned
 
-# The Spark cluster in Docker (docker/docker-compose.yml): needs Docker Engine with the Compose v2 plugin.
+# The Spark cluster in Docker (docker/docker-compose.yml): needs Docker Engine with the Compose v2 plugin (`docker
+# compose`; on Debian 12, `python -m ddqn.distributed.docker_engine install` installs Debian 13's). COMPOSE_BUILD=
+# starts from the image ddqn:local as it is, without building (the engine module builds it with host networking).
 COMPOSE := docker compose -f docker/docker-compose.yml
+COMPOSE_BUILD ?= --build
 
 cluster-up:  ## build the image (`make install` inside) and start the Spark master + $(WORKERS) workers
-	WORKERS=$(WORKERS) $(COMPOSE) up -d --build --wait --scale spark-worker=$(WORKERS) spark-master spark-worker
+	WORKERS=$(WORKERS) $(COMPOSE) up -d $(COMPOSE_BUILD) --wait --scale spark-worker=$(WORKERS) spark-master spark-worker
 
+# -T (no TTY) when standard input is not a terminal (a test, a pipe), so that the job's output can be read.
 cluster-train: cluster-up  ## `make train`'s job on the compose cluster; outputs in the volume ddqn_ddqn-data
-	WORKERS=$(WORKERS) MINUTES=$(MINUTES) $(COMPOSE) run --rm --use-aliases --service-ports submit
+	WORKERS=$(WORKERS) MINUTES=$(MINUTES) $(COMPOSE) run --rm --use-aliases --service-ports $$([ -t 0 ] || echo -T) submit
 
 cluster-results:  ## copy the cluster's run from the volume to runs/cluster-train
 	mkdir -p runs

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -184,13 +185,38 @@ HOSTS_MARK = "hosts"
 _hosts_deselected: list[str] = []  # "deselected N multi-host tests: <reason>", printed at the end of the run
 
 
+# -- the compose cluster for real (tests/test_compose_cluster.py): only with `-m compose` (`make test-compose`) ---
+COMPOSE_MARK = "compose"
+
+
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", f"{HOSTS_MARK}: runs on network-namespace hosts (needs root and iproute2)")
+    config.addinivalue_line("markers", f"{COMPOSE_MARK}: builds the Docker image and runs the compose cluster "
+                                       "(root; only with -m compose: `make test-compose`)")
+
+
+def compose_deselection(markexpr: str, refusal: str | None) -> str | None:
+    """Why the compose-cluster tests are left out of this run (None: they run): unless ``-m`` names them, since
+    they build the image (Caffe compiled inside) and train for minutes; and where the engine cannot run."""
+    if COMPOSE_MARK not in re.findall(r"[\w-]+", markexpr or ""):
+        return "they run only with -m compose (`make test-compose` builds the image)"
+    return refusal
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Deselect the multi-host tests where network namespaces cannot be made (not root, no iproute2, a chroot or
-    container that forbids them), with a one-line reason printed at the end; never a silent skip."""
+    """Deselect the compose-cluster tests unless asked for, and the multi-host tests where network namespaces
+    cannot be made (not root, no iproute2, a chroot or container that forbids them), each with a one-line reason
+    printed at the end; never a silent skip."""
+    compose = [item for item in items if item.get_closest_marker(COMPOSE_MARK)]
+    if compose:
+        from ddqn.distributed.docker_engine import refusal
+
+        markexpr = config.getoption("markexpr", "")
+        reason = compose_deselection(markexpr, refusal() if COMPOSE_MARK in markexpr else None)
+        if reason is not None:
+            items[:] = [item for item in items if not item.get_closest_marker(COMPOSE_MARK)]
+            config.hook.pytest_deselected(items=compose)
+            _hosts_deselected.append(f"deselected {len(compose)} compose-cluster tests: {reason}")
     hosts = [item for item in items if item.get_closest_marker(HOSTS_MARK)]
     if not hosts:
         return
