@@ -229,6 +229,11 @@ def main(argv: list[str] | None = None) -> None:
               f"({k['greedy_mean']:.2f} ± {k['greedy_se']:.2f} on {k['episodes']} fresh games); "
               + ", ".join(f"{lv}: {r['minutes']:.1f} min" if r else f"{lv}: -" for lv, r in rows[name]["reach"].items())
               + f"; {rows[name]['updates_per_s']:.1f} updates/s", flush=True)
+        save(rows, args, results)  # after every variant: a stopped bench keeps the rows it finished
+
+
+def save(rows: dict[str, dict], args: argparse.Namespace, results: Path) -> None:
+    """Write results/tuning.json and tuning.png with ``rows``."""
     png = plot_curves({n: r["curve"] for n, r in rows.items()}, results / "tuning.png",
                       f"Variants of `{BASE}` ({args.workers} async workers)")
     write_result("tuning", {"base": BASE, "workers": args.workers, "levels": list(LEVELS), "common": args.set,
