@@ -27,7 +27,7 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-d
   $(JAVA_PACKAGE) iproute2
 
 .PHONY: install deb-deps venv caffe torch-venv lint test test-hosts train train-serial train-cluster train-hosts test-caffe bench-caffe bench-env bench-replay \
-  bench-serial bench-ps bench-worker bench-capacity bench-hostile bench-links bench-links-model bench-shard-cost bench-shard-cost-alone bench-shard-projection bench-scaling bench-scaling-60 bench-scaling-120 bench-grad-norms bench-suite bench-blas bench-atari bench-scale-out bench-scale-out-paper bench-scale-out-tuned bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
+  bench-serial bench-ps bench-worker bench-capacity bench-hostile bench-links bench-links-shards bench-links-model bench-shard-cost bench-shard-cost-alone bench-shard-projection bench-scaling bench-scaling-60 bench-scaling-120 bench-grad-norms bench-suite bench-blas bench-atari bench-scale-out bench-scale-out-paper bench-scale-out-tuned bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
 
 install: deb-deps venv caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
 
@@ -153,6 +153,10 @@ bench-shard-cost-alone: install  ## one shard alone with one client (PUSH, COMMI
 
 bench-shard-projection: install  ## the tuned timing at W = 1…64 for S = 1, 2, 4, 8 (shards on executors or the driver) on 10 and 1 Gbit/s: the timing-only simulator with bench-worker's cycle and bench-shard-cost-alone's per-shard costs (a projection; ≈ 1 min)
 	$(PY) -m ddqn.bench.shard_projection
+
+bench-links-shards: install  ## the paper job on network-namespace hosts at 0.25 Gbit/s with one server and with 2 shards on executor hosts (issue 31: the real S = 2 against S = 1 under a rated link; root; sudo when not root)
+	$(SUDO) $(PY) -m ddqn.bench.links --rates 0.25 --shards 1 2 --result links_shards --runs results/runs/links_shards
+	$(if $(SUDO),$(SUDO) chown -R $$(id -u):$$(id -g) results)
 
 bench-links-model: install  ## the simulator against bench-links' runs: two rates calibrate it (compute per gradient, links' efficiency), the others are predicted within ±15 %
 	$(PY) -m ddqn.bench.links_model

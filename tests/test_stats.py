@@ -313,3 +313,15 @@ def test_the_report_says_whether_a_results_config_is_todays() -> None:
     grid = config_values("small", grid_overrides(100))
     assert "today's" in report._config_today("small", grid, grid_overrides(100))
     assert report._config_today("small", grid).startswith("**Stale**")  # another grid than the config's own
+
+
+def test_the_links_shards_section_names_the_busiest_host_and_the_ratio() -> None:
+    worker = {"compute_s": 3.0, "comm_s": 1.0, "pushes": 10, "comm_share": 0.25}
+    row = {"link_gbit": 0.25, "updates": 100, "steady_updates_per_s": 30.0, "workers": {"0": worker}}
+    r = {"config": {"config": "paper", "workers": 2, "placement": "executors", "minutes": 2.0}, "rows": [
+        {**row, "shards": 1, "host_bytes": {"driver": {"rx": 9e7, "tx": 9e7}, "worker-0": {"rx": 1e6, "tx": 1e6}}},
+        {**row, "shards": 2, "of_one_server": 1.5, "steady_updates_per_s": 45.0,
+         "host_bytes": {"driver": {"rx": 1e6, "tx": 1e6}, "worker-2": {"rx": 5e7, "tx": 4e7}}}]}
+    text = "\n".join(report._links_shards(r))
+    assert "| 0.25 | 1 | 30.0 | – | driver | 1.80 | 25 % |" in text, text
+    assert "| 0.25 | 2 | 45.0 | 1.50× | worker-2 | 0.90 | 25 % |" in text, text

@@ -594,6 +594,27 @@ def _links(r: dict) -> list[str]:
     return out
 
 
+def _links_shards(r: dict) -> list[str]:
+    """The real S shards against one server under a rated link (``bench.links --shards``)."""
+    c = r["config"]
+    out = [f"The `{c['config']}` job on network-namespace hosts ({c['workers']} worker hosts, and with shards on "
+           f"`{c['placement']}` one more host per shard), {c['minutes']:g} minutes per run, every host's cable at the "
+           "rate in each direction. *Busiest host*: the host whose interface carried the most bytes per update "
+           "(received + sent; with shards on executors a shard's host, else the driver's).", "",
+           "| link (Gbit/s) | S | updates/s (steady) | of one server | busiest host | its MB per update | "
+           "workers communicate |", "|---" * 7 + "|"]
+    for x in r["rows"]:
+        rate = "unlimited" if x["link_gbit"] is None else f"{x['link_gbit']:g}"
+        role, b = max(x["host_bytes"].items(), key=lambda kv: kv[1]["rx"] + kv[1]["tx"])
+        per = (b["rx"] + b["tx"]) / x["updates"] / 1e6 if x["updates"] else None
+        comm = ", ".join(_pct(None if w["comm_share"] is None else 100 * w["comm_share"])
+                         for w in x["workers"].values())
+        of = x.get("of_one_server")
+        out.append(f"| {rate} | {x['shards']} | {_fmt(x['steady_updates_per_s'])} | "
+                   f"{'–' if of is None else f'{of:.2f}×'} | {role} | {_fmt(per, '.2f')} | {comm} |")
+    return out
+
+
 def _links_model(r: dict) -> list[str]:
     c = r["config"]
     out = [f"The simulator (`ddqn.sim`, fixed-cycle mode, a full-duplex card per host at the link's rate) against "
@@ -728,6 +749,8 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
     ("capacity", "Workers one server can serve", "make bench-capacity", _capacity),
     ("hostile", "Floods against the server: what an honest worker keeps", "make bench-hostile", _hostile),
     ("links", "Links with a rate: the job on hosts whose cables are shaped", "make bench-links", _links),
+    ("links_shards", "Shards under a rated link: S = 2 against one server", "make bench-links-shards",
+     _links_shards),
     ("links_model", "The simulator against links with a rate", "make bench-links-model", _links_model),
     ("shard_cost", "Each shard's cost against S", "make bench-shard-cost", _shard_cost),
     ("shard_projection", "The sharded server projected to W = 64 (timing-only simulator)",
