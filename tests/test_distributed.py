@@ -90,7 +90,7 @@ def test_a_distributed_run_learns_and_the_same_run_without_learning_does_not(tmp
     random policy by a margin. The same run with the solver's learning rate 0 (θ stays the initial one; everything
     else, gradients and pushes included, is the same) must not: so the margin measures learning, not the run.
 
-    The margin is test_serial's (measured there over seeds 0-5 on two CPUs); this run prints its own measured line,
+    The margin is test_serial's (measured there over seeds 0-5 on a Zen 3); this run prints its own measured line,
     and DDQN_LEARN_SEED picks another seed to measure its spread."""
     seed = os.environ.get("DDQN_LEARN_SEED", "0")
     sets = ["--set", "eval_episodes=100", "--set", f"seed={seed}"]
