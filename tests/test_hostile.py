@@ -520,6 +520,7 @@ def test_r2_3_the_session_port_admits_each_ticket_once_and_nothing_else(server: 
     read it on the wire holds), and the connection token alone, are refused at the handshake and counted; the
     session's own connection is served throughout."""
     honest = Honest(server)
+    closing(honest)
     join = raw_socket(server)
     closing(join)
     hello, nonce = _hello(server, 1)

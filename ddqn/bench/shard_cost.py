@@ -36,6 +36,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -144,34 +145,47 @@ def _round(served: Served, conn: Connection, proc: mp.Process, n: int) -> dict[s
     return {"client_us": 1e6 * wall, "shards": shards}
 
 
+def interleaved(shard_counts: list[int], updates: int, rounds: int, start: Callable[[int], tuple[Any, tuple]],
+                client: Callable[..., None], round_: Callable[..., dict[str, Any]], label: str) -> dict[int, list]:
+    """For each S: ``start(S)`` gives what is measured (it has ``close()``) and its client's arguments; the client
+    runs in a process of its own (``client(*args, pipe)``) and warms up, then ``rounds`` rounds of ``updates``
+    updates are measured by ``round_(measured, pipe, process, n)``, interleaved over S. Every client and server is
+    ended whatever happens. Returns each S's rounds."""
+    ctx, runs, live = mp.get_context("spawn"), {s: [] for s in shard_counts}, {}
+    try:
+        for s in shard_counts:
+            served, args = start(s)
+            conn, child = ctx.Pipe()
+            proc = ctx.Process(target=client, args=(*args, child), daemon=True)
+            live[s] = (served, conn, proc)
+            proc.start()
+            if not conn.poll(CLIENT_S) or conn.recv() != "ready":
+                raise SystemExit(f"{label}: the client of S = {s} did not start")
+            round_(served, conn, proc, max(5, updates // 10))  # warm-up: the kernels' first calls
+        for r in range(rounds):
+            for s in shard_counts:
+                print(f"[{label}] round {r + 1}/{rounds}: S = {s}", flush=True)
+                runs[s].append(round_(*live[s], updates))
+    finally:
+        for served, conn, proc in live.values():
+            if proc.is_alive():
+                conn.send(None)
+                proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=10)
+            served.close()
+    return runs
+
+
 def measure(config: str, shard_counts: list[int], updates: int, rounds: int) -> dict[int, dict[str, Any]]:
     """Every S's rounds, interleaved (the machine's drift hits each S alike); medians per S."""
-    ctx, runs, live = mp.get_context("spawn"), {s: [] for s in shard_counts}, {}
     with tempfile.TemporaryDirectory(prefix="ddqn-shard-cost-") as tmp:
-        try:
-            for s in shard_counts:
-                served = Served(config, s, Path(tmp) / f"s{s}")
-                conn, child = ctx.Pipe()
-                proc = ctx.Process(target=_client, args=(served.server.address, served.secret, served.num_params,
-                                                         child), daemon=True)
-                live[s] = (served, conn, proc)
-                proc.start()
-                if not conn.poll(CLIENT_S) or conn.recv() != "ready":
-                    raise SystemExit(f"shard_cost: the client of S = {s} did not start")
-                _round(served, conn, proc, max(5, updates // 10))  # warm-up: the kernels' first calls
-            for r in range(rounds):
-                for s in shard_counts:
-                    print(f"[shard_cost] round {r + 1}/{rounds}: S = {s}", flush=True)
-                    runs[s].append(_round(*live[s], updates))
-        finally:
-            for served, conn, proc in live.values():
-                if proc.is_alive():
-                    conn.send(None)
-                    proc.join(timeout=10)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join(timeout=10)
-                served.close()
+        def start(s: int) -> tuple[Served, tuple[Any, ...]]:
+            served = Served(config, s, Path(tmp) / f"s{s}")
+            return served, (served.server.address, served.secret, served.num_params)
+
+        runs = interleaved(shard_counts, updates, rounds, start, _client, _round, "shard_cost")
     return {s: _median(rs) for s, rs in runs.items()}
 
 
@@ -320,31 +334,14 @@ def _alone_round(shard: AloneShard, conn: Connection, proc: mp.Process, n: int) 
 
 def measure_alone(config: str, shard_counts: list[int], updates: int, rounds: int) -> dict[int, dict[str, Any]]:
     """Per S: one shard alone with its client, rounds interleaved over S (the idle shards wait in poll); medians."""
-    ctx, runs, live = mp.get_context("spawn"), {s: [] for s in shard_counts}, {}
-    try:
-        for s in shard_counts:
-            shard = AloneShard(config, s)
-            conn, child = ctx.Pipe()
-            proc = ctx.Process(target=_alone_client, args=(shard.server.address, shard.secret, shard.key, s,
-                                                           shard.num_params, child), daemon=True)
-            live[s] = (shard, conn, proc)
-            proc.start()
-            if not conn.poll(CLIENT_S) or conn.recv() != "ready":
-                raise SystemExit(f"shard_cost --alone: the client of S = {s} did not start")
-            _alone_round(shard, conn, proc, max(5, updates // 10))  # warm-up: the kernels' first calls
-        for r in range(rounds):
-            for s in shard_counts:
-                print(f"[shard_cost --alone] round {r + 1}/{rounds}: S = {s}", flush=True)
-                runs[s].append(_alone_round(*live[s], updates))
-    finally:
-        for shard, conn, proc in live.values():
-            if proc.is_alive():
-                conn.send(None)
-                proc.join(timeout=10)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=10)
-            shard.close()
+    params: dict[int, int] = {}  # θ's size, per S
+
+    def start(s: int) -> tuple[AloneShard, tuple[Any, ...]]:
+        shard = AloneShard(config, s)
+        params[s] = shard.num_params
+        return shard, (shard.server.address, shard.secret, shard.key, s, shard.num_params)
+
+    runs = interleaved(shard_counts, updates, rounds, start, _alone_client, _alone_round, "shard_cost --alone")
     med = lambda xs: float(np.median(xs))  # noqa: E731
     out = {}
     for s, rs in runs.items():
@@ -352,7 +349,7 @@ def measure_alone(config: str, shard_counts: list[int], updates: int, rounds: in
                      "busy_us": med([r["kinds"][k]["busy_us"] for r in rs]),
                      "parts_us": {x: med([r["kinds"][k]["parts_us"][x] for r in rs]) for x in PART_NAMES}}
                  for k in ALONE_KINDS}
-        out[s] = {"floats": bounds(live[s][0].num_params, s)[0][1], "kinds": kinds,
+        out[s] = {"floats": bounds(params[s], s)[0][1], "kinds": kinds,
                   "cpu_us": med([r["cpu_us"] for r in rs]), "busy_us": med([r["busy_us"] for r in rs]),
                   "client_us": med([r["client_us"] for r in rs])}
     return out
