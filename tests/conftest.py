@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -233,3 +237,45 @@ def pytest_collection_modifyitems(config, items) -> None:
 def pytest_terminal_summary(terminalreporter) -> None:
     for line in _hosts_deselected:
         terminalreporter.write_line(line, yellow=True, bold=True)
+
+
+# -- processes a test starts: their output read as it comes, bounded waits (test_hosts, test_compose_cluster) -------
+class Output:
+    """A process's output lines (stdout, with stderr joined to it by the caller), read as they come."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc, self.lines = proc, []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def text(self, tail: int | None = None) -> str:
+        return "".join(self.lines[-tail:] if tail else self.lines)
+
+    def wait(self, timeout: float) -> int:
+        """Its exit code; killed and the test failed (with its last lines) after ``timeout`` seconds."""
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            pytest.fail(f"{self.proc.args[0]} still running after {timeout:g} s:\n{self.text(60)}")
+        self._reader.join(timeout=10)
+        return rc
+
+
+def wait_until(ready: Callable[[], object], timeout: float, step: float = 0.25) -> float | None:
+    """Seconds until ``ready()`` was true, or None after ``timeout``."""
+    start = time.monotonic()
+    while not ready():
+        if time.monotonic() - start > timeout:
+            return None
+        time.sleep(step)
+    return time.monotonic() - start
+
+
+def measured(what: str) -> None:
+    """A figure a test measured, on its own line of the test's output (``pytest -s``)."""
+    print(f"measured: {what}", flush=True)

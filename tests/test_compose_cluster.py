@@ -15,11 +15,11 @@ import json
 import re
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
+from conftest import Output, measured, wait_until
 
 from ddqn.distributed import docker_engine as de
 
@@ -32,10 +32,6 @@ KILL_MINUTES = 5  # room for the killed worker's rerun: a new executor, replay w
 VOLUME = "ddqn_ddqn-data"
 # "worker P joined (attempt 0, pid N on HOSTNAME, PEER)": a worker container's hostname is its short id
 JOINED = re.compile(r"worker (\d+) joined \(attempt 0, pid \d+ on (\w+), [^)]*\)")
-
-
-def measured(what: str) -> None:
-    print(f"measured: {what}", flush=True)
 
 
 @pytest.fixture(scope="module")
@@ -58,40 +54,6 @@ def make(engine: de.Engine, *args: str, **popen) -> subprocess.Popen:
     argv = ["make", "--no-print-directory", "-C", str(ROOT), *args, "COMPOSE_BUILD=", "WORKERS=2"]
     return subprocess.Popen(argv, env=engine.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **popen)
-
-
-class Output:
-    """A process's output lines, read as they come."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.proc, self.lines = proc, []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def text(self, tail: int | None = None) -> str:
-        return "".join(self.lines[-tail:] if tail else self.lines)
-
-    def wait(self, timeout: float) -> int:
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            pytest.fail(f"still running after {timeout:g} s:\n{self.text(60)}")
-        self._reader.join(timeout=10)
-        return rc
-
-
-def wait_until(ready, timeout: float, step: float = 1.0) -> float | None:
-    start = time.monotonic()
-    while not ready():
-        if time.monotonic() - start > timeout:
-            return None
-        time.sleep(step)
-    return time.monotonic() - start
 
 
 def results(engine: de.Engine) -> dict:

@@ -22,15 +22,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import Output, measured, wait_until
 from test_distributed import JOB, QUICK, final_theta
 
 from ddqn.bench.stats import steady_updates_per_s
@@ -67,23 +66,16 @@ def stop(cluster: HostsCluster, tmp_path: Path) -> None:
         cluster.stop()
 
 
-class Job:
+class Job(Output):
     """The training job, submitted on the driver host; its output lines collected as they come."""
 
     def __init__(self, cluster: HostsCluster, out: Path, *args: str) -> None:
         self.out = out
-        self.proc = cluster.submit([JOB, *QUICK, "--workers", "2", "--out", str(out), *args],
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
+        super().__init__(cluster.submit([JOB, *QUICK, "--workers", "2", "--out", str(out), *args],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
 
     def output(self, tail: int | None = None) -> str:
-        return "".join(self.lines[-tail:] if tail else self.lines)
+        return self.text(tail)
 
     def joined(self, timeout: float = 240) -> dict[int, str]:
         """partition → address of the host its worker runs on, once both workers joined."""
@@ -97,29 +89,11 @@ class Job:
         assert len(found) == 2, f"workers did not join:\n{self.output(60)}"
         return found
 
-    def wait(self, timeout: float) -> int:
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"spark-submit still running after {timeout:g} s:\n{self.output(60)}")
-        self._reader.join(timeout=10)
-        return rc
-
     def summary(self) -> dict:
         return json.loads((self.out / "summary.json").read_text())
 
     def record(self) -> dict:
         return json.loads((self.out / "workers.json").read_text())
-
-
-def wait_until(ready: Callable[[], object], timeout: float, step: float = 0.25) -> float | None:
-    """Seconds until ``ready()`` was true, or None after ``timeout``."""
-    start = time.monotonic()
-    while not ready():
-        if time.monotonic() - start > timeout:
-            return None
-        time.sleep(step)
-    return time.monotonic() - start
 
 
 def host_of(cluster: HostsCluster, addr: str) -> Host:
@@ -229,10 +203,6 @@ def applied_once(job: Job, in_flight: dict[int, int] | None = None) -> dict:
     snapshot = json.loads((job.out / "server_state.json").read_text())
     assert snapshot["updates"] == summary["updates"], "the final snapshot holds every update"
     return summary
-
-
-def measured(what: str) -> None:
-    print(f"measured: {what}", flush=True)
 
 
 @pytest.mark.timeout(300)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -405,22 +406,19 @@ def _shard_pids(submit_pid: int) -> list[int]:
     return pids
 
 
-def test_spark_run_with_shards_survives_a_killed_shard_and_resumes_with_another_s(tmp_path: Path) -> None:
-    """A real spark-submit with ps_shards=2: one shard process SIGKILLed after the first snapshot is restarted, the
-    run finishes (exit 0) with its final snapshot, no shard process is left; then --resume with ps_shards=3."""
-    out = tmp_path / "run"
-    cmd = submit_command("--workers", "2", "--steps", "600", "--out", str(out), "--set", "ps_shards=2",
-                         "--set", "snapshot_every=150")
+def _submit_killing_a_shard(cmd: list[str], tmp_path: Path, pick: Callable[[int], int]) -> tuple[int, str]:
+    """Run ``cmd`` (a spark-submit) to its end, bounded in time; SIGKILL the pid ``pick(submit's pid)`` names once it
+    names one (0: not yet). Returns (the killed pid or 0, the run's stderr)."""
     out_file, err_file = tmp_path / "stdout", tmp_path / "stderr"
     with open(out_file, "w") as stdout_f, open(err_file, "w") as stderr_f:
         proc = subprocess.Popen(cmd, env=run_env(), stdout=stdout_f, stderr=stderr_f, text=True)
+    killed = 0
     try:
-        deadline, killed, seen = time.monotonic() + 300, 0, set()
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
-            shards = _shard_pids(proc.pid)
-            if len(shards) == 2 and (out / "snapshots.csv").is_file() and not killed:
-                killed, seen = shards[-1], set(shards)
-                os.kill(killed, signal.SIGKILL)
+            if pid := pick(proc.pid):
+                os.kill(pid, signal.SIGKILL)
+                killed = pid
                 break
             time.sleep(0.2)
         proc.wait(timeout=400)
@@ -430,6 +428,37 @@ def test_spark_run_with_shards_survives_a_killed_shard_and_resumes_with_another_
             proc.wait()
     stderr = err_file.read_text()
     assert killed and proc.returncode == 0, stderr[-3000:]
+    return killed, stderr
+
+
+def _resumes_with(out: Path, shards: int, first: int) -> None:
+    """``--resume`` of the run in ``out`` with ps_shards=``shards`` goes on from its snapshot past ``first`` updates."""
+    res = subprocess.run(submit_command("--workers", "2", "--steps", "200", "--out", str(out), "--resume",
+                                        "--set", f"ps_shards={shards}"), env=run_env(), capture_output=True, text=True,
+                         timeout=400)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resumed from" in res.stdout
+    state = json.loads((out / "server_state.json").read_text())
+    assert state["updates"] > first and np.isfinite(final_theta(out)).all()
+    assert json.loads((out / "summary.json").read_text()).get("ps_shards", 1) == shards
+
+
+def test_spark_run_with_shards_survives_a_killed_shard_and_resumes_with_another_s(tmp_path: Path) -> None:
+    """A real spark-submit with ps_shards=2: one shard process SIGKILLed after the first snapshot is restarted, the
+    run finishes (exit 0) with its final snapshot, no shard process is left; then --resume with ps_shards=3."""
+    out = tmp_path / "run"
+    cmd = submit_command("--workers", "2", "--steps", "600", "--out", str(out), "--set", "ps_shards=2",
+                         "--set", "snapshot_every=150")
+    seen: set[int] = set()
+
+    def pick(submit: int) -> int:
+        shards = _shard_pids(submit)
+        if len(shards) == 2 and (out / "snapshots.csv").is_file():
+            seen.update(shards)
+            return shards[-1]
+        return 0
+
+    killed, stderr = _submit_killing_a_shard(cmd, tmp_path, pick)
     log = (out / "driver.log").read_text() + stderr
     assert f"(pid {killed}) died" in log and "restarted from the last snapshot's cut" in log, log[-3000:]
     assert all(f"of 2: pid {p} at" in log for p in seen), log[:3000]  # each shard's start, in driver.log
@@ -440,16 +469,7 @@ def test_spark_run_with_shards_survives_a_killed_shard_and_resumes_with_another_
     assert len(started) == 3 and not any(_alive(p) for p in started), started  # two, and the restarted one
     assert np.isfinite(final_theta(out)).all()
     assert "versions differ" not in log  # every cut consistent
-    first = summary["updates"]
-
-    res = subprocess.run(submit_command("--workers", "2", "--steps", "200", "--out", str(out), "--resume",
-                                        "--set", "ps_shards=3"), env=run_env(), capture_output=True, text=True,
-                         timeout=400)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "resumed from" in res.stdout
-    state = json.loads((out / "server_state.json").read_text())
-    assert state["updates"] > first and np.isfinite(final_theta(out)).all()
-    assert json.loads((out / "summary.json").read_text())["ps_shards"] == 3
+    _resumes_with(out, 3, summary["updates"])
 
 
 STARTED = re.compile(r"shard (\d) of 2: pid (\d+) at (\S+)")  # driver.log: a shard registered (its task's pid)
@@ -473,27 +493,16 @@ def test_spark_run_with_shards_on_executors_survives_a_killed_shard_task_and_res
     out = tmp_path / "run"
     cmd = submit_command("--workers", "2", "--steps", "600", "--out", str(out), "--set", "ps_shards=2",
                          "--set", "ps_placement=executors", "--set", "snapshot_every=150", master="local[4,4]")
-    out_file, err_file = tmp_path / "stdout", tmp_path / "stderr"
-    with open(out_file, "w") as stdout_f, open(err_file, "w") as stderr_f:
-        proc = subprocess.Popen(cmd, env=run_env(), stdout=stdout_f, stderr=stderr_f, text=True)
-    try:
-        deadline, killed, started = time.monotonic() + 300, 0, {}
-        while time.monotonic() < deadline and proc.poll() is None:
-            started = _started(out / "driver.log")
-            if len(started) == 2 and (out / "snapshots.csv").is_file():
-                pid = started[1][0]
-                assert pid in _descendants(proc.pid), (pid, started)  # this run's Python worker, never another
-                os.kill(pid, signal.SIGKILL)
-                killed = pid
-                break
-            time.sleep(0.2)
-        proc.wait(timeout=400)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    stderr = err_file.read_text()
-    assert killed and proc.returncode == 0, stderr[-3000:]
+    started: dict[int, tuple[int, str]] = {}
+
+    def pick(submit: int) -> int:
+        started.update(_started(out / "driver.log"))
+        if len(started) == 2 and (out / "snapshots.csv").is_file():
+            assert started[1][0] in _descendants(submit), started  # this run's Python worker, never another
+            return started[1][0]
+        return 0
+
+    killed, stderr = _submit_killing_a_shard(cmd, tmp_path, pick)
     log = (out / "driver.log").read_text() + stderr
     assert all(a.startswith("tcp://127.0.0.1:") for _, a in started.values()), started
     assert f"(pid {killed}) died" in log and "restarted from the last snapshot's cut" in log, log[-3000:]
@@ -511,16 +520,7 @@ def test_spark_run_with_shards_on_executors_survives_a_killed_shard_task_and_res
         time.sleep(0.1)
     assert not any(_alive(p) for p in tasks), tasks
     assert np.isfinite(final_theta(out)).all()
-    first = summary["updates"]
-
-    res = subprocess.run(submit_command("--workers", "2", "--steps", "200", "--out", str(out), "--resume",
-                                        "--set", "ps_shards=1"), env=run_env(), capture_output=True, text=True,
-                         timeout=400)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "resumed from" in res.stdout
-    state = json.loads((out / "server_state.json").read_text())
-    assert state["updates"] > first and np.isfinite(final_theta(out)).all()
-    assert json.loads((out / "summary.json").read_text()).get("ps_shards", 1) == 1
+    _resumes_with(out, 1, summary["updates"])
 
 
 def test_shards_on_executors_need_a_task_slot_each_beside_the_workers(tmp_path: Path) -> None:

@@ -571,6 +571,13 @@ def _scale_out_config(r: dict, statement: str) -> list[str]:
     return out
 
 
+def _link_cells(x: dict) -> tuple[str, str]:
+    """A bench-links row's link rate and its workers' communicate shares, as table cells."""
+    rate = "unlimited" if x["link_gbit"] is None else f"{x['link_gbit']:g}"
+    comm = ", ".join(_pct(None if w["comm_share"] is None else 100 * w["comm_share"]) for w in x["workers"].values())
+    return rate, comm
+
+
 def _links(r: dict) -> list[str]:
     c = r["config"]
     out = [f"The `{c['config']}` job on network-namespace hosts (master, driver, {c['workers']} worker hosts), "
@@ -582,11 +589,9 @@ def _links(r: dict) -> list[str]:
            "| link (Gbit/s) | updates/s (run) | updates/s (steady) | of unlimited | MB per update | driver link "
            "(Gbit/s) | its use | workers communicate |", "|---" * 8 + "|"]
     for x in r["rows"]:
-        rate = "unlimited" if x["link_gbit"] is None else f"{x['link_gbit']:g}"
+        rate, comm = _link_cells(x)
         steady = "–" if x["steady_updates_per_s"] is None else f"{x['steady_updates_per_s']:.1f}"
         per = "–" if x["bytes_per_update"] is None else f"{x['bytes_per_update'] / 1e6:.2f}"
-        comm = ", ".join(_pct(None if w["comm_share"] is None else 100 * w["comm_share"])
-                         for w in x["workers"].values())
         out.append(f"| {rate} | {x['updates_per_s']:.1f} | {steady} | "
                    f"{_pct(None if x['of_unlimited'] is None else 100 * x['of_unlimited'])} | {per} | "
                    f"{x['driver_gbit_s']:.3f} | {_pct(None if x['link_use'] is None else 100 * x['link_use'])} | "
@@ -604,11 +609,9 @@ def _links_shards(r: dict) -> list[str]:
            "| link (Gbit/s) | S | updates/s (steady) | of one server | busiest host | its MB per update | "
            "workers communicate |", "|---" * 7 + "|"]
     for x in r["rows"]:
-        rate = "unlimited" if x["link_gbit"] is None else f"{x['link_gbit']:g}"
+        rate, comm = _link_cells(x)
         role, b = max(x["host_bytes"].items(), key=lambda kv: kv[1]["rx"] + kv[1]["tx"])
         per = (b["rx"] + b["tx"]) / x["updates"] / 1e6 if x["updates"] else None
-        comm = ", ".join(_pct(None if w["comm_share"] is None else 100 * w["comm_share"])
-                         for w in x["workers"].values())
         of = x.get("of_one_server")
         out.append(f"| {rate} | {x['shards']} | {_fmt(x['steady_updates_per_s'])} | "
                    f"{'–' if of is None else f'{of:.2f}×'} | {role} | {_fmt(per, '.2f')} | {comm} |")

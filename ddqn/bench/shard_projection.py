@@ -74,10 +74,9 @@ def transport(num_params: int, results: Path) -> tuple[ServiceTimes, str]:
     return ServiceTimes.from_row(row), f"{path} ({row['member']}, {row['solver']}, auth message): loopback legs"
 
 
-def shard_costs(results: Path, solver: str, legs: ServiceTimes) -> tuple[ShardService, dict[str, float], str,
-                                                                         dict[str, Any]]:
-    """Each shard's a + b/S per kind, the one server's seconds per kind at S = 1, where they come from and the fit
-    used. ``legs``: one server's measured times (the fallback splits a total into PUSH and FETCH as they do)."""
+def shard_costs(results: Path, solver: str, legs: ServiceTimes) -> tuple[ShardService, str, dict[str, Any]]:
+    """Each shard's a + b/S per kind, where they come from and the fit used. ``legs``: one server's measured times
+    (the fallback splits a total into PUSH and FETCH as they do)."""
     path = results / "shard_cost.json"
     if not path.is_file():
         raise SystemExit(f"shard_projection: {path}: no such file (make bench-shard-cost-alone)")
@@ -114,8 +113,7 @@ def shard_costs(results: Path, solver: str, legs: ServiceTimes) -> tuple[ShardSe
                   f"split {push_share:.0%} PUSH / {1 - push_share:.0%} FETCH as one server's times are")
         fit = {"total": total}
     service = ShardService(a, b, legs.stats_s, source)  # a FETCH answered with versions only: a small message
-    one = {k: a[k] + b[k] for k in a}  # S = 1
-    return service, one, source, fit
+    return service, source, fit
 
 
 def _solver_of(config: str) -> str:
@@ -168,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     solver = load_solver_spec(cfg.path("solver")).type
     fixed, cyc = cycle(args.config, results)
     legs, legs_source = transport(num_params, results)
-    shard_service, _, source, fit = shard_costs(results, solver, legs)
+    shard_service, source, fit = shard_costs(results, solver, legs)
     # S = 1 is today's one server (no votes, no COMMIT): its own service times, from results/ps_speed.json or, when
     # it has none for this net and solver, measured now on this CPU (ddqn.sim.cli.service_times)
     service, one_source = service_times(cfg, results / "ps_speed.json", fixed=False)
