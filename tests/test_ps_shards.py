@@ -535,6 +535,17 @@ def test_shards_on_executors_need_a_task_slot_each_beside_the_workers(tmp_path: 
     assert "offers 2" in lines[0] and "Traceback" not in res.stdout + res.stderr, res.stderr[-3000:]
 
 
+def _final_cut_resumes_on_the_hosts(cluster, out: Path, updates: int) -> None:
+    """The run's final snapshot holds all its ``updates`` and resumes with one server on the hosts."""
+    from test_hosts import Job
+
+    state = json.loads((out / "server_state.json").read_text())
+    assert state["updates"] == updates and np.isfinite(final_theta(out)).all()
+    resumed = Job(cluster, out, "--steps", "100", "--resume", "--set", "ps_shards=1")
+    assert resumed.wait(300) == 0, resumed.output(60)
+    assert json.loads((out / "server_state.json").read_text())["updates"] > state["updates"]
+
+
 @pytest.mark.hosts
 @pytest.mark.timeout(480)
 def test_shards_on_executor_hosts_listen_there_and_a_killed_one_is_rerun(tmp_path: Path) -> None:
@@ -574,11 +585,7 @@ def test_shards_on_executor_hosts_listen_there_and_a_killed_one_is_rerun(tmp_pat
         summary = job.summary()
         assert summary["shard_restarts"] == 1 and summary["ps_placement"] == "executors", summary
         assert settled(cluster) == {}  # the job's processes, shard tasks included, ended
-        state = json.loads((out / "server_state.json").read_text())
-        assert state["updates"] == summary["updates"] and np.isfinite(final_theta(out)).all()
-        resumed = Job(cluster, out, "--steps", "100", "--resume", "--set", "ps_shards=1")
-        assert resumed.wait(300) == 0, resumed.output(60)
-        assert json.loads((out / "server_state.json").read_text())["updates"] > state["updates"]
+        _final_cut_resumes_on_the_hosts(cluster, out, summary["updates"])
     finally:
         stop(cluster, tmp_path)
 
@@ -625,11 +632,7 @@ def test_a_shard_killed_on_the_hosts_is_restarted_and_the_run_ends_with_a_consis
         summary = job.summary()
         assert summary["shard_restarts"] == 1 and summary["updates"] > 0, summary
         assert shards() == [] and settled(cluster) == {}  # the shards ended with their driver, the job's processes too
-        state = json.loads((out / "server_state.json").read_text())
-        assert state["updates"] == summary["updates"] and np.isfinite(final_theta(out)).all()
-        resumed = Job(cluster, out, "--steps", "100", "--resume", "--set", "ps_shards=1")
-        assert resumed.wait(300) == 0, resumed.output(60)
-        assert json.loads((out / "server_state.json").read_text())["updates"] > state["updates"]
+        _final_cut_resumes_on_the_hosts(cluster, out, summary["updates"])
     finally:
         stop(cluster, tmp_path)
 
