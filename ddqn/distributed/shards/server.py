@@ -44,7 +44,8 @@ PENDING_S = 10.0  # a pending slice waits this long for its COMMIT (an honest wo
 
 @dataclass
 class Pending:
-    """A valid slice waiting for its COMMIT: the gradient (float32, the shard's slice), its squared norm (float64)."""
+    """A valid slice waiting for its COMMIT: the gradient (float32, the shard's slice: a read-only view of the PUSH's
+    received frame, which it keeps alive, so nothing is copied), its squared norm (float64)."""
 
     push_id: int
     base: int  # the shard's θ version it was computed on
@@ -70,7 +71,7 @@ class ShardServer(ParameterServer):
     def __init__(self, store: ParameterStore, secret: bytes, options: ServerOptions, *, shard: int, shards: int,
                  vote_key: bytes, stats: ServerStats | None = None, pending_s: float = PENDING_S) -> None:
         super().__init__(store, secret, options, stats=stats)
-        self.shard, self.shards, self._vote_key, self.pending_s = shard, shards, vote_key, pending_s
+        self.shard, self.shards, self._vote_key, self.pending_s = shard, shards, votes.VoteKey(vote_key), pending_s
         self.holding = threading.Event()  # set during a snapshot's cut: PUSHes wait in self._queue
         self.floor = store.version  # a gradient computed on an older version is voted invalid (a rollback's θ)
         self.bounds = (0, store.num_params)  # [lo, hi) of the whole θ this slice is (set by ``shards.host.build``)
@@ -111,8 +112,7 @@ class ShardServer(ParameterServer):
             valid = reason is None
             if valid:
                 with self.lock:
-                    self._pending[key] = Pending(push_id, header.version, summed, grad.copy(), sumsq,
-                                                 time.monotonic())
+                    self._pending[key] = Pending(push_id, header.version, summed, grad, sumsq, time.monotonic())
             else:
                 self.stats.dropped(reason)
                 sumsq = sumsq if math.isfinite(sumsq) else 0.0
