@@ -45,8 +45,7 @@ import hmac
 import json
 import os
 import struct
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -58,6 +57,7 @@ VERSION = 3  # 3: sessions on a port of their own, entered with a ticket (WELCOM
 # 2: a client's sequence numbers go on across its sessions (HELLO's client_id); F_REPEAT
 # magic, protocol version, type, flags, worker, attempt, pad, seq, θ version, aux, payload bytes
 HEADER = struct.Struct("<4sBBHIHHQQQI4x")
+NONCE = struct.Struct("<BQ3x")  # a session message's AES-GCM nonce: direction, sequence number, 3 zero bytes
 TAG_BYTES = 16
 NONCE_BYTES = 16
 MAX_JSON = 64 * 1024
@@ -118,9 +118,8 @@ class ProtocolError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class Header:
-    """Decoded header fields.
+class Header(NamedTuple):
+    """Decoded header fields (a tuple: made for every message, so made cheaply).
 
     ``version`` is a θ version: the one the worker holds (FETCH) or computed its gradient on (PUSH), or the
     server's current one (PARAMS, ACK). ``aux`` depends on the type; read it through the named properties.
@@ -223,7 +222,7 @@ def seal_handshake(secret: bytes, kind: int, worker: int, attempt: int, payload:
 
 def open_handshake(secret: bytes, frames: list[bytes], want: int) -> tuple[Header, bytes]:
     """Check a HELLO/WELCOME (type ``want``) and its HMAC tag; return header and payload."""
-    header, payload = _split(frames, TAG_BYTES)
+    header, payload, _ = _split(frames, TAG_BYTES)
     if header.type != want:
         raise ProtocolError("unexpected type", f"expected {TYPE_NAMES[want]}, got {TYPE_NAMES[header.type]}")
     if not hmac.compare_digest(bytes(frames[2]), _hmac_tag(secret, bytes(frames[0]), bytes(payload))):
@@ -231,14 +230,16 @@ def open_handshake(secret: bytes, frames: list[bytes], want: int) -> tuple[Heade
     return header, bytes(payload)
 
 
-def _split(frames: list, tag_bytes: int) -> tuple[Header, memoryview]:
+def _split(frames: list, tag_bytes: int) -> tuple[Header, memoryview, bytes]:
+    """The parsed header, the payload (a view) and the header frame's bytes of ``[header, payload, tag]``."""
     if len(frames) != 3 or memoryview(frames[2]).nbytes != tag_bytes:
         raise ProtocolError("malformed", f"expected 3 frames [header, payload, tag of {tag_bytes} bytes]")
-    header = parse_header(bytes(frames[0]))
+    raw = bytes(frames[0])
+    header = parse_header(raw)
     payload = _bytes_view(frames[1])
     if payload.nbytes != header.nbytes:
         raise ProtocolError("malformed", f"payload of {payload.nbytes} bytes, header says {header.nbytes}")
-    return header, payload
+    return header, payload, raw
 
 
 class Session:
@@ -259,7 +260,7 @@ class Session:
 
     @staticmethod
     def _nonce(direction: int, seq: int) -> bytes:
-        return bytes([direction]) + seq.to_bytes(8, "little") + b"\0\0\0"
+        return NONCE.pack(direction, seq)
 
     def seal(self, kind: int, worker: int, attempt: int, version: int = 0, aux: int = 0,
              payload: bytes | memoryview = b"", flags: int = 0) -> list:
@@ -267,7 +268,7 @@ class Session:
         self.sent += 1
         payload = _bytes_view(payload)
         size = payload.nbytes
-        h = Header(kind, flags, worker, attempt, self.sent, version, aux, size).pack()
+        h = HEADER.pack(MAGIC, VERSION, kind, flags, worker, attempt, 0, self.sent, version, aux, size)  # Header.pack
         # AES-GCM with the payload as associated data and the header as the (tiny) plaintext: one
         # pass over the payload, no copy of it; the tag frame carries the sealed header and the tag.
         tag = self._aead.encrypt(self._nonce(self._out, self.sent), h, payload if self._mac_payload else None)
@@ -278,15 +279,15 @@ class Session:
 
         ``frames`` may be bytes or zero-copy buffers; the payload is returned as a memoryview of frame 1.
         """
-        header, payload = _split(frames, HEADER.size + TAG_BYTES)
+        header, payload, raw = _split(frames, HEADER.size + TAG_BYTES)
         if header.seq <= self.received:
             raise ProtocolError("replayed", f"seq {header.seq} <= {self.received}")
         try:
-            sealed = self._aead.decrypt(self._nonce(self._in, header.seq), bytes(frames[2]),
+            sealed = self._aead.decrypt(NONCE.pack(self._in, header.seq), bytes(frames[2]),
                                         payload if self._mac_payload else None)
         except InvalidTag as exc:
             raise ProtocolError("unauthenticated", "message tag does not verify") from exc
-        if not hmac.compare_digest(sealed, bytes(frames[0])):
+        if not hmac.compare_digest(sealed, raw):
             raise ProtocolError("unauthenticated", "message header does not match its sealed copy")
         self.received = header.seq
         return header, payload
