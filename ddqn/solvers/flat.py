@@ -114,9 +114,9 @@ def parse_solver_spec(text: str, source: str) -> SolverSpec:
 def learning_rate(spec: SolverSpec, it: int) -> np.float32:
     """Caffe's ``SGDSolver::GetLearningRate`` at iteration ``it``, with Caffe's float/double mix."""
     s, f32 = spec, np.float32
-    base, gamma, power = f32(s.base_lr), f32(s.gamma), f32(s.power)
     if s.lr_policy == "fixed":
-        return base
+        return f32(s.base_lr)
+    base, gamma, power = f32(s.base_lr), f32(s.gamma), f32(s.power)
     if s.lr_policy == "step":  # pow(float, int) is computed in double
         return f32(float(base) * float(gamma) ** (it // s.stepsize))
     if s.lr_policy == "exp":
@@ -159,6 +159,10 @@ class FlatSolver:
         self._scratch = np.empty(self.size, np.float32)  # clipped/regularized gradient, when needed
         self._runs = _runs(params, spec.weight_decay)
         self._l1 = spec.regularization_type == "L1"
+        # per run: [lo, hi), lr_mult and weight_decay × decay_mult as float32, computed once (as apply did per update)
+        f32, wd = np.float32, np.float32(spec.weight_decay)
+        self._scaled = [(lo, hi, f32(lr), f32(wd * f32(dm))) for lo, hi, lr, dm in self._runs]
+        self._clip = f32(spec.clip_gradients)
 
     def copy(self) -> FlatSolver:
         """A copy with its own history (what a snapshot writes while the original keeps training)."""
@@ -187,18 +191,17 @@ class FlatSolver:
         if lr_divisor != 1:
             rate = f32(rate / f32(lr_divisor))
         scale = self._clip_scale(grad)
-        wd = f32(self.spec.weight_decay)
-        for lo, hi, lr_mult, decay_mult in self._runs:
-            g, decay = grad[lo:hi], f32(wd * f32(decay_mult))
+        for lo, hi, lr_mult, decay in self._scaled:
+            g = grad[lo:hi]
             if scale != 1 or decay != 0:  # Caffe's separate clip/regularize passes, fused into one
                 g = self._scratch[lo:hi]
                 kernels.regularize(theta[lo:hi], grad[lo:hi], g, scale, decay, self._l1)
-            self._step(theta[lo:hi], g, [h[lo:hi] for h in self.history], f32(rate * f32(lr_mult)))
+            self._step(theta[lo:hi], g, [h[lo:hi] for h in self.history], f32(rate * lr_mult))
         self.iter += 1
 
     def _clip_scale(self, grad: np.ndarray) -> np.float32:
         """Caffe's ClipGradients: scale by clip / ‖g‖ when the L2 norm exceeds ``clip_gradients``."""
-        clip = np.float32(self.spec.clip_gradients)
+        clip = self._clip
         if clip < 0:
             return np.float32(1)
         sumsq = np.float32(0)
@@ -252,16 +255,21 @@ class AdamSolver(FlatSolver):
 
     HISTORIES = 2
 
+    def __init__(self, spec: SolverSpec, params: tuple[ParamBlob, ...], threads: int = 1,
+                 parallel_min: int = PARALLEL_MIN) -> None:
+        super().__init__(spec, params, threads, parallel_min)
+        f32 = np.float32
+        b1, b2 = f32(spec.momentum), f32(spec.momentum2)
+        self._betas = (b1, f32(1) - b1, b2, f32(1) - b2, f32(spec.delta))  # the kernel's constants, as float32
+
     def correction(self) -> np.float32:
         """c_t for the next update, as Caffe computes it: pow(float, int) and the rest in double, then float."""
-        b1, b2, t = float(np.float32(self.spec.momentum)), float(np.float32(self.spec.momentum2)), self.iter + 1
+        b1, b2, t = float(self._betas[0]), float(self._betas[2]), self.iter + 1
         return np.float32(np.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t))
 
     def _step(self, theta, grad, hist, rate) -> None:
-        f32 = np.float32
-        b1, b2 = f32(self.spec.momentum), f32(self.spec.momentum2)
-        self._kernel(kernels.adam, kernels.adam_par, theta, grad, hist[0], hist[1], f32(rate * self.correction()),
-                     b1, f32(1) - b1, b2, f32(1) - b2, f32(self.spec.delta))
+        scale = np.float32(rate * self.correction())
+        self._kernel(kernels.adam, kernels.adam_par, theta, grad, hist[0], hist[1], scale, *self._betas)
 
 
 _SOLVERS = {"SGD": SGDSolver, "AdaGrad": AdaGradSolver, "RMSProp": RMSPropSolver, "Adam": AdamSolver}
