@@ -139,8 +139,11 @@ class ServerStats:
             self._busy_s += seconds
             self._cpu_s += cpu_s
             if kind is not None:
-                c = self._parts.setdefault(kind, Counter())
-                c.update(parts or {})
+                c = self._parts.get(kind)
+                if c is None:  # not setdefault: it would make a Counter per message
+                    c = self._parts[kind] = Counter()
+                for name, s in (parts or {}).items():  # Counter.update would check for a Mapping per message
+                    c[name] += s
                 c["n"] += 1
                 c["total"] += seconds
 
