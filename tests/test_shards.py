@@ -2,9 +2,13 @@
 gradients hold exactly the θ and solver history one server would, bit for bit, for every solver type."""
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import numpy as np
 import pytest
 
+from ddqn.distributed.shards import votes
 from ddqn.distributed.shards.slices import bounds, layout_slice, shard_solver, slice_history
 from ddqn.errors import ConfigError
 from ddqn.net.netspec import load_netspec
@@ -67,3 +71,22 @@ def test_clip_gradients_needs_the_whole_gradient() -> None:
     assert shard_solver(clip, spec.params, 0, spec.num_params).spec.clip_gradients == 10  # one shard: the whole
     with pytest.raises(ConfigError, match="clip.prototxt: clip_gradients"):
         shard_solver(clip, spec.params, 0, spec.num_params // 2)
+
+
+def test_a_votes_mac_is_hmac_sha256_and_every_signed_byte_counts() -> None:
+    """VoteKey hashes the key's pads once: its MAC is HMAC-SHA256's for short, block-sized and long keys; a COMMIT's
+    votes with any signed byte changed, or for another push, do not open."""
+    for size in (16, 32, 64, 65, 100):
+        key = bytes(range(size))
+        for message in (b"", b"x" * 51, b"y" * 200):
+            assert votes.VoteKey(key).mac(message) == hmac.new(key, message, hashlib.sha256).digest()[:16]
+    key = b"k" * 32
+    cast = b"".join(votes.seal(key, 1, 0, 7, 2, votes.Vote(k, True, 0.25 * k)) for k in range(3))
+    assert votes.open_all(votes.VoteKey(key), 3, 1, 0, 7, 2, cast) == [votes.Vote(k, True, 0.25 * k) for k in range(3)]
+    for i in range(len(cast)):
+        if 3 <= i % votes.VOTE.size < 8:  # the 5 pad bytes (zeros) are not signed
+            continue
+        bad = bytearray(cast)
+        bad[i] ^= 1
+        assert votes.open_all(key, 3, 1, 0, 7, 2, bytes(bad)) is None, i
+    assert votes.open_all(key, 3, 1, 0, 8, 2, cast) is None
