@@ -154,8 +154,8 @@ bench-shard-cost-alone: install  ## one shard alone with one client (PUSH, COMMI
 bench-shard-projection: install  ## the tuned timing at W = 1…64 for S = 1, 2, 4, 8 (shards on executors or the driver) on 10 and 1 Gbit/s: the timing-only simulator with bench-worker's cycle and bench-shard-cost-alone's per-shard costs (a projection; ≈ 1 min)
 	$(PY) -m ddqn.bench.shard_projection
 
-bench-links-shards: install  ## the paper job on network-namespace hosts at 0.25 Gbit/s with one server and with 2 shards on executor hosts (issue 31: the real S = 2 against S = 1 under a rated link; root; sudo when not root)
-	$(SUDO) $(PY) -m ddqn.bench.links --rates 0.25 --shards 1 2 --result links_shards --runs results/runs/links_shards
+bench-links-shards: install  ## the paper job on network-namespace hosts at 0.5 and 0.25 Gbit/s with one server and with 2 shards on executor hosts (issue 31: the real S = 2 against S = 1 under a rated link; root; sudo when not root)
+	$(SUDO) $(PY) -m ddqn.bench.links --rates 0.5 0.25 --shards 1 2 --result links_shards --runs results/runs/links_shards
 	$(if $(SUDO),$(SUDO) chown -R $$(id -u):$$(id -g) results)
 
 bench-links-model: install  ## the simulator against bench-links' runs: two rates calibrate it (compute per gradient, links' efficiency), the others are predicted within ±15 %
