@@ -20,6 +20,7 @@ import struct
 from typing import NamedTuple
 
 VOTE = struct.Struct("<HB5xd16s")
+PAD = bytes(5)  # VOTE's pad bytes (offsets 3..7), zeros
 SIGNED = struct.Struct("<8sIHQQHBd")  # domain, worker, attempt, push id, summed, shard, valid, squared norm
 DOMAIN = b"ddqn-vt"  # padded to 8 bytes: separates votes from every other MAC under the shard key
 MAC_BYTES = 16
@@ -60,8 +61,10 @@ def seal(key: bytes | VoteKey, worker: int, attempt: int, push_id: int, summed: 
 
 def open_all(key: bytes | VoteKey, shards: int, worker: int, attempt: int, push_id: int, summed: int,
              payload: bytes) -> list[Vote] | None:
-    """The S votes of a COMMIT's payload, in shard order; None if any is missing, out of order or does not verify."""
-    if len(payload) != shards * VOTE.size:
+    """The S votes of a COMMIT's payload, in shard order; None if any is missing, out of order, has a pad byte that
+    is not zero (they are not signed: one vote, one encoding) or does not verify."""
+    if len(payload) != shards * VOTE.size or any(payload[k * VOTE.size + 3:k * VOTE.size + 8] != PAD
+                                                 for k in range(shards)):
         return None
     key, votes = _keyed(key), []
     for k, (shard, valid, sumsq, mac) in enumerate(VOTE.iter_unpack(payload)):
