@@ -149,7 +149,7 @@ bench-shard-cost: install  ## each shard's busy time per update at 1/S of θ (S 
 	$(PY) -m ddqn.bench.shard_cost
 
 bench-shard-cost-alone: install  ## one shard alone with one client (PUSH, COMMIT with all S votes, FETCH) at S = 1, 2, 4, 8: its CPU µs per update by message kind and part, and the fit a + b/S; under 'alone' in results/shard_cost.json (tuned's net and Adam, what bench-shard-projection projects; nothing else may run)
-	$(PY) -m ddqn.bench.shard_cost --alone --config tuned
+	$(PY) -m ddqn.bench.shard_cost --alone --config tuned --rounds 6
 
 bench-shard-projection: install  ## the tuned timing at W = 1…64 for S = 1, 2, 4, 8 (shards on executors or the driver) on 10 and 1 Gbit/s: the timing-only simulator with bench-worker's cycle and bench-shard-cost-alone's per-shard costs (a projection; ≈ 1 min)
 	$(PY) -m ddqn.bench.shard_projection
