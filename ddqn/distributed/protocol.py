@@ -222,10 +222,10 @@ def seal_handshake(secret: bytes, kind: int, worker: int, attempt: int, payload:
 
 def open_handshake(secret: bytes, frames: list[bytes], want: int) -> tuple[Header, bytes]:
     """Check a HELLO/WELCOME (type ``want``) and its HMAC tag; return header and payload."""
-    header, payload, _ = _split(frames, TAG_BYTES)
+    header, payload, raw = _split(frames, TAG_BYTES)
     if header.type != want:
         raise ProtocolError("unexpected type", f"expected {TYPE_NAMES[want]}, got {TYPE_NAMES[header.type]}")
-    if not hmac.compare_digest(bytes(frames[2]), _hmac_tag(secret, bytes(frames[0]), bytes(payload))):
+    if not hmac.compare_digest(bytes(frames[2]), _hmac_tag(secret, raw, bytes(payload))):
         raise ProtocolError("unauthenticated", "handshake tag does not verify (wrong secret?)")
     return header, bytes(payload)
 
@@ -258,20 +258,16 @@ class Session:
         self.sent = 0  # sequence number of the last message sent
         self.received = 0  # ... and received
 
-    @staticmethod
-    def _nonce(direction: int, seq: int) -> bytes:
-        return NONCE.pack(direction, seq)
-
     def seal(self, kind: int, worker: int, attempt: int, version: int = 0, aux: int = 0,
              payload: bytes | memoryview = b"", flags: int = 0) -> list:
         """Frames of one message; ``payload`` may be a buffer (sent without a copy)."""
         self.sent += 1
         payload = _bytes_view(payload)
         size = payload.nbytes
-        h = HEADER.pack(MAGIC, VERSION, kind, flags, worker, attempt, 0, self.sent, version, aux, size)  # Header.pack
+        h = Header(kind, flags, worker, attempt, self.sent, version, aux, size).pack()
         # AES-GCM with the payload as associated data and the header as the (tiny) plaintext: one
         # pass over the payload, no copy of it; the tag frame carries the sealed header and the tag.
-        tag = self._aead.encrypt(self._nonce(self._out, self.sent), h, payload if self._mac_payload else None)
+        tag = self._aead.encrypt(NONCE.pack(self._out, self.sent), h, payload if self._mac_payload else None)
         return [h, payload, tag]
 
     def open(self, frames: list) -> tuple[Header, memoryview]:

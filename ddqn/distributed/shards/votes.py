@@ -19,8 +19,8 @@ import math
 import struct
 from typing import NamedTuple
 
-VOTE = struct.Struct("<HB5xd16s")
-PAD = bytes(5)  # VOTE's pad bytes (offsets 3..7), zeros
+VOTE = struct.Struct("<HB5sd16s")  # shard, valid, pad (zeros, not signed), squared norm, MAC
+PAD = bytes(5)
 SIGNED = struct.Struct("<8sIHQQHBd")  # domain, worker, attempt, push id, summed, shard, valid, squared norm
 DOMAIN = b"ddqn-vt"  # padded to 8 bytes: separates votes from every other MAC under the shard key
 MAC_BYTES = 16
@@ -56,19 +56,18 @@ def seal(key: bytes | VoteKey, worker: int, attempt: int, push_id: int, summed: 
     """The 32 wire bytes of ``vote`` (what the shard puts in its ACK of the PUSH)."""
     valid = int(vote.valid)
     mac = _keyed(key).mac(SIGNED.pack(DOMAIN, worker, attempt, push_id, summed, vote.shard, valid, vote.sumsq))
-    return VOTE.pack(vote.shard, valid, vote.sumsq, mac)
+    return VOTE.pack(vote.shard, valid, PAD, vote.sumsq, mac)
 
 
 def open_all(key: bytes | VoteKey, shards: int, worker: int, attempt: int, push_id: int, summed: int,
              payload: bytes) -> list[Vote] | None:
     """The S votes of a COMMIT's payload, in shard order; None if any is missing, out of order, has a pad byte that
     is not zero (they are not signed: one vote, one encoding) or does not verify."""
-    if len(payload) != shards * VOTE.size or any(payload[k * VOTE.size + 3:k * VOTE.size + 8] != PAD
-                                                 for k in range(shards)):
+    if len(payload) != shards * VOTE.size:
         return None
     key, votes = _keyed(key), []
-    for k, (shard, valid, sumsq, mac) in enumerate(VOTE.iter_unpack(payload)):
-        if shard != k or valid > 1 or not hmac.compare_digest(
+    for k, (shard, valid, pad, sumsq, mac) in enumerate(VOTE.iter_unpack(payload)):
+        if shard != k or valid > 1 or pad != PAD or not hmac.compare_digest(
                 mac, key.mac(SIGNED.pack(DOMAIN, worker, attempt, push_id, summed, shard, valid, sumsq))):
             return None
         votes.append(Vote(shard, valid == 1, sumsq))
