@@ -148,10 +148,10 @@ bench-links: install  ## the paper job on network-namespace hosts at link rates 
 bench-shard-cost: install  ## each shard's busy time per update at 1/S of θ (S = 1, 2, 4, by part) on the real sharded server, and the analytic projection of capacity and load at W = 1…64 on 10 and 1 Gbit/s links
 	$(PY) -m ddqn.bench.shard_cost
 
-bench-shard-cost-alone: install  ## one shard alone with one client (PUSH, COMMIT with all S votes, FETCH) at S = 1, 2, 4, 8: its CPU µs per update by message kind and part, and the fit a + b/S; under 'alone' in results/shard_cost.json (tuned's net and Adam, what bench-shard-projection projects; nothing else may run)
+bench-shard-cost-alone: install  ## one shard alone with one client (PUSH, COMMIT with all S votes, FETCH; or a COMMIT answered with θ) at S = 1, 2, 4, 8, 16: its CPU µs per message by kind and part, and the fit a + b/S; under 'alone' in results/shard_cost.json (tuned's net and Adam, what bench-shard-projection projects; nothing else may run)
 	$(PY) -m ddqn.bench.shard_cost --alone --config tuned --rounds 6
 
-bench-shard-projection: install  ## the tuned timing at W = 1…64 for S = 1, 2, 4, 8 (shards on executors or the driver) on 10 and 1 Gbit/s: the timing-only simulator with bench-worker's cycle and bench-shard-cost-alone's per-shard costs (a projection; ≈ 1 min)
+bench-shard-projection: install  ## the tuned timing at W = 1…64 for S = 1, 2, 4, 8, 16 (shards on executors or the driver) on 10 and 1 Gbit/s: the timing-only simulator with bench-worker's cycle and bench-shard-cost-alone's per-shard costs (a projection; ≈ 1 min)
 	$(PY) -m ddqn.bench.shard_projection
 
 bench-links-shards: install  ## the paper job on network-namespace hosts at 0.5 and 0.25 Gbit/s with one server and with 2 shards on executor hosts (issue 31: the real S = 2 against S = 1 under a rated link; root; sudo when not root)

@@ -271,8 +271,9 @@ def import_violations(source: str, module: str, bench_modules: set[str]) -> list
 
 
 def test_shard_cost_alone_keeps_the_other_rows_and_fits_a_plus_b_over_s(tmp_path: Path) -> None:
-    """``--alone``: one shard per S with its client (PUSH, COMMIT with S votes, two of them forged, FETCH), CPU per
-    update by kind; written under ``alone`` beside the rows already in shard_cost.json; the REPORT shows it."""
+    """``--alone``: one shard per S with its client (PUSH, COMMIT with S votes, two of them forged, FETCH; or a COMMIT
+    answered with θ), CPU per message by kind; written under ``alone`` beside the rows already in shard_cost.json; the
+    REPORT shows it."""
     from ddqn.bench.report import _shard_cost
     from ddqn.bench.stats import fit_a_b
 
@@ -285,9 +286,14 @@ def test_shard_cost_alone_keeps_the_other_rows_and_fits_a_plus_b_over_s(tmp_path
     data = json.loads((tmp_path / "shard_cost.json").read_text())
     assert data["rows"] == {"1": "kept"} and set(data["alone"]["rows"]) == {"1", "3"}
     for row in data["alone"]["rows"].values():
-        assert all(row["kinds"][k]["cpu_us"] > 0 for k in ("push", "commit", "fetch")), row
+        assert all(row["kinds"][k]["cpu_us"] > 0 for k in ("push", "commit", "fetch", "commit_fetch")), row
         assert row["kinds"]["commit"]["parts_us"]["apply"] > 0 and row["kinds"]["fetch"]["parts_us"]["publish"] > 0
+        theta = row["kinds"]["commit_fetch"]["parts_us"]
+        assert theta["apply"] > 0 and theta["publish"] > 0  # a COMMIT answered with θ applies, then publishes
+        assert row["cpu_us_theta"] == pytest.approx(row["kinds"]["push"]["cpu_us"]
+                                                    + row["kinds"]["commit_fetch"]["cpu_us"])
     assert data["alone"]["fit"]["total"]["a_us"] is not None and "fit total: a = " in res.stdout
+    assert "fit total_theta: a = " in res.stdout
     data.pop("rows")
     assert "**Measured alone**" in "\n".join(_shard_cost(data))
 
@@ -296,7 +302,8 @@ def test_shard_projection_reads_the_alone_fit_or_falls_back_and_says_so(tmp_path
     """The projection bench in-process on a small grid (timing-only: no Caffe): with an ``alone`` fit whose costs
     all scale with the slice, four shards on executors double two's server-bound rate; without it, the shared-cores
     rows are used and the source says FALLBACK; S = 1 is one server's own service times (ps_speed's, or measured
-    now), not a shard's; the goal line and the REPORT section name the best S."""
+    now), not a shard's; the goal line and the REPORT section name the best S (when all saturate: the S that carries
+    the most updates/s)."""
     import shutil
 
     from ddqn.bench.report import _shard_projection
@@ -318,8 +325,9 @@ def test_shard_projection_reads_the_alone_fit_or_falls_back_and_says_so(tmp_path
     assert two["busiest_server"] > 0.97 and four["updates_per_s"] == pytest.approx(2 * two["updates_per_s"], rel=0.1)
     loads = {r["shards"]: max(r["busiest_server"], r["busiest_card"]) for r in data["rows"]
              if r["workers"] == 64 and r["placement"] == "executors"}
-    assert data["goal"]["load"] == min(loads.values()) and data["goal"]["shards"] in loads  # both S saturate here
+    assert min(loads.values()) > 0.97 and data["goal"]["shards"] == 4  # both saturate: the one carrying more
     assert data["goal"]["workers"] == 64 and data["goal"]["met"] is False
+    assert "charged as COMMIT + FETCH" in data["shard_source"]  # this fit has no COMMIT answered with θ
     assert "**missed**" in "\n".join(_shard_projection(data))
     (tmp_path / "shard_cost.json").write_text(json.dumps({"rows": rows}))
     projection(args)

@@ -108,16 +108,21 @@ def _alive(pid: int) -> bool:
 
 
 def test_four_shards_give_one_servers_theta_bit_for_bit(spec, tmp_path: Path) -> None:
-    """One worker, the same gradients (pushed one at a time, each after a FETCH): θ, θ⁻ and the solver history of
-    S = 4 shard processes are exactly one server's, and the shards' processes end with the group."""
+    """One worker, the same gradients (pushed one at a time): θ, θ⁻ and the solver history of S = 4 shard processes
+    are exactly one server's, and the shards' processes end with the group. The sharded worker gets θ after every
+    other push from its COMMITs' replies (``push_and_fetch``), after the others from a FETCH: each time the θ and θ⁻
+    one server's FETCH gave at that version (θ⁻ resets every 3 updates, so some replies carry both)."""
     grads = _grads(spec.num_params, 7)
     one = ParameterServer(_store(spec), P.new_secret(), ServerOptions(partitions=4)).start()
+    seen = []  # one server's θ and θ⁻ before each push, and at the end
     try:
         client = ServerClient(one.address, one.secret, 0, 0, spec.num_params, timeout=10)
         for g in grads:
             p = client.fetch()
-            client.push(g, p.version)
+            seen.append((p.theta.copy(), p.target.copy()))
+            assert client.push_and_fetch(g, p.version)[2] is None  # one server's ACK carries no θ
         single = client.fetch()
+        seen.append((single.theta.copy(), single.target.copy()))
         client.close()
         whole = one.store.copy()
     finally:
@@ -127,19 +132,28 @@ def test_four_shards_give_one_servers_theta_bit_for_bit(spec, tmp_path: Path) ->
     try:
         assert len(set(pids)) == S and all(_alive(p) for p in pids)
         client = group.client()
-        version = -1
-        for g in grads:
-            p = client.fetch(version if version >= 0 else P.NO_VERSION)
-            version = p.version
-            assert client.push(g, p.version) == (version + 1, False)
-        sharded = client.fetch(version)
+        p = client.fetch()
+        theta, target = p.theta.copy(), p.target.copy()
+        for i, g in enumerate(grads):
+            assert np.array_equal(theta, seen[i][0]) and np.array_equal(target, seen[i][1]), i
+            if i % 2:
+                version, stop, p = client.push_and_fetch(g, p.version)
+                assert (version, stop) == (i + 1, False) and p.theta is not None
+            else:
+                assert client.push(g, p.version) == (i + 1, False)
+                p = client.fetch(p.version, p.target_version)
+            assert p.version == i + 1 and (p.target is not None) == ((i + 1) % TARGET_UPDATE == 0), i
+            theta = p.theta.copy()
+            target = target if p.target is None else p.target.copy()
+        assert client.fetch(p.version, p.target_version).theta is None  # the reply held the current θ
         client.close()
         cut = group.group.copy()
     finally:
         group.close()
     assert not any(_alive(p) for p in pids)  # ended by pid, ports freed
-    assert sharded.version == single.version == cut.version == len(grads)
-    assert np.array_equal(sharded.theta, single.theta) and np.array_equal(cut.theta, whole.theta)
+    assert p.version == single.version == cut.version == len(grads)
+    assert np.array_equal(theta, seen[-1][0]) and np.array_equal(target, seen[-1][1])
+    assert np.array_equal(theta, single.theta) and np.array_equal(cut.theta, whole.theta)
     assert np.array_equal(cut.target, whole.target) and cut.target_version == whole.target_version == 2
     assert cut.solver.iter == whole.solver.iter
     assert all(np.array_equal(a, b) for a, b in zip(cut.solver.history, whole.solver.history, strict=True))
@@ -181,7 +195,8 @@ def _shard_session(sharded: Sharded, k: int, worker: int = 1):
 
 def test_hostile_peers_against_a_shard_change_nothing_and_are_counted(sharded: Sharded) -> None:
     """An insider with the run secret (not the shard key) against shard 0: a bad MAC, an oversized PUSH, a forged
-    vote, a replayed COMMIT, a retried COMMIT. θ changes only by the one honest commit, once."""
+    vote, a COMMIT that asks for θ without saying which it holds, a replayed COMMIT, a retried COMMIT (asking for θ).
+    θ changes only by the one honest commit, once."""
     group, k = sharded.group, 0
     lo, hi = group.bounds[k]
     sock, s = _shard_session(sharded, k)
@@ -207,10 +222,12 @@ def test_hostile_peers_against_a_shard_change_nothing_and_are_counted(sharded: S
     sock.send_multipart(s.seal(P.COMMIT, 1, 0, 1, 7, forged))
     # 4. a vote moved to another shard's place
     sock.send_multipart(s.seal(P.COMMIT, 1, 0, 1, 7, mine * S))
+    # 5. a COMMIT flagged to ask for θ, without the θ and θ⁻ versions it holds after its votes
+    sock.send_multipart(s.seal(P.COMMIT, 1, 0, 1, 7, mine * S, flags=P.F_THETA))
     deadline = time.monotonic() + 10
-    while sum(sharded.dropped().values()) < 4 and time.monotonic() < deadline:
+    while sum(sharded.dropped().values()) < 5 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sharded.dropped() == {"unauthenticated": 3, "wrong size": 1}, sharded.dropped()
+    assert sharded.dropped() == {"unauthenticated": 3, "wrong size": 2}, sharded.dropped()
     assert not sock.poll(200)  # nothing answered
     assert np.array_equal(group.copy().theta, before.theta)
     # the honest way: every shard's vote, from pushes of the same id to each (the insider holds a session with each)
@@ -226,15 +243,21 @@ def test_hostile_peers_against_a_shard_change_nothing_and_are_counted(sharded: S
     assert sock.poll(10_000)
     h, _ = s.open(sock.recv_multipart())
     assert h.flags & P.F_APPLIED and h.version == 1  # applied by shard 0 (the others got no COMMIT: see below)
-    # 5. the same COMMIT frames again: replayed (its sequence number), dropped unanswered
+    # 6. the same COMMIT frames again: replayed (its sequence number), dropped unanswered
     sock.send_multipart(commit)
-    # 6. the COMMIT sent again under a new number (a retry): answered as applied before, not applied twice
-    h = _request(sock, s, s.seal(P.COMMIT, 1, 0, 1, 7, b"".join(cast)))
-    assert h.flags & P.F_REPEAT and h.flags & P.F_APPLIED and h.version == 1
+    # 7. the COMMIT sent again under a new number (a retry), asking for θ: answered as applied before, not applied
+    # twice, with the shard's θ slice (the insider holds version 0 of θ and θ⁻)
+    have = (0).to_bytes(8, "little") * 2
+    sock.send_multipart(s.seal(P.COMMIT, 1, 0, 1, 7, b"".join(cast) + have, flags=P.F_THETA))
+    assert sock.poll(10_000)
+    h, body = s.open(sock.recv_multipart())
+    assert h.type == P.PARAMS and h.version == 1 and h.target_version == 0
+    assert h.flags & (P.F_REPEAT | P.F_APPLIED | P.F_THETA | P.F_TARGET) == P.F_REPEAT | P.F_APPLIED | P.F_THETA
     sock.close()
     dropped = sharded.dropped()
-    assert dropped == {"unauthenticated": 3, "wrong size": 1, "replayed": 1, "resent": 1}, dropped
+    assert dropped == {"unauthenticated": 3, "wrong size": 2, "replayed": 1, "resent": 1}, dropped
     after = group.copy()  # shard 0 applied the slice; shards 1..3 hold theirs pending until they expire
+    assert np.array_equal(np.frombuffer(body, np.float32), after.theta[lo:hi])
     assert group.versions() == [1, 0, 0, 0]
     assert not np.array_equal(after.theta[lo:hi], before.theta[lo:hi])
     assert np.array_equal(after.theta[hi:], before.theta[hi:])

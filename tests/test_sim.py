@@ -425,9 +425,33 @@ def _server_bound(a_push: float = 0.0) -> tuple[ServiceTimes, object]:
     from ddqn.sim.shards import ShardService
 
     service = dataclasses.replace(FIXED_SERVICE, push_s=0.004, fetch_s=0.002, fetch_both_s=0.003, stats_s=0.0)
-    shard = ShardService({"push": a_push, "commit": 0.0, "fetch": 0.0, "fetch_both": 0.0},
-                         {"push": 0.004, "commit": 0.0, "fetch": 0.002, "fetch_both": 0.003}, 0.0)
+    shard = ShardService({"push": a_push, "commit": 0.0, "commit_fetch": 0.0, "fetch": 0.0, "fetch_both": 0.0},
+                         {"push": 0.004, "commit": 0.0, "commit_fetch": 0.002, "fetch": 0.002, "fetch_both": 0.003},
+                         0.0)
     return service, shard
+
+
+@pytest.mark.parametrize(("train_every", "fetch_every", "per_update_ms"),
+                         [(2, 1, 1 + 2 + 0.5), (1, 1, 1 + 2), (1, 2, 1 + (2 + 10) / 2)])
+def test_a_push_brings_theta_back_when_the_next_step_fetches(tiny_net_file: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch, train_every: int,
+                                                              fetch_every: int, per_update_ms: float) -> None:
+    """One worker on S = 2 shards, each message kind with a cost of its own (ms): PUSH 1, COMMIT 10, COMMIT answered
+    with θ 2, FETCH of θ 4, FETCH answered with versions only 0.5. A push whose next step fetches asks for θ in its
+    COMMITs and that step sends no FETCH: per update a shard serves PUSH + COMMIT with θ (+ the gradient step's
+    FETCH, which with one worker finds θ unchanged, when ``train_every`` is 2); with ``fetch_every`` 2 every other
+    push's next step fetches, so the other COMMITs are plain. The busy time per update says which messages came."""
+    from ddqn.sim.shards import ShardService
+
+    _no_caffe(monkeypatch)
+    cfg = _cfg(tiny_net_file, target_update=10**6, train_every=train_every, fetch_every=fetch_every)
+    ms = {"push": 1e-3, "commit": 10e-3, "commit_fetch": 2e-3, "fetch": 4e-3, "fetch_both": 4e-3}
+    shard = ShardService(ms, dict.fromkeys(ms, 0.0), 0.5e-3)
+    sim, _ = _timing(cfg, tmp_path / "s", 1, dataclasses.replace(FIXED_SERVICE, stats_s=0.0), updates=200, shards=2,
+                     shard_service=shard)
+    for s in sim.shards:
+        first = 4e-3  # the first FETCH (θ and θ⁻)
+        assert (s.busy_s - first) / s.store.version == pytest.approx(per_update_ms / 1e3, abs=0.02e-3), s.busy_s
 
 
 def test_shards_scale_a_server_bound_run_s_fold_with_no_fixed_cost(tiny_net_file: Path, tmp_path: Path,

@@ -659,24 +659,32 @@ def _shard_cost(r: dict) -> list[str]:
 
 def _shard_cost_alone(a: dict) -> list[str]:
     c, kinds = a["config"], ("push", "commit", "fetch")
+    theta = all("cpu_us_theta" in x for x in a["rows"].values())  # measured since a COMMIT can ask for θ
     out = ["", f"**Measured alone** (`make bench-shard-cost-alone`, {a['machine'].get('date', '?')} on "
            f"{cpu_label(a['machine'])}): one shard (shard 0 of S, over 1/S of the `{c['config']}` net's "
            f"{c['num_params']:,} floats) and one client in a process of its own, nothing else busy; per update the "
-           "client PUSHes the slice, COMMITs all S votes (S − 1 forged with the shard key) and FETCHes the slice. "
+           "client PUSHes the slice, COMMITs all S votes (S − 1 forged with the shard key) and FETCHes the slice"
+           + ("; every other update its COMMIT asks for θ's slice instead and no FETCH follows (what a worker does "
+              "when its next step fetches: `commit + θ`)" if theta else "") + ". "
            f"{c['rounds']} rounds of {c['updates']} updates interleaved over S, medians; CPU: the shard's server "
-           "thread's time on a core; busy and parts: wall.", "",
-           "| S | floats | CPU per update (µs) | " + " | ".join(f"{k} CPU" for k in kinds) + " | busy | "
-           + " | ".join(PART_NAMES) + " | client (µs per update) |", "|---" * (5 + len(kinds) + len(PART_NAMES)) + "|"]
+           "thread's time on a core" + (" per message of each kind" if theta else "") + "; busy and parts: wall "
+           "(PUSH + COMMIT + FETCH).", "",
+           "| S | floats | CPU per update (µs) | " + " | ".join(f"{k} CPU" for k in kinds)
+           + (" | commit + θ CPU | CPU per update with θ in the COMMIT's reply" if theta else "") + " | busy | "
+           + " | ".join(PART_NAMES) + " | client (µs per update) |",
+           "|---" * (5 + len(kinds) + 2 * theta + len(PART_NAMES)) + "|"]
     for s, x in a["rows"].items():
         parts = " | ".join(f"{sum(x['kinds'][k]['parts_us'][p] for k in kinds):.0f}" for p in PART_NAMES)
         out.append(f"| {s} | {x['floats']:,} | {x['cpu_us']:.0f} | "
                    + " | ".join(f"{x['kinds'][k]['cpu_us']:.0f}" for k in kinds)
+                   + (f" | {x['kinds']['commit_fetch']['cpu_us']:.0f} | {x['cpu_us_theta']:.0f}" if theta else "")
                    + f" | {x['busy_us']:.0f} | {parts} | {x['client_us']:.0f} |")
     fits = [(k, f) for k, f in a["fit"].items() if f]
     if fits:
-        out += ["", "Fit of the CPU per update, cost(S) = a + b/S (least squares; a: per message, b: the whole "
-                "vector's bytes): " + "; ".join(f"{k} a = {f['a_us']:.0f} µs, b = {f['b_us']:.0f} µs (rms "
-                                               f"{f['rms_us']:.0f})" for k, f in fits) + "."]
+        out += ["", "Fit of the CPU per message and per update, cost(S) = a + b/S (least squares; a: per message, b: "
+                "the whole vector's bytes; `total`: PUSH + COMMIT + FETCH, `total_theta`: PUSH + COMMIT answered with "
+                "θ): " + "; ".join(f"{k} a = {f['a_us']:.0f} µs, b = {f['b_us']:.0f} µs (rms "
+                                   f"{f['rms_us']:.0f})" for k, f in fits) + "."]
     return out
 
 
@@ -726,8 +734,12 @@ def _shard_projection(r: dict) -> list[str]:
            f"{m.get('date', '?')}). Shards' service per message, a + b/S: {r['shard_source']}. Loopback legs: "
            f"{r['transport']}. A full-duplex card per host at the rate, links' efficiency {r['efficiency_source']}, "
            "no token bucket. S = 1: one server thread; S > 1 on `executors` (a host and card each) or all on the "
-           "`driver`'s host and card. Each cell: steady updates/s · the busiest server thread's utilisation · the "
-           "busiest server-side card direction's share of the rate.", ""]
+           "`driver`'s host and card"
+           + (", a worker's COMMIT asking for θ when its next step fetches"
+              if "commit_fetch" in r["shard_service"]["a_us"] else "")
+           + (f"; config overrides {', '.join(c['set'])}" if c.get("set") else "")
+           + ". Each cell: steady updates/s · the busiest server thread's utilisation · the busiest server-side "
+           "card direction's share of the rate.", ""]
     ws = [str(w) for w in c["workers"]]
     out += ["| link (Gbit/s) | S | placement | " + " | ".join(f"W = {w}" for w in ws) + " |",
             "|---" * (3 + len(ws)) + "|"]
@@ -740,8 +752,9 @@ def _shard_projection(r: dict) -> list[str]:
     g = r.get("goal")
     if g:
         out += ["", f"Goal (issue 31): W = {g['workers']} on {g['gbit']:g} Gbit/s links, shards on executors, server "
-                f"and card load under {100 * g['goal']:.0f} %: **{'met' if g['met'] else 'missed'}**. Best S, "
-                f"{g['shards']}: server {_pct(100 * g['server'])}, card {_pct(100 * g['card'])}."]
+                f"and card load under {100 * g['goal']:.0f} %: **{'met' if g['met'] else 'missed'}**. Best S (the most "
+                f"updates/s carried, then the lowest load), {g['shards']}: server {_pct(100 * g['server'])}, card "
+                f"{_pct(100 * g['card'])}."]
     return out
 
 

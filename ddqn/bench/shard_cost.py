@@ -22,10 +22,12 @@ the smaller of the busiest shard's bound and its card's (each shard's host moves
 ``--alone`` (:func:`measure_alone`): ONE shard server (shard 0 of S, a :class:`ShardServer` over 1/S of θ, in this
 process) with nothing else busy but one client in a process of its own, which sends it its PUSH slice, then the
 COMMIT carrying all S votes (the other S − 1 forged by the client with the per-run shard key, which the bench holds as
-the driver does), then the FETCH of its slice. Per S (default 1, 2, 4, 8): the shard's CPU and busy µs per update
-by message kind (PUSH, COMMIT, FETCH; ``ServerStats`` parts per kind), and the fit cost(S) = a + b/S per update
-(least squares over the S measured, per kind and in all): a is the fixed cost per message, b the cost of the whole
-vector's bytes. Written under ``alone`` in results/shard_cost.json (the other keys are kept).
+the driver does), then the FETCH of its slice; every other update the COMMIT asks for θ's slice instead, as a worker's
+does when its next step fetches, and no FETCH follows. Per S (default 1, 2, 4, 8, 16): the shard's CPU and busy µs per
+message by kind (PUSH, COMMIT, FETCH, COMMIT answered with θ; ``ServerStats`` parts per kind), per update (PUSH +
+COMMIT + FETCH, and PUSH + COMMIT answered with θ), and the fit cost(S) = a + b/S (least squares over the S measured,
+per kind and per update): a is the fixed cost per message, b the cost of the whole vector's bytes. Written under
+``alone`` in results/shard_cost.json (the other keys are kept).
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ from ddqn.distributed.server import ParameterServer, ServerOptions
 from ddqn.distributed.shards import votes
 from ddqn.distributed.shards.client import ShardedClient
 from ddqn.distributed.shards.group import ShardGroup
-from ddqn.distributed.shards.server import ShardServer
+from ddqn.distributed.shards.server import HAVE, ShardServer
 from ddqn.distributed.shards.slices import bounds, shard_solver
 from ddqn.distributed.stats import PART_NAMES, ServerStats
 from ddqn.distributed.store import ParameterStore
@@ -221,7 +223,8 @@ def worker_rate(config: str, path: Path) -> float | None:
 
 
 # -- one shard alone (--alone) -------------------------------------------------------------------------------
-ALONE_KINDS = ("push", "commit", "fetch")  # fetch: θ's slice, or θ's and θ⁻'s (fetch_both) after a reset
+ALONE_KINDS = ("push", "commit", "fetch", "commit_fetch")  # fetch: θ's slice, or θ's and θ⁻'s (fetch_both);
+# commit_fetch: a COMMIT answered with θ's slice (shards.server's COMMIT with F_THETA)
 
 
 class KindStats(ServerStats):
@@ -248,8 +251,9 @@ def _kind(kind: str) -> str:
 
 
 def _alone_client(address: str, secret: bytes, key: bytes, shards: int, num_params: int, conn: Connection) -> None:
-    """The client of shard 0 of ``shards``: PUSH its slice (its vote back), COMMIT all S votes (S − 1 forged with
-    the shard key), FETCH its slice; ``n`` times per request; answers with its wall seconds per update."""
+    """The client of shard 0 of ``shards``: PUSH its slice (its vote back), then COMMIT all S votes (S − 1 forged
+    with the shard key); every other update the COMMIT asks for θ's slice, the others are followed by a FETCH of it;
+    ``n`` updates per request; answers with its wall seconds per update."""
     from ddqn.solvers import kernels  # noqa: PLC0415 - numba's import in the client process only
 
     grad = (1e-4 * np.random.default_rng(1).standard_normal(num_params)).astype(np.float32)
@@ -269,10 +273,14 @@ def _alone_client(address: str, secret: bytes, key: bytes, shards: int, num_para
             _, vote = client.request(P.PUSH, version, 1, body + push_id.to_bytes(8, "little"))
             cast = b"".join(bytes(vote) if k == 0 else
                             votes.seal(key, 0, 0, push_id, 1, votes.Vote(k, True, sumsq[k])) for k in range(shards))
-            header, _ = client.request(P.COMMIT, 1, push_id, cast)
-            if not header.flags & P.F_APPLIED:
+            if push_id % 2:
+                reply = client.request(P.COMMIT, 1, push_id, cast + HAVE.pack(version, target), P.F_THETA)
+                p = client.params(*reply)
+            else:
+                header, _ = client.request(P.COMMIT, 1, push_id, cast)
+                p = client.fetch(header.version - 1, target) if header.flags & P.F_APPLIED else None
+            if p is None or p.theta is None:
                 raise SystemExit("shard_cost --alone: the shard did not apply a COMMIT")
-            p = client.fetch(header.version - 1, target)
             version, target = p.version, p.target_version
         conn.send((time.perf_counter() - t) / n)
     client.close()
@@ -295,7 +303,7 @@ class AloneShard:
                                   stats=self.stats).start()
 
     def counters(self) -> tuple[int, dict[str, float], dict[str, dict[str, float]]]:
-        """(updates, CPU seconds by kind, {kind: {part or "total": seconds}})."""
+        """(updates, CPU seconds by kind, {kind: {part, "total" or "n" (messages): seconds or count}})."""
         cpu: dict[str, float] = {}
         for k, v in self.stats.cpu_view().items():
             cpu[_kind(k)] = cpu.get(_kind(k), 0.0) + v
@@ -303,8 +311,7 @@ class AloneShard:
         for k, c in self.stats.view().parts.items():
             mine = parts.setdefault(_kind(k), {})
             for name, sec in c.items():
-                if name != "n":
-                    mine[name] = mine.get(name, 0.0) + sec
+                mine[name] = mine.get(name, 0.0) + sec
         return self.server.store.version, cpu, parts
 
     def close(self) -> None:
@@ -312,7 +319,9 @@ class AloneShard:
 
 
 def _alone_round(shard: AloneShard, conn: Connection, proc: mp.Process, n: int) -> dict[str, Any]:
-    """One round of ``n`` updates: per kind, the shard's CPU and busy µs per update and busy µs by part."""
+    """One round of ``n`` updates: per kind, the shard's CPU and busy µs per message and busy µs by part; per
+    update, the CPU of a PUSH, COMMIT and FETCH (``cpu_us``) and of a PUSH and a COMMIT answered with θ
+    (``cpu_us_theta``)."""
     time.sleep(SETTLE_S)
     u0, c0, p0 = shard.counters()
     conn.send(n)
@@ -321,15 +330,17 @@ def _alone_round(shard: AloneShard, conn: Connection, proc: mp.Process, n: int) 
     wall = conn.recv()
     time.sleep(SETTLE_S)
     u1, c1, p1 = shard.counters()
-    per = max(u1 - u0, 1)
     kinds = {}
     for k in ALONE_KINDS:
         a, b = p0.get(k, {}), p1.get(k, {})
+        per = max(b.get("n", 0) - a.get("n", 0), 1)  # messages of this kind in the round
         kinds[k] = {"cpu_us": 1e6 * (c1.get(k, 0.0) - c0.get(k, 0.0)) / per,
                     "busy_us": 1e6 * (b.get("total", 0.0) - a.get("total", 0.0)) / per,
                     "parts_us": {x: 1e6 * (b.get(x, 0.0) - a.get(x, 0.0)) / per for x in PART_NAMES}}
+    plain, theta = ("push", "commit", "fetch"), ("push", "commit_fetch")
     return {"updates": u1 - u0, "client_us": 1e6 * wall, "kinds": kinds,
-            "cpu_us": sum(v["cpu_us"] for v in kinds.values()), "busy_us": sum(v["busy_us"] for v in kinds.values())}
+            "cpu_us": sum(kinds[k]["cpu_us"] for k in plain), "busy_us": sum(kinds[k]["busy_us"] for k in plain),
+            "cpu_us_theta": sum(kinds[k]["cpu_us"] for k in theta)}
 
 
 def measure_alone(config: str, shard_counts: list[int], updates: int, rounds: int) -> dict[int, dict[str, Any]]:
@@ -351,14 +362,17 @@ def measure_alone(config: str, shard_counts: list[int], updates: int, rounds: in
                  for k in ALONE_KINDS}
         out[s] = {"floats": bounds(params[s], s)[0][1], "kinds": kinds,
                   "cpu_us": med([r["cpu_us"] for r in rs]), "busy_us": med([r["busy_us"] for r in rs]),
+                  "cpu_us_theta": med([r["cpu_us_theta"] for r in rs]),
                   "client_us": med([r["client_us"] for r in rs])}
     return out
 
 
 def alone_fits(rows: dict[int, dict[str, Any]]) -> dict[str, dict[str, float] | None]:
-    """The a + b/S fit of each kind's CPU µs per update, and of their sum."""
+    """The a + b/S fit of each kind's CPU µs per message, and of an update's: PUSH, COMMIT and FETCH (``total``), or
+    PUSH and a COMMIT answered with θ (``total_theta``)."""
     fits = {k: fit_a_b({s: r["kinds"][k]["cpu_us"] for s, r in rows.items()}) for k in ALONE_KINDS}
     fits["total"] = fit_a_b({s: r["cpu_us"] for s, r in rows.items()})
+    fits["total_theta"] = fit_a_b({s: r["cpu_us_theta"] for s, r in rows.items()})
     return fits
 
 
@@ -381,6 +395,7 @@ def main_alone(args: argparse.Namespace) -> None:
         k = r["kinds"]
         print(f"alone S = {s} ({r['floats']:,} floats): {r['cpu_us']:.0f} µs CPU per update (push "
               f"{k['push']['cpu_us']:.0f}, commit {k['commit']['cpu_us']:.0f}, fetch {k['fetch']['cpu_us']:.0f}); "
+              f"{r['cpu_us_theta']:.0f} µs with θ in the COMMIT's reply (commit {k['commit_fetch']['cpu_us']:.0f}); "
               f"busy {r['busy_us']:.0f} µs; client {r['client_us']:.0f} µs per update", flush=True)
     fits = alone_fits(rows)
     for k, f in fits.items():
@@ -396,16 +411,17 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results", help="results directory")
     ap.add_argument("--config", default="paper", help="the net, solver and target_update of the servers")
-    ap.add_argument("--shards", type=int, nargs="+", help="values of S (default 1 2 4; --alone: 1 2 4 8)")
+    ap.add_argument("--shards", type=int, nargs="+", help="values of S (default 1 2 4; --alone: 1 2 4 8 16)")
     ap.add_argument("--alone", action="store_true",
-                    help="one shard alone with one client (PUSH, COMMIT with S votes, FETCH): µs per update by kind "
-                         "and part, and the a + b/S fit; written under 'alone', other keys kept")
+                    help="one shard alone with one client (PUSH, COMMIT with S votes, FETCH; or PUSH and a COMMIT "
+                         "answered with θ): µs per message by kind and part, and the a + b/S fit; written under "
+                         "'alone', other keys kept")
     ap.add_argument("--updates", type=int, default=200, help="updates per round")
     ap.add_argument("--rounds", type=int, default=3, help="rounds, interleaved over S (medians)")
     ap.add_argument("--gbit", type=float, nargs="+", default=[10.0, 1.0], help="link rates of the projection")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64], help="W of the projection")
     args = ap.parse_args(argv)
-    args.shards = args.shards or ([1, 2, 4, 8] if args.alone else [1, 2, 4])
+    args.shards = args.shards or ([1, 2, 4, 8, 16] if args.alone else [1, 2, 4])
     if any(s < 1 for s in args.shards) or args.updates < 1 or args.rounds < 1:
         ap.error("--shards, --updates and --rounds: 1 or more")
     if args.alone:

@@ -188,7 +188,7 @@ class ServerClient:
         self._session.sent = sent  # sequence numbers go on across the client's sessions
         self.reconnects += 1
 
-    def request(self, kind: int, version: int = 0, aux: int = 0, payload: bytes | np.ndarray = b""
+    def request(self, kind: int, version: int = 0, aux: int = 0, payload: bytes | np.ndarray = b"", flags: int = 0
                 ) -> tuple[P.Header, memoryview]:
         """Send one request and return its verified reply; after a reset, the same request (the same sequence
         number) on a new connection. ServerGone if no reply comes within the timeout, resets included."""
@@ -200,8 +200,8 @@ class ServerClient:
         while frames is None:
             self._session.sent = seq - 1
             try:
-                self._sock.send_multipart(self._session.seal(kind, self.worker, self.attempt, version, aux, payload),
-                                          copy=False)
+                self._sock.send_multipart(self._session.seal(kind, self.worker, self.attempt, version, aux, payload,
+                                                            flags), copy=False)
             except zmq.Again as exc:
                 raise ServerGone("could not send to the parameter server") from exc
             frames = self._located_reply(deadline, MOVED_S)
@@ -216,7 +216,10 @@ class ServerClient:
 
     def fetch(self, have_version: int = P.NO_VERSION, have_target: int = P.NO_VERSION) -> Params:
         """θ (if newer than ``have_version``) and θ⁻ (if its version differs from ``have_target``)."""
-        h, payload = self.request(P.FETCH, have_version, have_target)
+        return self.params(*self.request(P.FETCH, have_version, have_target))
+
+    def params(self, h: P.Header, payload: memoryview) -> Params:
+        """The Params of a PARAMS reply (to a FETCH, or to a shard's COMMIT that asked for θ)."""
         arrays = np.frombuffer(payload, np.float32)
         n = bool(h.flags & P.F_THETA) + bool(h.flags & P.F_TARGET)
         if arrays.size != n * self.num_params:
@@ -233,6 +236,11 @@ class ServerClient:
         """
         h, _ = self.request(P.PUSH, base_version, count, grad)
         return h.version, bool(h.flags & P.F_STOP)
+
+    def push_and_fetch(self, grad: np.ndarray, base_version: int, count: int = 1) -> tuple[int, bool, Params | None]:
+        """:meth:`push`, and θ if its reply carries it: never from one server (its ACK carries no θ; the worker
+        fetches as before). A sharded server's COMMIT reply does (``ShardedClient.push_and_fetch``)."""
+        return *self.push(grad, base_version, count), None
 
     def stats(self, scores: list[int], env_steps: int, compute_s: float, comm_s: float) -> bool:
         """Report finished episodes' scores and time split since the last report; returns the stop flag."""

@@ -65,6 +65,7 @@ MAX_JSON = 64 * 1024
 # message types: worker → server
 HELLO, FETCH, PUSH, STATS, BYE = 1, 2, 3, 4, 5
 COMMIT = 6  # worker → shard of a sharded server (ps_shards > 1): apply the slice pushed, with every shard's vote
+# (flagged F_THETA, it asks for the shard's θ slice in the reply, as a FETCH would: ``shards.server``)
 # server → worker
 WELCOME, PARAMS, ACK = 11, 12, 13
 TYPE_NAMES = {HELLO: "HELLO", FETCH: "FETCH", PUSH: "PUSH", STATS: "STATS", BYE: "BYE", COMMIT: "COMMIT",

@@ -390,9 +390,10 @@ class ParameterServer:
             return
         self._send_params(ident, session, header.version, header.target_version)
 
-    def _send_params(self, ident: bytes, session: Session, have: int, have_target: int) -> None:
-        """PARAMS with θ if the worker's version is not current and θ⁻ if its target version is not."""
-        flags, version, target_version = self._flags(), self.store.version, self.store.target_version
+    def _send_params(self, ident: bytes, session: Session, have: int, have_target: int, flags: int = 0) -> None:
+        """PARAMS with θ if the worker's version is not current and θ⁻ if its target version is not (``flags``: more
+        flags to set, a shard's COMMIT's)."""
+        flags, version, target_version = self._flags() | flags, self.store.version, self.store.target_version
         need_theta, need_target = have != version, have_target != target_version
         payload = b""  # the store's published buffers go out without a copy (ZeroMQ holds a reference)
         t = time.perf_counter()

@@ -14,7 +14,8 @@ class Message:
 
     FETCH: ``version``/``target_version`` the worker holds. PUSH: ``version`` its gradient was computed on,
     ``grad`` (num_params float32, the sum of ``summed`` minibatch gradients). STATS: ``report`` (scores, env steps,
-    compute and communicate seconds since the last one).
+    compute and communicate seconds since the last one). ``fetch``: a PUSH whose reply should carry θ (a sharded
+    server's does, ``ddqn.sim.shards``; one server's never does).
     """
 
     kind: str
@@ -25,3 +26,4 @@ class Message:
     grad: np.ndarray | None = None
     summed: int = 1
     report: dict = field(default_factory=dict)
+    fetch: bool = False

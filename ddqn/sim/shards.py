@@ -11,6 +11,9 @@ It mirrors :mod:`ddqn.distributed.shards` message for message (see that package'
   back, a COMMIT carrying the S votes goes to every shard, which applies its pending slice only if every vote is
   valid; the worker goes on when all S COMMITs are acknowledged. Every commit reaches every shard, so the shards'
   counts agree once the commits in flight land (θ⁻ resets every ``target_update`` of a shard's own updates).
+* a PUSH whose worker fetches at its next step (``Message.fetch``) sends COMMITs that ask for θ (naming the slice's
+  θ and θ⁻ versions the worker holds, 16 bytes more): each shard answers as a FETCH would right after the commit,
+  and the worker takes that θ instead of fetching (``shards.server``'s COMMIT with ``F_THETA``).
 
 Time: each shard is one FIFO thread with its own service time per message kind for its slice, :class:`ShardService`'s
 a + b/S (a fixed cost per message and a cost per byte of the whole vector, from ``make bench-shard-cost --alone``'s
@@ -46,7 +49,8 @@ from ddqn.solvers.flat import FlatSolver, SolverSpec, make_solver
 COMMIT = "commit"
 PLACEMENTS = ("driver", "executors")
 PUSH_ID_BYTES = 8  # after a PUSH's slice (ddqn.distributed.shards.server.PUSH_ID)
-SHARD_KINDS = ("push", "commit", "fetch", "fetch_both")
+SHARD_KINDS = ("push", "commit", "commit_fetch", "fetch", "fetch_both")
+HAVE_BYTES = 16  # after a COMMIT's votes when it asks for θ (ddqn.distributed.shards.server.HAVE)
 
 
 def shard_host(shard: int, placement: str) -> int:
@@ -58,9 +62,10 @@ def shard_host(shard: int, placement: str) -> int:
 class ShardService:
     """A shard's server-thread seconds per message at S shards: ``a`` (per message) + ``b`` / S (its slice's bytes).
 
-    ``a``/``b`` per kind: PUSH (the slice's checks and vote), COMMIT (the votes verified, the slice applied), FETCH
-    (θ's slice) and FETCH of θ and θ⁻; ``small_s``: a FETCH answered with versions only. ``source`` says where the
-    numbers come from.
+    ``a``/``b`` per kind: PUSH (the slice's checks and vote), COMMIT (the votes verified, the slice applied),
+    COMMIT answered with θ's slice (``commit_fetch``), FETCH (θ's slice) and FETCH of θ and θ⁻; ``small_s``: a FETCH
+    answered with versions only. A COMMIT answered with θ and θ⁻ costs ``commit_fetch`` + (``fetch_both`` −
+    ``fetch``); one answered with versions only, a COMMIT's. ``source`` says where the numbers come from.
     """
 
     a: dict[str, float]
@@ -70,14 +75,18 @@ class ShardService:
 
     def at(self, shards: int) -> dict[str, float]:
         """Seconds per message kind of one shard of ``shards``."""
-        return {**{k: self.a[k] + self.b[k] / shards for k in SHARD_KINDS}, "fetch_none": self.small_s}
+        per = {k: self.a[k] + self.b[k] / shards for k in SHARD_KINDS}
+        return {**per, "fetch_none": self.small_s, "commit_fetch_none": per["commit"],
+                "commit_fetch_both": per["commit_fetch"] + per["fetch_both"] - per["fetch"]}
 
     @classmethod
     def scaled(cls, service: ServiceTimes) -> ShardService:
-        """From one server's times: every cost scales with the slice (a = 0), and a COMMIT costs what a STATS does
-        (a small message). The default when nothing was measured for shards."""
-        return cls({"push": 0.0, "commit": service.stats_s, "fetch": 0.0, "fetch_both": 0.0},
-                   {"push": service.push_s, "commit": 0.0, "fetch": service.fetch_s,
+        """From one server's times: every cost scales with the slice (a = 0), a COMMIT costs what a STATS does
+        (a small message), and one answered with θ that plus a FETCH's. The default when nothing was measured for
+        shards."""
+        return cls({"push": 0.0, "commit": service.stats_s, "commit_fetch": service.stats_s, "fetch": 0.0,
+                    "fetch_both": 0.0},
+                   {"push": service.push_s, "commit": 0.0, "commit_fetch": service.fetch_s, "fetch": service.fetch_s,
                     "fetch_both": service.fetch_both_s}, service.stats_s, "one server's service times ÷ S")
 
     def row(self) -> dict:
@@ -96,9 +105,10 @@ class ShardTiming(Timing):
     shards: int = 1
 
     def wire_bytes(self, kind: str) -> tuple[int, int]:
-        n = self.payload_bytes
-        return {"push": (n + PUSH_ID_BYTES, VOTE.size), COMMIT: (self.shards * VOTE.size, 0), "fetch": (0, n),
-                "fetch_both": (0, 2 * n)}.get(kind, (0, 0))
+        n, cast = self.payload_bytes, self.shards * VOTE.size
+        return {"push": (n + PUSH_ID_BYTES, VOTE.size), COMMIT: (cast, 0), "fetch": (0, n), "fetch_both": (0, 2 * n),
+                "commit_fetch": (cast + HAVE_BYTES, n), "commit_fetch_both": (cast + HAVE_BYTES, 2 * n),
+                "commit_fetch_none": (cast + HAVE_BYTES, 0)}.get(kind, (0, 0))
 
     def service_s(self, kind: str) -> float:
         return self.service.stats_s if kind == "stats" else self.per_kind[kind]
@@ -109,9 +119,9 @@ class ShardTiming(Timing):
         up = down = h + self.latency_s
         if kind == "push":
             up += max(s.push_rtt_s - 2 * h, 0.0) * self.fraction
-        elif kind == "fetch":
+        elif kind in ("fetch", "commit_fetch"):
             down += max(s.fetch_rtt_s - 2 * h, 0.0) * self.fraction
-        elif kind == "fetch_both":
+        elif kind in ("fetch_both", "commit_fetch_both"):
             down += max(s.fetch_both_rtt_s - 2 * h, 0.0) * self.fraction
         return up, down
 
@@ -127,7 +137,8 @@ def shard_timings(service: ServiceTimes, shard_service: ShardService, num_params
 @dataclass
 class SliceMessage(Message):
     """A message to one shard: ``parent`` the worker's FETCH or PUSH it is part of; a PUSH's and a COMMIT's
-    ``push_id``; a COMMIT's ``votes`` (every shard's, valid or not, in shard order)."""
+    ``push_id``; a COMMIT's ``votes`` (every shard's, valid or not, in shard order); a COMMIT that asks for θ has
+    ``fetch`` and the slice's θ and θ⁻ versions the worker holds."""
 
     shard: int = 0
     parent: Message | None = None
@@ -142,7 +153,7 @@ class SimShard(SimServer):
     FETCH as one server's (its slice). PUSH: staleness on this shard's version; a valid slice is kept pending (one
     per worker) and the reply is its vote (True/False); an invalid one is dropped (``too stale``). COMMIT: the
     pending slice is applied if every vote is valid (the mean of a summed gradient, as one server), else dropped
-    (``vetoed``); the reply says whether it was.
+    (``vetoed``); the reply says whether it was, or, for a COMMIT that asks for θ, is a FETCH's reply.
     """
 
     def __init__(self, shard: int, *args, **kwargs) -> None:
@@ -165,10 +176,17 @@ class SimShard(SimServer):
                 self.stats.dropped("too stale")
                 self.too_stale[staleness] += 1
             return valid, "push"
+        applied = self._commit(msg)
+        if not msg.fetch:
+            return applied, COMMIT
+        params, kind = self._fetch(msg)
+        return params, f"commit_{kind}"
+
+    def _commit(self, msg: SliceMessage) -> bool:
         pending = self._pending.pop(msg.partition, None)
         if not (all(msg.votes) and pending is not None and pending[0] == msg.push_id):
             self.stats.dropped("vetoed")
-            return False, COMMIT
+            return False
         _, base, grad, summed = pending
         staleness = self.store.version - base
         self.stats.pushed(msg.partition, staleness)
@@ -176,7 +194,7 @@ class SimShard(SimServer):
         if summed > 1 and grad is not None:  # a sum over push_every minibatches → their mean
             grad = np.multiply(grad, np.float32(1 / summed), out=self._mean)
         self.store.apply(grad, staleness)
-        return True, COMMIT
+        return True
 
 
 class ShardedStore:
@@ -251,7 +269,7 @@ class ShardRouter:
         for k, (lo, hi) in enumerate(self.bounds):
             grad = None if msg.grad is None else msg.grad[lo:hi]
             self._to_shard(k, SliceMessage(PUSH, p, msg.sent_at, base[k], grad=grad, summed=msg.summed, shard=k,
-                                           parent=msg, push_id=self._push_id))
+                                           parent=msg, push_id=self._push_id, fetch=msg.fetch))
 
     def _to_shard(self, k: int, msg: SliceMessage) -> None:
         sim, shard = self.sim, self.shards[k]
@@ -280,23 +298,29 @@ class ShardRouter:
         got[msg.shard] = reply
         if any(r is None for r in got):
             return
-        if msg.kind == FETCH:
-            versions, targets = [r.version for r in got], [r.target_version for r in got]
-            self._vectors[p] = (versions, targets)
-            bases = self._bases.setdefault(p, {})
-            bases[min(versions)] = list(versions)
-            while len(bases) > 8:  # as ShardedClient.BASES
-                del bases[next(iter(bases))]
-            theta, target = self._put_together(p, got) if self.learning else (None, None)
-            sim.workers[p].on_reply(sim, msg.parent, Params(min(versions), min(targets), theta, target, False))
+        if msg.kind == FETCH or (msg.kind == COMMIT and msg.fetch):
+            sim.workers[p].on_reply(sim, msg.parent, self._fetched(p, got))
         elif msg.kind == PUSH:
             self._gathering[p] = [None] * len(self.shards)
             votes = tuple(bool(v) for v in got)
+            versions, targets = self._vectors[p]
             for k in range(len(self.shards)):
-                self._to_shard(k, SliceMessage(COMMIT, p, sim.events.now, shard=k, parent=msg.parent,
-                                               push_id=msg.push_id, votes=votes))
+                self._to_shard(k, SliceMessage(COMMIT, p, sim.events.now, versions[k], targets[k], shard=k,
+                                               parent=msg.parent, push_id=msg.push_id, votes=votes, fetch=msg.fetch))
         else:
             sim.workers[p].on_reply(sim, msg.parent, None)
+
+    def _fetched(self, p: int, got: list[Params]) -> Params:
+        """The S slices' replies (to FETCHes, or COMMITs that asked for θ) as the worker's one Params; the version
+        vector it now holds is kept for its next FETCH and PUSH."""
+        versions, targets = [r.version for r in got], [r.target_version for r in got]
+        self._vectors[p] = (versions, targets)
+        bases = self._bases.setdefault(p, {})
+        bases[min(versions)] = list(versions)
+        while len(bases) > 8:  # as ShardedClient.BASES
+            del bases[next(iter(bases))]
+        theta, target = self._put_together(p, got) if self.learning else (None, None)
+        return Params(min(versions), min(targets), theta, target, False)
 
     def _put_together(self, p: int, got: list[Params]) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The worker's θ and θ⁻ with the slices that changed: new arrays (what it holds stays as it was), or None

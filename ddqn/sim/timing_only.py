@@ -79,6 +79,7 @@ class TimingWorker(SimWorker):
         self.version = self.target_version = NO_VERSION
         self.theta = self.target = None
         self.fresh_theta = self.fresh_target = False
+        self.pushed = None
         self.t = self.pending = self.base = 0
         self.counts = {"env_steps": 0, "pushes": 0, "episodes": 0, "gradients": 0}
         self.compute_s = self.comm_s = self.real_compute_s = self.warmup_s = self.last_stats = 0.0
@@ -103,7 +104,8 @@ class TimingWorker(SimWorker):
         self.compute_s += spent
         done_at = sim.events.now + spent
         if self.pending == cfg.push_every:
-            sim.send(Message(PUSH, self.partition, done_at, self.base, summed=self.pending))
+            sim.send(Message(PUSH, self.partition, done_at, self.base, summed=self.pending,
+                             fetch=(self.t + 1) % cfg.fetch_every == 0))
             self.pending = 0
         else:
             sim.events.at(done_at, self.after, sim)

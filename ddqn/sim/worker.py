@@ -9,6 +9,9 @@ report every 2 s):
     fetch θ (every fetch_every steps) → θ copy-in → act, store → gradient (when due) → push (every push_every)
     → report (every 2 s of simulated time)
 
+and, as the real one, a push asks for θ when the step after it fetches, and that step takes θ from the push's reply
+instead of sending a FETCH (a sharded server's reply carries it; one server's never does).
+
 A turn's compute costs the seconds it really took here (``time.perf_counter`` around the θ copy-in the real
 worker would do, the env step and the gradient), as if every worker had a core of this machine — or the
 :class:`~ddqn.sim.timing.FixedCycle` table's seconds.
@@ -73,6 +76,7 @@ class SimWorker:
         self.theta: np.ndarray | None = None
         self.target: np.ndarray | None = None
         self.fresh_theta = self.fresh_target = False
+        self.pushed: Params | None = None  # θ a push's reply carried, for the fetch of the step right after it
         self.t = self.pending = 0
         self.base = 0
         self.grad_sum = np.zeros(nets.q.num_params, np.float32)
@@ -110,6 +114,7 @@ class SimWorker:
                 self.compute(sim)
         elif msg.kind == PUSH:
             self.counts["pushes"] += 1
+            self.pushed = reply
             self._run_steps(sim.store.version)  # the ACK's update count (the server's, when it arrives)
             self.after(sim)
         else:
@@ -131,10 +136,14 @@ class SimWorker:
     def top(self, sim) -> None:
         """The loop's head: t += 1; FETCH every ``fetch_every`` steps."""
         self.t += 1
-        if self.t % self.cfg.fetch_every == 0:
-            sim.send(Message(FETCH, self.partition, sim.events.now, self.version, self.target_version))
-        else:
+        pushed, self.pushed = self.pushed, None
+        if self.t % self.cfg.fetch_every != 0:
             self.compute(sim)
+        elif pushed is not None:  # θ came with the push just before
+            self._take(pushed)
+            self.compute(sim)
+        else:
+            sim.send(Message(FETCH, self.partition, sim.events.now, self.version, self.target_version))
 
     def compute(self, sim) -> None:
         """θ copy-in (if fetched), one env step and, when due, a gradient: real work, timed."""
@@ -163,7 +172,8 @@ class SimWorker:
             grad = self.outgoing.copy() if cfg.push_every == 1 else self.grad_sum.copy()  # q's buffer is shared
             if cfg.push_every > 1:
                 self.grad_sum[:] = 0
-            sim.send(Message(PUSH, self.partition, done_at, self.base, grad=grad, summed=self.pending))
+            sim.send(Message(PUSH, self.partition, done_at, self.base, grad=grad, summed=self.pending,
+                             fetch=(self.t + 1) % cfg.fetch_every == 0))
             self.pending = 0
         else:
             sim.events.at(done_at, self.after, sim)

@@ -10,6 +10,9 @@ them at once. STATS go to the driver.
   shard's own version.
 * PUSH: slice k with a push id to shard k (each answers with its vote), then COMMIT with all S votes to every shard
   (``ddqn.distributed.shards.server``). A COMMIT lost to a reset is sent again (the shard applies it once).
+* PUSH then FETCH (:meth:`ShardedClient.push_and_fetch`, what the worker does when its next step fetches θ): the
+  COMMIT asks each shard for its slice too, and the slices are put together as a FETCH's: three messages per shard
+  and update become two (the worker's FETCH after its push is the one saved), and θ is the one that FETCH would get.
 * A shard that moved (placement ``executors``: Spark reran its task, perhaps on another host): a shard's client whose
   HELLO stays unanswered asks :meth:`ShardedClient.locate`, which asks the driver again (a new session with the
   coordinator, whose WELCOME names the shards' addresses now and their version) and reconnects there.
@@ -29,7 +32,7 @@ import numpy as np
 from ddqn.distributed import protocol as P
 from ddqn.distributed.client import LOCATE_S, Params, ServerClient, ServerGone
 from ddqn.distributed.shards import votes
-from ddqn.distributed.shards.server import PUSH_ID
+from ddqn.distributed.shards.server import HAVE, PUSH_ID
 from ddqn.distributed.shards.slices import bounds
 
 BASES = 8  # version vectors remembered by the smallest version the worker was told (push_every > 1 sums across them)
@@ -107,7 +110,11 @@ class ShardedClient:
         if have_version == P.NO_VERSION:
             self.versions = [P.NO_VERSION] * len(self.clients)
             self.target_versions = [P.NO_VERSION] * len(self.clients)
-        replies = self._all(lambda k: self.clients[k].fetch(self.versions[k], self.target_versions[k]))
+        return self._put_together(self._all(lambda k: self.clients[k].fetch(self.versions[k],
+                                                                             self.target_versions[k])))
+
+    def _put_together(self, replies: list[Params]) -> Params:
+        """One θ (and θ⁻) from the S shards' replies, each slice copied in only if it came."""
         theta_new = target_new = False
         for k, (p, (lo, hi)) in enumerate(zip(replies, self.bounds)):
             if p.theta is not None:
@@ -126,6 +133,21 @@ class ShardedClient:
 
     def push(self, grad: np.ndarray, base_version: int, count: int = 1) -> tuple[int, bool]:
         """PUSH each slice, then COMMIT every shard's vote to every shard. Returns (smallest shard version, stop)."""
+        acks = self._push(grad, base_version, count, fetch=False)
+        return min(h.version for h, _ in acks), any(h.flags & P.F_STOP for h, _ in acks)
+
+    def push_and_fetch(self, grad: np.ndarray, base_version: int, count: int = 1) -> tuple[int, bool, Params]:
+        """:meth:`push` whose COMMITs ask for θ: (smallest shard version, stop, θ and θ⁻ as :meth:`fetch` would
+        give them right after)."""
+        replies = self._push(grad, base_version, count, fetch=True)
+        for k, (h, _) in enumerate(replies):
+            if h.type != P.PARAMS:
+                raise ServerGone(f"shard {k}: a COMMIT asking for θ answered without it")
+        p = self._put_together([self.clients[k].params(h, body) for k, (h, body) in enumerate(replies)])
+        return p.version, p.stop, p
+
+    def _push(self, grad: np.ndarray, base_version: int, count: int, fetch: bool) -> list[tuple[P.Header, memoryview]]:
+        """PUSH each slice, COMMIT every vote to every shard (asking for θ if ``fetch``); the COMMITs' replies."""
         base = self._bases.get(base_version, self.versions)
         self._push_id += 1
         push_id = self._push_id
@@ -140,10 +162,16 @@ class ShardedClient:
             return bytes(vote)
 
         cast = b"".join(self._all(push_slice))
-        acks = self._all(lambda k: self.clients[k].request(P.COMMIT, count, push_id, cast)[0])
-        applied = [bool(h.flags & P.F_APPLIED) for h in acks]
+        flags = P.F_THETA if fetch else 0
+
+        def commit(k: int) -> tuple[P.Header, memoryview]:
+            have = HAVE.pack(self.versions[k], self.target_versions[k]) if fetch else b""
+            return self.clients[k].request(P.COMMIT, count, push_id, cast + have, flags)
+
+        replies = self._all(commit)
+        applied = [bool(h.flags & P.F_APPLIED) for h, _ in replies]
         self.partial += any(applied) and not all(applied)
-        return min(h.version for h in acks), any(h.flags & P.F_STOP for h in acks)
+        return replies
 
     def stats(self, scores: list[int], env_steps: int, compute_s: float, comm_s: float) -> bool:
         """Report to the driver (see ServerClient.stats)."""

@@ -13,6 +13,11 @@ or nothing across the S shards, in two steps:
   ``max_grad_norm``² × ``summed``². The ACK carries ``F_APPLIED`` if it did (``F_REPEAT`` too for a commit it had
   applied before: a commit is applied at most once per push id). A COMMIT with a forged vote is dropped
   ("unauthenticated") and changes nothing.
+* **COMMIT, then θ** (flagged ``F_THETA``; the S votes are followed by :data:`HAVE`: the θ and θ⁻ versions of the
+  slice the worker holds): the same commit, answered with PARAMS instead of ACK, carrying what a FETCH sent right
+  after it would (the slice's θ if the worker's version is not current, θ⁻ if its target version is not), with
+  ``F_APPLIED`` and ``F_REPEAT`` as above. A worker whose next step fetches θ asks for it so (``ShardedClient``): one
+  message per update fewer for every shard, the same θ.
 
 A pending slice expires after ``pending_s`` seconds ("expired"). While a snapshot's cut holds PUSHes
 (:attr:`ShardServer.holding`), they wait in a bounded queue (at most :data:`MAX_HELD`, beyond it "busy") and are
@@ -21,6 +26,7 @@ answered once it ends; COMMITs go on, so every commit started before the cut com
 from __future__ import annotations
 
 import math
+import struct
 import threading
 import time
 from collections import OrderedDict
@@ -40,6 +46,7 @@ PUSH_ID = 8  # bytes of the push id after a PUSH's slice
 MAX_HELD = 1024  # PUSHes held during a cut (an honest worker has one in flight)
 COMMITTED = 4096  # push ids remembered as applied (a retried COMMIT is recognised)
 PENDING_S = 10.0  # a pending slice waits this long for its COMMIT (an honest worker sends it one round trip later)
+HAVE = struct.Struct("<QQ")  # after a COMMIT's votes when it asks for θ: the slice's θ and θ⁻ versions the worker holds
 
 
 @dataclass
@@ -127,13 +134,14 @@ class ShardServer(ParameterServer):
         if header.type != P.COMMIT:
             super()._other(ident, session, header, payload)
         t = time.perf_counter()
-        push_id, summed = header.aux, header.version
+        push_id, summed, fetch = header.aux, header.version, bool(header.flags & P.F_THETA)
         if not 1 <= summed < 2**31:
             raise P.ProtocolError("malformed", "summed out of range")
-        if header.nbytes != self.shards * votes.VOTE.size:
+        cast_bytes = self.shards * votes.VOTE.size
+        if header.nbytes != cast_bytes + (HAVE.size if fetch else 0):
             raise P.ProtocolError("wrong size")
         cast = votes.open_all(self._vote_key, self.shards, session.partition, session.attempt, push_id, summed,
-                              bytes(payload))
+                              bytes(payload[:cast_bytes]))
         if cast is None:
             raise P.ProtocolError("unauthenticated", "a vote does not verify")
         t = self._part("verify", t)
@@ -157,7 +165,11 @@ class ShardServer(ParameterServer):
                 self._apply(session, pending)
                 self._part("apply", t)
                 flags |= P.F_APPLIED
-        self._send(ident, session, P.ACK, session.partition, session.attempt, self.store.version, 0, flags=flags)
+        if fetch:  # the PARAMS a FETCH right after would get, with this commit's flags
+            self._kind = "commit_fetch"
+            self._send_params(ident, session, *HAVE.unpack_from(payload, cast_bytes), flags)
+        else:
+            self._send(ident, session, P.ACK, session.partition, session.attempt, self.store.version, 0, flags=flags)
 
     def _apply(self, session: Session, pending: Pending) -> None:
         grad = pending.grad
