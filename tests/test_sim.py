@@ -286,6 +286,26 @@ def test_real_server_compensates_a_stale_push_with_the_theta_it_sent(tiny_net_fi
         server.close()
 
 
+def test_a_run_stops_once_its_trailing_mean_reaches_the_stop_score(tiny_net_file: Path, tmp_path: Path) -> None:
+    """``stop_score``: the run ends at the evaluation where the trailing mean of TRAILING_K evaluations first reaches
+    the level (``stats.reach``, the benches' rule), not at its budget; a level below any score stops it at the
+    TRAILING_K-th evaluation."""
+    from ddqn.bench.stats import TRAILING_K, reach
+
+    cfg = _cfg(tiny_net_file, eval_every=100)
+    sim = _simulate(cfg, tmp_path / "stop", 1, updates=10**6, stop_score=-1.0)
+    with open(tmp_path / "stop" / "eval.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == TRAILING_K + 1  # the last: the final evaluation every run makes
+    summary = json.loads((tmp_path / "stop" / "summary.json").read_text())
+    assert summary["stopped_at_score"] == -1.0 and sim.store.version < 10**6
+    curve = [{"minutes": 0.0, "greedy_mean": float(r["eval/greedy_score_mean"])} for r in rows[:-1]]
+    assert reach(curve, -1.0) is not None and reach(curve[:-1], -1.0) is None
+    high = _simulate(cfg, tmp_path / "high", 1, updates=60, stop_score=1e9)
+    assert high.store.version == 60 and json.loads((tmp_path / "high" / "summary.json").read_text())[
+        "stopped_at_score"] is None
+
+
 def test_the_simulated_server_compensates_as_the_real_one(tiny_net_file: Path, tmp_path: Path) -> None:
     """The simulator's server keeps each worker's fetched θ too: with dc_lambda its stale gradients are compensated
     (θ differs from the same run without), and a run with λ is as deterministic as one without."""
@@ -527,7 +547,7 @@ def test_one_worker_on_four_shards_learns_the_theta_of_one_server(tiny_net_file:
     """A learning simulation with S = 4 shards (every gradient pushed as 4 slices, voted, committed to all): with one
     worker it reaches exactly the θ, θ⁻ and solver history of one server (the real sharded server's guarantee), its
     snapshot is one server's, only later in simulated time (a COMMIT round per update); with 3 workers every shard
-    applies every update."""
+    applies every update, and with ``dc_lambda`` each compensates its slice (deterministically)."""
     cfg = _cfg(tiny_net_file, target_update=7, push_every=2)
     one = _simulate(cfg, tmp_path / "one", 1, updates=30)
     four = _simulate(cfg, tmp_path / "four", 1, updates=30, shards=4, placement="executors", gbps=0.1)
@@ -543,5 +563,8 @@ def test_one_worker_on_four_shards_learns_the_theta_of_one_server(tiny_net_file:
     assert min(s.store.version for s in many.shards) >= 30
     assert sum(many.shards[0].staleness.values()) == many.shards[0].store.version
     assert not np.array_equal(many.store.theta, one.store.theta)
-    with pytest.raises(ValueError, match="dc_lambda"):
-        Simulation(cfg, tmp_path / "no", FIXED_SERVICE, SimOptions(2, updates=5, fixed=CYCLE, shards=2, dc_lambda=1.0))
+    dc = {lam: _simulate(cfg, tmp_path / f"dc{lam}", 3, updates=30, shards=2, dc_lambda=lam) for lam in (0.0, 1.0)}
+    again = _simulate(cfg, tmp_path / "dc-again", 3, updates=30, shards=2, dc_lambda=1.0)
+    assert np.array_equal(dc[0.0].store.theta, many.store.theta)  # λ 0: off
+    assert not np.array_equal(dc[1.0].store.theta, dc[0.0].store.theta)  # each shard compensates its slice
+    assert np.array_equal(again.store.theta, dc[1.0].store.theta) and dc[1.0].store.dc_lambda == 1.0

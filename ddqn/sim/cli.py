@@ -96,6 +96,8 @@ def parser(prog: str = "python -m ddqn.sim") -> argparse.ArgumentParser:
     ap.add_argument("--shards", type=int, default=1, help="S shards of the parameter server (1: one server thread)")
     ap.add_argument("--placement", choices=PLACEMENTS, default="driver",
                     help="shards on the driver's host (one card) or each on an executor host of its own")
+    ap.add_argument("--stop-score", type=float,
+                    help="stop once the greedy score's trailing mean (ddqn.bench.stats.reach) reaches this level")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -125,7 +127,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m ddqn.sim") -> dic
     service, source = service_times(cfg, args.service, args.fixed_cycle)
     opts = SimOptions(args.workers, args.minutes, args.updates, fixed, cfg.max_staleness, cfg.staleness_lr,
                       args.latency_us / 1e6, args.gbps, progress=not args.no_progress, dc_lambda=cfg.dc_lambda,
-                      shards=args.shards, placement=args.placement, timing_only=args.timing_only)
+                      shards=args.shards, placement=args.placement, timing_only=args.timing_only,
+                      stop_score=args.stop_score)
     summary = simulation(cfg, args.out, service, opts).run()
     if args.timing_only:
         summary.update(service_source=source, cycle=cycle)

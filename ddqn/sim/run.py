@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ddqn.bench.stats import reach
 from ddqn.config import Config, save_config
 from ddqn.distributed.checkpointer import STATE_FILE
 from ddqn.distributed.client import Params
@@ -63,10 +64,12 @@ class SimOptions:
         link_burst_bytes: each card direction's token bucket (``Network.burst_bytes``; 0: a plain rate).
         progress: print a line to stderr every 30 real seconds.
         shards: S, the sharded parameter server's shards (``ddqn.sim.shards``; 1: one server thread, this
-            simulator as it always was). ``dc_lambda`` is not simulated with S > 1.
+            simulator as it always was).
         placement: ``driver`` (every shard on the driver's host and card) or ``executors`` (a host and card each).
         timing_only: no Caffe and no learning, fixed cycles only (``ddqn.sim.timing_only.TimingSimulation``).
         shard_service: each shard's service times, a + b/S per kind (``ShardService``; None: one server's ÷ S).
+        stop_score: stop once the greedy score's trailing mean (``ddqn.bench.stats.reach``: the rule every bench reads
+            a level off a curve with) reaches this level (None: run the budget out).
     """
 
     workers: int
@@ -85,6 +88,7 @@ class SimOptions:
     placement: str = "driver"
     timing_only: bool = False
     shard_service: ShardService | None = None
+    stop_score: float | None = None
 
 
 class Simulation:
@@ -95,9 +99,8 @@ class Simulation:
             raise ValueError("give a simulated minutes budget or an updates budget")
         if opts.timing_only:
             raise ValueError("a timing-only simulation is ddqn.sim.timing_only.TimingSimulation")
-        if opts.shards < 1 or opts.placement not in PLACEMENTS or (opts.shards > 1 and opts.dc_lambda):
-            raise ValueError(f"shards >= 1, placement one of {PLACEMENTS}, and no dc_lambda with shards > 1 (not "
-                             f"simulated; got {opts.shards}, {opts.placement!r}, {opts.dc_lambda})")
+        if opts.shards < 1 or opts.placement not in PLACEMENTS:
+            raise ValueError(f"shards >= 1 and placement one of {PLACEMENTS} (got {opts.shards}, {opts.placement!r})")
         self.cfg, self.out, self.opts = cfg, Path(out), opts
         self.spec = load_netspec(cfg.path("net"), game_actions(cfg))
         q = QNetwork(self.spec, seed=cfg.seed)  # the driver's initial θ
@@ -125,6 +128,8 @@ class Simulation:
         self._metrics: MetricsLogger | None = None
         self._baseline = 0.0
         self._last_progress = 0.0
+        self._curve: list[dict[str, float]] = []  # greedy mean per evaluation (stop_score)
+        self._reached = False
 
     def _shard(self, theta, service: ServiceTimes) -> ShardedStore:
         """S shards, each a ParameterStore over its slice of θ (θ⁻ = θ at the start, a fresh solver history), and
@@ -137,12 +142,13 @@ class Simulation:
                                 opts.shards, opts.latency_s)
         for k, ((lo, hi), timing) in enumerate(zip(self.router.bounds, timings)):
             store = ParameterStore(shard_solver(solver_spec, spec.params, lo, hi), theta[lo:hi].copy(),
-                                   theta[lo:hi].copy(), cfg.target_update, opts.max_staleness, opts.staleness_lr)
+                                   theta[lo:hi].copy(), cfg.target_update, opts.max_staleness, opts.staleness_lr,
+                                   opts.dc_lambda)
             self.shards.append(SimShard(k, store, self.stats if k == 0 else ServerStats(), timing, self.events,
                                         self.router.reply))
         self.router.shards = self.shards
         return ShardedStore(self.shards, solver_spec, spec.params, spec.num_params, opts.max_staleness,
-                            opts.staleness_lr)
+                            opts.staleness_lr, opts.dc_lambda)
 
     def _threads(self) -> list[SimServer]:
         """The threads that serve θ: the one server, or the S shards."""
@@ -200,7 +206,7 @@ class Simulation:
         return summary
 
     def _budget_spent(self) -> bool:
-        return self.opts.updates is not None and self.store.version >= self.opts.updates
+        return self._reached or (self.opts.updates is not None and self.store.version >= self.opts.updates)
 
     def _tick(self) -> None:
         """The driver's watch loop, every POLL_S simulated seconds: rates, train.csv rows, evaluations."""
@@ -228,6 +234,9 @@ class Simulation:
         scores = evaluate(self.eval_q, self.cfg)
         self._metrics.log("eval", env_steps, eval_row(scores, self._baseline, self.store.version), now)
         self.real["eval_s"] += time.perf_counter() - t
+        if self.opts.stop_score is not None:
+            self._curve.append({"minutes": now / 60, "greedy_mean": float(np.mean(scores))})
+            self._reached = reach(self._curve, self.opts.stop_score) is not None
         return scores
 
     def _finish(self, start: float) -> dict:
@@ -241,6 +250,7 @@ class Simulation:
         p50, p95 = view.staleness_percentiles()
         summary = {"model": str(model), "updates": self.store.version, "env_steps": view.env_steps,
                    "minutes": now / 60, "updates_per_s": self.store.version / max(now, 1e-9),
+                   "stopped_at_score": self.opts.stop_score if self._reached else None,
                    "staleness_p50": p50, "staleness_p95": p95,
                    "workers": {w.partition: {"pushes": w.counts["pushes"], "attempt": 0, "rejoins": 0,
                                              "env_steps": w.counts["env_steps"], "compute_s": w.compute_s,

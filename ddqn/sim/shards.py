@@ -150,9 +150,10 @@ class SimShard(SimServer):
     """Shard ``shard``: one FIFO thread over its slice (``store``: a slice's ParameterStore, or a
     ``timing_only.CountingStore``).
 
-    FETCH as one server's (its slice). PUSH: staleness on this shard's version; a valid slice is kept pending (one
-    per worker) and the reply is its vote (True/False); an invalid one is dropped (``too stale``). COMMIT: the
-    pending slice is applied if every vote is valid (the mean of a summed gradient, as one server), else dropped
+    FETCH as one server's (its slice; with ``dc_lambda`` it keeps the slice sent, as the real shard does). PUSH:
+    staleness on this shard's version; a valid slice is kept pending (one per worker) and the reply is its vote
+    (True/False); an invalid one is dropped (``too stale``). COMMIT: the pending slice is applied if every vote is
+    valid (the mean of a summed gradient, as one server; DC-ASGD against the slice the worker fetched), else dropped
     (``vetoed``); the reply says whether it was, or, for a COMMIT that asks for θ, is a FETCH's reply.
     """
 
@@ -193,7 +194,8 @@ class SimShard(SimServer):
         self.staleness[staleness] += 1
         if summed > 1 and grad is not None:  # a sum over push_every minibatches → their mean
             grad = np.multiply(grad, np.float32(1 / summed), out=self._mean)
-        self.store.apply(grad, staleness)
+        held = self._held.get(msg.partition)  # DC-ASGD: the slice this worker last fetched, if it is the base
+        self.store.apply(grad, staleness, held[1] if held and held[0] == base else None)
         return True
 
 
@@ -202,9 +204,9 @@ class ShardedStore:
     solver with the slices' histories (what a snapshot writes, as ``ShardGroup``'s cut)."""
 
     def __init__(self, shards: list[SimShard], solver_spec: SolverSpec | None, params: tuple[ParamBlob, ...],
-                 num_params: int, max_staleness: int, staleness_lr: bool) -> None:
+                 num_params: int, max_staleness: int, staleness_lr: bool, dc_lambda: float = 0.0) -> None:
         self.shards, self.solver_spec, self.params, self.num_params = shards, solver_spec, params, num_params
-        self.max_staleness, self.staleness_lr, self.dc_lambda = max_staleness, staleness_lr, 0.0
+        self.max_staleness, self.staleness_lr, self.dc_lambda = max_staleness, staleness_lr, dc_lambda
 
     @property
     def version(self) -> int:
