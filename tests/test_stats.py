@@ -31,7 +31,9 @@ from ddqn.bench.stats import (
     reach,
     reach_levels,
     seed_interval,
+    seed_speedup,
     speedup,
+    split_test,
     standard_error,
     t975,
     trailing_means,
@@ -117,6 +119,37 @@ def test_speedup_needs_both_to_reach() -> None:
 
 
 # -- one evaluation's standard error and intervals over seeds ---------------------------------------------------
+
+def test_seed_speedups_range_over_seeds_and_never_count_the_budget() -> None:
+    """W = 1's mean over W's mean; the worst and best seed against W = 1's mean; a seed that did not reach the level
+    leaves the mean and the worst "not reached"; a figure above W is flagged as noise."""
+    got = seed_speedup([12.0, 8.0], [2.0, 1.0, 2.0], 16)
+    assert got["speedup"] == pytest.approx(10 / (5 / 3)) and got["worst"] == 5.0 and got["best"] == 10.0
+    assert (got["reached"], got["n"], got["noise"]) == (3, 3, [])
+    assert seed_speedup([12.0, 8.0], [0.5, 1.0], 16)["noise"] == ["best"]  # 20× with 16 workers: noise
+    missing = seed_speedup([12.0, 8.0], [2.0, None], 16)
+    assert missing["speedup"] is None and missing["worst"] is None and missing["best"] == 5.0
+    assert missing["reached"] == 1 and seed_speedup([12.0, None], [2.0], 16)["speedup"] is None
+
+
+def test_the_split_test_passes_exchangeable_curves_nine_times_in_ten() -> None:
+    """3 simulated and 3 real curves: a perfect simulator (all six drawn alike) passes with probability 9/10,
+    exactly by exchangeability; measured over 3,000 draws it is within 3 standard errors of 0.9. A simulator whose
+    curves sit 5 standard deviations of a curve's level off almost never passes. The observed split furthest apart of
+    all is a fail."""
+    rng = np.random.default_rng(0)
+    draws = [rng.normal(0.0, 1.0, (6, 8)) + rng.normal(0.0, 1.0, (6, 1)) for _ in range(3000)]
+    rate = np.mean([split_test(c[:3], c[3:])["pass"] for c in draws])
+    assert split_test(draws[0][:3], draws[0][3:])["pass_chance"] == pytest.approx(0.9)
+    assert abs(rate - 0.9) < 3 * math.sqrt(0.9 * 0.1 / 3000), rate
+    off = np.mean([split_test(c[:3] + 5.0, c[3:])["pass"] for c in draws[:500]])
+    assert off < 0.02, off
+    far = split_test([[5.0, 5.0], [5.1, 5.0], [4.9, 5.0]], [[0.0, 0.0], [0.1, 0.0], [-0.1, 0.0]])
+    assert not far["pass"] and far["p"] == pytest.approx(2 / 20) and far["splits"] == 20
+    assert split_test([[1.0]], [[1.0], [2.0]])["pass_chance"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="split_test"):
+        split_test([[1.0, 2.0]], [[1.0]])
+
 
 def test_standard_error_of_one_evaluation() -> None:
     assert standard_error([1, 2, 3, 4]) == pytest.approx(math.sqrt(5 / 3) / 2)  # s = 1.2910, n = 4

@@ -20,12 +20,19 @@ a Cornish–Fisher expansion beyond (error < 1e-5); no scipy.
 Units follow the curve rows: ``minutes`` (training wall-clock or simulated), ``env_steps`` (summed over workers),
 ``updates`` (server updates or serial gradient steps); scores are apples (Snake) or raw game points (Atari).
 
+**Speedups over seeds.** :func:`seed_speedup`: W workers against W = 1 from each seed's minutes to a level: the ratio
+of the means, and the range from the slowest seed's ratio to the fastest's against W = 1's mean; a seed that did not
+reach the level makes the mean (and the worst seed) "not reached", never the budget; a ratio above W is flagged as
+noise. **Curves alike?** :func:`split_test`: a permutation test of whether two groups of curves (simulated and real)
+are exchangeable, whose chance of passing under a perfect simulator is known exactly before anything runs.
+
 **A steady rate.** :func:`steady_updates_per_s`: server updates/s over a run's ``train.csv`` rows after its first
 quarter of env steps (start-up and warm-up excluded), real or simulated.
 """
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -175,3 +182,52 @@ def fit_a_b(points: Mapping[int, float]) -> dict[str, float] | None:
     a = my - b * mx
     rms = math.sqrt(sum((a + b * x - y) ** 2 for x, y in zip(xs, ys)) / len(xs))
     return {"a_us": a, "b_us": b, "rms_us": rms}
+
+
+def seed_speedup(base: Sequence[float | None], runs: Sequence[float | None], workers: int) -> dict[str, Any]:
+    """W workers' speedup to one level over W = 1, from minutes per seed (None: that seed did not reach it).
+
+    ``speedup``: mean(base) ÷ mean(runs), None unless every seed of both reached the level; ``worst``/``best``:
+    mean(base) ÷ the slowest / fastest seed of ``runs`` (``worst`` None when a seed did not reach it; ``best`` None
+    when none did); ``reached``/``n``: seeds of ``runs``; ``noise``: the names of those figures above ``workers``
+    (more than W times faster is noise, not a result)."""
+    got = [float(m) for m in runs if m is not None]
+    mean_base = math.fsum(base) / len(base) if base and all(b is not None for b in base) else None
+    full = mean_base is not None and got and len(got) == len(runs)
+    out = {"speedup": mean_base / (math.fsum(got) / len(got)) if full else None,
+           "worst": mean_base / max(got) if full else None,
+           "best": mean_base / min(got) if mean_base is not None and got else None,
+           "reached": len(got), "n": len(runs)}
+    out["noise"] = [k for k in ("speedup", "worst", "best") if out[k] is not None and out[k] > workers]
+    return out
+
+
+def split_test(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> dict[str, Any]:
+    """Are the curves ``a`` (e.g. simulated) and ``b`` (real) exchangeable? Every curve: its values at one shared
+    grid (e.g. greedy score at the same server update counts). The statistic is the mean, over pairs of one curve
+    of each group, of their mean squared difference over the grid: how far apart the groups are. Under
+    exchangeability (a perfect simulator: its curves are just more seeds), every way of splitting the n = |a| + |b|
+    curves into groups of those sizes is equally likely to be the observed one, so the observed split's rank among
+    all C(n, |a|) of them is uniform. ``p``: the share of splits at least as far apart as the observed one; ``pass``:
+    some split that is not the observed one or its mirror is at least as far apart. A perfect simulator passes with
+    probability ``pass_chance`` = 1 − (splits per value) / C(n, |a|): 0.9 for 3 + 3 curves, exactly (ties count as
+    passing)."""
+    curves = [list(map(float, c)) for c in (*a, *b)]
+    n, k = len(curves), len(a)
+    if k < 1 or n - k < 1 or len({len(c) for c in curves}) != 1 or not curves[0]:
+        raise ValueError("split_test: two non-empty groups of curves over one non-empty grid")
+    d = [[math.fsum((x - y) ** 2 for x, y in zip(ci, cj)) / len(ci) for cj in curves] for ci in curves]
+
+    def apart(group: tuple[int, ...]) -> float:
+        other = [j for j in range(n) if j not in group]
+        return math.fsum(d[i][j] for i in group for j in other) / (len(group) * len(other))
+
+    observed = tuple(range(k))
+    mirror = tuple(range(k, n)) if 2 * k == n else observed
+    splits = list(itertools.combinations(range(n), k))
+    t = apart(observed)
+    at_least = [g for g in splits if apart(g) >= t - 1e-12]
+    per_value = 2 if 2 * k == n else 1
+    return {"statistic": t, "p": len(at_least) / len(splits), "splits": len(splits),
+            "pass": any(g not in (observed, mirror) for g in at_least),
+            "pass_chance": 1 - per_value / len(splits), "grid_points": len(curves[0])}
