@@ -3,7 +3,8 @@
     python -m ddqn.sim --config small --workers 16 --minutes 30 --out runs/sim-16 [--updates N] [--seed S]
         [--set k=v ...] [--fixed-cycle] [--service results/ps_speed.json] [--latency-us U] [--gbps G]
         [--set max_staleness=K] [--set staleness_lr=true]
-        [--shards S] [--placement driver|executors] [--timing-only [--gradient-ms MS]]
+        [--shards S] [--placement driver|executors] [--shard-costs results/shard_cost.json] [--stop-score L]
+        [--timing-only [--gradient-ms MS]]
 
 Service times: the row of ``--service`` (``make bench-ps`` writes it) for this net, solver and auth mode, else
 a quick measurement of the real server thread on this net (≈ 10 s; printed). ``--fixed-cycle`` (tests): compute
@@ -13,7 +14,9 @@ a seed gives the same run bit for bit.
 ``--timing-only`` (:mod:`ddqn.sim.timing_only`): no Caffe and no learning; each worker's cycle is ``--gradient-ms``
 per gradient (default: ``make bench-worker``'s ms per gradient for this config in results/worker_speed.json, measured
 on the CPU that ran it; else ``FixedCycle``'s). ``--shards S`` simulates a sharded server (:mod:`ddqn.sim.shards`;
-each shard's service one server's ÷ S), learning or timing-only, its shards on the driver's host or on executors.
+each shard's service a + b/S from ``--shard-costs``, ``make bench-shard-cost-alone``'s results, when that file exists,
+else one server's ÷ S; the summary says which), learning or timing-only, its shards on the driver's host or on
+executors.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from ddqn.game import game_actions
 from ddqn.net.netspec import load_netspec
 from ddqn.sim.run import SimOptions
 from ddqn.sim.service import ServiceTimes, find_service, measure_service
+from ddqn.sim.shard_costs import DEFAULT_SHARD_COSTS, shard_costs
 from ddqn.sim.shards import PLACEMENTS
 from ddqn.sim.timing import FIXED_SERVICE, FixedCycle
 from ddqn.sim.timing_only import simulation
@@ -96,6 +100,8 @@ def parser(prog: str = "python -m ddqn.sim") -> argparse.ArgumentParser:
     ap.add_argument("--shards", type=int, default=1, help="S shards of the parameter server (1: one server thread)")
     ap.add_argument("--placement", choices=PLACEMENTS, default="driver",
                     help="shards on the driver's host (one card) or each on an executor host of its own")
+    ap.add_argument("--shard-costs", type=Path, default=DEFAULT_SHARD_COSTS,
+                    help="each shard's measured costs (make bench-shard-cost-alone), used when the file exists")
     ap.add_argument("--stop-score", type=float,
                     help="stop once the greedy score's trailing mean (ddqn.bench.stats.reach) reaches this level")
     ap.add_argument("--no-progress", action="store_true")
@@ -125,13 +131,17 @@ def main(argv: list[str] | None = None, prog: str = "python -m ddqn.sim") -> dic
             print(f"{cycle}: timing-only with FixedCycle's default cycle", file=sys.stderr)
             fixed, cycle = FixedCycle(), "FixedCycle"
     service, source = service_times(cfg, args.service, args.fixed_cycle)
+    shard_service, shard_source = None, "one server's service times ÷ S"
+    if args.shards > 1 and args.shard_costs.is_file():
+        shard_service, shard_source, _ = shard_costs(args.shard_costs, load_solver_spec(cfg.path("solver")).type,
+                                                     service)
     opts = SimOptions(args.workers, args.minutes, args.updates, fixed, cfg.max_staleness, cfg.staleness_lr,
                       args.latency_us / 1e6, args.gbps, progress=not args.no_progress, dc_lambda=cfg.dc_lambda,
                       shards=args.shards, placement=args.placement, timing_only=args.timing_only,
-                      stop_score=args.stop_score)
+                      stop_score=args.stop_score, shard_service=shard_service)
     summary = simulation(cfg, args.out, service, opts).run()
     if args.timing_only:
-        summary.update(service_source=source, cycle=cycle)
+        summary.update(service_source=source, cycle=cycle, shard_service_source=shard_source)
         (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2))
         st = summary["steady"]
         card = "" if summary["busiest_card"] is None else f", busiest card {st['busiest_card']:.1%} (steady)"
@@ -142,6 +152,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m ddqn.sim") -> dic
               f"cycle: {cycle}; service times: {source}; real {summary['real_s']['total_s']:.1f} s")
         return summary
     summary["simulated"]["service_source"] = source
+    if args.shards > 1:
+        summary["simulated"]["shard_service_source"] = shard_source
     (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2))
     s = summary["simulated"]
     print(f"simulated {summary['minutes']:.2f} min with {args.workers} workers: {summary['updates']} updates "
