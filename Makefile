@@ -27,7 +27,7 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-d
   $(JAVA_PACKAGE) iproute2
 
 .PHONY: install deb-deps venv caffe torch-venv lint test test-hosts train train-serial train-cluster train-hosts test-caffe bench-caffe bench-env bench-replay \
-  bench-serial bench-ps bench-worker bench-capacity bench-hostile bench-links bench-links-shards bench-links-model bench-shard-cost bench-shard-cost-alone bench-shard-projection bench-scaling bench-scaling-60 bench-scaling-120 bench-grad-norms bench-suite bench-blas bench-atari bench-scale-out bench-scale-out-paper bench-scale-out-tuned bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
+  bench-serial bench-ps bench-worker bench-capacity bench-hostile bench-links bench-links-shards bench-links-model bench-shard-cost bench-shard-cost-alone bench-shard-projection bench-scaling bench-scaling-60 bench-scaling-120 bench-grad-norms bench-suite bench-blas bench-atari bench-scale-out bench-scale-out-paper bench-scale-out-tuned bench-scale-projection bench-scale-staleness bench-scale-validate bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
 
 install: deb-deps venv caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
 
@@ -200,6 +200,15 @@ bench-scale-out-paper: install  ## bench-scale-out on the paper config: validati
 
 bench-scale-out-tuned: install  ## bench-scale-out's projection on tuned (the paper's board and net, Adam): W = 1, 2, 16, 64, 60,000 updates each, two at a time (≈ 2 h here)
 	$(SPARK_ENV) $(PY) -m ddqn.bench.scale_out --project --config tuned --workers 1 2 16 64 --minutes 600 --updates 60000 --sim-set eval_every=2500
+
+bench-scale-projection: install  ## issue 32's projection: tuned, each ε schedule, W = 1, 16, 64 with seeds 0, 1, 2 and W = 2, 4, 8, 32 with seed 0, 8 shards on executors, 10 Gbit/s links; a run stops at score 5 or 60,000 updates (many hours; finished runs are reused, so it runs in parts; SCALE_PROJECTION: more options, e.g. --schedules worker)
+	$(PY) -m ddqn.bench.scale_projection --project $(SCALE_PROJECTION)
+
+bench-scale-staleness: install  ## DC-ASGD's λ tuned on seeds 5, 6 at W = 16, then the staleness options (none, max_staleness, staleness_lr, dc_lambda) at W = 16 and 64 on seeds 0, 1, with bench-scale-projection's best schedule (hours)
+	$(PY) -m ddqn.bench.scale_projection --tune-dc --staleness $(SCALE_PROJECTION)
+
+bench-scale-validate: install  ## the simulator's learning at W = 2 against real runs (seeds 0, 1, 2, 20 min each, nothing else running): the split test fixed in docs/simulator.md
+	$(SPARK_ENV) $(PY) -m ddqn.bench.scale_projection --validate $(SCALE_PROJECTION)
 
 bench-tuning: MINUTES = 30
 bench-tuning: VARIANTS ?= tuned rmsprop library library-eps-25k library-cells gamma-0.99 double-dqn n-step-3 cells replay-100k eps-0.02 train-every-2 train-every-4 C-4000 lr-step dueling per per-lr-4 n-step-3-eps-0.01 fetch-every-2 batch-64

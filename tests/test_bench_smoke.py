@@ -9,6 +9,7 @@ import ast
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,7 @@ from ddqn.solvers.flat import load_solver_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "ddqn" / "bench"
-SHARED = ("ddqn.bench.common", "ddqn.bench.stats")  # what every benchmark may import from ddqn.bench
+SHARED = ("ddqn.bench.common", "ddqn.bench.stats", "ddqn.bench.sim_runs")  # what any benchmark may import from ddqn.bench
 SMOKE = {
     "caffe_speed": ["--rounds", "2", "--nets", "snake_small", "--candidate",  # the twin where .venv-torch exists
                     f"built={build_dir(build_key('openblas')) / 'src' / 'python'}"],  # a candidate: the same build
@@ -239,8 +240,8 @@ def test_greedy_episode_scores() -> None:
 
 def import_violations(source: str, module: str, bench_modules: set[str]) -> list[str]:
     """Imports of ``module`` (ddqn.bench.<name>) that reach into another bench module than the shared ones
-    (:data:`SHARED`) or take a private (underscore) name from ddqn, including ``alias._name`` on a name imported
-    from ddqn."""
+    (:data:`SHARED`) or its own parts (``<name>_*``), or take a private (underscore) name from ddqn, including
+    ``alias._name`` on a name imported from ddqn."""
     bad, ddqn_aliases = [], set()
     package = module.rsplit(".", 1)[0]
     for node in ast.walk(ast.parse(source)):
@@ -259,7 +260,8 @@ def import_violations(source: str, module: str, bench_modules: set[str]) -> list
                 continue
             ddqn_aliases.add(alias)
             target = f"{mod}.{name}" if mod == "ddqn.bench" and name in bench_modules else mod
-            if target.startswith("ddqn.bench.") and target not in (*SHARED, module):
+            if target.startswith("ddqn.bench.") and target not in (*SHARED, module) and not target.startswith(
+                    f"{module}_"):  # a module's own parts (report → report_projection) are not another bench
                 bad.append(f"{module} imports {target}")
             if name and name.startswith("_"):
                 bad.append(f"{module} imports the private {mod}.{name}")
@@ -304,8 +306,6 @@ def test_shard_projection_reads_the_alone_fit_or_falls_back_and_says_so(tmp_path
     rows are used and the source says FALLBACK; S = 1 is one server's own service times (ps_speed's, or measured
     now), not a shard's; the goal line and the REPORT section name the best S (when all saturate: the S that carries
     the most updates/s)."""
-    import shutil
-
     from ddqn.bench.report import _shard_projection
     from ddqn.bench.shard_projection import main as projection
 
@@ -570,3 +570,60 @@ def test_a_candidate_build_is_checked_before_and_after_its_child_imports_caffe(t
     check_caffe_from(str(tmp_path / "caffe" / "__init__.py"), str(tmp_path), "mine", "bench-x")
     with pytest.raises(SystemExit, match=r"^bench-x: error: candidate mine imported Caffe from /elsewhere/caffe/"):
         check_caffe_from("/elsewhere/caffe/__init__.py", str(tmp_path), "mine", "bench-x")
+
+
+def test_scale_projection_runs_every_seed_and_reports_ranges(tmp_path: Path, tiny_net_file: Path) -> None:
+    """``scale_projection`` on the tiny net (fixed compute times): two schedules × W = 1, 2 with two seeds and W = 4 with one, λ tuned on a
+    seed of its own, the staleness options at W = 2; a level every run reaches (at its 5th evaluation: it stops
+    there) and one none reaches (never the budget, no speedup); one service-times file for every run; the REPORT
+    section and the figure. A run is reused, not rerun, when the bench is run again."""
+    from ddqn.bench.report_projection import section
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(json.dumps({"board_size": 6, "starve_steps": 30, "net": str(tiny_net_file),
+                               "solver": str(ROOT / "ddqn" / "prototxt" / "solver_rmsprop.prototxt"),
+                               "replay_capacity": 400, "replay_warmup": 60, "eps_decay_steps": 500,
+                               "target_update": 25, "eval_every": 20, "eval_episodes": 2, "log_every": 50}))
+    shutil.copy(ROOT / "results" / "shard_cost.json", tmp_path)
+    common = ["--config", str(cfg), "--schedules", "worker", "ladder", "--seeds", "0", "1", "--workers", "1", "2",
+              "--one-seed", "4", "--levels", "-1", "1000", "--updates", "1200", "--shards", "2", "--gbps", "10",
+              "--at-updates", "100", "--fixed-cycle", "--tune-seeds", "5", "--tune-workers", "2", "--lambdas", "0.5", "1",
+              "--staleness-workers", "2", "--out", str(tmp_path)]
+    res = bench("scale_projection", "--project", "--tune-dc", "--staleness", *common)
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads((tmp_path / "scale_projection.json").read_text())
+    p = data["projection"]
+    assert set(p["table"]) == {"worker", "ladder"} and set(p["table"]["worker"]) == {"1", "2", "4"}
+    one, four = p["table"]["worker"]["1"], p["table"]["worker"]["4"]
+    assert one["seeds"] == [0, 1] and four["seeds"] == [0]
+    assert one["interval"]["-1.0"]["reached"] == 2 and one["interval"]["1000.0"]["reached"] == 0
+    assert one["speedup"]["1000.0"] is None  # no W = 1 reached it: no baseline, no speedup
+    two = p["table"]["worker"]["2"]["speedup"]["-1.0"]
+    assert two["reached"] == 2 and two["best"] is not None and p["baseline"]["-1.0"]["schedule"] in ("worker", "ladder")
+    assert all(len(c["at_updates"]) == len(c["seeds"]) for t in p["table"].values() for c in t.values())
+    runs = Path(data["runs"])
+    service = json.loads((runs / "service.json").read_text())
+    assert len(service["service"]) == 1 and service["machine"]["cores"] >= 1
+    assert data["tune_dc"]["lambda"] in (0.5, 1.0) and set(data["tune_dc"]["rows"]) == {"0.5", "1"}
+    assert set(data["staleness"]["table"]["2"]) == {"none", "max_staleness", "staleness_lr", "dc_lambda"}
+    assert (runs / f"{data['staleness']['schedule']}-w2-s1-dc_lambda" / "summary.json").is_file()
+    assert (tmp_path / "scale_projection.png").stat().st_size > 1000
+    assert p["goal"] is None  # level 5 is not in this table
+    text = "\n".join(section(data))
+    assert "**Projection**" in text and "not reached (0 of 2)" in text and "**Staleness options**" in text
+    again = bench("scale_projection", "--project", *common)
+    assert again.returncode == 0 and "running:" not in again.stdout and again.stdout.count("reusing") == 10
+
+
+def test_the_scale_goal_takes_each_ws_best_schedule_by_its_worst_seed() -> None:
+    """Issue 32's goal at W = 16 (≥ 12×) and 64 (≥ 32×) on the worst seed's speedup to 5, for the schedule whose
+    worst seed comes closest; a speedup above W is noise and meets nothing; no level 5 in the table: no goal."""
+    from ddqn.bench.scale_projection import goal
+
+    table = {"worker": {"16": {"speedup": {"5.0": {"worst": 13.0}}}, "64": {"speedup": {"5.0": {"worst": 20.0}}}},
+             "ladder": {"16": {"speedup": {"5.0": {"worst": 11.0}}}, "64": {"speedup": {"5.0": None}}}}
+    got = goal(table, [3.0, 4.0, 5.0])
+    assert (got["16"]["schedule"], got["16"]["worst"], got["16"]["met"]) == ("worker", 13.0, True)
+    assert (got["64"]["schedule"], got["64"]["want"], got["64"]["met"]) == ("worker", 32.0, False)
+    table["worker"]["16"]["speedup"]["5.0"]["worst"] = 17.0  # more than 16 workers can give: noise
+    assert goal(table, [5.0])["16"]["met"] is False and goal(table, [3.0, 4.0]) is None

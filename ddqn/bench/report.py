@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ddqn.bench import report_projection
 from ddqn.bench.common import config_values, cpu_label, grid_overrides, machine, value_differences
 from ddqn.bench.stats import format_interval, seed_interval
 from ddqn.distributed.stats import PART_NAMES
@@ -780,6 +781,8 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
      _scaling),
     ("tuning", "What buys score per minute (variants of tuned)", "make bench-tuning", _tuning),
     ("scale_out", "Scale-out beyond this machine (simulated)", "make bench-scale-out", _scale_out),
+    ("scale_projection", "Learning at 64 workers: the projection with seeds (simulated)",
+     "make bench-scale-projection", report_projection.section),
     ("env_speed", "Snake environment speed", "make bench-env", _env),
     ("replay_speed", "Replay memory throughput", "make bench-replay", _replay),
     ("atari", "Atari (ALE) through the same system", "make bench-atari", _atari),

@@ -23,12 +23,8 @@ is in **simulated minutes on one core per worker of this machine type**.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,96 +33,21 @@ from ddqn.bench.common import (
     config_values,
     cpu_differences,
     figure,
-    finished_run,
     machine,
-    record_run,
     same_grid,
-    train_run,
     write_result,
 )
+from ddqn.bench.sim_runs import eval_curve, in_parallel, real_run, run_numbers, seeded_config, simulate
 from ddqn.bench.stats import RULE, best_trailing_mean, reach_levels, speedup
-from ddqn.config import load_config, save_config
 
 STATEMENT = "simulated minutes on one core per worker of this machine type"
 PAPER_LEVELS = (3.0, 5.0, 10.0)  # the issue's levels on the paper config
-RUN_TIMEOUT_S = 12 * 3600  # bound on one run (the whole sweep is planned at ≈ 8 core-hours)
 TOLERANCE = {"updates_per_s_rel": 0.15, "staleness_abs": 1.0, "inside_spread": 0.9}
 
 
 # -- runs ----------------------------------------------------------------------------------------------------
 
-def seeded_config(config: str, seed: int, root: Path) -> Path:
-    """A YAML file of ``config`` with ``seed`` (what both the real run and the simulation load)."""
-    path = root / "configs" / f"{Path(config).stem}-seed{seed}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_config(load_config(config, [f"seed={seed}"]), path)
-    return path
-
-
-def simulate(config: Path, workers: int, out: Path, minutes: float | None, updates: int | None,
-             sets: list[str] = ()) -> Path:
-    """One ``python -m ddqn.sim`` run with the ``key=value`` overrides ``sets`` into ``out`` (reused when it finished
-    with today's values on this CPU: ``common.finished_run``); returns ``out``."""
-    values = config_values(str(config), sets)
-    if finished_run(out, str(config), values):
-        print(f"reusing {out}", flush=True)
-        return out
-    cmd = [sys.executable, "-m", "ddqn.sim", "--config", str(config), "--workers", str(workers), "--out", str(out),
-           "--no-progress", *(["--minutes", str(minutes)] if minutes else []),
-           *(["--updates", str(updates)] if updates else []), *(x for kv in sets for x in ("--set", kv))]
-    print("running:", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, timeout=RUN_TIMEOUT_S)
-    record_run(out, values)
-    return out
-
-
-def real_run(config: Path, workers: int, minutes: float, out: Path) -> Path:
-    """One real asynchronous run (the Spark job, as ``make bench-scaling`` runs it, on the config's own grid) into
-    ``out`` (reused when it finished with today's values on this CPU: ``common.finished_run``)."""
-    values = config_values(str(config))
-    if not finished_run(out, str(config), values) and train_run(str(config), minutes, out,
-                                                                 ["--workers", str(workers)], values=values):
-        raise RuntimeError(f"the real run {out} failed")
-    return out
-
-
-def in_parallel(jobs: list, parallel: int) -> list:
-    """Run the zero-argument callables ``jobs``, ``parallel`` at a time; their results in order."""
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        return [f.result() for f in [pool.submit(job) for job in jobs]]
-
-
 # -- reading a run -------------------------------------------------------------------------------------------
-
-def eval_curve(run: Path) -> list[dict[str, float]]:
-    """A run's eval.csv: env steps, minutes, server updates, greedy and random mean."""
-    with open(run / "eval.csv", newline="") as f:
-        return [{"env_steps": int(r["step"]), "minutes": float(r["wall_s"]) / 60, "updates": int(r["eval/updates"]),
-                 "greedy_mean": float(r["eval/greedy_score_mean"]), "random_mean": float(r["eval/random_score_mean"])}
-                for r in csv.DictReader(f)]
-
-
-def run_numbers(run: Path) -> dict[str, float]:
-    """Steady updates/s (median of train.csv's 30 s windows once updates flow), staleness, utilisation, best score."""
-    s = json.loads((run / "summary.json").read_text())
-    rows = []
-    if (run / "train.csv").exists():  # none when the run ended before log_every env steps
-        with open(run / "train.csv", newline="") as f:
-            rows = [r for r in csv.DictReader(f) if float(r["server/updates"]) > 0]
-    steady = [float(r["server/updates_per_s"]) for r in rows[len(rows) // 4:]]  # past the first quarter
-    curve = eval_curve(run)
-    sim = s.get("simulated", {})
-    workers = s.get("workers", {}).values()
-    pushes = max(sum(w["pushes"] for w in workers), 1)
-    return {"compute_ms_per_gradient": 1e3 * sum(w["compute_s"] for w in workers) / pushes,
-            "comm_ms_per_gradient": 1e3 * sum(w["comm_s"] for w in workers) / pushes,
-            "updates": s["updates"], "minutes": s["minutes"], "updates_per_s": s["updates_per_s"],
-            "steady_updates_per_s": float(np.median(steady)) if steady else s["updates_per_s"],
-            "staleness_p50": s["staleness_p50"], "staleness_p95": s["staleness_p95"],
-            "server_utilisation": sim.get("server_utilisation"), "dropped": sum(s.get("dropped", {}).values()),
-            "best_greedy_mean": max((r["greedy_mean"] for r in curve), default=0.0),
-            "final_greedy_mean": s["greedy_score_mean"]}
-
 
 # -- validation ----------------------------------------------------------------------------------------------
 
