@@ -627,3 +627,38 @@ def test_the_scale_goal_takes_each_ws_best_schedule_by_its_worst_seed() -> None:
     assert (got["64"]["schedule"], got["64"]["want"], got["64"]["met"]) == ("worker", 32.0, False)
     table["worker"]["16"]["speedup"]["5.0"]["worst"] = 17.0  # more than 16 workers can give: noise
     assert goal(table, [5.0])["16"]["met"] is False and goal(table, [3.0, 4.0]) is None
+
+
+def test_scale_validation_compares_three_and_three_curves_on_the_real_update_grid(
+        tmp_path: Path, tiny_net_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--validate``'s plumbing on the tiny net, in-process, with its real runs REPLACED by simulations of other
+    seeds (a Spark job per seed would take minutes here; the real path is ``sim_runs.real_run``, which
+    ``make bench-scale-validate`` uses): each simulation runs to its "real" run's update count; the split test gets
+    3 + 3 curves on the first real seed's evaluation points; the REPORT section gives its verdict."""
+    from ddqn.bench import scale_projection
+    from ddqn.bench.report_projection import section
+    from ddqn.bench.sim_runs import eval_curve, simulate
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(json.dumps({"board_size": 6, "starve_steps": 30, "net": str(tiny_net_file),
+                               "solver": str(ROOT / "ddqn" / "prototxt" / "solver_rmsprop.prototxt"),
+                               "replay_capacity": 400, "replay_warmup": 60, "eps_decay_steps": 500,
+                               "target_update": 25, "eval_every": 40, "eval_episodes": 2, "log_every": 50}))
+    fake = []
+
+    def not_real(config: Path, workers: int, minutes: float, out: Path) -> Path:
+        fake.append(out.name)
+        return simulate(config, workers, out, None, 800, [f"seed={100 + len(fake)}"], ["--fixed-cycle"])
+
+    monkeypatch.setattr(scale_projection, "real_run", not_real)
+    scale_projection.main(["--validate", "--config", str(cfg), "--seeds", "0", "1", "2", "--fixed-cycle",
+                           "--out", str(tmp_path)])
+    v = json.loads((tmp_path / "scale_projection.json").read_text())["validation"]
+    assert fake == ["real-w2-s0", "real-w2-s1", "real-w2-s2"] and v["seeds"] == [0, 1, 2]
+    runs = tmp_path / "runs" / "scale-projection-tiny"
+    for s in (0, 1, 2):
+        assert eval_curve(runs / f"sim-w2-s{s}")[-1]["updates"] == eval_curve(runs / f"real-w2-s{s}")[-1]["updates"]
+    t = v["test"]
+    assert t["splits"] == 20 and t["pass_chance"] == pytest.approx(0.9) and t["grid_points"] == len(v["grid_updates"])
+    assert t["grid_points"] >= 3 and isinstance(t["pass"], bool)
+    assert "**Validation at W = 2**" in "\n".join(section(json.loads((tmp_path / "scale_projection.json").read_text())))

@@ -249,7 +249,7 @@ def validate(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     for s in args.seeds:  # real runs one at a time, alone on the machine
         real_run(configs[s], 2, args.real_minutes, root / f"real-w2-s{s}")
     reals = {s: eval_curve(root / f"real-w2-s{s}") for s in args.seeds}
-    flags = ["--service", str(service_file(args, root))]
+    flags = ["--service", str(service_file(args, root)), *(["--fixed-cycle"] if args.fixed_cycle else [])]
     in_parallel([lambda s=s: simulate(configs[s], 2, root / f"sim-w2-s{s}", None, reals[s][-1]["updates"], (), flags)
                  for s in args.seeds], args.parallel)
     simulated = {s: eval_curve(root / f"sim-w2-s{s}") for s in args.seeds}
