@@ -11,8 +11,8 @@ them at once. STATS go to the driver.
 * PUSH: slice k with a push id to shard k (each answers with its vote), then COMMIT with all S votes to every shard
   (``ddqn.distributed.shards.server``). A COMMIT lost to a reset is sent again (the shard applies it once).
 * PUSH then FETCH (:meth:`ShardedClient.push_and_fetch`, what the worker does when its next step fetches θ): the
-  COMMIT asks each shard for its slice too, and the slices are put together as a FETCH's: three messages per shard
-  and update become two (the worker's FETCH after its push is the one saved), and θ is the one that FETCH would get.
+  COMMIT asks each shard for its slice too, and the slices are put together as a FETCH's: one message per shard and
+  update fewer (the worker's FETCH after its push is the one saved), and θ is the one that FETCH would get.
 * A shard that moved (placement ``executors``: Spark reran its task, perhaps on another host): a shard's client whose
   HELLO stays unanswered asks :meth:`ShardedClient.locate`, which asks the driver again (a new session with the
   coordinator, whose WELCOME names the shards' addresses now and their version) and reconnects there.
