@@ -301,7 +301,8 @@ def _scaling(r: dict) -> list[str]:
             "used to pick it (seed 20,000; the maximum of a noisy curve is biased upward).", "", *head, "",
             *([*origins, ""] if origins else []),
             "Speedup over serial (serial minutes ÷ mode minutes to reach the score):", "",
-            *(speed or ["- serial reached none of the levels in the budget: no ratio"]), "", *_over_seeds(r, levels),
+            *(speed or [("- serial reached none of the levels in the budget: no ratio" if any(k.split()[0] == "serial" for k in r.get("runs", {}))
+                         else "- no serial run yet: no ratio")]), "", *_over_seeds(r, levels),
             *_budgets(r, levels), *_goals(r), f"![scaling]({r.get('png', 'scaling.png')})"]
 
 
