@@ -287,6 +287,7 @@ def _scaling(r: dict) -> list[str]:
         head.append(f"| {m} | {best:.2f} | {_fresh(k)} | {rate} | {stale} | "
                     + " | ".join(f"{v['minutes']:.1f}" if v else "–" for v in reach.values()) + " |")
     origins = [f"- {m}: {st['origin']}" for m, st in r.get("runs", {}).items() if st.get("origin")]
+    serial = any(k.split()[0] == "serial" for k in r.get("runs", {}))
     speed = [f"- to score {s}: " + ", ".join(f"{m} **{x:.2f}×**" for m, x in ratios.items() if x and m != "serial")
              for s, ratios in r["speedup_vs_serial"].items() if any(x for m, x in ratios.items() if m != "serial")]
     return ["Slides: \"performance scales linearly with number of workers\".", "",
@@ -301,7 +302,7 @@ def _scaling(r: dict) -> list[str]:
             "used to pick it (seed 20,000; the maximum of a noisy curve is biased upward).", "", *head, "",
             *([*origins, ""] if origins else []),
             "Speedup over serial (serial minutes ÷ mode minutes to reach the score):", "",
-            *(speed or [("- serial reached none of the levels in the budget: no ratio" if any(k.split()[0] == "serial" for k in r.get("runs", {}))
+            *(speed or [("- serial reached none of the levels in the budget: no ratio" if serial
                          else "- no serial run yet: no ratio")]), "", *_over_seeds(r, levels),
             *_budgets(r, levels), *_goals(r), f"![scaling]({r.get('png', 'scaling.png')})"]
 
