@@ -113,10 +113,14 @@ class SimServer:
             self.stats.dropped("too stale")
             self.too_stale[staleness] += 1
             return
-        self.stats.pushed(msg.partition, staleness)
+        self._apply(msg.partition, msg.grad, msg.summed, msg.version, staleness)
+
+    def _apply(self, partition: int, grad: np.ndarray | None, summed: int, base: int, staleness: int) -> None:
+        """Count and apply a gradient computed on version ``base``: the mean of a summed one, compensated (DC-ASGD)
+        against the θ this worker last fetched when that was ``base``, as the real server."""
+        self.stats.pushed(partition, staleness)
         self.staleness[staleness] += 1
-        grad = msg.grad
-        if msg.summed > 1 and grad is not None:  # a sum over push_every minibatches → their mean, as the real server
-            grad = np.multiply(grad, np.float32(1 / msg.summed), out=self._mean)
-        held = self._held.get(msg.partition)
-        self.store.apply(grad, staleness, held[1] if held and held[0] == msg.version else None)
+        if summed > 1 and grad is not None:  # a sum over push_every minibatches → their mean, as the real server
+            grad = np.multiply(grad, np.float32(1 / summed), out=self._mean)
+        held = self._held.get(partition)
+        self.store.apply(grad, staleness, held[1] if held and held[0] == base else None)

@@ -189,13 +189,7 @@ class SimShard(SimServer):
             self.stats.dropped("vetoed")
             return False
         _, base, grad, summed = pending
-        staleness = self.store.version - base
-        self.stats.pushed(msg.partition, staleness)
-        self.staleness[staleness] += 1
-        if summed > 1 and grad is not None:  # a sum over push_every minibatches → their mean
-            grad = np.multiply(grad, np.float32(1 / summed), out=self._mean)
-        held = self._held.get(msg.partition)  # DC-ASGD: the slice this worker last fetched, if it is the base
-        self.store.apply(grad, staleness, held[1] if held and held[0] == base else None)
+        self._apply(msg.partition, grad, summed, base, self.store.version - base)
         return True
 
 
