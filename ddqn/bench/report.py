@@ -17,6 +17,7 @@ from typing import Any
 
 from ddqn.bench import report_projection
 from ddqn.bench.common import config_values, cpu_label, grid_overrides, machine, value_differences
+from ddqn.bench.report_projection import share
 from ddqn.bench.stats import format_interval, seed_interval
 from ddqn.distributed.stats import PART_NAMES
 
@@ -202,10 +203,9 @@ def _flood_row(p: dict) -> str:
     if "error" in p:
         return f"| {p['phase']} | {p['connections']:,} | {p['error']} |" + " |" * 6
     h, s, a = p["honest"], p["server"], p.get("attackers")
-    share = p["share_of_unloaded"]
     cells = [p["phase"], f"{p['connections']:,}", f"{a['messages_per_s']:,.0f}" if a else "–", _pct(s["busy_pct"]),
              _pct(s["process_cpu_pct"]), _pct(s["zmq_io_cpu_pct"]), f"{h['requests_per_s']:,.1f}",
-             _pct(None if share is None else 100 * share),
+             share(p["share_of_unloaded"]),
              f"{h['p50_ms']:.1f} / {h['p99_ms']:.1f}" if h["requests"] else "–"]
     return "| " + " | ".join(cells) + " |"
 
@@ -577,7 +577,7 @@ def _scale_out_config(r: dict, statement: str) -> list[str]:
 def _link_cells(x: dict) -> tuple[str, str]:
     """A bench-links row's link rate and its workers' communicate shares, as table cells."""
     rate = "unlimited" if x["link_gbit"] is None else f"{x['link_gbit']:g}"
-    comm = ", ".join(_pct(None if w["comm_share"] is None else 100 * w["comm_share"]) for w in x["workers"].values())
+    comm = ", ".join(share(w["comm_share"]) for w in x["workers"].values())
     return rate, comm
 
 
@@ -596,8 +596,8 @@ def _links(r: dict) -> list[str]:
         steady = "–" if x["steady_updates_per_s"] is None else f"{x['steady_updates_per_s']:.1f}"
         per = "–" if x["bytes_per_update"] is None else f"{x['bytes_per_update'] / 1e6:.2f}"
         out.append(f"| {rate} | {x['updates_per_s']:.1f} | {steady} | "
-                   f"{_pct(None if x['of_unlimited'] is None else 100 * x['of_unlimited'])} | {per} | "
-                   f"{x['driver_gbit_s']:.3f} | {_pct(None if x['link_use'] is None else 100 * x['link_use'])} | "
+                   f"{share(x['of_unlimited'])} | {per} | "
+                   f"{x['driver_gbit_s']:.3f} | {share(x['link_use'])} | "
                    f"{comm} |")
     return out
 
@@ -635,8 +635,8 @@ def _links_model(r: dict) -> list[str]:
         rate = "unlimited" if x["link_gbit"] is None else f"{x['link_gbit']:g}"
         err = "–" if x["error"] is None else f"{100 * x['error']:+.1f} %"
         use = x["simulated_server_nic_use"]
-        sim_use = "–" if use is None else f"{_pct(100 * use['ingress'])} / {_pct(100 * use['egress'])}"
-        measured_use = _pct(None if x["measured_link_use"] is None else 100 * x["measured_link_use"])
+        sim_use = "–" if use is None else f"{share(use['ingress'])} / {share(use['egress'])}"
+        measured_use = share(x["measured_link_use"])
         out.append(f"| {rate} | {x['role']} | {_fmt(x['measured_steady_updates_per_s'], '.2f')} | "
                    f"{x['predicted_steady_updates_per_s']:.2f} | {err} | {measured_use} | {sim_use} |")
     worst = r["worst_predicted_error"]
@@ -716,7 +716,7 @@ def _shard_cost_shared(r: dict) -> list[str]:
                 "capacity.", "", "| S | link (Gbit/s) | capacity (updates/s) | bound by | "
                 + " | ".join(f"load at W = {w}" for w in ws) + " |", "|---" * (4 + len(ws)) + "|"]
         for p in r["projection"]:
-            loads = " | ".join(_pct(100 * p["load"][w]) for w in ws)
+            loads = " | ".join(share(p["load"][w]) for w in ws)
             out.append(f"| {p['shards']} | {p['gbit']:g} | {p['capacity_updates_per_s']:,.0f} | {p['bound_by']} | "
                        f"{loads} |")
         at = [p for p in r["projection"] if p["gbit"] == 10 and "64" in p["load"]]
@@ -749,15 +749,15 @@ def _shard_projection(r: dict) -> list[str]:
     cells: dict[tuple, dict[str, str]] = {}
     for x in r["rows"]:
         cells.setdefault((x["gbit"], x["shards"], x["placement"]), {})[str(x["workers"])] = (
-            f"{x['updates_per_s']:,.0f} · {_pct(100 * x['busiest_server'])} · {_pct(100 * x['busiest_card'])}")
+            f"{x['updates_per_s']:,.0f} · {share(x['busiest_server'])} · {share(x['busiest_card'])}")
     for (gbit, shards, placement), row in cells.items():
         out.append(f"| {gbit:g} | {shards} | {placement} | " + " | ".join(row.get(w, "–") for w in ws) + " |")
     g = r.get("goal")
     if g:
         out += ["", f"Goal (issue 31): W = {g['workers']} on {g['gbit']:g} Gbit/s links, shards on executors, server "
                 f"and card load under {100 * g['goal']:.0f} %: **{'met' if g['met'] else 'missed'}**. Best S (the most "
-                f"updates/s carried, then the lowest load), {g['shards']}: server {_pct(100 * g['server'])}, card "
-                f"{_pct(100 * g['card'])}."]
+                f"updates/s carried, then the lowest load), {g['shards']}: server {share(g['server'])}, card "
+                f"{share(g['card'])}."]
     return out
 
 

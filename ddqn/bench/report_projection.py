@@ -26,7 +26,8 @@ def _mean(xs: list[float | None], spec: str = ".2f") -> str:
                                                                  else "")
 
 
-def _pct(x: float | None) -> str:
+def share(x: float | None) -> str:
+    """A fraction (0.66) as a whole percent ("66 %"); "–" for none."""
     return "–" if x is None else f"{100 * x:.0f} %"
 
 
@@ -43,7 +44,7 @@ def _table(t: dict[str, dict], levels: list[str], at_updates: int, first: str, o
         out.append(f"| {key} | {seeds} | {cells} | {speedups} | {_mean(c['best'])} | "
                    f"{_mean(c['at_updates'])} | {_mean([c['updates_per_s']], ',.0f')} | "
                    f"{_mean([c['staleness_p50']], '.0f')}/{_mean([c['staleness_p95']], '.0f')} | "
-                   f"{_pct(c['server'])} | {_pct(c['card'])} |")
+                   f"{share(c['server'])} | {share(c['card'])} |")
     return out
 
 
