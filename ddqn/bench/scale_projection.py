@@ -3,7 +3,7 @@ server's staleness options, and its learning model checked at W = 2 against a cr
 
     python -m ddqn.bench.scale_projection [--project] [--tune-dc] [--staleness] [--validate] [--config tuned]
         [--schedules worker global ladder global-ladder] [--seeds 0 1 2] [--workers 1 16 64] [--one-seed 2 4 8 32]
-        [--levels 3 4 5] [--updates 60000] [--shards 8] [--placement executors] [--gbps 10] [--at-updates 10000]
+        [--levels 3 4 5] [--updates 80000] [--shards 16] [--placement executors] [--gbps 10] [--at-updates 10000]
         [--tune-seeds 5 6] [--lambdas 0.1 0.5 1 2] [--dc-lambda L] [--real-minutes 20] [--parallel 2]
 
 Every simulation is ``python -m ddqn.sim`` learning for real (Caffe computes each simulated worker's gradients and
@@ -327,9 +327,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 16, 64], help="W with every seed")
     ap.add_argument("--one-seed", type=int, nargs="*", default=[2, 4, 8, 32], help="W with the first seed only")
     ap.add_argument("--levels", type=float, nargs="+", default=[3.0, 4.0, 5.0])
-    ap.add_argument("--updates", type=int, default=60_000, help="server updates budget of a run")
+    ap.add_argument("--updates", type=int, default=80_000,
+                    help="server updates budget of a run (tuned at W = 2 reached 5 after ≈ 33,000–40,000)")
     ap.add_argument("--at-updates", type=int, default=10_000, help="learning per update: the score here")
-    ap.add_argument("--shards", type=int, default=8)
+    ap.add_argument("--shards", type=int, default=16, help="bench-shard-projection's best S at W = 64")
     ap.add_argument("--placement", choices=["driver", "executors"], default="executors")
     ap.add_argument("--gbps", type=float, default=10.0)
     ap.add_argument("--tune-seeds", type=int, nargs="+", default=[5, 6])
