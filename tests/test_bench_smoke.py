@@ -25,7 +25,8 @@ from ddqn.bench.report import _caffe, _hostile, _scale_out
 from ddqn.bench.scaling import MODES
 from ddqn.bench.stats import TRAILING_K
 from ddqn.bench.suite_time import main as suite_time_main
-from ddqn.bench.tuning import VARIANTS, variant_config
+from ddqn.bench.tuning import VARIANTS, keyed, row_key, variant_config
+from ddqn.bench.tuning import main as tuning_main
 from ddqn.config import load_config, save_config
 from ddqn.distributed.cluster import spark_submit_env, spark_submit_path
 from ddqn.dqn.play import greedy_episode, greedy_episode_scores
@@ -393,7 +394,7 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
     res = tuning(3)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     data = json.loads((tmp_path / "results" / "tuning.json").read_text())
-    row = data["variants"]["lr-step"]
+    row = data["variants"]["lr-step 0.25 min s0"]  # one row per variant, budget and seed
     assert data["common"] == ["replay_warmup=200", "eval_episodes=3"] and row["curve"], row
     assert row["best"]["greedy_se"] >= 0 and row["updates_per_s"] > 0
     assert row["confirmed"]["model"] == row["best"]["model"] and row["confirmed"]["episodes"] == 7
@@ -401,13 +402,26 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
     assert row["config_values"]["eval_every"] == row["config_values"]["snapshot_every"] == 100
     assert bench("report", "--results", str(tmp_path / "results")).returncode == 0
     report = (tmp_path / "results" / "REPORT.md").read_text()
-    assert "## What buys score per minute (variants of tuned)" in report and "| lr-step | Adam 2.5e-4 halved" in report
+    assert "## What buys score per minute (variants of tuned)" in report and "| lr-step | 0 | Adam 2.5e-4 halved" in report
     before, run = (tmp_path / "results" / "tuning.json").read_text(), tmp_path / "results" / "runs" / "tuning-lr-step-s0-0.25min"
     res = tuning(4)
     assert res.returncode == 1 and res.stderr.strip() == (f"{run}: trained with other values than "
                                                           f"{run / 'config' / 'variant.yaml'} has now (eval_episodes 3 ≠ 4); "
                                                           "move it away to rerun"), res.stdout[-2000:] + res.stderr[-2000:]
     assert (tmp_path / "results" / "tuning.json").read_text() == before
+
+
+def test_tuning_rows_are_keyed_by_variant_budget_and_seed() -> None:
+    """A row written before keys named the budget and seed is re-keyed from its own fields; two budgets of one
+    variant stay two rows."""
+    old = {"tuned": {"minutes_budget": 30.0, "seed": 0, "what": "a"},
+           "dueling 60 min s1": {"variant": "dueling", "minutes_budget": 60.0, "seed": 1, "what": "b"}}
+    rows = keyed(old)
+    assert list(rows) == ["tuned 30 min s0", "dueling 60 min s1"] and rows["tuned 30 min s0"]["variant"] == "tuned"
+    assert keyed(rows) == rows and row_key("tuned", 60, 0) not in rows
+    with pytest.raises(SystemExit) as exc:  # issue 30's reporting seed: refused before anything runs
+        tuning_main(["--seed", "3", "--variants", "tuned"])
+    assert exc.value.code == 2
 
 
 def test_scaling_runs_seeds_and_reuses_finished_runs(tmp_path: Path) -> None:

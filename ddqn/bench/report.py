@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -445,17 +446,26 @@ def _tuning(r: dict) -> list[str]:
            "played again on fresh games (seed 20,000; their count in brackets)"
            + (f"; every variant with {', '.join(r['common'])}" if r.get("common") else "")
            + (f"; evaluations and snapshots every {r['every']:,} env steps" if r.get("every") else "")
-           + f". *Min to* a score: {_reach_rule(r.get('reach_rule'))}. †: the row's config values were not "
-           "recorded, so they cannot be checked against the variant's today.", "",
-           "| variant | change | minutes | updates/s | best (± se) | at min | best, fresh games (± se) | final | "
-           + " | ".join(f"min to {x}" for x in lv) + " |", "|---" * (8 + len(lv)) + "|"]
-    for name, x in r["variants"].items():
-        b, f, k = x["best"], x["final"], x.get("confirmed")
-        stale = "" if "config_values" in x else " †"
-        out.append(f"| {name}{stale} | {x['what']} | {x['minutes_budget']:g} | {x['updates_per_s']:.1f} | "
-                   + (f"{b['greedy_mean']:.2f} ± {b['greedy_se']:.2f} | {b['minutes']:.1f} | {_fresh(k)} | "
-                      f"{f['greedy_mean']:.2f} | " if b else "– | – | – | – | ")
-                   + " | ".join(_fmt(x["reach"][k]["minutes"] if x["reach"][k] else None) for k in lv) + " |")
+           + f". *Min to* a score: {_reach_rule(r.get('reach_rule'))}. *Vs tuned*: the fresh-games mean minus "
+           f"`{r['base']}`'s at the same budget and seed, ± the standard error of the difference. †: the row's config "
+           "values were not recorded, so they cannot be checked against the variant's today."]
+    rows = [{**x, "variant": x.get("variant", key)} for key, x in r["variants"].items()]
+    for budget in sorted({x["minutes_budget"] for x in rows}):
+        out += ["", f"**{budget:g}-minute runs**", "",
+                "| variant | seed | change | updates/s | best (± se) | at min | best, fresh games (± se) | vs tuned | "
+                "final | " + " | ".join(f"min to {x}" for x in lv) + " |", "|---" * (9 + len(lv)) + "|"]
+        same = [x for x in rows if x["minutes_budget"] == budget]
+        base = {x["seed"]: x.get("confirmed") for x in same if x["variant"] == r["base"]}
+        for x in sorted(same, key=lambda x: (x["variant"] != r["base"], x["seed"], x["variant"])):
+            b, f, k = x["best"], x["final"], x.get("confirmed")
+            stale = "" if "config_values" in x else " †"
+            t = base.get(x["seed"])
+            vs = "–" if x["variant"] == r["base"] or not (k and t) else (
+                f"{k['greedy_mean'] - t['greedy_mean']:+.2f} ± {math.hypot(k['greedy_se'], t['greedy_se']):.2f}")
+            out.append(f"| {x['variant']}{stale} | {x['seed']} | {x['what']} | {x['updates_per_s']:.1f} | "
+                       + (f"{b['greedy_mean']:.2f} ± {b['greedy_se']:.2f} | {b['minutes']:.1f} | {_fresh(k)} | {vs} | "
+                          f"{f['greedy_mean']:.2f} | " if b else "– | – | – | – | – | ")
+                       + " | ".join(_fmt(x["reach"][v]["minutes"] if x["reach"][v] else None) for v in lv) + " |")
     return [*out, "", f"![tuning]({r['png']})"]
 
 

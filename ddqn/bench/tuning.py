@@ -13,6 +13,8 @@ variant, seed and budget) that already holds a summary.json is reused if the var
 today, grid included, and it ran on this CPU (else a one-line error); variants not rerun are kept in
 results/tuning.json only while they were run the same way (workers, ``--set``, grid), on this CPU and with the
 values their variant has today (a stale row is dropped with a line saying why), so the table grows across sessions.
+A row is one variant at one budget and seed (:func:`row_key`, e.g. ``tuned 60 min s0``): a 60-minute run sits beside
+the same variant's 30-minute run instead of replacing it.
 Short runs rank candidates; the plateau shows after ≈ 25 minutes, so confirm winners on full-length runs.
 Writes results/tuning.json and results/tuning.png.
 """
@@ -169,6 +171,24 @@ def summarize(name: str, c: list[dict[str, float]], run: Path, config: Path, epi
             "updates_per_s": s["updates_per_s"], "env_steps": s["env_steps"], "curve": c}
 
 
+RESERVED_SEEDS = (3,)  # issue 30 named seed 3 for its table before any run; choosing a variant must not see it
+
+
+def row_key(name: str, minutes: float, seed: int) -> str:
+    """The key of a variant's row in tuning.json: one per variant, budget and seed."""
+    return f"{name} {minutes:g} min s{seed}"
+
+
+def keyed(rows: dict[str, dict]) -> dict[str, dict]:
+    """tuning.json's rows under :func:`row_key`, each with its ``variant``; rows written before keys named the
+    budget and seed (keyed by the variant alone) are re-keyed from their ``minutes_budget`` and ``seed``."""
+    out = {}
+    for key, row in rows.items():
+        name = row.get("variant", key)
+        out[row_key(name, row["minutes_budget"], row["seed"])] = {**row, "variant": name}
+    return out
+
+
 def kept_rows(data: dict, args: argparse.Namespace, overrides: list[str], path: Path) -> dict[str, dict]:
     """The rows of an earlier tuning.json (``data``) that still describe today's variants: run the same way
     (workers, ``--set``, grid) on this CPU, each with the config values its variant has today (``overrides``: every
@@ -180,7 +200,8 @@ def kept_rows(data: dict, args: argparse.Namespace, overrides: list[str], path: 
         return {}
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, row in data.get("variants", {}).items():
+        for key, row in keyed(data.get("variants", {})).items():
+            name = row["variant"]
             if name not in VARIANTS:
                 diff = ["no such variant today"]
             elif "config_values" not in row:
@@ -189,9 +210,9 @@ def kept_rows(data: dict, args: argparse.Namespace, overrides: list[str], path: 
                 today = config_values(str(variant_config(name, Path(tmp) / name, row["seed"], overrides)))
                 diff = value_differences(row["config_values"], today)
             if diff:
-                print(f"{path}: dropping the stale row {name} ({', '.join(diff)})", flush=True)
+                print(f"{path}: dropping the stale row {key} ({', '.join(diff)})", flush=True)
             else:
-                rows[name] = row
+                rows[key] = row
     return rows
 
 
@@ -209,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="a config override for every variant (e.g. replay_warmup=200 for a smoke run)")
     ap.add_argument("--out", default="results")
     args = ap.parse_args(argv)
+    if args.seed in RESERVED_SEEDS:
+        ap.error(f"--seed {args.seed} is reserved for bench-scaling-120's table (issue 30): no tuning may use it")
     results = Path(args.out)
     path = results / "tuning.json"
     data = json.loads(path.read_text()) if path.exists() else {}
@@ -221,14 +244,15 @@ def main(argv: list[str] | None = None) -> None:
         if not finished_run(run, str(config), values):
             if train_run(str(config), args.minutes, run, ["--workers", str(args.workers)], values=values):
                 raise SystemExit(f"the {name} run failed")
-        rows[name] = {**summarize(name, curve(run, config), run, config, args.confirm_episodes),
-                      "config_values": values, "minutes_budget": args.minutes, "seed": args.seed}
-        b = rows[name]["best"] or {"greedy_mean": 0.0, "greedy_se": 0.0, "minutes": 0.0}  # no snapshot yet
-        k = rows[name]["confirmed"] or {"greedy_mean": 0.0, "greedy_se": 0.0, "episodes": 0}
-        print(f"{name:>14s}: best {b['greedy_mean']:.2f} ± {b['greedy_se']:.2f} at {b['minutes']:.1f} min "
+        key = row_key(name, args.minutes, args.seed)
+        rows[key] = row = {"variant": name, **summarize(name, curve(run, config), run, config, args.confirm_episodes),
+                           "config_values": values, "minutes_budget": args.minutes, "seed": args.seed}
+        b = row["best"] or {"greedy_mean": 0.0, "greedy_se": 0.0, "minutes": 0.0}  # no snapshot yet
+        k = row["confirmed"] or {"greedy_mean": 0.0, "greedy_se": 0.0, "episodes": 0}
+        print(f"{key:>24s}: best {b['greedy_mean']:.2f} ± {b['greedy_se']:.2f} at {b['minutes']:.1f} min "
               f"({k['greedy_mean']:.2f} ± {k['greedy_se']:.2f} on {k['episodes']} fresh games); "
-              + ", ".join(f"{lv}: {r['minutes']:.1f} min" if r else f"{lv}: -" for lv, r in rows[name]["reach"].items())
-              + f"; {rows[name]['updates_per_s']:.1f} updates/s", flush=True)
+              + ", ".join(f"{lv}: {r['minutes']:.1f} min" if r else f"{lv}: -" for lv, r in row["reach"].items())
+              + f"; {row['updates_per_s']:.1f} updates/s", flush=True)
         save(rows, args, results)  # after every variant: a stopped bench keeps the rows it finished
 
 
