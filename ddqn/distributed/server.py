@@ -430,12 +430,10 @@ class ParameterServer:
             self.stats.dropped("too stale")
             self._ack(ident, session, header.seq, staleness)
             return
-        if header.summed > 1:  # a sum over push_every minibatches → their mean
-            grad = np.multiply(grad, np.float32(1 / header.summed), out=self._grad)
+        grad = self._mean(grad, header.summed)
         t = self._part("check", t)
         if self.rounds is None:
-            held = self._held.get(session.partition)
-            self.store.apply(grad, staleness, held[1] if held and held[0] == header.version else None)
+            self._apply_gradient(session, grad, header.version, staleness)
             self._part("apply", t)
             self.stats.pushed(session.partition, staleness)
         elif not self.rounds.add(session, header.version, self.store.version, grad):
@@ -445,6 +443,16 @@ class ParameterServer:
             if self._round_complete():
                 self._finish_round()
         self._ack(ident, session, header.seq, staleness)
+
+    def _mean(self, grad: np.ndarray, summed: int) -> np.ndarray:
+        """A sum over ``summed`` minibatches (``push_every``) → their mean, in the server's scratch buffer."""
+        return np.multiply(grad, np.float32(1 / summed), out=self._grad) if summed > 1 else grad
+
+    def _apply_gradient(self, session: Session, grad: np.ndarray, base: int, staleness: int) -> None:
+        """One solver step with a gradient computed on θ version ``base``; DC-ASGD compensates it against the θ this
+        session last fetched when that is the version it was computed on."""
+        held = self._held.get(session.partition)
+        self.store.apply(grad, staleness, held[1] if held and held[0] == base else None)
 
     def _round_complete(self) -> bool:
         return self.rounds is not None and self.rounds.complete(self.store.version, self.sessions.live_sessions(),

@@ -179,12 +179,8 @@ class ShardServer(ParameterServer):
             self._send(ident, session, P.ACK, session.partition, session.attempt, self.store.version, 0, flags=flags)
 
     def _apply(self, session: Session, pending: Pending) -> None:
-        grad = pending.grad
-        if pending.summed > 1:  # a sum over push_every minibatches → their mean
-            grad = np.multiply(grad, np.float32(1 / pending.summed), out=self._grad)
         staleness = self.store.version - pending.base
-        held = self._held.get(session.partition)
-        self.store.apply(grad, staleness, held[1] if held and held[0] == pending.base else None)
+        self._apply_gradient(session, self._mean(pending.grad, pending.summed), pending.base, staleness)
         with self.lock:
             self._committed[(session.partition, session.attempt, pending.push_id)] = None
             while len(self._committed) > COMMITTED:
