@@ -415,10 +415,12 @@ def test_tuning_rows_are_keyed_by_variant_budget_and_seed() -> None:
     """A row written before keys named the budget and seed is re-keyed from its own fields; two budgets of one
     variant stay two rows."""
     old = {"tuned": {"minutes_budget": 30.0, "seed": 0, "what": "a"},
+           "tuned 60 min s0": {"variant": "tuned", "minutes_budget": 60.0, "seed": 0, "what": "c"},
            "dueling 60 min s1": {"variant": "dueling", "minutes_budget": 60.0, "seed": 1, "what": "b"}}
     rows = keyed(old)
-    assert list(rows) == ["tuned 30 min s0", "dueling 60 min s1"] and rows["tuned 30 min s0"]["variant"] == "tuned"
-    assert keyed(rows) == rows and row_key("tuned", 60, 0) not in rows
+    assert list(rows) == ["tuned 30 min s0", "tuned 60 min s0", "dueling 60 min s1"]
+    assert rows["tuned 30 min s0"]["variant"] == "tuned" and rows["tuned 60 min s0"]["what"] == "c"
+    assert keyed(rows) == rows and row_key("tuned", 60, 1) not in rows
     with pytest.raises(SystemExit) as exc:  # issue 30's reporting seed: refused before anything runs
         tuning_main(["--seed", "3", "--variants", "tuned"])
     assert exc.value.code == 2

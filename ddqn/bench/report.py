@@ -449,7 +449,7 @@ def _tuning(r: dict) -> list[str]:
            + f". *Min to* a score: {_reach_rule(r.get('reach_rule'))}. *Vs tuned*: the fresh-games mean minus "
            f"`{r['base']}`'s at the same budget and seed, ± the standard error of the difference. †: the row's config "
            "values were not recorded, so they cannot be checked against the variant's today."]
-    rows = [{**x, "variant": x.get("variant", key)} for key, x in r["variants"].items()]
+    rows = list(r["variants"].values())  # one per variant, budget and seed (tuning.row_key), with its variant
     for budget in sorted({x["minutes_budget"] for x in rows}):
         out += ["", f"**{budget:g}-minute runs**", "",
                 "| variant | seed | change | updates/s | best (± se) | at min | best, fresh games (± se) | vs tuned | "
