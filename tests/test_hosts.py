@@ -470,7 +470,8 @@ def test_tcp_resets_between_hosts_cost_no_worker_and_no_push(cluster: HostsClust
     for _ in range(3):  # each time once the worker has its session connection again (it reconnects after a reset)
         killed.append(reset_session(cluster, victim))
         time.sleep(2)
-    assert all(f"{cluster.driver.addr}:{SERVER_PORT + 1}" in k for k in killed), killed  # a session connection each
+    assert all(f"{cluster.driver.addr}:{SERVER_PORT + 1}" in k for k in killed), (  # a session connection each
+        killed, executor_log(cluster, victim)[-4000:])
     assert job.wait(240) == 0, job.output(60)
 
     summary = applied_once(job)  # exactly what each worker acknowledged: nothing lost, nothing twice

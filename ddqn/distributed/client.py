@@ -24,6 +24,7 @@ purpose (a fresh WELCOME).
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -35,6 +36,8 @@ import zmq
 
 from ddqn.distributed import protocol as P
 from ddqn.distributed.zap import USERNAME, plain_client
+
+log = logging.getLogger(__name__)
 
 # ZeroMQ's own reconnect of the join connection, in ms: only a first connect that failed needs it (a reset connection is
 # replaced by a new socket); longer than ZeroMQ's default, so that it does not race the replacement. The session
@@ -119,14 +122,14 @@ class ServerClient:
             self._sock.close(linger=0)
             self._sock = None
 
-    def _reply(self, deadline: float) -> list | None:
-        """The reply to the request just sent, or None if the connection was reset first."""
+    def _reply(self, deadline: float, what: str) -> list | None:
+        """The reply to the request just sent (a ``what``), or None if the connection was reset first."""
         ready = dict(self._poller.poll(max(0, int((deadline - time.monotonic()) * 1000))))
         if self._sock in ready:
             return self._sock.recv_multipart(copy=False)
         if self._resets in ready:
             return None
-        raise ServerGone(f"no reply from the parameter server in {self.timeout_ms / 1000:g} s")
+        raise ServerGone(f"no reply from the parameter server in {self.timeout_ms / 1000:g} s (to a {what})")
 
     def _connect(self, deadline: float) -> tuple[P.Session, int]:
         """A new session: HELLO → WELCOME on a join connection (another one after each reset), then the session's
@@ -139,7 +142,7 @@ class ServerClient:
             self._open_socket(self.address, USERNAME, P.connection_token(self._secret), RECONNECT_MS)
             nonce = os.urandom(P.NONCE_BYTES)  # a new HELLO each time: the server refuses one it has seen
             self._sock.send_multipart(P.seal_handshake(self._secret, P.HELLO, self.worker, self.attempt, nonce + meta))
-            frames = self._located_reply(deadline, LOCATE_S)
+            frames = self._located_reply(deadline, LOCATE_S, "HELLO")
         try:
             _, payload = P.open_handshake(self._secret, [f.bytes for f in frames], P.WELCOME)
             welcome = P.decode_json(payload[P.NONCE_BYTES:])
@@ -156,15 +159,15 @@ class ServerClient:
         self._open_socket(address, server_nonce.hex().encode(), P.session_ticket(key), -1)
         return P.Session(key, outbound=0, auth=self.auth), played
 
-    def _located_reply(self, deadline: float, every: float) -> list | None:
+    def _located_reply(self, deadline: float, every: float, what: str) -> list | None:
         """The reply (or None: the connection was reset, or the server moved: connect again). With ``locate``, a
         reply that does not come for ``every`` seconds asks where the server is now; the address changes if it
         moved."""
         while True:
             if self._locate is None:
-                return self._reply(deadline)
+                return self._reply(deadline, what)
             try:
-                return self._reply(min(deadline, time.monotonic() + every))
+                return self._reply(min(deadline, time.monotonic() + every), what)
             except ServerGone:
                 if time.monotonic() >= deadline:
                     raise
@@ -183,6 +186,7 @@ class ServerClient:
 
     def _reconnect(self, deadline: float) -> None:
         """Replace a reset connection: the server knows the new one by another routing id, so a new session."""
+        log.warning("worker %d: connection to the parameter server reset; HELLO again", self.worker)
         sent = self._session.sent
         self._session, _ = self._connect(deadline)
         self._session.sent = sent  # sequence numbers go on across the client's sessions
@@ -204,7 +208,7 @@ class ServerClient:
                                                             flags), copy=False)
             except zmq.Again as exc:
                 raise ServerGone("could not send to the parameter server") from exc
-            frames = self._located_reply(deadline, MOVED_S)
+            frames = self._located_reply(deadline, MOVED_S, P.TYPE_NAMES.get(kind, "request"))
             if frames is None:
                 self._reconnect(deadline)
         try:
