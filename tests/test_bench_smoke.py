@@ -398,11 +398,15 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
     assert data["common"] == ["replay_warmup=200", "eval_episodes=3"] and row["curve"], row
     assert row["best"]["greedy_se"] >= 0 and row["updates_per_s"] > 0
     assert row["confirmed"]["model"] == row["best"]["model"] and row["confirmed"]["episodes"] == 7
+    ends = row["confirmed"]["endings"]  # how the 7 fresh games ended: Snake's endings only, each game once
+    assert set(ends) <= {"wall", "body", "starved", "win"} and sum(e["games"] for e in ends.values()) == 7
+    assert sum(e["games"] * e["mean_score"] for e in ends.values()) == pytest.approx(7 * row["confirmed"]["greedy_mean"])
     assert data["every"] == 100 and data["reach_rule"]["k"] == TRAILING_K
     assert row["config_values"]["eval_every"] == row["config_values"]["snapshot_every"] == 100
     assert bench("report", "--results", str(tmp_path / "results")).returncode == 0
     report = (tmp_path / "results" / "REPORT.md").read_text()
     assert "## What buys score per minute (variants of tuned)" in report and "| lr-step | 0 | Adam 2.5e-4 halved" in report
+    assert "How the best snapshot's fresh games end" in report and "| lr-step, 0.25 min, seed 0 | 7 | " in report
     before, run = (tmp_path / "results" / "tuning.json").read_text(), tmp_path / "results" / "runs" / "tuning-lr-step-s0-0.25min"
     res = tuning(4)
     assert res.returncode == 1 and res.stderr.strip() == (f"{run}: trained with other values than "

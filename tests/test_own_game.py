@@ -21,7 +21,7 @@ from gymnasium.utils.env_checker import check_env
 
 from ddqn.config import ALE_ONLY, PROTOTXT_DIR, load_config
 from ddqn.distributed.cluster import LocalCluster, spark_submit_env, spark_submit_path
-from ddqn.dqn.evaluation import evaluate_greedy, random_score
+from ddqn.dqn.evaluation import ENDINGS, evaluate_greedy, play_greedy, random_score
 from ddqn.dqn.loop import ExperienceLoop
 from ddqn.dqn.play import greedy_episode
 from ddqn.errors import ConfigError
@@ -286,6 +286,8 @@ def test_loop_evaluation_and_gif_play_catch() -> None:
     assert loop.episodes == 7 and set(loop.take_scores()) <= {-1, 1}  # 7 steps a game
     scores = evaluate_greedy(q, cfg, 6, seed=0)
     assert scores.shape == (6,) and set(scores.tolist()) <= {-1, 1}
+    again, endings = play_greedy(q, cfg, 6, seed=0)  # a game without Snake's endings: each one is a game over
+    assert np.array_equal(again, scores) and [ENDINGS[e] for e in endings] == ["game over"] * 6
     assert -1 < random_score(cfg, 8, 200, seed=0) < -0.5  # the random policy misses most balls
     shots, score = greedy_episode(q, cfg, seed=0)
     assert len(shots) == 8 and shots[0].shape == (160, 160, 3) and score in (-1, 1)

@@ -9,7 +9,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from ddqn.config import make_config
-from ddqn.dqn.evaluation import random_score
+from ddqn.dqn.evaluation import ENDINGS, ending_codes, endings_summary, random_score
 from ddqn.game import snake
 from ddqn.game.frames import FrameStack
 from ddqn.game.snake import (
@@ -46,7 +46,7 @@ def test_start_state():
     env = SnakeEnv(size=10)
     obs, info = env.reset(seed=3)
     assert body_cells(env) == [(5, 5), (5, 4)] and env.heading == EAST
-    assert info == {"score": 0, "death": False, "starved": False, "win": False}
+    assert info == {"score": 0, "death": False, "wall": False, "starved": False, "win": False}
     assert (env.board == CELL_APPLE).sum() == 1 and (env.board == CELL_HEAD).sum() == 1
     assert (env.board == CELL_BODY).sum() == 1
     assert obs.shape == (16, 16) and obs.dtype == np.uint8
@@ -97,7 +97,7 @@ def test_wall_death():
     env.step(EAST)
     obs, reward, term, trunc, info = env.step(EAST)
     assert (reward, term, trunc) == (-1.0, True, False)
-    assert info["death"] and not info["starved"] and not info["win"]
+    assert info["death"] and info["wall"] and not info["starved"] and not info["win"]
     assert body_cells(env) == [(5, 9), (5, 8)]  # board left as before the fatal move
     assert not np.array_equal(obs, before)
     with pytest.raises(RuntimeError, match="reset"):
@@ -109,7 +109,7 @@ def test_self_collision_death():
     env.reset(seed=0)
     env.set_state([(2, 2), (2, 3), (3, 3), (3, 2), (3, 1)], apple=(0, 0))  # heading west
     _, reward, term, _, info = env.step(SOUTH)  # (3,2) is body, not the tail (3,1)
-    assert (reward, term, info["death"]) == (-1.0, True, True)
+    assert (reward, term, info["death"], info["wall"]) == (-1.0, True, True, False)  # into its body
 
 
 def test_moving_into_vacating_tail_is_legal():
@@ -130,7 +130,7 @@ def test_starvation_truncates():
     for t in range(10):
         _, reward, term, trunc, info = env.step(SQUARE_LOOP[t % 4])
         assert not term and trunc == (t == 9)
-    assert info == {"score": 0, "death": False, "starved": True, "win": False}
+    assert info == {"score": 0, "death": False, "wall": False, "starved": True, "win": False}
     assert SnakeEnv(size=6).max_steps == 4 * 36
 
 
@@ -149,7 +149,7 @@ def test_win_on_filled_tiny_board():
     env.set_state(SERPENTINE, apple=(3, 0), score=7)
     obs, reward, term, trunc, info = env.step(WEST)
     assert (reward, term, trunc) == (1.0, True, False)
-    assert info == {"score": 8, "death": False, "starved": False, "win": True}
+    assert info == {"score": 8, "death": False, "wall": False, "starved": False, "win": True}
     assert (env.board == CELL_EMPTY).sum() == 0 and len(env.body) == 16
     assert set(np.unique(obs)) == {BODY, HEAD}
 
@@ -261,7 +261,7 @@ def compare_batch_with_envs(num_envs: int, seed: int, steps: int, size: int, max
     for i, s in enumerate(game_seeds(seed, num_envs)):
         assert np.array_equal(frames[i], envs[i].reset(seed=s)[0])
     rng = np.random.default_rng(seed)
-    counts = {"eat": 0, "death": 0, "starved": 0}
+    counts = {"eat": 0, "death": 0, "wall": 0, "starved": 0}
     for _ in range(steps):
         actions = rng.integers(0, 4, num_envs)
         frames, rewards, term, trunc, info = batch.step(actions)
@@ -269,8 +269,8 @@ def compare_batch_with_envs(num_envs: int, seed: int, steps: int, size: int, max
         for i, env in enumerate(envs):
             obs, r, t, tr, inf = env.step(actions[i])
             assert (r, t, tr) == (rewards[i], term[i], trunc[i])
-            assert {k: inf[k] for k in ("score", "death", "starved", "win")} == \
-                {k: info[k][i] for k in ("score", "death", "starved", "win")}
+            assert {k: inf[k] for k in ("score", "death", "wall", "starved", "win")} == \
+                {k: info[k][i] for k in ("score", "death", "wall", "starved", "win")}
             if t or tr:
                 assert np.array_equal(info["final_frame"][i], obs)
                 obs, _ = env.reset()
@@ -278,6 +278,7 @@ def compare_batch_with_envs(num_envs: int, seed: int, steps: int, size: int, max
         counts["eat"] += int((rewards > 0).sum())
         counts["death"] += int(info["death"].sum())
         counts["starved"] += int(info["starved"].sum())
+        counts["wall"] += int(info["wall"].sum())
     return counts
 
 
@@ -399,3 +400,17 @@ def test_bad_num_envs_and_action():
         env.step(4)
     with pytest.raises(TypeError):
         env.step(1.5)
+
+
+def test_endings_name_how_each_game_ended():
+    """Snake's info tells a wall from the body, starving and a win; a game without those keys ends in a game over
+    (terminated) or at the step cap (truncated). The summary counts each ending's games and their mean score."""
+    t, f = True, False
+    info = {"death": np.array([t, t, f, f, f, f]), "wall": np.array([t, f, f, f, f, f]),
+            "starved": np.array([f, f, t, f, f, f]), "win": np.array([f, f, f, t, f, f])}
+    terminated, truncated = np.array([t, t, f, t, t, f]), np.array([f, f, t, f, f, t])
+    assert [ENDINGS[c] for c in ending_codes(terminated, truncated, info)] == list(ENDINGS)
+    assert [ENDINGS[c] for c in ending_codes(terminated, truncated, {})] == \
+        ["game over", "game over", "step cap", "game over", "game over", "step cap"]
+    summary = endings_summary(np.array([3, 5, 7, 16]), np.array([1, 1, 2, 1], np.int8))
+    assert summary == {"body": {"games": 3, "mean_score": 8.0}, "starved": {"games": 1, "mean_score": 7.0}}

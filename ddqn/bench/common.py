@@ -32,7 +32,7 @@ from ddqn.distributed.client import ServerClient
 from ddqn.distributed.cluster import spark_submit_env, spark_submit_path
 from ddqn.distributed.server import ParameterServer, ServerOptions
 from ddqn.distributed.store import ParameterStore
-from ddqn.dqn.evaluation import evaluate_greedy
+from ddqn.dqn.evaluation import endings_summary, evaluate_greedy, play_greedy
 from ddqn.dqn.qlearning import dqn_gradient
 from ddqn.dqn.serial import SNAPSHOT_NAME
 from ddqn.game import game_actions
@@ -347,12 +347,13 @@ CONFIRM_SEED = 20_000  # games never used to pick a snapshot (the training-time 
 def confirm_snapshot(out: Path, cfg: Config, model: str, episodes: int) -> dict[str, Any]:
     """Snapshot ``model`` of the run in ``out`` played for ``episodes`` fresh games (seed 20,000 + seed): an unbiased
     score for the snapshot picked as best by the training-time evaluation, whose maximum over a curve is biased
-    upward. Returns {model, episodes, greedy_mean, greedy_se}."""
+    upward. Returns {model, episodes, greedy_mean, greedy_se, endings}; ``endings``: how those games ended, each
+    ending's games and mean score (``evaluation.endings_summary``): what stops the snapshot's games."""
     q = QNetwork(load_netspec(cfg.path("net"), game_actions(cfg)))
     q.set_params(load_caffemodel(out / model, q.spec))
-    scores = evaluate_greedy(q, cfg, episodes, seed=CONFIRM_SEED + cfg.seed)
+    scores, endings = play_greedy(q, cfg, episodes, seed=CONFIRM_SEED + cfg.seed)
     return {"model": model, "episodes": episodes, "greedy_mean": float(scores.mean()),
-            "greedy_se": standard_error(scores)}
+            "greedy_se": standard_error(scores), "endings": endings_summary(scores, endings)}
 
 
 def confirm_best(out: Path, cfg: Config, curve: list[dict], episodes: int) -> dict[str, Any] | None:

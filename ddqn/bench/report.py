@@ -276,6 +276,23 @@ def _fresh(k: dict | None) -> str:
     return f"{k['greedy_mean']:.2f} ± {k['greedy_se']:.2f} ({k['episodes']})" if k else "–"
 
 
+def _endings(runs: dict[str, dict | None]) -> list[str]:
+    """How each run's best snapshot's fresh games ended (``confirmed["endings"]``): per ending, its share of the
+    games and their mean score; runs confirmed before endings were recorded are left out, and said to be."""
+    known = {n: k["endings"] for n, k in runs.items() if k and "endings" in k}
+    if not known:
+        return []
+    names = list(dict.fromkeys(e for ends in known.values() for e in ends))  # ENDINGS order, as recorded
+    rows = [f"| {n} | {sum(x['games'] for x in ends.values())} | " + " | ".join(
+        f"{100 * ends[e]['games'] / sum(x['games'] for x in ends.values()):.0f} % ({ends[e]['mean_score']:.1f})"
+        if e in ends else "–" for e in names) + " |" for n, ends in known.items()]
+    missing = [n for n, k in runs.items() if k and "endings" not in k]
+    return ["How the best snapshot's fresh games end: share of the games per ending (their mean score). *wall*, "
+            "*body*: the head ran into a wall or into the snake's own body; *starved*: no apple for `starve_steps` "
+            "steps.", "", "| run | games | " + " | ".join(names) + " |", "|---" * (2 + len(names)) + "|", *rows, "",
+            *([f"- not recorded (confirmed before endings were): {'; '.join(missing)}", ""] if missing else [])]
+
+
 def _scaling(r: dict) -> list[str]:
     levels = list(next(iter(r["reach"].values())))
     head = ["| mode | best greedy mean | best, fresh games (± se) | updates/s | staleness p50/p95 | "
@@ -305,7 +322,8 @@ def _scaling(r: dict) -> list[str]:
             "Speedup over serial (serial minutes ÷ mode minutes to reach the score):", "",
             *(speed or [("- serial reached none of the levels in the budget: no ratio" if serial
                          else "- no serial run yet: no ratio")]), "", *_over_seeds(r, levels),
-            *_budgets(r, levels), *_goals(r), f"![scaling]({r.get('png', 'scaling.png')})"]
+            *_budgets(r, levels), *_goals(r), *_endings(r.get("confirmed") or {}),
+            f"![scaling]({r.get('png', 'scaling.png')})"]
 
 
 def _budgets(r: dict, levels: list[str]) -> list[str]:
@@ -466,7 +484,10 @@ def _tuning(r: dict) -> list[str]:
                        + (f"{b['greedy_mean']:.2f} ± {b['greedy_se']:.2f} | {b['minutes']:.1f} | {_fresh(k)} | {vs} | "
                           f"{f['greedy_mean']:.2f} | " if b else "– | – | – | – | – | ")
                        + " | ".join(_fmt(x["reach"][v]["minutes"] if x["reach"][v] else None) for v in lv) + " |")
-    return [*out, "", f"![tuning]({r['png']})"]
+    ends = _endings({f"{x['variant']}, {x['minutes_budget']:g} min, seed {x['seed']}": x.get("confirmed")
+                     for x in sorted(rows, key=lambda x: (x["minutes_budget"], x["variant"] != r["base"], x["seed"],
+                                                          x["variant"]))})
+    return [*out, "", *ends, f"![tuning]({r['png']})"]
 
 
 def _scale_out(data: dict) -> list[str]:

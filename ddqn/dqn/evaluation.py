@@ -54,15 +54,43 @@ def random_score(cfg: Config, frame_size: int, episodes: int, seed: int | None, 
     return total / episodes
 
 
+ENDINGS = ("wall", "body", "starved", "win", "game over", "step cap")  # how a game ended: index = ending code
+
+
+def ending_codes(terminated: np.ndarray, truncated: np.ndarray, info: dict) -> np.ndarray:
+    """How each game that ended this step ended, (K,) int8 indices into :data:`ENDINGS` (meaningless for games
+    that did not end). Snake's info tells a death into a wall from one into the body, starving and a win; any
+    other game's ending is "game over" (terminated) or "step cap" (truncated)."""
+    no = np.zeros(terminated.shape, bool)
+    death, wall = info.get("death", no), info.get("wall", no)
+    return np.select([info.get("win", no), info.get("starved", no), death & wall, death, terminated],
+                     [3, 2, 0, 1, 4], default=5).astype(np.int8)
+
+
+def endings_summary(scores: np.ndarray, codes: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per ending that happened (:data:`ENDINGS` order): its games and their mean score, from scores (N,) and
+    ending codes (N,) of N games."""
+    return {name: {"games": int((codes == i).sum()), "mean_score": float(scores[codes == i].mean())}
+            for i, name in enumerate(ENDINGS) if (codes == i).any()}
+
+
 def evaluate_greedy(q: QNetwork, cfg: Config, episodes: int, seed: int, stop: Stoppable = NEVER) -> np.ndarray:
     """Raw scores of ``episodes`` whole games of the ε-greedy policy (ε = ``cfg.eval_epsilon``; 0: greedy), played
     side by side; (episodes,) int64. The same ``seed`` gives the same games and the same random choices."""
+    return play_greedy(q, cfg, episodes, seed, stop)[0]
+
+
+def play_greedy(q: QNetwork, cfg: Config, episodes: int, seed: int,
+                stop: Stoppable = NEVER) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`evaluate_greedy`'s games: their raw scores (episodes,) int64 and how each ended (episodes,) int8
+    (:func:`ending_codes`)."""
     history, frame_size = q.spec.state_shape[0], q.spec.state_shape[1]
     batch = make_batch(cfg, frame_size, episodes)
     rng = np.random.default_rng([seed, 3])  # the ε draws (none when ε = 0: greedy play is unchanged)
     frames = batch.reset(seed)
     states = np.repeat(frames[:, None], history, axis=1)
     scores = np.zeros(episodes, np.int64)
+    endings = np.zeros(episodes, np.int8)
     done = np.zeros(episodes, bool)
     actions = np.zeros(episodes, np.int64)
     while not done.all():
@@ -75,12 +103,13 @@ def evaluate_greedy(q: QNetwork, cfg: Config, episodes: int, seed: int, stop: St
         frames, _, terminated, truncated, info = batch.step(actions)
         ended = (terminated | truncated) & ~done
         scores[ended] = info["score"][ended]
+        endings[ended] = ending_codes(terminated, truncated, info)[ended]
         done |= ended
         states[:, :-1] = states[:, 1:]
         states[:, -1] = frames
         restarted = np.flatnonzero(terminated | truncated)
         states[restarted] = frames[restarted, None]
-    return scores
+    return scores, endings
 
 
 def evaluate(q: QNetwork, cfg: Config, stop: Stoppable = NEVER) -> np.ndarray:

@@ -183,7 +183,7 @@ class SnakeEnv(gymnasium.Env):
         off = not (0 <= new[0] < self.size and 0 <= new[1] < self.size)
         if off or (self.board[new] == CELL_BODY and new != self.body[-1]):
             self.over = True
-            return self.board_frame(), -1.0, True, False, self._info(True, False, False)
+            return self.board_frame(), -1.0, True, False, self._info(True, False, False, wall=off)
         eat = self.board[new] == CELL_APPLE
         if not eat:
             self.board[self.body.pop()] = CELL_EMPTY
@@ -202,8 +202,9 @@ class SnakeEnv(gymnasium.Env):
         self.over = win or starved
         return self.board_frame(), float(eat), win, starved, self._info(False, starved, win)
 
-    def _info(self, death: bool, starved: bool, win: bool) -> dict[str, Any]:
-        return {"score": self.score, "death": death, "starved": starved, "win": win}
+    def _info(self, death: bool, starved: bool, win: bool, wall: bool = False) -> dict[str, Any]:
+        """The step's info: score so far; whether it died (``wall``: into a wall, else into its body), starved, won."""
+        return {"score": self.score, "death": death, "wall": wall, "starved": starved, "win": win}
 
     def board_frame(self) -> np.ndarray:
         """The observation: (frame_size, frame_size) uint8 frame of the current board."""
@@ -286,7 +287,7 @@ class SnakeBatch:
         Returns frames (K,F,F) uint8 (new episode's first frame for finished games), rewards (K,)
         float32, terminated (K,) bool, truncated (K,) bool and info: "final_frame" (K,F,F) (valid
         where terminated|truncated), "score" (K,) int (episode score of finished games), and
-        "death", "starved", "win" (K,) bool.
+        "death", "wall" (a death into a wall, not the body), "starved", "win" (K,) bool.
         """
         a = np.asarray(actions)
         if a.shape != (self.num_envs,) or a.dtype.kind not in "iu" or ((a < 0) | (a > 3)).any():
@@ -322,8 +323,8 @@ class SnakeBatch:
             ~death & ~win & (self.steps_since_apple >= self.max_steps)
         terminated = death | win
         frames = self.frames()
-        info = {"final_frame": frames.copy(), "score": self.score.copy(), "death": death, "starved": starved,
-                "win": win}
+        info = {"final_frame": frames.copy(), "score": self.score.copy(), "death": death, "wall": wall,
+                "starved": starved, "win": win}
         done = np.flatnonzero(terminated | starved)
         if done.size:
             self._restart(done)
