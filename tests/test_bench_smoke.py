@@ -401,6 +401,8 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
     ends = row["confirmed"]["endings"]  # how the 7 fresh games ended: Snake's endings only, each game once
     assert set(ends) <= {"wall", "body", "starved", "win"} and sum(e["games"] for e in ends.values()) == 7
     assert sum(e["games"] * e["mean_score"] for e in ends.values()) == pytest.approx(7 * row["confirmed"]["greedy_mean"])
+    p10, p50, p90 = row["confirmed"]["percentiles"]
+    assert 0 <= p10 <= p50 <= p90
     assert data["every"] == 100 and data["reach_rule"]["k"] == TRAILING_K
     assert row["config_values"]["eval_every"] == row["config_values"]["snapshot_every"] == 100
     assert bench("report", "--results", str(tmp_path / "results")).returncode == 0

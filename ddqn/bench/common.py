@@ -347,13 +347,15 @@ CONFIRM_SEED = 20_000  # games never used to pick a snapshot (the training-time 
 def confirm_snapshot(out: Path, cfg: Config, model: str, episodes: int) -> dict[str, Any]:
     """Snapshot ``model`` of the run in ``out`` played for ``episodes`` fresh games (seed 20,000 + seed): an unbiased
     score for the snapshot picked as best by the training-time evaluation, whose maximum over a curve is biased
-    upward. Returns {model, episodes, greedy_mean, greedy_se, endings}; ``endings``: how those games ended, each
-    ending's games and mean score (``evaluation.endings_summary``): what stops the snapshot's games."""
+    upward. Returns {model, episodes, greedy_mean, greedy_se, percentiles, endings}; ``percentiles``: the scores' 10th,
+    50th and 90th; ``endings``: how those games ended, each ending's games and mean score
+    (``evaluation.endings_summary``): what stops the snapshot's games."""
     q = QNetwork(load_netspec(cfg.path("net"), game_actions(cfg)))
     q.set_params(load_caffemodel(out / model, q.spec))
     scores, endings = play_greedy(q, cfg, episodes, seed=CONFIRM_SEED + cfg.seed)
     return {"model": model, "episodes": episodes, "greedy_mean": float(scores.mean()),
-            "greedy_se": standard_error(scores), "endings": endings_summary(scores, endings)}
+            "greedy_se": standard_error(scores), "percentiles": [float(x) for x in np.percentile(scores, [10, 50, 90])],
+            "endings": endings_summary(scores, endings)}
 
 
 def confirm_best(out: Path, cfg: Config, curve: list[dict], episodes: int) -> dict[str, Any] | None:

@@ -279,17 +279,19 @@ def _fresh(k: dict | None) -> str:
 def _endings(runs: dict[str, dict | None]) -> list[str]:
     """How each run's best snapshot's fresh games ended (``confirmed["endings"]``): per ending, its share of the
     games and their mean score; runs confirmed before endings were recorded are left out, and said to be."""
-    known = {n: k["endings"] for n, k in runs.items() if k and "endings" in k}
+    known = {n: k for n, k in runs.items() if k and "endings" in k}
     if not known:
         return []
-    names = list(dict.fromkeys(e for ends in known.values() for e in ends))  # ENDINGS order, as recorded
-    rows = [f"| {n} | {sum(x['games'] for x in ends.values())} | " + " | ".join(
-        f"{100 * ends[e]['games'] / sum(x['games'] for x in ends.values()):.0f} % ({ends[e]['mean_score']:.1f})"
-        if e in ends else "–" for e in names) + " |" for n, ends in known.items()]
+    names = list(dict.fromkeys(e for k in known.values() for e in k["endings"]))  # ENDINGS order, as recorded
+    rows = [f"| {n} | {k['episodes']} | {'/'.join(f'{x:g}' for x in k['percentiles'])} | " + " | ".join(
+        f"{100 * k['endings'][e]['games'] / k['episodes']:.0f} % ({k['endings'][e]['mean_score']:.1f})"
+        if e in k["endings"] else "–" for e in names) + " |" for n, k in known.items()]
     missing = [n for n, k in runs.items() if k and "endings" not in k]
-    return ["How the best snapshot's fresh games end: share of the games per ending (their mean score). *wall*, "
-            "*body*: the head ran into a wall or into the snake's own body; *starved*: no apple for `starve_steps` "
-            "steps.", "", "| run | games | " + " | ".join(names) + " |", "|---" * (2 + len(names)) + "|", *rows, "",
+    return ["How the best snapshot's fresh games end: the scores' 10th, 50th and 90th percentiles, and per ending its "
+            "share of the games (their mean score). *wall*, *body*: the head ran into a wall or into the snake's own "
+            "body; *starved*: no apple for `starve_steps` steps.", "",
+            "| run | games | score p10/p50/p90 | " + " | ".join(names) + " |", "|---" * (3 + len(names)) + "|",
+            *rows, "",
             *([f"- not recorded (confirmed before endings were): {'; '.join(missing)}", ""] if missing else [])]
 
 
