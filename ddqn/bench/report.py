@@ -283,9 +283,13 @@ def _endings(runs: dict[str, dict | None]) -> list[str]:
     if not known:
         return []
     names = list(dict.fromkeys(e for k in known.values() for e in k["endings"]))  # ENDINGS order, as recorded
+    def share(k: dict, e: str) -> str:
+        pct = 100 * k["endings"][e]["games"] / k["episodes"]
+        return f"{pct:.0f} %" if pct >= 1 else f"{k['endings'][e]['games']} of {k['episodes']}"
+
     rows = [f"| {n} | {k['episodes']} | {'/'.join(f'{x:g}' for x in k['percentiles'])} | " + " | ".join(
-        f"{100 * k['endings'][e]['games'] / k['episodes']:.0f} % ({k['endings'][e]['mean_score']:.1f})"
-        if e in k["endings"] else "–" for e in names) + " |" for n, k in known.items()]
+        f"{share(k, e)} ({k['endings'][e]['mean_score']:.1f})" if e in k["endings"] else "–" for e in names) + " |"
+        for n, k in known.items()]
     missing = [n for n, k in runs.items() if k and "endings" not in k]
     return ["How the best snapshot's fresh games end: the scores' 10th, 50th and 90th percentiles, and per ending its "
             "share of the games (their mean score). *wall*, *body*: the head ran into a wall or into the snake's own "
