@@ -283,6 +283,7 @@ def _endings(runs: dict[str, dict | None]) -> list[str]:
     if not known:
         return []
     names = list(dict.fromkeys(e for k in known.values() for e in k["endings"]))  # ENDINGS order, as recorded
+
     def share(k: dict, e: str) -> str:
         pct = 100 * k["endings"][e]["games"] / k["episodes"]
         return f"{pct:.0f} %" if pct >= 1 else f"{k['endings'][e]['games']} of {k['episodes']}"
