@@ -63,8 +63,10 @@ def ending_codes(terminated: np.ndarray, truncated: np.ndarray, info: dict) -> n
     other game's ending is "game over" (terminated) or "step cap" (truncated)."""
     no = np.zeros(terminated.shape, bool)
     death, wall = info.get("death", no), info.get("wall", no)
-    return np.select([info.get("win", no), info.get("starved", no), death & wall, death, terminated],
-                     [3, 2, 0, 1, 4], default=5).astype(np.int8)
+    first = {"win": info.get("win", no), "starved": info.get("starved", no), "wall": death & wall, "body": death,
+             "game over": terminated}  # the first that holds names the ending; none: "step cap"
+    return np.select(list(first.values()), [ENDINGS.index(e) for e in first],
+                     default=ENDINGS.index("step cap")).astype(np.int8)
 
 
 def endings_summary(scores: np.ndarray, codes: np.ndarray) -> dict[str, dict[str, float]]:
@@ -103,7 +105,8 @@ def play_greedy(q: QNetwork, cfg: Config, episodes: int, seed: int,
         frames, _, terminated, truncated, info = batch.step(actions)
         ended = (terminated | truncated) & ~done
         scores[ended] = info["score"][ended]
-        endings[ended] = ending_codes(terminated, truncated, info)[ended]
+        if ended.any():
+            endings[ended] = ending_codes(terminated, truncated, info)[ended]
         done |= ended
         states[:, :-1] = states[:, 1:]
         states[:, -1] = frames
