@@ -35,6 +35,7 @@ from ddqn.bench.common import (
     grid_overrides,
     machine,
     plot_curves,
+    set_aside_unfinished,
     snapshot_scores,
     train_run,
     value_differences,
@@ -239,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = kept_rows(data, args, overrides, path)
     for name in args.variants:
         run = results / "runs" / f"tuning-{name}-s{args.seed}-{args.minutes:g}min"  # reused only at this budget
+        set_aside_unfinished(run)  # before its variant's config is written into it
         config = variant_config(name, run / "config", args.seed, overrides)
         values = config_values(str(config))
         if not finished_run(run, str(config), values):
