@@ -460,6 +460,7 @@ def test_scaling_runs_seeds_and_reuses_finished_runs(tmp_path: Path) -> None:
     seeds = {load_config(str(tmp_path / "results" / "runs" / r / "config.yaml")).seed for r in runs}
     assert seeds == {0, 1} and (tmp_path / "results" / "s60.png").stat().st_size > 1000
     assert data["reach_rule"]["k"] == TRAILING_K and data["every"] == 100 and data["runs_machine"]["family"]
+    assert "date" not in data["runs_machine"] and all(st["trained"].endswith(" UTC") for st in data["runs"].values())
     assert data["over_seeds"]["async-1"]["seeds"] == 2
     for r in runs:  # what the bench recorded beside each run it trained
         rec = json.loads((tmp_path / "results" / "runs" / r / RECORD).read_text())

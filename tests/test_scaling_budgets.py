@@ -57,7 +57,8 @@ def test_summarize_reads_the_60_minute_figures_from_120_minute_runs(tmp_path: Pa
             "machine": {"date": "D", "cores": 2, "cpu": "X"}, "runs_machine": {"date": "D", "cores": 2, "cpu": "X"},
             "levels": [5.0, 10.0, 15.0, 20.0], "curves": curves,
             "confirmed": {n: fresh(c, 120.0) for n, c in curves.items()},
-            "budgets": {"60": {"confirmed": {n: fresh(c, 60.0) for n, c in curves.items()}}}, "runs": {}}
+            "budgets": {"60": {"confirmed": {n: fresh(c, 60.0) for n, c in curves.items()}}},
+            "runs": {"async-2": {"trained": "2026-12-04 10:00:00 UTC"}, "async-2 s1": {}}}
     (tmp_path / "s120.json").write_text(json.dumps(data))
     scaling.main(["--summarize", "--result", "s120", "--out", str(tmp_path), "--goal", "60=15", "--goal", "120=20"])
     out = capsys.readouterr().out
@@ -74,6 +75,7 @@ def test_summarize_reads_the_60_minute_figures_from_120_minute_runs(tmp_path: Pa
     assert got["levels"] == [5.0, 10.0, 15.0, 20.0] and list(got["reach"]["async-2"]) == ["5.0", "10.0", "15.0", "20.0"]
     text = "\n".join(report._scaling(got))
     assert "Within 60 minutes (the same runs, each curve cut at 60 min" in text
+    assert "\nTraining ended: async-2 2026-12-04 10:00:00 UTC.\n" in text  # each run's own date, when it was recorded
     assert "| async-2 | 11.50 ± 0.20 (500) | 50.0 | – | – | – |" in text
     assert "- Goal: `async-2` ≥ 20 within 120 minutes on fresh games, every seed: **missed** (worst seed 17.50" in text
 

@@ -312,6 +312,7 @@ def _scaling(r: dict) -> list[str]:
         head.append(f"| {m} | {best:.2f} | {_fresh(k)} | {rate} | {stale} | "
                     + " | ".join(f"{v['minutes']:.1f}" if v else "–" for v in reach.values()) + " |")
     origins = [f"- {m}: {st['origin']}" for m, st in r.get("runs", {}).items() if st.get("origin")]
+    dates = ", ".join(f"{m} {st['trained']}" for m, st in r.get("runs", {}).items() if st.get("trained"))
     serial = any(k.split()[0] == "serial" for k in r.get("runs", {}))
     speed = [f"- to score {s}: " + ", ".join(f"{m} **{x:.2f}×**" for m, x in ratios.items() if x and m != "serial")
              for s, ratios in r["speedup_vs_serial"].items() if any(x for m, x in ratios.items() if m != "serial")]
@@ -325,7 +326,7 @@ def _scaling(r: dict) -> list[str]:
             "gradient steps per second (serial: its own; distributed: the server's; sync-2: rounds, each the average "
             "of two gradients). *Best, fresh games*: a run's best snapshot played again on games never "
             "used to pick it (seed 20,000; the maximum of a noisy curve is biased upward).", "", *head, "",
-            *([*origins, ""] if origins else []),
+            *([*origins, ""] if origins else []), *([f"Training ended: {dates}.", ""] if dates else []),
             "Speedup over serial (serial minutes ÷ mode minutes to reach the score):", "",
             *(speed or [("- serial reached none of the levels in the budget: no ratio" if serial
                          else "- no serial run yet: no ratio")]), "", *_over_seeds(r, levels),
@@ -848,7 +849,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         ran = r.get("machine", {})
         runs = r.get("runs_machine")  # a comparison summarised later names the machine its runs were trained on
-        trained = f"; its runs trained on {cpu_label(runs)}" if runs and runs != ran else ""
+        trained = f"; its runs trained on {cpu_label(runs)}" if runs and cpu_label(runs) != cpu_label(ran) else ""
         lines += [f"## {title}", "", f"`{target}` — measured {ran.get('date', '?')} on {ran.get('cores', '?')} cores "
                   f"({cpu_label(ran)}){trained}.", "", *render(r), ""]
     if missing:

@@ -42,6 +42,7 @@ from ddqn.bench.common import (
     machine,
     plot_curves,
     read_curve,
+    run_record,
     same_grid,
     snapshot_scores,
     train_run,
@@ -137,13 +138,16 @@ def over_seeds(reach: dict[str, dict], confirmed: dict[str, dict | None]) -> dic
 
 
 def run_stats(out: Path) -> dict[str, Any]:
-    """Throughput of one finished run (its summary.json): env steps or server updates per second, staleness; and
-    where the run came from when its directory holds an ORIGIN note (a run made by another bench, same config)."""
+    """Throughput of one finished run (its summary.json): env steps or server updates per second, staleness; when its
+    training ended (the date the bench recorded beside it then); and where the run came from when its directory
+    holds an ORIGIN note (a run made by another bench, same config)."""
     path = out / "summary.json"
     if not path.exists():
         return {}
     s = json.loads(path.read_text())
+    record = run_record(out)
     origin = {"origin": (out / "ORIGIN").read_text().strip()} if (out / "ORIGIN").is_file() else {}
+    origin |= {"trained": record["machine"]["date"]} if record and "date" in record["machine"] else {}
     if "train_minutes" in s:  # serial
         return {"env_steps": s["env_steps"], "updates_per_s": s["updates"] / (60 * s["train_minutes"]),
                 "final_greedy_mean": s["greedy_score_mean"], **origin}
@@ -268,7 +272,9 @@ def main(argv: list[str] | None = None) -> None:
         curves, confirmed, stats = old["curves"], old.get("confirmed", {}), old.get("runs", {})
         args.budgets = args.budgets or [float(b) for b in old.get("budgets", {})]
     else:
-        values, args.runs_machine = config_values(args.config, grid_overrides(args.every)), machine()
+        values = config_values(args.config, grid_overrides(args.every))
+        # the CPU every run was checked against (common.finished_run); each run's own date is in its stats
+        args.runs_machine = {k: v for k, v in machine().items() if k != "date"}
         same = ((old.get("config"), old.get("budget_minutes"), old.get("config_values"))
                 == (args.config, args.minutes, values) and cpu_differences(old.get("machine"), machine()) == [])
         if old and not same:
