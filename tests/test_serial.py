@@ -17,6 +17,7 @@ from ddqn.config import load_config
 from ddqn.dqn.serial import SerialTrainer
 from ddqn.net.netspec import load_netspec
 from ddqn.net.snapshot import load_caffemodel
+from ddqn.rundir import set_aside_earlier_run
 from ddqn.stop import GRACE_S
 
 QUICK = ["--config", "small", "--set", "replay_warmup=300", "--set", "eval_episodes=5", "--set", "log_every=100",
@@ -72,6 +73,32 @@ def test_train_eval_play_resume(tmp_path: Path) -> None:
     assert "resumed from" in res.stdout
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["progress"]["env_steps"] == 500 and state["progress"]["updates"] == 500
+    rows = (out / "train.csv").read_text()
+
+    # a new run into the same --out: the earlier one is moved whole to <out>.1, never appended to
+    res = ddqn("train", *QUICK, "--steps", "100", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert f"{out}: holds an earlier run, moved to {out}.1" in res.stderr
+    before = Path(f"{out}.1")
+    assert (before / "train.csv").read_text() == rows and json.loads(
+        (before / "trainer_state.json").read_text())["progress"]["env_steps"] == 500
+    assert [int(r.split(",")[0]) for r in (out / "train.csv").read_text().splitlines()[1:]] == [100]
+    assert len(list((out / "tb").glob("events.out.tfevents.*"))) == 1
+
+
+def test_an_earlier_run_is_set_aside_whole_and_nothing_else_is(tmp_path: Path) -> None:
+    """A directory holding a run (config.yaml) moves to the first free ``.N``; one without (absent, empty, or a
+    bench's prepared files) stays where it is."""
+    run = tmp_path / "run"
+    for n in (1, 2):
+        (run / "snapshots").mkdir(parents=True)
+        (run / "config.yaml").write_text(f"seed: {n}\n")
+        assert set_aside_earlier_run(run) == tmp_path / f"run.{n}"
+        assert not run.exists() and (tmp_path / f"run.{n}" / "config.yaml").read_text() == f"seed: {n}\n"
+    prepared = tmp_path / "prepared" / "config"
+    prepared.mkdir(parents=True)
+    assert set_aside_earlier_run(prepared.parent) is None and set_aside_earlier_run(tmp_path / "nothing") is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared", "run.1", "run.2"]
 
 
 def _one_line_error(res: subprocess.CompletedProcess, *words: str) -> None:

@@ -23,7 +23,6 @@ from ddqn.bench.common import (
     machine,
     record_run,
     same_grid,
-    set_aside_unfinished,
 )
 from ddqn.bench.stats import (
     TRAILING_K,
@@ -203,26 +202,6 @@ def test_a_run_on_another_grid_is_refused_naming_run_and_key(tmp_path: Path) -> 
     assert finished_run(run, "small", config_values("small", grid_overrides(10_000)))
     assert not finished_run(tmp_path / "nothing", "small", config_values("small"))
     assert "eval_every" in config_values("small") and "seed" not in config_values("small")
-
-
-def test_an_interrupted_run_is_set_aside_and_never_appended_to(tmp_path: Path) -> None:
-    """A run stopped midway (config.yaml, rows in eval.csv, no summary.json) is moved to ``<run>.unfinished`` before
-    the rerun, replacing an older one; a finished run and a directory a bench prepared (no config.yaml) stay."""
-    run = tmp_path / "run"
-    for rows in ("1,2\n", "3,4\n"):
-        (run / "snapshots").mkdir(parents=True)
-        (run / "config.yaml").write_text("seed: 0\n")
-        (run / "eval.csv").write_text("step,score\n" + rows)
-        set_aside_unfinished(run)
-        assert not run.exists() and (tmp_path / "run.unfinished" / "eval.csv").read_text().endswith(rows)
-    finished = fake_run(tmp_path / "finished", [])
-    prepared = tmp_path / "prepared" / "config"
-    prepared.mkdir(parents=True)
-    set_aside_unfinished(finished)
-    set_aside_unfinished(prepared.parent)
-    set_aside_unfinished(tmp_path / "nothing")
-    assert (finished / "summary.json").exists() and prepared.is_dir()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["finished", "prepared", "run.unfinished"]
 
 
 def test_a_comparison_refuses_runs_on_two_grids(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -422,18 +421,6 @@ def run_record(out: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def set_aside_unfinished(out: Path) -> None:
-    """Move a run directory that holds a started but unfinished run (its config.yaml, which every trainer writes
-    first, and no summary.json, which it writes last: the bench was stopped during it) to ``<out>.unfinished``,
-    replacing an older one, so that the rerun starts empty: metrics files are appended to, and the interrupted run's
-    rows would otherwise mix into the new curve."""
-    if (out / "config.yaml").exists() and not (out / "summary.json").exists():
-        aside = out.with_name(out.name + ".unfinished")
-        shutil.rmtree(aside, ignore_errors=True)
-        out.rename(aside)
-        print(f"{out}: an unfinished run (no summary.json) moved to {aside.name}; starting it again", flush=True)
-
-
 def finished_run(out: Path, config: str, values: dict[str, Any]) -> bool:
     """True when ``out`` holds a finished run (its summary.json) trained with ``values`` (``config``'s
     :func:`config_values`, evaluation grid included) on this CPU (:data:`CPU_KEYS`); exits with a one-line error
@@ -471,13 +458,11 @@ def train_run(config: str, minutes: float, out: Path, args: list[str], serial: b
               values: dict[str, Any] | None = None) -> int:
     """Train ``config`` for ``minutes`` of wall clock into ``out``: the Spark job (``spark-submit
     spark_jobs/train.py``) with ``args`` (e.g. ``--workers 2``, ``--set k=v``), or ``ddqn train --mode serial``.
-    An unfinished run in ``out`` is set aside first (:func:`set_aside_unfinished`). Prints the command; when it
-    succeeds, records the machine and ``values`` in ``out`` (:func:`record_run`).
+    Prints the command; when it succeeds, records the machine and ``values`` in ``out`` (:func:`record_run`).
     Returns its exit code."""
     head = ([sys.executable, "-m", "ddqn.cli", "train", "--mode", "serial", "--no-progress"] if serial else
             [str(spark_submit_path()), str(ROOT / "spark_jobs" / "train.py"), "--quiet"])
     cmd = [*head, "--config", str(config), "--minutes", str(minutes), "--out", str(out), *args]
-    set_aside_unfinished(out)
     print("running:", " ".join(cmd), flush=True)
     code = subprocess.call(cmd, env={**os.environ, **spark_submit_env(sys.executable)})
     if code == 0 and values is not None:

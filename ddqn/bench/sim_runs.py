@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.bench.common import config_values, finished_run, record_run, set_aside_unfinished, train_run
+from ddqn.bench.common import config_values, finished_run, record_run, train_run
 from ddqn.config import load_config, save_config
 
 RUN_TIMEOUT_S = 12 * 3600  # bound on one run
@@ -31,7 +31,7 @@ def simulate(config: Path | str, workers: int, out: Path, minutes: float | None,
              sets: Sequence[str] = (), flags: Sequence[str] = ()) -> Path:
     """One ``python -m ddqn.sim`` run with the ``key=value`` overrides ``sets`` and the simulator's own ``flags``
     (e.g. ``--shards 8``) into ``out`` (reused when it finished with today's values, flags included, on this CPU:
-    ``common.finished_run``; an unfinished run there is set aside first); returns ``out``."""
+    ``common.finished_run``); returns ``out``."""
     values = {**config_values(str(config), sets), **({"sim_flags": list(flags)} if flags else {})}
     if finished_run(out, str(config), values):
         print(f"reusing {out}", flush=True)
@@ -39,7 +39,6 @@ def simulate(config: Path | str, workers: int, out: Path, minutes: float | None,
     cmd = [sys.executable, "-m", "ddqn.sim", "--config", str(config), "--workers", str(workers), "--out", str(out),
            "--no-progress", *(["--minutes", str(minutes)] if minutes else []),
            *(["--updates", str(updates)] if updates else []), *(x for kv in sets for x in ("--set", kv)), *flags]
-    set_aside_unfinished(out)
     print("running:", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, timeout=RUN_TIMEOUT_S)
     record_run(out, values)

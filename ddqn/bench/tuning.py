@@ -35,7 +35,6 @@ from ddqn.bench.common import (
     grid_overrides,
     machine,
     plot_curves,
-    set_aside_unfinished,
     snapshot_scores,
     train_run,
     value_differences,
@@ -43,6 +42,7 @@ from ddqn.bench.common import (
 )
 from ddqn.bench.stats import RULE, reach_levels, standard_error
 from ddqn.config import load_config, save_config
+from ddqn.rundir import set_aside_earlier_run
 from ddqn.solvers.flat import load_solver_spec
 
 BASE = "tuned"
@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = kept_rows(data, args, overrides, path)
     for name in args.variants:
         run = results / "runs" / f"tuning-{name}-s{args.seed}-{args.minutes:g}min"  # reused only at this budget
-        set_aside_unfinished(run)  # before its variant's config is written into it
+        if not (run / "summary.json").exists():  # an interrupted run, moved away before the config is written
+            set_aside_earlier_run(run)
         config = variant_config(name, run / "config", args.seed, overrides)
         values = config_values(str(config))
         if not finished_run(run, str(config), values):

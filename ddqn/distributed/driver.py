@@ -46,6 +46,7 @@ from ddqn.metrics import Every, MetricsLogger
 from ddqn.net.blas_core import blas_info, describe
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
+from ddqn.rundir import set_aside_earlier_run
 from ddqn.solvers.flat import load_solver_spec, make_solver
 from ddqn.stop import NEVER, Stoppable, sleep_unless
 
@@ -104,7 +105,8 @@ class Driver:
 
     Args:
         cfg: validated config (``cfg.workers`` worker tasks).
-        out_dir: snapshots, metrics (train.csv, eval.csv, workers.json, TensorBoard), driver.log and the GIF.
+        out_dir: snapshots, metrics (train.csv, eval.csv, workers.json, TensorBoard), driver.log and the GIF (an
+            earlier run there is moved to ``<out_dir>.N`` first: :mod:`ddqn.rundir`).
         sync: synchronous rounds (the baseline) instead of asynchronous downpour SGD.
         resume: continue θ, θ⁻, solver state and each partition's ε schedule from ``out_dir``'s last snapshot.
         progress: show a live progress bar.
@@ -113,6 +115,8 @@ class Driver:
     def __init__(self, cfg: Config, out_dir: str | Path, sync: bool = False, resume: bool = False,
                  progress: bool = True) -> None:
         self.cfg, self.out, self.sync, self.progress = cfg, Path(out_dir), sync, progress
+        if not resume:
+            set_aside_earlier_run(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.spec = load_netspec(cfg.path("net"), game_actions(cfg))
         solver_spec = load_solver_spec(cfg.path("solver"))

@@ -42,6 +42,7 @@ from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.net.snapshot import load_checkpoint, save_checkpoint
 from ddqn.replay import make_replay
+from ddqn.rundir import set_aside_earlier_run
 from ddqn.solvers.flat import load_solver_spec, make_solver
 from ddqn.stop import NEVER, Stoppable
 
@@ -64,13 +65,16 @@ class SerialTrainer:
 
     Args:
         cfg: the validated run configuration.
-        out_dir: where metrics, snapshots and the config go.
+        out_dir: where metrics, snapshots and the config go (an earlier run there is moved to ``<out_dir>.N``
+            first: :mod:`ddqn.rundir`).
         resume: continue from ``out_dir/trainer_state.json`` (θ, Q̂, solver history, counters).
         progress: show a tqdm progress bar.
     """
 
     def __init__(self, cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> None:
         self.cfg, self.out = cfg, Path(out_dir)
+        if not resume:
+            set_aside_earlier_run(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.spec = load_netspec(cfg.path("net"), game_actions(cfg))
         self.solver = make_solver(load_solver_spec(cfg.path("solver")), self.spec.params)

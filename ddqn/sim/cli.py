@@ -28,6 +28,7 @@ from pathlib import Path
 from ddqn.config import Config, load_config
 from ddqn.game import game_actions
 from ddqn.net.netspec import load_netspec
+from ddqn.rundir import set_aside_earlier_run
 from ddqn.sim.run import SimOptions
 from ddqn.sim.service import ServiceTimes, find_service, measure_service
 from ddqn.sim.shard_costs import DEFAULT_SHARD_COSTS, shard_costs
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m ddqn.sim") -> dic
                       args.latency_us / 1e6, args.gbps, progress=not args.no_progress, dc_lambda=cfg.dc_lambda,
                       shards=args.shards, placement=args.placement, timing_only=args.timing_only,
                       stop_score=args.stop_score, shard_service=shard_service)
+    set_aside_earlier_run(Path(args.out))
     summary = simulation(cfg, args.out, service, opts).run()
     if args.timing_only:
         summary.update(service_source=source, cycle=cycle, shard_service_source=shard_source)
