@@ -201,8 +201,8 @@ bench-scale-out-paper: install  ## bench-scale-out on the paper config: validati
 bench-scale-out-tuned: install  ## bench-scale-out's projection on tuned (the paper's board and net, Adam): W = 1, 2, 16, 64, 60,000 updates each, two at a time (≈ 2 h here)
 	$(SPARK_ENV) $(PY) -m ddqn.bench.scale_out --project --config tuned --workers 1 2 16 64 --minutes 600 --updates 60000 --sim-set eval_every=2500
 
-bench-scale-projection: install  ## issue 32's projection: tuned, each ε schedule, W = 1, 16, 64 with seeds 0, 1, 2 and W = 2, 4, 8, 32 with seed 0, 16 shards on executors, 10 Gbit/s links; a run stops at score 5 or 80,000 updates (many hours; finished runs are reused, so it runs in parts; SCALE_PROJECTION: more options, e.g. --schedules worker)
-	$(PY) -m ddqn.bench.scale_projection --project $(SCALE_PROJECTION)
+bench-scale-projection: install  ## issue 32's projection: tuned; a screen of each ε schedule at W = 16, 64 on seed 7 (docs/simulator.md's rule), then worker and the screen's best other schedule at W = 1, 16, 64 with seeds 0, 1, 2 and W = 2, 4, 8, 32 with seed 0, 16 shards on executors, 10 Gbit/s links; a run stops at score 5 or 80,000 updates (many hours; finished runs are reused, so it runs in parts; SCALE_PROJECTION: more options, e.g. --workers 1 --one-seed to run W = 1 only)
+	$(PY) -m ddqn.bench.scale_projection --screen --project $(SCALE_PROJECTION)
 
 bench-scale-staleness: install  ## DC-ASGD's λ tuned on seeds 5, 6 at W = 16, then the staleness options (none, max_staleness, staleness_lr, dc_lambda) at W = 16 and 64 on seeds 0, 1, with bench-scale-projection's best schedule (hours)
 	$(PY) -m ddqn.bench.scale_projection --tune-dc --staleness $(SCALE_PROJECTION)

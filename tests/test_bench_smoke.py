@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import itertools
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -608,14 +609,21 @@ def test_scale_projection_runs_every_seed_and_reports_ranges(tmp_path: Path, tin
                                "replay_capacity": 400, "replay_warmup": 60, "eps_decay_steps": 500,
                                "target_update": 25, "eval_every": 20, "eval_episodes": 2, "log_every": 50}))
     shutil.copy(ROOT / "results" / "shard_cost.json", tmp_path)
-    common = ["--config", str(cfg), "--schedules", "worker", "ladder", "--seeds", "0", "1", "--workers", "1", "2",
+    common = ["--config", str(cfg), "--seeds", "0", "1", "--workers", "1", "2",
               "--one-seed", "4", "--levels", "-1", "1000", "--updates", "1200", "--shards", "2", "--gbps", "10",
               "--at-updates", "100", "--fixed-cycle", "--tune-seeds", "5", "--tune-workers", "2", "--lambdas", "0.5", "1",
               "--staleness-workers", "2", "--out", str(tmp_path)]
-    res = bench("scale_projection", "--project", "--tune-dc", "--staleness", *common)
+    res = bench("scale_projection", "--screen", "--schedules", "ladder", "worker", "--screen-workers", "2", *common)
+    assert res.returncode == 0, res.stderr[-3000:]
+    sc = json.loads((tmp_path / "scale_projection.json").read_text())["screen"]
+    assert sc["seeds"] == [7] and set(sc["table"]) == {"worker", "ladder"} and set(sc["table"]["ladder"]) == {"2"}
+    assert sc["best"] == "ladder" and sc["projected"] == ["worker", "ladder"] and sorted(sc["ranked"]) == [
+        "ladder", "worker"]  # neither reaches 1000: ranked by best trailing mean; worker is projected either way
+    res = bench("scale_projection", "--project", "--tune-dc", "--staleness", *common)  # the screen's two schedules
     assert res.returncode == 0, res.stderr[-3000:]
     data = json.loads((tmp_path / "scale_projection.json").read_text())
     p = data["projection"]
+    assert p["schedules"] == ["worker", "ladder"] and data["screen"] == sc
     assert set(p["table"]) == {"worker", "ladder"} and set(p["table"]["worker"]) == {"1", "2", "4"}
     one, four = p["table"]["worker"]["1"], p["table"]["worker"]["4"]
     assert one["seeds"] == [0, 1] and four["seeds"] == [0]
@@ -634,8 +642,29 @@ def test_scale_projection_runs_every_seed_and_reports_ranges(tmp_path: Path, tin
     assert p["goal"] is None  # level 5 is not in this table
     text = "\n".join(section(data))
     assert "**Projection**" in text and "not reached (0 of 2)" in text and "**Staleness options**" in text
+    assert "**Screen** (seeds 7, which no other table reports; W = 2;" in text and "| `ladder` | 2 | 7 | " in text
     again = bench("scale_projection", "--project", *common)
     assert again.returncode == 0 and "running:" not in again.stdout and again.stdout.count("reusing") == 10
+
+
+def test_the_screen_ranks_by_runs_reaching_then_minutes_then_best_and_keeps_its_seeds_apart() -> None:
+    """The screen's rule, fixed before its runs: more runs reaching the top level, then fewer mean minutes (only when
+    every run reached it), then a higher mean best trailing mean; a seed that chose something is in no table."""
+    from ddqn.bench.scale_projection import parse, screen_rank
+
+    def runs(*got: tuple[float | None, float]) -> dict[int, dict[int, dict]]:
+        return {16 + i: {7: {"reach": {"5.0": m}, "best": b}} for i, (m, b) in enumerate(got)}
+
+    both_slow, both_fast = runs((30.0, 5.0), (20.0, 5.0)), runs((10.0, 5.0), (12.0, 5.0))
+    one, one_better = runs((5.0, 5.0), (None, 3.0)), runs((50.0, 5.0), (None, 4.0))
+    ranked = sorted({"a": both_slow, "b": both_fast, "c": one, "d": one_better}.items(),
+                    key=lambda kv: screen_rank(kv[1], "5.0"))
+    assert [k for k, _ in ranked] == ["b", "a", "d", "c"]
+    assert screen_rank(one, "5.0") == (-1.0, math.inf, -4.0)
+    for clash in (["--screen-seeds", "0"], ["--tune-seeds", "7"]):
+        with pytest.raises(SystemExit) as e:
+            parse(["--screen", *clash])
+        assert e.value.code == 2
 
 
 def test_the_scale_goal_takes_each_ws_best_schedule_by_its_worst_seed() -> None:

@@ -48,10 +48,30 @@ def _table(t: dict[str, dict], levels: list[str], at_updates: int, first: str, o
     return out
 
 
+def _screen(sc: dict[str, Any] | None) -> list[str]:
+    """The screen's runs (schedule × W × seed) and its ranking."""
+    if not sc:
+        return []
+    top = str(float(sc["level"]))
+    def minutes(m: float | None) -> str:
+        return "not reached" if m is None else f"{m:.1f}"
+
+    rows = [f"| `{sch}` | {w} | {seed} | {minutes(r['reach'][top])} | {r['best']:.2f} | {r['updates']:,} | "
+            f"{r['staleness_p50']:.0f} |"
+            for sch in sc["ranked"] for w, per_seed in sc["table"][sch].items() for seed, r in per_seed.items()]
+    return ["", f"**Screen** (seeds {', '.join(map(str, sc['seeds']))}, which no other table reports; W = "
+            f"{', '.join(map(str, sc['workers']))}; ranked by the rule fixed in docs/simulator.md before the runs): "
+            f"{', '.join(f'`{x}`' for x in sc['ranked'])}. The projection runs "
+            f"{' and '.join(f'`{x}`' for x in sc['projected'])}.", "",
+            f"| schedule | W | seed | minutes to {sc['level']:g} | best trailing mean | updates | staleness p50 |",
+            "|---" * 7 + "|", *rows]
+
+
 def section(r: dict[str, Any]) -> list[str]:
     """The section's lines."""
     out = [f"{r['statement'].capitalize()}; CPU {cpu_label(r.get('machine'))}; config `{r['config']}` as recorded "
            "in results/scale_projection.json."]
+    out += _screen(r.get("screen"))
     p = r.get("projection")
     if p:
         levels = [str(lv) for lv in p["levels"]]

@@ -1,8 +1,9 @@
 """Learning that scales to 64 workers (issue 32): the simulator's projection with seeds and honest intervals, the
 server's staleness options, and its learning model checked at W = 2 against a criterion written down before it ran.
 
-    python -m ddqn.bench.scale_projection [--project] [--tune-dc] [--staleness] [--validate] [--config tuned]
-        [--schedules worker global ladder global-ladder] [--seeds 0 1 2] [--workers 1 16 64] [--one-seed 2 4 8 32]
+    python -m ddqn.bench.scale_projection [--screen] [--project] [--tune-dc] [--staleness] [--validate]
+        [--config tuned] [--schedules ...] [--screen-seeds 7] [--screen-workers 16 64]
+        [--seeds 0 1 2] [--workers 1 16 64] [--one-seed 2 4 8 32]
         [--levels 3 4 5] [--updates 80000] [--shards 16] [--placement executors] [--gbps 10] [--at-updates 10000]
         [--tune-seeds 5 6] [--lambdas 0.1 0.5 1 2] [--dc-lambda L] [--real-minutes 20] [--parallel 2]
 
@@ -11,15 +12,19 @@ its compute is timed on this CPU), so minutes are **simulated minutes on one cor
 records the CPU and config values it ran with, and a run of another CPU or config is refused, never mixed in
 (``common.finished_run``). Levels are read off each run's curve by the causal trailing mean (``stats.reach``).
 
-* ``--project``: for each ε schedule of ``--schedules``, W of ``--workers`` with every seed of ``--seeds`` and W of
-  ``--one-seed`` with the first seed only (marked "1 seed"), on ``--gbps`` links with ``--shards`` shards at
-  ``--placement``; a run stops once its trailing mean reaches the highest level, else at ``--updates``. Per schedule
-  and W: minutes to each level per seed and their mean with a t interval; the speedup over the baseline W = 1
-  (per level, the schedule whose W = 1 got there soonest on average, so a schedule that slows W = 1 cannot inflate
-  speedups) with the worst and best seed's ratio (``stats.seed_speedup``: not reached is never the budget, above W
-  is flagged as noise); the trailing mean at ``--at-updates`` server updates (learning per update); updates/s,
-  staleness p50/p95, the busiest server thread's and card's use. The goal: at score 5 the worst seed's speedup is at
-  least 0.75·W at W = 16 and 0.5·W at W = 64.
+* ``--screen``: every ε schedule (or ``--schedules``) at W of ``--screen-workers`` on ``--screen-seeds`` (seeds no
+  other table reports), ranked by the rule fixed in docs/simulator.md before it ran (:func:`screen_rank`): more runs
+  that reach the highest level; then fewer mean minutes to it (∞ unless every run reached it); then a higher mean
+  best trailing mean. The projection then runs ``worker`` (the default) and the best other schedule.
+* ``--project``: for each ε schedule (``--schedules``; else the screen's two, else every one), W of ``--workers``
+  with every seed of ``--seeds`` and W of ``--one-seed`` with the first seed only (marked "1 seed"), on ``--gbps``
+  links with ``--shards`` shards at ``--placement``; a run stops once its trailing mean reaches the highest level,
+  else at ``--updates``. Per schedule and W: minutes to each level per seed and their mean with a t interval; the
+  speedup over the baseline W = 1 (per level, the schedule whose W = 1 got there soonest on average, so a schedule
+  that slows W = 1 cannot inflate speedups) with the worst and best seed's ratio (``stats.seed_speedup``: not
+  reached is never the budget, above W is flagged as noise); the trailing mean at ``--at-updates`` server updates
+  (learning per update); updates/s, staleness p50/p95, the busiest server thread's and card's use. The goal: at
+  score 5 the worst seed's speedup is at least 0.75·W at W = 16 and 0.5·W at W = 64.
 * ``--tune-dc``: DC-ASGD's λ at W = 16 (``--tune-workers``) on ``--tune-seeds`` (seeds no table reports), the best
   schedule: the λ of ``--lambdas`` whose runs reach the highest level soonest on average (not reached: never).
 * ``--staleness``: at W = 16 and 64 (``--staleness-workers``), the first two seeds, the best schedule: none (the
@@ -123,23 +128,54 @@ def mean_or_none(xs: list[float | None]) -> float | None:
     return sum(got) / len(got) if got else None
 
 
+# -- the screen: which schedules the projection runs -----------------------------------------------------------
+
+def screen_rank(rows: dict[int, dict[int, dict[str, Any]]], top: str) -> tuple[float, float, float]:
+    """A schedule's screen key (smaller is better), from its runs ``rows`` (W → seed → :func:`read`): minus the
+    number of runs whose trailing mean reached ``top``; the mean minutes to it when every run reached it (else ∞);
+    minus the mean of the runs' best trailing means."""
+    runs = [r for per_seed in rows.values() for r in per_seed.values()]
+    reached = [r["reach"][top] for r in runs if r["reach"][top] is not None]
+    minutes = sum(reached) / len(reached) if len(reached) == len(runs) else math.inf
+    return -float(len(reached)), minutes, -sum(r["best"] for r in runs) / len(runs)
+
+
+def screen(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Every schedule at each W of ``--screen-workers`` on ``--screen-seeds``; the ranking and the two schedules
+    the projection runs: ``worker`` and the best other one."""
+    schedules = args.schedules or list(EPS_SCHEDULES)
+    plan = [(run_dir(root, sch, w, s), w, [f"seed={s}", f"eps_schedule={sch}"])
+            for sch in schedules for w in args.screen_workers for s in args.screen_seeds]
+    sims(args, root, plan)
+    top = str(max(args.levels))
+    rows = {sch: {w: {s: read(run_dir(root, sch, w, s), args.levels, args.at_updates) for s in args.screen_seeds}
+                  for w in args.screen_workers} for sch in schedules}
+    ranked = sorted(schedules, key=lambda sch: screen_rank(rows[sch], top))
+    best = next((sch for sch in ranked if sch != "worker"), "worker")
+    keep = ("reach", "best", "updates", "minutes", "staleness_p50")
+    table = {sch: {str(w): {str(s): {k: r[k] for k in keep} for s, r in per_seed.items()}
+                   for w, per_seed in by_w.items()} for sch, by_w in rows.items()}
+    return {"seeds": args.screen_seeds, "workers": args.screen_workers, "level": max(args.levels), "table": table,
+            "ranked": ranked, "best": best, "projected": list(dict.fromkeys(["worker", best]))}
+
+
 # -- the projection -------------------------------------------------------------------------------------------
 
-def project(args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    """Every schedule × W × seed (see the module docstring); per W the seeds summarised; speedups over the best
-    W = 1 per level."""
+def project(args: argparse.Namespace, root: Path, schedules: list[str]) -> dict[str, Any]:
+    """Every schedule of ``schedules`` × W × seed (see the module docstring); per W the seeds summarised; speedups
+    over the best W = 1 per level."""
     grid = {w: list(args.seeds) for w in args.workers} | {w: args.seeds[:1] for w in args.one_seed}
     plan = [(run_dir(root, sch, w, s), w, [f"seed={s}", f"eps_schedule={sch}"])
-            for sch in args.schedules for w in sorted(grid) for s in grid[w]]
+            for sch in schedules for w in sorted(grid) for s in grid[w]]
     sims(args, root, plan)
     levels = [str(lv) for lv in args.levels]
     runs = {sch: {w: {s: read(run_dir(root, sch, w, s), args.levels, args.at_updates) for s in grid[w]}
-                  for w in sorted(grid)} for sch in args.schedules}
+                  for w in sorted(grid)} for sch in schedules}
     base = baseline(runs, levels)
     table = {sch: {str(w): summarise(per_seed, base, levels, w) for w, per_seed in by_w.items()}
              for sch, by_w in runs.items()}
     return {"levels": args.levels, "reach_rule": RULE, "seeds": args.seeds, "workers": sorted(grid),
-            "one_seed": args.one_seed, "schedules": args.schedules, "updates_budget": args.updates,
+            "one_seed": args.one_seed, "schedules": schedules, "updates_budget": args.updates,
             "at_updates": args.at_updates, "shards": args.shards, "placement": args.placement, "gbps": args.gbps,
             "baseline": {lv: {"schedule": b[0], "minutes": b[1]} for lv, b in base.items()}, "table": table,
             "goal": goal(table, args.levels), "curves": {sch: {str(w): {str(s): r["curve"] for s, r in per_seed.items()}
@@ -317,12 +353,16 @@ def plot(data: dict[str, Any], path: Path) -> Path:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--screen", action="store_true")
     ap.add_argument("--project", action="store_true")
     ap.add_argument("--tune-dc", action="store_true")
     ap.add_argument("--staleness", action="store_true")
     ap.add_argument("--validate", action="store_true")
     ap.add_argument("--config", default="tuned")
-    ap.add_argument("--schedules", nargs="+", default=list(EPS_SCHEDULES), choices=EPS_SCHEDULES)
+    ap.add_argument("--schedules", nargs="+", choices=EPS_SCHEDULES,
+                    help="default: --screen every one, --project the screen's two (else every one)")
+    ap.add_argument("--screen-seeds", type=int, nargs="+", default=[7], help="seeds only the screen uses")
+    ap.add_argument("--screen-workers", type=int, nargs="+", default=[16, 64])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 16, 64], help="W with every seed")
     ap.add_argument("--one-seed", type=int, nargs="*", default=[2, 4, 8, 32], help="W with the first seed only")
@@ -344,11 +384,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="tests only: the simulator's fixed compute times, not this CPU's (recorded; not a result)")
     ap.add_argument("--out", default="results")
     args = ap.parse_args(argv)
-    if not (args.project or args.tune_dc or args.staleness or args.validate):
-        ap.error("give --project, --tune-dc, --staleness and/or --validate")
-    if 1 not in args.workers or set(args.tune_seeds) & set(args.seeds) or len(args.seeds) < 2 or max(
-            [*args.workers, *args.one_seed, *args.staleness_workers, args.tune_workers]) < 1:
-        ap.error("--workers must include 1, --seeds at least two, and --tune-seeds none of --seeds")
+    if not (args.screen or args.project or args.tune_dc or args.staleness or args.validate):
+        ap.error("give --screen, --project, --tune-dc, --staleness and/or --validate")
+    if 1 not in args.workers or len(args.seeds) < 2 or min(
+            [*args.workers, *args.one_seed, *args.staleness_workers, args.tune_workers, *args.screen_workers]) < 1:
+        ap.error("--workers must include 1, --seeds at least two, and every W at least 1")
+    if (set(args.tune_seeds) | set(args.screen_seeds)) & set(args.seeds) or set(args.tune_seeds) & set(
+            args.screen_seeds):
+        ap.error("--seeds, --tune-seeds and --screen-seeds must not share a seed (no table reports a seed that chose "
+                 "something)")
     return args
 
 
@@ -365,8 +409,11 @@ def main(argv: list[str] | None = None) -> None:
     data.update({"config": Path(args.config).stem, "config_values": values, "runs": str(root),
                  "statement": "FIXED CYCLE (a test, not a result)" if args.fixed_cycle else STATEMENT})
     data.pop("name", None)
+    if args.screen:
+        data["screen"] = screen(args, root)
     if args.project:
-        data["projection"] = project(args, root)
+        schedules = args.schedules or data.get("screen", {}).get("projected") or list(EPS_SCHEDULES)
+        data["projection"] = project(args, root, schedules)
     if (args.tune_dc or args.staleness) and "projection" not in data:
         raise SystemExit(f"{path}: no projection yet (--project first): the staleness runs use its best schedule")
     if args.tune_dc:
