@@ -53,6 +53,7 @@ def _screen(sc: dict[str, Any] | None) -> list[str]:
     if not sc:
         return []
     top = str(float(sc["level"]))
+
     def minutes(m: float | None) -> str:
         return "not reached" if m is None else f"{m:.1f}"
 
