@@ -177,8 +177,10 @@ gifs: install  ## "dumb snake" (initial weights) and "smart snake" (runs/train's
 
 bench-scaling: CONFIG ?= paper
 bench-scaling: MODES ?= serial async-1 async-2 sync-2
-bench-scaling: install  ## serial vs 1 and 2 async workers vs sync: greedy score vs wall clock, same budget ($(MINUTES) min each); CONFIG: named config or YAML (default paper), MODES: a subset of the default "serial async-1 async-2 sync-2"
-	$(PY) -m ddqn.bench.scaling --minutes $(MINUTES) --config $(CONFIG) --modes $(MODES)
+bench-scaling: SEEDS ?= 0 1
+bench-scaling: MINUTES = 25
+bench-scaling: install  ## serial vs 1 and 2 async workers vs sync: greedy score vs wall clock, same budget ($(MINUTES) min each, default 25), seeds $(SEEDS), one run after another (about 3 h 20 min; finished runs are reused, so it runs in parts: SEEDS=1); CONFIG: named config or YAML (default paper), MODES: a subset of the default "serial async-1 async-2 sync-2"
+	$(PY) -m ddqn.bench.scaling --minutes $(MINUTES) --config $(CONFIG) --modes $(MODES) --seeds $(SEEDS)
 
 bench-scaling-60: install  ## the faster-learner comparison: tuned serial (seed 0) and async-2 (seeds 0, 1), 60 min each, one after another (3 h; finished runs are reused, so it can be run in parts)
 	$(PY) -m ddqn.bench.scaling --result scaling_60 --config tuned --minutes 60 --every 10000 --modes serial async-2 --seeds 0
