@@ -63,6 +63,17 @@ def test_equal_cycles_give_staleness_w_minus_1(tiny_net_file: Path, tmp_path: Pa
         assert list(csv.DictReader(f))[-1]["eval/updates"] == "60"
 
 
+def test_every_w_is_evaluated_on_the_same_env_step_grid(tiny_net_file: Path, tmp_path: Path) -> None:
+    """Evaluations come each ``eval_every`` env steps really played, whatever W: 16 workers play ≈ 1,450 env steps
+    between two rounds of STATS reports (2 s), which must not coarsen the 400-step grid (issue 32's speedups)."""
+    sim = _simulate(_cfg(tiny_net_file), tmp_path, 16, updates=2400)
+    with open(tmp_path / "eval.csv", newline="") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f)]
+    played = sum(w.counts["env_steps"] for w in sim.workers)
+    assert steps[:-1] == list(range(400, played + 1, 400)), (steps, played)  # the last: the final evaluation
+    assert steps[-1] == played
+
+
 def test_same_seed_same_theta(tiny_net_file: Path, tmp_path: Path) -> None:
     cfg = _cfg(tiny_net_file)
     a, b = (_simulate(cfg, tmp_path / name, 3, updates=40) for name in "ab")

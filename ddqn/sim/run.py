@@ -1,12 +1,14 @@
 """One simulated distributed run: W workers and one parameter server in simulated time, written like a real run.
 
-The "driver" part mirrors :class:`ddqn.distributed.driver.Driver`: every 0.5 simulated seconds it reads the counters,
-writes a ``train.csv`` row every ``log_every`` env steps (the same columns, plus ``server/utilisation``) and a greedy
-evaluation to ``eval.csv`` every ``eval_every`` env steps (summed over workers, as reported by the workers'
-STATS). Evaluations use :func:`ddqn.dqn.evaluation.evaluate` on the server's θ of that moment and take no
-simulated time. At the end: a final evaluation, a snapshot in Caffe's formats and ``summary.json`` with the real
-run's keys (``minutes`` are simulated) plus a ``simulated`` block: staleness histogram, server utilisation, the
-service times used, and what the simulation cost in real seconds.
+The "driver" part mirrors :class:`ddqn.distributed.driver.Driver`: every 0.5 simulated seconds it reads the counters
+and writes a ``train.csv`` row every ``log_every`` env steps (summed over workers, as the workers' STATS report them;
+the same columns, plus ``server/utilisation``). A greedy evaluation goes to ``eval.csv`` each time the env steps
+really played, summed over workers, pass a multiple of ``eval_every``. This instrument reads the exact count, not the
+STATS reports (every 2 s per worker), so every W is evaluated on the same grid; with the reports, W = 64 at ≈ 7,000
+env steps/s saw the count in jumps of ≈ 14,000. Evaluations use :func:`ddqn.dqn.evaluation.evaluate` on the server's
+θ of that moment and take no simulated time. At the end: a final evaluation, a snapshot in Caffe's formats and
+``summary.json`` with the real run's keys (``minutes`` are simulated) plus a ``simulated`` block: staleness
+histogram, server utilisation, the service times used, and what the simulation cost in real seconds.
 """
 from __future__ import annotations
 
@@ -125,6 +127,7 @@ class Simulation:
         self.real = {"warmup_s": 0.0, "eval_s": 0.0, "total_s": 0.0}
         self._window: deque[tuple[float, int, int, float]] = deque()
         self._log_due, self._eval_due = Every(cfg.log_every), Every(cfg.eval_every)
+        self._played = 0  # env steps really played, summed over workers (the evaluation grid)
         self._metrics: MetricsLogger | None = None
         self._baseline = 0.0
         self._last_progress = 0.0
@@ -209,7 +212,7 @@ class Simulation:
         return self._reached or (self.opts.updates is not None and self.store.version >= self.opts.updates)
 
     def _tick(self) -> None:
-        """The driver's watch loop, every POLL_S simulated seconds: rates, train.csv rows, evaluations."""
+        """The driver's watch loop, every POLL_S simulated seconds: rates, train.csv rows, progress."""
         now, view, version = self.events.now, self.stats.view(), self.store.version
         env_steps = view.env_steps
         self._window.append((now, version, env_steps, max(t.busy_s for t in self._threads())))
@@ -217,8 +220,6 @@ class Simulation:
             self._window.popleft()
         if self._log_due.due(env_steps):
             self._metrics.log("train", env_steps, sim_train_row(view, version, self._window, len(self.workers)), now)
-        if self._eval_due.due(env_steps):
-            self._evaluate(env_steps, now)
         if self.opts.progress and time.perf_counter() - self._last_progress > PROGRESS_EVERY_S:
             self._last_progress = time.perf_counter()
             p50, p95 = view.staleness_percentiles()
@@ -227,6 +228,12 @@ class Simulation:
                   file=sys.stderr,
                   flush=True)
         self.events.at(now + POLL_S, self._tick)
+
+    def stepped(self) -> None:
+        """A worker has played one env step: a greedy evaluation when the run's exact count reaches the grid."""
+        self._played += 1
+        if self._eval_due.due(self._played):
+            self._evaluate(self._played, self.events.now)
 
     def _evaluate(self, env_steps: int, now: float) -> np.ndarray:
         t = time.perf_counter()

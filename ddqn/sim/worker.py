@@ -167,6 +167,7 @@ class SimWorker:
         spent = (self.fixed.step_s + (self.fixed.gradient_s if due else 0.0)) if self.fixed else real
         self.compute_s += spent
         self.counts["env_steps"] += 1
+        sim.stepped()
         done_at = sim.events.now + (0.0 if self.fixed else copy_s) + spent
         if self.pending == cfg.push_every:
             grad = self.outgoing.copy() if cfg.push_every == 1 else self.grad_sum.copy()  # q's buffer is shared
