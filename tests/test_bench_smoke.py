@@ -647,6 +647,33 @@ def test_scale_projection_runs_every_seed_and_reports_ranges(tmp_path: Path, tin
     assert again.returncode == 0 and "running:" not in again.stdout and again.stdout.count("reusing") == 10
 
 
+def test_the_projection_charges_shard_costs_measured_on_this_cpu(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 32's one CPU, one clock: results/shard_cost.json's ``alone`` block serves the projection only when this CPU
+    model measured it for the config; otherwise bench-shard-cost-alone measures once into the runs' directory."""
+    from ddqn.bench import scale_projection as sp
+    from ddqn.bench.common import machine
+
+    calls: list[list[str]] = []
+
+    def measure(cmd: list[str], **_: object) -> None:
+        calls.append(cmd)
+        (root / "shard_cost.json").write_text(json.dumps({"alone": {"machine": machine()}}))
+
+    monkeypatch.setattr(sp.subprocess, "run", measure)
+    args, root = sp.parse(["--screen", "--out", str(tmp_path)]), tmp_path / "runs" / "x"
+    other = {**machine(), "family": -1}
+    for m, config, measured in ((other, "tuned", True), (machine(), "paper", True), (machine(), "tuned", False)):
+        calls.clear()
+        shutil.rmtree(root, ignore_errors=True)
+        (tmp_path / "shard_cost.json").write_text(json.dumps({"alone": {"machine": m, "config": {"config": config}}}))
+        got = sp.shard_cost_file(args, root)
+        assert got == (root / "shard_cost.json" if measured else tmp_path / "shard_cost.json")
+        assert len(calls) == measured and (not calls or calls[0][calls[0].index("--out") + 1] == str(root))
+        if measured:  # measured once: the next run reuses it
+            assert sp.shard_cost_file(args, root) == root / "shard_cost.json" and len(calls) == 1
+
+
 def test_the_screen_ranks_by_runs_reaching_then_minutes_then_best_and_keeps_its_seeds_apart() -> None:
     """The screen's rule, fixed before its runs: more runs reaching the top level, then fewer mean minutes (only when
     every run reached it), then a higher mean best trailing mean; a seed that chose something is in no table."""

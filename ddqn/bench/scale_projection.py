@@ -10,7 +10,8 @@ server's staleness options, and its learning model checked at W = 2 against a cr
 Every simulation is ``python -m ddqn.sim`` learning for real (Caffe computes each simulated worker's gradients and
 its compute is timed on this CPU), so minutes are **simulated minutes on one core of this CPU per worker**; every run
 records the CPU and config values it ran with, and a run of another CPU or config is refused, never mixed in
-(``common.finished_run``). Levels are read off each run's curve by the causal trailing mean (``stats.reach``).
+(``common.finished_run``). The server's costs are this CPU's too (:func:`service_file`, :func:`shard_cost_file`).
+Levels are read off each run's curve by the causal trailing mean (``stats.reach``).
 
 * ``--screen``: every ε schedule (or ``--schedules``) at W of ``--screen-workers`` on ``--screen-seeds`` (seeds no
   other table reports), ranked by the rule fixed in docs/simulator.md before it ran (:func:`screen_rank`): more runs
@@ -43,6 +44,8 @@ import argparse
 import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +65,7 @@ from ddqn.bench.stats import (
 from ddqn.config import EPS_SCHEDULES, load_config
 from ddqn.game import game_actions
 from ddqn.net.netspec import load_netspec
-from ddqn.sim.cli import service_times
+from ddqn.sim.service import find_service, measure_service
 from ddqn.solvers.flat import load_solver_spec
 
 STATEMENT = "simulated minutes on one core of this CPU per worker"
@@ -71,24 +74,58 @@ GOAL = {"level": 5.0, "factor": {"16": 0.75, "64": 0.5}}  # issue 32: worst seed
 
 # -- runs ----------------------------------------------------------------------------------------------------
 
+def this_cpu(path: Path, key: str | None = None) -> bool:
+    """Whether results file ``path`` (its ``key`` block, if given) was measured on this CPU model."""
+    if not path.is_file():
+        return False
+    data = json.loads(path.read_text())
+    block = data.get(key) if key else data
+    return bool(block) and cpu_differences(block.get("machine"), machine()) == []
+
+
 def service_file(args: argparse.Namespace, root: Path) -> Path:
-    """One server's service times for the config's net and solver, found once for every run (results/ps_speed.json's
-    row, else measured now on this CPU) and kept in ``root``/service.json, which every simulation reads."""
+    """One server's service times for the config's net and solver, found once for every run and kept in
+    ``root``/service.json, which every simulation reads: results/ps_speed.json's row when this CPU model measured it
+    (or with ``--fixed-cycle``, a test), else measured now on this CPU (a table never mixes CPUs)."""
     path = root / "service.json"
     if not path.is_file():
         cfg = load_config(args.config)
-        service, source = service_times(cfg, Path(args.out) / "ps_speed.json", fixed=False)
-        row = {"params": load_netspec(cfg.path("net"), game_actions(cfg)).num_params,
-               "solver": load_solver_spec(cfg.path("solver")).type, "auth": cfg.auth, **service.row()}
+        spec, solver = load_netspec(cfg.path("net"), game_actions(cfg)), load_solver_spec(cfg.path("solver"))
+        ps_speed = Path(args.out) / "ps_speed.json"
+        found = (find_service(ps_speed, spec.num_params, solver.type, cfg.auth)
+                 if args.fixed_cycle or this_cpu(ps_speed) else None)
+        service, source = (found, str(ps_speed)) if found else (measure_service(spec, solver, cfg.auth),
+                                                                  "measured now on this CPU")
+        row = {"params": spec.num_params, "solver": solver.type, "auth": cfg.auth, **service.row()}
         root.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"service": [row], "source": source, "machine": machine()}, indent=2) + "\n")
+    return path
+
+
+def shard_cost_file(args: argparse.Namespace, root: Path) -> Path:
+    """Each shard's a + b/S for the config's net and solver: results/shard_cost.json's ``alone`` block when this CPU
+    model measured it for this config (or with ``--fixed-cycle``, a test), else ``make bench-shard-cost-alone``'s
+    measurement made once now into ``root``/shard_cost.json (before any run, so nothing else is running)."""
+    given = Path(args.out) / "shard_cost.json"
+    if args.fixed_cycle or args.shards == 1:
+        return given
+    alone = json.loads(given.read_text()).get("alone") if given.is_file() else None
+    if this_cpu(given, "alone") and alone["config"]["config"] == Path(args.config).stem:
+        return given
+    path = root / "shard_cost.json"
+    if not this_cpu(path, "alone"):
+        print(f"{given}: no shard costs of {Path(args.config).stem} measured on this CPU: measuring them now "
+              f"(bench-shard-cost-alone, into {path})", flush=True)
+        root.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "ddqn.bench.shard_cost", "--alone", "--config", args.config,
+                        "--rounds", "6", "--out", str(root)], check=True, timeout=3600)
     return path
 
 
 def sim_flags(args: argparse.Namespace, root: Path) -> list[str]:
     """The simulator's flags every projection, tuning and staleness run shares."""
     return ["--service", str(service_file(args, root)), "--shards", str(args.shards), "--placement", args.placement,
-            "--gbps", str(args.gbps), "--shard-costs", str(Path(args.out) / "shard_cost.json"),
+            "--gbps", str(args.gbps), "--shard-costs", str(shard_cost_file(args, root)),
             "--stop-score", str(max(args.levels)), *(["--fixed-cycle"] if args.fixed_cycle else [])]
 
 
