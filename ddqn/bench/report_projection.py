@@ -39,7 +39,7 @@ def _table(t: dict[str, dict], levels: list[str], at_updates: int, first: str, o
     for key, c in t.items():
         n = len(c["seeds"])
         seeds = f"{n}" + (" (1 seed)" if key.isdigit() and int(key) in one_seed else "")
-        cells = " | ".join(format_interval(SeedInterval(**c["interval"][lv])) for lv in levels)
+        cells = " | ".join(format_interval(SeedInterval(**c["interval"][lv]), ".2f") for lv in levels)
         speedups = " | ".join(_speedup(c["speedup"].get(lv)) for lv in levels)
         out.append(f"| {key} | {seeds} | {cells} | {speedups} | {_mean(c['best'])} | "
                    f"{_mean(c['at_updates'])} | {_mean([c['updates_per_s']], ',.0f')} | "
@@ -55,7 +55,7 @@ def _screen(sc: dict[str, Any] | None) -> list[str]:
     top = str(float(sc["level"]))
 
     def minutes(m: float | None) -> str:
-        return "not reached" if m is None else f"{m:.1f}"
+        return "not reached" if m is None else f"{m:.2f}"
 
     rows = [f"| `{sch}` | {w} | {seed} | {minutes(r['reach'][top])} | {r['best']:.2f} | {r['updates']:,} | "
             f"{r['staleness_p50']:.0f} |"
@@ -70,8 +70,9 @@ def _screen(sc: dict[str, Any] | None) -> list[str]:
 
 def section(r: dict[str, Any]) -> list[str]:
     """The section's lines."""
-    out = [f"{r['statement'].capitalize()}; CPU {cpu_label(r.get('machine'))}; config `{r['config']}` as recorded "
-           "in results/scale_projection.json."]
+    said = r["statement"]
+    out = [f"{said[:1].upper()}{said[1:]}; CPU {cpu_label(r.get('machine'))}; config `{r['config']}` as recorded in "
+           "results/scale_projection.json."]
     out += _screen(r.get("screen"))
     p = r.get("projection")
     if p:
@@ -93,7 +94,7 @@ def section(r: dict[str, Any]) -> list[str]:
                     f"(best schedule: `{g['schedule']}`): {got}, **{'met' if g['met'] else 'missed'}**."]
     d = r.get("tune_dc")
     if d:
-        rows = "; ".join(f"λ {k}: {_mean([v['mean']], '.1f')} min" for k, v in d["rows"].items())
+        rows = "; ".join(f"λ {k}: {_mean([v['mean']], '.2f')} min" for k, v in d["rows"].items())
         out += ["", f"**DC-ASGD's λ**, tuned at W = {d['workers']} on seeds {', '.join(map(str, d['seeds']))} "
                 f"(no table reports them), schedule `{d['schedule']}`, mean minutes to {d['level']:g}: {rows}; "
                 f"chosen λ = {d['lambda']:g}."]
