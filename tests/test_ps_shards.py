@@ -43,6 +43,10 @@ SOLVER = ('type: "RMSProp" base_lr: 0.001 lr_policy: "fixed" rms_decay: 0.95 del
           'momentum: 0')
 TARGET_UPDATE = 3
 S = 4
+# A run whose shard is SIGKILLed after its first snapshot must still be running when the driver notices. Snapshots
+# come at the workers' 2 s step reports, and on an AMD EPYC Zen 5 two workers play ≈ 900 env steps in 2 s, so a
+# 600-step run ended at its first report, before the kill landed; 4,000 steps leave a few report rounds after it.
+KILLED_RUN_STEPS = "4000"
 
 
 def _store(spec) -> ParameterStore:
@@ -470,7 +474,7 @@ def test_spark_run_with_shards_survives_a_killed_shard_and_resumes_with_another_
     """A real spark-submit with ps_shards=2: one shard process SIGKILLed after the first snapshot is restarted, the
     run finishes (exit 0) with its final snapshot, no shard process is left; then --resume with ps_shards=3."""
     out = tmp_path / "run"
-    cmd = submit_command("--workers", "2", "--steps", "600", "--out", str(out), "--set", "ps_shards=2",
+    cmd = submit_command("--workers", "2", "--steps", KILLED_RUN_STEPS, "--out", str(out), "--set", "ps_shards=2",
                          "--set", "snapshot_every=150")
     seen: set[int] = set()
 
@@ -514,7 +518,7 @@ def test_spark_run_with_shards_on_executors_survives_a_killed_shard_task_and_res
     Spark reruns the task, its new attempt registers, every shard rolls back to the cut, the workers find it, and the
     run exits 0 with a consistent final snapshot, which resumes with ps_shards=1."""
     out = tmp_path / "run"
-    cmd = submit_command("--workers", "2", "--steps", "600", "--out", str(out), "--set", "ps_shards=2",
+    cmd = submit_command("--workers", "2", "--steps", KILLED_RUN_STEPS, "--out", str(out), "--set", "ps_shards=2",
                          "--set", "ps_placement=executors", "--set", "snapshot_every=150", master="local[4,4]")
     started: dict[int, tuple[int, str]] = {}
 
@@ -583,7 +587,7 @@ def test_shards_on_executor_hosts_listen_there_and_a_killed_one_is_rerun(tmp_pat
     try:
         cluster.start()
         out = tmp_path / "run"
-        job = Job(cluster, out, "--steps", "600", "--set", "ps_shards=2", "--set", "ps_placement=executors",
+        job = Job(cluster, out, "--steps", KILLED_RUN_STEPS, "--set", "ps_shards=2", "--set", "ps_placement=executors",
                   "--set", "snapshot_every=150", "--set", "log_every=100")
         job.joined()
         deadline, killed, started = time.monotonic() + 240, 0, {}
@@ -628,7 +632,7 @@ def test_a_shard_killed_on_the_hosts_is_restarted_and_the_run_ends_with_a_consis
     try:
         cluster.start()
         out = tmp_path / "run"
-        job = Job(cluster, out, "--steps", "600", "--set", "ps_shards=2", "--set", "snapshot_every=150",
+        job = Job(cluster, out, "--steps", KILLED_RUN_STEPS, "--set", "ps_shards=2", "--set", "snapshot_every=150",
                   "--set", "log_every=100")
         hosts = job.joined()
         assert set(hosts.values()) == {h.addr for h in cluster.worker_hosts}, hosts
