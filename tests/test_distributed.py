@@ -147,7 +147,9 @@ def test_step_counted_keys_and_lmdb_replay_mean_the_same_as_in_serial(tmp_path: 
     with open(out / "snapshots.csv") as f:
         snaps = [int(row["env_steps"]) for row in csv.DictReader(f)]
     assert len(snaps) >= 3 and all(s >= 1000 * (i + 1) for i, s in enumerate(snaps[:-1])), snaps
-    assert (out / "driver.log").read_text().count("env steps/s") >= 1
+    # a progress line every 10 s of the run (none when it was shorter: two Zen 5 workers play 3,000 steps in ≈ 7 s)
+    lines, expected = (out / "driver.log").read_text().count("env steps/s"), int(summary["minutes"] * 60 // 10)
+    assert abs(lines - expected) <= 1, (lines, summary["minutes"])
 
 
 def test_sync_rounds_average_one_gradient_per_worker(tmp_path: Path) -> None:
