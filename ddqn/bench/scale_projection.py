@@ -110,7 +110,8 @@ def shard_cost_file(args: argparse.Namespace, root: Path) -> Path:
     if args.fixed_cycle or args.shards == 1:
         return given
     alone = json.loads(given.read_text()).get("alone") if given.is_file() else None
-    if this_cpu(given, "alone") and alone["config"]["config"] == Path(args.config).stem:
+    if (alone and cpu_differences(alone.get("machine"), machine()) == []
+            and alone["config"]["config"] == Path(args.config).stem):
         return given
     path = root / "shard_cost.json"
     if not this_cpu(path, "alone"):
