@@ -632,6 +632,7 @@ def test_scale_projection_runs_every_seed_and_reports_ranges(tmp_path: Path, tin
     two = p["table"]["worker"]["2"]["speedup"]["-1.0"]
     assert two["reached"] == 2 and two["best"] is not None and p["baseline"]["-1.0"]["schedule"] in ("worker", "ladder")
     assert all(len(c["at_updates"]) == len(c["seeds"]) for t in p["table"].values() for c in t.values())
+    assert any(x is not None for t in p["table"].values() for c in t.values() for x in c["at_updates"])
     runs = Path(data["runs"])
     service = json.loads((runs / "service.json").read_text())
     assert len(service["service"]) == 1 and service["machine"]["cores"] >= 1
@@ -692,6 +693,32 @@ def test_the_screen_ranks_by_runs_reaching_then_minutes_then_best_and_keeps_its_
         with pytest.raises(SystemExit) as e:
             parse(["--screen", *clash])
         assert e.value.code == 2
+
+
+def test_the_best_schedule_is_decided_at_the_largest_w_then_lower_levels_then_smaller_w() -> None:
+    """DC-ASGD's λ and the staleness table use the projection's best schedule: soonest to the highest level every seed
+    of the largest W reached, else a lower level, else the same at a smaller W; never the list's order by a tie."""
+    from ddqn.bench.scale_projection import best_schedule
+
+    def cell(minutes: list[float | None], best: list[float]) -> dict:
+        got = [m for m in minutes if m is not None]
+        iv = {"mean": sum(got) / len(got) if got else None, "reached": len(got), "n": len(minutes)}
+        return {"interval": {"3.0": iv, "5.0": iv}, "best": best}
+
+    def proj(**table: dict) -> dict:
+        return {"projection": {"levels": [3.0, 5.0], "workers": [1, 16, 64], "schedules": list(table),
+                               "table": table}}
+
+    none, slow16, fast16 = cell([None, None], [1.0, 2.0]), cell([0.9, 0.8], [5.2, 5.3]), cell([0.5, 0.4], [5.5, 5.6])
+    # nothing at W = 64 by either: W = 16 decides, whichever comes first in the list
+    assert best_schedule(proj(worker={"64": none, "16": slow16}, ladder={"64": none, "16": fast16})) == "ladder"
+    assert best_schedule(proj(ladder={"64": none, "16": fast16}, worker={"64": none, "16": slow16})) == "ladder"
+    # every seed at W = 64 beats any W = 16; one seed of two at W = 64 is not reached
+    assert best_schedule(proj(worker={"64": cell([0.3, 0.3], [5.0, 5.0]), "16": slow16},
+                              ladder={"64": cell([0.1, None], [5.0, 1.0]), "16": fast16})) == "worker"
+    # nothing anywhere: the higher best trailing mean at W = 64
+    assert best_schedule(proj(worker={"64": none, "16": none}, ladder={"64": cell([None, None], [3.0, 2.0]),
+                                                                       "16": none})) == "ladder"
 
 
 def test_the_scale_goal_takes_each_ws_best_schedule_by_its_worst_seed() -> None:

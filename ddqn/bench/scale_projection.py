@@ -4,7 +4,7 @@ server's staleness options, and its learning model checked at W = 2 against a cr
     python -m ddqn.bench.scale_projection [--screen] [--project] [--tune-dc] [--staleness] [--validate]
         [--config tuned] [--schedules ...] [--screen-seeds 7] [--screen-workers 16 64]
         [--seeds 0 1 2] [--workers 1 16 64] [--one-seed 2 4 8 32]
-        [--levels 3 4 5] [--updates 80000] [--shards 16] [--placement executors] [--gbps 10] [--at-updates 10000]
+        [--levels 3 4 5] [--updates 80000] [--shards 16] [--placement executors] [--gbps 10] [--at-updates 20000]
         [--tune-seeds 5 6] [--lambdas 0.1 0.5 1 2] [--dc-lambda L] [--real-minutes 20] [--parallel 2]
 
 Every simulation is ``python -m ddqn.sim`` learning for real (Caffe computes each simulated worker's gradients and
@@ -143,7 +143,8 @@ def sims(args: argparse.Namespace, root: Path, plan: list[tuple[Path, int, list[
 
 def read(run: Path, levels: list[float], at_updates: int) -> dict[str, Any]:
     """One run: minutes to each level, its best trailing mean, the trailing mean at ``at_updates`` updates (None when
-    it ended before), updates/s, staleness, the busiest server thread's and card's use."""
+    it ended before, or had fewer than ``TRAILING_K`` evaluations by then), updates/s, staleness, the busiest server
+    thread's and card's use."""
     curve = eval_curve(run)
     means = trailing_means([r["greedy_mean"] for r in curve])
     before = [m for r, m in zip(curve, means) if r["updates"] <= at_updates and m is not None]
@@ -265,16 +266,20 @@ def goal(table: dict[str, dict[str, dict]], levels: list[float]) -> dict[str, An
 
 
 def best_schedule(data: dict[str, Any]) -> str:
-    """The projection's schedule whose W = 64 (else the largest W) reaches the highest level soonest on average."""
+    """The projection's schedule that does best at its largest W: fewest mean minutes to the highest level every seed
+    of that W reached (∞ unless all did), trying each level from the highest down, then the same at each smaller W
+    with every seed; left tied (nothing reached anywhere), the higher mean best trailing mean at the largest W."""
     proj = data["projection"]
-    top = str(max(proj["levels"]))
-    w = "64" if "64" in next(iter(proj["table"].values())) else str(max(proj["workers"]))
+    levels = [str(lv) for lv in sorted(proj["levels"], reverse=True)]
+    ws = [str(w) for w in sorted(proj["workers"], reverse=True)]
 
-    def mean_minutes(sch: str) -> float:
-        iv = proj["table"][sch][w]["interval"][top]
-        return iv["mean"] if iv["mean"] is not None and iv["reached"] == iv["n"] else math.inf
+    def key(sch: str) -> tuple[float, ...]:
+        t = proj["table"][sch]
+        ivs = [t[w]["interval"][lv] for w in ws if w in t for lv in levels]
+        minutes = [iv["mean"] if iv["mean"] is not None and iv["reached"] == iv["n"] else math.inf for iv in ivs]
+        return (*minutes, -(mean_or_none(t[ws[0]]["best"]) or 0.0) if ws[0] in t else 0.0)
 
-    return min(proj["schedules"], key=mean_minutes)
+    return min(proj["schedules"], key=key)
 
 
 # -- staleness options, and λ tuned on other seeds ------------------------------------------------------------
@@ -407,7 +412,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--levels", type=float, nargs="+", default=[3.0, 4.0, 5.0])
     ap.add_argument("--updates", type=int, default=80_000,
                     help="server updates budget of a run (tuned at W = 2 reached 5 after ≈ 33,000–40,000)")
-    ap.add_argument("--at-updates", type=int, default=10_000, help="learning per update: the score here")
+    ap.add_argument("--at-updates", type=int, default=20_000,
+                    help="learning per update: the trailing mean here (it needs k evaluations before it)")
     ap.add_argument("--shards", type=int, default=16, help="bench-shard-projection's best S at W = 64")
     ap.add_argument("--placement", choices=["driver", "executors"], default="executors")
     ap.add_argument("--gbps", type=float, default=10.0)
