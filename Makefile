@@ -27,7 +27,7 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-d
   $(JAVA_PACKAGE) iproute2
 
 .PHONY: install deb-deps venv caffe torch-venv lint test test-hosts train train-serial train-cluster train-hosts test-caffe bench-caffe bench-env bench-replay \
-  bench-serial bench-ps bench-worker bench-capacity bench-hostile bench-links bench-links-shards bench-links-model bench-shard-cost bench-shard-cost-alone bench-shard-projection bench-scaling bench-scaling-60 bench-scaling-120 bench-grad-norms bench-suite bench-blas bench-atari bench-scale-out bench-scale-out-paper bench-scale-out-tuned bench-scale-projection bench-scale-staleness bench-scale-validate bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
+  bench-serial bench-ps bench-worker bench-capacity bench-hostile bench-links bench-links-shards bench-links-model bench-shard-cost bench-shard-cost-alone bench-shard-projection bench-scaling bench-scaling-60 bench-scaling-120 bench-grad-norms bench-suite bench-blas bench-atari bench-scale-out bench-scale-out-paper bench-scale-projection bench-scale-staleness bench-scale-validate bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
 
 install: deb-deps venv caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
 
@@ -199,9 +199,6 @@ bench-scale-out: install  ## the scale-out simulator (ddqn simulate): server ser
 
 bench-scale-out-paper: install  ## bench-scale-out on the paper config: validation (real vs simulated W = 1, 2, 8 min, seeds 0 and 1), projection W = 1, 2, 16, 64 (40,000 updates)
 	$(SPARK_ENV) $(PY) -m ddqn.bench.scale_out --validate --project --config paper --real-minutes 8 --workers 1 2 16 64 --minutes 30 --updates 40000
-
-bench-scale-out-tuned: install  ## bench-scale-out's projection on tuned (the paper's board and net, Adam): W = 1, 2, 16, 64, 60,000 updates each, two at a time (≈ 2 h here)
-	$(SPARK_ENV) $(PY) -m ddqn.bench.scale_out --project --config tuned --workers 1 2 16 64 --minutes 600 --updates 60000 --sim-set eval_every=2500
 
 bench-scale-projection: install  ## issue 32's projection: tuned; a screen of each ε schedule at W = 16, 64 on seed 7 (docs/simulator.md's rule), then worker and the screen's best other schedule at W = 1, 16, 64 with seeds 0, 1, 2 and W = 2, 4, 8, 32 with seed 0, 16 shards on executors, 10 Gbit/s links; a run stops at score 5 or 80,000 updates (many hours; finished runs are reused, so it runs in parts; SCALE_PROJECTION: more options, e.g. --workers 1 --one-seed to run W = 1 only)
 	$(PY) -m ddqn.bench.scale_projection --screen --project $(SCALE_PROJECTION)

@@ -9,15 +9,16 @@ from ddqn.bench.stats import SeedInterval, format_interval
 
 
 def _speedup(s: dict[str, Any] | None) -> str:
-    """"mean (worst–best seed)", "not reached (k of n)", a figure above W marked as noise."""
+    """"mean (worst–best seed)", "not reached (k of n)", a figure above W marked as noise (two decimals, so that
+    2.05× at W = 2 does not read as 2.0×)."""
     if not s:
         return "no baseline"
     if s["best"] is None:
         return f"not reached (0 of {s['n']})"
     noise = " **noise: above W**" if s["noise"] else ""
-    worst = f"{s['worst']:.1f}" if s["worst"] is not None else "not reached"
-    mean = f"{s['speedup']:.1f}×" if s["speedup"] is not None else f"({s['reached']} of {s['n']} reached)"
-    return f"{mean} ({worst}–{s['best']:.1f}){noise}"
+    worst = f"{s['worst']:.2f}" if s["worst"] is not None else "not reached"
+    mean = f"{s['speedup']:.2f}×" if s["speedup"] is not None else f"({s['reached']} of {s['n']} reached)"
+    return f"{mean} ({worst}–{s['best']:.2f}){noise}"
 
 
 def _mean(xs: list[float | None], spec: str = ".2f") -> str:
@@ -89,9 +90,10 @@ def section(r: dict[str, Any]) -> list[str]:
         for sch, t in p["table"].items():
             out += ["", f"*ε schedule `{sch}`*", ""] + _table(t, levels, p["at_updates"], "W", p["one_seed"])
         for w, g in (p["goal"] or {}).items():
-            got = f"{g['worst']:.1f}×" if g["worst"] is not None else "not reached by every seed"
-            out += ["", f"Goal (issue 32), W = {w}: the worst seed's speedup to {g['level']:g} ≥ {g['want']:g}× "
-                    f"(best schedule: `{g['schedule']}`): {got}, **{'met' if g['met'] else 'missed'}**."]
+            got = (f" (best schedule: `{g['schedule']}`): {g['worst']:.1f}×" if g["worst"] is not None
+                   else ": no schedule reached it with every seed")
+            out += ["", f"Goal (issue 32), W = {w}: the worst seed's speedup to {g['level']:g} ≥ {g['want']:g}×"
+                    f"{got}, **{'met' if g['met'] else 'missed'}**."]
     d = r.get("tune_dc")
     if d:
         rows = "; ".join(f"λ {k}: {_mean([v['mean']], '.2f')} min" for k, v in d["rows"].items())
