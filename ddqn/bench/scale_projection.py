@@ -74,13 +74,17 @@ GOAL = {"level": 5.0, "factor": {"16": 0.75, "64": 0.5}}  # issue 32: worst seed
 
 # -- runs ----------------------------------------------------------------------------------------------------
 
+def measured_here(block: dict[str, Any] | None) -> bool:
+    """Whether a results block (with its ``machine``) was measured on this CPU model."""
+    return bool(block) and cpu_differences(block.get("machine"), machine()) == []
+
+
 def this_cpu(path: Path, key: str | None = None) -> bool:
     """Whether results file ``path`` (its ``key`` block, if given) was measured on this CPU model."""
     if not path.is_file():
         return False
     data = json.loads(path.read_text())
-    block = data.get(key) if key else data
-    return bool(block) and cpu_differences(block.get("machine"), machine()) == []
+    return measured_here(data.get(key) if key else data)
 
 
 def service_file(args: argparse.Namespace, root: Path) -> Path:
@@ -110,8 +114,7 @@ def shard_cost_file(args: argparse.Namespace, root: Path) -> Path:
     if args.fixed_cycle or args.shards == 1:
         return given
     alone = json.loads(given.read_text()).get("alone") if given.is_file() else None
-    if (alone and cpu_differences(alone.get("machine"), machine()) == []
-            and alone["config"]["config"] == Path(args.config).stem):
+    if measured_here(alone) and alone["config"]["config"] == Path(args.config).stem:
         return given
     path = root / "shard_cost.json"
     if not this_cpu(path, "alone"):
