@@ -118,6 +118,11 @@ def cpu_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[
     return [f"{k} {a.get(k)} ≠ {b.get(k)}" for k in CPU_KEYS if a.get(k) != b.get(k)]
 
 
+def measured_here(block: dict[str, Any] | None) -> bool:
+    """Whether a results block (with its ``machine``) was measured on this CPU model (the same :data:`CPU_KEYS`)."""
+    return bool(block) and cpu_differences(block.get("machine"), machine()) == []
+
+
 def cpu_label(m: dict[str, Any] | None) -> str:
     """A machine record's CPU for a report: model name, ISA, vendor/family/model and OpenBLAS core; a record made
     before they were recorded is shown as recorded, and says so."""

@@ -31,9 +31,9 @@ import numpy as np
 
 from ddqn.bench.common import (
     config_values,
-    cpu_differences,
     figure,
     machine,
+    measured_here,
     same_grid,
     write_result,
 )
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     part = data.setdefault("configs", {}).setdefault(name, {})  # parts not rerun now are kept from the file
     # each config's part names the machine that measured it (the file's top-level machine is the latest run's)
     here = machine()
-    if part and cpu_differences(part.get("machine"), here) != []:  # a comparison does not mix CPUs
+    if part and not measured_here(part):  # a comparison does not mix CPUs
         print(f"{path}: config {name} was measured on another CPU (or one not recorded): its parts are not kept",
               flush=True)
         part.clear()

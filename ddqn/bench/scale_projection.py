@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from ddqn.bench.common import config_values, cpu_differences, figure, machine, write_result
+from ddqn.bench.common import config_values, figure, machine, measured_here, write_result
 from ddqn.bench.sim_runs import eval_curve, in_parallel, real_run, run_numbers, seeded_config, simulate
 from ddqn.bench.stats import (
     RULE,
@@ -73,11 +73,6 @@ GOAL = {"level": 5.0, "factor": {"16": 0.75, "64": 0.5}}  # issue 32: worst seed
 
 
 # -- runs ----------------------------------------------------------------------------------------------------
-
-def measured_here(block: dict[str, Any] | None) -> bool:
-    """Whether a results block (with its ``machine``) was measured on this CPU model."""
-    return bool(block) and cpu_differences(block.get("machine"), machine()) == []
-
 
 def this_cpu(path: Path, key: str | None = None) -> bool:
     """Whether results file ``path`` (its ``key`` block, if given) was measured on this CPU model."""
@@ -450,7 +445,7 @@ def main(argv: list[str] | None = None) -> None:
     path = results / "scale_projection.json"
     data = json.loads(path.read_text()) if path.exists() else {}
     values = config_values(args.config)
-    if data and (cpu_differences(data.get("machine"), machine()) != [] or data.get("config_values") != values):
+    if data and (not measured_here(data) or data.get("config_values") != values):
         print(f"{path}: made on another CPU or with other config values: its parts are not kept", flush=True)
         data = {}
     data.update({"config": Path(args.config).stem, "config_values": values, "runs": str(root),

@@ -36,10 +36,10 @@ from typing import Any
 from ddqn.bench.common import (
     config_values,
     confirm_best,
-    cpu_differences,
     finished_run,
     grid_overrides,
     machine,
+    measured_here,
     plot_curves,
     read_curve,
     run_record,
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
         # the CPU every run was checked against (common.finished_run); each run's own date is in its stats
         args.runs_machine = {k: v for k, v in machine().items() if k != "date"}
         same = ((old.get("config"), old.get("budget_minutes"), old.get("config_values"))
-                == (args.config, args.minutes, values) and cpu_differences(old.get("machine"), machine()) == [])
+                == (args.config, args.minutes, values) and measured_here(old))
         if old and not same:
             print(f"{path}: other config values, budget, grid or CPU than now: its curves are not kept", flush=True)
             old = {}

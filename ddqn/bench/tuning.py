@@ -30,10 +30,9 @@ from pathlib import Path
 from ddqn.bench.common import (
     config_values,
     confirm_best,
-    cpu_differences,
     finished_run,
     grid_overrides,
-    machine,
+    measured_here,
     plot_curves,
     snapshot_scores,
     train_run,
@@ -195,7 +194,7 @@ def kept_rows(data: dict, args: argparse.Namespace, overrides: list[str], path: 
     (workers, ``--set``, grid) on this CPU, each with the config values its variant has today (``overrides``: every
     variant's ``key=value``s). Every other row is dropped with a line saying why."""
     how = (data.get("workers"), data.get("common", []), data.get("every"))
-    if data and (how != (args.workers, args.set, args.every) or cpu_differences(data.get("machine"), machine()) != []):
+    if data and (how != (args.workers, args.set, args.every) or not measured_here(data)):
         print(f"{path}: run with other workers, --set, grid or CPU (or not recorded): no earlier row is kept",
               flush=True)
         return {}
