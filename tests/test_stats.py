@@ -28,6 +28,7 @@ from ddqn.bench.stats import (
     TRAILING_K,
     best_trailing_mean,
     format_interval,
+    mean_if_all,
     reach,
     reach_levels,
     seed_interval,
@@ -130,6 +131,14 @@ def test_seed_speedups_range_over_seeds_and_never_count_the_budget() -> None:
     missing = seed_speedup([12.0, 8.0], [2.0, None], 16)
     assert missing["speedup"] is None and missing["worst"] is None and missing["best"] == 5.0
     assert missing["reached"] == 1 and seed_speedup([12.0, None], [2.0], 16)["speedup"] is None
+
+
+def test_mean_minutes_over_seeds_are_infinite_unless_every_seed_reached() -> None:
+    """The rule the screen, the baseline W = 1, the best schedule and DC-ASGD's λ rank by: a seed that never
+    reached a level makes the mean ∞, never its budget; so does an empty list."""
+    assert mean_if_all([2.0, 4.0, 6.0]) == 4.0
+    assert mean_if_all([2.0, None]) == math.inf and mean_if_all([None, None]) == math.inf
+    assert mean_if_all([]) == math.inf and mean_if_all([0.0]) == 0.0
 
 
 def test_the_split_test_passes_exchangeable_curves_nine_times_in_ten() -> None:

@@ -56,6 +56,7 @@ from ddqn.bench.sim_runs import eval_curve, in_parallel, real_run, run_numbers, 
 from ddqn.bench.stats import (
     RULE,
     best_trailing_mean,
+    mean_if_all,
     reach_levels,
     seed_interval,
     seed_speedup,
@@ -172,9 +173,9 @@ def screen_rank(rows: dict[int, dict[int, dict[str, Any]]], top: str) -> tuple[f
     number of runs whose trailing mean reached ``top``; the mean minutes to it when every run reached it (else ∞);
     minus the mean of the runs' best trailing means."""
     runs = [r for per_seed in rows.values() for r in per_seed.values()]
-    reached = [r["reach"][top] for r in runs if r["reach"][top] is not None]
-    minutes = sum(reached) / len(reached) if len(reached) == len(runs) else math.inf
-    return -float(len(reached)), minutes, -sum(r["best"] for r in runs) / len(runs)
+    minutes = [r["reach"][top] for r in runs]
+    reached = len(runs) - minutes.count(None)
+    return -float(reached), mean_if_all(minutes), -sum(r["best"] for r in runs) / len(runs)
 
 
 def screen(args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -227,8 +228,7 @@ def baseline(runs: dict[str, dict[int, dict[int, dict]]], levels: list[str]) -> 
         best: tuple[str | None, list] = (None, [])
         for sch, by_w in runs.items():
             minutes = [r["reach"][lv] for r in by_w.get(1, {}).values()]
-            if minutes and all(m is not None for m in minutes) and (
-                    best[0] is None or sum(minutes) / len(minutes) < sum(best[1]) / len(best[1])):
+            if mean_if_all(minutes) < mean_if_all(best[1]):
                 best = (sch, minutes)
         out[lv] = best
     return out
@@ -273,8 +273,7 @@ def best_schedule(data: dict[str, Any]) -> str:
 
     def key(sch: str) -> tuple[float, ...]:
         t = proj["table"][sch]
-        ivs = [t[w]["interval"][lv] for w in ws if w in t for lv in levels]
-        minutes = [iv["mean"] if iv["mean"] is not None and iv["reached"] == iv["n"] else math.inf for iv in ivs]
+        minutes = [mean_if_all(t[w]["minutes"][lv]) for w in ws if w in t for lv in levels]
         return (*minutes, -(mean_or_none(t[ws[0]]["best"]) or 0.0) if ws[0] in t else 0.0)
 
     return min(proj["schedules"], key=key)
@@ -294,8 +293,7 @@ def tune_dc(args: argparse.Namespace, root: Path, schedule: str) -> dict[str, An
     for lam in args.lambdas:
         minutes = [read(run_dir(root, schedule, w, s, f"dc{lam:g}"), args.levels, args.at_updates)["reach"][top]
                    for s in args.tune_seeds]
-        rows[f"{lam:g}"] = {"minutes": minutes, "mean": sum(m if m is not None else math.inf for m in minutes)
-                            / len(minutes)}
+        rows[f"{lam:g}"] = {"minutes": minutes, "mean": mean_if_all(minutes)}
     chosen = min(rows, key=lambda k: rows[k]["mean"])
     return {"schedule": schedule, "seeds": args.tune_seeds, "workers": w, "level": max(args.levels),
             "rows": {k: {**v, "mean": v["mean"] if math.isfinite(v["mean"]) else None} for k, v in rows.items()},

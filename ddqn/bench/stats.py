@@ -184,6 +184,12 @@ def fit_a_b(points: Mapping[int, float]) -> dict[str, float] | None:
     return {"a_us": a, "b_us": b, "rms_us": rms}
 
 
+def mean_if_all(minutes: Sequence[float | None]) -> float:
+    """Mean minutes to a level over seeds (None: that seed never reached it) when every seed reached it, else ∞, so
+    a seed that never reached a level is never counted as its budget; ∞ for no seeds."""
+    return math.fsum(minutes) / len(minutes) if minutes and None not in minutes else math.inf
+
+
 def seed_speedup(base: Sequence[float | None], runs: Sequence[float | None], workers: int) -> dict[str, Any]:
     """W workers' speedup to one level over W = 1, from minutes per seed (None: that seed did not reach it).
 
