@@ -24,7 +24,7 @@ from ddqn.bench.gifs import captioned
 from ddqn.bench.hostile import goal
 from ddqn.bench.report import _caffe, _hostile, _scale_out
 from ddqn.bench.scaling import MODES
-from ddqn.bench.stats import TRAILING_K
+from ddqn.bench.stats import TRAILING_K, seed_speedup
 from ddqn.bench.suite_time import main as suite_time_main
 from ddqn.bench.tuning import VARIANTS, keyed, row_key, variant_config
 from ddqn.bench.tuning import main as tuning_main
@@ -717,6 +717,20 @@ def test_the_best_schedule_is_decided_at_the_largest_w_then_lower_levels_then_sm
     # nothing anywhere: the higher best trailing mean at W = 64
     assert best_schedule(proj(worker={"64": none, "16": none}, ladder={"64": cell([None, None], [3.0, 2.0]),
                                                                        "16": none})) == "ladder"
+
+
+def test_a_speedup_cell_gives_the_range_only_when_every_seed_reached() -> None:
+    """REPORT cells of the projection: mean (worst–best) when all seeds reached; else how many did and the best seed's
+    figure, never a range that starts at "not reached"; noise above W is marked."""
+    from ddqn.bench.report_projection import _speedup
+
+    def cell(base: list[float | None], runs: list[float | None], w: int) -> str:
+        return _speedup(seed_speedup(base, runs, w))
+
+    assert cell([12.0, 8.0], [1.0, 0.8], 16) == "11.11× (10.00–12.50)"
+    assert cell([12.0, 8.0], [0.5, None], 64) == "1 of 2 reached: best seed 20.00×"
+    assert cell([12.0, 8.0], [None, None], 64) == "not reached (0 of 2)"
+    assert cell([12.0, 8.0], [0.5, 0.5], 16).endswith("**noise: above W**")
 
 
 def test_the_scale_goal_takes_each_ws_best_schedule_by_its_worst_seed() -> None:

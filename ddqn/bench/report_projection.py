@@ -9,16 +9,17 @@ from ddqn.bench.stats import SeedInterval, format_interval
 
 
 def _speedup(s: dict[str, Any] | None) -> str:
-    """"mean (worst–best seed)", "not reached (k of n)", a figure above W marked as noise (two decimals, so that
-    2.05× at W = 2 does not read as 2.0×)."""
+    """"mean (worst–best seed)" when every seed reached the level, "k of n reached: best seed x" when some did,
+    "not reached (0 of n)"; a figure above W marked as noise (two decimals, so that 2.05× at W = 2 does not read as
+    2.0×)."""
     if not s:
         return "no baseline"
     if s["best"] is None:
         return f"not reached (0 of {s['n']})"
     noise = " **noise: above W**" if s["noise"] else ""
-    worst = f"{s['worst']:.2f}" if s["worst"] is not None else "not reached"
-    mean = f"{s['speedup']:.2f}×" if s["speedup"] is not None else f"({s['reached']} of {s['n']} reached)"
-    return f"{mean} ({worst}–{s['best']:.2f}){noise}"
+    if s["speedup"] is None or s["worst"] is None:
+        return f"{s['reached']} of {s['n']} reached: best seed {s['best']:.2f}×{noise}"
+    return f"{s['speedup']:.2f}× ({s['worst']:.2f}–{s['best']:.2f}){noise}"
 
 
 def _mean(xs: list[float | None], spec: str = ".2f") -> str:
