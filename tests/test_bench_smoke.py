@@ -19,7 +19,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from ddqn.bench.common import RECORD, confirm_best, read_curve
+from ddqn.bench.common import RECORD, confirm_best, figure, read_curve
 from ddqn.bench.gifs import captioned
 from ddqn.bench.hostile import goal
 from ddqn.bench.report import _caffe, _hostile, _scale_out
@@ -780,3 +780,6 @@ def test_scale_validation_compares_three_and_three_curves_on_the_real_update_gri
     assert t["splits"] == 20 and t["pass_chance"] == pytest.approx(0.9) and t["grid_points"] == len(v["grid_updates"])
     assert t["grid_points"] >= 3 and isinstance(t["pass"], bool)
     assert "**Validation at W = 2**" in "\n".join(section(json.loads((tmp_path / "scale_projection.json").read_text())))
+    with figure(tmp_path / "validation.png") as (_, ax):  # the figure's panel: a real and a simulated curve per seed
+        scale_projection.plot_validation(ax, v)
+        assert len(ax.get_lines()) == 6 and "split test p = " in ax.get_title()

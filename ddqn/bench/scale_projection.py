@@ -356,9 +356,9 @@ def band(curves: list[list[dict]], x: str, points: int = 60) -> tuple[np.ndarray
 def plot(data: dict[str, Any], path: Path) -> Path:
     """The best schedule's mean curve per W with its range over seeds, against minutes and against updates; speedup
     to the highest level per schedule (worst to best seed) against W."""
-    proj = data["projection"]
+    proj, v = data["projection"], data.get("validation")
     sch, top = best_schedule(data), str(max(proj["levels"]))
-    with figure(path, ncols=3, figsize=(16, 4.5)) as (fig, axes):
+    with figure(path, ncols=4 if v else 3, figsize=(21 if v else 16, 4.5)) as (fig, axes):
         for w, seeds in proj["curves"][sch].items():
             curves = [c for c in seeds.values() if c]
             for ax, x in ((axes[0], "minutes"), (axes[2], "updates")):
@@ -386,8 +386,26 @@ def plot(data: dict[str, Any], path: Path) -> Path:
             ax.set_title(t)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
+        if v:
+            plot_validation(axes[3], v)
         fig.suptitle(f"Learning at scale ({data['config']} config): {STATEMENT}")
     return path
+
+
+def plot_validation(ax: Any, v: dict[str, Any]) -> None:
+    """The validation at W = 2: each seed's real (solid) and simulated (dashed) greedy score against updates."""
+    for i, s in enumerate(v["curves"]["real"]):
+        for kind, style in (("real", "-"), ("sim", "--")):
+            c = v["curves"][kind].get(s) or []
+            ax.plot([r["updates"] for r in c], [r["greedy_mean"] for r in c], style, color=f"C{i}", lw=1,
+                    label=f"seed {s}, {'real' if kind == 'real' else 'simulated'}")
+    t = v["test"]
+    verdict = f"split test p = {t['p']:.2f}, {'passed' if t['pass'] else 'failed'}" if t else "no shared grid"
+    ax.set_xlabel("server updates")
+    ax.set_ylabel("greedy mean score")
+    ax.set_title(f"W = 2, real vs simulated: {verdict}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
