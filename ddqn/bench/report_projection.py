@@ -115,7 +115,10 @@ def section(r: dict[str, Any]) -> list[str]:
                    f"statistic {t['statistic']:.3g}, p = {t['p']:.2f} over {t['splits']} splits, "
                    f"{t['grid_points']} points: **{'passed' if t['pass'] else 'failed'}** (a perfect simulator "
                    f"passes with probability {t['pass_chance']:.2f})")
+        rates = {k: [t[k]["updates_per_s"] for t in v["timing"].values()] for k in ("real", "sim")}
         out += ["", f"**Validation at W = 2** (seeds {', '.join(map(str, v['seeds']))}, real runs of "
-                f"{v['real_minutes']:g} min on this machine against simulations to the same update count; the "
-                f"criterion fixed in docs/simulator.md before they ran, {v['criterion']}): {verdict}."]
+                f"{v['real_minutes']:g} min on this machine against simulations to the same update count; "
+                f"criterion: {v['criterion']}): {verdict}. Updates/s: real {min(rates['real']):.1f}–"
+                f"{max(rates['real']):.1f}, simulated {min(rates['sim']):.1f}–{max(rates['sim']):.1f} (score "
+                "against updates is what the test compares)."]
     return out

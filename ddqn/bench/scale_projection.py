@@ -397,11 +397,11 @@ def plot_validation(ax: Any, v: dict[str, Any]) -> None:
     for i, s in enumerate(v["curves"]["real"]):
         for kind, style in (("real", "-"), ("sim", "--")):
             c = v["curves"][kind].get(s) or []
-            ax.plot([r["updates"] for r in c], [r["greedy_mean"] for r in c], style, color=f"C{i}", lw=1,
+            ax.plot([r["updates"] / 1000 for r in c], [r["greedy_mean"] for r in c], style, color=f"C{i}", lw=1,
                     label=f"seed {s}, {'real' if kind == 'real' else 'simulated'}")
     t = v["test"]
     verdict = f"split test p = {t['p']:.2f}, {'passed' if t['pass'] else 'failed'}" if t else "no shared grid"
-    ax.set_xlabel("server updates")
+    ax.set_xlabel("server updates (thousands)")
     ax.set_ylabel("greedy mean score")
     ax.set_title(f"W = 2, real vs simulated: {verdict}")
     ax.grid(alpha=0.3)
