@@ -115,7 +115,7 @@ def section(r: dict[str, Any]) -> list[str]:
                    f"statistic {t['statistic']:.3g}, p = {t['p']:.2f} over {t['splits']} splits, "
                    f"{t['grid_points']} points: **{'passed' if t['pass'] else 'failed'}** (a perfect simulator "
                    f"passes with probability {t['pass_chance']:.2f})")
-        rates = {k: [t[k]["updates_per_s"] for t in v["timing"].values()] for k in ("real", "sim")}
+        rates = {k: [seed[k]["updates_per_s"] for seed in v["timing"].values()] for k in ("real", "sim")}
         out += ["", f"**Validation at W = 2** (seeds {', '.join(map(str, v['seeds']))}, real runs of "
                 f"{v['real_minutes']:g} min on this machine against simulations to the same update count; "
                 f"criterion: {v['criterion']}): {verdict}. Updates/s: real {min(rates['real']):.1f}–"

@@ -355,7 +355,7 @@ def band(curves: list[list[dict]], x: str, points: int = 60) -> tuple[np.ndarray
 
 def plot(data: dict[str, Any], path: Path) -> Path:
     """The best schedule's mean curve per W with its range over seeds, against minutes and against updates; speedup
-    to the highest level per schedule (worst to best seed) against W."""
+    to the highest level per schedule (worst to best seed) against W; the validation at W = 2, once it ran."""
     proj, v = data["projection"], data.get("validation")
     sch, top = best_schedule(data), str(max(proj["levels"]))
     with figure(path, ncols=4 if v else 3, figsize=(21 if v else 16, 4.5)) as (fig, axes):
