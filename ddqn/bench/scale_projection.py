@@ -395,10 +395,10 @@ def plot(data: dict[str, Any], path: Path) -> Path:
 def plot_validation(ax: Any, v: dict[str, Any]) -> None:
     """The validation at W = 2: each seed's real (solid) and simulated (dashed) greedy score against updates."""
     for i, s in enumerate(v["curves"]["real"]):
-        for kind, style in (("real", "-"), ("sim", "--")):
+        for kind, style, name in (("real", "-", "real"), ("sim", "--", "simulated")):
             c = v["curves"][kind].get(s) or []
             ax.plot([r["updates"] / 1000 for r in c], [r["greedy_mean"] for r in c], style, color=f"C{i}", lw=1,
-                    label=f"seed {s}, {'real' if kind == 'real' else 'simulated'}")
+                    label=f"seed {s}, {name}")
     t = v["test"]
     verdict = f"split test p = {t['p']:.2f}, {'passed' if t['pass'] else 'failed'}" if t else "no shared grid"
     ax.set_xlabel("server updates (thousands)")
