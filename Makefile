@@ -27,7 +27,7 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-d
   $(JAVA_PACKAGE) iproute2
 
 .PHONY: install deb-deps venv caffe torch-venv lint test test-hosts train train-serial train-cluster train-hosts test-caffe bench-caffe bench-env bench-replay \
-  bench-serial bench-ps bench-worker bench-capacity bench-hostile bench-links bench-links-shards bench-links-model bench-shard-cost bench-shard-cost-alone bench-shard-projection bench-scaling bench-scaling-60 bench-scaling-120 bench-grad-norms bench-suite bench-blas bench-atari bench-scale-out bench-scale-out-paper bench-scale-projection bench-scale-staleness bench-scale-validate bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
+  bench-ps bench-worker bench-capacity bench-hostile bench-links bench-links-shards bench-links-model bench-shard-cost bench-shard-cost-alone bench-shard-projection bench-scaling bench-scaling-60 bench-scaling-120 bench-grad-norms bench-suite bench-blas bench-atari bench-scale-out bench-scale-out-paper bench-scale-projection bench-scale-staleness bench-scale-validate bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
 
 install: deb-deps venv caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
 
@@ -221,9 +221,6 @@ bench-atari: install  ## Atari: ALE steps/s, the DQN papers' nets beside the Sna
 
 report: install  ## regenerate results/REPORT.md from the benchmarks' JSON files
 	$(PY) -m ddqn.bench.report
-
-bench-serial: install  ## serial DQN on the paper's setting (paper and tuned configs side by side): score vs minutes, steps
-	$(PY) -m ddqn.bench.serial_curve --minutes $(MINUTES) --configs paper tuned
 
 # The Spark cluster in Docker (docker/docker-compose.yml): needs Docker Engine with the Compose v2 plugin (`docker
 # compose`; on Debian 12, `python -m ddqn.distributed.docker_engine install` installs Debian 13's). COMPOSE_BUILD=

@@ -477,7 +477,7 @@ def test_scaling_runs_seeds_and_reuses_finished_runs(tmp_path: Path) -> None:
     assert (tmp_path / "results" / "s60.json").read_text() == before
 
 
-def test_serial_curve_names_its_snapshots_and_is_confirmed(tmp_path: Path) -> None:
+def test_serial_run_names_its_snapshots_and_is_confirmed(tmp_path: Path) -> None:
     """A serial run's eval.csv rows point at the snapshots taken at their updates, so bench-scaling re-plays serial's
     best on fresh games as it does a distributed run's."""
     out = tmp_path / "run"

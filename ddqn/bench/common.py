@@ -4,7 +4,7 @@ Result files and figures, with the machine (CPU model and OpenBLAS core) each wa
 prototxts (``ddqn/prototxt``); the environment ``spark-submit`` runs under; the parameter server under synthetic
 load (``ps_speed``, ``capacity``); one real worker's update times (``worker_speed``, ``capacity``); training runs
 and when a finished one may be reused (its config values, evaluation grid and CPU: ``finished_run``); greedy-score
-curves of runs (``serial_curve``, ``scaling``). Statistics live in ``ddqn.bench.stats``.
+curves of runs (``scaling``, ``tuning``). Statistics live in ``ddqn.bench.stats``.
 """
 from __future__ import annotations
 

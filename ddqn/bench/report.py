@@ -257,20 +257,6 @@ def _hostile(r: dict) -> list[str]:
             f"{g['connections']}-connection token flood, in one run — {got}."]
 
 
-def _serial(r: dict) -> list[str]:
-    out = [f"Budget {r['budget_minutes']:g} training minutes per run, one core each. A score is reached at "
-           f"{_reach_rule(r.get('reach_rule'))}.", "",
-           *[f"- `{c}`: {_config_today(c, (r.get('config_values') or {}).get(c))}" for c in r["reach"]], ""]
-    for name, reach in r["reach"].items():
-        curve = r["curves"][name]
-        best = max(curve, key=lambda x: x["greedy_mean"]) if curve else None
-        got = ", ".join(f"score {s}: " + (f"{v['minutes']:.1f} min ({v['env_steps']:,} steps)" if v else "not reached")
-                        for s, v in reach.items())
-        out.append(f"- `{name}`: {got}; best greedy mean {best['greedy_mean']:.2f} at {best['minutes']:.1f} min"
-                   if best else f"- `{name}`: no evaluations")
-    return [*out, "", "![serial curves](serial_curve.png)"]
-
-
 def _fresh(k: dict | None) -> str:
     """A best snapshot re-played on fresh games (``common.confirm_best``): mean ± se (games)."""
     return f"{k['greedy_mean']:.2f} ± {k['greedy_se']:.2f} ({k['episodes']})" if k else "–"
@@ -815,7 +801,6 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
      "make bench-shard-projection", _shard_projection),
     ("blas", "Caffe on each BLAS", "make bench-blas", _blas),
     ("grad_norms", "Honest gradient norms", "make bench-grad-norms", _grad_norms),
-    ("serial_curve", "Serial deep Q-learning on the paper's setting", "make bench-serial", _serial),
     ("scaling", "Serial vs distributed", "make bench-scaling", _scaling),
     ("scaling_60", "Serial vs distributed in 60 minutes (`tuned`)", "make bench-scaling-60", _scaling),
     ("scaling_120", "Serial vs distributed in 60 and 120 minutes (`tuned`, issue 30's table)", "make bench-scaling-120",
