@@ -78,6 +78,10 @@ def test_summarize_reads_the_60_minute_figures_from_120_minute_runs(tmp_path: Pa
     assert "\nTraining ended: async-2 2026-12-04 10:00:00 UTC.\n" in text  # each run's own date, when it was recorded
     assert "| async-2 | 11.50 ± 0.20 (500) | 50.0 | – | – | – |" in text
     assert "- Goal: `async-2` ≥ 20 within 120 minutes on fresh games, every seed: **missed** (worst seed 17.50" in text
+    # the curves' shape: trailing means at each quarter (fewer than 5 evaluations by 30 min) and the second half's gain
+    assert "| run | at 30 min | at 60 min | at 90 min | at 120 min | gain, second half |" in text
+    assert "| async-2 | – | 8.00 | 14.00 | 20.00 | +12.00 |" in text and "| async-2 s1 | – | 6.00 | 10.50 | 15.00 | +9.00 |" in text
+    assert "| async-2 (2 seeds) | – | 7.00 [" in text
 
 
 def test_a_budget_outside_the_run_is_a_usage_error(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from ddqn.bench.stats import (
     split_test,
     standard_error,
     t975,
+    trailing_at,
     trailing_means,
 )
 from ddqn.config import load_config, save_config
@@ -112,6 +113,16 @@ def test_a_noisy_curve_crosses_late_and_causally() -> None:
     later_changed = [*curve[:i + 1], *({**row, "greedy_mean": 0.0} for row in curve[i + 1:])]
     assert reach(later_changed, 10) == r  # no peeking at later evaluations
     assert best_trailing_mean(curve) == pytest.approx(max(windows))
+
+
+def test_trailing_at_is_where_the_curve_stood_by_then() -> None:
+    """The shape table's value at a time: the trailing mean of the last k evaluations taken by then, causal."""
+    curve = curve_of(AUDIT)
+    assert trailing_at(curve, 42.5) == pytest.approx((8.62 + 8.80 + 8.68 + 9.86 + 9.34) / 5)
+    assert trailing_at(curve, 43.0) == trailing_at(curve, 42.5)  # no evaluation between: the same point
+    assert trailing_at(curve, 49.5) == pytest.approx(sum(g for _, g in AUDIT[-5:]) / 5)
+    assert trailing_at(curve, 41.3) is None  # 4 evaluations by then < k
+    assert trailing_at(curve, 99.0) == trailing_at(curve, 49.5)
 
 
 def test_speedup_needs_both_to_reach() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from ddqn.bench import report_projection
 from ddqn.bench.common import config_values, cpu_label, grid_overrides, machine, value_differences
 from ddqn.bench.report_projection import share
-from ddqn.bench.stats import format_interval, seed_interval
+from ddqn.bench.stats import TRAILING_K, format_interval, seed_interval, trailing_at
 from ddqn.distributed.stats import PART_NAMES
 
 
@@ -316,7 +316,7 @@ def _scaling(r: dict) -> list[str]:
             "Speedup over serial (serial minutes ÷ mode minutes to reach the score):", "",
             *(speed or [("- serial reached none of the levels in the budget: no ratio" if serial
                          else "- no serial run yet: no ratio")]), "", *_over_seeds(r, levels),
-            *_budgets(r, levels), *_goals(r), *_endings(r.get("confirmed") or {}),
+            *_budgets(r, levels), *_goals(r), *_shape(r), *_endings(r.get("confirmed") or {}),
             f"![scaling]({r.get('png', 'scaling.png')})"]
 
 
@@ -342,15 +342,41 @@ def _goals(r: dict) -> list[str]:
             *([""] if r.get("goals") else [])]
 
 
+def _modes(names: Any) -> dict[str, list[str]]:
+    """Run names grouped by mode: "async-2", "async-2 s1", "async-2 s3" → {"async-2": [all three]}."""
+    modes: dict[str, list[str]] = {}
+    for name in names:
+        head, _, seed = name.rpartition(" s")
+        modes.setdefault(head if head and seed.isdigit() else name, []).append(name)
+    return modes
+
+
+def _shape(r: dict) -> list[str]:
+    """Each run's trailing mean at each quarter of the budget, and its gain over the second half (is the curve still
+    rising at the end, so that more minutes would buy score?); over seeds for modes with more than one."""
+    marks = [r["budget_minutes"] * q / 4 for q in (1, 2, 3, 4)]
+    at = {n: [trailing_at(c, m) for m in marks] for n, c in r["curves"].items()}
+    gain = {n: v[3] - v[1] if v[3] is not None and v[1] is not None else None for n, v in at.items()}
+    rows = [f"| {n} | " + " | ".join("–" if x is None else f"{x:.2f}" for x in v) + " | "
+            + ("–" if gain[n] is None else f"{gain[n]:+.2f}") + " |" for n, v in at.items()]
+
+    def over(values: list[float | None], spec: str) -> str:
+        iv = seed_interval(values)
+        return "–" if iv.mean is None else format_interval(iv, spec)
+
+    seeds = [f"| {mode} ({len(names)} seeds) | " + " | ".join(over([at[n][i] for n in names], ".2f") for i in range(4))
+             + f" | {over([gain[n] for n in names], '+.2f')} |" for mode, names in _modes(at).items() if len(names) > 1]
+    return [f"The curves' shape: each run's trailing mean of {TRAILING_K} evaluations (the training-time games) at "
+            "each quarter of the budget, and its gain over the second half; over seeds: mean [95 % t interval].", "",
+            "| run | " + " | ".join(f"at {m:g} min" for m in marks) + " | gain, second half |", "|---" * 6 + "|",
+            *rows, *seeds, ""]
+
+
 def _over_seeds(r: dict, levels: list[str]) -> list[str]:
     """Modes run with more than one seed: minutes to each score and the best snapshot's fresh-game mean over the
     seeds (mean [95 % t interval] (seeds reached of seeds); a seed that did not reach counts as not reached)."""
-    modes: dict[str, list[str]] = {}
-    for name in r["reach"]:
-        head, _, seed = name.rpartition(" s")
-        modes.setdefault(head if head and seed.isdigit() else name, []).append(name)
     rows = []
-    for mode, names in modes.items():
+    for mode, names in _modes(r["reach"]).items():
         if len(names) < 2:
             continue
         mins = [format_interval(seed_interval([(r["reach"][n].get(s) or {}).get("minutes") for n in names]))

@@ -84,6 +84,14 @@ def within_budget(curve: Sequence[Mapping[str, Any]], minutes: float) -> list[Ma
     return [r for r in curve if r["minutes"] <= minutes + TOLERANCE]
 
 
+def trailing_at(curve: Sequence[Mapping[str, Any]], minutes: float, k: int = TRAILING_K,
+                key: str = "greedy_mean") -> float | None:
+    """The trailing ``k``-evaluation mean at the last evaluation taken by ``minutes`` (:func:`within_budget`): where
+    the curve stood then, causally; None with fewer than ``k`` evaluations by then."""
+    rows = within_budget(curve, minutes)
+    return trailing_means([float(r[key]) for r in rows[-k:]], k)[-1] if len(rows) >= k else None
+
+
 def best_trailing_mean(curve: Sequence[Mapping[str, Any]], k: int = TRAILING_K, key: str = "greedy_mean") -> float:
     """The highest trailing ``k``-evaluation mean of a curve (0.0 when it has fewer than ``k`` evaluations): the
     highest level :func:`reach` says the curve reached."""
