@@ -511,7 +511,11 @@ def _tuning(r: dict) -> list[str]:
 
 
 def _scale_out(data: dict) -> list[str]:
-    out = [f"**Every table: {data['statement']}.** A simulated worker's compute costs what it really took in the "
+    out = ["**Superseded** by [the projection with seeds](#learning-at-64-workers-the-projection-with-seeds-simulated) "
+           "(`tuned`, three seeds per W, trailing-mean crossings, a validation fixed beforehand) and kept as the "
+           "simulator's first study, which [docs/simulator.md](../docs/simulator.md) cites: one seed per W, crossings "
+           "at a single evaluation, and config values not recorded.", "",
+           f"**Every table: {data['statement']}.** A simulated worker's compute costs what it really took in the "
            "simulator (one core per worker); the server is one FIFO thread with measured service times per message "
            "(`make bench-ps`). The line above names the latest run; each config below names the machine that "
            "measured it.", ""]
