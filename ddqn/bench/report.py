@@ -338,7 +338,8 @@ def _goals(r: dict) -> list[str]:
     """``--goal B=S`` per mode: every seed's best snapshot up to B minutes at ≥ S on fresh games, met or missed."""
     return [*(f"- Goal: `{mode}` ≥ {g['score']:g} within {b} minutes on fresh games, every seed: "
               f"**{'met' if g['met'] else 'missed'}** (worst seed {g['worst']:.2f}, mean {g['mean']:.2f} over "
-              f"{g['seeds']} seeds)" for b, by_mode in (r.get("goals") or {}).items() for mode, g in by_mode.items()),
+              f"{g['seeds']} seed{'s' * (g['seeds'] != 1)})"
+              for b, by_mode in (r.get("goals") or {}).items() for mode, g in by_mode.items()),
             *([""] if r.get("goals") else [])]
 
 

@@ -215,7 +215,7 @@ def report(args: argparse.Namespace, values: dict, curves: dict, stats: dict, co
         for mode, g in goals[b].items():
             print(f"goal: {mode} >= {score:g} within {b} min on fresh games, every seed: "
                   f"{'met' if g['met'] else 'missed'} (worst seed {g['worst']:.2f}, mean {g['mean']:.2f} over "
-                  f"{g['seeds']} seeds)")
+                  f"{g['seeds']} seed{'s' * (g['seeds'] != 1)})")
     png = plot_curves(curves, Path(args.out) / f"{args.result}.png",
                       f"Serial vs distributed ({args.config}, {os.cpu_count()} cores)")
     write_result(args.result, {"config": args.config, "config_values": values, "budget_minutes": args.minutes,
