@@ -7,10 +7,11 @@ last** :data:`TRAILING_K` **evaluations** (that one and the ``TRAILING_K − 1``
 (:func:`reach`). The mean is causal: it uses no evaluation after the one it is reported at, so the minutes, env
 steps and server updates it returns are those of the evaluation at which the crossing was known. A curve with fewer
 than ``TRAILING_K`` evaluations, or whose trailing mean never gets there, has **not reached** the level (None) —
-never "reached at the budget". ``TRAILING_K = 5`` is what the audit used: 5 evaluations average the noise down by
-√5 (≈ 0.3 apples at score 10) while costing 4 evaluation intervals of delay (20,000 env steps at the benches'
-5,000). No single-evaluation variant is kept: nothing needs one (the best snapshot of a curve is picked by its
-single mean and then re-played on fresh games, ``common.confirm_best``).
+never "reached at the budget". :func:`trailing_at` is where that mean stood at a given minute (the REPORT's
+curve shape: is a run still rising at the end of its budget?). ``TRAILING_K = 5`` is what the audit used: 5
+evaluations average the noise down by √5 (≈ 0.3 apples at score 10) while costing 4 evaluation intervals of delay
+(20,000 env steps at the benches' 5,000). No single-evaluation variant is kept: nothing needs one (the best snapshot
+of a curve is picked by its single mean and then re-played on fresh games, ``common.confirm_best``).
 
 **Over seeds.** :func:`seed_interval` takes one value per seed (minutes to a level, a final score…), None where a
 seed did not reach, and returns the mean and a two-sided 95 % Student-t interval over the seeds that reached, their
