@@ -12,7 +12,7 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -343,7 +343,7 @@ def _goals(r: dict) -> list[str]:
             *([""] if r.get("goals") else [])]
 
 
-def _modes(names: Any) -> dict[str, list[str]]:
+def _modes(names: Iterable[str]) -> dict[str, list[str]]:
     """Run names grouped by mode: "async-2", "async-2 s1", "async-2 s3" → {"async-2": [all three]}."""
     modes: dict[str, list[str]] = {}
     for name in names:
@@ -358,8 +358,8 @@ def _shape(r: dict) -> list[str]:
     marks = [r["budget_minutes"] * q / 4 for q in (1, 2, 3, 4)]
     at = {n: [trailing_at(c, m) for m in marks] for n, c in r["curves"].items()}
     gain = {n: v[3] - v[1] if v[3] is not None and v[1] is not None else None for n, v in at.items()}
-    rows = [f"| {n} | " + " | ".join("–" if x is None else f"{x:.2f}" for x in v) + " | "
-            + ("–" if gain[n] is None else f"{gain[n]:+.2f}") + " |" for n, v in at.items()]
+    rows = [f"| {n} | " + " | ".join(_fmt(x, ".2f") for x in v) + f" | {_fmt(gain[n], '+.2f')} |"
+            for n, v in at.items()]
 
     def over(values: list[float | None], spec: str) -> str:
         iv = seed_interval(values)
