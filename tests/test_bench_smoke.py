@@ -22,7 +22,7 @@ import pytest
 from ddqn.bench.common import RECORD, confirm_best, figure, read_curve
 from ddqn.bench.gifs import captioned
 from ddqn.bench.hostile import goal
-from ddqn.bench.report import _caffe, _hostile, _scale_out
+from ddqn.bench.report import network, scale_out, speed
 from ddqn.bench.scaling import MODES
 from ddqn.bench.stats import TRAILING_K, seed_speedup
 from ddqn.bench.suite_time import main as suite_time_main
@@ -99,7 +99,7 @@ def test_benchmark_smoke(name: str, tmp_path: Path) -> None:
         assert {"joined", "fetched", "error", "seconds"} <= set(idle["join"]), idle
         assert idle["held"]["ramped_open"] > 0 and data["modes"]["message"]["server_nofile"]["hard"] != 0
         assert data["goal"]["met"] is None and data["goal"]["share_by_auth"] == {"message": None}
-        text = "\n".join(_hostile(data))  # the REPORT's section
+        text = "\n".join(network.hostile(data))  # the REPORT's section
         assert "| token flood | 4 |" in text and "Idle connections: " in text and "auth message: not measured" in text
 
 
@@ -171,7 +171,7 @@ def test_caffe_report_shows_each_caffe_over_torch() -> None:
             "twin": {"torch": "2.13.0+cpu", "threads": 1, "mkldnn": True},
             "tolerance": {"q_rtol": 1e-4, "loss_rtol": 1e-4, "grad_rtol": 1e-3},
             "peak": {"gflops": 97.0, "sgemm_gflops": {"caffe": 85.0, "torch": 97.0}, "sgemm_n": 1024}}
-    text = "\n".join(_caffe(data))
+    text = "\n".join(speed.caffe(data))
     assert ("| snake_paper | 228,132 | 4×16×16 | 0.97 | 10.0 | 40.0 | 30.0 | 20.0 | **2.00×** | **1.50×** | 20.0 | "
             "12.0 | 10.0 | **2.00×** | **1.20×** | 25 % | 33 % | 50 % |") in text
     assert "`caffe` as built (libopenblasp-r0.3.21.so, OpenBLAS core SkylakeX); `dnn` from /b/src/python" in text
@@ -241,11 +241,12 @@ def test_greedy_episode_scores() -> None:
 
 
 def import_violations(source: str, module: str, bench_modules: set[str]) -> list[str]:
-    """Imports of ``module`` (ddqn.bench.<name>) that reach into another bench module than the shared ones
-    (:data:`SHARED`) or its own parts (``<name>_*``), or take a private (underscore) name from ddqn, including
-    ``alias._name`` on a name imported from ddqn."""
+    """Imports of ``module`` (ddqn.bench.<name>, or a part ddqn.bench.<name>.<part> of a bench that is a package)
+    that reach into another bench than the shared modules (:data:`SHARED`) or its own package, or take a private
+    (underscore) name from ddqn, including ``alias._name`` on a name imported from ddqn."""
     bad, ddqn_aliases = [], set()
     package = module.rsplit(".", 1)[0]
+    bench = ".".join(module.split(".")[:3])  # ddqn.bench.<name>: the bench this module is, or is a part of
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             pairs = [(a.name, None, a.asname or a.name.split(".")[0]) for a in node.names]
@@ -262,8 +263,8 @@ def import_violations(source: str, module: str, bench_modules: set[str]) -> list
                 continue
             ddqn_aliases.add(alias)
             target = f"{mod}.{name}" if mod == "ddqn.bench" and name in bench_modules else mod
-            if target.startswith("ddqn.bench.") and target not in (*SHARED, module) and not target.startswith(
-                    f"{module}_"):  # a module's own parts (report → report_projection) are not another bench
+            if target.startswith("ddqn.bench.") and target not in (*SHARED, bench) and not target.startswith(
+                    f"{bench}."):  # a package's parts (report.learning → report.phrases) are not another bench
                 bad.append(f"{module} imports {target}")
             if name and name.startswith("_"):
                 bad.append(f"{module} imports the private {mod}.{name}")
@@ -278,7 +279,6 @@ def test_shard_cost_alone_keeps_the_other_rows_and_fits_a_plus_b_over_s(tmp_path
     """``--alone``: one shard per S with its client (PUSH, COMMIT with S votes, two of them forged, FETCH; or a COMMIT
     answered with θ), CPU per message by kind; written under ``alone`` beside the rows already in shard_cost.json; the
     REPORT shows it."""
-    from ddqn.bench.report import _shard_cost
     from ddqn.bench.stats import fit_a_b
 
     assert fit_a_b({1: 30.0, 2: 20.0, 4: 15.0}) == pytest.approx({"a_us": 10.0, "b_us": 20.0, "rms_us": 0.0})
@@ -299,7 +299,7 @@ def test_shard_cost_alone_keeps_the_other_rows_and_fits_a_plus_b_over_s(tmp_path
     assert data["alone"]["fit"]["total"]["a_us"] is not None and "fit total: a = " in res.stdout
     assert "fit total_theta: a = " in res.stdout
     data.pop("rows")
-    assert "**Measured alone**" in "\n".join(_shard_cost(data))
+    assert "**Measured alone**" in "\n".join(network.shard_cost(data))
 
 
 def test_shard_projection_reads_the_alone_fit_or_falls_back_and_says_so(tmp_path: Path) -> None:
@@ -308,7 +308,6 @@ def test_shard_projection_reads_the_alone_fit_or_falls_back_and_says_so(tmp_path
     rows are used and the source says FALLBACK; S = 1 is one server's own service times (ps_speed's, or measured
     now), not a shard's; the goal line and the REPORT section name the best S (when all saturate: the S that carries
     the most updates/s)."""
-    from ddqn.bench.report import _shard_projection
     from ddqn.bench.shard_projection import main as projection
 
     for name in ("worker_speed", "ps_speed"):
@@ -330,7 +329,7 @@ def test_shard_projection_reads_the_alone_fit_or_falls_back_and_says_so(tmp_path
     assert min(loads.values()) > 0.97 and data["goal"]["shards"] == 4  # both saturate: the one carrying more
     assert data["goal"]["workers"] == 64 and data["goal"]["met"] is False
     assert "charged as COMMIT + FETCH" in data["shard_source"]  # this fit has no COMMIT answered with θ
-    assert "**missed**" in "\n".join(_shard_projection(data))
+    assert "**missed**" in "\n".join(network.shard_projection(data))
     (tmp_path / "shard_cost.json").write_text(json.dumps({"rows": rows}))
     projection(args)
     data = json.loads((tmp_path / "shard_projection.json").read_text())
@@ -341,15 +340,18 @@ def test_shard_projection_reads_the_alone_fit_or_falls_back_and_says_so(tmp_path
 
 
 def test_bench_modules_share_only_common_and_stats() -> None:
-    files = sorted(BENCH.glob("*.py"))
-    names = {p.stem for p in files} - {"__init__"}
-    assert {"common", "stats"} <= names
-    bad = [v for p in files for v in import_violations(p.read_text(), f"ddqn.bench.{p.stem}", names)]
+    files = sorted(BENCH.rglob("*.py"))
+    modules = {p: ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__") for p in files}
+    names = {m.split(".")[2] for m in modules.values() if m.count(".") >= 2}
+    assert {"common", "stats", "report"} <= names and "ddqn.bench.report.learning" in modules.values()
+    bad = [v for p, m in modules.items() for v in import_violations(p.read_text(), m, names)]
     assert bad == []
     sample = ("from ddqn.bench.ps_speed import server_rate\nfrom ..bench import gifs\nimport ddqn.bench.scaling\n"
               "from ddqn.replay.memory import _ReplayBase\nfrom ddqn.replay import memory\nmemory._ReplayBase\n"
-              "from .common import write_result\nfrom ddqn.bench import common\nfrom ddqn.bench.stats import reach\n")
-    assert len(import_violations(sample, "ddqn.bench.capacity", names)) == 5
+              "from .common import write_result\nfrom ddqn.bench import common\nfrom ddqn.bench.stats import reach\n"
+              "from ddqn.bench.report.phrases import fmt\n")
+    assert len(import_violations(sample, "ddqn.bench.capacity", names)) == 6
+    assert import_violations("from ddqn.bench.report.phrases import fmt\n", "ddqn.bench.report.speed", names) == []
 
 
 def makefile_var(prefix: str, subst: dict[str, str] | None = None) -> list[str]:
@@ -515,7 +517,7 @@ def test_scale_out_report_names_the_machine_of_each_config() -> None:
                         "tuned": {"config": "tuned",
                                   "machine": {"date": "D2", "cores": 2, "cpu": "EPYC", "isa": "AVX2"}},
                         "paper": {"config": "paper", "machine": new}}}
-    text = "\n".join(_scale_out(data))
+    text = "\n".join(scale_out.section(data))
     assert "### Config `small`\n\nMeasured D1 on 2 cores (Xeon; family and model not recorded)." in text
     assert "### Config `tuned`\n\nMeasured D2 on 2 cores (EPYC, AVX2; family and model not recorded)." in text
     assert ("### Config `paper`\n\nMeasured D3 on 2 cores (AMD EPYC 9R14, AVX-512; AuthenticAMD family 25 model 17; "
@@ -549,7 +551,7 @@ def test_hostile_goal_is_met_missed_or_not_measured() -> None:
     assert g["share_by_auth"] == {"message": 0.05, "connection": None}
     config = {"net": "paper", "idle": 20_000, "seconds": 10.0, "warmup_s": 1.0, "procs": 4,
               "flood_message_bytes": [48, 65536, 16]}
-    text = "\n".join(_hostile({"config": config, "modes": modes, "goal": g}))
+    text = "\n".join(network.hostile({"config": config, "modes": modes, "goal": g}))
     assert "| token flood | 512 | 5,000 | 90 % | 120 % | 10 % | 5.0 | 5 % | 1.0 / 2.0 |" in text
     assert "| token flood | 512 | the parameter server did not answer |" in text
     assert ("auth message: **5 %** (goal ≥ 50 %: missed); auth connection: **missed** (the phase failed: the "
@@ -601,7 +603,7 @@ def test_scale_projection_runs_every_seed_and_reports_ranges(tmp_path: Path, tin
     seed of its own, the staleness options at W = 2; a level every run reaches (at its 5th evaluation: it stops
     there) and one none reaches (never the budget, no speedup); one service-times file for every run; the REPORT
     section and the figure. A run is reused, not rerun, when the bench is run again."""
-    from ddqn.bench.report_projection import section
+    from ddqn.bench.report.projection import section
 
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(json.dumps({"board_size": 6, "starve_steps": 30, "net": str(tiny_net_file),
@@ -722,7 +724,7 @@ def test_the_best_schedule_is_decided_at_the_largest_w_then_lower_levels_then_sm
 def test_a_speedup_cell_gives_the_range_only_when_every_seed_reached() -> None:
     """REPORT cells of the projection: mean (worst–best) when all seeds reached; else how many did and the best seed's
     figure, never a range that starts at "not reached"; noise above W is marked."""
-    from ddqn.bench.report_projection import _speedup
+    from ddqn.bench.report.projection import _speedup
 
     def cell(base: list[float | None], runs: list[float | None], w: int) -> str:
         return _speedup(seed_speedup(base, runs, w))
@@ -754,7 +756,7 @@ def test_scale_validation_compares_three_and_three_curves_on_the_real_update_gri
     ``make bench-scale-validate`` uses): each simulation runs to its "real" run's update count; the split test gets
     3 + 3 curves on the first real seed's evaluation points; the REPORT section gives its verdict."""
     from ddqn.bench import scale_projection
-    from ddqn.bench.report_projection import section
+    from ddqn.bench.report.projection import section
     from ddqn.bench.sim_runs import eval_curve, simulate
 
     cfg = tmp_path / "tiny.yaml"

@@ -24,7 +24,7 @@ targets are not read.
 Every figure on a page must be listed for that page in ``docs/figures.yaml`` with its source, and every source
 must agree: a ``results/*.json`` key path (parts separated by ``/``) whose value equals the figure at the
 decimals the figure shows (an arithmetic ``expr`` may combine values), a committed file and a regex whose groups
-hold the numbers (code, configs, ``results/REPORT.md``, which ``ddqn/bench/report.py`` generates), or the test
+hold the numbers (code, configs, ``results/REPORT.md``, which ``ddqn/bench/report/`` generates), or the test
 that measures it (its id must name an existing test). docs/testing.md says the same for people.
 """
 from __future__ import annotations
@@ -72,7 +72,7 @@ LINK = re.compile(r"(!?)\[((?:[^\[\]]|\[[^\]]*\])*)\]\(([^)\s]+)(?:\s+\"[^\"]*\"
 
 
 def prose(text: str, spans: bool = True) -> str:
-    """``text`` without code (fenced blocks, and inline spans unless ``spans`` is false), HTML comments and link
+    """``phrases`` without code (fenced blocks, and inline spans unless ``spans`` is false), HTML comments and link
     targets (the link text stays)."""
     lines, fenced = [], False
     for line in text.splitlines():
@@ -91,7 +91,7 @@ def normal(figure: str) -> str:
 
 
 def figures(text: str) -> list[tuple[int, str]]:
-    """Every number with a unit in markdown ``text``: (line number, the figure as written, spaces normalised)."""
+    """Every number with a unit in markdown ``phrases``: (line number, the figure as written, spaces normalised)."""
     found = []
     for no, line in enumerate(prose(text).splitlines(), 1):
         found += [(no, normal(m.group(0))) for m in FIGURE.finditer(line)]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ddqn.bench import report, scaling
+from ddqn.bench import scaling
+from ddqn.bench.report import learning
 from ddqn.bench.stats import reach, within_budget
 
 
@@ -73,7 +74,7 @@ def test_summarize_reads_the_60_minute_figures_from_120_minute_runs(tmp_path: Pa
     assert "within 60 min:  async-2: best greedy mean 12.00 (11.50 ± 0.20 on 500 fresh games)" in out
     assert "goal: async-2 >= 15 within 60 min on fresh games, every seed: missed (worst seed 8.50" in out
     assert got["levels"] == [5.0, 10.0, 15.0, 20.0] and list(got["reach"]["async-2"]) == ["5.0", "10.0", "15.0", "20.0"]
-    text = "\n".join(report._scaling(got))
+    text = "\n".join(learning.scaling(got))
     assert "Within 60 minutes (the same runs, each curve cut at 60 min" in text
     assert "\nTraining ended: async-2 2026-12-04 10:00:00 UTC.\n" in text  # each run's own date, when it was recorded
     assert "| async-2 | 11.50 ± 0.20 (500) | 50.0 | – | – | – |" in text

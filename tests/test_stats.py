@@ -24,6 +24,7 @@ from ddqn.bench.common import (
     record_run,
     same_grid,
 )
+from ddqn.bench.report import network, phrases
 from ddqn.bench.stats import (
     TRAILING_K,
     best_trailing_mean,
@@ -313,10 +314,10 @@ def test_cpus_are_compared_by_family_model_and_openblas_core() -> None:
 # -- the report: goals and old results -------------------------------------------------------------------------
 
 def test_a_missed_goal_says_missed() -> None:
-    assert report.versus_goal(3.5528, 3, True, unit="×") == "3.55× (goal ≤ 3×: missed)"
-    assert report.versus_goal(2986.4, 3000, False, ",.0f", "/s") == "2,986/s (goal ≥ 3,000/s: missed)"
-    assert report.versus_goal(2.66, 3, True, unit="×", mark="**") == "**2.66×** (goal ≤ 3×: met)"
-    assert report.versus_goal(3000, 3000, False, ",.0f", "/s") == "3,000/s (goal ≥ 3,000/s: met)"
+    assert phrases.versus_goal(3.5528, 3, True, unit="×") == "3.55× (goal ≤ 3×: missed)"
+    assert phrases.versus_goal(2986.4, 3000, False, ",.0f", "/s") == "2,986/s (goal ≥ 3,000/s: missed)"
+    assert phrases.versus_goal(2.66, 3, True, unit="×", mark="**") == "**2.66×** (goal ≤ 3×: met)"
+    assert phrases.versus_goal(3000, 3000, False, ",.0f", "/s") == "3,000/s (goal ≥ 3,000/s: met)"
 
 
 def test_report_marks_goals_and_labels_old_machines(tmp_path: Path) -> None:
@@ -359,13 +360,13 @@ def test_confirmation_games_are_not_the_games_that_picked_the_snapshot(seed: int
 
 def test_the_report_says_whether_a_results_config_is_todays() -> None:
     values = config_values("small")
-    assert report._config_today("small", values) == "Config values as recorded are today's `small`."
-    stale = report._config_today("small", {**values, "gamma": 0.9})
+    assert phrases.config_today("small", values) == "Config values as recorded are today's `small`."
+    stale = phrases.config_today("small", {**values, "gamma": 0.9})
     assert stale.startswith("**Stale**: `small` has changed since (gamma 0.9 ≠ 0.95)"), stale
-    assert report._config_today("small", None).startswith("**Config values not recorded**")
+    assert phrases.config_today("small", None).startswith("**Config values not recorded**")
     grid = config_values("small", grid_overrides(100))
-    assert "today's" in report._config_today("small", grid, grid_overrides(100))
-    assert report._config_today("small", grid).startswith("**Stale**")  # another grid than the config's own
+    assert "today's" in phrases.config_today("small", grid, grid_overrides(100))
+    assert phrases.config_today("small", grid).startswith("**Stale**")  # another grid than the config's own
 
 
 def test_the_links_shards_section_names_the_busiest_host_and_the_ratio() -> None:
@@ -375,6 +376,6 @@ def test_the_links_shards_section_names_the_busiest_host_and_the_ratio() -> None
         {**row, "shards": 1, "host_bytes": {"driver": {"rx": 9e7, "tx": 9e7}, "worker-0": {"rx": 1e6, "tx": 1e6}}},
         {**row, "shards": 2, "of_one_server": 1.5, "steady_updates_per_s": 45.0,
          "host_bytes": {"driver": {"rx": 1e6, "tx": 1e6}, "worker-2": {"rx": 5e7, "tx": 4e7}}}]}
-    text = "\n".join(report._links_shards(r))
+    text = "\n".join(network.links_shards(r))
     assert "| 0.25 | 1 | 30.0 | – | driver | 1.80 | 25 % |" in text, text
     assert "| 0.25 | 2 | 45.0 | 1.50× | worker-2 | 0.90 | 25 % |" in text, text

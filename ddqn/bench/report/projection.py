@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ddqn.bench.common import cpu_label
+from ddqn.bench.report.phrases import share
 from ddqn.bench.stats import SeedInterval, format_interval
 
 
@@ -26,11 +27,6 @@ def _mean(xs: list[float | None], spec: str = ".2f") -> str:
     got = [x for x in xs if x is not None]
     return "–" if not got else f"{sum(got) / len(got):{spec}}" + (f" ({len(got)} of {len(xs)})" if len(got) < len(xs)
                                                                  else "")
-
-
-def share(x: float | None) -> str:
-    """A fraction (0.66) as a whole percent ("66 %"); "–" for none."""
-    return "–" if x is None else f"{100 * x:.0f} %"
 
 
 def _table(t: dict[str, dict], levels: list[str], at_updates: int, first: str, one_seed: list[int]) -> list[str]:
