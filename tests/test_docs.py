@@ -72,7 +72,7 @@ LINK = re.compile(r"(!?)\[((?:[^\[\]]|\[[^\]]*\])*)\]\(([^)\s]+)(?:\s+\"[^\"]*\"
 
 
 def prose(text: str, spans: bool = True) -> str:
-    """``phrases`` without code (fenced blocks, and inline spans unless ``spans`` is false), HTML comments and link
+    """``text`` without code (fenced blocks, and inline spans unless ``spans`` is false), HTML comments and link
     targets (the link text stays)."""
     lines, fenced = [], False
     for line in text.splitlines():
@@ -91,7 +91,7 @@ def normal(figure: str) -> str:
 
 
 def figures(text: str) -> list[tuple[int, str]]:
-    """Every number with a unit in markdown ``phrases``: (line number, the figure as written, spaces normalised)."""
+    """Every number with a unit in markdown ``text``: (line number, the figure as written, spaces normalised)."""
     found = []
     for no, line in enumerate(prose(text).splitlines(), 1):
         found += [(no, normal(m.group(0))) for m in FIGURE.finditer(line)]
