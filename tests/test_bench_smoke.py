@@ -19,7 +19,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from ddqn.bench.common import RECORD, confirm_best, figure, read_curve
+from ddqn.bench.common import CONFIRM_SEED, RECORD, confirm_best, figure, read_curve
 from ddqn.bench.gifs import captioned
 from ddqn.bench.hostile import goal
 from ddqn.bench.report import network, scale_out, speed
@@ -437,9 +437,10 @@ def test_tuning_rows_are_keyed_by_variant_budget_and_seed() -> None:
 
 def test_scaling_runs_seeds_and_reuses_finished_runs(tmp_path: Path) -> None:
     """bench-scaling names a run by config, mode, seed and budget; a second call with another seed keeps the first
-    curve and trains only the new run, and a third call reuses both finished runs instead of training again. Once
-    the config's values or the evaluation grid change, a finished run is refused with a one-line error, not reused,
-    and nothing is lost."""
+    curve and trains only the new run, and a third call reuses both finished runs instead of training again. Each
+    run plays its own seed's fresh games; a kept curve recorded before that (on the config's seed's games) is dropped
+    unless its seed is the config's. Once the config's values or the evaluation grid change, a finished run is
+    refused with a one-line error, not reused, and nothing is lost."""
     config = tmp_path / "tiny.yaml"
     save_config(load_config("small", ["replay_warmup=200", "eval_episodes=3"]), config)
     common = ["--config", str(config), "--minutes", "0.15", "--confirm-episodes", "4",
@@ -465,6 +466,14 @@ def test_scaling_runs_seeds_and_reuses_finished_runs(tmp_path: Path) -> None:
     assert data["reach_rule"]["k"] == TRAILING_K and data["every"] == 100 and data["runs_machine"]["family"]
     assert "date" not in data["runs_machine"] and all(st["trained"].endswith(" UTC") for st in data["runs"].values())
     assert data["over_seeds"]["async-1"]["seeds"] == 2
+    assert [k["seed"] for k in data["confirmed"].values()] == [CONFIRM_SEED, CONFIRM_SEED + 1]
+    for k in data["confirmed"].values():  # as a result recorded before each run played its own seed's games
+        del k["seed"]
+    (tmp_path / "results" / "s60.json").write_text(json.dumps(data))
+    out = scaling("0")
+    assert f"{tmp_path / 'results' / 's60.json'}: async-1 s1 played another seed's games than its own: dropped" in out
+    data = json.loads((tmp_path / "results" / "s60.json").read_text())
+    assert list(data["curves"]) == ["async-1"] and data["confirmed"]["async-1"]["seed"] == CONFIRM_SEED
     for r in runs:  # what the bench recorded beside each run it trained
         rec = json.loads((tmp_path / "results" / "runs" / r / RECORD).read_text())
         assert rec["config_values"]["eval_every"] == 100 and "model_name" in rec["machine"]
@@ -492,7 +501,8 @@ def test_serial_run_names_its_snapshots_and_is_confirmed(tmp_path: Path) -> None
     assert [r["updates"] for r in curve] == [100, 200, 300]  # one update per learning step (warm-up not counted)
     assert all((out / r["model"]).is_file() for r in curve)
     best = confirm_best(out, load_config("small"), curve, 4)
-    assert best["episodes"] == 4 and best["model"] in {r["model"] for r in curve}
+    assert best["episodes"] == 4 and best["model"] in {r["model"] for r in curve} and best["seed"] == CONFIRM_SEED
+    assert confirm_best(out, load_config("small", ["seed=2"]), curve, 4)["seed"] == CONFIRM_SEED + 2
 
 
 def test_blas_candidates_run_the_same_caffe(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ddqn.bench import scaling
+from ddqn.bench.common import CONFIRM_SEED, other_games, run_parts
 from ddqn.bench.report import learning
 from ddqn.bench.stats import reach, within_budget
 
@@ -35,6 +36,17 @@ def test_a_cut_curve_keeps_what_the_budget_had_and_reaches_at_the_same_row() -> 
     for level in (4.0, 6.0, 8.0):  # reached by 60 min: the same evaluation in the cut curve and in the whole one
         assert reach(cut, level) == reach(RISING, level) is not None
     assert reach(cut, 10.0) is None and reach(RISING, 10.0)["minutes"] == 70.0  # not reached in 60 min: None
+
+
+def test_a_kept_curve_must_have_played_its_own_seeds_games() -> None:
+    """Runs are named ``<mode>`` (seed 0) or ``<mode> s<seed>``; a confirmation recorded without its games' seed
+    played the config's (seed 0 for tuned), which is right only for a seed-0 run."""
+    assert run_parts("async-2 s3") == ("async-2", 3) and run_parts("sync-2") == ("sync-2", 0)
+    assert scaling.mode_of("serial s1") == "serial" and scaling.run_name("serial", 1) == "serial s1"
+    confirmed = {"async-2": {"greedy_mean": 1.0}, "async-2 s3": {"greedy_mean": 1.0},
+                 "serial s1": {"seed": CONFIRM_SEED + 1}, "serial s2": {"seed": CONFIRM_SEED}, "sync-2 s4": None}
+    assert other_games("tuned", confirmed) == ["async-2 s3", "serial s2"]
+    assert scaling.run_config("tuned", 3).seed == 3
 
 
 def test_goals_need_every_seed_and_say_worst_and_mean() -> None:
@@ -83,6 +95,10 @@ def test_summarize_reads_the_60_minute_figures_from_120_minute_runs(tmp_path: Pa
     assert "| run | at 30 min | at 60 min | at 90 min | at 120 min | gain, second half |" in text
     assert "| async-2 | – | 8.00 | 14.00 | 20.00 | +12.00 |" in text and "| async-2 s1 | – | 6.00 | 10.50 | 15.00 | +9.00 |" in text
     assert "| async-2 (2 seeds) | – | 7.00 [" in text
+    # these confirmations record no games' seed: made before each run played its own seed's, so s1 played seed 0's
+    assert "**Not so for async-2 s1**: recorded before each run played its own seed's games" in text
+    got["confirmed"]["async-2 s1"]["seed"] = CONFIRM_SEED + 1
+    assert "Not so" not in "\n".join(learning.scaling(got))
 
 
 def test_a_budget_outside_the_run_is_a_usage_error(tmp_path: Path) -> None:

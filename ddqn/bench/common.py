@@ -352,15 +352,30 @@ CONFIRM_SEED = 20_000  # games never used to pick a snapshot (the training-time 
 def confirm_snapshot(out: Path, cfg: Config, model: str, episodes: int) -> dict[str, Any]:
     """Snapshot ``model`` of the run in ``out`` played for ``episodes`` fresh games (seed 20,000 + seed): an unbiased
     score for the snapshot picked as best by the training-time evaluation, whose maximum over a curve is biased
-    upward. Returns {model, episodes, greedy_mean, greedy_se, percentiles, endings}; ``percentiles``: the scores' 10th,
-    50th and 90th; ``endings``: how those games ended, each ending's games and mean score
-    (``evaluation.endings_summary``): what stops the snapshot's games."""
+    upward. Returns {model, episodes, seed, greedy_mean, greedy_se, percentiles, endings}; ``seed``: the fresh games'
+    seed (so a result says which games it played); ``percentiles``: the scores' 10th, 50th and 90th; ``endings``: how
+    those games ended, each ending's games and mean score (``evaluation.endings_summary``): what stops the snapshot's
+    games. ``cfg`` must carry the run's own seed (``seed=``), as the run's training-time evaluation did."""
     q = QNetwork(load_netspec(cfg.path("net"), game_actions(cfg)))
     q.set_params(load_caffemodel(out / model, q.spec))
     scores, endings = play_greedy(q, cfg, episodes, seed=CONFIRM_SEED + cfg.seed)
-    return {"model": model, "episodes": episodes, "greedy_mean": float(scores.mean()),
+    return {"model": model, "episodes": episodes, "seed": CONFIRM_SEED + cfg.seed, "greedy_mean": float(scores.mean()),
             "greedy_se": standard_error(scores), "percentiles": [float(x) for x in np.percentile(scores, [10, 50, 90])],
             "endings": endings_summary(scores, endings)}
+
+
+def run_parts(name: str) -> tuple[str, int]:
+    """The mode and seed of a run named ``<mode>`` (seed 0) or ``<mode> s<seed>``, as the scaling benches name them."""
+    head, _, seed = name.rpartition(" s")
+    return (head, int(seed)) if head and seed.isdigit() else (name, 0)
+
+
+def other_games(config: str, confirmed: dict[str, dict | None]) -> list[str]:
+    """The runs in ``confirmed`` (named as :func:`run_parts` reads) whose best snapshot was played on another seed's
+    fresh games than their run's own, ``CONFIRM_SEED`` + seed: a confirmation recorded before each run played its own
+    seed's games (no ``seed`` recorded) played the config's seed's, and its curve, unless serial, too."""
+    legacy = CONFIRM_SEED + load_config(config).seed
+    return [n for n, k in confirmed.items() if k and k.get("seed", legacy) != CONFIRM_SEED + run_parts(n)[1]]
 
 
 def confirm_best(out: Path, cfg: Config, curve: list[dict], episodes: int) -> dict[str, Any] | None:

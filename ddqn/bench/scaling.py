@@ -5,7 +5,10 @@ workers and the synchronous mode — same config, same budget, same seeds, one r
 [--result scaling] [--levels 1 2 …] [--budgets 60 …] [--goal 60=15 …]``. The
 serial run evaluates itself every N env steps (its eval.csv; evaluation time excluded); distributed runs
 snapshot every N env steps (summed over workers) and their snapshots are evaluated afterwards with the same
-greedy evaluation (same episodes and seed), against the wall-clock time each snapshot was taken. Reports
+greedy evaluation, against the wall-clock time each snapshot was taken. Every run plays the protocol's games of
+its own seed s: its curve on seed 10,000 + s (as the serial run's own evaluation), its best snapshot again on
+``common.CONFIRM_SEED`` + s (:func:`run_config`); a kept curve whose fresh games were another seed's is dropped,
+so naming its run again re-evaluates it. Reports
 minutes to reach mean scores 1-5 and 10 — the first evaluation whose trailing mean of ``stats.TRAILING_K``
 evaluations is at or above the score (``ddqn.bench.stats.reach``) — the speedups over serial, and per mode the mean
 and 95 % t interval over seeds (``--summarize`` recomputes them from an earlier run's results without training);
@@ -40,8 +43,10 @@ from ddqn.bench.common import (
     grid_overrides,
     machine,
     measured_here,
+    other_games,
     plot_curves,
     read_curve,
+    run_parts,
     run_record,
     same_grid,
     snapshot_scores,
@@ -57,7 +62,7 @@ from ddqn.bench.stats import (
     speedup,
     within_budget,
 )
-from ddqn.config import load_config
+from ddqn.config import Config, load_config
 
 MODES = {"serial": [], "async-1": ["--workers", "1"], "async-2": ["--workers", "2"],
          "sync-2": ["--workers", "2", "--sync"]}
@@ -80,14 +85,21 @@ def run_name(mode: str, seed: int) -> str:
 
 def mode_of(name: str) -> str:
     """The mode of a curve named by :func:`run_name`."""
-    head, _, seed = name.rpartition(" s")
-    return head if head and seed.isdigit() else name
+    return run_parts(name)[0]
 
 
-def snapshot_curve(out: Path, config: str) -> list[dict[str, float]]:
-    """Greedy mean score of each snapshot in ``out/snapshots.csv`` against its wall-clock time."""
+def run_config(config: str, seed: int) -> Config:
+    """``config`` as the run of ``seed`` was trained with it: its evaluation games are seed 10,000 + ``seed`` and its
+    fresh games ``CONFIRM_SEED`` + ``seed``, not the config's own seed's."""
+    return load_config(config, [f"seed={seed}"])
+
+
+def snapshot_curve(out: Path, cfg: Config) -> list[dict[str, float]]:
+    """Greedy mean score of each snapshot in ``out/snapshots.csv`` against its wall-clock time (``cfg``: the run's,
+    :func:`run_config`)."""
     return [{"model": r["model"], "env_steps": r["env_steps"], "updates": r["updates"], "minutes": r["minutes"],
-             "greedy_mean": float(scores.mean())} for r, scores in snapshot_scores(out, load_config(config))]
+             "greedy_mean": float(scores.mean())} for r, scores in snapshot_scores(out, cfg)]
+
 
 LEVELS = (1, 2, 3, 4, 5, 10)  # greedy mean scores whose reach times are compared (the issue's 5 and 10 + lower)
 
@@ -281,22 +293,28 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{path}: other config values, budget, grid or CPU than now: its curves are not kept", flush=True)
             old = {}
         curves, confirmed, stats = old.get("curves", {}), old.get("confirmed", {}), old.get("runs", {})
+        for name in other_games(args.config, confirmed):
+            print(f"{path}: {name} played another seed's games than its own: dropped (name its run to re-evaluate it)",
+                  flush=True)
+            for kept in (curves, confirmed, stats):
+                kept.pop(name, None)
         for name, (mode, seed, out) in runs.items():  # curves of this comparison's other runs are kept
             if run(mode, args.config, values, args.minutes, args.every, out, seed):
                 sys.exit(f"the {name} run failed")
         same_grid([out for _, _, out in runs.values()])
-        for name, (mode, _, out) in runs.items():
-            curves[name] = read_curve(out / "eval.csv") if mode == "serial" else snapshot_curve(out, args.config)
-            confirmed[name] = confirm_best(out, load_config(args.config), curves[name], args.confirm_episodes)
+        for name, (mode, seed, out) in runs.items():
+            cfg = run_config(args.config, seed)
+            curves[name] = read_curve(out / "eval.csv") if mode == "serial" else snapshot_curve(out, cfg)
+            confirmed[name] = confirm_best(out, cfg, curves[name], args.confirm_episodes)
             stats[name] = run_stats(out)
     args.levels = tuple(args.levels or old.get("levels") or LEVELS)
     kept = {b: part.get("confirmed", {}) for b, part in old.get("budgets", {}).items()}
     budget_confirmed = {}
     for b in (f"{x:g}" for x in args.budgets):
         budget_confirmed[b] = {n: kept.get(b, {}).get(n) for n in curves}
-        for name, (_, _, out) in ({} if args.summarize else runs).items():
-            budget_confirmed[b][name] = confirm_within(out, load_config(args.config), curves[name], confirmed[name],
-                                                       float(b), args.confirm_episodes)
+        for name, (_, seed, out) in ({} if args.summarize else runs).items():
+            budget_confirmed[b][name] = confirm_within(out, run_config(args.config, seed), curves[name],
+                                                       confirmed[name], float(b), args.confirm_episodes)
     report(args, values, curves, stats, confirmed, budget_confirmed)
 
 

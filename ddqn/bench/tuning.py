@@ -6,11 +6,11 @@ Each variant (:data:`VARIANTS`) is `tuned` with a few config keys and/or solver 
 evaluation protocol stay the paper's, and so does the net but in `dueling`. Every run is the real Spark job
 (``train_run``: `--workers` async workers on this machine's cores) for the same wall-clock budget, one after
 another, never at the same time; its snapshots are evaluated afterwards on the training-time evaluation episodes
-(seed 10,000, greedy), against the time each snapshot was taken (bench-scaling's clock); minutes to a level come
-from the trailing mean of ``stats.TRAILING_K`` evaluations (``ddqn.bench.stats.reach``). Every run evaluates and
-snapshots every ``--every`` env steps (summed over workers): one grid for the whole table. A run directory (one per
-variant, seed and budget) that already holds a summary.json is reused if the variant's config has the same values
-today, grid included, and it ran on this CPU (else a one-line error); variants not rerun are kept in
+(seed 10,000 + the run's seed, greedy), against the time each snapshot was taken (bench-scaling's clock); minutes to
+a level come from the trailing mean of ``stats.TRAILING_K`` evaluations (``ddqn.bench.stats.reach``). Every run
+evaluates and snapshots every ``--every`` env steps (summed over workers): one grid for the whole table. A run
+directory (one per variant, seed and budget) that already holds a summary.json is reused if the variant's config has
+the same values today, grid included, and it ran on this CPU (else a one-line error); variants not rerun are kept in
 results/tuning.json only while they were run the same way (workers, ``--set``, grid), on this CPU and with the
 values their variant has today (a stale row is dropped with a line saying why), so the table grows across sessions.
 A row is one variant at one budget and seed (:func:`row_key`, e.g. ``tuned 60 min s0``): a 60-minute run sits beside

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from ddqn.bench.common import grid_overrides
+from ddqn.bench.common import grid_overrides, other_games, run_parts
 from ddqn.bench.report.phrases import config_today, fmt, fresh, reach_rule, versus_goal
 from ddqn.bench.stats import TRAILING_K, format_interval, seed_interval, trailing_at
 
@@ -60,14 +60,23 @@ def scaling(r: dict) -> list[str]:
             f"two Caffe workers and the driver (server, Spark). *Min to* a score: {reach_rule(r.get('reach_rule'))}; "
             "\"–\": not reached within the budget. Updates/s: "
             "gradient steps per second (serial: its own; distributed: the server's; sync-2: rounds, each the average "
-            "of two gradients). *Best, fresh games*: a run's best snapshot played again on games never "
-            "used to pick it (seed 20,000; the maximum of a noisy curve is biased upward).", "", *head, "",
+            "of two gradients). Each run's evaluations play seed 10,000 + its seed. *Best, fresh games*: a run's best "
+            "snapshot played again on games never used to pick it (seed 20,000 + the run's seed; the maximum of a "
+            f"noisy curve is biased upward).{_other_games(r)}", "", *head, "",
             *([*origins, ""] if origins else []), *([f"Training ended: {dates}.", ""] if dates else []),
             "Speedup over serial (serial minutes ÷ mode minutes to reach the score):", "",
             *(speed or [("- serial reached none of the levels in the budget: no ratio" if serial
                          else "- no serial run yet: no ratio")]), "", *_over_seeds(r, levels),
             *_budgets(r, levels), *_goals(r), *_shape(r), *_endings(r.get("confirmed") or {}),
             f"![scaling]({r.get('png', 'scaling.png')})"]
+
+
+def _other_games(r: dict) -> str:
+    """The runs of a result that played the config's seed's games instead of their own (recorded before each run
+    played its own seed's: ``common.other_games``), named; "" when none did."""
+    names = other_games(r["config"], r.get("confirmed") or {})
+    return (f" **Not so for {', '.join(names)}**: recorded before each run played its own seed's games, their fresh "
+            "games (and a distributed run's evaluations) played the config's seed's." if names else "")
 
 
 def _budgets(r: dict, levels: list[str]) -> list[str]:
@@ -97,8 +106,7 @@ def _modes(names: Iterable[str]) -> dict[str, list[str]]:
     """Run names grouped by mode: "async-2", "async-2 s1", "async-2 s3" → {"async-2": [all three]}."""
     modes: dict[str, list[str]] = {}
     for name in names:
-        head, _, seed = name.rpartition(" s")
-        modes.setdefault(head if head and seed.isdigit() else name, []).append(name)
+        modes.setdefault(run_parts(name)[0], []).append(name)
     return modes
 
 
@@ -148,7 +156,7 @@ def tuning(r: dict) -> list[str]:
     out = [f"Variants of `{r['base']}`, each the Spark job with {r['workers']} asynchronous workers on this machine, "
            "one after another; snapshots evaluated afterwards on the training-time episodes (greedy, 50 games: "
            "mean ± standard error). The best of a curve of noisy evaluations is biased upward, so that snapshot is "
-           "played again on fresh games (seed 20,000; their count in brackets)"
+           "played again on fresh games (seed 20,000 + the run's seed; their count in brackets)"
            + (f"; every variant with {', '.join(r['common'])}" if r.get("common") else "")
            + (f"; evaluations and snapshots every {r['every']:,} env steps" if r.get("every") else "")
            + f". *Min to* a score: {reach_rule(r.get('reach_rule'))}. *Vs tuned*: the fresh-games mean minus "
