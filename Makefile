@@ -216,8 +216,9 @@ bench-tuning: install  ## variants of the tuned config (VARIANTS: names in ddqn/
 	$(SPARK_ENV) $(PY) -m ddqn.bench.tuning --minutes $(MINUTES) --seed $(SEED) --variants $(VARIANTS)
 
 bench-atari: MINUTES = 60
-bench-atari: install  ## Atari: ALE steps/s, the DQN papers' nets beside the Snake net, and Breakout with 2 async workers for $(MINUTES) min (default 60) against the random policy
-	$(PY) -m ddqn.bench.atari --minutes $(MINUTES)
+bench-atari: SEEDS = 0
+bench-atari: install  ## Atari: ALE steps/s, the DQN papers' nets beside the Snake net, and Breakout with 2 async workers for $(MINUTES) min (default 60) per seed in $(SEEDS) (default 0) against the random policy
+	$(PY) -m ddqn.bench.atari --minutes $(MINUTES) --seeds $(SEEDS)
 
 report: install  ## regenerate results/REPORT.md from the benchmarks' JSON files
 	$(PY) -m ddqn.bench.report

@@ -1,18 +1,22 @@
 """Atari through the same system: ALE's speed, the DQN papers' nets beside the Snake net, and a Breakout run.
 
-``python -m ddqn.bench.atari [--minutes 60] [--config breakout] [--every N] [--no-learning]``
+``python -m ddqn.bench.atari [--minutes 60] [--seeds 0 1 …] [--config breakout] [--every N] [--no-learning]``
 
 1. ALE agent steps/s on one core: the config's game and preprocessing (frame skip, max-pool, 84×84 grayscale),
    random actions.
 2. Forward+backward and forward ms at batch 32 on one thread: the NIPS-2013 and Nature DQN nets and the
    paper's Snake net, in one process.
-3. Learning: the config trained by ``spark-submit spark_jobs/train.py --workers 2`` for ``--minutes`` of
-   wall clock, a snapshot every ``--every`` env steps (summed over workers). Afterwards every snapshot is
-   evaluated under the papers' protocol (ε = ``eval_epsilon``, whole games, raw scores, ``max_episode_steps``
-   cap; ``eval_episodes`` games, seed 10,000) against the minute it was taken, the best snapshot again over
-   ``--final-episodes`` games, and the uniform random policy under the same protocol. The verdict compares the
-   best snapshot's mean with 5× the random policy's; beside it, the minute the trailing mean of
-   ``stats.TRAILING_K`` evaluations first reached 5× random (``ddqn.bench.stats.reach``; null if it did not).
+3. Learning, one run per seed, one after another: the config trained by ``spark-submit spark_jobs/train.py
+   --workers 2`` for ``--minutes`` of wall clock, a snapshot every ``--every`` env steps (summed over workers), in
+   ``runs/atari-<config>-s<seed>-<minutes>min`` (a finished run with the same config values and grid, on this CPU, is
+   reused). Afterwards every snapshot is evaluated under the papers' protocol (ε = ``eval_epsilon``, whole games, raw
+   scores, ``max_episode_steps`` cap; ``eval_episodes`` games, seed 10,000 + seed) against the minute it was taken,
+   the best snapshot again over ``--final-episodes`` fresh games (seed 20,000 + seed), and the uniform random policy
+   under the same protocol (seed 10,000 + seed). The goal: every seed's best snapshot scores at least 5× the random
+   policy on the fresh games; beside it, the minute the trailing mean of ``stats.TRAILING_K`` evaluations first
+   reached 5× random (``ddqn.bench.stats.reach``; null if it did not), and both over the seeds (mean, 95 % t
+   interval). Seeds of an earlier atari.json with the same config values, grid, budget and CPU are kept, so seeds
+   can be run in parts.
 
 Writes results/atari.json and results/atari.png. Two workers and the driver share this machine's cores: the
 minutes are wall-clock minutes on this machine.
@@ -20,15 +24,27 @@ minutes are wall-clock minutes on this machine.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ddqn.bench.common import config_values, figure, snapshot_scores, time_net, train_run, write_result
-from ddqn.bench.stats import RULE, reach, standard_error
+from ddqn.bench.common import (
+    CONFIRM_SEED,
+    config_values,
+    figure,
+    finished_run,
+    measured_here,
+    snapshot_scores,
+    time_net,
+    train_run,
+    write_result,
+)
+from ddqn.bench.stats import RULE, reach, seed_interval, standard_error
 from ddqn.config import PROTOTXT_DIR, Config, load_config
 from ddqn.dqn.evaluation import evaluate_greedy, random_score
 from ddqn.game import game_actions, make_env
@@ -68,15 +84,26 @@ def grid(every: int) -> list[str]:
     return [f"snapshot_every={every}", "eval_every=1000000000"]
 
 
-def train(config: str, minutes: float, every: int, out: Path) -> None:
-    """The learning run: 2 asynchronous workers via spark-submit on :func:`grid`."""
-    sets = [x for kv in grid(every) for x in ("--set", kv)]
-    if train_run(config, minutes, out, ["--workers", "2", *sets], values=config_values(config, grid(every))):
-        sys.exit(f"bench-atari: the training run failed (see {out})")
+def run_dir(out: Path, config: str, seed: int, minutes: float) -> Path:
+    """The learning run of ``seed``: ``<out>/runs/atari-<config>-s<seed>-<minutes>min``."""
+    return out / "runs" / f"atari-{Path(config).stem}-s{seed}-{minutes:g}min"
+
+
+def train(config: str, minutes: float, every: int, seed: int, run: Path) -> None:
+    """The learning run of ``seed``: 2 asynchronous workers via spark-submit on :func:`grid`; a finished run with the
+    config's values (grid included) on this CPU is reused (``common.finished_run``; else a one-line error)."""
+    values = config_values(config, grid(every))
+    if finished_run(run, config, values):
+        print(f"reusing {run}", flush=True)
+        return
+    sets = [x for kv in [*grid(every), f"seed={seed}"] for x in ("--set", kv)]
+    if train_run(config, minutes, run, ["--workers", "2", *sets], values=values):
+        sys.exit(f"bench-atari: the training run failed (see {run})")
 
 
 def evaluate_snapshots(cfg: Config, out: Path) -> list[dict[str, float]]:
-    """Mean and standard error of each snapshot's evaluation score (papers' protocol), against its minute."""
+    """Mean and standard error of each snapshot's evaluation score (papers' protocol; ``cfg``: the run's, with its
+    seed), against its minute."""
     curve = []
     for row, scores in snapshot_scores(out, cfg):
         curve.append({**row, **_stats(scores)})
@@ -85,18 +112,52 @@ def evaluate_snapshots(cfg: Config, out: Path) -> list[dict[str, float]]:
     return curve
 
 
+def learn_seed(config: str, seed: int, run: Path, final_episodes: int, random_episodes: int) -> dict[str, Any]:
+    """One seed's learning run judged: its snapshots' curve (seed 10,000 + ``seed``), the best snapshot again on
+    ``final_episodes`` fresh games (``CONFIRM_SEED`` + ``seed``), the random policy on ``random_episodes`` (seed
+    10,000 + ``seed``), their ratio and when the curve's trailing mean reached :data:`TARGET_RATIO` × random."""
+    cfg = load_config(config, [f"seed={seed}"])
+    print(f"evaluating the snapshots of seed {seed}", flush=True)
+    curve = evaluate_snapshots(cfg, run)
+    if not curve:
+        sys.exit(f"bench-atari: {run} has no snapshots to evaluate")
+    best = max(curve, key=lambda r: r["mean"])
+    q = QNetwork(load_netspec(cfg.path("net"), game_actions(cfg)))
+    q.set_params(load_caffemodel(run / best["model"], q.spec))
+    final = _stats(evaluate_greedy(q, cfg, final_episodes, seed=CONFIRM_SEED + seed))
+    rand = random_score(cfg, 84, random_episodes, seed=10_000 + seed)
+    ratio = final["mean"] / rand if rand > 0 else float("inf")
+    return {"seed": seed, "run": run.name, "curve": curve, "best": best, "best_reevaluated": final,
+            "fresh_seed": CONFIRM_SEED + seed, "random_mean": rand, "ratio_to_random": ratio,
+            "reach_target": reach(curve, TARGET_RATIO * rand, key="mean"), "reached": ratio >= TARGET_RATIO}
+
+
+def over_seeds(seeds: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The seeds' best snapshots on fresh games, their ratios to random and their minutes to :data:`TARGET_RATIO` ×
+    random, each as ``stats.seed_interval``; the goal is met when every seed's ratio reaches it."""
+    rows = list(seeds.values())
+    ratios = [x["ratio_to_random"] for x in rows]
+    return {"seeds": len(rows), "fresh_mean": seed_interval([x["best_reevaluated"]["mean"] for x in rows]).to_dict(),
+            "ratio": seed_interval(ratios).to_dict(),
+            "reach_minutes": seed_interval([(x["reach_target"] or {}).get("minutes") for x in rows]).to_dict(),
+            "worst_ratio": min(ratios), "met": all(x["reached"] for x in rows)}
+
+
 def _stats(scores: np.ndarray) -> dict[str, float]:
     """Mean, standard error, max and count of raw game scores."""
     return {"mean": float(scores.mean()), "se": standard_error(scores), "max": float(scores.max()),
             "episodes": len(scores)}
 
 
-def plot(curve: list[dict[str, float]], rand: float, game: str, path: Path) -> Path:
-    """Evaluation score (± 1 s.e.) against training minutes, beside the random policy and the 5× bar."""
+def plot(seeds: dict[str, dict[str, Any]], game: str, path: Path) -> Path:
+    """Each seed's evaluation score (± 1 s.e.) against training minutes, beside the random policy (mean over the
+    seeds) and the 5× bar."""
+    rand = sum(x["random_mean"] for x in seeds.values()) / len(seeds)
     with figure(path) as (fig, ax):
-        x = [r["minutes"] for r in curve]
-        ax.errorbar(x, [r["mean"] for r in curve], yerr=[r["se"] for r in curve], marker=".", capsize=2,
-                    label="2 async workers")
+        for seed, x in seeds.items():
+            c = x["curve"]
+            ax.errorbar([r["minutes"] for r in c], [r["mean"] for r in c], yerr=[r["se"] for r in c], marker=".",
+                        capsize=2, label=f"2 async workers, seed {seed}")
         ax.axhline(rand, color="grey", ls="--", lw=1, label=f"random policy ({rand:.2f})")
         ax.axhline(TARGET_RATIO * rand, color="tab:red", ls=":", lw=1, label=f"{TARGET_RATIO:g}× random")
         ax.set_xlabel("training wall-clock minutes (2 workers + driver on this machine)")
@@ -107,12 +168,28 @@ def plot(curve: list[dict[str, float]], rand: float, game: str, path: Path) -> P
     return path
 
 
+def kept_seeds(path: Path, learning: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The seeds of an earlier results/atari.json to keep beside this run's: those of the same config values, grid
+    and budget, measured on this CPU; none otherwise (said in a line)."""
+    old = json.loads(path.read_text()) if path.exists() else {}
+    was = old.get("learning") or {}
+    if not was.get("seeds"):
+        return {}
+    same = ({k: was.get(k) for k in ("config_values", "minutes", "every")}
+            == {k: learning[k] for k in ("config_values", "minutes", "every")} and measured_here(old))
+    if not same:
+        print(f"{path}: other config values, grid, budget or CPU than now: its seeds are not kept", flush=True)
+        return {}
+    return was["seeds"]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="breakout")
-    ap.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of the learning run (default 60)")
+    ap.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of each learning run (default 60)")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of the learning runs (default 0)")
     ap.add_argument("--every", type=int, default=50_000, help="env steps (summed over workers) between snapshots")
-    ap.add_argument("--final-episodes", type=int, default=100, help="games for the best snapshot's evaluation")
+    ap.add_argument("--final-episodes", type=int, default=100, help="fresh games for each best snapshot")
     ap.add_argument("--random-episodes", type=int, default=100, help="games of the random-policy baseline")
     ap.add_argument("--ale-steps", type=int, default=20_000)
     ap.add_argument("--repeats", type=int, default=20)
@@ -130,29 +207,28 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:>13s}: {r['params']:>9,d} params, {r['input']}x{r['input']} input: forward+backward "
               f"{r['forward_backward_ms']:7.2f} ms, forward {r['forward_ms']:6.2f} ms (batch {r['batch']})", flush=True)
     if not args.no_learning:
-        run = Path(args.out) / "runs" / f"atari-{args.config}"
-        train(args.config, args.minutes, args.every, run)
-        print("evaluating the snapshots", flush=True)
-        curve = evaluate_snapshots(cfg, run)
-        best = max(curve, key=lambda r: r["mean"])
-        q = QNetwork(load_netspec(cfg.path("net"), game_actions(cfg)))
-        q.set_params(load_caffemodel(run / best["model"], q.spec))
-        final = _stats(evaluate_greedy(q, cfg, args.final_episodes, seed=20_000 + cfg.seed))
-        rand = random_score(cfg, 84, args.random_episodes, seed=10_000 + cfg.seed)
-        ratio = final["mean"] / rand if rand > 0 else float("inf")
-        target = reach(curve, TARGET_RATIO * rand, key="mean")
-        result["learning"] = {"minutes": args.minutes, "every": args.every, "curve": curve, "best": best,
-                              "config_values": config_values(args.config, grid(args.every)),
-                              "reach_target": target, "reach_rule": RULE,
-                              "best_reevaluated": final, "random_mean": rand, "ratio_to_random": ratio,
-                              "target_ratio": TARGET_RATIO, "reached": ratio >= TARGET_RATIO,
-                              "eval_epsilon": cfg.eval_epsilon, "max_episode_steps": cfg.max_episode_steps,
-                              "png": plot(curve, rand, cfg.game, Path(args.out) / "atari.png").name}
-        print(f"best snapshot ({best['model']}, {best['minutes']:.1f} min): {final['mean']:.2f} ± {final['se']:.2f} "
-              f"over {final['episodes']} games (ε {cfg.eval_epsilon:g}, raw); random policy {rand:.2f} over "
-              f"{args.random_episodes} games: {ratio:.1f}x random (target {TARGET_RATIO:g}x: "
-              f"{'reached' if ratio >= TARGET_RATIO else 'not reached'}); the trailing mean of evaluations reached "
-              + (f"{TARGET_RATIO:g}x random at {target['minutes']:.1f} min" if target else "it not at all"), flush=True)
+        out = Path(args.out)
+        learning = {"minutes": args.minutes, "every": args.every, "overrides": grid(args.every),
+                    "config_values": config_values(args.config, grid(args.every)), "reach_rule": RULE,
+                    "target_ratio": TARGET_RATIO, "eval_epsilon": cfg.eval_epsilon, "eval_episodes": cfg.eval_episodes,
+                    "max_episode_steps": cfg.max_episode_steps, "final_episodes": args.final_episodes,
+                    "random_episodes": args.random_episodes}
+        seeds = kept_seeds(out / "atari.json", learning)
+        for seed in args.seeds:
+            run = run_dir(out, args.config, seed, args.minutes)
+            train(args.config, args.minutes, args.every, seed, run)
+            seeds[str(seed)] = x = learn_seed(args.config, seed, run, args.final_episodes, args.random_episodes)
+            b, f, t = x["best"], x["best_reevaluated"], x["reach_target"]
+            print(f"seed {seed}: best snapshot ({b['model']}, {b['minutes']:.1f} min): {f['mean']:.2f} ± {f['se']:.2f} "
+                  f"over {f['episodes']} fresh games; random policy {x['random_mean']:.2f}: "
+                  f"{x['ratio_to_random']:.1f}x random; the trailing mean of evaluations reached {TARGET_RATIO:g}x "
+                  + (f"random at {t['minutes']:.1f} min" if t else "random not at all"), flush=True)
+        seeds = dict(sorted(seeds.items(), key=lambda kv: int(kv[0])))
+        o = over_seeds(seeds)
+        print(f"goal: >= {TARGET_RATIO:g}x random on fresh games, every seed: {'met' if o['met'] else 'missed'} "
+              f"(worst seed {o['worst_ratio']:.1f}x over {o['seeds']} seed{'s' * (o['seeds'] != 1)})", flush=True)
+        result["learning"] = {**learning, "seeds": seeds, "over_seeds": o,
+                              "png": plot(seeds, cfg.game, out / "atari.png").name}
     write_result("atari", result, args.out)
 
 

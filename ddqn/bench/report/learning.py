@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from ddqn.bench.common import grid_overrides, other_games, run_parts
 from ddqn.bench.report.phrases import config_today, fmt, fresh, reach_rule, versus_goal
-from ddqn.bench.stats import TRAILING_K, format_interval, seed_interval, trailing_at
+from ddqn.bench.stats import TRAILING_K, SeedInterval, format_interval, seed_interval, trailing_at
 
 
 def _endings(runs: dict[str, dict | None]) -> list[str]:
@@ -195,7 +195,9 @@ def atari(r: dict) -> list[str]:
            "| net | parameters | input | forward+backward (ms, batch 32) | forward (ms) |", "|---|---|---|---|---|",
            *nets]
     learn = r.get("learning")
-    if learn:
+    if learn and "seeds" in learn:
+        out += ["", *_atari_seeds(r, learn)]
+    elif learn:  # recorded before seeds: one run
         b, f = learn["best"], learn["best_reevaluated"]
         out += ["", f"Learning: `{r['config']}` with 2 asynchronous workers for {learn['minutes']:g} wall-clock "
                 f"minutes on {r['cores']} cores (the workers and the driver share them). Evaluation as the papers: ε = "
@@ -206,6 +208,36 @@ def atari(r: dict) -> list[str]:
                 + versus_goal(learn["ratio_to_random"], learn["target_ratio"], False, ".1f", "× random", "**")
                 + "." + _atari_reach(learn), "", "![atari](atari.png)"]
     return out
+
+
+def _atari_seeds(r: dict, learn: dict) -> list[str]:
+    """bench-atari's learning runs, one per seed: each seed's best snapshot on fresh games against the random
+    policy, when its trailing mean reached the target, both over the seeds, and the goal."""
+    want = learn["target_ratio"]
+    rows = []
+    for seed, x in learn["seeds"].items():
+        b, f, t = x["best"], x["best_reevaluated"], x["reach_target"]
+        rows.append(f"| {seed} | {b['minutes']:.1f} ({b['env_steps']:,}) | {b['mean']:.2f} ± {b['se']:.2f} | "
+                    f"{f['mean']:.2f} ± {f['se']:.2f} ({f['episodes']}) | {x['random_mean']:.2f} | "
+                    f"{x['ratio_to_random']:.1f}× | {fmt(t['minutes'] if t else None)} |")
+    o = learn["over_seeds"]
+    seeds = ([f"Over {o['seeds']} seeds, mean [95 % t interval] (seeds reached of seeds): fresh games "
+              f"{format_interval(SeedInterval(**o['fresh_mean']), '.2f')}; × random "
+              f"{format_interval(SeedInterval(**o['ratio']))}; minutes to {want:g}× random "
+              f"{format_interval(SeedInterval(**o['reach_minutes']))}.", ""] if o["seeds"] > 1 else [])
+    return [f"Learning: `{r['config']}` with 2 asynchronous workers for {learn['minutes']:g} wall-clock minutes per "
+            f"seed on {r['cores']} cores (the workers and the driver share them), one seed after another. Evaluation "
+            f"as the papers: ε = {learn['eval_epsilon']:g}, whole games, raw scores, at most "
+            f"{learn['max_episode_steps']:,} agent steps. Snapshots every {learn['every']:,} env steps, each played "
+            f"for {learn['eval_episodes']} games (seed 10,000 + the run's seed); the best snapshot again on "
+            f"{learn['final_episodes']} fresh games (seed 20,000 + the run's seed), the random policy on "
+            f"{learn['random_episodes']} games. *Min to {want:g}× random*: {reach_rule(learn['reach_rule'])}.", "",
+            config_today(r["config"], learn["config_values"], learn["overrides"]), "",
+            f"| seed | best snapshot: min (env steps) | its evaluation (± se) | best, fresh games (± se, games) | "
+            f"random policy | × random | min to {want:g}× random |", "|---" * 7 + "|", *rows, "", *seeds,
+            f"Goal: every seed's best snapshot ≥ {want:g}× random on the fresh games: "
+            f"**{'met' if o['met'] else 'missed'}** (worst seed {o['worst_ratio']:.1f}×).", "",
+            f"![atari]({learn['png']})"]
 
 
 def _atari_reach(learn: dict) -> str:

@@ -1,0 +1,56 @@
+"""bench-atari's learning part on the real Spark job, ALE and Caffe with tiny budgets: one run per seed, each judged
+on its own seed's games, finished runs reused, earlier seeds kept, and the REPORT's section over the seeds."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ddqn.bench.common import CONFIRM_SEED
+from ddqn.bench.report import learning
+from ddqn.config import load_config, save_config
+from ddqn.distributed.cluster import spark_submit_env
+
+TINY = ["replay_warmup=500", "replay_capacity=4000", "eval_episodes=2", "max_episode_steps=300", "log_every=100"]
+
+
+@pytest.mark.timeout(900)
+def test_bench_atari_runs_each_seed_reuses_finished_runs_and_keeps_earlier_seeds(tmp_path: Path) -> None:
+    config = tmp_path / "tiny_breakout.yaml"
+    save_config(load_config("breakout", TINY), config)
+    out = tmp_path / "results"
+    common = ["--config", str(config), "--minutes", "0.25", "--every", "1000", "--final-episodes", "2",
+              "--random-episodes", "2", "--ale-steps", "50", "--repeats", "1", "--out", str(out)]
+
+    def atari(*seeds: str) -> str:
+        res = subprocess.run([sys.executable, "-m", "ddqn.bench.atari", *common, "--seeds", *seeds],
+                             capture_output=True, text=True, timeout=400,
+                             env={**os.environ, **spark_submit_env(sys.executable)})
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        return res.stdout
+
+    first = atari("0", "1")
+    assert "reusing" not in first and "goal: >= 5x random on fresh games, every seed: " in first
+    learn = json.loads((out / "atari.json").read_text())["learning"]
+    assert list(learn["seeds"]) == ["0", "1"] and learn["over_seeds"]["seeds"] == 2
+    for seed, x in learn["seeds"].items():  # each run trained and judged with its own seed
+        run = out / "runs" / x["run"]
+        assert x["run"] == f"atari-tiny_breakout-s{seed}-0.25min" and load_config(str(run / "config.yaml")).seed == int(seed)
+        assert x["fresh_seed"] == CONFIRM_SEED + int(seed) and x["best_reevaluated"]["episodes"] == 2
+        assert x["curve"] and x["best"] in x["curve"] and x["ratio_to_random"] >= 0
+    assert learn["over_seeds"]["met"] == all(x["reached"] for x in learn["seeds"].values())
+    assert (out / "atari.png").stat().st_size > 1000
+
+    second = atari("1")  # seed 1 again: its finished run reused, seed 0 kept from the earlier result
+    assert second.count("reusing") == 1
+    again = json.loads((out / "atari.json").read_text())
+    assert list(again["learning"]["seeds"]) == ["0", "1"] and again["learning"]["seeds"]["0"] == learn["seeds"]["0"]
+    assert again["learning"]["seeds"]["1"]["curve"] == learn["seeds"]["1"]["curve"]  # same snapshots, same games
+
+    text = "\n".join(learning.atari(again))
+    assert f"Config values as recorded are today's `{config}`." in text and "| 1 | " in text
+    assert "Over 2 seeds, mean [95 % t interval]" in text and "Goal: every seed's best snapshot ≥ 5× random" in text
