@@ -23,7 +23,7 @@ def test_bench_atari_runs_each_seed_reuses_finished_runs_and_keeps_earlier_seeds
     config = tmp_path / "tiny_breakout.yaml"
     save_config(load_config("breakout", TINY), config)
     out = tmp_path / "results"
-    common = ["--config", str(config), "--minutes", "0.25", "--every", "1000", "--final-episodes", "2",
+    common = ["--config", str(config), "--minutes", "0.25", "--every", "2000", "--final-episodes", "2",
               "--random-episodes", "2", "--ale-steps", "50", "--repeats", "1", "--out", str(out)]
 
     def atari(*seeds: str) -> str:
