@@ -24,7 +24,7 @@ def test_bench_atari_runs_each_seed_reuses_finished_runs_and_keeps_earlier_seeds
     save_config(load_config("breakout", TINY), config)
     out = tmp_path / "results"
     common = ["--config", str(config), "--minutes", "0.25", "--every", "2000", "--final-episodes", "2",
-              "--random-episodes", "2", "--ale-steps", "50", "--repeats", "1", "--out", str(out)]
+              "--random-episodes", "8", "--ale-steps", "50", "--repeats", "1", "--out", str(out)]
 
     def atari(*seeds: str) -> str:
         res = subprocess.run([sys.executable, "-m", "ddqn.bench.atari", *common, "--seeds", *seeds],
