@@ -37,11 +37,10 @@ from ddqn.bench.common import (
     CONFIRM_SEED,
     config_values,
     figure,
-    finished_run,
     measured_here,
     snapshot_scores,
     time_net,
-    train_run,
+    train_or_reuse,
     write_result,
 )
 from ddqn.bench.stats import RULE, reach, seed_interval, standard_error
@@ -93,11 +92,7 @@ def train(config: str, minutes: float, every: int, seed: int, run: Path) -> None
     """The learning run of ``seed``: 2 asynchronous workers via spark-submit on :func:`grid`; a finished run with the
     config's values (grid included) on this CPU is reused (``common.finished_run``; else a one-line error)."""
     values = config_values(config, grid(every))
-    if finished_run(run, config, values):
-        print(f"reusing {run}", flush=True)
-        return
-    sets = [x for kv in [*grid(every), f"seed={seed}"] for x in ("--set", kv)]
-    if train_run(config, minutes, run, ["--workers", "2", *sets], values=values):
+    if train_or_reuse(config, minutes, run, ["--workers", "2"], values, [*grid(every), f"seed={seed}"]):
         sys.exit(f"bench-atari: the training run failed (see {run})")
 
 

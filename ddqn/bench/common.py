@@ -490,6 +490,18 @@ def train_run(config: str, minutes: float, out: Path, args: list[str], serial: b
     return code
 
 
+def train_or_reuse(config: str, minutes: float, out: Path, args: list[str], values: dict[str, Any],
+                   overrides: list[str] | tuple[str, ...] = (), serial: bool = False) -> int:
+    """A bench's run in ``out``: kept as it is when it already finished with ``values`` on this CPU
+    (:func:`finished_run`, which exits on a stale one), else trained by :func:`train_run` with ``args`` and each of
+    ``overrides`` (``key=value``) as a ``--set``. Returns the exit code (0 when reused)."""
+    if finished_run(out, config, values):
+        print(f"reusing {out}", flush=True)
+        return 0
+    sets = [x for kv in overrides for x in ("--set", kv)]
+    return train_run(config, minutes, out, [*args, *sets], serial=serial, values=values)
+
+
 # -- greedy-score curves -------------------------------------------------------------------------------------
 
 def read_curve(eval_csv: Path) -> list[dict[str, Any]]:

@@ -39,7 +39,6 @@ from typing import Any
 from ddqn.bench.common import (
     config_values,
     confirm_best,
-    finished_run,
     grid_overrides,
     machine,
     measured_here,
@@ -50,7 +49,7 @@ from ddqn.bench.common import (
     run_record,
     same_grid,
     snapshot_scores,
-    train_run,
+    train_or_reuse,
     write_result,
 )
 from ddqn.bench.stats import (
@@ -71,11 +70,8 @@ MODES = {"serial": [], "async-1": ["--workers", "1"], "async-2": ["--workers", "
 def run(mode: str, config: str, values: dict[str, Any], minutes: float, every: int, out: Path, seed: int) -> int:
     """Train one mode with ``seed`` into ``out`` (kept as it is when it already finished with ``values``, the
     config's :func:`config_values`); returns the exit code."""
-    if finished_run(out, config, values):
-        print(f"reusing {out}", flush=True)
-        return 0
-    sets = [x for kv in [*grid_overrides(every), f"seed={seed}"] for x in ("--set", kv)]
-    return train_run(config, minutes, out, [*MODES[mode], *sets], serial=mode == "serial", values=values)
+    return train_or_reuse(config, minutes, out, MODES[mode], values, [*grid_overrides(every), f"seed={seed}"],
+                          serial=mode == "serial")
 
 
 def run_name(mode: str, seed: int) -> str:
