@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.bench.common import config_values, finished_run, record_run, train_run
+from ddqn.bench.common import config_values, finished_run, record_run, train_or_reuse
 from ddqn.config import load_config, save_config
 
 RUN_TIMEOUT_S = 12 * 3600  # bound on one run
@@ -49,8 +49,7 @@ def real_run(config: Path, workers: int, minutes: float, out: Path) -> Path:
     """One real asynchronous run (the Spark job, as ``make bench-scaling`` runs it, on the config's own grid) into
     ``out`` (reused when it finished with today's values on this CPU: ``common.finished_run``)."""
     values = config_values(str(config))
-    if not finished_run(out, str(config), values) and train_run(str(config), minutes, out,
-                                                                 ["--workers", str(workers)], values=values):
+    if train_or_reuse(str(config), minutes, out, ["--workers", str(workers)], values):
         raise RuntimeError(f"the real run {out} failed")
     return out
 

@@ -4,7 +4,7 @@
 
 Each variant (:data:`VARIANTS`) is `tuned` with a few config keys and/or solver fields changed; the board and the
 evaluation protocol stay the paper's, and so does the net but in `dueling`. Every run is the real Spark job
-(``train_run``: `--workers` async workers on this machine's cores) for the same wall-clock budget, one after
+(``train_or_reuse``: `--workers` async workers on this machine's cores) for the same wall-clock budget, one after
 another, never at the same time; its snapshots are evaluated afterwards on the training-time evaluation episodes
 (seed 10,000 + the run's seed, greedy), against the time each snapshot was taken (bench-scaling's clock); minutes to
 a level come from the trailing mean of ``stats.TRAILING_K`` evaluations (``ddqn.bench.stats.reach``). Every run
@@ -30,12 +30,11 @@ from pathlib import Path
 from ddqn.bench.common import (
     config_values,
     confirm_best,
-    finished_run,
     grid_overrides,
     measured_here,
     plot_curves,
     snapshot_scores,
-    train_run,
+    train_or_reuse,
     value_differences,
     write_result,
 )
@@ -243,9 +242,8 @@ def main(argv: list[str] | None = None) -> None:
             set_aside_earlier_run(run)
         config = variant_config(name, run / "config", args.seed, overrides)
         values = config_values(str(config))
-        if not finished_run(run, str(config), values):
-            if train_run(str(config), args.minutes, run, ["--workers", str(args.workers)], values=values):
-                raise SystemExit(f"the {name} run failed")
+        if train_or_reuse(str(config), args.minutes, run, ["--workers", str(args.workers)], values):
+            raise SystemExit(f"the {name} run failed")
         key = row_key(name, args.minutes, args.seed)
         rows[key] = row = {"variant": name, **summarize(name, curve(run, config), run, config, args.confirm_episodes),
                            "config_values": values, "minutes_budget": args.minutes, "seed": args.seed}
