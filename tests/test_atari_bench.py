@@ -44,6 +44,10 @@ def test_bench_atari_runs_each_seed_reuses_finished_runs_and_keeps_earlier_seeds
         assert x["curve"] and x["best"] in x["curve"] and x["ratio_to_random"] >= 0
     assert learn["over_seeds"]["met"] == all(x["reached"] for x in learn["seeds"].values())
     assert (out / "atari.png").stat().st_size > 1000
+    gif = learn["gif"]  # the seed whose fresh games scored highest, its best snapshot, one game
+    best = max(learn["seeds"].values(), key=lambda x: x["best_reevaluated"]["mean"])
+    assert gif["file"] == "tiny_breakout.gif" and gif["model"] == best["best"]["model"] and gif["score"] >= 0
+    assert (out / "tiny_breakout.gif").read_bytes()[:6] == b"GIF89a"
 
     second = atari("1")  # seed 1 again: its finished run reused, seed 0 kept from the earlier result
     assert second.count("reusing") == 1
@@ -54,3 +58,4 @@ def test_bench_atari_runs_each_seed_reuses_finished_runs_and_keeps_earlier_seeds
     text = "\n".join(learning.atari(again))
     assert f"Config values as recorded are today's `{config}`." in text and "| 1 | " in text
     assert "Over 2 seeds, mean [95 % t interval]" in text and "Goal: every seed's best snapshot ≥ 5× random" in text
+    assert "![tiny_breakout.gif](tiny_breakout.gif)" in text

@@ -18,8 +18,9 @@
    interval). Seeds of an earlier atari.json with the same config values, grid, budget and CPU are kept, so seeds
    can be run in parts.
 
-Writes results/atari.json and results/atari.png. Two workers and the driver share this machine's cores: the
-minutes are wall-clock minutes on this machine.
+Writes results/atari.json, results/atari.png and results/<config>.gif (one greedy game of the best seed's best
+snapshot, on its fresh games' seed). Two workers and the driver share this machine's cores: the minutes are
+wall-clock minutes on this machine.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ from ddqn.bench.common import (
 from ddqn.bench.stats import RULE, reach, seed_interval, standard_error
 from ddqn.config import PROTOTXT_DIR, Config, load_config
 from ddqn.dqn.evaluation import evaluate_greedy, random_score
+from ddqn.dqn.play import gif_fps, greedy_episode, write_gif
 from ddqn.game import game_actions, make_env
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
@@ -107,6 +109,30 @@ def evaluate_snapshots(cfg: Config, out: Path) -> list[dict[str, float]]:
     return curve
 
 
+def best_agent(cfg_name: str, seed: int, run: Path, model: str) -> QNetwork:
+    """The Q-network of ``run``'s snapshot ``model`` (relative to the run) under ``cfg_name`` with ``seed``."""
+    cfg = load_config(cfg_name, [f"seed={seed}"])
+    q = QNetwork(load_netspec(cfg.path("net"), game_actions(cfg)))
+    q.set_params(load_caffemodel(run / model, q.spec))
+    return q
+
+
+def best_gif(config: str, seeds: dict[str, dict[str, Any]], out: Path) -> dict[str, Any] | None:
+    """One greedy game (ε = ``eval_epsilon``, fresh seed 20,000 + seed) of the best snapshot of the seed whose fresh
+    games scored highest, as ``<out>/<config name>.gif``; None (said in a line) when that run is gone."""
+    seed, x = max(seeds.items(), key=lambda kv: kv[1]["best_reevaluated"]["mean"])
+    run = out / "runs" / x["run"]
+    if not (run / x["best"]["model"]).is_file():
+        print(f"bench-atari: {run / x['best']['model']} is gone: no GIF", flush=True)
+        return None
+    cfg = load_config(config, [f"seed={seed}"])
+    shots, score = greedy_episode(best_agent(config, int(seed), run, x["best"]["model"]), cfg,
+                                  CONFIRM_SEED + int(seed))
+    path = write_gif(shots, out / f"{Path(config).stem}.gif", gif_fps(cfg))
+    print(f"{path}: seed {seed}'s best snapshot, one game of score {score} ({len(shots)} frames)", flush=True)
+    return {"file": path.name, "seed": int(seed), "model": x["best"]["model"], "score": float(score)}
+
+
 def learn_seed(config: str, seed: int, run: Path, final_episodes: int, random_episodes: int) -> dict[str, Any]:
     """One seed's learning run judged: its snapshots' curve (seed 10,000 + ``seed``), the best snapshot again on
     ``final_episodes`` fresh games (``CONFIRM_SEED`` + ``seed``), the random policy on ``random_episodes`` (seed
@@ -117,8 +143,7 @@ def learn_seed(config: str, seed: int, run: Path, final_episodes: int, random_ep
     if not curve:
         sys.exit(f"bench-atari: {run} has no snapshots to evaluate")
     best = max(curve, key=lambda r: r["mean"])
-    q = QNetwork(load_netspec(cfg.path("net"), game_actions(cfg)))
-    q.set_params(load_caffemodel(run / best["model"], q.spec))
+    q = best_agent(config, seed, run, best["model"])
     final = _stats(evaluate_greedy(q, cfg, final_episodes, seed=CONFIRM_SEED + seed))
     rand = random_score(cfg, 84, random_episodes, seed=10_000 + seed)
     ratio = final["mean"] / rand if rand > 0 else float("inf")
@@ -223,7 +248,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"goal: >= {TARGET_RATIO:g}x random on fresh games, every seed: {'met' if o['met'] else 'missed'} "
               f"(worst seed {o['worst_ratio']:.1f}x over {o['seeds']} seed{'s' * (o['seeds'] != 1)})", flush=True)
         result["learning"] = {**learning, "seeds": seeds, "over_seeds": o,
-                              "png": plot(seeds, cfg.game, out / "atari.png").name}
+                              "png": plot(seeds, cfg.game, out / "atari.png").name,
+                              "gif": best_gif(args.config, seeds, out)}
     write_result("atari", result, args.out)
 
 

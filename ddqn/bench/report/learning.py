@@ -237,7 +237,15 @@ def _atari_seeds(r: dict, learn: dict) -> list[str]:
             f"random policy | × random | min to {want:g}× random |", "|---" * 7 + "|", *rows, "", *seeds,
             f"Goal: every seed's best snapshot ≥ {want:g}× random on the fresh games: "
             f"**{'met' if o['met'] else 'missed'}** (worst seed {o['worst_ratio']:.1f}×).", "",
-            f"![atari]({learn['png']})"]
+            f"![atari]({learn['png']})", *_atari_gif(learn.get("gif"))]
+
+
+def _atari_gif(g: dict | None) -> list[str]:
+    """The best seed's best snapshot playing one game, when bench-atari wrote it."""
+    if not g:
+        return []
+    return ["", f"One greedy game of seed {g['seed']}'s best snapshot (`{g['model']}`) on its fresh games' seed: "
+            f"score {g['score']:g}.", "", f"![{g['file']}]({g['file']})"]
 
 
 def _atari_reach(learn: dict) -> str:
