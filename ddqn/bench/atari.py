@@ -39,6 +39,7 @@ from ddqn.bench.common import (
     config_values,
     figure,
     measured_here,
+    snapshot_net,
     snapshot_scores,
     time_net,
     train_or_reuse,
@@ -48,10 +49,8 @@ from ddqn.bench.stats import RULE, reach, seed_interval, standard_error
 from ddqn.config import PROTOTXT_DIR, Config, load_config
 from ddqn.dqn.evaluation import evaluate_greedy, random_score
 from ddqn.dqn.play import gif_fps, greedy_episode, write_gif
-from ddqn.game import game_actions, make_env
+from ddqn.game import make_env
 from ddqn.net.netspec import load_netspec
-from ddqn.net.qnet import QNetwork
-from ddqn.net.snapshot import load_caffemodel
 
 NETS = ("atari_nips", "atari_nature", "snake_paper")  # prototxt/<name>.prototxt, 4 actions each
 TARGET_RATIO = 5.0  # the issue's bar: evaluation score >= 5x the random policy's
@@ -109,14 +108,6 @@ def evaluate_snapshots(cfg: Config, out: Path) -> list[dict[str, float]]:
     return curve
 
 
-def best_agent(cfg_name: str, seed: int, run: Path, model: str) -> QNetwork:
-    """The Q-network of ``run``'s snapshot ``model`` (relative to the run) under ``cfg_name`` with ``seed``."""
-    cfg = load_config(cfg_name, [f"seed={seed}"])
-    q = QNetwork(load_netspec(cfg.path("net"), game_actions(cfg)))
-    q.set_params(load_caffemodel(run / model, q.spec))
-    return q
-
-
 def best_gif(config: str, seeds: dict[str, dict[str, Any]], out: Path) -> dict[str, Any] | None:
     """One greedy game (ε = ``eval_epsilon``, fresh seed 20,000 + seed) of the best snapshot of the seed whose fresh
     games scored highest, as ``<out>/<config name>.gif``; None (said in a line) when that run is gone."""
@@ -126,8 +117,7 @@ def best_gif(config: str, seeds: dict[str, dict[str, Any]], out: Path) -> dict[s
         print(f"bench-atari: {run / x['best']['model']} is gone: no GIF", flush=True)
         return None
     cfg = load_config(config, [f"seed={seed}"])
-    shots, score = greedy_episode(best_agent(config, int(seed), run, x["best"]["model"]), cfg,
-                                  CONFIRM_SEED + int(seed))
+    shots, score = greedy_episode(snapshot_net(run, cfg, x["best"]["model"]), cfg, CONFIRM_SEED + int(seed))
     path = write_gif(shots, out / f"{Path(config).stem}.gif", gif_fps(cfg))
     print(f"{path}: seed {seed}'s best snapshot, one game of score {score} ({len(shots)} frames)", flush=True)
     return {"file": path.name, "seed": int(seed), "model": x["best"]["model"], "score": float(score)}
@@ -143,7 +133,7 @@ def learn_seed(config: str, seed: int, run: Path, final_episodes: int, random_ep
     if not curve:
         sys.exit(f"bench-atari: {run} has no snapshots to evaluate")
     best = max(curve, key=lambda r: r["mean"])
-    q = best_agent(config, seed, run, best["model"])
+    q = snapshot_net(run, cfg, best["model"])
     final = _stats(evaluate_greedy(q, cfg, final_episodes, seed=CONFIRM_SEED + seed))
     rand = random_score(cfg, 84, random_episodes, seed=10_000 + seed)
     ratio = final["mean"] / rand if rand > 0 else float("inf")

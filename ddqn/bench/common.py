@@ -346,6 +346,13 @@ def snapshot_scores(out: Path, cfg: Config) -> Iterator[tuple[dict[str, Any], np
                     "minutes": float(row["wall_s"]) / 60}, scores)
 
 
+def snapshot_net(out: Path, cfg: Config, model: str) -> QNetwork:
+    """The config's Q-network with the weights of snapshot ``model`` (relative to the run in ``out``)."""
+    q = QNetwork(load_netspec(cfg.path("net"), game_actions(cfg)))
+    q.set_params(load_caffemodel(out / model, q.spec))
+    return q
+
+
 CONFIRM_SEED = 20_000  # games never used to pick a snapshot (the training-time evaluation plays seed 10,000 + seed)
 
 
@@ -356,9 +363,7 @@ def confirm_snapshot(out: Path, cfg: Config, model: str, episodes: int) -> dict[
     seed (so a result says which games it played); ``percentiles``: the scores' 10th, 50th and 90th; ``endings``: how
     those games ended, each ending's games and mean score (``evaluation.endings_summary``): what stops the snapshot's
     games. ``cfg`` must carry the run's own seed (``seed=``), as the run's training-time evaluation did."""
-    q = QNetwork(load_netspec(cfg.path("net"), game_actions(cfg)))
-    q.set_params(load_caffemodel(out / model, q.spec))
-    scores, endings = play_greedy(q, cfg, episodes, seed=CONFIRM_SEED + cfg.seed)
+    scores, endings = play_greedy(snapshot_net(out, cfg, model), cfg, episodes, seed=CONFIRM_SEED + cfg.seed)
     return {"model": model, "episodes": episodes, "seed": CONFIRM_SEED + cfg.seed, "greedy_mean": float(scores.mean()),
             "greedy_se": standard_error(scores), "percentiles": [float(x) for x in np.percentile(scores, [10, 50, 90])],
             "endings": endings_summary(scores, endings)}
