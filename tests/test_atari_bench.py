@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ddqn.bench.common import CONFIRM_SEED
 from ddqn.bench.report import learning
+from ddqn.bench.runs import CONFIRM_SEED
 from ddqn.config import load_config, save_config
 from ddqn.distributed.cluster import spark_submit_env
 

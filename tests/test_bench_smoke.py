@@ -1,7 +1,7 @@
 """Benchmarks are not tests: here each runs once in a tiny smoke mode, to prove it still works end to end.
 
 Only the shape of what they write is checked (JSON with the headline fields, the figure, the GIFs' captions);
-never a speed. Plus the benchmarks' own structure: they share only ``ddqn.bench.common`` and ``ddqn.bench.stats``.
+never a speed. Plus the benchmarks' own structure: they share only :data:`SHARED`.
 """
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from ddqn.bench.common import CONFIRM_SEED, RECORD, confirm_best, figure, read_curve
+from ddqn.bench.common import figure
 from ddqn.bench.gifs import captioned
 from ddqn.bench.hostile import goal
 from ddqn.bench.report import network, scale_out, speed
+from ddqn.bench.runs import CONFIRM_SEED, RECORD, confirm_best, read_curve
 from ddqn.bench.scaling import MODES
 from ddqn.bench.stats import TRAILING_K, seed_speedup
 from ddqn.bench.suite_time import main as suite_time_main
@@ -39,7 +40,7 @@ from ddqn.solvers.flat import load_solver_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "ddqn" / "bench"
-SHARED = ("ddqn.bench.common", "ddqn.bench.stats", "ddqn.bench.sim_runs")  # what any benchmark may import from ddqn.bench
+SHARED = ("ddqn.bench.common", "ddqn.bench.runs", "ddqn.bench.stats", "ddqn.bench.sim_runs")  # what any benchmark may import from ddqn.bench
 SMOKE = {
     "caffe_speed": ["--rounds", "2", "--nets", "snake_small", "--candidate",  # the twin where .venv-torch exists
                     f"built={build_dir(build_key('openblas')) / 'src' / 'python'}"],  # a candidate: the same build

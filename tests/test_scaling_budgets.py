@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from ddqn.bench import scaling
-from ddqn.bench.common import CONFIRM_SEED, other_games, run_parts
 from ddqn.bench.report import learning
+from ddqn.bench.runs import CONFIRM_SEED, other_games, run_parts
 from ddqn.bench.stats import reach, within_budget
 
 

@@ -1,4 +1,4 @@
-"""The benchmarks' statistics (``ddqn.bench.stats``) and what keeps a comparison honest (``ddqn.bench.common``):
+"""The benchmarks' statistics (``ddqn.bench.stats``) and what keeps a comparison honest (``ddqn.bench.runs``):
 when a run reaches a score, intervals over seeds, the reuse check (config values, evaluation grid, CPU), the machine
 record, and the report's goals."""
 from __future__ import annotations
@@ -12,19 +12,9 @@ import numpy as np
 import pytest
 
 from ddqn.bench import report
-from ddqn.bench.common import (
-    CONFIRM_SEED,
-    RECORD,
-    config_values,
-    cpu_differences,
-    cpu_label,
-    finished_run,
-    grid_overrides,
-    machine,
-    record_run,
-    same_grid,
-)
+from ddqn.bench.common import config_values, cpu_differences, cpu_label, machine
 from ddqn.bench.report import network, phrases
+from ddqn.bench.runs import CONFIRM_SEED, RECORD, finished_run, grid_overrides, record_run, same_grid
 from ddqn.bench.stats import (
     TRAILING_K,
     best_trailing_mean,

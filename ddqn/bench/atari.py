@@ -34,17 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from ddqn.bench.common import (
-    CONFIRM_SEED,
-    config_values,
-    figure,
-    measured_here,
-    snapshot_net,
-    snapshot_scores,
-    time_net,
-    train_or_reuse,
-    write_result,
-)
+from ddqn.bench.common import config_values, figure, measured_here, time_net, write_result
+from ddqn.bench.runs import CONFIRM_SEED, snapshot_net, snapshot_scores, train_or_reuse
 from ddqn.bench.stats import RULE, reach, seed_interval, standard_error
 from ddqn.config import PROTOTXT_DIR, Config, load_config
 from ddqn.dqn.evaluation import evaluate_greedy, random_score
@@ -91,7 +82,7 @@ def run_dir(out: Path, config: str, seed: int, minutes: float) -> Path:
 
 def train(config: str, minutes: float, every: int, seed: int, run: Path) -> None:
     """The learning run of ``seed``: 2 asynchronous workers via spark-submit on :func:`grid`; a finished run with the
-    config's values (grid included) on this CPU is reused (``common.finished_run``; else a one-line error)."""
+    config's values (grid included) on this CPU is reused (``runs.finished_run``; else a one-line error)."""
     values = config_values(config, grid(every))
     if train_or_reuse(config, minutes, run, ["--workers", "2"], values, [*grid(every), f"seed={seed}"]):
         sys.exit(f"bench-atari: the training run failed (see {run})")

@@ -3,7 +3,7 @@
     python -m ddqn.bench.scale_out [--validate] [--project] [--controls] [--config small] [--workers 1 2 4 …]
         [--minutes M] [--updates N] [--seeds 0 1] [--real-minutes M] [--levels 1 2 3] [--parallel 2]
 
-* ``--validate``: real asynchronous runs with W = 1 and 2 (``ddqn.bench.common.train_run``: spark-submit, this
+* ``--validate``: real asynchronous runs with W = 1 and 2 (``ddqn.bench.runs.train_run``: spark-submit, this
   machine's 2 cores; one at a time, nothing else running) and simulations of the same config and seeds; compares
   updates/s (tolerance 15 %), staleness p50/p95 (within 1) and greedy score against updates (inside the spread of
   the real seeds at ≥ 90 % of the compared update counts). The tolerances were fixed before anything ran.
@@ -15,7 +15,7 @@
 
 Every run, real or simulated, evaluates on the config's own grid (``eval_every``, ``snapshot_every``). Simulations
 run ``--parallel`` at a time (one core each); a run directory that already holds a summary.json is reused when its
-config values (grid and ``--sim-set`` included) are today's and it ran on this CPU (``common.finished_run``: else a
+config values (grid and ``--sim-set`` included) are today's and it ran on this CPU (``runs.finished_run``: else a
 one-line error), so an interrupted sweep continues; the budget (``--minutes``/``--updates``) is not checked. Writes
 results/scale_out.json (one entry per config, other configs kept) and results/scale_out_<config>.png. Every number
 is in **simulated minutes on one core per worker of this machine type**.
@@ -29,14 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.bench.common import (
-    config_values,
-    figure,
-    machine,
-    measured_here,
-    same_grid,
-    write_result,
-)
+from ddqn.bench.common import config_values, figure, machine, measured_here, write_result
+from ddqn.bench.runs import same_grid
 from ddqn.bench.sim_runs import eval_curve, in_parallel, real_run, run_numbers, seeded_config, simulate
 from ddqn.bench.stats import RULE, best_trailing_mean, reach_levels, speedup
 

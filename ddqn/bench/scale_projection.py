@@ -10,7 +10,7 @@ server's staleness options, and its learning model checked at W = 2 against a cr
 Every simulation is ``python -m ddqn.sim`` learning for real (Caffe computes each simulated worker's gradients and
 its compute is timed on this CPU), so minutes are **simulated minutes on one core of this CPU per worker**; every run
 records the CPU and config values it ran with, and a run of another CPU or config is refused, never mixed in
-(``common.finished_run``). The server's costs are this CPU's too (:func:`service_file`, :func:`shard_cost_file`).
+(``runs.finished_run``). The server's costs are this CPU's too (:func:`service_file`, :func:`shard_cost_file`).
 Levels are read off each run's curve by the causal trailing mean (``stats.reach``).
 
 * ``--screen``: every ε schedule (or ``--schedules``) at W of ``--screen-workers`` on ``--screen-seeds`` (seeds no

@@ -7,14 +7,14 @@ serial run evaluates itself every N env steps (its eval.csv; evaluation time exc
 snapshot every N env steps (summed over workers) and their snapshots are evaluated afterwards with the same
 greedy evaluation, against the wall-clock time each snapshot was taken. Every run plays the protocol's games of
 its own seed s: its curve on seed 10,000 + s (as the serial run's own evaluation), its best snapshot again on
-``common.CONFIRM_SEED`` + s (:func:`run_config`); a kept curve whose fresh games were another seed's is dropped,
+``runs.CONFIRM_SEED`` + s (:func:`run_config`); a kept curve whose fresh games were another seed's is dropped,
 so naming its run again re-evaluates it. Reports
 minutes to reach mean scores 1-5 and 10 — the first evaluation whose trailing mean of ``stats.TRAILING_K``
 evaluations is at or above the score (``ddqn.bench.stats.reach``) — the speedups over serial, and per mode the mean
 and 95 % t interval over seeds (``--summarize`` recomputes them from an earlier run's results without training);
 writes results/<result>.json and .png. A run is named by config, mode, seed and budget
 (``runs/scaling-<config>-<mode>-s<seed>-<M>min``); a finished one (its summary.json) is reused if its config has
-the same values, evaluation grid (``--every``) included, and it ran on this CPU (``common.finished_run``: else a
+the same values, evaluation grid (``--every``) included, and it ran on this CPU (``runs.finished_run``: else a
 one-line error), and curves of the same config (values), budget and CPU already in the result are kept, so a long
 comparison can be run in parts (serial seed 0 now, async-2 seed 1 later). Seed 0's curve is named by its mode,
 other seeds' ``<mode> s<seed>``. On a 2-core machine two workers and the driver share two cores: say so when
@@ -36,12 +36,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ddqn.bench.common import (
-    config_values,
+from ddqn.bench.common import config_values, machine, measured_here, write_result
+from ddqn.bench.runs import (
     confirm_best,
     grid_overrides,
-    machine,
-    measured_here,
     other_games,
     plot_curves,
     read_curve,
@@ -50,7 +48,6 @@ from ddqn.bench.common import (
     same_grid,
     snapshot_scores,
     train_or_reuse,
-    write_result,
 )
 from ddqn.bench.stats import (
     RULE,
@@ -281,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         args.budgets = args.budgets or [float(b) for b in old.get("budgets", {})]
     else:
         values = config_values(args.config, grid_overrides(args.every))
-        # the CPU every run was checked against (common.finished_run); each run's own date is in its stats
+        # the CPU every run was checked against (runs.finished_run); each run's own date is in its stats
         args.runs_machine = {k: v for k, v in machine().items() if k != "date"}
         same = ((old.get("config"), old.get("budget_minutes"), old.get("config_values"))
                 == (args.config, args.minutes, values) and measured_here(old))

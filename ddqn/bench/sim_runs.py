@@ -1,5 +1,5 @@
 """Runs that benches start and read: one simulation (``python -m ddqn.sim``) or one real Spark job per run directory,
-reused when it finished with today's config values on this CPU (``common.finished_run``), and the curve and figures
+reused when it finished with today's config values on this CPU (``runs.finished_run``), and the curve and figures
 read back from it. Shared by the scale-out benches (``scale_out``, ``scale_projection``)."""
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.bench.common import config_values, finished_run, record_run, train_or_reuse
+from ddqn.bench.common import config_values
+from ddqn.bench.runs import finished_run, record_run, train_or_reuse
 from ddqn.config import load_config, save_config
 
 RUN_TIMEOUT_S = 12 * 3600  # bound on one run
@@ -31,7 +32,7 @@ def simulate(config: Path | str, workers: int, out: Path, minutes: float | None,
              sets: Sequence[str] = (), flags: Sequence[str] = ()) -> Path:
     """One ``python -m ddqn.sim`` run with the ``key=value`` overrides ``sets`` and the simulator's own ``flags``
     (e.g. ``--shards 8``) into ``out`` (reused when it finished with today's values, flags included, on this CPU:
-    ``common.finished_run``); returns ``out``."""
+    ``runs.finished_run``); returns ``out``."""
     values = {**config_values(str(config), sets), **({"sim_flags": list(flags)} if flags else {})}
     if finished_run(out, str(config), values):
         print(f"reusing {out}", flush=True)
@@ -47,7 +48,7 @@ def simulate(config: Path | str, workers: int, out: Path, minutes: float | None,
 
 def real_run(config: Path, workers: int, minutes: float, out: Path) -> Path:
     """One real asynchronous run (the Spark job, as ``make bench-scaling`` runs it, on the config's own grid) into
-    ``out`` (reused when it finished with today's values on this CPU: ``common.finished_run``)."""
+    ``out`` (reused when it finished with today's values on this CPU: ``runs.finished_run``)."""
     values = config_values(str(config))
     if train_or_reuse(str(config), minutes, out, ["--workers", str(workers)], values):
         raise RuntimeError(f"the real run {out} failed")

@@ -11,7 +11,7 @@ never "reached at the budget". :func:`trailing_at` is where that mean stood at a
 curve shape: is a run still rising at the end of its budget?). ``TRAILING_K = 5`` is what the audit used: 5
 evaluations average the noise down by √5 (≈ 0.3 apples at score 10) while costing 4 evaluation intervals of delay
 (20,000 env steps at the benches' 5,000). No single-evaluation variant is kept: nothing needs one (the best snapshot
-of a curve is picked by its single mean and then re-played on fresh games, ``common.confirm_best``).
+of a curve is picked by its single mean and then re-played on fresh games, ``runs.confirm_best``).
 
 **Over seeds.** :func:`seed_interval` takes one value per seed (minutes to a level, a final score…), None where a
 seed did not reach, and returns the mean and a two-sided 95 % Student-t interval over the seeds that reached, their

@@ -27,17 +27,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ddqn.bench.common import (
-    config_values,
-    confirm_best,
-    grid_overrides,
-    measured_here,
-    plot_curves,
-    snapshot_scores,
-    train_or_reuse,
-    value_differences,
-    write_result,
-)
+from ddqn.bench.common import config_values, measured_here, value_differences, write_result
+from ddqn.bench.runs import confirm_best, grid_overrides, plot_curves, snapshot_scores, train_or_reuse
 from ddqn.bench.stats import RULE, reach_levels, standard_error
 from ddqn.config import load_config, save_config
 from ddqn.rundir import set_aside_earlier_run

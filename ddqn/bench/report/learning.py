@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from ddqn.bench.common import grid_overrides, other_games, run_parts
 from ddqn.bench.report.phrases import config_today, fmt, fresh, reach_rule, versus_goal
+from ddqn.bench.runs import grid_overrides, other_games, run_parts
 from ddqn.bench.stats import TRAILING_K, SeedInterval, format_interval, seed_interval, trailing_at
 
 
@@ -73,7 +73,7 @@ def scaling(r: dict) -> list[str]:
 
 def _other_games(r: dict) -> str:
     """The runs of a result that played the config's seed's games instead of their own (recorded before each run
-    played its own seed's: ``common.other_games``), named; "" when none did."""
+    played its own seed's: ``runs.other_games``), named; "" when none did."""
     names = other_games(r["config"], r.get("confirmed") or {})
     return (f" **Not so for {', '.join(names)}**: recorded before each run played its own seed's games, their fresh "
             "games (and a distributed run's evaluations) played the config's seed's." if names else "")

@@ -32,7 +32,7 @@ def pct(x: float | None) -> str:
 
 
 def fresh(k: dict | None) -> str:
-    """A best snapshot re-played on fresh games (``common.confirm_best``): mean ± se (games)."""
+    """A best snapshot re-played on fresh games (``runs.confirm_best``): mean ± se (games)."""
     return f"{k['greedy_mean']:.2f} ± {k['greedy_se']:.2f} ({k['episodes']})" if k else "–"
 
 
