@@ -340,7 +340,7 @@ def test_shard_projection_reads_the_alone_fit_or_falls_back_and_says_so(tmp_path
                                                                      rel=0.1)  # a cost per message: no gain
 
 
-def test_bench_modules_share_only_common_and_stats() -> None:
+def test_bench_modules_share_only_the_shared_modules() -> None:
     files = sorted(BENCH.rglob("*.py"))
     modules = {p: ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__") for p in files}
     names = {m.split(".")[2] for m in modules.values() if m.count(".") >= 2}

@@ -1,6 +1,6 @@
-"""The benchmarks' statistics (``ddqn.bench.stats``) and what keeps a comparison honest (``ddqn.bench.runs``):
-when a run reaches a score, intervals over seeds, the reuse check (config values, evaluation grid, CPU), the machine
-record, and the report's goals."""
+"""The benchmarks' statistics (``ddqn.bench.stats``) and what keeps a comparison honest (``ddqn.bench.runs``, with
+``ddqn.bench.common``'s machine record and config values): when a run reaches a score, intervals over seeds, the
+reuse check (config values, evaluation grid, CPU), the machine record, and the report's goals."""
 from __future__ import annotations
 
 import ctypes

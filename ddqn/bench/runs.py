@@ -1,5 +1,6 @@
-"""The training runs a learning bench makes (``scaling``, ``tuning``, ``atari``, ``sim_runs``), and when a finished one
-may be reused: the config values, evaluation grid (env steps) and CPU it was trained with (:func:`finished_run`);
+"""The training runs the learning benches make (``scaling``, ``tuning``, ``atari``; ``scale_out`` and
+``scale_projection`` through ``sim_runs``): ``spark-submit`` or a serial run (:func:`train_run`), and when a finished
+one may be reused: the config values, evaluation grid (env steps) and CPU it was trained with (:func:`finished_run`);
 its greedy-score curve; its snapshots played again on fresh games (:func:`confirm_best`)."""
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.net.snapshot import load_caffemodel, snapshot_paths
 
-# -- snapshots on fresh games --------------------------------------------------------------------------------
+# -- snapshots on fresh games -----------------------------------------------------------------------------------
 
 def snapshot_scores(out: Path, cfg: Config) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
     """Each snapshot of the run in ``out`` (its snapshots.csv) with its evaluation scores: ``cfg.eval_episodes``
@@ -85,7 +86,7 @@ def confirm_best(out: Path, cfg: Config, curve: list[dict], episodes: int) -> di
             "curve_mean": best["greedy_mean"]} if best else None
 
 
-# -- runs, and when a finished one is reused -------------------------------------------------------------
+# -- runs, and when a finished one is reused --------------------------------------------------------------------
 
 GRID_KEYS = ("eval_every", "snapshot_every")  # env steps (summed over workers): one grid for every run of a comparison
 RECORD = "bench.json"  # what a bench records in a run directory it trained: the machine and the config values
@@ -109,7 +110,7 @@ def run_record(out: Path) -> dict[str, Any] | None:
 
 def finished_run(out: Path, config: str, values: dict[str, Any]) -> bool:
     """True when ``out`` holds a finished run (its summary.json) trained with ``values`` (``config``'s
-    :func:`config_values`, evaluation grid included) on this CPU (:data:`CPU_KEYS`); exits with a one-line error
+    :func:`config_values`, evaluation grid included) on this CPU (``common.CPU_KEYS``); exits with a one-line error
     naming the run and what differs otherwise (a stale run or another grid or CPU is never mixed into a comparison).
     A run trained before its CPU was recorded is reused with a line saying its CPU is unknown."""
     if not (out / "summary.json").exists():
@@ -168,7 +169,7 @@ def train_or_reuse(config: str, minutes: float, out: Path, args: list[str], valu
     return train_run(config, minutes, out, [*args, *sets], serial=serial, values=values)
 
 
-# -- greedy-score curves -------------------------------------------------------------------------------------
+# -- greedy-score curves ----------------------------------------------------------------------------------------
 
 def read_curve(eval_csv: Path) -> list[dict[str, Any]]:
     """Rows (env steps, training minutes, greedy mean, random mean) of a serial run's eval.csv; a row also names

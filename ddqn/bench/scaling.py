@@ -83,7 +83,7 @@ def mode_of(name: str) -> str:
 
 def run_config(config: str, seed: int) -> Config:
     """``config`` as the run of ``seed`` was trained with it: its evaluation games are seed 10,000 + ``seed`` and its
-    fresh games ``CONFIRM_SEED`` + ``seed``, not the config's own seed's."""
+    fresh games ``runs.CONFIRM_SEED`` + ``seed``, not the config's own seed's."""
     return load_config(config, [f"seed={seed}"])
 
 
