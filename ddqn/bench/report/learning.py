@@ -160,8 +160,9 @@ def tuning(r: dict) -> list[str]:
            + (f"; every variant with {', '.join(r['common'])}" if r.get("common") else "")
            + (f"; evaluations and snapshots every {r['every']:,} env steps" if r.get("every") else "")
            + f". *Min to* a score: {reach_rule(r.get('reach_rule'))}. *Vs tuned*: the fresh-games mean minus "
-           f"`{r['base']}`'s at the same budget and seed, ± the standard error of the difference. †: the row's config "
-           "values were not recorded, so they cannot be checked against the variant's today."]
+           f"`{r['base']}`'s at the same budget and seed, ± the standard error of the difference, and the verdict "
+           "by the rule fixed before the runs: better or worse beyond twice that standard error, else a tie. †: the "
+           "row's config values were not recorded, so they cannot be checked against the variant's today."]
     rows = list(r["variants"].values())  # one per variant, budget and seed (tuning.row_key), with its variant
     for budget in sorted({x["minutes_budget"] for x in rows}):
         out += ["", f"**{budget:g}-minute runs**", "",
@@ -173,8 +174,7 @@ def tuning(r: dict) -> list[str]:
             b, f, k = x["best"], x["final"], x.get("confirmed")
             stale = "" if "config_values" in x else " †"
             t = base.get(x["seed"])
-            vs = "–" if x["variant"] == r["base"] or not (k and t) else (
-                f"{k['greedy_mean'] - t['greedy_mean']:+.2f} ± {math.hypot(k['greedy_se'], t['greedy_se']):.2f}")
+            vs = "–" if x["variant"] == r["base"] or not (k and t) else _versus(k, t)
             out.append(f"| {x['variant']}{stale} | {x['seed']} | {x['what']} | {x['updates_per_s']:.1f} | "
                        + (f"{b['greedy_mean']:.2f} ± {b['greedy_se']:.2f} | {b['minutes']:.1f} | {fresh(k)} | {vs} | "
                           f"{f['greedy_mean']:.2f} | " if b else "– | – | – | – | – | ")
@@ -183,6 +183,13 @@ def tuning(r: dict) -> list[str]:
                      for x in sorted(rows, key=lambda x: (x["minutes_budget"], x["variant"] != r["base"], x["seed"],
                                                           x["variant"]))})
     return [*out, "", *ends, f"![tuning]({r['png']})"]
+
+
+def _versus(k: dict, base: dict) -> str:
+    """A variant's fresh-games mean against the base's: difference ± its standard error, and the verdict (better or
+    worse beyond twice that standard error, else a tie)."""
+    d, se = k["greedy_mean"] - base["greedy_mean"], math.hypot(k["greedy_se"], base["greedy_se"])
+    return f"{d:+.2f} ± {se:.2f} ({'better' if d > 2 * se else 'worse' if d < -2 * se else 'a tie'})"
 
 
 def atari(r: dict) -> list[str]:
