@@ -13,7 +13,7 @@ import pytest
 
 from ddqn.bench import report
 from ddqn.bench.common import config_values, cpu_differences, cpu_label, machine
-from ddqn.bench.report import network, phrases
+from ddqn.bench.report import learning, network, phrases
 from ddqn.bench.runs import CONFIRM_SEED, RECORD, finished_run, grid_overrides, record_run, same_grid
 from ddqn.bench.stats import (
     TRAILING_K,
@@ -369,3 +369,12 @@ def test_the_links_shards_section_names_the_busiest_host_and_the_ratio() -> None
     text = "\n".join(network.links_shards(r))
     assert "| 0.25 | 1 | 30.0 | – | driver | 1.80 | 25 % |" in text, text
     assert "| 0.25 | 2 | 45.0 | 1.50× | worker-2 | 0.90 | 25 % |" in text, text
+
+
+def test_a_variant_beats_the_base_only_beyond_twice_the_differences_standard_error() -> None:
+    base = {"greedy_mean": 13.0, "greedy_se": 0.3}
+    se = math.hypot(0.3, 0.4)  # 0.5
+    assert learning.versus_base({"greedy_mean": 14.1, "greedy_se": 0.4}, base) == "+1.10 ± 0.50 (better)"
+    assert learning.versus_base({"greedy_mean": 13.0 + 1.9 * se, "greedy_se": 0.4}, base) == "+0.95 ± 0.50 (a tie)"
+    assert learning.versus_base({"greedy_mean": 13.0 - 1.9 * se, "greedy_se": 0.4}, base) == "-0.95 ± 0.50 (a tie)"
+    assert learning.versus_base({"greedy_mean": 11.9, "greedy_se": 0.4}, base) == "-1.10 ± 0.50 (worse)"

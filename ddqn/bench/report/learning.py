@@ -174,7 +174,7 @@ def tuning(r: dict) -> list[str]:
             b, f, k = x["best"], x["final"], x.get("confirmed")
             stale = "" if "config_values" in x else " †"
             t = base.get(x["seed"])
-            vs = "–" if x["variant"] == r["base"] or not (k and t) else _versus(k, t)
+            vs = "–" if x["variant"] == r["base"] or not (k and t) else versus_base(k, t)
             out.append(f"| {x['variant']}{stale} | {x['seed']} | {x['what']} | {x['updates_per_s']:.1f} | "
                        + (f"{b['greedy_mean']:.2f} ± {b['greedy_se']:.2f} | {b['minutes']:.1f} | {fresh(k)} | {vs} | "
                           f"{f['greedy_mean']:.2f} | " if b else "– | – | – | – | – | ")
@@ -185,7 +185,7 @@ def tuning(r: dict) -> list[str]:
     return [*out, "", *ends, f"![tuning]({r['png']})"]
 
 
-def _versus(k: dict, base: dict) -> str:
+def versus_base(k: dict, base: dict) -> str:
     """A variant's fresh-games mean against the base's: difference ± its standard error, and the verdict (better or
     worse beyond twice that standard error, else a tie)."""
     d, se = k["greedy_mean"] - base["greedy_mean"], math.hypot(k["greedy_se"], base["greedy_se"])
