@@ -27,7 +27,7 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake libboost-system-d
   $(JAVA_PACKAGE) iproute2
 
 .PHONY: install deb-deps venv caffe torch-venv lint test test-hosts train train-serial train-cluster train-hosts test-caffe bench-caffe bench-env bench-replay \
-  bench-ps bench-worker bench-capacity bench-hostile bench-links bench-links-shards bench-links-model bench-shard-cost bench-shard-cost-alone bench-shard-projection bench-scaling bench-scaling-60 bench-scaling-120 bench-grad-norms bench-suite bench-blas bench-atari bench-scale-out bench-scale-out-paper bench-scale-projection bench-scale-staleness bench-scale-validate bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
+  bench-ps bench-worker bench-capacity bench-hostile bench-links bench-links-shards bench-links-model bench-shard-cost bench-shard-cost-alone bench-shard-projection bench-scaling bench-scaling-120 bench-grad-norms bench-suite bench-blas bench-atari bench-scale-out bench-scale-out-paper bench-scale-projection bench-scale-staleness bench-scale-validate bench-tuning gifs report cluster-up cluster-train cluster-results cluster-down clean
 
 install: deb-deps venv caffe  ## everything: Debian packages, .venv, ddqn, real pycaffe
 
@@ -181,10 +181,6 @@ bench-scaling: SEEDS ?= 0 1
 bench-scaling: MINUTES = 25
 bench-scaling: install  ## serial vs 1 and 2 async workers vs sync: greedy score vs wall clock, same budget ($(MINUTES) min each, default 25), seeds $(SEEDS), one run after another (about 3 h 20 min; finished runs are reused, so it runs in parts: SEEDS=1); CONFIG: named config or YAML (default paper), MODES: a subset of the default "serial async-1 async-2 sync-2"
 	$(PY) -m ddqn.bench.scaling --minutes $(MINUTES) --config $(CONFIG) --modes $(MODES) --seeds $(SEEDS)
-
-bench-scaling-60: install  ## the faster-learner comparison: tuned serial (seed 0) and async-2 (seeds 0, 1), 60 min each, one after another (3 h; finished runs are reused, so it can be run in parts)
-	$(PY) -m ddqn.bench.scaling --result scaling_60 --config tuned --minutes 60 --every 10000 --modes serial async-2 --seeds 0
-	$(PY) -m ddqn.bench.scaling --result scaling_60 --config tuned --minutes 60 --every 10000 --modes async-2 --seeds 1
 
 bench-scaling-120: RUNS ?= async-2:3 async-2:0 async-2:1 serial:0 serial:1
 bench-scaling-120: install  ## issue 30's comparison: tuned async-2 (seeds 3, 0, 1) and serial (0, 1), 120 min each, one after another (10 h; finished runs are reused, so it runs in parts: RUNS="async-2:3" trains only that one); the 60-minute figures are the same runs cut at 60 min

@@ -36,7 +36,8 @@ from ddqn.game.seeds import game_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# bench-scaling-60's seed 0 (async-2, tuned): minutes and greedy means of evaluations 30-40 (results/scaling_60.json)
+# bench-scaling-60's seed 0 (async-2, tuned): minutes and greedy means of evaluations 30-40 (results/scaling_60.json,
+# retired with bench-scaling-60 and kept in git history)
 AUDIT = [(37.7, 8.62), (38.9, 8.80), (40.0, 8.68), (41.3, 9.86), (42.5, 9.34), (43.6, 10.32), (44.7, 9.32),
          (45.8, 9.98), (47.0, 10.12), (48.2, 10.82), (49.5, 9.82)]
 

@@ -38,7 +38,6 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
     ("blas", "Caffe on each BLAS", "make bench-blas", speed.blas),
     ("grad_norms", "Honest gradient norms", "make bench-grad-norms", speed.grad_norms),
     ("scaling", "Serial vs distributed", "make bench-scaling", learning.scaling),
-    ("scaling_60", "Serial vs distributed in 60 minutes (`tuned`)", "make bench-scaling-60", learning.scaling),
     ("scaling_120", "Serial vs distributed in 60 and 120 minutes (`tuned`, issue 30's table)", "make bench-scaling-120",
      learning.scaling),
     ("tuning", "What buys score per minute (variants of tuned)", "make bench-tuning", learning.tuning),
