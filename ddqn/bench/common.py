@@ -38,7 +38,7 @@ from ddqn.solvers.flat import SolverSpec, load_solver_spec, make_solver
 SERVER_SOLVER = "adagrad"  # the solver of every parameter server the benchmarks start
 
 
-# -- results ----------------------------------------------------------------------------------------------------
+# -- results -------------------------------------------------------------------------------------------------
 ROOT = Path(__file__).resolve().parents[2]  # the checkout
 
 
@@ -197,7 +197,7 @@ def figure(path: Path, ncols: int = 1, figsize: tuple[float, float] = (6.5, 4.5)
         plt.close(fig)
 
 
-# -- the shipped prototxts --------------------------------------------------------------------------------------
+# -- the shipped prototxts -----------------------------------------------------------------------------------
 
 def net_spec(member: str) -> NetSpec:
     """The shipped Q-network ``prototxt/snake_<member>.prototxt`` (small, paper, large, x64, x128)."""
@@ -209,7 +209,7 @@ def solver_spec(name: str) -> SolverSpec:
     return load_solver_spec(PROTOTXT_DIR / f"solver_{name}.prototxt")
 
 
-# -- the parameter server under load ----------------------------------------------------------------------------
+# -- the parameter server under load -------------------------------------------------------------------------
 
 MAX_CLIENTS = 1024  # partitions (worker ids) the benchmark servers admit
 
@@ -325,7 +325,7 @@ def time_net(spec: NetSpec, repeats: int) -> dict[str, float]:
             "forward_backward_ms": 1e3 * float(np.median(fb)), "forward_ms": 1e3 * float(np.median(fwd))}
 
 
-# -- config values ----------------------------------------------------------------------------------------------
+# -- config values -------------------------------------------------------------------------------------------
 
 RUN_KEYS = ("seed", "workers")  # set per run by a bench, not by its config: never part of the reuse check
 PATH_KEYS = ("net", "solver")  # files: compared by their content (``<key>_sha256``), not by where they lie

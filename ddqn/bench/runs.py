@@ -26,7 +26,7 @@ from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.net.snapshot import load_caffemodel, snapshot_paths
 
-# -- snapshots on fresh games -----------------------------------------------------------------------------------
+# -- snapshots on fresh games --------------------------------------------------------------------------------
 
 def snapshot_scores(out: Path, cfg: Config) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
     """Each snapshot of the run in ``out`` (its snapshots.csv) with its evaluation scores: ``cfg.eval_episodes``
@@ -86,7 +86,7 @@ def confirm_best(out: Path, cfg: Config, curve: list[dict], episodes: int) -> di
             "curve_mean": best["greedy_mean"]} if best else None
 
 
-# -- runs, and when a finished one is reused --------------------------------------------------------------------
+# -- runs, and when a finished one is reused -----------------------------------------------------------------
 
 GRID_KEYS = ("eval_every", "snapshot_every")  # env steps (summed over workers): one grid for every run of a comparison
 RECORD = "bench.json"  # what a bench records in a run directory it trained: the machine and the config values
@@ -169,7 +169,7 @@ def train_or_reuse(config: str, minutes: float, out: Path, args: list[str], valu
     return train_run(config, minutes, out, [*args, *sets], serial=serial, values=values)
 
 
-# -- greedy-score curves ----------------------------------------------------------------------------------------
+# -- greedy-score curves -------------------------------------------------------------------------------------
 
 def read_curve(eval_csv: Path) -> list[dict[str, Any]]:
     """Rows (env steps, training minutes, greedy mean, random mean) of a serial run's eval.csv; a row also names
