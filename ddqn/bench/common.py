@@ -1,10 +1,10 @@
 """What the benchmarks share, so that no benchmark imports another.
 
 Result files and figures, with the machine (CPU model and OpenBLAS core) each was measured on; the shipped
-prototxts (``ddqn/prototxt``); the parameter server under synthetic
-load (``ps_speed``, ``capacity``); one real worker's update times (``worker_speed``, ``capacity``); the config values a
-result or a run was made with (``config_values``). The learning benches' training runs and their reuse are in
-``ddqn.bench.runs``, statistics in ``ddqn.bench.stats``.
+prototxts (``ddqn/prototxt``); the parameter server under synthetic load (``ps_speed``, ``capacity``); one real
+worker's update times (``worker_speed``, ``capacity``); the config values a result or a run was made with
+(``config_values``). The learning benches' training runs and their reuse are in ``ddqn.bench.runs``, statistics in
+``ddqn.bench.stats``.
 """
 from __future__ import annotations
 
