@@ -157,7 +157,8 @@ def test_caffe_speed_counts_flops_and_names_the_net_a_twin_gets_wrong(tmp_path: 
 
 def test_caffe_report_shows_each_caffe_over_torch() -> None:
     """The REPORT's bench-caffe section: a row per net with each implementation's ms, each Caffe ÷ torch (a candidate
-    build too) and shares of the floor; the notes name each Caffe build and the twin's check."""
+    build too) and shares of the floor; issue 29's goal for the paper net, met or missed; the notes name each Caffe
+    build and the twin's check."""
     impls = {"caffe": (40.0, 20.0), "dnn": (30.0, 12.0), "torch": (20.0, 10.0)}
     row = {"params": 228_132, "frames": 4, "input": 16, "batch": 32, "gflop": {"forward_backward": 0.97},
            "floor_ms": {"forward_backward": 10.0}, "checks": {k: {"q_rel_err": 1e-6, "loss_rel_err": 2e-7,
@@ -177,6 +178,9 @@ def test_caffe_report_shows_each_caffe_over_torch() -> None:
             "12.0 | 10.0 | **2.00×** | **1.20×** | 25 % | 33 % | 50 % |") in text
     assert "`caffe` as built (libopenblasp-r0.3.21.so, OpenBLAS core SkylakeX); `dnn` from /b/src/python" in text
     assert "Caffe's within 1e-06, 2e-07 and 3e-05" in text and "one core's peak, 97.0 GFLOP/s" in text
+    assert "Caffe as built ÷ torch: **2.00×** (goal ≤ 0.9×: missed)." in text
+    row["over_torch"]["caffe"]["forward_backward"] = 0.8
+    assert "Caffe as built ÷ torch: **0.80×** (goal ≤ 0.9×: met)." in "\n".join(speed.caffe(data))
 
 
 def distinct_colours(img: np.ndarray) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ddqn.bench.report.phrases import versus_goal
 
+CAFFE_GOAL = ("snake_paper", 0.9)  # issue 29: the paper net's forward+backward, Caffe ÷ torch, at most this
+
 
 def caffe(r: dict) -> list[str]:
     """bench-caffe: each net's forward+backward and forward ms per implementation, ratios to torch, the floor."""
@@ -29,7 +31,17 @@ def caffe(r: dict) -> list[str]:
             cells += [f"**{x['over_torch'][i][k]:.2f}×**" for i in ratios]
         cells += [f"{100 * x['floor_share'][i]['forward_backward']:.0f} %" for i in impls]
         lines.append("| " + " | ".join(cells) + " |")
-    return [paper, "", *lines, "", *_caffe_notes(r)]
+    return [paper, "", *lines, "", *_caffe_goal(r), *_caffe_notes(r)]
+
+
+def _caffe_goal(r: dict) -> list[str]:
+    """Issue 29's goal: the paper net's forward+backward, Caffe as built ÷ torch, against :data:`CAFFE_GOAL`."""
+    net, goal = CAFFE_GOAL
+    ratio = r["nets"].get(net, {}).get("over_torch", {}).get("caffe", {}).get("forward_backward")
+    if ratio is None:
+        return []
+    return [f"Goal: the paper net's ({net}) forward+backward, Caffe as built ÷ torch: "
+            + versus_goal(ratio, goal, True, ".2f", "×", "**") + ".", ""]
 
 
 def _caffe_notes(r: dict) -> list[str]:
