@@ -99,7 +99,10 @@ def test_a_distributed_run_learns_and_the_same_run_without_learning_does_not(tmp
     to the margin are seed 0's +0.98 and seed 9's 5.9x); with the learning rate 1e-30, greedy 0.04-0.21: no seed
     beat random by the margin. On the same Zen 5 held to Zen 3's instruction sets (ONEDNN_MAX_CPU_ISA=AVX2,
     NUMBA_CPU_NAME=znver3; 2026-12-06, seeds 0-9): greedy 1.09-1.53 against random 0.13-0.23 (+0.91 to +1.38, 6.0x to
-    10.9x; the closest are seed 0's +0.91 and seed 3's 6.0x). A second CPU model is not measured yet."""
+    10.9x; the closest are seed 0's +0.91 and seed 3's 6.0x). On a second CPU model, an AMD EPYC family 25 model 1
+    (Zen 3, AVX2; 2026-12-06, seeds 0-9): greedy 1.24-1.61 against random 0.13-0.23 (+1.05 to +1.43, 5.9x to 10.9x;
+    the closest are seed 3's +1.05 and seed 9's 5.9x); with the learning rate 1e-30, greedy 0.04-0.21: no seed beat
+    random by the margin."""
     seed = os.environ.get("DDQN_LEARN_SEED", "0")
     sets = ["--set", "eval_episodes=100", "--set", f"seed={seed}"]
     if base_lr != "shipped":
