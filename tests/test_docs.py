@@ -265,18 +265,20 @@ def test_the_checker_reports_an_untraced_figure() -> None:
 
 
 def test_the_checker_reports_a_source_that_disagrees() -> None:
-    manifest = load_manifest("""
+    ms = json.loads((ROOT / "results" / "atari.json").read_text())["nets"]["atari_nips"]["forward_backward_ms"]
+    right, wrong = f"{ms:.1f}", f"{ms + 2:.0f}"  # the source's figure, and one it does not round to
+    manifest = load_manifest(f"""
 figures:
-  - {figure: 11.8 ms, pages: [docs/x.md], json: results/atari.json, key: nets/atari_nips/forward_backward_ms}
-  - {figure: 11 ms, pages: [docs/x.md], json: results/atari.json, key: nets/atari_nips/forward_backward_ms}
-  - {figure: 25 ms, pages: [docs/x.md], json: results/atari.json, key: nets/no_such_net/forward_backward_ms}
-  - {figure: 5 s, pages: [docs/x.md], test: tests/test_docs.py::test_no_such_test}
-  - {figure: 16 MB, pages: [docs/x.md], test: tests/test_docs.py::test_every_figure_is_traced_to_its_source}
+  - {{figure: {right} ms, pages: [docs/x.md], json: results/atari.json, key: nets/atari_nips/forward_backward_ms}}
+  - {{figure: {wrong} ms, pages: [docs/x.md], json: results/atari.json, key: nets/atari_nips/forward_backward_ms}}
+  - {{figure: 25 ms, pages: [docs/x.md], json: results/atari.json, key: nets/no_such_net/forward_backward_ms}}
+  - {{figure: 5 s, pages: [docs/x.md], test: tests/test_docs.py::test_no_such_test}}
+  - {{figure: 16 MB, pages: [docs/x.md], test: tests/test_docs.py::test_every_figure_is_traced_to_its_source}}
 """)
-    page = "NIPS net: 11.8 ms (not 11 ms); Nature net 25 ms; 5 s; 16 MB.\n"
+    page = f"NIPS net: {right} ms (not {wrong} ms); Nature net 25 ms; 5 s; 16 MB.\n"
     problems = untraced({"docs/x.md": page}, manifest, test_ids())
     assert len(problems) == 3, problems
-    assert "'11 ms' (docs/x.md): shows 11, the source says 11.8" in problems[0]
+    assert f"'{wrong} ms' (docs/x.md): shows {wrong}, the source says {ms:g}" in problems[0]
     assert "'25 ms'" in problems[1] and "no_such_net" in problems[1]
     assert "'5 s'" in problems[2] and "no test" in problems[2]
     assert untraced({"docs/x.md": "16 MB\n"}, manifest[4:], test_ids()) == []
