@@ -19,10 +19,10 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from ddqn.bench.common import figure
+from ddqn.bench.common import cpu_differences, cpu_label, cpu_tag, figure, machine
 from ddqn.bench.gifs import captioned
 from ddqn.bench.hostile import goal
-from ddqn.bench.report import network, scale_out, speed
+from ddqn.bench.report import learning, network, scale_out, speed
 from ddqn.bench.runs import CONFIRM_SEED, RECORD, confirm_best, read_curve
 from ddqn.bench.scaling import MODES
 from ddqn.bench.stats import TRAILING_K, seed_speedup
@@ -402,7 +402,8 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
     res = tuning(3)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     data = json.loads((tmp_path / "results" / "tuning.json").read_text())
-    row = data["variants"]["lr-step 0.25 min s0"]  # one row per variant, budget and seed
+    row = data["variants"][f"lr-step 0.25 min s0 on {cpu_tag(machine())}"]  # one row per variant, budget, seed, CPU
+    assert cpu_differences(row["machine"], machine()) == []
     assert data["common"] == ["replay_warmup=200", "eval_episodes=3"] and row["curve"], row
     assert row["best"]["greedy_se"] >= 0 and row["updates_per_s"] > 0
     assert row["confirmed"]["model"] == row["best"]["model"] and row["confirmed"]["episodes"] == 7
@@ -425,16 +426,39 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
     assert (tmp_path / "results" / "tuning.json").read_text() == before
 
 
-def test_tuning_rows_are_keyed_by_variant_budget_and_seed() -> None:
-    """A row written before keys named the budget and seed is re-keyed from its own fields; two budgets of one
-    variant stay two rows."""
+def test_tuning_rows_are_keyed_by_variant_budget_seed_and_cpu() -> None:
+    """A row written before keys named the budget, seed and CPU is re-keyed from its own fields and the file's
+    machine; two budgets of one variant stay two rows, and so do two CPUs; the report compares a variant only with
+    `tuned` on its own CPU, in one table per CPU and budget."""
+    zen4 = {**machine(), "vendor": "AuthenticAMD", "family": 25, "model": 17, "openblas_core": "Cooperlake",
+            "model_name": "AMD EPYC", "date": "2026-12-05 10:52:16 UTC"}
+    zen3 = {**zen4, "model": 1, "openblas_core": "Zen", "date": "2026-12-07 05:00:00 UTC"}
     old = {"tuned": {"minutes_budget": 30.0, "seed": 0, "what": "a"},
            "tuned 60 min s0": {"variant": "tuned", "minutes_budget": 60.0, "seed": 0, "what": "c"},
            "dueling 60 min s1": {"variant": "dueling", "minutes_budget": 60.0, "seed": 1, "what": "b"}}
-    rows = keyed(old)
-    assert list(rows) == ["tuned 30 min s0", "tuned 60 min s0", "dueling 60 min s1"]
-    assert rows["tuned 30 min s0"]["variant"] == "tuned" and rows["tuned 60 min s0"]["what"] == "c"
-    assert keyed(rows) == rows and row_key("tuned", 60, 1) not in rows
+    rows = keyed(old, zen4)
+    assert list(rows) == [f"{v} on AuthenticAMD-25-17-Cooperlake" for v in ("tuned 30 min s0", "tuned 60 min s0",
+                                                                           "dueling 60 min s1")]
+    key = "tuned 30 min s0 on AuthenticAMD-25-17-Cooperlake"
+    assert rows[key]["variant"] == "tuned" and rows[key]["machine"] == zen4
+    assert keyed(rows, zen3) == rows and row_key("tuned", 60, 1, zen4) not in rows
+    assert row_key("tuned", 30, 0, zen3) != key and row_key("tuned", 30, 0, None).endswith(" on cpu-not-recorded")
+
+    def row(variant: str, m: dict, mean: float) -> dict:
+        k = {"greedy_mean": mean, "greedy_se": 0.2, "episodes": 500, "percentiles": [5, 10, 15],
+             "endings": {"body": {"games": 500, "mean_score": mean}}}
+        return {"variant": variant, "minutes_budget": 30.0, "seed": 0, "what": variant, "updates_per_s": 90.0,
+                "best": {**k, "minutes": 20.0}, "final": k, "confirmed": k, "reach": {"5.0": None},
+                "config_values": {}, "machine": m}
+
+    both = {"variants": keyed({"a": row("tuned", zen4, 12.0), "b": row("per", zen4, 10.0),
+                               "c": row("tuned", zen3, 9.0), "d": row("batch-64", zen3, 9.1)}, None),
+            "base": "tuned", "workers": 2, "levels": [5.0], "png": "tuning.png", "machine": zen3}
+    report = "\n".join(learning.tuning(both))
+    assert f"**30-minute runs on {cpu_label(zen4)}**" in report and f"**30-minute runs on {cpu_label(zen3)}**" in report
+    assert "| per | 0 | per | 90.0 | 10.00 ± 0.20 | 20.0 | " in report and "-2.00 ± 0.28 (worse)" in report
+    assert "+0.10 ± 0.28 (a tie)" in report  # batch-64 against tuned on its own CPU (9.0), not the other's (12.0)
+    assert "Run recorded 2026-12-07 05:00:00 UTC." in report and "| per, 30 min, seed 0, AuthenticAMD-25-17-Cooperlake |" in report
     with pytest.raises(SystemExit) as exc:  # issue 30's reporting seed: refused before anything runs
         tuning_main(["--seed", "3", "--variants", "tuned"])
     assert exc.value.code == 2

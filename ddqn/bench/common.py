@@ -110,6 +110,15 @@ def cpu_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[
     return [f"{k} {a.get(k)} ≠ {b.get(k)}" for k in CPU_KEYS if a.get(k) != b.get(k)]
 
 
+def cpu_tag(m: dict[str, Any] | None) -> str:
+    """A machine record's CPU (its :data:`CPU_KEYS` but the model name) as a short name for keys:
+    ``<vendor>-<family>-<model>-<OpenBLAS core>``, e.g. ``AuthenticAMD-25-1-Zen`` (no ``/``, which separates keys in
+    docs/figures.yaml); ``cpu-not-recorded`` for a record made before family and model were."""
+    if not m or "family" not in m:
+        return "cpu-not-recorded"
+    return f"{m['vendor']}-{m['family']}-{m['model']}-{m.get('openblas_core') or 'unknown'}"
+
+
 def measured_here(block: dict[str, Any] | None) -> bool:
     """Whether a results block (with its ``machine``) was measured on this CPU model (the same :data:`CPU_KEYS`)."""
     return bool(block) and cpu_differences(block.get("machine"), machine()) == []

@@ -11,10 +11,11 @@ a level come from the trailing mean of ``stats.TRAILING_K`` evaluations (``ddqn.
 evaluates and snapshots every ``--every`` env steps (summed over workers): one grid for the whole table. A run
 directory (one per variant, seed and budget) that already holds a summary.json is reused if the variant's config has
 the same values today, grid included, and it ran on this CPU (else a one-line error); variants not rerun are kept in
-results/tuning.json only while they were run the same way (workers, ``--set``, grid), on this CPU and with the
-values their variant has today (a stale row is dropped with a line saying why), so the table grows across sessions.
-A row is one variant at one budget and seed (:func:`row_key`, e.g. ``tuned 60 min s0``): a 60-minute run sits beside
-the same variant's 30-minute run instead of replacing it.
+results/tuning.json only while they were run the same way (workers, ``--set``, grid) and with the values their
+variant has today (a stale row is dropped with a line saying why), so the table grows across sessions. A row is one
+variant at one budget and seed on one CPU (:func:`row_key`, e.g. ``tuned 60 min s0 on AuthenticAMD-25-1-Zen``): a
+60-minute run sits beside the same variant's 30-minute run, and a run on another CPU beside this one's, instead of
+replacing it; a variant is only ever compared with `tuned` run on the same CPU (the report's tables are per CPU).
 Short runs rank candidates; the plateau shows after ≈ 25 minutes, so confirm winners on full-length runs.
 Writes results/tuning.json and results/tuning.png.
 """
@@ -27,8 +28,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ddqn.bench.common import config_values, measured_here, value_differences, write_result
-from ddqn.bench.runs import confirm_best, grid_overrides, plot_curves, snapshot_scores, train_or_reuse
+from ddqn.bench.common import config_values, cpu_tag, machine, value_differences, write_result
+from ddqn.bench.runs import confirm_best, grid_overrides, plot_curves, run_record, snapshot_scores, train_or_reuse
 from ddqn.bench.stats import RULE, reach_levels, standard_error
 from ddqn.config import load_config, save_config
 from ddqn.rundir import set_aside_earlier_run
@@ -164,33 +165,34 @@ def summarize(name: str, c: list[dict[str, float]], run: Path, config: Path, epi
 RESERVED_SEEDS = (3,)  # issue 30 named seed 3 for its table before any run; choosing a variant must not see it
 
 
-def row_key(name: str, minutes: float, seed: int) -> str:
-    """The key of a variant's row in tuning.json: one per variant, budget and seed."""
-    return f"{name} {minutes:g} min s{seed}"
+def row_key(name: str, minutes: float, seed: int, m: dict | None) -> str:
+    """The key of a variant's row in tuning.json: one per variant, budget, seed and CPU (``m``, a machine record:
+    ``common.cpu_tag``)."""
+    return f"{name} {minutes:g} min s{seed} on {cpu_tag(m)}"
 
 
-def keyed(rows: dict[str, dict]) -> dict[str, dict]:
-    """tuning.json's rows under :func:`row_key`, each with its ``variant``; rows written before keys named the
-    budget and seed (keyed by the variant alone) are re-keyed from their ``minutes_budget`` and ``seed``."""
+def keyed(rows: dict[str, dict], m: dict | None) -> dict[str, dict]:
+    """tuning.json's rows under :func:`row_key`, each with its ``variant`` and ``machine``; rows written before keys
+    named the budget, seed and CPU are re-keyed from their ``minutes_budget``, ``seed`` and machine (``m``, the
+    file's, for a row written before rows recorded their own)."""
     out = {}
     for key, row in rows.items():
-        name = row.get("variant", key)
-        out[row_key(name, row["minutes_budget"], row["seed"])] = {**row, "variant": name}
+        name, row_m = row.get("variant", key.split(" ")[0]), row.get("machine", m)
+        out[row_key(name, row["minutes_budget"], row["seed"], row_m)] = {**row, "variant": name, "machine": row_m}
     return out
 
 
 def kept_rows(data: dict, args: argparse.Namespace, overrides: list[str], path: Path) -> dict[str, dict]:
     """The rows of an earlier tuning.json (``data``) that still describe today's variants: run the same way
-    (workers, ``--set``, grid) on this CPU, each with the config values its variant has today (``overrides``: every
-    variant's ``key=value``s). Every other row is dropped with a line saying why."""
+    (workers, ``--set``, grid), each with the config values its variant has today (``overrides``: every variant's
+    ``key=value``s), on whichever CPU. Every other row is dropped with a line saying why."""
     how = (data.get("workers"), data.get("common", []), data.get("every"))
-    if data and (how != (args.workers, args.set, args.every) or not measured_here(data)):
-        print(f"{path}: run with other workers, --set, grid or CPU (or not recorded): no earlier row is kept",
-              flush=True)
+    if data and how != (args.workers, args.set, args.every):
+        print(f"{path}: run with other workers, --set or grid (or not recorded): no earlier row is kept", flush=True)
         return {}
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for key, row in keyed(data.get("variants", {})).items():
+        for key, row in keyed(data.get("variants", {}), data.get("machine")).items():
             name = row["variant"]
             if name not in VARIANTS:
                 diff = ["no such variant today"]
@@ -235,9 +237,12 @@ def main(argv: list[str] | None = None) -> None:
         values = config_values(str(config))
         if train_or_reuse(str(config), args.minutes, run, ["--workers", str(args.workers)], values):
             raise SystemExit(f"the {name} run failed")
-        key = row_key(name, args.minutes, args.seed)
+        here = (run_record(run) or {}).get("machine") or machine()  # the CPU it trained on (a table can hold
+        # runs of several CPUs, never compared with each other)
+        key = row_key(name, args.minutes, args.seed, here)
         rows[key] = row = {"variant": name, **summarize(name, curve(run, config), run, config, args.confirm_episodes),
-                           "config_values": values, "minutes_budget": args.minutes, "seed": args.seed}
+                           "config_values": values, "minutes_budget": args.minutes, "seed": args.seed,
+                           "machine": here}
         b = row["best"] or {"greedy_mean": 0.0, "greedy_se": 0.0, "minutes": 0.0}  # no snapshot yet
         k = row["confirmed"] or {"greedy_mean": 0.0, "greedy_se": 0.0, "episodes": 0}
         print(f"{key:>24s}: best {b['greedy_mean']:.2f} ± {b['greedy_se']:.2f} at {b['minutes']:.1f} min "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from ddqn.bench.common import cpu_label, cpu_tag
 from ddqn.bench.report.phrases import config_today, fmt, fresh, reach_rule, versus_goal
 from ddqn.bench.runs import grid_overrides, other_games, run_parts
 from ddqn.bench.stats import TRAILING_K, SeedInterval, format_interval, seed_interval, trailing_at
@@ -151,25 +152,30 @@ def _over_seeds(r: dict, levels: list[str]) -> list[str]:
 
 
 def tuning(r: dict) -> list[str]:
-    """bench-tuning: each variant of tuned per budget and seed beside tuned, and how their games end."""
+    """bench-tuning: each variant of tuned per CPU, budget and seed beside tuned on that CPU, and how their games
+    end."""
     lv = [str(x) for x in r["levels"]]
-    out = [f"Variants of `{r['base']}`, each the Spark job with {r['workers']} asynchronous workers on this machine, "
-           "one after another; snapshots evaluated afterwards on the training-time episodes (greedy, 50 games: "
+    out = [f"Variants of `{r['base']}`, each the Spark job with {r['workers']} asynchronous workers, one "
+           "after another on one machine's cores; snapshots evaluated afterwards on the training-time episodes (greedy, 50 games: "
            "mean ± standard error). The best of a curve of noisy evaluations is biased upward, so that snapshot is "
            "played again on fresh games (seed 20,000 + the run's seed; their count in brackets)"
            + (f"; every variant with {', '.join(r['common'])}" if r.get("common") else "")
            + (f"; evaluations and snapshots every {r['every']:,} env steps" if r.get("every") else "")
            + f". *Min to* a score: {reach_rule(r.get('reach_rule'))}. *Vs tuned*: the fresh-games mean minus "
-           f"`{r['base']}`'s at the same budget and seed, ± the standard error of the difference, and the verdict "
-           "by the rule fixed before the runs: better or worse beyond twice that standard error, else a tie. †: the "
-           "row's config values were not recorded, so they cannot be checked against the variant's today."]
-    rows = list(r["variants"].values())  # one per variant, budget and seed (tuning.row_key), with its variant
-    for budget in sorted({x["minutes_budget"] for x in rows}):
-        out += ["", f"**{budget:g}-minute runs**", "",
+           f"`{r['base']}`'s at the same budget and seed on the same CPU, ± the standard error of the difference, and "
+           "the verdict by the rule fixed before the runs: better or worse beyond twice that standard error, else a "
+           "tie. One table per CPU and budget: runs on two CPUs are never compared. †: the row's config values were "
+           "not recorded, so they cannot be checked against the variant's today."]
+    rows = list(r["variants"].values())  # one per variant, budget, seed and CPU (tuning.row_key)
+    cpu = {id(x): cpu_label(x.get("machine", r.get("machine"))) for x in rows}
+    several = len(set(cpu.values())) > 1
+    for label, budget in sorted({(cpu[id(x)], x["minutes_budget"]) for x in rows}):
+        out += ["", f"**{budget:g}-minute runs on {label}**" if several else f"**{budget:g}-minute runs**", "",
                 "| variant | seed | change | updates/s | best (± se) | at min | best, fresh games (± se) | vs tuned | "
                 "final | " + " | ".join(f"min to {x}" for x in lv) + " |", "|---" * (9 + len(lv)) + "|"]
-        same = [x for x in rows if x["minutes_budget"] == budget]
+        same = [x for x in rows if x["minutes_budget"] == budget and cpu[id(x)] == label]
         base = {x["seed"]: x.get("confirmed") for x in same if x["variant"] == r["base"]}
+        dates = sorted(x["machine"]["date"] for x in same if x.get("machine", {}).get("date"))
         for x in sorted(same, key=lambda x: (x["variant"] != r["base"], x["seed"], x["variant"])):
             b, f, k = x["best"], x["final"], x.get("confirmed")
             stale = "" if "config_values" in x else " †"
@@ -179,9 +185,13 @@ def tuning(r: dict) -> list[str]:
                        + (f"{b['greedy_mean']:.2f} ± {b['greedy_se']:.2f} | {b['minutes']:.1f} | {fresh(k)} | {vs} | "
                           f"{f['greedy_mean']:.2f} | " if b else "– | – | – | – | – | ")
                        + " | ".join(fmt(x["reach"][v]["minutes"] if x["reach"][v] else None) for v in lv) + " |")
-    ends = _endings({f"{x['variant']}, {x['minutes_budget']:g} min, seed {x['seed']}": x.get("confirmed")
-                     for x in sorted(rows, key=lambda x: (x["minutes_budget"], x["variant"] != r["base"], x["seed"],
-                                                          x["variant"]))})
+        if several and dates:
+            out += ["", f"Runs recorded {dates[0]} to {dates[-1]}." if dates[0] != dates[-1]
+                    else f"Run recorded {dates[0]}."]
+    ends = _endings({f"{x['variant']}, {x['minutes_budget']:g} min, seed {x['seed']}"
+                     + (f", {cpu_tag(x.get('machine', r.get('machine')))}" if several else ""): x.get("confirmed")
+                     for x in sorted(rows, key=lambda x: (cpu[id(x)], x["minutes_budget"], x["variant"] != r["base"],
+                                                          x["seed"], x["variant"]))})
     return [*out, "", *ends, f"![tuning]({r['png']})"]
 
 
