@@ -64,9 +64,11 @@ def main(argv: list[str] | None = None) -> None:
     results = Path(args.results)
     m = machine()
     lines = ["# ddqn: reproduction report", "",
-             f"Generated {time.strftime('%Y-%m-%d %H:%M %Z')} on {m['cores']} cores ({cpu_label(m)}), "
-             f"Python {m['python']}. Each section names the target that regenerates it; speeds are ratios measured "
-             "within one run where possible (this machine is shared and noisy).", ""]
+             f"This file was written {time.strftime('%Y-%m-%d %H:%M %Z')} from the JSON in results/ (on "
+             f"{m['cores']} cores, {cpu_label(m)}, Python {m['python']}); the figures were not measured then and "
+             "there: each section names the date and CPU its figures were measured on and the target that "
+             "regenerates it. Speeds are ratios measured within one run where possible (these machines are shared "
+             "and noisy).", ""]
     missing = []
     for name, title, target, render in SECTIONS:
         r = _load(results, name)

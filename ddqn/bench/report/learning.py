@@ -155,10 +155,10 @@ def tuning(r: dict) -> list[str]:
     """bench-tuning: each variant of tuned per CPU, budget and seed beside tuned on that CPU, and how their games
     end."""
     lv = [str(x) for x in r["levels"]]
-    out = [f"Variants of `{r['base']}`, each the Spark job with {r['workers']} asynchronous workers, one "
-           "after another on one machine's cores; snapshots evaluated afterwards on the training-time episodes (greedy, 50 games: "
-           "mean ± standard error). The best of a curve of noisy evaluations is biased upward, so that snapshot is "
-           "played again on fresh games (seed 20,000 + the run's seed; their count in brackets)"
+    out = [f"Variants of `{r['base']}`, each the Spark job with {r['workers']} asynchronous workers, one after "
+           "another on one machine's cores; snapshots evaluated afterwards on the training-time episodes (greedy, 50 "
+           "games: mean ± standard error). The best of a curve of noisy evaluations is biased upward, so that "
+           "snapshot is played again on fresh games (seed 20,000 + the run's seed; their count in brackets)"
            + (f"; every variant with {', '.join(r['common'])}" if r.get("common") else "")
            + (f"; evaluations and snapshots every {r['every']:,} env steps" if r.get("every") else "")
            + f". *Min to* a score: {reach_rule(r.get('reach_rule'))}. *Vs tuned*: the fresh-games mean minus "
