@@ -404,6 +404,8 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "results" / "tuning.json").read_text())
     row = data["variants"][f"lr-step 0.25 min s0 on {cpu_tag(machine())}"]  # one row per variant, budget, seed, CPU
     assert cpu_differences(row["machine"], machine()) == []
+    tag = cpu_tag(machine())  # one figure of curves per CPU
+    assert data["png"] == {tag: f"tuning-{tag}.png"} and (tmp_path / "results" / data["png"][tag]).stat().st_size
     assert data["common"] == ["replay_warmup=200", "eval_episodes=3"] and row["curve"], row
     assert row["best"]["greedy_se"] >= 0 and row["updates_per_s"] > 0
     assert row["confirmed"]["model"] == row["best"]["model"] and row["confirmed"]["episodes"] == 7
@@ -458,6 +460,7 @@ def test_tuning_rows_are_keyed_by_variant_budget_seed_and_cpu() -> None:
     assert f"**30-minute runs on {cpu_label(zen4)}**" in report and f"**30-minute runs on {cpu_label(zen3)}**" in report
     assert "| per | 0 | per | 90.0 | 10.00 ± 0.20 | 20.0 | " in report and "-2.00 ± 0.28 (worse)" in report
     assert "+0.10 ± 0.28 (a tie)" in report  # batch-64 against tuned on its own CPU (9.0), not the other's (12.0)
+    assert "![tuning on AuthenticAMD-25-1-Zen](tuning.png)" in report  # a file written before figures were per CPU
     assert "Run recorded 2026-12-07 05:00:00 UTC." in report and "| per, 30 min, seed 0, AuthenticAMD-25-17-Cooperlake |" in report
     with pytest.raises(SystemExit) as exc:  # issue 30's reporting seed: refused before anything runs
         tuning_main(["--seed", "3", "--variants", "tuned"])

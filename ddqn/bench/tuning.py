@@ -17,7 +17,7 @@ variant at one budget and seed on one CPU (:func:`row_key`, e.g. ``tuned 60 min 
 60-minute run sits beside the same variant's 30-minute run, and a run on another CPU beside this one's, instead of
 replacing it; a variant is only ever compared with `tuned` run on the same CPU (the report's tables are per CPU).
 Short runs rank candidates; the plateau shows after ≈ 25 minutes, so confirm winners on full-length runs.
-Writes results/tuning.json and results/tuning.png.
+Writes results/tuning.json and one figure of curves per CPU, results/tuning-<CPU>.png (``common.cpu_tag``).
 """
 from __future__ import annotations
 
@@ -253,11 +253,14 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def save(rows: dict[str, dict], args: argparse.Namespace, results: Path) -> None:
-    """Write results/tuning.json and tuning.png with ``rows``."""
-    png = plot_curves({n: r["curve"] for n, r in rows.items()}, results / "tuning.png",
-                      f"Variants of `{BASE}` ({args.workers} async workers)")
+    """Write results/tuning.json with ``rows``, and per CPU the figure of its rows' curves."""
+    pngs = {}
+    for tag in sorted({cpu_tag(r["machine"]) for r in rows.values()}):
+        ours = {n.removesuffix(f" on {tag}"): r["curve"] for n, r in rows.items() if cpu_tag(r["machine"]) == tag}
+        pngs[tag] = plot_curves(ours, results / f"tuning-{tag}.png",
+                                f"Variants of `{BASE}` ({args.workers} async workers) on {tag}").name
     write_result("tuning", {"base": BASE, "workers": args.workers, "levels": list(LEVELS), "common": args.set,
-                            "every": args.every, "reach_rule": RULE, "variants": rows, "png": png.name}, results)
+                            "every": args.every, "reach_rule": RULE, "variants": rows, "png": pngs}, results)
 
 
 if __name__ == "__main__":

@@ -192,7 +192,8 @@ def tuning(r: dict) -> list[str]:
                      + (f", {cpu_tag(x.get('machine', r.get('machine')))}" if several else ""): x.get("confirmed")
                      for x in sorted(rows, key=lambda x: (cpu[id(x)], x["minutes_budget"], x["variant"] != r["base"],
                                                           x["seed"], x["variant"]))})
-    return [*out, "", *ends, f"![tuning]({r['png']})"]
+    pngs = r["png"] if isinstance(r["png"], dict) else {cpu_tag(r.get("machine")): r["png"]}  # per CPU, or one
+    return [*out, "", *ends, *(f"![tuning on {tag}]({png})" for tag, png in pngs.items())]
 
 
 def versus_base(k: dict, base: dict) -> str:
