@@ -166,8 +166,9 @@ def tuning(r: dict) -> list[str]:
            "the verdict by the rule fixed before the runs: better or worse beyond twice that standard error, else a "
            "tie. One table per CPU and budget: runs on two CPUs are never compared. †: the row's config values were "
            "not recorded, so they cannot be checked against the variant's today."]
-    rows = list(r["variants"].values())  # one per variant, budget, seed and CPU (tuning.row_key)
-    cpu = {id(x): cpu_label(x.get("machine", r.get("machine"))) for x in rows}
+    # one per variant, budget, seed and CPU (tuning.row_key); a row written before rows had a machine: the file's
+    rows = [{**x, "machine": x.get("machine") or r.get("machine")} for x in r["variants"].values()]
+    cpu = {id(x): cpu_label(x["machine"]) for x in rows}
     several = len(set(cpu.values())) > 1
     for label, budget in sorted({(cpu[id(x)], x["minutes_budget"]) for x in rows}):
         out += ["", f"**{budget:g}-minute runs on {label}**" if several else f"**{budget:g}-minute runs**", "",
@@ -175,7 +176,7 @@ def tuning(r: dict) -> list[str]:
                 "final | " + " | ".join(f"min to {x}" for x in lv) + " |", "|---" * (9 + len(lv)) + "|"]
         same = [x for x in rows if x["minutes_budget"] == budget and cpu[id(x)] == label]
         base = {x["seed"]: x.get("confirmed") for x in same if x["variant"] == r["base"]}
-        dates = sorted(x["machine"]["date"] for x in same if x.get("machine", {}).get("date"))
+        dates = sorted(x["machine"]["date"] for x in same if (x["machine"] or {}).get("date"))
         for x in sorted(same, key=lambda x: (x["variant"] != r["base"], x["seed"], x["variant"])):
             b, f, k = x["best"], x["final"], x.get("confirmed")
             stale = "" if "config_values" in x else " †"
@@ -189,7 +190,7 @@ def tuning(r: dict) -> list[str]:
             out += ["", f"Runs recorded {dates[0]} to {dates[-1]}." if dates[0] != dates[-1]
                     else f"Run recorded {dates[0]}."]
     ends = _endings({f"{x['variant']}, {x['minutes_budget']:g} min, seed {x['seed']}"
-                     + (f", {cpu_tag(x.get('machine', r.get('machine')))}" if several else ""): x.get("confirmed")
+                     + (f", {cpu_tag(x['machine'])}" if several else ""): x.get("confirmed")
                      for x in sorted(rows, key=lambda x: (cpu[id(x)], x["minutes_budget"], x["variant"] != r["base"],
                                                           x["seed"], x["variant"]))})
     pngs = r["png"] if isinstance(r["png"], dict) else {cpu_tag(r.get("machine")): r["png"]}  # per CPU, or one
