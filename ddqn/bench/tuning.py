@@ -84,6 +84,11 @@ VARIANTS: dict[str, Variant] = {
     "eps-0.02": Variant("ε floor 0.02 instead of 0.1", {"eps_end": 0.02}),
     "train-every-2": Variant("2 env steps per gradient (tuned's own setting)", {"train_every": 2}),
     "train-every-4": Variant("4 env steps per gradient (the DQN papers' Atari setting)", {"train_every": 4}),
+    "train-every-8": Variant("8 env steps per gradient: each transition sampled ≈ 4 times on average (32 per "
+                             "gradient), a quarter of tuned's ≈ 16", {"train_every": 8}),
+    "train-every-4-fetch-4": Variant("`train-every-4` with θ fetched once per gradient (every 4 env steps), not on "
+                                     "every env step (4 FETCHes a gradient; tuned makes 2)",
+                                     {"train_every": 4, "fetch_every": 4}),
     "C-4000": Variant("target network reset every 4,000 gradients", {"target_update": 4000}),
     "lr-step": Variant("Adam 2.5e-4 halved every 50,000 updates (Caffe lr_policy step)",
                        solver_fields={"lr_policy": '"step"', "gamma": 0.5, "stepsize": 50_000}),
