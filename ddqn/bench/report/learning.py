@@ -168,13 +168,13 @@ def tuning(r: dict) -> list[str]:
            "not recorded, so they cannot be checked against the variant's today."]
     # one per variant, budget, seed and CPU (tuning.row_key); a row written before rows had a machine: the file's
     rows = [{**x, "machine": x.get("machine") or r.get("machine")} for x in r["variants"].values()]
-    cpu = {id(x): cpu_label(x["machine"]) for x in rows}
-    several = len(set(cpu.values())) > 1
-    for label, budget in sorted({(cpu[id(x)], x["minutes_budget"]) for x in rows}):
+    rows = [{**x, "cpu": cpu_label(x["machine"])} for x in rows]
+    several = len({x["cpu"] for x in rows}) > 1
+    for label, budget in sorted({(x["cpu"], x["minutes_budget"]) for x in rows}):
         out += ["", f"**{budget:g}-minute runs on {label}**" if several else f"**{budget:g}-minute runs**", "",
                 "| variant | seed | change | updates/s | best (± se) | at min | best, fresh games (± se) | vs tuned | "
                 "final | " + " | ".join(f"min to {x}" for x in lv) + " |", "|---" * (9 + len(lv)) + "|"]
-        same = [x for x in rows if x["minutes_budget"] == budget and cpu[id(x)] == label]
+        same = [x for x in rows if x["minutes_budget"] == budget and x["cpu"] == label]
         base = {x["seed"]: x.get("confirmed") for x in same if x["variant"] == r["base"]}
         dates = sorted(x["machine"]["date"] for x in same if (x["machine"] or {}).get("date"))
         for x in sorted(same, key=lambda x: (x["variant"] != r["base"], x["seed"], x["variant"])):
@@ -191,7 +191,7 @@ def tuning(r: dict) -> list[str]:
                     else f"Run recorded {dates[0]}."]
     ends = _endings({f"{x['variant']}, {x['minutes_budget']:g} min, seed {x['seed']}"
                      + (f", {cpu_tag(x['machine'])}" if several else ""): x.get("confirmed")
-                     for x in sorted(rows, key=lambda x: (cpu[id(x)], x["minutes_budget"], x["variant"] != r["base"],
+                     for x in sorted(rows, key=lambda x: (x["cpu"], x["minutes_budget"], x["variant"] != r["base"],
                                                           x["seed"], x["variant"]))})
     pngs = r["png"] if isinstance(r["png"], dict) else {cpu_tag(r.get("machine")): r["png"]}  # per CPU, or one
     return [*out, "", *ends, *(f"![tuning on {tag}]({png})" for tag, png in pngs.items())]
