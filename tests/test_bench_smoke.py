@@ -19,7 +19,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from ddqn.bench.common import cpu_differences, cpu_label, cpu_tag, figure, machine
+from ddqn.bench.common import config_values, cpu_differences, cpu_label, cpu_tag, figure, machine
 from ddqn.bench.gifs import captioned
 from ddqn.bench.hostile import goal
 from ddqn.bench.report import learning, network, scale_out, speed
@@ -27,7 +27,7 @@ from ddqn.bench.runs import CONFIRM_SEED, RECORD, confirm_best, read_curve
 from ddqn.bench.scaling import MODES
 from ddqn.bench.stats import TRAILING_K, seed_speedup
 from ddqn.bench.suite_time import main as suite_time_main
-from ddqn.bench.tuning import VARIANTS, keyed, row_key, variant_config
+from ddqn.bench.tuning import SEARCH, VARIANTS, keyed, row_key, variant_config
 from ddqn.bench.tuning import main as tuning_main
 from ddqn.config import load_config, save_config
 from ddqn.distributed.cluster import spark_submit_env, spark_submit_path
@@ -379,15 +379,18 @@ def test_spark_env_and_scaling_defaults_match_makefile() -> None:
 
 
 def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
-    """Every variant's config and solver load as a run loads them; one variant with its own solver prototxt
+    """Every variant's config and solver load as a run loads them, the search's starting point's values beneath
+    its own; `train-every-4` is `tuned` as shipped, and `base` is not; one variant with its own solver prototxt
     (lr_policy step) trains for real and is evaluated from its snapshots; its finished run is not reused once
     the variant's config values change (a one-line error, and tuning.json stays as it was)."""
     for name in VARIANTS:
         cfg = load_config(str(variant_config(name, tmp_path / name, 3)))
         spec = load_solver_spec(cfg.path("solver"))
-        assert cfg.seed == 3 and all(getattr(cfg, k) == v for k, v in VARIANTS[name].config.items())
+        assert cfg.seed == 3 and all(getattr(cfg, k) == v for k, v in {**SEARCH, **VARIANTS[name].config}.items())
         assert all(getattr(spec, k) == pytest.approx(v) for k, v in VARIANTS[name].solver_fields.items()
                    if k != "lr_policy")
+    assert config_values(str(tmp_path / "train-every-4" / "variant.yaml")) == config_values("tuned", ["seed=3"])
+    assert config_values(str(tmp_path / "base" / "variant.yaml")) != config_values("tuned", ["seed=3"])
     assert load_solver_spec(load_config(str(variant_config("lr-step", tmp_path / "s", 0))).path("solver")).lr_policy \
         == "step"
     batch = load_config(str(variant_config("batch-64", tmp_path / "b", 0)))
@@ -430,8 +433,9 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
 
 def test_tuning_rows_are_keyed_by_variant_budget_seed_and_cpu() -> None:
     """A row written before keys named the budget, seed and CPU is re-keyed from its own fields and the file's
-    machine; two budgets of one variant stay two rows, and so do two CPUs; the report compares a variant only with
-    `tuned` on its own CPU, in one table per CPU and budget."""
+    machine, and a row of the starting point written as `tuned` is `base`'s; two budgets of one variant stay two
+    rows, and so do two CPUs; the report compares a variant only with `base` (or the variant it names) on its own
+    CPU, in one table per CPU and budget."""
     zen4 = {**machine(), "vendor": "AuthenticAMD", "family": 25, "model": 17, "openblas_core": "Cooperlake",
             "model_name": "AMD EPYC", "date": "2026-12-05 10:52:16 UTC"}
     zen3 = {**zen4, "model": 1, "openblas_core": "Zen", "date": "2026-12-07 05:00:00 UTC"}
@@ -439,31 +443,34 @@ def test_tuning_rows_are_keyed_by_variant_budget_seed_and_cpu() -> None:
            "tuned 60 min s0": {"variant": "tuned", "minutes_budget": 60.0, "seed": 0, "what": "c"},
            "dueling 60 min s1": {"variant": "dueling", "minutes_budget": 60.0, "seed": 1, "what": "b"}}
     rows = keyed(old, zen4)
-    assert list(rows) == [f"{v} on AuthenticAMD-25-17-Cooperlake" for v in ("tuned 30 min s0", "tuned 60 min s0",
+    assert list(rows) == [f"{v} on AuthenticAMD-25-17-Cooperlake" for v in ("base 30 min s0", "base 60 min s0",
                                                                            "dueling 60 min s1")]
-    key = "tuned 30 min s0 on AuthenticAMD-25-17-Cooperlake"
-    assert rows[key]["variant"] == "tuned" and rows[key]["machine"] == zen4
-    assert keyed(rows, zen3) == rows and row_key("tuned", 60, 1, zen4) not in rows
-    assert row_key("tuned", 30, 0, zen3) != key and row_key("tuned", 30, 0, None).endswith(" on cpu-not-recorded")
+    key = "base 30 min s0 on AuthenticAMD-25-17-Cooperlake"
+    assert rows[key]["variant"] == "base" and rows[key]["machine"] == zen4
+    assert keyed(rows, zen3) == rows and row_key("base", 60, 1, zen4) not in rows
+    assert row_key("base", 30, 0, zen3) != key and row_key("base", 30, 0, None).endswith(" on cpu-not-recorded")
 
-    def row(variant: str, m: dict, mean: float) -> dict:
+    def row(variant: str, m: dict, mean: float, against: str = "base") -> dict:
         k = {"greedy_mean": mean, "greedy_se": 0.2, "episodes": 500, "percentiles": [5, 10, 15],
              "endings": {"body": {"games": 500, "mean_score": mean}}}
         return {"variant": variant, "minutes_budget": 30.0, "seed": 0, "what": variant, "updates_per_s": 90.0,
                 "best": {**k, "minutes": 20.0}, "final": k, "confirmed": k, "reach": {"5.0": None},
-                "config_values": {}, "machine": m}
+                "config_values": {}, "machine": m, "against": against}
 
     both = {"variants": keyed({"a": row("tuned", zen4, 12.0), "b": row("per", zen4, 10.0),
-                               "c": row("tuned", zen3, 9.0), "d": row("batch-64", zen3, 9.1)}, None),
+                               "c": row("tuned", zen3, 9.0), "d": row("batch-64", zen3, 9.1),
+                               "e": row("train-every-4", zen3, 11.0),
+                               "f": row("train-every-8", zen3, 10.0, "train-every-4")}, None),
             "base": "tuned", "workers": 2, "levels": [5.0], "png": "tuning.png", "machine": zen3}
     report = "\n".join(learning.tuning(both))
     assert f"**30-minute runs on {cpu_label(zen4)}**" in report and f"**30-minute runs on {cpu_label(zen3)}**" in report
     assert "| per | 0 | per | 90.0 | 10.00 ± 0.20 | 20.0 | " in report and "-2.00 ± 0.28 (worse)" in report
-    assert "+0.10 ± 0.28 (a tie)" in report  # batch-64 against tuned on its own CPU (9.0), not the other's (12.0)
+    assert "+0.10 ± 0.28 (a tie) |" in report  # batch-64 against base on its own CPU (9.0), not the other's (12.0)
+    assert "-1.00 ± 0.28 (worse) against `train-every-4` |" in report  # the variant it names, not base (+1.00)
     assert "![tuning on AuthenticAMD-25-1-Zen](tuning.png)" in report  # a file written before figures were per CPU
     assert "Run recorded 2026-12-07 05:00:00 UTC." in report and "| per, 30 min, seed 0, AuthenticAMD-25-17-Cooperlake |" in report
     with pytest.raises(SystemExit) as exc:  # issue 30's reporting seed: refused before anything runs
-        tuning_main(["--seed", "3", "--variants", "tuned"])
+        tuning_main(["--seed", "3", "--variants", "base"])
     assert exc.value.code == 2
 
 

@@ -1,9 +1,11 @@
 """What buys score per wall-clock minute: variants of the `tuned` config, each trained the same way, one at a time.
 
-    python -m ddqn.bench.tuning [--minutes 30] [--variants tuned gamma-0.99 …] [--workers 2] [--seed 0] [--every 5000]
+    python -m ddqn.bench.tuning [--minutes 30] [--variants base gamma-0.99 …] [--workers 2] [--seed 0] [--every 5000]
 
-Each variant (:data:`VARIANTS`) is `tuned` with a few config keys and/or solver fields changed; the board and the
-evaluation protocol stay the paper's, and so does the net but in `dueling`. Every run is the real Spark job
+Each variant (:data:`VARIANTS`) is the search's starting point (:data:`SEARCH`: `tuned` as it was when the search
+began) with a few config keys and/or solver fields changed, and is measured against `base` (that starting point
+itself) or the variant it names; the board and the evaluation protocol stay the paper's, and so does the net but in
+`dueling`. Every run is the real Spark job
 (``train_or_reuse``: `--workers` async workers on this machine's cores) for the same wall-clock budget, one after
 another, never at the same time; its snapshots are evaluated afterwards on the training-time evaluation episodes
 (seed 10,000 + the run's seed, greedy), against the time each snapshot was taken (bench-scaling's clock); minutes to
@@ -13,9 +15,9 @@ directory (one per variant, seed and budget) that already holds a summary.json i
 the same values today, grid included, and it ran on this CPU (else a one-line error); variants not rerun are kept in
 results/tuning.json only while they were run the same way (workers, ``--set``, grid) and with the values their
 variant has today (a stale row is dropped with a line saying why), so the table grows across sessions. A row is one
-variant at one budget and seed on one CPU (:func:`row_key`, e.g. ``tuned 60 min s0 on AuthenticAMD-25-1-Zen``): a
+variant at one budget and seed on one CPU (:func:`row_key`, e.g. ``base 60 min s0 on AuthenticAMD-25-1-Zen``): a
 60-minute run sits beside the same variant's 30-minute run, and a run on another CPU beside this one's, instead of
-replacing it; a variant is only ever compared with `tuned` run on the same CPU (the report's tables are per CPU).
+replacing it; a variant is only ever compared with a row of the same CPU (the report's tables are per CPU).
 Short runs rank candidates; the plateau shows after ≈ 25 minutes, so confirm winners on full-length runs.
 Writes results/tuning.json and one figure of curves per CPU, results/tuning-<CPU>.png (``common.cpu_tag``).
 """
@@ -36,33 +38,40 @@ from ddqn.rundir import set_aside_earlier_run
 from ddqn.solvers.flat import load_solver_spec
 
 BASE = "tuned"
+# The search's starting point: the values `tuned` had when the search began and has changed since (train_every 2
+# until 2026-12-07, when `train-every-4` beat it on 60-minute runs of two seeds and became `tuned`'s value). Every
+# variant is `tuned` with these and then its own changes, so a row keeps describing the run it was after `tuned`
+# moves on; `base` is the starting point itself.
+SEARCH: dict[str, object] = {"train_every": 2}
 LEVELS = (3.0, 5.0, 10.0)
 
 
 @dataclass(frozen=True)
 class Variant:
-    """`tuned` with ``config`` keys changed; ``solver`` (a shipped solver prototxt) and ``solver_fields``
-    (fields set in it, e.g. ``base_lr``) give a solver prototxt of its own in the run directory."""
+    """`tuned` with :data:`SEARCH` and then ``config`` keys changed; ``solver`` (a shipped solver prototxt) and
+    ``solver_fields`` (fields set in it, e.g. ``base_lr``) give a solver prototxt of its own in the run directory."""
 
     what: str
     config: dict[str, object] = field(default_factory=dict)
     solver: str | None = None
     solver_fields: dict[str, object] = field(default_factory=dict)
     batch_size: int | None = None  # the net's minibatch N (its Input shapes' first dim), in a prototxt of its own
+    against: str = "base"  # the variant whose row at the same budget, seed and CPU this one is measured against
 
 
 LIBRARY = {"double_dqn": False, "train_every": 1}  # the library's targets; it trains on every env step
 LIBRARY_ADAM = {"solver": "prototxt/solver_adam.prototxt", "solver_fields": {"base_lr": 2.5e-4, "delta": 1e-8}}
 # Prioritized replay as Schaul et al. ran the proportional variant (α 0.6, β 0.4 annealed to 1). β reaches 1 after
-# 150,000 env steps of a worker: `tuned` plays ≈ 124,000 per worker an hour on 2 cores (train-every-2: 248,698 in
-# all in 60 min), so β is ≈ 0.9 at 60 min and 1 from ≈ 72 min on. One schedule for every budget, since the 60-minute
+# 150,000 env steps of a worker: `base` plays ≈ 124,000 per worker an hour on 2 cores (248,698 in all in
+# 60 min on a Zen 5), so β is ≈ 0.9 at 60 min and 1 from ≈ 72 min on. One schedule for every budget, since the 60-minute
 # figures are read from the first hour of the 120-minute runs (issue 30): a 30-minute ranking run ends near β 0.65,
 # a 120-minute run spends its last 48 minutes unbiased. Schaul also divides the step size by 4 with priorities; `per`
 # leaves it (one change at a time), `per-lr-4` tries it.
 PER = {"replay_alpha": 0.6, "replay_beta": 0.4, "replay_beta_steps": 150_000}
 VARIANTS: dict[str, Variant] = {
-    "tuned": Variant("the tuned config as shipped (Adam 2.5e-4, γ 0.95, replay 30k, ε → 0.1 over 25k per worker, "
-                     "2 env steps per gradient, C 1,000, plain DQN targets, error clip 1)"),
+    "base": Variant("the search's starting point, `tuned` before 4 env steps per gradient (Adam 2.5e-4, γ 0.95, "
+                    "replay 30k, ε → 0.1 over 25k per worker, 2 env steps per gradient, C 1,000, plain DQN targets, "
+                    "error clip 1)"),
     "rmsprop": Variant("the tuned config before Adam: RMSProp 1e-3, ε → 0.1 over 10,000 steps, Double-DQN targets",
                        {"eps_decay_steps": 10_000, "double_dqn": True, "train_every": 1},
                        solver="prototxt/solver_rmsprop_tuned.prototxt"),
@@ -82,13 +91,13 @@ VARIANTS: dict[str, Variant] = {
                      "(cells 1 or 2 pixels wide)", {"frame_layout": "cells"}),
     "replay-100k": Variant("replay memory 100,000 frames per worker", {"replay_capacity": 100_000}),
     "eps-0.02": Variant("ε floor 0.02 instead of 0.1", {"eps_end": 0.02}),
-    "train-every-2": Variant("2 env steps per gradient (tuned's own setting)", {"train_every": 2}),
-    "train-every-4": Variant("4 env steps per gradient (the DQN papers' Atari setting)", {"train_every": 4}),
+    "train-every-4": Variant("4 env steps per gradient (the DQN papers' Atari setting): `tuned` as shipped since "
+                             "2026-12-07", {"train_every": 4}),
     "train-every-8": Variant("8 env steps per gradient: each transition sampled ≈ 4 times on average (32 per "
-                             "gradient), a quarter of tuned's ≈ 16", {"train_every": 8}),
+                             "gradient), half of `train-every-4`'s ≈ 8", {"train_every": 8}, against="train-every-4"),
     "train-every-4-fetch-4": Variant("`train-every-4` with θ fetched once per gradient (every 4 env steps), not on "
-                                     "every env step (4 FETCHes a gradient; tuned makes 2)",
-                                     {"train_every": 4, "fetch_every": 4}),
+                                     "every env step (4 FETCHes a gradient)", {"train_every": 4, "fetch_every": 4},
+                                     against="train-every-4"),
     "C-4000": Variant("target network reset every 4,000 gradients", {"target_update": 4000}),
     "lr-step": Variant("Adam 2.5e-4 halved every 50,000 updates (Caffe lr_policy step)",
                        solver_fields={"lr_policy": '"step"', "gamma": 0.5, "stepsize": 50_000}),
@@ -131,7 +140,7 @@ def variant_config(name: str, out: Path, seed: int, common: list[str] = ()) -> P
     of every variant; validated as a run would load it."""
     v = VARIANTS[name]
     out.mkdir(parents=True, exist_ok=True)
-    keys = [f"{k}={val}" for k, val in v.config.items()] + [*common, f"seed={seed}"]
+    keys = [f"{k}={val}" for k, val in {**SEARCH, **v.config}.items()] + [*common, f"seed={seed}"]
     if v.batch_size:
         net = out / "net.prototxt"
         net.write_text(batch_text(load_config(BASE, keys).path("net").read_text(), v.batch_size))
@@ -161,7 +170,8 @@ def summarize(name: str, c: list[dict[str, float]], run: Path, config: Path, epi
     best = max(c, key=lambda r: r["greedy_mean"], default=None)
     s = json.loads((run / "summary.json").read_text())
     confirmed = confirm_best(run, load_config(str(config)), c, episodes)
-    return {"what": VARIANTS[name].what, "config": VARIANTS[name].config, "solver_fields": VARIANTS[name].solver_fields,
+    v = VARIANTS[name]
+    return {"what": v.what, "config": v.config, "solver_fields": v.solver_fields, "against": v.against,
             "best": best, "confirmed": confirmed, "final": c[-1] if c else None,
             "reach": reach_levels(c, LEVELS),
             "updates_per_s": s["updates_per_s"], "env_steps": s["env_steps"], "curve": c}
@@ -179,10 +189,12 @@ def row_key(name: str, minutes: float, seed: int, m: dict | None) -> str:
 def keyed(rows: dict[str, dict], m: dict | None) -> dict[str, dict]:
     """tuning.json's rows under :func:`row_key`, each with its ``variant`` and ``machine``; rows written before keys
     named the budget, seed and CPU are re-keyed from their ``minutes_budget``, ``seed`` and machine (``m``, the
-    file's, for a row written before rows recorded their own)."""
+    file's, for a row written before rows recorded their own), and rows of the starting point written before it was
+    named `base` (as `tuned`) are renamed (:func:`kept_rows` still checks their values against `base`'s)."""
     out = {}
     for key, row in rows.items():
         name, row_m = row.get("variant", key.split(" ")[0]), row.get("machine", m)
+        name = "base" if name == BASE else name
         out[row_key(name, row["minutes_budget"], row["seed"], row_m)] = {**row, "variant": name, "machine": row_m}
     return out
 
@@ -263,9 +275,10 @@ def save(rows: dict[str, dict], args: argparse.Namespace, results: Path) -> None
     for tag in sorted({cpu_tag(r["machine"]) for r in rows.values()}):
         ours = {n.removesuffix(f" on {tag}"): r["curve"] for n, r in rows.items() if cpu_tag(r["machine"]) == tag}
         pngs[tag] = plot_curves(ours, results / f"tuning-{tag}.png",
-                                f"Variants of `{BASE}` ({args.workers} async workers) on {tag}").name
-    write_result("tuning", {"base": BASE, "workers": args.workers, "levels": list(LEVELS), "common": args.set,
-                            "every": args.every, "reach_rule": RULE, "variants": rows, "png": pngs}, results)
+                                f"Variants of `{BASE}`'s search ({args.workers} async workers) on {tag}").name
+    write_result("tuning", {"base": BASE, "search": SEARCH, "workers": args.workers, "levels": list(LEVELS),
+                            "common": args.set, "every": args.every, "reach_rule": RULE, "variants": rows,
+                            "png": pngs}, results)
 
 
 if __name__ == "__main__":

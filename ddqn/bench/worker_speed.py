@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{config}: gradients/s {mine[0]['build']} ÷ {b['build']}: "
                   f"{mine[0]['gradients_per_s'] / b['gradients_per_s']:.2f}× (one run)")
     write_result("worker_speed", {"rows": rows, "fits": fits, "paper_2015": PAPER_2015,
-                                  "png": str(png) if png else None, "config": args.config,
+                                  "png": str(png) if png else None, "config": args.config, "set": args.set,
                                   "config_values": {c: config_values(c, args.set) for c in args.config},
                                   "breakdowns": splits}, args.out)
 

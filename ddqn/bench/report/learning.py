@@ -152,36 +152,41 @@ def _over_seeds(r: dict, levels: list[str]) -> list[str]:
 
 
 def tuning(r: dict) -> list[str]:
-    """bench-tuning: each variant of tuned per CPU, budget and seed beside tuned on that CPU, and how their games
-    end."""
+    """bench-tuning: each variant per CPU, budget and seed beside the row it is measured against (`base`, the
+    search's starting point, or the variant it names) on that CPU, and how their games end."""
     lv = [str(x) for x in r["levels"]]
-    out = [f"Variants of `{r['base']}`, each the Spark job with {r['workers']} asynchronous workers, one after "
-           "another on one machine's cores; snapshots evaluated afterwards on the training-time episodes (greedy, 50 "
-           "games: mean ± standard error). The best of a curve of noisy evaluations is biased upward, so that "
-           "snapshot is played again on fresh games (seed 20,000 + the run's seed; their count in brackets)"
+    search = ", ".join(f"{k} {v}" for k, v in r.get("search", {}).items())
+    start = f" (`base`, its starting point: `{r['base']}` with {search}, the values it had then)" if search else ""
+    out = [f"Variants of `{r['base']}`'s search{start}, each the Spark job with {r['workers']} asynchronous workers, "
+           "one after another on one machine's cores; snapshots evaluated afterwards on the training-time episodes "
+           "(greedy, 50 games: mean ± standard error). The best of a curve of noisy evaluations is biased upward, so "
+           "that snapshot is played again on fresh games (seed 20,000 + the run's seed; their count in brackets)"
            + (f"; every variant with {', '.join(r['common'])}" if r.get("common") else "")
            + (f"; evaluations and snapshots every {r['every']:,} env steps" if r.get("every") else "")
-           + f". *Min to* a score: {reach_rule(r.get('reach_rule'))}. *Vs tuned*: the fresh-games mean minus "
-           f"`{r['base']}`'s at the same budget and seed on the same CPU, ± the standard error of the difference, and "
-           "the verdict by the rule fixed before the runs: better or worse beyond twice that standard error, else a "
-           "tie. One table per CPU and budget: runs on two CPUs are never compared. †: the row's config values were "
-           "not recorded, so they cannot be checked against the variant's today."]
+           + f". *Min to* a score: {reach_rule(r.get('reach_rule'))}. *Vs*: the fresh-games mean minus that of the "
+           "row it is measured against (`base` unless named) at the same budget and seed on the same CPU, ± the "
+           "standard error of the difference, and the verdict by the rule fixed before the runs: better or worse "
+           "beyond twice that standard error, else a tie. One table per CPU and budget: runs on two CPUs are never "
+           "compared. †: the row's config values were not recorded, so they cannot be checked against the variant's "
+           "today."]
     # one per variant, budget, seed and CPU (tuning.row_key); a row written before rows had a machine: the file's
     rows = [{**x, "machine": x.get("machine") or r.get("machine")} for x in r["variants"].values()]
     rows = [{**x, "cpu": cpu_label(x["machine"])} for x in rows]
     several = len({x["cpu"] for x in rows}) > 1
     for label, budget in sorted({(x["cpu"], x["minutes_budget"]) for x in rows}):
         out += ["", f"**{budget:g}-minute runs on {label}**" if several else f"**{budget:g}-minute runs**", "",
-                "| variant | seed | change | updates/s | best (± se) | at min | best, fresh games (± se) | vs tuned | "
+                "| variant | seed | change | updates/s | best (± se) | at min | best, fresh games (± se) | vs | "
                 "final | " + " | ".join(f"min to {x}" for x in lv) + " |", "|---" * (9 + len(lv)) + "|"]
         same = [x for x in rows if x["minutes_budget"] == budget and x["cpu"] == label]
-        base = {x["seed"]: x.get("confirmed") for x in same if x["variant"] == r["base"]}
+        refs = {(x["variant"], x["seed"]): x.get("confirmed") for x in same}
         dates = sorted(x["machine"]["date"] for x in same if (x["machine"] or {}).get("date"))
-        for x in sorted(same, key=lambda x: (x["variant"] != r["base"], x["seed"], x["variant"])):
+        for x in sorted(same, key=lambda x: (x["variant"] != "base", x["seed"], x["variant"])):
             b, f, k = x["best"], x["final"], x.get("confirmed")
             stale = "" if "config_values" in x else " †"
-            t = base.get(x["seed"])
-            vs = "–" if x["variant"] == r["base"] or not (k and t) else versus_base(k, t)
+            ref = x.get("against", "base")
+            t = refs.get((ref, x["seed"]))
+            vs = "–" if x["variant"] == ref or not (k and t) else versus_base(k, t)
+            vs += "" if ref == "base" or vs == "–" else f" against `{ref}`"
             out.append(f"| {x['variant']}{stale} | {x['seed']} | {x['what']} | {x['updates_per_s']:.1f} | "
                        + (f"{b['greedy_mean']:.2f} ± {b['greedy_se']:.2f} | {b['minutes']:.1f} | {fresh(k)} | {vs} | "
                           f"{f['greedy_mean']:.2f} | " if b else "– | – | – | – | – | ")
@@ -191,7 +196,7 @@ def tuning(r: dict) -> list[str]:
                     else f"Run recorded {dates[0]}."]
     ends = _endings({f"{x['variant']}, {x['minutes_budget']:g} min, seed {x['seed']}"
                      + (f", {cpu_tag(x['machine'])}" if several else ""): x.get("confirmed")
-                     for x in sorted(rows, key=lambda x: (x["cpu"], x["minutes_budget"], x["variant"] != r["base"],
+                     for x in sorted(rows, key=lambda x: (x["cpu"], x["minutes_budget"], x["variant"] != "base",
                                                           x["seed"], x["variant"]))})
     pngs = r["png"] if isinstance(r["png"], dict) else {cpu_tag(r.get("machine")): r["png"]}  # per CPU, or one
     return [*out, "", *ends, *(f"![tuning on {tag}]({png})" for tag, png in pngs.items())]

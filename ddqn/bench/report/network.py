@@ -3,7 +3,7 @@ and the sharded server's projection."""
 from __future__ import annotations
 
 from ddqn.bench.common import cpu_label
-from ddqn.bench.report.phrases import fmt, pct, share, versus_goal
+from ddqn.bench.report.phrases import config_today, fmt, pct, share, versus_goal
 from ddqn.distributed.stats import PART_NAMES
 
 
@@ -166,7 +166,7 @@ def _shard_cost_alone(a: dict) -> list[str]:
               "when its next step fetches: `commit + θ`)" if theta else "") + ". "
            f"{c['rounds']} rounds of {c['updates']} updates interleaved over S, medians; CPU: the shard's server "
            "thread's time on a core" + (" per message of each kind" if theta else "") + "; busy and parts: wall "
-           "(PUSH + COMMIT + FETCH).", "",
+           "(PUSH + COMMIT + FETCH). " + config_today(c["config"], c.get("values")), "",
            "| S | floats | CPU per update (µs) | " + " | ".join(f"{k} CPU" for k in kinds)
            + (" | commit + θ CPU | CPU per update with θ in the COMMIT's reply" if theta else "") + " | busy | "
            + " | ".join(PART_NAMES) + " | client (µs per update) |",
@@ -238,7 +238,7 @@ def shard_projection(r: dict) -> list[str]:
               if "commit_fetch" in r["shard_service"]["a_us"] else "")
            + (f"; config overrides {', '.join(c['set'])}" if c.get("set") else "")
            + ". Each cell: steady updates/s · the busiest server thread's utilisation · the busiest server-side "
-           "card direction's share of the rate.", ""]
+           "card direction's share of the rate.", "", config_today(c["config"], c.get("values"), c.get("set", [])), ""]
     ws = [str(w) for w in c["workers"]]
     out += ["| link (Gbit/s) | S | placement | " + " | ".join(f"W = {w}" for w in ws) + " |",
             "|---" * (3 + len(ws)) + "|"]

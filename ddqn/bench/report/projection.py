@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ddqn.bench.common import cpu_label
-from ddqn.bench.report.phrases import share
+from ddqn.bench.report.phrases import config_today, share
 from ddqn.bench.stats import SeedInterval, format_interval
 
 
@@ -70,7 +70,7 @@ def section(r: dict[str, Any]) -> list[str]:
     """The section's lines."""
     said = r["statement"]
     out = [f"{said[:1].upper()}{said[1:]}; CPU {cpu_label(r.get('machine'))}; config `{r['config']}` as recorded in "
-           "results/scale_projection.json."]
+           "results/scale_projection.json.", "", config_today(r["config"], r.get("config_values"))]
     out += _screen(r.get("screen"))
     p = r.get("projection")
     if p:

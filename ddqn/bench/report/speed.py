@@ -2,7 +2,7 @@
 environment, replay, each BLAS and the gradient norms."""
 from __future__ import annotations
 
-from ddqn.bench.report.phrases import versus_goal
+from ddqn.bench.report.phrases import config_today, versus_goal
 
 CAFFE_GOAL = ("snake_paper", 0.9)  # issue 29: the paper net's forward+backward, Caffe ÷ torch, at most this
 
@@ -137,7 +137,8 @@ def worker(r: dict) -> list[str]:
         out += ["", f"A real worker's time per gradient, all in ({config} config; {how}): {rates}{ratios}. By phase:",
                 "", "| phase | " + " | ".join(f"ms per gradient ({n}) | share" for n in names) + " |",
                 "|---" * (1 + 2 * len(mine)) + "|",
-                *[f"| {k} | " + " | ".join(_phase_cells(b, k) for b in mine) + " |" for k in mine[0]["phases_ms"]]]
+                *[f"| {k} | " + " | ".join(_phase_cells(b, k) for b in mine) + " |" for k in mine[0]["phases_ms"]],
+                "", config_today(config, r.get("config_values", {}).get(config), r.get("set", []))]
     return out
 
 
