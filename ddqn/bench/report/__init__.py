@@ -40,6 +40,9 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
     ("scaling", "Serial vs distributed", "make bench-scaling", learning.scaling),
     ("scaling_120", "Serial vs distributed in 60 and 120 minutes (`tuned`, issue 30's table)", "make bench-scaling-120",
      learning.scaling),
+    ("scaling_120_te2", "Serial vs distributed in 60 and 120 minutes, `tuned` with 2 env steps per gradient "
+     "(issue 30's table before `tuned` took 4; kept, not rerunnable: `make bench-scaling-120` runs today's `tuned`)",
+     "make bench-scaling-120", learning.scaling),
     ("tuning", "What buys score per minute (variants of tuned)", "make bench-tuning", learning.tuning),
     ("scale_out", "Scale-out beyond this machine (simulated)", "make bench-scale-out", scale_out.section),
     ("scale_projection", "Learning at 64 workers: the projection with seeds (simulated)",
