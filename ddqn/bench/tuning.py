@@ -62,11 +62,11 @@ class Variant:
 LIBRARY = {"double_dqn": False, "train_every": 1}  # the library's targets; it trains on every env step
 LIBRARY_ADAM = {"solver": "prototxt/solver_adam.prototxt", "solver_fields": {"base_lr": 2.5e-4, "delta": 1e-8}}
 # Prioritized replay as Schaul et al. ran the proportional variant (α 0.6, β 0.4 annealed to 1). β reaches 1 after
-# 150,000 env steps of a worker: `base` plays ≈ 124,000 per worker an hour on 2 cores (248,698 in all in
-# 60 min on a Zen 5), so β is ≈ 0.9 at 60 min and 1 from ≈ 72 min on. One schedule for every budget, since the 60-minute
-# figures are read from the first hour of the 120-minute runs (issue 30): a 30-minute ranking run ends near β 0.65,
-# a 120-minute run spends its last 48 minutes unbiased. Schaul also divides the step size by 4 with priorities; `per`
-# leaves it (one change at a time), `per-lr-4` tries it.
+# 150,000 env steps of a worker, chosen when a worker of `base` played ≈ 124,000 an hour (β ≈ 0.9 at 60 min). How
+# soon it gets there depends on the CPU: `base`'s 60-minute runs recorded 420,832 env steps in all on a Zen 3 and
+# 715,532 on a Zen 4 (results/tuning.json; 2 workers), so β is 1 after ≈ 43 and ≈ 25 min there. One schedule for
+# every budget, since the 60-minute figures are read from the first hour of the 120-minute runs (issue 30). Schaul
+# also divides the step size by 4 with priorities; `per` leaves it (one change at a time), `per-lr-4` tries it.
 PER = {"replay_alpha": 0.6, "replay_beta": 0.4, "replay_beta_steps": 150_000}
 VARIANTS: dict[str, Variant] = {
     "base": Variant("the search's starting point, `tuned` before 4 env steps per gradient (Adam 2.5e-4, γ 0.95, "
