@@ -194,7 +194,7 @@ def keyed(rows: dict[str, dict], m: dict | None) -> dict[str, dict]:
     out = {}
     for key, row in rows.items():
         name, row_m = row.get("variant", key.split(" ")[0]), row.get("machine", m)
-        name = "base" if name == BASE else name
+        name = "base" if name == "tuned" else name  # the starting point's name before it was `base`
         out[row_key(name, row["minutes_budget"], row["seed"], row_m)] = {**row, "variant": name, "machine": row_m}
     return out
 

@@ -185,8 +185,8 @@ def tuning(r: dict) -> list[str]:
             stale = "" if "config_values" in x else " †"
             ref = x.get("against", "base")
             t = refs.get((ref, x["seed"]))
-            vs = "–" if x["variant"] == ref or not (k and t) else versus_base(k, t)
-            vs += "" if ref == "base" or vs == "–" else f" against `{ref}`"
+            vs = ("–" if x["variant"] == ref or not (k and t)
+                  else versus_base(k, t) + ("" if ref == "base" else f" against `{ref}`"))
             out.append(f"| {x['variant']}{stale} | {x['seed']} | {x['what']} | {x['updates_per_s']:.1f} | "
                        + (f"{b['greedy_mean']:.2f} ± {b['greedy_se']:.2f} | {b['minutes']:.1f} | {fresh(k)} | {vs} | "
                           f"{f['greedy_mean']:.2f} | " if b else "– | – | – | – | – | ")
