@@ -95,6 +95,8 @@ VARIANTS: dict[str, Variant] = {
                              "2026-12-07", {"train_every": 4}),
     "train-every-8": Variant("8 env steps per gradient: each transition sampled ≈ 4 times on average (32 per "
                              "gradient), half of `train-every-4`'s ≈ 8", {"train_every": 8}, against="train-every-4"),
+    "train-every-16": Variant("16 env steps per gradient: each transition sampled ≈ 2 times on average, half of "
+                              "`train-every-8`'s ≈ 4", {"train_every": 16}, against="train-every-8"),
     "train-every-4-fetch-4": Variant("`train-every-4` with θ fetched once per gradient (every 4 env steps), not on "
                                      "every env step (4 FETCHes a gradient)", {"train_every": 4, "fetch_every": 4},
                                      against="train-every-4"),
