@@ -189,14 +189,16 @@ def write_result(name: str, data: dict[str, Any], out_dir: str | Path = "results
 
 
 @contextmanager
-def figure(path: Path, ncols: int = 1, figsize: tuple[float, float] = (6.5, 4.5)) -> Iterator[tuple[Any, Any]]:
-    """A matplotlib figure (Agg) with ``ncols`` axes, saved to ``path`` (PNG, 100 dpi) and closed on exit."""
+def figure(path: Path, ncols: int = 1, figsize: tuple[float, float] = (6.5, 4.5),
+           width_ratios: list[float] | None = None) -> Iterator[tuple[Any, Any]]:
+    """A matplotlib figure (Agg) with ``ncols`` axes (their relative widths ``width_ratios``, default equal), saved
+    to ``path`` (PNG, 100 dpi) and closed on exit."""
     import matplotlib  # noqa: PLC0415 - only the benchmarks that draw pay for matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415 - after choosing the Agg backend
 
-    fig, axes = plt.subplots(1, ncols, figsize=figsize)
+    fig, axes = plt.subplots(1, ncols, figsize=figsize, width_ratios=width_ratios)
     try:
         yield fig, axes
         fig.tight_layout()

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ddqn.bench.common import ROOT, config_values, cpu_differences, figure, machine, value_differences
-from ddqn.bench.stats import standard_error
+from ddqn.bench.stats import TRAILING_K, standard_error, trailing_means
 from ddqn.config import Config, load_config
 from ddqn.distributed.cluster import spark_submit_env, spark_submit_path
 from ddqn.dqn.evaluation import endings_summary, evaluate_greedy, play_greedy
@@ -191,18 +191,31 @@ def _curve_row(r: dict[str, str], run: Path) -> dict[str, Any]:
 
 
 def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path, title: str) -> Path:
-    """Greedy mean score vs minutes and vs env steps, one line per run; PNG at ``path``."""
-    with figure(path, ncols=2, figsize=(11, 4)) as (fig, axes):
-        for name, curve in curves.items():
-            axes[0].plot([r["minutes"] for r in curve], [r["greedy_mean"] for r in curve], marker=".", label=name)
-            axes[1].plot([r["env_steps"] for r in curve], [r["greedy_mean"] for r in curve], marker=".", label=name)
+    """Each run's greedy mean score vs minutes and vs env steps, one line per run; PNG at ``path``. A line is the
+    trailing mean of ``TRAILING_K`` evaluations (the curve minutes to a level are read from; raw evaluations are
+    faint dots), each run in a colour of its own (up to 20, then dashed), the legend beside the axes."""
+    from matplotlib import colormaps  # noqa: PLC0415 - only the benchmarks that draw pay for matplotlib
+
+    tab = colormaps["tab10" if len(curves) <= 10 else "tab20"].colors
+    colors = tab if len(tab) == 10 else tab[0::2] + tab[1::2]  # tab20's 10 dark colours, then their light pairs
+    with figure(path, ncols=3, figsize=(14, 4.5), width_ratios=[1, 1, 0.5]) as (fig, axes):
+        for i, (name, curve) in enumerate(curves.items()):
+            y = [r["greedy_mean"] for r in curve]
+            smooth = trailing_means(y)
+            style = {"color": colors[i % len(colors)], "ls": ("-", "--", ":")[i // len(colors) % 3]}
+            for ax, key in zip(axes, ("minutes", "env_steps")):
+                x = [r[key] for r in curve]
+                ax.plot(x, y, ".", ms=2, alpha=0.3, color=style["color"])
+                ax.plot([a for a, m in zip(x, smooth) if m is not None], [m for m in smooth if m is not None],
+                        lw=1.5, label=name, **style)
         rand = next((c[0]["random_mean"] for c in curves.values() if c and "random_mean" in c[0]), None)
         for ax, xlabel in zip(axes, ("training wall-clock minutes", "env steps")):
             if rand is not None:
                 ax.axhline(rand, color="grey", ls="--", lw=1, label="random policy")
             ax.set_xlabel(xlabel)
-            ax.set_ylabel("greedy mean score (apples)")
+            ax.set_ylabel(f"greedy mean score (apples), trailing mean of {TRAILING_K}")
             ax.grid(alpha=0.3)
-        axes[0].legend()
+        axes[2].set_axis_off()
+        axes[2].legend(*axes[0].get_legend_handles_labels(), loc="center left", fontsize="small", frameon=False)
         fig.suptitle(title)
     return path
