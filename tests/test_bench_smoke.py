@@ -380,7 +380,7 @@ def test_spark_env_and_scaling_defaults_match_makefile() -> None:
 
 def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
     """Every variant's config and solver load as a run loads them, the search's starting point's values beneath
-    its own; `train-every-4` is `tuned` as shipped, and `base` is not; one variant with its own solver prototxt
+    its own; `train-every-8` is `tuned` as shipped, and `base` and `train-every-4` are not; one variant with its own solver prototxt
     (lr_policy step) trains for real and is evaluated from its snapshots; its finished run is not reused once
     the variant's config values change (a one-line error, and tuning.json stays as it was)."""
     for name in VARIANTS:
@@ -389,8 +389,9 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
         assert cfg.seed == 3 and all(getattr(cfg, k) == v for k, v in {**SEARCH, **VARIANTS[name].config}.items())
         assert all(getattr(spec, k) == pytest.approx(v) for k, v in VARIANTS[name].solver_fields.items()
                    if k != "lr_policy")
-    assert config_values(str(tmp_path / "train-every-4" / "variant.yaml")) == config_values("tuned", ["seed=3"])
-    assert config_values(str(tmp_path / "base" / "variant.yaml")) != config_values("tuned", ["seed=3"])
+    assert config_values(str(tmp_path / "train-every-8" / "variant.yaml")) == config_values("tuned", ["seed=3"])
+    for older in ("base", "train-every-4"):
+        assert config_values(str(tmp_path / older / "variant.yaml")) != config_values("tuned", ["seed=3"])
     assert load_solver_spec(load_config(str(variant_config("lr-step", tmp_path / "s", 0))).path("solver")).lr_policy \
         == "step"
     batch = load_config(str(variant_config("batch-64", tmp_path / "b", 0)))

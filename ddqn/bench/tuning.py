@@ -39,7 +39,8 @@ from ddqn.solvers.flat import load_solver_spec
 
 BASE = "tuned"
 # The search's starting point: the values `tuned` had when the search began and has changed since (train_every 2
-# until 2026-12-07, when `train-every-4` beat it on 60-minute runs of two seeds and became `tuned`'s value). Every
+# until 2026-12-07, when `train-every-4` beat it on 60-minute runs of two seeds and became `tuned`'s value, and 4
+# until `train-every-8` beat that the same way and became `tuned`'s value in turn). Every
 # variant is `tuned` with these and then its own changes, so a row keeps describing the run it was after `tuned`
 # moves on; `base` is the starting point itself.
 SEARCH: dict[str, object] = {"train_every": 2}
@@ -69,7 +70,7 @@ LIBRARY_ADAM = {"solver": "prototxt/solver_adam.prototxt", "solver_fields": {"ba
 # also divides the step size by 4 with priorities; `per` leaves it (one change at a time), `per-lr-4` tries it.
 PER = {"replay_alpha": 0.6, "replay_beta": 0.4, "replay_beta_steps": 150_000}
 VARIANTS: dict[str, Variant] = {
-    "base": Variant("the search's starting point, `tuned` before 4 env steps per gradient (Adam 2.5e-4, γ 0.95, "
+    "base": Variant("the search's starting point, `tuned` before 4 and 8 env steps per gradient (Adam 2.5e-4, γ 0.95, "
                     "replay 30k, ε → 0.1 over 25k per worker, 2 env steps per gradient, C 1,000, plain DQN targets, "
                     "error clip 1)"),
     "rmsprop": Variant("the tuned config before Adam: RMSProp 1e-3, ε → 0.1 over 10,000 steps, Double-DQN targets",
@@ -91,10 +92,11 @@ VARIANTS: dict[str, Variant] = {
                      "(cells 1 or 2 pixels wide)", {"frame_layout": "cells"}),
     "replay-100k": Variant("replay memory 100,000 frames per worker", {"replay_capacity": 100_000}),
     "eps-0.02": Variant("ε floor 0.02 instead of 0.1", {"eps_end": 0.02}),
-    "train-every-4": Variant("4 env steps per gradient (the DQN papers' Atari setting): `tuned` as shipped since "
-                             "2026-12-07", {"train_every": 4}),
+    "train-every-4": Variant("4 env steps per gradient (the DQN papers' Atari setting): `tuned` as shipped from "
+                             "2026-12-07 until `train-every-8`", {"train_every": 4}),
     "train-every-8": Variant("8 env steps per gradient: each transition sampled ≈ 4 times on average (32 per "
-                             "gradient), half of `train-every-4`'s ≈ 8", {"train_every": 8}, against="train-every-4"),
+                             "gradient), half of `train-every-4`'s ≈ 8: `tuned` as shipped since 2026-12-07",
+                             {"train_every": 8}, against="train-every-4"),
     "train-every-16": Variant("16 env steps per gradient: each transition sampled ≈ 2 times on average, half of "
                               "`train-every-8`'s ≈ 4", {"train_every": 16}, against="train-every-8"),
     "train-every-4-fetch-4": Variant("`train-every-4` with θ fetched once per gradient (every 4 env steps), not on "
