@@ -312,17 +312,22 @@ def test_shard_projection_reads_the_alone_fit_or_falls_back_and_says_so(tmp_path
     all scale with the slice, four shards on executors double two's server-bound rate; without it, the shared-cores
     rows are used and the source says FALLBACK; S = 1 is one server's own service times (ps_speed's, or measured
     now), not a shard's; the goal line and the REPORT section name the best S (when all saturate: the S that carries
-    the most updates/s)."""
+    the most updates/s); a worker_speed.json that measured the config as it is no longer is refused."""
     from ddqn.bench.shard_projection import main as projection
 
-    for name in ("worker_speed", "ps_speed"):
-        shutil.copy(ROOT / "results" / f"{name}.json", tmp_path)
+    shutil.copy(ROOT / "results" / "ps_speed.json", tmp_path)
+    speed = {"machine": {"model_name": "cpu"}, "config_values": {"tuned": config_values("tuned")},
+             "breakdowns": [{"config": "tuned", "build": "as built", "ms_per_gradient": 20.0}]}
+    (tmp_path / "worker_speed.json").write_text(json.dumps(speed))
     fit = {"push": {"a_us": 0.0, "b_us": 3000.0}, "commit": {"a_us": 0.0, "b_us": 0.0},
            "fetch": {"a_us": 0.0, "b_us": 1000.0}, "total": {"a_us": 0.0, "b_us": 4000.0}}
     rows = {"1": {"busiest_cpu_us": 4000.0}, "2": {"busiest_cpu_us": 4000.0}}
     alone = {"machine": {"model_name": "cpu"}, "config": {"config": "tuned"}, "fit": fit}
     (tmp_path / "shard_cost.json").write_text(json.dumps({"rows": rows, "alone": alone}))
-    args = ["--out", str(tmp_path), "--workers", "1", "64", "--shards", "1", "2", "4", "--gbit", "10"]
+    # 2 env steps per gradient, the message mix the fit's costs are chosen for: with more, the FETCHes of an update
+    # make the transport legs, which S does not divide, weigh in
+    args = ["--out", str(tmp_path), "--workers", "1", "64", "--shards", "1", "2", "4", "--gbit", "10",
+            "--set", "train_every=2"]
     projection(args)
     data = json.loads((tmp_path / "shard_projection.json").read_text())
     got = {(r["shards"], r["placement"], r["workers"]): r for r in data["rows"]}
@@ -342,6 +347,10 @@ def test_shard_projection_reads_the_alone_fit_or_falls_back_and_says_so(tmp_path
     got = {(r["shards"], r["placement"], r["workers"]): r for r in data["rows"]}
     assert got[4, "executors", 64]["updates_per_s"] == pytest.approx(got[2, "executors", 64]["updates_per_s"],
                                                                      rel=0.1)  # a cost per message: no gain
+    stale = {**speed, "config_values": {"tuned": config_values("tuned", ["train_every=3"])}}
+    (tmp_path / "worker_speed.json").write_text(json.dumps(stale))
+    with pytest.raises(SystemExit, match=r"measured tuned as it is no longer \(train_every 3 ≠ \d+\)"):
+        projection(args)
 
 
 def test_bench_modules_share_only_the_shared_modules() -> None:

@@ -6,7 +6,8 @@ S > 1: shards on ``executors``, a host and card each, or all on the ``driver``'s
 timing-only simulation (``ddqn.sim.timing_only``: no Caffe, no learning) of the config's worker loop:
 
 - **cycle**: a worker's compute per gradient is ``make bench-worker``'s ms per gradient for the config
-  (results/worker_speed.json, its ``as built`` row), measured on the CPU that file names;
+  (results/worker_speed.json, its ``as built`` row), measured on the CPU that file names; refused when that file
+  measured other values of the config than today's (e.g. another ``train_every``: other env steps per gradient);
 - **shards**: each shard's service per message kind is a + b/S from ``make bench-shard-cost-alone``'s fit
   (results/shard_cost.json ``alone``: one shard alone, CPU per update); without it, the fit of the shared-cores rows
   of results/shard_cost.json (busiest shard's CPU per update at each S, split into PUSH and FETCH as one server's
@@ -32,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ddqn.bench.common import config_values, write_result
+from ddqn.bench.common import config_values, value_differences, write_result
 from ddqn.config import load_config
 from ddqn.game import game_actions
 from ddqn.net.netspec import load_netspec
@@ -52,10 +53,17 @@ MIN_UPDATES = 400
 
 
 def cycle(config: str, results: Path) -> tuple[FixedCycle, dict[str, Any]]:
-    """The config's ms per gradient from results/worker_speed.json (``as built``) and the machine that measured it."""
-    row, m, why = worker_speed_row(config, results / "worker_speed.json")
+    """The config's ms per gradient from results/worker_speed.json (``as built``) and the machine that measured it;
+    exits with a one-line error when that file has no row for the config or measured other values of it."""
+    path = results / "worker_speed.json"
+    row, m, why = worker_speed_row(config, path)
     if row is None:
         raise SystemExit(f"shard_projection: {why} (make bench-worker)")
+    recorded = json.loads(path.read_text()).get("config_values", {}).get(Path(config).stem)
+    diff = ["its values not recorded"] if recorded is None else value_differences(recorded, config_values(config))
+    if diff:
+        raise SystemExit(f"shard_projection: {path} measured {config} as it is no longer ({', '.join(diff)}): "
+                         "run make bench-worker first")
     return (FixedCycle(step_s=0.0, gradient_s=row["ms_per_gradient"] / 1e3, warmup_s=0.0),
             {"ms_per_gradient": row["ms_per_gradient"], "machine": m})
 
