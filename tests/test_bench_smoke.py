@@ -19,7 +19,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from ddqn.bench.common import config_values, cpu_differences, cpu_label, cpu_tag, figure, machine
+from ddqn.bench.common import cpu_differences, cpu_label, cpu_tag, figure, machine
 from ddqn.bench.gifs import captioned
 from ddqn.bench.hostile import goal
 from ddqn.bench.report import learning, network, scale_out, speed
@@ -29,7 +29,7 @@ from ddqn.bench.stats import TRAILING_K, seed_speedup
 from ddqn.bench.suite_time import main as suite_time_main
 from ddqn.bench.tuning import SEARCH, VARIANTS, keyed, row_key, variant_config
 from ddqn.bench.tuning import main as tuning_main
-from ddqn.config import load_config, save_config
+from ddqn.config import config_values, load_config, save_config
 from ddqn.distributed.cluster import spark_submit_env, spark_submit_path
 from ddqn.dqn.play import greedy_episode, greedy_episode_scores
 from ddqn.game import game_actions

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ddqn.config import Config, make_config
+from ddqn.config import Config, config_values, load_config, make_config
 from ddqn.distributed import protocol as P
 from ddqn.distributed.client import ServerClient
 from ddqn.distributed.server import ParameterServer, ServerOptions
 from ddqn.distributed.store import ParameterStore
 from ddqn.errors import ConfigError
+from ddqn.game import game_actions
 from ddqn.net.netspec import load_netspec
 from ddqn.net.qnet import QNetwork
 from ddqn.sim.cli import main as sim_main
@@ -552,6 +553,35 @@ def test_cli_timing_only_with_shards(tiny_net_file: Path, tmp_path: Path, monkey
     for bad in (["--shards", "0"], ["--gradient-ms", "5"]):
         with pytest.raises(SystemExit):
             sim_main([*args, *bad, "--out", str(tmp_path / "no")])
+
+
+def test_cli_timing_only_takes_the_cycle_measured_for_the_config_as_it_is(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--timing-only`` without ``--gradient-ms``: the cycle is results/worker_speed.json's for the config; a file
+    that measured other values of the config, or none, is refused with one line naming it and both ways out."""
+    _no_caffe(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    cfg = load_config("tuned")
+    service = {**FIXED_SERVICE.row(), "params": load_netspec(cfg.path("net"), game_actions(cfg)).num_params,
+               "solver": load_solver_spec(cfg.path("solver")).type, "auth": cfg.auth}
+    (tmp_path / "service.json").write_text(json.dumps({"service": [service]}))
+    args = ["--config", "tuned", "--workers", "2", "--updates", "40", "--timing-only", "--no-progress",
+            "--service", str(tmp_path / "service.json")]
+    speed = {"machine": {"model_name": "cpu"}, "config_values": {"tuned": config_values("tuned")},
+             "breakdowns": [{"config": "tuned", "build": "as built", "ms_per_gradient": 20.0}]}
+    path = tmp_path / "results" / "worker_speed.json"
+    path.write_text(json.dumps(speed))
+    summary = sim_main([*args, "--out", "a"])
+    assert summary["fixed_cycle"]["gradient_s"] == 0.02 and summary["cycle"].startswith("20.0 ms per gradient, make")
+    path.write_text(json.dumps({**speed, "config_values": {"tuned": config_values("tuned", ["train_every=3"])}}))
+    with pytest.raises(ConfigError, match=r"results/worker_speed.json measured tuned as it is no longer "
+                                          r"\(train_every 3 ≠ \d+\): run make bench-worker first, or give --gradient-ms"):
+        sim_main([*args, "--out", "b"])
+    path.unlink()
+    with pytest.raises(ConfigError, match="no such file .make bench-worker., or give --gradient-ms"):
+        sim_main([*args, "--out", "c"])
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
 
 def test_one_worker_on_four_shards_learns_the_theta_of_one_server(tiny_net_file: Path, tmp_path: Path) -> None:

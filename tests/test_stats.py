@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ddqn.bench import report
-from ddqn.bench.common import config_values, cpu_differences, cpu_label, machine
+from ddqn.bench.common import cpu_differences, cpu_label, machine
 from ddqn.bench.report import learning, network, phrases
 from ddqn.bench.runs import CONFIRM_SEED, RECORD, finished_run, grid_overrides, record_run, same_grid
 from ddqn.bench.stats import (
@@ -31,7 +31,7 @@ from ddqn.bench.stats import (
     trailing_at,
     trailing_means,
 )
-from ddqn.config import load_config, save_config
+from ddqn.config import config_values, load_config, save_config
 from ddqn.game.seeds import game_seeds
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from ddqn.bench.common import config_values, figure, measured_here, time_net, write_result
+from ddqn.bench.common import figure, measured_here, time_net, write_result
 from ddqn.bench.runs import CONFIRM_SEED, snapshot_net, snapshot_scores, train_or_reuse
 from ddqn.bench.stats import RULE, reach, seed_interval, standard_error
-from ddqn.config import PROTOTXT_DIR, Config, load_config
+from ddqn.config import PROTOTXT_DIR, Config, config_values, load_config
 from ddqn.dqn.evaluation import evaluate_greedy, random_score
 from ddqn.dqn.play import gif_fps, greedy_episode, write_gif
 from ddqn.game import make_env

@@ -2,14 +2,13 @@
 
 Result files and figures, with the machine (CPU model and OpenBLAS core) each was measured on; the shipped
 prototxts (``ddqn/prototxt``); the parameter server under synthetic load (``ps_speed``, ``capacity``); one real
-worker's update times (``worker_speed``, ``capacity``); the config values a result or a run was made with
-(``config_values``). The learning benches' training runs and their reuse are in ``ddqn.bench.runs``, statistics in
-``ddqn.bench.stats``.
+worker's update times (``worker_speed``, ``capacity``). The learning benches' training runs and their reuse are
+in ``ddqn.bench.runs``, statistics in ``ddqn.bench.stats``, and the config values a result or a run was made with
+in ``ddqn.config`` (``config_values``).
 """
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ddqn.config import PROTOTXT_DIR, Config, load_config
+from ddqn.config import PROTOTXT_DIR
 from ddqn.distributed import protocol
 from ddqn.distributed.client import ServerClient
 from ddqn.distributed.server import ParameterServer, ServerOptions
@@ -334,42 +333,3 @@ def time_net(spec: NetSpec, repeats: int) -> dict[str, float]:
         fwd.append(time.perf_counter() - t)
     return {"params": spec.num_params, "input": spec.state_shape[1], "batch": spec.batch_size,
             "forward_backward_ms": 1e3 * float(np.median(fb)), "forward_ms": 1e3 * float(np.median(fwd))}
-
-
-# -- config values -------------------------------------------------------------------------------------------
-
-RUN_KEYS = ("seed", "workers")  # set per run by a bench, not by its config: never part of the reuse check
-PATH_KEYS = ("net", "solver")  # files: compared by their content (``<key>_sha256``), not by where they lie
-
-
-def config_values(config: str, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """The values of ``config`` (with ``key=value`` ``overrides``) a run is trained with, as JSON stores them: every
-    key but :data:`RUN_KEYS` (so the evaluation grid, ``ddqn.bench.runs.GRID_KEYS``, is in), and the sha256 (16 hex
-    digits) of the net and solver prototxts as ``net_sha256``/``solver_sha256``. A finished run, or a result kept
-    from one, counts only if it had the same values (a named config, and the prototxts it names, can change)."""
-    cfg = load_config(config, list(overrides))
-    values = {k: v for k, v in cfg.to_dict().items() if k not in RUN_KEYS}
-    for k in PATH_KEYS:
-        values[f"{k}_sha256"] = hashlib.sha256(cfg.path(k).read_bytes()).hexdigest()[:16]
-    return json.loads(json.dumps(values, default=str))
-
-
-def value_differences(got: dict[str, Any], want: dict[str, Any]) -> list[str]:
-    """The keys of ``want`` whose value ``got`` does not have, as ``key got ≠ want``. A file key (:data:`PATH_KEYS`)
-    differs only when its content does (both have ``<key>_sha256``), else by its path. A key that ``got`` lacks
-    was added to the config after that run, and a new key's default is the behaviour before it (e.g.
-    ``replay_alpha`` 0, uniform replay): it differs only when ``want`` has another value than the default."""
-    defaults = Config().to_dict()
-    out = []
-    for k, v in want.items():
-        if k not in got and k in defaults and v == json.loads(json.dumps(defaults[k], default=str)):
-            continue
-        if k.endswith("_sha256") and k[:-len("_sha256")] in PATH_KEYS:
-            continue
-        h = f"{k}_sha256"
-        if k in PATH_KEYS and h in got and h in want:
-            if got[h] != want[h]:
-                out.append(f"{k} {got.get(k)} ≠ {v}" if got.get(k) != v else f"{h} {got[h]} ≠ {want[h]} ({v} changed)")
-        elif got.get(k) != v:
-            out.append(f"{k} {got.get(k)} ≠ {v}")
-    return out

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ddqn.bench.common import config_values, write_result
-from ddqn.config import load_config
+from ddqn.bench.common import write_result
+from ddqn.config import config_values, load_config
 from ddqn.dqn.play import greedy_episode_scores, write_gif
 from ddqn.errors import DDQNError, run_command
 from ddqn.game import game_actions

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ddqn.bench.common import config_values, write_result
-from ddqn.config import NAMED_CONFIGS, Config, load_config
+from ddqn.bench.common import write_result
+from ddqn.config import NAMED_CONFIGS, Config, config_values, load_config
 from ddqn.dqn.loop import ExperienceLoop
 from ddqn.game import game_actions
 from ddqn.net.netspec import load_netspec

@@ -33,8 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ddqn.bench.common import config_values, machine, write_result
+from ddqn.bench.common import machine, write_result
 from ddqn.bench.stats import steady_updates_per_s
+from ddqn.config import config_values
 from ddqn.distributed.cluster import stop_groups
 from ddqn.distributed.hosts import SERVER_PORT, HostsCluster, unavailable
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ddqn.bench.common import ROOT, config_values, cpu_differences, figure, machine, value_differences
+from ddqn.bench.common import ROOT, cpu_differences, figure, machine
 from ddqn.bench.stats import TRAILING_K, standard_error, trailing_means
-from ddqn.config import Config, load_config
+from ddqn.config import Config, config_values, load_config, value_differences
 from ddqn.distributed.cluster import spark_submit_env, spark_submit_path
 from ddqn.dqn.evaluation import endings_summary, evaluate_greedy, play_greedy
 from ddqn.dqn.serial import SNAPSHOT_NAME

@@ -29,10 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.bench.common import config_values, figure, machine, measured_here, write_result
+from ddqn.bench.common import figure, machine, measured_here, write_result
 from ddqn.bench.runs import same_grid
 from ddqn.bench.sim_runs import eval_curve, in_parallel, real_run, run_numbers, seeded_config, simulate
 from ddqn.bench.stats import RULE, best_trailing_mean, reach_levels, speedup
+from ddqn.config import config_values
 
 STATEMENT = "simulated minutes on one core per worker of this machine type"
 PAPER_LEVELS = (3.0, 5.0, 10.0)  # the levels on the paper config

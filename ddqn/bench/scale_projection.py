@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from ddqn.bench.common import config_values, figure, machine, measured_here, write_result
+from ddqn.bench.common import figure, machine, measured_here, write_result
 from ddqn.bench.sim_runs import eval_curve, in_parallel, real_run, run_numbers, seeded_config, simulate
 from ddqn.bench.stats import (
     RULE,
@@ -63,7 +63,7 @@ from ddqn.bench.stats import (
     split_test,
     trailing_means,
 )
-from ddqn.config import EPS_SCHEDULES, load_config
+from ddqn.config import EPS_SCHEDULES, config_values, load_config
 from ddqn.game import game_actions
 from ddqn.net.netspec import load_netspec
 from ddqn.sim.service import find_service, measure_service

@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ddqn.bench.common import config_values, machine, measured_here, write_result
+from ddqn.bench.common import machine, measured_here, write_result
 from ddqn.bench.runs import (
     confirm_best,
     grid_overrides,
@@ -58,7 +58,7 @@ from ddqn.bench.stats import (
     speedup,
     within_budget,
 )
-from ddqn.config import Config, load_config
+from ddqn.config import Config, config_values, load_config
 
 MODES = {"serial": [], "async-1": ["--workers", "1"], "async-2": ["--workers", "2"],
          "sync-2": ["--workers", "2", "--sync"]}

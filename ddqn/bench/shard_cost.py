@@ -46,9 +46,9 @@ from typing import Any
 
 import numpy as np
 
-from ddqn.bench.common import config_values, machine, write_result
+from ddqn.bench.common import machine, write_result
 from ddqn.bench.stats import fit_a_b
-from ddqn.config import load_config
+from ddqn.config import config_values, load_config
 from ddqn.distributed import protocol as P
 from ddqn.distributed.client import ServerClient
 from ddqn.distributed.server import ParameterServer, ServerOptions

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.bench.common import config_values
 from ddqn.bench.runs import finished_run, record_run, train_or_reuse
-from ddqn.config import load_config, save_config
+from ddqn.config import config_values, load_config, save_config
 
 RUN_TIMEOUT_S = 12 * 3600  # bound on one run
 

@@ -30,10 +30,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ddqn.bench.common import config_values, cpu_tag, machine, value_differences, write_result
+from ddqn.bench.common import cpu_tag, machine, write_result
 from ddqn.bench.runs import confirm_best, grid_overrides, plot_curves, run_record, snapshot_scores, train_or_reuse
 from ddqn.bench.stats import RULE, reach_levels, standard_error
-from ddqn.config import load_config, save_config
+from ddqn.config import config_values, load_config, save_config, value_differences
 from ddqn.rundir import set_aside_earlier_run
 from ddqn.solvers.flat import load_solver_spec
 

@@ -13,7 +13,8 @@ a seed gives the same run bit for bit.
 
 ``--timing-only`` (:mod:`ddqn.sim.timing_only`): no Caffe and no learning; each worker's cycle is ``--gradient-ms``
 per gradient (default: ``make bench-worker``'s ms per gradient for this config in results/worker_speed.json, measured
-on the CPU that ran it; else ``FixedCycle``'s). ``--shards S`` simulates a sharded server (:mod:`ddqn.sim.shards`;
+on the CPU that ran it, refused when that run measured other values of the config than today's; ``--set`` does not
+change it). ``--shards S`` simulates a sharded server (:mod:`ddqn.sim.shards`;
 each shard's service a + b/S from ``--shard-costs``, ``make bench-shard-cost-alone``'s results, when that file exists,
 else one server's ÷ S; the summary says which), learning or timing-only, its shards on the driver's host or on
 executors.
@@ -25,7 +26,8 @@ import json
 import sys
 from pathlib import Path
 
-from ddqn.config import Config, load_config
+from ddqn.config import Config, config_values, load_config, value_differences
+from ddqn.errors import ConfigError
 from ddqn.game import game_actions
 from ddqn.net.netspec import load_netspec
 from ddqn.rundir import set_aside_earlier_run
@@ -43,14 +45,21 @@ WORKER_SPEED = Path("results/worker_speed.json")
 
 def worker_speed_row(config: str, path: Path = WORKER_SPEED) -> tuple[dict | None, dict, str]:
     """``make bench-worker``'s "as built" row for ``config`` in ``path``, the machine that measured it, and (when
-    there is no row) why."""
+    there is none) why. A row that measured other values of ``config`` than today's (``config_values``, without any
+    ``--set``) is none: its cycle is not today's config's."""
     if not path.is_file():
-        return None, {}, f"{path}: no such file"
+        return None, {}, f"{path}: no such file (make bench-worker)"
     data = json.loads(path.read_text())
-    name = Path(config).stem
+    name, m = Path(config).stem, data.get("machine") or {}
     row = next((r for r in data.get("breakdowns", []) if r.get("config") == name and r.get("build") == "as built"),
                None)
-    return row, data.get("machine") or {}, "" if row else f"{path} has no 'as built' row for {name}"
+    if row is None:
+        return None, m, f"{path} has no 'as built' row for {name} (make bench-worker)"
+    recorded = data.get("config_values", {}).get(name)
+    diff = ["its values not recorded"] if recorded is None else value_differences(recorded, config_values(config))
+    if diff:
+        return None, m, f"{path} measured {name} as it is no longer ({', '.join(diff)}): run make bench-worker first"
+    return row, m, ""
 
 
 def measured_cycle(config: str, path: Path = WORKER_SPEED) -> tuple[FixedCycle | None, str]:
@@ -97,7 +106,8 @@ def parser(prog: str = "python -m ddqn.sim") -> argparse.ArgumentParser:
     ap.add_argument("--timing-only", action="store_true",
                     help="no Caffe, no learning: fixed cycles, byte counts and service times only")
     ap.add_argument("--gradient-ms", type=float,
-                    help=f"--timing-only: a worker's ms per gradient (default: {WORKER_SPEED}'s for this config)")
+                    help=f"--timing-only: a worker's ms per gradient (default: {WORKER_SPEED}'s for this config as it "
+                         "is today, without --set)")
     ap.add_argument("--shards", type=int, default=1, help="S shards of the parameter server (1: one server thread)")
     ap.add_argument("--placement", choices=PLACEMENTS, default="driver",
                     help="shards on the driver's host (one card) or each on an executor host of its own")
@@ -129,8 +139,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m ddqn.sim") -> dic
     elif args.timing_only and not args.fixed_cycle:
         fixed, cycle = measured_cycle(args.config)
         if fixed is None:
-            print(f"{cycle}: timing-only with FixedCycle's default cycle", file=sys.stderr)
-            fixed, cycle = FixedCycle(), "FixedCycle"
+            raise ConfigError(f"--timing-only: {cycle}, or give --gradient-ms")
     service, source = service_times(cfg, args.service, args.fixed_cycle)
     shard_service, shard_source = None, "one server's service times ÷ S"
     if args.shards > 1 and args.shard_costs.is_file():

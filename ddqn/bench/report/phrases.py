@@ -2,7 +2,8 @@
 found, a config against today's, a best snapshot on fresh games, the machine of a part."""
 from __future__ import annotations
 
-from ddqn.bench.common import config_values, cpu_label, value_differences
+from ddqn.bench.common import cpu_label
+from ddqn.config import config_values, value_differences
 
 
 def versus_goal(value: float, goal: float, at_most: bool, spec: str = ",.2f", unit: str = "", mark: str = "") -> str:
@@ -38,7 +39,7 @@ def fresh(k: dict | None) -> str:
 
 def config_today(config: str, recorded: dict | None, overrides: list[str] | tuple[str, ...] = ()) -> str:
     """Whether a result's config (``config``, with ``overrides``) is today's: its ``recorded`` values against the
-    config's values now (``common.value_differences``). A report must not describe an earlier config as today's."""
+    config's values now (``ddqn.config.value_differences``). A report must not describe an earlier config as today's."""
     if not recorded:
         return (f"**Config values not recorded**: these rows cannot be checked against today's `{config}`, which may "
                 "have changed since they were measured.")
