@@ -29,7 +29,6 @@ from ddqn.bench.common import (
     baseline_builds,
     candidate_builds,
     check_caffe_from,
-    config_values,
     figure,
     loaded_blas_path,
     openblas_core,
@@ -37,7 +36,7 @@ from ddqn.bench.common import (
     worker_update_ms,
     write_result,
 )
-from ddqn.config import load_config
+from ddqn.config import config_values, load_config
 from ddqn.distributed import protocol
 from ddqn.distributed.job import JobSpec
 from ddqn.distributed.worker import Worker
