@@ -24,7 +24,7 @@ from ddqn.bench.gifs import captioned
 from ddqn.bench.hostile import goal
 from ddqn.bench.report import learning, network, scale_out, speed
 from ddqn.bench.runs import CONFIRM_SEED, RECORD, confirm_best, read_curve
-from ddqn.bench.scaling import MODES
+from ddqn.bench.scaling import MODES, parse_plan
 from ddqn.bench.stats import TRAILING_K, seed_speedup
 from ddqn.bench.suite_time import main as suite_time_main
 from ddqn.bench.tuning import SEARCH, VARIANTS, keyed, row_key, variant_config
@@ -385,6 +385,10 @@ def test_spark_env_and_scaling_defaults_match_makefile() -> None:
     assert makefile_var("bench-scaling: MODES ?=") == list(MODES)
     assert makefile_var("bench-scaling: CONFIG ?=") == ["paper"]
     assert makefile_var("bench-tuning: VARIANTS ?=") == list(VARIANTS)
+    # issue 30's table: async-2 on seeds 3 (named before any run), 0 and 1, serial on 0 and 1, every run planned
+    plan = makefile_var("SCALING_120_PLAN :=")
+    assert parse_plan(plan) == {"async-2": [3, 0, 1], "serial": [0, 1]}
+    assert makefile_var("bench-scaling-120: RUNS ?=") == ["$(SCALING_120_PLAN)"]
 
 
 def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from ddqn.bench import scaling
 from ddqn.bench.report import learning
 from ddqn.bench.runs import CONFIRM_SEED, other_games, run_parts
-from ddqn.bench.stats import reach, within_budget
+from ddqn.bench.stats import format_goal, reach, within_budget
 
 
 def curve_of(points: list[tuple[float, float]]) -> list[dict]:
@@ -60,6 +60,25 @@ def test_goals_need_every_seed_and_say_worst_and_mean() -> None:
         scaling.parse_goals(["60"])
 
 
+def test_a_goal_of_a_comparison_run_in_parts_is_open_until_every_planned_seed_has_run() -> None:
+    """With ``--plan`` a goal is met only when every planned seed has run and scored it, missed as soon as one did
+    not, and open in between, saying which seeds are still to run."""
+    plan = scaling.parse_plan(["async-2:3", "async-2:0", "async-2:1", "serial:0"])
+    assert plan == {"async-2": [3, 0, 1], "serial": [0]}
+    one = scaling.goal_check({"async-2 s3": {"greedy_mean": 16.1}}, 15.0, plan)
+    assert one["async-2"] == {"score": 15.0, "met": None, "worst": 16.1, "mean": 16.1, "seeds": 1, "to_run": [0, 1]}
+    assert one["serial"] == {"score": 15.0, "met": None, "worst": None, "mean": None, "seeds": 0, "to_run": [0]}
+    assert format_goal(one["async-2"]) == "open (worst seed 16.10, mean 16.10 over 1 seed; seeds 0, 1 still to run)"
+    assert format_goal(one["serial"]) == "open (no seed run yet; seed 0 still to run)"
+    low = scaling.goal_check({"async-2 s3": {"greedy_mean": 14.0}}, 15.0, plan)["async-2"]
+    assert low["met"] is False and format_goal(low).startswith("missed (worst seed 14.00")  # one seed short: final
+    every = {"async-2": {"greedy_mean": 15.2}, "async-2 s1": {"greedy_mean": 17.0}, "async-2 s3": {"greedy_mean": 16.1}}
+    assert scaling.goal_check(every, 15.0, plan)["async-2"]["met"] is True
+    for bad in ("async-2", "async-9:1", "serial:x"):
+        with pytest.raises(SystemExit, match=f"--plan {bad}: expected MODE:SEED"):
+            scaling.parse_plan([bad])
+
+
 def test_summarize_reads_the_60_minute_figures_from_120_minute_runs(tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """--summarize (no training) with budgets kept in the result: per budget, each run's reach, its best snapshot up
@@ -99,9 +118,24 @@ def test_summarize_reads_the_60_minute_figures_from_120_minute_runs(tmp_path: Pa
     assert "**Not so for async-2 s1**: recorded before each run played its own seed's games" in text
     got["confirmed"]["async-2 s1"]["seed"] = CONFIRM_SEED + 1
     assert "Not so" not in "\n".join(learning.scaling(got))
+    # the same runs as the first two of a plan of four: the 120-minute goal, met by both so far, stays open
+    scaling.main(["--summarize", "--result", "s120", "--out", str(tmp_path), "--goal", "60=15", "--goal", "120=15",
+                  "--plan", "async-2:0", "async-2:1", "async-2:3", "serial:0"])
+    assert "goal: async-2 >= 15 within 120 min on fresh games, every seed: open (worst seed 17.50, mean 20.50 over 2 " \
+           "seeds; seed 3 still to run)" in capsys.readouterr().out
+    got = json.loads((tmp_path / "s120.json").read_text())
+    assert got["plan"] == {"async-2": [0, 1, 3], "serial": [0]} and got["goals"]["60"]["async-2"]["met"] is False
+    text = "\n".join(learning.scaling(got))
+    assert "- Goal: `async-2` ≥ 15 within 120 minutes on fresh games, every seed: **open** (worst seed 17.50" in text
+    assert "- Goal: `serial` ≥ 15 within 60 minutes on fresh games, every seed: **open** (no seed run yet; seed 0" in text
 
 
-def test_a_budget_outside_the_run_is_a_usage_error(tmp_path: Path) -> None:
+def test_a_budget_outside_the_run_or_a_run_outside_the_plan_is_a_usage_error(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         scaling.main(["--minutes", "60", "--budgets", "60", "--out", str(tmp_path)])
     assert e.value.code == 2 and not list(tmp_path.iterdir())
+    with pytest.raises(SystemExit) as e:
+        scaling.main(["--modes", "async-2", "--seeds", "3", "5", "--plan", "async-2:3", "--out", str(tmp_path)])
+    assert e.value.code == 2 and not list(tmp_path.iterdir())
+    assert "--plan: async-2:5 not in it" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 workers and the synchronous mode — same config, same budget, same seeds, one run after another.
 
 ``python -m ddqn.bench.scaling [--minutes M] [--config paper] [--modes serial async-1 …] [--seeds 0 …] [--every N]
-[--result scaling] [--levels 1 2 …] [--budgets 60 …] [--goal 60=15 …]``. The
+[--result scaling] [--levels 1 2 …] [--budgets 60 …] [--goal 60=15 …] [--plan async-2:3 …]``. The
 serial run evaluates itself every N env steps (its eval.csv; evaluation time excluded); distributed runs
 snapshot every N env steps (summed over workers) and their snapshots are evaluated afterwards with the same
 greedy evaluation, against the wall-clock time each snapshot was taken. Every run plays the protocol's games of
@@ -25,7 +25,8 @@ quoting the numbers.
 fresh games, intervals over seeds), so a 120-minute comparison also answers the 60-minute one without running
 anything twice. The trailing mean is causal, so a level reached by minute B is reached at the same time in the cut
 curve. ``--goal B=S`` marks, per mode and budget, whether every seed's best snapshot up to B minutes scored at least
-S on the fresh games (met / missed, with the worst seed's and the mean score).
+S on the fresh games (met / missed, with the worst seed's and the mean score); ``--plan MODE:SEED …`` names every run
+of the comparison, so a comparison run in parts says "open" while seeds are still to run (never met on the first).
 """
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ from ddqn.bench.runs import (
 from ddqn.bench.stats import (
     RULE,
     SeedInterval,
+    format_goal,
     format_interval,
     reach_levels,
     seed_interval,
@@ -118,14 +120,36 @@ def parse_goals(specs: list[str]) -> dict[str, float]:
     return goals
 
 
-def goal_check(confirmed: dict[str, dict | None], score: float) -> dict[str, dict]:
+def parse_plan(specs: list[str]) -> dict[str, list[int]]:
+    """``--plan MODE:SEED`` pairs (every run of the comparison, the ones still to train too) as {mode: [seeds]};
+    SystemExit on a bad one."""
+    plan: dict[str, list[int]] = {}
+    for spec in specs:
+        mode, _, seed = spec.partition(":")
+        if mode not in MODES or not seed.isdigit():
+            raise SystemExit(f"--plan {spec}: expected MODE:SEED with a mode of {', '.join(MODES)}, e.g. async-2:3")
+        plan.setdefault(mode, []).append(int(seed))
+    return plan
+
+
+def goal_check(confirmed: dict[str, dict | None], score: float,
+               plan: dict[str, list[int]] | None = None) -> dict[str, dict]:
     """Per mode: whether every seed's best snapshot (``confirmed``: its fresh-game mean; None = no snapshot) scored at
-    least ``score``; with the worst seed's score, the mean over seeds and the seed count."""
-    modes: dict[str, list[float]] = {}
+    least ``score``; with the worst seed's score, the mean over seeds and the seed count. With the comparison's
+    ``plan`` ({mode: seeds}) a goal is met only once every planned seed has run and scored it, missed as soon as one
+    seed did not, and open (``met`` None) while seeds are still to run (``to_run``)."""
+    modes: dict[str, dict[int, float]] = {m: {} for m in plan or {}}
     for name, k in confirmed.items():
-        modes.setdefault(mode_of(name), []).append(k["greedy_mean"] if k else 0.0)
-    return {m: {"score": score, "met": min(v) >= score, "worst": min(v), "mean": sum(v) / len(v), "seeds": len(v)}
-            for m, v in modes.items()}
+        mode, seed = run_parts(name)
+        modes.setdefault(mode, {})[seed] = k["greedy_mean"] if k else 0.0
+    out = {}
+    for m, by_seed in modes.items():
+        v = list(by_seed.values())
+        to_run = sorted(set((plan or {}).get(m, [])) - set(by_seed))
+        met = None if not v or (to_run and min(v) >= score) else min(v) >= score
+        out[m] = {"score": score, "met": met, "worst": min(v, default=None),
+                  "mean": sum(v) / len(v) if v else None, "seeds": len(v), **({"to_run": to_run} if plan else {})}
+    return out
 
 
 def over_seeds(reach: dict[str, dict], confirmed: dict[str, dict | None]) -> dict[str, dict]:
@@ -216,18 +240,17 @@ def report(args: argparse.Namespace, values: dict, curves: dict, stats: dict, co
         conf = confirmed if b == full else parts.get(b, {}).get("confirmed")
         if conf is None:
             raise SystemExit(f"--goal {b}={score:g}: {b} minutes is neither the budget ({full}) nor one of --budgets")
-        goals[b] = goal_check(conf, score)
+        goals[b] = goal_check(conf, score, args.plan)
         for mode, g in goals[b].items():
-            print(f"goal: {mode} >= {score:g} within {b} min on fresh games, every seed: "
-                  f"{'met' if g['met'] else 'missed'} (worst seed {g['worst']:.2f}, mean {g['mean']:.2f} over "
-                  f"{g['seeds']} seed{'s' * (g['seeds'] != 1)})")
+            print(f"goal: {mode} >= {score:g} within {b} min on fresh games, every seed: {format_goal(g)}")
     png = plot_curves(curves, Path(args.out) / f"{args.result}.png",
                       f"Serial vs distributed ({args.config}, {os.cpu_count()} cores)")
     write_result(args.result, {"config": args.config, "config_values": values, "budget_minutes": args.minutes,
                                "cores": os.cpu_count(), "every": args.every, "runs_machine": args.runs_machine,
                                "levels": list(args.levels), "curves": curves, "reach": reach, "reach_rule": RULE,
                                "speedup_vs_serial": ratios, "over_seeds": seeds, "runs": stats,
-                               "confirmed": confirmed, "budgets": parts, "goals": goals, "png": png.name}, args.out)
+                               "confirmed": confirmed, "budgets": parts, "goals": goals, "plan": args.plan,
+                               "png": png.name}, args.out)
 
 
 def confirm_within(out: Path, cfg: Any, curve: list[dict], full: dict | None, budget: float,
@@ -259,16 +282,22 @@ def main(argv: list[str] | None = None) -> None:
                     help="shorter budgets (minutes) read from the same runs: each curve cut there")
     ap.add_argument("--goal", action="append", default=[], metavar="MINUTES=SCORE",
                     help="mark whether every seed's best snapshot up to MINUTES scored SCORE on fresh games")
+    ap.add_argument("--plan", nargs="+", default=[], metavar="MODE:SEED",
+                    help="every run of the comparison, those still to train too: a goal is met only once all have "
+                    "run (default: the runs in the result)")
     ap.add_argument("--summarize", action="store_true",
                     help="no training: recompute the comparison from results/scaling.json's curves and the runs' "
                     "summaries")
     args = ap.parse_args(argv)
-    args.goals = parse_goals(args.goal)
+    args.goals, args.plan = parse_goals(args.goal), parse_plan(args.plan)
     if not args.summarize and any(not 0 < b < args.minutes for b in args.budgets):
         ap.error(f"--budgets must lie between 0 and --minutes ({args.minutes:g})")
     tag = Path(args.config).stem
     runs = {run_name(m, seed): (m, seed, Path(args.out) / "runs" / f"scaling-{tag}-{m}-s{seed}-{args.minutes:g}min")
             for m in args.modes for seed in args.seeds}
+    if args.plan and not args.summarize and (extra := [f"{m}:{seed}" for m, seed, _ in runs.values()
+                                                       if seed not in args.plan.get(m, [])]):
+        ap.error(f"--plan: {', '.join(extra)} not in it (the plan names every run of the comparison)")
     path = Path(args.out) / f"{args.result}.json"
     old = json.loads(path.read_text()) if path.exists() else {}
     if args.summarize:
@@ -276,6 +305,7 @@ def main(argv: list[str] | None = None) -> None:
         args.every, args.runs_machine = old.get("every"), old.get("runs_machine", old.get("machine"))
         curves, confirmed, stats = old["curves"], old.get("confirmed", {}), old.get("runs", {})
         args.budgets = args.budgets or [float(b) for b in old.get("budgets", {})]
+        args.plan = args.plan or old.get("plan") or {}
     else:
         values = config_values(args.config, grid_overrides(args.every))
         # the CPU every run was checked against (runs.finished_run); each run's own date is in its stats

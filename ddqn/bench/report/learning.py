@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from ddqn.bench.common import cpu_label, cpu_tag
 from ddqn.bench.report.phrases import config_today, fmt, fresh, reach_rule, versus_goal
 from ddqn.bench.runs import grid_overrides, other_games, run_parts
-from ddqn.bench.stats import TRAILING_K, SeedInterval, format_interval, seed_interval, trailing_at
+from ddqn.bench.stats import TRAILING_K, SeedInterval, format_goal, format_interval, seed_interval, trailing_at
 
 
 def _endings(runs: dict[str, dict | None]) -> list[str]:
@@ -95,10 +95,10 @@ def _budgets(r: dict, levels: list[str]) -> list[str]:
 
 
 def _goals(r: dict) -> list[str]:
-    """``--goal B=S`` per mode: every seed's best snapshot up to B minutes at ≥ S on fresh games, met or missed."""
+    """``--goal B=S`` per mode: every seed's best snapshot up to B minutes at ≥ S on fresh games: met, missed, or
+    open while seeds of the comparison's plan are still to run."""
     return [*(f"- Goal: `{mode}` ≥ {g['score']:g} within {b} minutes on fresh games, every seed: "
-              f"**{'met' if g['met'] else 'missed'}** (worst seed {g['worst']:.2f}, mean {g['mean']:.2f} over "
-              f"{g['seeds']} seed{'s' * (g['seeds'] != 1)})"
+              + "**{}** ({}".format(*format_goal(g).split(" (", 1))
               for b, by_mode in (r.get("goals") or {}).items() for mode, g in by_mode.items()),
             *([""] if r.get("goals") else [])]
 
