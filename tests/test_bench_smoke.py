@@ -492,15 +492,17 @@ def test_scaling_runs_seeds_and_reuses_finished_runs(tmp_path: Path) -> None:
     """bench-scaling names a run by config, mode, seed and budget; a second call with another seed keeps the first
     curve and trains only the new run, and a third call reuses both finished runs instead of training again. Each
     run plays its own seed's fresh games; a kept curve recorded before that (on the config's seed's games) is dropped
-    unless its seed is the config's. Once the config's values or the evaluation grid change, a finished run is
-    refused with a one-line error, not reused, and nothing is lost."""
+    unless its seed is the config's. Once the config's values or the evaluation grid change, the kept result is
+    refused with a one-line error (its curves are not dropped unless ``--restart``), and so is a finished run, not
+    reused; nothing is lost."""
     config = tmp_path / "tiny.yaml"
     save_config(load_config("small", ["replay_warmup=200", "eval_episodes=3"]), config)
     common = ["--config", str(config), "--minutes", "0.15", "--confirm-episodes", "4",
               "--modes", "async-1", "--result", "s60", "--out", str(tmp_path / "results")]
 
-    def scaling(*seeds: str, code: int = 0, every: str = "100") -> str:
-        res = subprocess.run([sys.executable, "-m", "ddqn.bench.scaling", *common, "--every", every, "--seeds", *seeds],
+    def scaling(*seeds: str, code: int = 0, every: str = "100", extra: tuple[str, ...] = ()) -> str:
+        res = subprocess.run([sys.executable, "-m", "ddqn.bench.scaling", *common, "--every", every, *extra,
+                              "--seeds", *seeds],
                              capture_output=True, text=True, timeout=300,
                              env={**os.environ, **spark_submit_env(sys.executable)})
         assert res.returncode == code, res.stdout[-2000:] + res.stderr[-2000:]
@@ -531,11 +533,15 @@ def test_scaling_runs_seeds_and_reuses_finished_runs(tmp_path: Path) -> None:
         rec = json.loads((tmp_path / "results" / "runs" / r / RECORD).read_text())
         assert rec["config_values"]["eval_every"] == 100 and "model_name" in rec["machine"]
     before = (tmp_path / "results" / "s60.json").read_text()
-    err = scaling("0", code=1, every="200")
+    err = scaling("0", code=1, every="200")  # the kept result first: its curves are not dropped unasked
+    assert err.strip() == (f"{tmp_path / 'results' / 's60.json'}: its 1 run were made with other values (eval_every "
+                           "100 ≠ 200, snapshot_every 100 ≠ 200): a comparison is one config on one CPU model; move it "
+                           "aside to keep it, or --restart"), err
+    err = scaling("0", code=1, every="200", extra=("--restart",))
     assert err.strip() == (f"{tmp_path / 'results' / 'runs' / runs[0]}: trained with other values than {config} "
                            "has now (eval_every 100 ≠ 200, snapshot_every 100 ≠ 200); move it away to rerun"), err
     save_config(load_config(str(config), ["gamma=0.9"]), config)
-    err = scaling("0", code=1)
+    err = scaling("0", code=1, extra=("--restart",))
     assert err.strip() == (f"{tmp_path / 'results' / 'runs' / runs[0]}: trained with other values than {config} "
                            "has now (gamma 0.95 ≠ 0.9); move it away to rerun"), err
     assert (tmp_path / "results" / "s60.json").read_text() == before

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from ddqn.bench import scaling
+from ddqn.bench.common import machine
 from ddqn.bench.report import learning
-from ddqn.bench.runs import CONFIRM_SEED, other_games, run_parts
+from ddqn.bench.runs import CONFIRM_SEED, grid_overrides, other_games, run_parts
 from ddqn.bench.stats import format_goal, reach, within_budget
+from ddqn.config import config_values
 
 
 def curve_of(points: list[tuple[float, float]]) -> list[dict]:
@@ -139,3 +141,25 @@ def test_a_budget_outside_the_run_or_a_run_outside_the_plan_is_a_usage_error(tmp
         scaling.main(["--modes", "async-2", "--seeds", "3", "5", "--plan", "async-2:3", "--out", str(tmp_path)])
     assert e.value.code == 2 and not list(tmp_path.iterdir())
     assert "--plan: async-2:5 not in it" in capsys.readouterr().err
+
+
+def test_a_kept_result_of_another_cpu_or_config_is_refused_not_emptied(tmp_path: Path) -> None:
+    """Hours of runs in a result are not dropped by the next run because it trains on another CPU model or with
+    other config values: a one-line error before anything trains, the result untouched (``--restart`` drops it)."""
+    values = config_values("tuned", grid_overrides(10000))
+    here = {k: v for k, v in machine().items() if k != "date"}
+    kept = {"config": "tuned", "budget_minutes": 120, "config_values": values, "runs_machine": here,
+            "curves": {"async-2 s3": RISING}}
+    assert scaling.kept_differences(kept, "tuned", 120, values) == []
+    args = ["--config", "tuned", "--minutes", "120", "--every", "10000", "--modes", "async-2", "--seeds", "0",
+            "--result", "s120", "--out", str(tmp_path)]
+    path = tmp_path / "s120.json"
+    for change, why in (({"runs_machine": {**here, "model": -1}}, r"another CPU \(model -1 ≠ \d+\)"),
+                        ({"config_values": config_values("tuned", [*grid_overrides(10000), "gamma=0.5"])},
+                         r"other values \(gamma 0.5 ≠ [\d.]+\)"),
+                        ({"budget_minutes": 60}, r"budget 60 ≠ 120 min")):
+        path.write_text(text := json.dumps({**kept, **change}))
+        with pytest.raises(SystemExit, match=f"s120.json: its 1 run were made with {why}: a comparison is one config "
+                                             "on one CPU model; move it aside to keep it, or --restart"):
+            scaling.main(args)
+        assert path.read_text() == text and not (tmp_path / "runs").exists()

@@ -16,7 +16,8 @@ writes results/<result>.json and .png. A run is named by config, mode, seed and 
 (``runs/scaling-<config>-<mode>-s<seed>-<M>min``); a finished one (its summary.json) is reused if its config has
 the same values, evaluation grid (``--every``) included, and it ran on this CPU (``runs.finished_run``: else a
 one-line error), and curves of the same config (values), budget and CPU already in the result are kept, so a long
-comparison can be run in parts (serial seed 0 now, async-2 seed 1 later). Seed 0's curve is named by its mode,
+comparison can be run in parts (serial seed 0 now, async-2 seed 1 later); a result of another config, budget, grid
+or CPU model stops the bench before it trains (``--restart`` drops it). Seed 0's curve is named by its mode,
 other seeds' ``<mode> s<seed>``. On a 2-core machine two workers and the driver share two cores: say so when
 quoting the numbers.
 
@@ -37,7 +38,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ddqn.bench.common import machine, measured_here, write_result
+from ddqn.bench.common import cpu_differences, machine, write_result
 from ddqn.bench.runs import (
     confirm_best,
     grid_overrides,
@@ -60,7 +61,7 @@ from ddqn.bench.stats import (
     speedup,
     within_budget,
 )
-from ddqn.config import Config, config_values, load_config
+from ddqn.config import Config, config_values, load_config, value_differences
 
 MODES = {"serial": [], "async-1": ["--workers", "1"], "async-2": ["--workers", "2"],
          "sync-2": ["--workers", "2", "--sync"]}
@@ -253,6 +254,17 @@ def report(args: argparse.Namespace, values: dict, curves: dict, stats: dict, co
                                "png": png.name}, args.out)
 
 
+def kept_differences(old: dict[str, Any], config: str, minutes: float, values: dict[str, Any]) -> list[str]:
+    """How a kept result (``old``) differs from the comparison asked for now: its config, budget, config values
+    (evaluation grid included) or CPU model; empty when its curves belong to this comparison."""
+    why = [f"config {old.get('config')} ≠ {config}"] if old.get("config") != config else []
+    why += [f"budget {old.get('budget_minutes')} ≠ {minutes:g} min"] if old.get("budget_minutes") != minutes else []
+    diff = value_differences(old.get("config_values") or {}, values)
+    why += [f"other values ({', '.join(diff)})"] if diff and not why else []
+    cpu = cpu_differences(old.get("runs_machine") or old.get("machine"), machine())
+    return why + ([f"another CPU ({', '.join(cpu)})" if cpu else "a CPU not recorded"] if cpu != [] else [])
+
+
 def confirm_within(out: Path, cfg: Any, curve: list[dict], full: dict | None, budget: float,
                    episodes: int) -> dict | None:
     """The best snapshot of ``curve`` up to ``budget`` minutes on fresh games; the full budget's confirmation
@@ -285,6 +297,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--plan", nargs="+", default=[], metavar="MODE:SEED",
                     help="every run of the comparison, those still to train too: a goal is met only once all have "
                     "run (default: the runs in the result)")
+    ap.add_argument("--restart", action="store_true",
+                    help="begin the result anew when its kept runs were made with another config, budget, grid or "
+                    "CPU model (without it: a one-line error, nothing trained)")
     ap.add_argument("--summarize", action="store_true",
                     help="no training: recompute the comparison from results/scaling.json's curves and the runs' "
                     "summaries")
@@ -310,10 +325,12 @@ def main(argv: list[str] | None = None) -> None:
         values = config_values(args.config, grid_overrides(args.every))
         # the CPU every run was checked against (runs.finished_run); each run's own date is in its stats
         args.runs_machine = {k: v for k, v in machine().items() if k != "date"}
-        same = ((old.get("config"), old.get("budget_minutes"), old.get("config_values"))
-                == (args.config, args.minutes, values) and measured_here(old))
-        if old and not same:
-            print(f"{path}: other config values, budget, grid or CPU than now: its curves are not kept", flush=True)
+        if old and (why := kept_differences(old, args.config, args.minutes, values)):
+            if not args.restart:
+                n = len(old.get("curves", {}))
+                raise SystemExit(f"{path}: its {n} run{'s' * (n != 1)} were made with {'; '.join(why)}: a comparison "
+                                 "is one config on one CPU model; move it aside to keep it, or --restart")
+            print(f"{path}: made with {'; '.join(why)}: its curves are not kept (--restart)", flush=True)
             old = {}
         curves, confirmed, stats = old.get("curves", {}), old.get("confirmed", {}), old.get("runs", {})
         for name in other_games(args.config, confirmed):
