@@ -59,3 +59,30 @@ def test_bench_atari_runs_each_seed_reuses_finished_runs_and_keeps_earlier_seeds
     assert f"Config values as recorded are today's `{config}`." in text and "| 1 | " in text
     assert "Over 2 seeds, mean [95 % t interval]" in text and "Goal: every seed's best snapshot ≥ 5× random" in text
     assert "![tiny_breakout.gif](tiny_breakout.gif)" in text
+
+
+def test_seeds_of_another_budget_grid_config_or_cpu_are_refused_not_dropped(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """An earlier result's seeds (an hour's run each) made with another budget, grid, config values or CPU model stop
+    the bench with one line naming what differs; ``--restart`` drops them, said in a line; the same are kept."""
+    from ddqn.bench.atari import grid, kept_seeds
+    from ddqn.bench.common import machine
+    from ddqn.config import config_values
+
+    learning = {"minutes": 60.0, "every": 50_000, "config_values": config_values("breakout", grid(50_000))}
+    path = tmp_path / "atari.json"
+    path.write_text(json.dumps({"machine": machine(), "learning": {**learning, "seeds": {"0": {}, "1": {}}}}))
+    assert kept_seeds(path, learning) == {"0": {}, "1": {}}
+    for change, why in (({"minutes": 30.0}, "minutes 60.0 ≠ 30.0"), ({"every": 10_000}, "every 50000 ≠ 10000"),
+                        ({"config_values": config_values("breakout", [*grid(50_000), "gamma=0.5"])},
+                         r"other values \(gamma 0.99 ≠ 0.5\)")):
+        with pytest.raises(SystemExit, match=f"atari.json: its seeds 0, 1 were made with {why}: move it aside to "
+                                             "keep them, or --restart"):
+            kept_seeds(path, {**learning, **change})
+        assert kept_seeds(path, {**learning, **change}, restart=True) == {}
+        assert "its seeds are not kept (--restart)" in capsys.readouterr().out
+    path.write_text(json.dumps({"machine": {**machine(), "model": -1},
+                                "learning": {**learning, "seeds": {"0": {}}}}))
+    with pytest.raises(SystemExit, match=r"its seeds 0 were made with another CPU \("):
+        kept_seeds(path, learning)
+

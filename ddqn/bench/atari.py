@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from ddqn.bench.common import figure, measured_here, time_net, write_result
+from ddqn.bench.common import cpu_label, figure, measured_here, time_net, write_result
 from ddqn.bench.runs import CONFIRM_SEED, snapshot_net, snapshot_scores, train_or_reuse
 from ddqn.bench.stats import RULE, reach, seed_interval, standard_error
-from ddqn.config import PROTOTXT_DIR, Config, config_values, load_config
+from ddqn.config import PROTOTXT_DIR, Config, config_values, load_config, value_differences
 from ddqn.dqn.evaluation import evaluate_greedy, random_score
 from ddqn.dqn.play import gif_fps, greedy_episode, write_gif
 from ddqn.game import make_env
@@ -169,17 +169,23 @@ def plot(seeds: dict[str, dict[str, Any]], game: str, path: Path) -> Path:
     return path
 
 
-def kept_seeds(path: Path, learning: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def kept_seeds(path: Path, learning: dict[str, Any], restart: bool = False) -> dict[str, dict[str, Any]]:
     """The seeds of an earlier results/atari.json to keep beside this run's: those of the same config values, grid
-    and budget, measured on this CPU; none otherwise (said in a line)."""
+    and budget, measured on this CPU. Seeds of another are an hour's run each: exits with a one-line error naming
+    what differs, unless ``restart`` (then none are kept, said in a line)."""
     old = json.loads(path.read_text()) if path.exists() else {}
     was = old.get("learning") or {}
     if not was.get("seeds"):
         return {}
-    same = ({k: was.get(k) for k in ("config_values", "minutes", "every")}
-            == {k: learning[k] for k in ("config_values", "minutes", "every")} and measured_here(old))
-    if not same:
-        print(f"{path}: other config values, grid, budget or CPU than now: its seeds are not kept", flush=True)
+    why = [f"{k} {was.get(k)} ≠ {learning[k]}" for k in ("minutes", "every") if was.get(k) != learning[k]]
+    diff = value_differences(was.get("config_values") or {}, learning["config_values"])
+    why += [f"other values ({', '.join(diff)})"] if diff else []
+    why += [] if measured_here(old) else [f"another CPU ({cpu_label(old.get('machine'))})"]
+    if why and not restart:
+        raise SystemExit(f"{path}: its seeds {', '.join(was['seeds'])} were made with {'; '.join(why)}: move it "
+                         "aside to keep them, or --restart")
+    if why:
+        print(f"{path}: made with {'; '.join(why)}: its seeds are not kept (--restart)", flush=True)
         return {}
     return was["seeds"]
 
@@ -195,11 +201,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ale-steps", type=int, default=20_000)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--no-learning", action="store_true", help="speeds only")
+    ap.add_argument("--restart", action="store_true",
+                    help="drop the seeds of an earlier result made with another config, grid, budget or CPU model "
+                    "(without it: a one-line error before anything is measured)")
     ap.add_argument("--out", default="results")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     result: dict = {"config": args.config, "config_values": config_values(args.config), "game": cfg.game,
                     "cores": os.cpu_count()}
+    out = Path(args.out)
+    learning = {"minutes": args.minutes, "every": args.every, "overrides": grid(args.every),
+                "config_values": config_values(args.config, grid(args.every)), "reach_rule": RULE,
+                "target_ratio": TARGET_RATIO, "eval_epsilon": cfg.eval_epsilon, "eval_episodes": cfg.eval_episodes,
+                "max_episode_steps": cfg.max_episode_steps, "final_episodes": args.final_episodes,
+                "random_episodes": args.random_episodes}
+    seeds = {} if args.no_learning else kept_seeds(out / "atari.json", learning, args.restart)  # before any run
     result["ale"] = ale = ale_speed(cfg, args.ale_steps)
     print(f"ALE {cfg.game}: {ale['steps_per_s']:,.0f} agent steps/s ({ale['frames_per_s']:,.0f} frames/s) "
           "on one core, random actions", flush=True)
@@ -208,13 +224,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:>13s}: {r['params']:>9,d} params, {r['input']}x{r['input']} input: forward+backward "
               f"{r['forward_backward_ms']:7.2f} ms, forward {r['forward_ms']:6.2f} ms (batch {r['batch']})", flush=True)
     if not args.no_learning:
-        out = Path(args.out)
-        learning = {"minutes": args.minutes, "every": args.every, "overrides": grid(args.every),
-                    "config_values": config_values(args.config, grid(args.every)), "reach_rule": RULE,
-                    "target_ratio": TARGET_RATIO, "eval_epsilon": cfg.eval_epsilon, "eval_episodes": cfg.eval_episodes,
-                    "max_episode_steps": cfg.max_episode_steps, "final_episodes": args.final_episodes,
-                    "random_episodes": args.random_episodes}
-        seeds = kept_seeds(out / "atari.json", learning)
         for seed in args.seeds:
             run = run_dir(out, args.config, seed, args.minutes)
             train(args.config, args.minutes, args.every, seed, run)
