@@ -180,14 +180,15 @@ bench-scaling: MODES ?= serial async-1 async-2 sync-2
 bench-scaling: SEEDS ?= 0 1
 bench-scaling: MINUTES = 25
 bench-scaling: install  ## serial vs 1 and 2 async workers vs sync: greedy score vs wall clock, same budget ($(MINUTES) min each, default 25), seeds $(SEEDS), one run after another (about 3 h 20 min; finished runs are reused, so it runs in parts: SEEDS=1); CONFIG: named config or YAML (default paper), MODES: a subset of the default "serial async-1 async-2 sync-2"
-	$(PY) -m ddqn.bench.scaling --minutes $(MINUTES) --config $(CONFIG) --modes $(MODES) --seeds $(SEEDS)
+	$(PY) -m ddqn.bench.scaling --minutes $(MINUTES) --config $(CONFIG) --modes $(MODES) --seeds $(SEEDS) \
+	  $(if $(RESTART),--restart)
 
 SCALING_120_PLAN := async-2:3 async-2:0 async-2:1 serial:0 serial:1
 bench-scaling-120: RUNS ?= $(SCALING_120_PLAN)
 bench-scaling-120: install  ## issue 30's comparison: tuned async-2 (seeds 3, 0, 1) and serial (0, 1), 120 min each, one after another (10 h; finished runs are reused, so it runs in parts: RUNS="async-2:3" trains only that one, and the goals stay open until every run of the plan has run); the 60-minute figures are the same runs cut at 60 min
 	for r in $(RUNS); do $(SPARK_ENV) $(PY) -m ddqn.bench.scaling --result scaling_120 --config tuned --minutes 120 \
 	  --every 10000 --levels 5 10 15 20 --budgets 60 --goal 60=15 --goal 120=20 --plan $(SCALING_120_PLAN) \
-	  --modes $${r%%:*} --seeds $${r##*:} || exit 1; done
+	  --modes $${r%%:*} --seeds $${r##*:} $(if $(RESTART),--restart) || exit 1; done
 
 bench-scale-out: SCALE_OUT ?= --validate --project --controls --config small --real-minutes 8 --minutes 25 --updates 50000
 bench-scale-out: install  ## the scale-out simulator (ddqn simulate): server service times, validation against real W = 1, 2 runs, projection to W = 64 (hours: see ddqn/bench/scale_out.py; SCALE_OUT: its options)
@@ -215,7 +216,7 @@ bench-tuning: install  ## variants of the tuned config (VARIANTS: names in ddqn/
 bench-atari: MINUTES = 60
 bench-atari: SEEDS = 0
 bench-atari: install  ## Atari: ALE steps/s, the DQN papers' nets beside the Snake net, and Breakout with 2 async workers for $(MINUTES) min (default 60) per seed in $(SEEDS) (default 0) against the random policy
-	$(PY) -m ddqn.bench.atari --minutes $(MINUTES) --seeds $(SEEDS)
+	$(PY) -m ddqn.bench.atari --minutes $(MINUTES) --seeds $(SEEDS) $(if $(RESTART),--restart)
 
 report: install  ## regenerate results/REPORT.md from the benchmarks' JSON files
 	$(PY) -m ddqn.bench.report

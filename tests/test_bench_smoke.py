@@ -536,7 +536,7 @@ def test_scaling_runs_seeds_and_reuses_finished_runs(tmp_path: Path) -> None:
     err = scaling("0", code=1, every="200")  # the kept result first: its curves are not dropped unasked
     assert err.strip() == (f"{tmp_path / 'results' / 's60.json'}: its 1 run were made with other values (eval_every "
                            "100 ≠ 200, snapshot_every 100 ≠ 200): a comparison is one config on one CPU model; move it "
-                           "aside to keep it, or --restart"), err
+                           "aside to keep it, or --restart (make: RESTART=1)"), err
     err = scaling("0", code=1, every="200", extra=("--restart",))
     assert err.strip() == (f"{tmp_path / 'results' / 'runs' / runs[0]}: trained with other values than {config} "
                            "has now (eval_every 100 ≠ 200, snapshot_every 100 ≠ 200); move it away to rerun"), err

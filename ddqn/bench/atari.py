@@ -183,7 +183,7 @@ def kept_seeds(path: Path, learning: dict[str, Any], restart: bool = False) -> d
     why += [] if measured_here(old) else [f"another CPU ({cpu_label(old.get('machine'))})"]
     if why and not restart:
         raise SystemExit(f"{path}: its seeds {', '.join(was['seeds'])} were made with {'; '.join(why)}: move it "
-                         "aside to keep them, or --restart")
+                         "aside to keep them, or --restart (make: RESTART=1)")
     if why:
         print(f"{path}: made with {'; '.join(why)}: its seeds are not kept (--restart)", flush=True)
         return {}

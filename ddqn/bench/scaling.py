@@ -329,7 +329,8 @@ def main(argv: list[str] | None = None) -> None:
             if not args.restart:
                 n = len(old.get("curves", {}))
                 raise SystemExit(f"{path}: its {n} run{'s' * (n != 1)} were made with {'; '.join(why)}: a comparison "
-                                 "is one config on one CPU model; move it aside to keep it, or --restart")
+                                 "is one config on one CPU model; move it aside to keep it, or --restart (make: "
+                                 "RESTART=1)")
             print(f"{path}: made with {'; '.join(why)}: its curves are not kept (--restart)", flush=True)
             old = {}
         curves, confirmed, stats = old.get("curves", {}), old.get("confirmed", {}), old.get("runs", {})
