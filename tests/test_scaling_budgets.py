@@ -9,7 +9,7 @@ import pytest
 
 from ddqn.bench import scaling
 from ddqn.bench.common import machine
-from ddqn.bench.report import learning
+from ddqn.bench.report import learning, still_to_run
 from ddqn.bench.runs import CONFIRM_SEED, grid_overrides, other_games, run_parts
 from ddqn.bench.stats import format_goal, reach, within_budget
 from ddqn.config import config_values
@@ -130,6 +130,7 @@ def test_summarize_reads_the_60_minute_figures_from_120_minute_runs(tmp_path: Pa
     text = "\n".join(learning.scaling(got))
     assert "- Goal: `async-2` ≥ 15 within 120 minutes on fresh games, every seed: **open** (worst seed 17.50" in text
     assert "- Goal: `serial` ≥ 15 within 60 minutes on fresh games, every seed: **open** (no seed run yet; seed 0" in text
+    assert still_to_run(got) == ["async-2 seed 3", "serial seed 0"]  # listed under the REPORT's "Not yet measured"
 
 
 def test_a_budget_outside_the_run_or_a_run_outside_the_plan_is_a_usage_error(tmp_path: Path,

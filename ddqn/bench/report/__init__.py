@@ -59,6 +59,13 @@ def _load(results: Path, name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def still_to_run(r: dict) -> list[str]:
+    """The runs of a comparison's plan (``bench-scaling --plan``) that its goals still wait for, e.g. "async-2
+    seed 0"."""
+    return sorted({f"{mode} seed {seed}" for by_mode in (r.get("goals") or {}).values()
+                   for mode, g in by_mode.items() for seed in g.get("to_run", [])})
+
+
 def main(argv: list[str] | None = None) -> None:
     """Write ``<results>/REPORT.md``: every section in :data:`SECTIONS` order, the missing ones listed."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -72,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
              "there: each section names the date and CPU its figures were measured on and the target that "
              "regenerates it. Speeds are ratios measured within one run where possible (these machines are shared "
              "and noisy).", ""]
-    missing = []
+    missing, partial = [], []
     for name, title, target, render in SECTIONS:
         r = _load(results, name)
         if r is None:
@@ -83,8 +90,10 @@ def main(argv: list[str] | None = None) -> None:
         trained = f"; its runs trained on {cpu_label(runs)}" if runs and cpu_label(runs) != cpu_label(ran) else ""
         lines += [f"## {title}", "", f"`{target}` — measured {ran.get('date', '?')} on {ran.get('cores', '?')} cores "
                   f"({cpu_label(ran)}){trained}.", "", *render(r), ""]
-    if missing:
-        lines += ["## Not yet measured", "", *[f"- {x}" for x in missing], ""]
+        if to_run := still_to_run(r):
+            partial.append(f"`{target}` ({title}): runs of its plan still to train: {', '.join(to_run)}")
+    if missing or partial:
+        lines += ["## Not yet measured", "", *[f"- {x}" for x in missing + partial], ""]
     path = results / "REPORT.md"
     results.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
