@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from ddqn.bench.common import cpu_label, figure, measured_here, time_net, write_result
+from ddqn.bench.common import figure, made_elsewhere, time_net, write_result
 from ddqn.bench.runs import CONFIRM_SEED, snapshot_net, snapshot_scores, train_or_reuse
 from ddqn.bench.stats import RULE, reach, seed_interval, standard_error
-from ddqn.config import PROTOTXT_DIR, Config, config_values, load_config, value_differences
+from ddqn.config import PROTOTXT_DIR, Config, config_values, load_config
 from ddqn.dqn.evaluation import evaluate_greedy, random_score
 from ddqn.dqn.play import gif_fps, greedy_episode, write_gif
 from ddqn.game import make_env
@@ -178,9 +178,7 @@ def kept_seeds(path: Path, learning: dict[str, Any], restart: bool = False) -> d
     if not was.get("seeds"):
         return {}
     why = [f"{k} {was.get(k)} ≠ {learning[k]}" for k in ("minutes", "every") if was.get(k) != learning[k]]
-    diff = value_differences(was.get("config_values") or {}, learning["config_values"])
-    why += [f"other values ({', '.join(diff)})"] if diff else []
-    why += [] if measured_here(old) else [f"another CPU ({cpu_label(old.get('machine'))})"]
+    why += made_elsewhere(was.get("config_values"), old.get("machine"), learning["config_values"])
     if why and not restart:
         raise SystemExit(f"{path}: its seeds {', '.join(was['seeds'])} were made with {'; '.join(why)}: move it "
                          "aside to keep them, or --restart (make: RESTART=1)")

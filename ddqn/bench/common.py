@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ddqn.config import PROTOTXT_DIR
+from ddqn.config import PROTOTXT_DIR, value_differences
 from ddqn.distributed import protocol
 from ddqn.distributed.client import ServerClient
 from ddqn.distributed.server import ParameterServer, ServerOptions
@@ -107,6 +107,16 @@ def cpu_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[
     if not a or not b or "family" not in a or "family" not in b:
         return None
     return [f"{k} {a.get(k)} ≠ {b.get(k)}" for k in CPU_KEYS if a.get(k) != b.get(k)]
+
+
+def made_elsewhere(values: dict[str, Any] | None, m: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
+    """Why a kept result is not this bench's to extend: it was made with other config ``values`` than ``now``
+    (``value_differences``) or on another CPU model than this one (``m``, its machine record; one that predates
+    the CPU keys counts as another); empty when neither."""
+    diff = value_differences(values or {}, now)
+    cpu = cpu_differences(m, machine())
+    return ([f"other values ({', '.join(diff)})"] if diff else []) + (
+        [] if cpu == [] else [f"another CPU ({', '.join(cpu)})" if cpu else "a CPU not recorded"])
 
 
 def cpu_tag(m: dict[str, Any] | None) -> str:

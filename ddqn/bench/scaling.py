@@ -38,7 +38,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ddqn.bench.common import cpu_differences, machine, write_result
+from ddqn.bench.common import machine, made_elsewhere, write_result
 from ddqn.bench.runs import (
     confirm_best,
     grid_overrides,
@@ -61,7 +61,7 @@ from ddqn.bench.stats import (
     speedup,
     within_budget,
 )
-from ddqn.config import Config, config_values, load_config, value_differences
+from ddqn.config import Config, config_values, load_config
 
 MODES = {"serial": [], "async-1": ["--workers", "1"], "async-2": ["--workers", "2"],
          "sync-2": ["--workers", "2", "--sync"]}
@@ -259,10 +259,9 @@ def kept_differences(old: dict[str, Any], config: str, minutes: float, values: d
     (evaluation grid included) or CPU model; empty when its curves belong to this comparison."""
     why = [f"config {old.get('config')} ≠ {config}"] if old.get("config") != config else []
     why += [f"budget {old.get('budget_minutes')} ≠ {minutes:g} min"] if old.get("budget_minutes") != minutes else []
-    diff = value_differences(old.get("config_values") or {}, values)
-    why += [f"other values ({', '.join(diff)})"] if diff and not why else []
-    cpu = cpu_differences(old.get("runs_machine") or old.get("machine"), machine())
-    return why + ([f"another CPU ({', '.join(cpu)})" if cpu else "a CPU not recorded"] if cpu != [] else [])
+    # values are listed only when config and budget agree (another config's values differ of course)
+    return why + made_elsewhere(values if why else old.get("config_values"),
+                                old.get("runs_machine") or old.get("machine"), values)
 
 
 def confirm_within(out: Path, cfg: Any, curve: list[dict], full: dict | None, budget: float,

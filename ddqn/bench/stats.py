@@ -167,10 +167,10 @@ def format_interval(iv: SeedInterval, spec: str = ".1f") -> str:
     return f"{iv.mean:{spec}} [{iv.low:{spec}}, {iv.high:{spec}}] ({iv.reached} of {iv.n})"
 
 
-def format_goal(g: Mapping[str, Any]) -> str:
+def format_goal(g: Mapping[str, Any], mark: str = "") -> str:
     """A goal over seeds (``met``: True, False or None while seeds are still to run) in words, e.g. "open (worst seed
-    16.10, mean 16.10 over 1 seed; seeds 0, 1 still to run)"."""
-    verdict = {True: "met", False: "missed", None: "open"}[g["met"]]
+    16.10, mean 16.10 over 1 seed; seeds 0, 1 still to run)"; ``mark`` (e.g. ``**``) wraps the verdict."""
+    verdict = mark + {True: "met", False: "missed", None: "open"}[g["met"]] + mark
     seeds = (f"worst seed {g['worst']:.2f}, mean {g['mean']:.2f} over {g['seeds']} seed{'s' * (g['seeds'] != 1)}"
              if g["seeds"] else "no seed run yet")
     to_run = g.get("to_run")

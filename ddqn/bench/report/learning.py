@@ -98,7 +98,7 @@ def _goals(r: dict) -> list[str]:
     """``--goal B=S`` per mode: every seed's best snapshot up to B minutes at ≥ S on fresh games: met, missed, or
     open while seeds of the comparison's plan are still to run."""
     return [*(f"- Goal: `{mode}` ≥ {g['score']:g} within {b} minutes on fresh games, every seed: "
-              + "**{}** ({}".format(*format_goal(g).split(" (", 1))
+              + format_goal(g, "**")
               for b, by_mode in (r.get("goals") or {}).items() for mode, g in by_mode.items()),
             *([""] if r.get("goals") else [])]
 
