@@ -185,10 +185,10 @@ bench-scaling: install  ## serial vs 1 and 2 async workers vs sync: greedy score
 
 SCALING_120_PLAN := async-2:3 async-2:0 async-2:1 serial:0 serial:1
 bench-scaling-120: RUNS ?= $(SCALING_120_PLAN)
-bench-scaling-120: install  ## issue 30's comparison: tuned async-2 (seeds 3, 0, 1) and serial (0, 1), 120 min each, one after another (10 h; finished runs are reused, so it runs in parts: RUNS="async-2:3" trains only that one, and the goals stay open until every run of the plan has run); the 60-minute figures are the same runs cut at 60 min
+bench-scaling-120: install  ## issue 30's comparison: tuned async-2 (seeds 3, 0, 1) and serial (0, 1), 120 min each, one after another (10 h; finished runs are reused, so it runs in parts: RUNS="async-2:3" trains only that one, and the goals stay open until every run of the plan has run); one table per CPU model, results/scaling_120-<CPU>.json, which the runs of this machine's model fill; the 60-minute figures are the same runs cut at 60 min
 	for r in $(RUNS); do $(SPARK_ENV) $(PY) -m ddqn.bench.scaling --result scaling_120 --config tuned --minutes 120 \
 	  --every 10000 --levels 5 10 15 20 --budgets 60 --goal 60=15 --goal 120=20 --plan $(SCALING_120_PLAN) \
-	  --modes $${r%%:*} --seeds $${r##*:} $(if $(RESTART),--restart) || exit 1; done
+	  --per-cpu --modes $${r%%:*} --seeds $${r##*:} $(if $(RESTART),--restart) || exit 1; done
 
 bench-scale-out: SCALE_OUT ?= --validate --project --controls --config small --real-minutes 8 --minutes 25 --updates 50000
 bench-scale-out: install  ## the scale-out simulator (ddqn simulate): server service times, validation against real W = 1, 2 runs, projection to W = 64 (hours: see ddqn/bench/scale_out.py; SCALE_OUT: its options)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ddqn.bench import scaling
-from ddqn.bench.common import machine
+from ddqn.bench import report, scaling
+from ddqn.bench.common import cpu_tag, machine
 from ddqn.bench.report import learning, still_to_run
 from ddqn.bench.runs import CONFIRM_SEED, grid_overrides, other_games, run_parts
 from ddqn.bench.stats import format_goal, reach, within_budget
@@ -164,3 +164,29 @@ def test_a_kept_result_of_another_cpu_or_config_is_refused_not_emptied(tmp_path:
                                              "on one CPU model; move it aside to keep it, or --restart"):
             scaling.main(args)
         assert path.read_text() == text and not (tmp_path / "runs").exists()
+
+
+def test_per_cpu_results_are_one_table_per_cpu_model_each_its_own_report_section(tmp_path: Path) -> None:
+    """--per-cpu reads and writes this CPU model's table, <result>-<CPU>.json, and leaves another model's alone; the
+    report renders each table as a section titled with its CPU and lists each one's runs still to train."""
+    here = cpu_tag(machine())
+    curves = {"async-2 s3": RISING}
+    data = {"config": "tuned", "config_values": {}, "budget_minutes": 120, "cores": 2, "every": 10000,
+            "machine": {"date": "D", "cores": 2, "cpu": "X"}, "runs_machine": {"date": "D", "cores": 2, "cpu": "X"},
+            "levels": [5.0, 10.0, 15.0, 20.0], "curves": curves,
+            "confirmed": {n: fresh(c, 120.0) for n, c in curves.items()}, "runs": {"async-2 s3": {}}}
+    (tmp_path / f"scaling_120-{here}.json").write_text(json.dumps(data))
+    args = ["--summarize", "--per-cpu", "--result", "scaling_120", "--out", str(tmp_path), "--goal", "120=20",
+            "--plan", "async-2:3", "async-2:0"]
+    scaling.main(args)
+    got = json.loads((tmp_path / f"scaling_120-{here}.json").read_text())
+    (tmp_path / "scaling_120-Other-1-2-Zen.json").write_text(other := json.dumps({**got, "goals": {}}))
+    scaling.main(args)
+    assert got["goals"]["120"]["async-2"]["to_run"] == [0] and got["png"] == f"scaling_120-{here}.png"
+    assert (tmp_path / "scaling_120-Other-1-2-Zen.json").read_text() == other
+    assert not (tmp_path / "scaling_120.json").exists()
+    report.main(["--results", str(tmp_path)])
+    text = (tmp_path / "REPORT.md").read_text()
+    assert text.count("## Serial vs distributed in 60 and 120 minutes (`tuned`, issue 30's table), on ") == 2
+    assert f"issue 30's table), on {here}\n" in text and "issue 30's table), on Other-1-2-Zen\n" in text
+    assert f"issue 30's table), on {here}): runs of its plan still to train: async-2 seed 0" in text

@@ -17,8 +17,10 @@ writes results/<result>.json and .png. A run is named by config, mode, seed and 
 the same values, evaluation grid (``--every``) included, and it ran on this CPU (``runs.finished_run``: else a
 one-line error), and curves of the same config (values), budget and CPU already in the result are kept, so a long
 comparison can be run in parts (serial seed 0 now, async-2 seed 1 later); a result of another config, budget, grid
-or CPU model stops the bench before it trains (``--restart`` drops it). Seed 0's curve is named by its mode,
-other seeds' ``<mode> s<seed>``. On a 2-core machine two workers and the driver share two cores: say so when
+or CPU model stops the bench before it trains (``--restart`` drops it). ``--per-cpu`` keeps one result per CPU
+model instead, ``results/<result>-<CPU>.json`` (``common.cpu_tag``), so a comparison run in parts on machines of
+several models fills one table per model and never mixes them. Seed 0's curve is named by its mode, other seeds'
+``<mode> s<seed>``. On a 2-core machine two workers and the driver share two cores: say so when
 quoting the numbers.
 
 **Shorter budgets from the same runs** (``--budgets``): each run's curve cut at B minutes
@@ -38,7 +40,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ddqn.bench.common import machine, made_elsewhere, write_result
+from ddqn.bench.common import cpu_tag, machine, made_elsewhere, write_result
 from ddqn.bench.runs import (
     confirm_best,
     grid_overrides,
@@ -296,14 +298,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--plan", nargs="+", default=[], metavar="MODE:SEED",
                     help="every run of the comparison, those still to train too: a goal is met only once all have "
                     "run (default: the runs in the result)")
+    ap.add_argument("--per-cpu", action="store_true",
+                    help="one result per CPU model, results/<result>-<CPU>.json: this machine's, so runs made on "
+                    "another model are neither refused nor mixed in but fill that model's table")
     ap.add_argument("--restart", action="store_true",
                     help="begin the result anew when its kept runs were made with another config, budget, grid or "
                     "CPU model (without it: a one-line error, nothing trained)")
     ap.add_argument("--summarize", action="store_true",
-                    help="no training: recompute the comparison from results/scaling.json's curves and the runs' "
+                    help="no training: recompute the comparison from results/<result>.json's curves and the runs' "
                     "summaries")
     args = ap.parse_args(argv)
     args.goals, args.plan = parse_goals(args.goal), parse_plan(args.plan)
+    if args.per_cpu:
+        args.result = f"{args.result}-{cpu_tag(machine())}"
     if not args.summarize and any(not 0 < b < args.minutes for b in args.budgets):
         ap.error(f"--budgets must lie between 0 and --minutes ({args.minutes:g})")
     tag = Path(args.config).stem

@@ -5,7 +5,8 @@ whether the goal was met or missed (:func:`ddqn.bench.report.phrases.versus_goal
 is listed as missing with the target that produces it. Each section names the CPU it was measured on
 (``common.cpu_label``; results recorded before the CPU's family and model were, as recorded). Minutes to a score
 come from the trailing mean of evaluations (``ddqn.bench.stats``); results recorded before that rule say they are
-first single evaluations.
+first single evaluations. A section named ``<name>-*`` is one table per CPU model (``bench-scaling --per-cpu``):
+each ``results/<name>-<CPU>.json`` is a section of its own, titled with its CPU.
 
 The sections live by kind: ``speed``, ``network``, ``learning``, ``scale_out`` and ``projection``; ``phrases``
 holds the sentences they share. This module keeps the order of the sections and writes the file.
@@ -38,8 +39,8 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
     ("blas", "Caffe on each BLAS", "make bench-blas", speed.blas),
     ("grad_norms", "Honest gradient norms", "make bench-grad-norms", speed.grad_norms),
     ("scaling", "Serial vs distributed", "make bench-scaling", learning.scaling),
-    ("scaling_120", "Serial vs distributed in 60 and 120 minutes (`tuned`, issue 30's table)", "make bench-scaling-120",
-     learning.scaling),
+    ("scaling_120-*", "Serial vs distributed in 60 and 120 minutes (`tuned`, issue 30's table)",
+     "make bench-scaling-120", learning.scaling),
     ("scaling_120_te2", "Serial vs distributed in 60 and 120 minutes, `tuned` with 2 env steps per gradient "
      "(issue 30's table before `tuned` took 4; kept, not rerunnable: `make bench-scaling-120` runs today's `tuned`)",
      "make bench-scaling-120", learning.scaling),
@@ -54,9 +55,14 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict], list[str]]]] = [
 ]
 
 
-def _load(results: Path, name: str) -> dict[str, Any] | None:
-    path = results / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+def _load(results: Path, name: str, title: str) -> list[tuple[str, dict[str, Any]]]:
+    """The section's results with their titles: ``<name>.json``, or for a per-CPU ``<name>-*`` every
+    ``<name>-<CPU>.json``, its CPU named in the title; empty when none was written."""
+    if not name.endswith("-*"):
+        path = results / f"{name}.json"
+        return [(title, json.loads(path.read_text()))] if path.exists() else []
+    return [(f"{title}, on {path.stem.removeprefix(name[:-1])}", json.loads(path.read_text()))
+            for path in sorted(results.glob(f"{name}.json"))]
 
 
 def still_to_run(r: dict) -> list[str]:
@@ -64,6 +70,15 @@ def still_to_run(r: dict) -> list[str]:
     seed 0"."""
     return sorted({f"{mode} seed {seed}" for by_mode in (r.get("goals") or {}).values()
                    for mode, g in by_mode.items() for seed in g.get("to_run", [])})
+
+
+def _section(title: str, target: str, render: Callable[[dict], list[str]], r: dict[str, Any]) -> list[str]:
+    """One section of the report: its heading, where and when it was measured, and ``render(r)``."""
+    ran = r.get("machine", {})
+    runs = r.get("runs_machine")  # a comparison summarised later names the machine its runs were trained on
+    trained = f"; its runs trained on {cpu_label(runs)}" if runs and cpu_label(runs) != cpu_label(ran) else ""
+    return [f"## {title}", "", f"`{target}` — measured {ran.get('date', '?')} on {ran.get('cores', '?')} cores "
+            f"({cpu_label(ran)}){trained}.", "", *render(r), ""]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,18 +95,13 @@ def main(argv: list[str] | None = None) -> None:
              "regenerates it. Speeds are ratios measured within one run where possible (these machines are shared "
              "and noisy).", ""]
     missing, partial = [], []
-    for name, title, target, render in SECTIONS:
-        r = _load(results, name)
-        if r is None:
-            missing.append(f"`{target}` ({title})")
-            continue
-        ran = r.get("machine", {})
-        runs = r.get("runs_machine")  # a comparison summarised later names the machine its runs were trained on
-        trained = f"; its runs trained on {cpu_label(runs)}" if runs and cpu_label(runs) != cpu_label(ran) else ""
-        lines += [f"## {title}", "", f"`{target}` — measured {ran.get('date', '?')} on {ran.get('cores', '?')} cores "
-                  f"({cpu_label(ran)}){trained}.", "", *render(r), ""]
-        if to_run := still_to_run(r):
-            partial.append(f"`{target}` ({title}): runs of its plan still to train: {', '.join(to_run)}")
+    for name, section, target, render in SECTIONS:
+        if not (found := _load(results, name, section)):
+            missing.append(f"`{target}` ({section})")
+        for title, r in found:
+            lines += _section(title, target, render, r)
+            if to_run := still_to_run(r):
+                partial.append(f"`{target}` ({title}): runs of its plan still to train: {', '.join(to_run)}")
     if missing or partial:
         lines += ["## Not yet measured", "", *[f"- {x}" for x in missing + partial], ""]
     path = results / "REPORT.md"
