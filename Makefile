@@ -193,19 +193,19 @@ bench-scaling-120: install  ## issue 30's comparison: tuned async-2 (seeds 3, 0,
 bench-scale-out: SCALE_OUT ?= --validate --project --controls --config small --real-minutes 8 --minutes 25 --updates 50000
 bench-scale-out: install  ## the scale-out simulator (ddqn simulate): server service times, validation against real W = 1, 2 runs, projection to W = 64 (hours: see ddqn/bench/scale_out.py; SCALE_OUT: its options)
 	$(PY) -m ddqn.bench.ps_speed --parts service
-	$(SPARK_ENV) $(PY) -m ddqn.bench.scale_out $(SCALE_OUT)
+	$(SPARK_ENV) $(PY) -m ddqn.bench.scale_out $(SCALE_OUT) $(if $(RESTART),--restart)
 
 bench-scale-out-paper: install  ## bench-scale-out on the paper config: validation (real vs simulated W = 1, 2, 8 min, seeds 0 and 1), projection W = 1, 2, 16, 64 (40,000 updates)
-	$(SPARK_ENV) $(PY) -m ddqn.bench.scale_out --validate --project --config paper --real-minutes 8 --workers 1 2 16 64 --minutes 30 --updates 40000
+	$(SPARK_ENV) $(PY) -m ddqn.bench.scale_out --validate --project --config paper --real-minutes 8 --workers 1 2 16 64 --minutes 30 --updates 40000 $(if $(RESTART),--restart)
 
 bench-scale-projection: install  ## issue 32's projection: tuned; a screen of each ε schedule at W = 16, 64 on seed 7 (docs/simulator.md's rule), then worker and the screen's best other schedule at W = 1, 16, 64 with seeds 0, 1, 2 and W = 2, 4, 8, 32 with seed 0, 16 shards on executors, 10 Gbit/s links; a run stops at score 5 or 80,000 updates (many hours; finished runs are reused, so it runs in parts; SCALE_PROJECTION: more options, e.g. --workers 1 --one-seed to run W = 1 only)
-	$(PY) -m ddqn.bench.scale_projection --screen --project $(SCALE_PROJECTION)
+	$(PY) -m ddqn.bench.scale_projection --screen --project $(SCALE_PROJECTION) $(if $(RESTART),--restart)
 
 bench-scale-staleness: install  ## DC-ASGD's λ tuned on seeds 5, 6 at W = 16, then the staleness options (none, max_staleness, staleness_lr, dc_lambda) at W = 16 and 64 on seeds 0, 1, with bench-scale-projection's best schedule (hours)
-	$(PY) -m ddqn.bench.scale_projection --tune-dc --staleness $(SCALE_PROJECTION)
+	$(PY) -m ddqn.bench.scale_projection --tune-dc --staleness $(SCALE_PROJECTION) $(if $(RESTART),--restart)
 
 bench-scale-validate: install  ## the simulator's learning at W = 2 against real runs (seeds 0, 1, 2, 20 min each, nothing else running): the split test fixed in docs/simulator.md
-	$(SPARK_ENV) $(PY) -m ddqn.bench.scale_projection --validate $(SCALE_PROJECTION)
+	$(SPARK_ENV) $(PY) -m ddqn.bench.scale_projection --validate $(SCALE_PROJECTION) $(if $(RESTART),--restart)
 
 bench-tuning: MINUTES = 30
 bench-tuning: VARIANTS ?= base rmsprop library library-eps-25k library-cells gamma-0.99 double-dqn n-step-3 cells replay-100k eps-0.02 train-every-4 train-every-8 train-every-16 train-every-4-fetch-4 C-4000 lr-step dueling per per-lr-4 n-step-3-eps-0.01 fetch-every-2 batch-64

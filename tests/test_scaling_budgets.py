@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ddqn.bench import report, scaling
-from ddqn.bench.common import cpu_tag, machine
+from ddqn.bench import report, scale_out, scale_projection, scaling
+from ddqn.bench.common import SHOWN, cpu_tag, machine, made_elsewhere
 from ddqn.bench.report import learning, still_to_run
 from ddqn.bench.runs import CONFIRM_SEED, grid_overrides, other_games, run_parts
 from ddqn.bench.stats import format_goal, reach, within_budget
@@ -190,3 +190,37 @@ def test_per_cpu_results_are_one_table_per_cpu_model_each_its_own_report_section
     assert text.count("## Serial vs distributed in 60 and 120 minutes (`tuned`, issue 30's table), on ") == 2
     assert f"issue 30's table), on {here}\n" in text and "issue 30's table), on Other-1-2-Zen\n" in text
     assert f"issue 30's table), on {here}): runs of its plan still to train: async-2 seed 0" in text
+
+
+@pytest.mark.parametrize("bench", ["scale_out", "scale_projection"])
+def test_the_scale_benches_refuse_a_kept_result_of_another_cpu_or_config_before_running(
+        bench: str, tmp_path: Path) -> None:
+    """bench-scale-out and bench-scale-projection add parts to a result file: one measured on another CPU model, or
+    with values not recorded, is refused in one line naming what differs, before anything runs, and left as it
+    was."""
+    here = {k: v for k, v in machine().items() if k != "date"}
+    values = config_values("small")
+    if bench == "scale_out":
+        main, args = scale_out.main, ["--validate", "--config", "small", "--out", str(tmp_path)]
+        kept = {"configs": {"small": {"config": "small", "machine": {**here, "model": -1}, "config_values": values,
+                                      "validation": {}, "projection": {}}}}
+        why = r"config small's validation, projection were made with another CPU \(model -1 ≠ \d+\)"
+    else:
+        main, args = scale_projection.main, ["--screen", "--config", "small", "--out", str(tmp_path)]
+        kept = {"machine": here, "screen": {}}  # its values not recorded
+        why = "its screen were made with config values not recorded"
+    path = tmp_path / f"{bench}.json"
+    path.write_text(text := json.dumps(kept))
+    with pytest.raises(SystemExit, match=f"{bench}.json: {why}: a comparison is one config on one CPU model; move "
+                                         "it aside to keep it, or --restart"):
+        main(args)
+    assert path.read_text() == text and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_a_refusal_names_a_few_differing_values_on_one_line() -> None:
+    """Many differing config values are named up to common.SHOWN, then counted."""
+    now = config_values("small")
+    old = {**now, **{k: "x" for k in list(now)[:SHOWN + 3]}}
+    why = made_elsewhere(old, {k: v for k, v in machine().items() if k != "date"}, now)
+    assert len(why) == 1 and why[0].startswith("other values (") and why[0].endswith(" and 3 more)"), why
+    assert why[0].count("≠") == SHOWN

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ddqn.bench.common import figure, made_elsewhere, time_net, write_result
+from ddqn.bench.common import figure, kept_or_restart, made_elsewhere, time_net, write_result
 from ddqn.bench.runs import CONFIRM_SEED, snapshot_net, snapshot_scores, train_or_reuse
 from ddqn.bench.stats import RULE, reach, seed_interval, standard_error
 from ddqn.config import PROTOTXT_DIR, Config, config_values, load_config
@@ -179,13 +179,7 @@ def kept_seeds(path: Path, learning: dict[str, Any], restart: bool = False) -> d
         return {}
     why = [f"{k} {was.get(k)} ≠ {learning[k]}" for k in ("minutes", "every") if was.get(k) != learning[k]]
     why += made_elsewhere(was.get("config_values"), old.get("machine"), learning["config_values"])
-    if why and not restart:
-        raise SystemExit(f"{path}: its seeds {', '.join(was['seeds'])} were made with {'; '.join(why)}: move it "
-                         "aside to keep them, or --restart (make: RESTART=1)")
-    if why:
-        print(f"{path}: made with {'; '.join(why)}: its seeds are not kept (--restart)", flush=True)
-        return {}
-    return was["seeds"]
+    return was["seeds"] if kept_or_restart(path, f"its seeds {', '.join(was['seeds'])}", why, restart) else {}
 
 
 def main(argv: list[str] | None = None) -> None:

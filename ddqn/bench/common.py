@@ -112,11 +112,30 @@ def cpu_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[
 def made_elsewhere(values: dict[str, Any] | None, m: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
     """Why a kept result is not this bench's to extend: it was made with other config ``values`` than ``now``
     (``value_differences``) or on another CPU model than this one (``m``, its machine record; one that predates
-    the CPU keys counts as another); empty when neither."""
-    diff = value_differences(values or {}, now)
+    the CPU keys counts as another, as do values not recorded); empty when neither. At most ``SHOWN`` differing
+    values are named, so the reason stays one line."""
+    diff = value_differences(values, now) if values is not None else []
+    named = ", ".join(diff[:SHOWN]) + (f" and {len(diff) - SHOWN} more" if len(diff) > SHOWN else "")
     cpu = cpu_differences(m, machine())
-    return ([f"other values ({', '.join(diff)})"] if diff else []) + (
+    return (["config values not recorded"] if values is None else [f"other values ({named})"] if diff else []) + (
         [] if cpu == [] else [f"another CPU ({', '.join(cpu)})" if cpu else "a CPU not recorded"])
+
+
+SHOWN = 4  # differing config values named in a refusal
+
+
+def kept_or_restart(path: Path, what: str, why: list[str], restart: bool) -> bool:
+    """Whether the parts of a kept result (``path``; ``what``, e.g. "its 2 runs") may be extended by this run:
+    True when ``why`` (how they differ from it, :func:`made_elsewhere`) is empty. Otherwise hours of measurements
+    are not dropped unasked: a one-line error (SystemExit) before anything is measured, or with ``restart`` a line
+    saying they are not kept, and False."""
+    if not why:
+        return True
+    if not restart:
+        raise SystemExit(f"{path}: {what} were made with {'; '.join(why)}: a comparison is one config on one CPU "
+                         "model; move it aside to keep it, or --restart (make: RESTART=1)")
+    print(f"{path}: made with {'; '.join(why)}: {what} are not kept (--restart)", flush=True)
+    return False
 
 
 def cpu_tag(m: dict[str, Any] | None) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.bench.common import figure, machine, measured_here, write_result
+from ddqn.bench.common import figure, kept_or_restart, machine, made_elsewhere, write_result
 from ddqn.bench.runs import same_grid
 from ddqn.bench.sim_runs import eval_curve, in_parallel, real_run, run_numbers, seeded_config, simulate
 from ddqn.bench.stats import RULE, best_trailing_mean, reach_levels, speedup
@@ -247,6 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sim-set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for the simulations only (e.g. eval_episodes=10 for a smoke run)")
     ap.add_argument("--out", default="results")
+    ap.add_argument("--restart", action="store_true",
+                    help="begin the config's part anew when it was measured on another CPU model or with other config "
+                    "values (without it: a one-line error, nothing run)")
     args = ap.parse_args(argv)
     if not (args.validate or args.project or args.controls):
         args.validate = args.project = args.controls = True
@@ -259,13 +262,14 @@ def main(argv: list[str] | None = None) -> None:
     name = Path(args.config).stem
     part = data.setdefault("configs", {}).setdefault(name, {})  # parts not rerun now are kept from the file
     # each config's part names the machine that measured it (the file's top-level machine is the latest run's)
-    here = machine()
-    if part and not measured_here(part):  # a comparison does not mix CPUs
-        print(f"{path}: config {name} was measured on another CPU (or one not recorded): its parts are not kept",
-              flush=True)
+    here, values = machine(), config_values(args.config)
+    done = [k for k in ("validation", "projection", "controls") if k in part]
+    if done and not kept_or_restart(path, f"config {name}'s {', '.join(done)}",
+                                    made_elsewhere(part.get("config_values"), part.get("machine"), values),
+                                    args.restart):  # a comparison does not mix CPUs or configs
         part.clear()
     part.update({"config": name, "runs": str(root), "cores": os.cpu_count(), "machine": here,
-                 "config_values": config_values(args.config)})
+                 "config_values": values})
     if args.validate:
         part["validation"] = validate(args, root)
     if args.project:

@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from ddqn.bench.common import figure, machine, measured_here, write_result
+from ddqn.bench.common import figure, kept_or_restart, machine, made_elsewhere, measured_here, write_result
 from ddqn.bench.sim_runs import eval_curve, in_parallel, real_run, run_numbers, seeded_config, simulate
 from ddqn.bench.stats import (
     RULE,
@@ -441,6 +441,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--fixed-cycle", action="store_true",
                     help="tests only: the simulator's fixed compute times, not this CPU's (recorded; not a result)")
     ap.add_argument("--out", default="results")
+    ap.add_argument("--restart", action="store_true",
+                    help="begin the result anew when it was made on another CPU model or with other config values "
+                    "(without it: a one-line error, nothing run)")
     args = ap.parse_args(argv)
     if not (args.screen or args.project or args.tune_dc or args.staleness or args.validate):
         ap.error("give --screen, --project, --tune-dc, --staleness and/or --validate")
@@ -461,8 +464,10 @@ def main(argv: list[str] | None = None) -> None:
     path = results / "scale_projection.json"
     data = json.loads(path.read_text()) if path.exists() else {}
     values = config_values(args.config)
-    if data and (not measured_here(data) or data.get("config_values") != values):
-        print(f"{path}: made on another CPU or with other config values: its parts are not kept", flush=True)
+    done = [k for k in ("screen", "projection", "tune_dc", "staleness", "validation") if k in data]
+    if done and not kept_or_restart(path, f"its {', '.join(done)}",
+                                    made_elsewhere(data.get("config_values"), data.get("machine"), values),
+                                    args.restart):
         data = {}
     data.update({"config": Path(args.config).stem, "config_values": values, "runs": str(root),
                  "statement": "FIXED CYCLE (a test, not a result)" if args.fixed_cycle else STATEMENT})

@@ -40,7 +40,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ddqn.bench.common import cpu_tag, machine, made_elsewhere, write_result
+from ddqn.bench.common import cpu_tag, kept_or_restart, machine, made_elsewhere, write_result
 from ddqn.bench.runs import (
     confirm_best,
     grid_overrides,
@@ -331,13 +331,9 @@ def main(argv: list[str] | None = None) -> None:
         values = config_values(args.config, grid_overrides(args.every))
         # the CPU every run was checked against (runs.finished_run); each run's own date is in its stats
         args.runs_machine = {k: v for k, v in machine().items() if k != "date"}
-        if old and (why := kept_differences(old, args.config, args.minutes, values)):
-            if not args.restart:
-                n = len(old.get("curves", {}))
-                raise SystemExit(f"{path}: its {n} run{'s' * (n != 1)} were made with {'; '.join(why)}: a comparison "
-                                 "is one config on one CPU model; move it aside to keep it, or --restart (make: "
-                                 "RESTART=1)")
-            print(f"{path}: made with {'; '.join(why)}: its curves are not kept (--restart)", flush=True)
+        n = len(old.get("curves", {}))
+        if old and not kept_or_restart(path, f"its {n} run{'s' * (n != 1)}",
+                                       kept_differences(old, args.config, args.minutes, values), args.restart):
             old = {}
         curves, confirmed, stats = old.get("curves", {}), old.get("confirmed", {}), old.get("runs", {})
         for name in other_games(args.config, confirmed):
