@@ -86,3 +86,19 @@ def test_seeds_of_another_budget_grid_config_or_cpu_are_refused_not_dropped(tmp_
     with pytest.raises(SystemExit, match=r"its seeds 0 were made with another CPU \("):
         kept_seeds(path, learning)
 
+
+
+def test_a_speeds_only_run_keeps_the_learning_part_with_its_own_machine(tmp_path: Path) -> None:
+    """`bench-atari --no-learning` measures the speeds again and keeps the recorded learning part (hours of runs)
+    with the machine and date it was measured on, which the report names."""
+    from ddqn.bench import atari
+
+    recorded = json.loads((Path(__file__).resolve().parents[1] / "results" / "atari.json").read_text())
+    (tmp_path / "atari.json").write_text(json.dumps(recorded))
+    atari.main(["--no-learning", "--ale-steps", "50", "--repeats", "1", "--out", str(tmp_path)])
+    now = json.loads((tmp_path / "atari.json").read_text())
+    assert now["machine"]["date"] != recorded["machine"]["date"]  # the speeds are this run's
+    assert now["learning"] == {**recorded["learning"], "machine": recorded["machine"]}
+    text = "\n".join(learning.atari(now))
+    assert f"Learning (measured {recorded['machine']['date']} on " in text and "before the speeds above)" in text
+    assert "Learning (measured" not in "\n".join(learning.atari(recorded))  # measured with its speeds: not said

@@ -169,6 +169,14 @@ def plot(seeds: dict[str, dict[str, Any]], game: str, path: Path) -> Path:
     return path
 
 
+def earlier_learning(path: Path) -> dict[str, Any] | None:
+    """An earlier result's learning part (hours of runs), with the machine it was measured on (the file's, for a
+    part recorded without its own), so that a speeds-only run (``--no-learning``) keeps it; None without one."""
+    old = json.loads(path.read_text()) if path.exists() else {}
+    was = old.get("learning")
+    return {**was, "machine": was.get("machine") or old.get("machine")} if was else None
+
+
 def kept_seeds(path: Path, learning: dict[str, Any], restart: bool = False) -> dict[str, dict[str, Any]]:
     """The seeds of an earlier results/atari.json to keep beside this run's: those of the same config values, grid
     and budget, measured on this CPU. Seeds of another are an hour's run each: exits with a one-line error naming
@@ -178,7 +186,7 @@ def kept_seeds(path: Path, learning: dict[str, Any], restart: bool = False) -> d
     if not was.get("seeds"):
         return {}
     why = [f"{k} {was.get(k)} ≠ {learning[k]}" for k in ("minutes", "every") if was.get(k) != learning[k]]
-    why += made_elsewhere(was.get("config_values"), old.get("machine"), learning["config_values"])
+    why += made_elsewhere(was.get("config_values"), was.get("machine") or old.get("machine"), learning["config_values"])
     return was["seeds"] if kept_or_restart(path, f"its seeds {', '.join(was['seeds'])}", why, restart) else {}
 
 
@@ -192,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--random-episodes", type=int, default=100, help="games of the random-policy baseline")
     ap.add_argument("--ale-steps", type=int, default=20_000)
     ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--no-learning", action="store_true", help="speeds only")
+    ap.add_argument("--no-learning", action="store_true",
+                    help="speeds only; an earlier result's learning part is kept as it was, with its own machine")
     ap.add_argument("--restart", action="store_true",
                     help="drop the seeds of an earlier result made with another config, grid, budget or CPU model "
                     "(without it: a one-line error before anything is measured)")
@@ -208,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
                 "max_episode_steps": cfg.max_episode_steps, "final_episodes": args.final_episodes,
                 "random_episodes": args.random_episodes}
     seeds = {} if args.no_learning else kept_seeds(out / "atari.json", learning, args.restart)  # before any run
+    if args.no_learning and (was := earlier_learning(out / "atari.json")):
+        result["learning"] = was
     result["ale"] = ale = ale_speed(cfg, args.ale_steps)
     print(f"ALE {cfg.game}: {ale['steps_per_s']:,.0f} agent steps/s ({ale['frames_per_s']:,.0f} frames/s) "
           "on one core, random actions", flush=True)

@@ -237,7 +237,8 @@ def atari(r: dict) -> list[str]:
 def _atari_seeds(r: dict, learn: dict) -> list[str]:
     """bench-atari's learning runs, one per seed: each seed's best snapshot on fresh games against the random
     policy, when its trailing mean reached the target, both over the seeds, and the goal."""
-    want = learn["target_ratio"]
+    want, m = learn["target_ratio"], learn.get("machine")  # a learning part kept by a speeds-only run has its own
+    where = f" (measured {m.get('date', '?')} on {cpu_label(m)}, before the speeds above)" if m else ""
     rows = []
     for seed, x in learn["seeds"].items():
         b, f, t = x["best"], x["best_reevaluated"], x["reach_target"]
@@ -249,9 +250,9 @@ def _atari_seeds(r: dict, learn: dict) -> list[str]:
               f"{format_interval(SeedInterval(**o['fresh_mean']), '.2f')}; × random "
               f"{format_interval(SeedInterval(**o['ratio']))}; minutes to {want:g}× random "
               f"{format_interval(SeedInterval(**o['reach_minutes']))}.", ""] if o["seeds"] > 1 else [])
-    return [f"Learning: `{r['config']}` with 2 asynchronous workers for {learn['minutes']:g} wall-clock minutes per "
-            f"seed on {r['cores']} cores (the workers and the driver share them), one seed after another. Evaluation "
-            f"as the papers: ε = {learn['eval_epsilon']:g}, whole games, raw scores, at most "
+    return [f"Learning{where}: `{r['config']}` with 2 asynchronous workers for {learn['minutes']:g} wall-clock "
+            f"minutes per seed on {r['cores']} cores (the workers and the driver share them), one seed after "
+            f"another. Evaluation as the papers: ε = {learn['eval_epsilon']:g}, whole games, raw scores, at most "
             f"{learn['max_episode_steps']:,} agent steps. Snapshots every {learn['every']:,} env steps, each played "
             f"for {learn['eval_episodes']} games (seed 10,000 + the run's seed); the best snapshot again on "
             f"{learn['final_episodes']} fresh games (seed 20,000 + the run's seed), the random policy on "
