@@ -192,7 +192,7 @@ bench-scaling-120: install  ## issue 30's comparison: tuned async-2 (seeds 3, 0,
 
 bench-scale-out: SCALE_OUT ?= --validate --project --controls --config small --real-minutes 8 --minutes 25 --updates 50000
 bench-scale-out: install  ## the scale-out simulator (ddqn simulate): server service times, validation against real W = 1, 2 runs, projection to W = 64 (hours: see ddqn/bench/scale_out.py; SCALE_OUT: its options)
-	$(PY) -m ddqn.bench.ps_speed --parts service
+	$(PY) -m ddqn.bench.ps_speed --parts service $(if $(RESTART),--restart)
 	$(SPARK_ENV) $(PY) -m ddqn.bench.scale_out $(SCALE_OUT) $(if $(RESTART),--restart)
 
 bench-scale-out-paper: install  ## bench-scale-out on the paper config: validation (real vs simulated W = 1, 2, 8 min, seeds 0 and 1), projection W = 1, 2, 16, 64 (40,000 updates)

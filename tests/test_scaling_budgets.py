@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ddqn.bench import report, scale_out, scale_projection, scaling
+from ddqn.bench import ps_speed, report, scale_out, scale_projection, scaling
 from ddqn.bench.common import SHOWN, cpu_tag, machine, made_elsewhere
 from ddqn.bench.report import learning, still_to_run
 from ddqn.bench.runs import CONFIRM_SEED, grid_overrides, other_games, run_parts
@@ -192,12 +192,12 @@ def test_per_cpu_results_are_one_table_per_cpu_model_each_its_own_report_section
     assert f"issue 30's table), on {here}): runs of its plan still to train: async-2 seed 0" in text
 
 
-@pytest.mark.parametrize("bench", ["scale_out", "scale_projection"])
-def test_the_scale_benches_refuse_a_kept_result_of_another_cpu_or_config_before_running(
+@pytest.mark.parametrize("bench", ["scale_out", "scale_projection", "ps_speed"])
+def test_benches_that_add_parts_refuse_a_kept_result_of_another_cpu_or_config_before_running(
         bench: str, tmp_path: Path) -> None:
-    """bench-scale-out and bench-scale-projection add parts to a result file: one measured on another CPU model, or
-    with values not recorded, is refused in one line naming what differs, before anything runs, and left as it
-    was."""
+    """bench-scale-out, bench-scale-projection and ps_speed's --parts add parts to a result file: one measured on
+    another CPU model, or with values not recorded, is refused in one line naming what differs, before anything
+    runs, and left as it was."""
     here = {k: v for k, v in machine().items() if k != "date"}
     values = config_values("small")
     if bench == "scale_out":
@@ -205,10 +205,14 @@ def test_the_scale_benches_refuse_a_kept_result_of_another_cpu_or_config_before_
         kept = {"configs": {"small": {"config": "small", "machine": {**here, "model": -1}, "config_values": values,
                                       "validation": {}, "projection": {}}}}
         why = r"config small's validation, projection were made with another CPU \(model -1 ≠ \d+\)"
-    else:
+    elif bench == "scale_projection":
         main, args = scale_projection.main, ["--screen", "--config", "small", "--out", str(tmp_path)]
         kept = {"machine": here, "screen": {}}  # its values not recorded
         why = "its screen were made with config values not recorded"
+    else:  # the service rows again beside applies and loopback of a CPU not recorded
+        main, args = ps_speed.main, ["--parts", "service", "--out", str(tmp_path)]
+        kept = {"machine": {"cpu": "X"}, "applies": [], "loopback": {}, "service": []}
+        why = "its applies, loopback were made with a CPU not recorded"
     path = tmp_path / f"{bench}.json"
     path.write_text(text := json.dumps(kept))
     with pytest.raises(SystemExit, match=f"{bench}.json: {why}: a comparison is one config on one CPU model; move "

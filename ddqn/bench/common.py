@@ -116,9 +116,15 @@ def made_elsewhere(values: dict[str, Any] | None, m: dict[str, Any] | None, now:
     values are named, so the reason stays one line."""
     diff = value_differences(values, now) if values is not None else []
     named = ", ".join(diff[:SHOWN]) + (f" and {len(diff) - SHOWN} more" if len(diff) > SHOWN else "")
-    cpu = cpu_differences(m, machine())
     return (["config values not recorded"] if values is None else [f"other values ({named})"] if diff else []) + (
-        [] if cpu == [] else [f"another CPU ({', '.join(cpu)})" if cpu else "a CPU not recorded"])
+        made_on_another_cpu(m))
+
+
+def made_on_another_cpu(m: dict[str, Any] | None) -> list[str]:
+    """Why measurements recorded with machine record ``m`` are not this CPU model's (one that predates the CPU keys
+    counts as another); empty when they are."""
+    cpu = cpu_differences(m, machine())
+    return [] if cpu == [] else [f"another CPU ({', '.join(cpu)})" if cpu else "a CPU not recorded"]
 
 
 SHOWN = 4  # differing config values named in a refusal

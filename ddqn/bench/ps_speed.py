@@ -23,7 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.bench.common import net_spec, server_rate, solver_spec, worker_update_ms, write_result
+from ddqn.bench.common import (
+    kept_or_restart,
+    made_on_another_cpu,
+    net_spec,
+    server_rate,
+    solver_spec,
+    worker_update_ms,
+    write_result,
+)
 from ddqn.net.netspec import ParamBlob
 from ddqn.sim.service import measure_service_parts
 from ddqn.solvers.flat import SolverSpec, make_solver
@@ -109,7 +117,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
                     help="cores for the sharded apply (server_threads), timed beside the one-core apply")
     ap.add_argument("--parts", nargs="+", default=["applies", "loopback", "service"],
-                    choices=["applies", "loopback", "service"], help="what to measure (the rest is kept from the file)")
+                    choices=["applies", "loopback", "service"],
+                    help="what to measure (the rest is kept from the file, when it was measured on this CPU model)")
+    ap.add_argument("--restart", action="store_true",
+                    help="drop the parts not measured now when they were measured on another CPU model (without it: "
+                    "a one-line error, nothing measured)")
     ap.add_argument("--service-nets", nargs="+", default=["small", "paper", "large", "x64"])
     ap.add_argument("--service-solvers", nargs="+", default=["rmsprop", "adagrad", "adam"])
     ap.add_argument("--service-messages", type=int, default=40, help="messages per timed phase (3 rounds each)")
@@ -117,6 +129,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     path = Path(args.out) / "ps_speed.json"
     result = json.loads(path.read_text()) if path.exists() else {}
+    kept = [p for p in ("applies", "loopback", "service") if p in result and p not in args.parts]
+    if kept and not kept_or_restart(path, f"its {', '.join(kept)}", made_on_another_cpu(result.get("machine")),
+                                    args.restart):  # one file, one CPU model: write_result stamps this machine
+        result = {}
     for key in ("name", "machine"):  # write_result adds them afresh
         result.pop(key, None)
     if "applies" in args.parts:
