@@ -211,7 +211,7 @@ bench-tuning: MINUTES = 30
 bench-tuning: VARIANTS ?= base rmsprop library library-eps-25k library-cells gamma-0.99 double-dqn n-step-3 cells replay-100k eps-0.02 train-every-4 train-every-8 train-every-16 train-every-4-fetch-4 C-4000 lr-step dueling per per-lr-4 n-step-3-eps-0.01 fetch-every-2 batch-64
 bench-tuning: SEED = 0
 bench-tuning: install  ## variants of the tuned config (VARIANTS: names in ddqn/bench/tuning.py), 2 async workers, $(MINUTES) min each (default 30) with seed $(SEED) (default 0; never 3, which issue 30 reserves), one after another: best score ± se, minutes to 3, 5, 10; one row per variant, budget and seed
-	$(SPARK_ENV) $(PY) -m ddqn.bench.tuning --minutes $(MINUTES) --seed $(SEED) --variants $(VARIANTS)
+	$(SPARK_ENV) $(PY) -m ddqn.bench.tuning --minutes $(MINUTES) --seed $(SEED) --variants $(VARIANTS) $(if $(RESTART),--restart)
 
 bench-atari: MINUTES = 60
 bench-atari: SEEDS = 0

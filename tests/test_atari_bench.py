@@ -76,14 +76,15 @@ def test_seeds_of_another_budget_grid_config_or_cpu_are_refused_not_dropped(tmp_
     for change, why in (({"minutes": 30.0}, "minutes 60.0 ≠ 30.0"), ({"every": 10_000}, "every 50000 ≠ 10000"),
                         ({"config_values": config_values("breakout", [*grid(50_000), "gamma=0.5"])},
                          r"other values \(gamma 0.99 ≠ 0.5\)")):
-        with pytest.raises(SystemExit, match=f"atari.json: its seeds 0, 1 were made with {why}: a comparison is one "
-                                             "config on one CPU model; move it aside to keep it, or --restart"):
+        with pytest.raises(SystemExit, match=f"atari.json: its seeds 0, 1, made with {why}: move it aside to "
+                                             "keep it, or --restart"):
             kept_seeds(path, {**learning, **change})
         assert kept_seeds(path, {**learning, **change}, restart=True) == {}
-        assert "its seeds 0, 1 are not kept (--restart)" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "atari.json: its seeds 0, 1, made with " in out and out.endswith(": not kept (--restart)\n"), out
     path.write_text(json.dumps({"machine": {**machine(), "model": -1},
                                 "learning": {**learning, "seeds": {"0": {}}}}))
-    with pytest.raises(SystemExit, match=r"its seeds 0 were made with another CPU \("):
+    with pytest.raises(SystemExit, match=r"its seeds 0, made with another CPU \("):
         kept_seeds(path, learning)
 
 

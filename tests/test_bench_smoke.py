@@ -394,8 +394,9 @@ def test_spark_env_and_scaling_defaults_match_makefile() -> None:
 def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
     """Every variant's config and solver load as a run loads them, the search's starting point's values beneath
     its own; `train-every-8` is `tuned` as shipped, and `base` and `train-every-4` are not; one variant with its own solver prototxt
-    (lr_policy step) trains for real and is evaluated from its snapshots; its finished run is not reused once
-    the variant's config values change (a one-line error, and tuning.json stays as it was)."""
+    (lr_policy step) trains for real and is evaluated from its snapshots; once the run's --set changes, the kept
+    tuning.json is refused (a one-line error; ``--restart`` begins it anew), and its finished run is not reused (a
+    one-line error), and tuning.json stays as it was."""
     for name in VARIANTS:
         cfg = load_config(str(variant_config(name, tmp_path / name, 3)))
         spec = load_solver_spec(cfg.path("solver"))
@@ -409,10 +410,10 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
         == "step"
     batch = load_config(str(variant_config("batch-64", tmp_path / "b", 0)))
     assert load_netspec(batch.path("net"), game_actions(batch)).batch_size == 64
-    def tuning(episodes: int) -> subprocess.CompletedProcess:
+    def tuning(episodes: int, *extra: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "ddqn.bench.tuning", "--variants", "lr-step", "--minutes", "0.25",
                                "--every", "100", "--confirm-episodes", "7", "--set", "replay_warmup=200", "--set",
-                               f"eval_episodes={episodes}", "--out", str(tmp_path / "results")],
+                               f"eval_episodes={episodes}", "--out", str(tmp_path / "results"), *extra],
                               capture_output=True, text=True, timeout=300, env={**os.environ, **spark_submit_env(
                                   sys.executable)})
 
@@ -439,6 +440,11 @@ def test_tuning_variants_and_a_real_run(tmp_path: Path) -> None:
     assert "How the best snapshot's fresh games end" in report and "| lr-step, 0.25 min, seed 0 | 7 | " in report
     before, run = (tmp_path / "results" / "tuning.json").read_text(), tmp_path / "results" / "runs" / "tuning-lr-step-s0-0.25min"
     res = tuning(4)
+    assert res.returncode == 1 and res.stderr.strip() == (
+        f"{tmp_path / 'results' / 'tuning.json'}: its 1 row, made with --set ['replay_warmup=200', "
+        "'eval_episodes=3'] ≠ ['replay_warmup=200', 'eval_episodes=4']: move it aside to keep it, or --restart "
+        "(make: RESTART=1)"), res.stdout[-2000:] + res.stderr[-2000:]
+    res = tuning(4, "--restart")
     assert res.returncode == 1 and res.stderr.strip() == (f"{run}: trained with other values than "
                                                           f"{run / 'config' / 'variant.yaml'} has now (eval_episodes 3 ≠ 4); "
                                                           "move it away to rerun"), res.stdout[-2000:] + res.stderr[-2000:]
@@ -534,9 +540,9 @@ def test_scaling_runs_seeds_and_reuses_finished_runs(tmp_path: Path) -> None:
         assert rec["config_values"]["eval_every"] == 100 and "model_name" in rec["machine"]
     before = (tmp_path / "results" / "s60.json").read_text()
     err = scaling("0", code=1, every="200")  # the kept result first: its curves are not dropped unasked
-    assert err.strip() == (f"{tmp_path / 'results' / 's60.json'}: its 1 run were made with other values (eval_every "
-                           "100 ≠ 200, snapshot_every 100 ≠ 200): a comparison is one config on one CPU model; move it "
-                           "aside to keep it, or --restart (make: RESTART=1)"), err
+    assert err.strip() == (f"{tmp_path / 'results' / 's60.json'}: its 1 run, made with other values (eval_every "
+                           "100 ≠ 200, snapshot_every 100 ≠ 200): move it aside to keep it, or --restart (make: "
+                           "RESTART=1)"), err
     err = scaling("0", code=1, every="200", extra=("--restart",))
     assert err.strip() == (f"{tmp_path / 'results' / 'runs' / runs[0]}: trained with other values than {config} "
                            "has now (eval_every 100 ≠ 200, snapshot_every 100 ≠ 200); move it away to rerun"), err

@@ -160,8 +160,8 @@ def test_a_kept_result_of_another_cpu_or_config_is_refused_not_emptied(tmp_path:
                          r"other values \(gamma 0.5 ≠ [\d.]+\)"),
                         ({"budget_minutes": 60}, r"budget 60 ≠ 120 min")):
         path.write_text(text := json.dumps({**kept, **change}))
-        with pytest.raises(SystemExit, match=f"s120.json: its 1 run were made with {why}: a comparison is one config "
-                                             "on one CPU model; move it aside to keep it, or --restart"):
+        with pytest.raises(SystemExit, match=f"s120.json: its 1 run, made with {why}: move it aside to keep "
+                                             "it, or --restart"):
             scaling.main(args)
         assert path.read_text() == text and not (tmp_path / "runs").exists()
 
@@ -204,19 +204,19 @@ def test_benches_that_add_parts_refuse_a_kept_result_of_another_cpu_or_config_be
         main, args = scale_out.main, ["--validate", "--config", "small", "--out", str(tmp_path)]
         kept = {"configs": {"small": {"config": "small", "machine": {**here, "model": -1}, "config_values": values,
                                       "validation": {}, "projection": {}}}}
-        why = r"config small's validation, projection were made with another CPU \(model -1 ≠ \d+\)"
+        why = r"config small's validation, projection, made with another CPU \(model -1 ≠ \d+\)"
     elif bench == "scale_projection":
         main, args = scale_projection.main, ["--screen", "--config", "small", "--out", str(tmp_path)]
         kept = {"machine": here, "screen": {}}  # its values not recorded
-        why = "its screen were made with config values not recorded"
+        why = "its screen, made with config values not recorded"
     else:  # the service rows again beside applies and loopback of a CPU not recorded
         main, args = ps_speed.main, ["--parts", "service", "--out", str(tmp_path)]
         kept = {"machine": {"cpu": "X"}, "applies": [], "loopback": {}, "service": []}
-        why = "its applies, loopback were made with a CPU not recorded"
+        why = "its applies, loopback, made with a CPU not recorded"
     path = tmp_path / f"{bench}.json"
     path.write_text(text := json.dumps(kept))
-    with pytest.raises(SystemExit, match=f"{bench}.json: {why}: a comparison is one config on one CPU model; move "
-                                         "it aside to keep it, or --restart"):
+    with pytest.raises(SystemExit, match=f"{bench}.json: {why}: move it aside to keep it, "
+                                         "or --restart"):
         main(args)
     assert path.read_text() == text and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
@@ -228,3 +228,21 @@ def test_a_refusal_names_a_few_differing_values_on_one_line() -> None:
     why = made_elsewhere(old, {k: v for k, v in machine().items() if k != "date"}, now)
     assert len(why) == 1 and why[0].startswith("other values (") and why[0].endswith(" and 3 more)"), why
     assert why[0].count("≠") == SHOWN
+
+
+def test_tuning_refuses_a_kept_file_run_another_way_and_restart_begins_it_anew(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench-tuning's rows run with other workers, --set or grid are not dropped unasked: a one-line error naming
+    what differs; with --restart, none is kept, said in a line."""
+    from argparse import Namespace
+
+    from ddqn.bench.tuning import kept_rows
+
+    data = {"workers": 1, "common": [], "every": 5000, "variants": {"a": {}, "b": {}}}
+    args = Namespace(workers=2, set=[], every=10000, restart=False)
+    path = tmp_path / "tuning.json"
+    with pytest.raises(SystemExit, match=r"tuning.json: its 2 rows, made with workers 1 ≠ 2; grid 5000 ≠ 10000: move "
+                                         "it aside to keep it, or --restart"):
+        kept_rows(data, args, [], path)
+    assert kept_rows(data, Namespace(**{**vars(args), "restart": True}), [], path) == {}
+    assert capsys.readouterr().out.endswith("not kept (--restart)\n")

@@ -138,9 +138,9 @@ def kept_or_restart(path: Path, what: str, why: list[str], restart: bool) -> boo
     if not why:
         return True
     if not restart:
-        raise SystemExit(f"{path}: {what} were made with {'; '.join(why)}: a comparison is one config on one CPU "
-                         "model; move it aside to keep it, or --restart (make: RESTART=1)")
-    print(f"{path}: made with {'; '.join(why)}: {what} are not kept (--restart)", flush=True)
+        raise SystemExit(f"{path}: {what}, made with {'; '.join(why)}: move it aside to keep it, or --restart "
+                         "(make: RESTART=1)")
+    print(f"{path}: {what}, made with {'; '.join(why)}: not kept (--restart)", flush=True)
     return False
 
 

@@ -13,8 +13,9 @@ a level come from the trailing mean of ``stats.TRAILING_K`` evaluations (``ddqn.
 evaluates and snapshots every ``--every`` env steps (summed over workers): one grid for the whole table. A run
 directory (one per variant, seed and budget) that already holds a summary.json is reused if the variant's config has
 the same values today, grid included, and it ran on this CPU (else a one-line error); variants not rerun are kept in
-results/tuning.json only while they were run the same way (workers, ``--set``, grid) and with the values their
-variant has today (a stale row is dropped with a line saying why), so the table grows across sessions. A row is one
+results/tuning.json with the values their variant has today (a stale row is dropped with a line saying why), so
+the table grows across sessions; a file run another way (workers, ``--set``, grid) is refused in one line before
+anything trains (``--restart`` begins it anew). A row is one
 variant at one budget and seed on one CPU (:func:`row_key`, e.g. ``base 60 min s0 on AuthenticAMD-25-1-Zen``): a
 60-minute run sits beside the same variant's 30-minute run, and a run on another CPU beside this one's, instead of
 replacing it; a variant is only ever compared with a row of the same CPU (the report's tables are per CPU).
@@ -30,7 +31,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ddqn.bench.common import cpu_tag, machine, write_result
+from ddqn.bench.common import cpu_tag, kept_or_restart, machine, write_result
 from ddqn.bench.runs import confirm_best, grid_overrides, plot_curves, run_record, snapshot_scores, train_or_reuse
 from ddqn.bench.stats import RULE, reach_levels, standard_error
 from ddqn.config import config_values, load_config, save_config, value_differences
@@ -206,10 +207,13 @@ def keyed(rows: dict[str, dict], m: dict | None) -> dict[str, dict]:
 def kept_rows(data: dict, args: argparse.Namespace, overrides: list[str], path: Path) -> dict[str, dict]:
     """The rows of an earlier tuning.json (``data``) that still describe today's variants: run the same way
     (workers, ``--set``, grid), each with the config values its variant has today (``overrides``: every variant's
-    ``key=value``s), on whichever CPU. Every other row is dropped with a line saying why."""
-    how = (data.get("workers"), data.get("common", []), data.get("every"))
-    if data and how != (args.workers, args.set, args.every):
-        print(f"{path}: run with other workers, --set or grid (or not recorded): no earlier row is kept", flush=True)
+    ``key=value``s), on whichever CPU. A row whose variant has changed since is dropped with a line saying why; a
+    file run another way is refused in one line before anything trains (``--restart``: none is kept)."""
+    how = [f"{k} {was} ≠ {now}" for k, was, now in (("workers", data.get("workers"), args.workers),
+                                                    ("--set", data.get("common", []), args.set),
+                                                    ("grid", data.get("every"), args.every)) if was != now]
+    n = len(data.get("variants", {}))
+    if data and not kept_or_restart(path, f"its {n} row{'s' * (n != 1)}", how, args.restart):
         return {}
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -237,6 +241,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--every", type=int, default=5000,
                     help="env steps (summed over workers) between evaluations and snapshots: the evaluation grid")
+    ap.add_argument("--restart", action="store_true",
+                    help="begin tuning.json anew when its rows were run with other workers, --set or grid (without "
+                    "it: a one-line error, nothing trained)")
     ap.add_argument("--confirm-episodes", type=int, default=500,
                     help="fresh games the best snapshot is re-played on (an unbiased score for it)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
