@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ddqn.bench.common import figure, kept_or_restart, made_elsewhere, time_net, write_result
+from ddqn.bench.common import add_restart, figure, kept_or_restart, made_elsewhere, time_net, write_result
 from ddqn.bench.runs import CONFIRM_SEED, snapshot_net, snapshot_scores, train_or_reuse
 from ddqn.bench.stats import RULE, reach, seed_interval, standard_error
 from ddqn.config import PROTOTXT_DIR, Config, config_values, load_config
@@ -202,9 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--no-learning", action="store_true",
                     help="speeds only; an earlier result's learning part is kept as it was, with its own machine")
-    ap.add_argument("--restart", action="store_true",
-                    help="drop the seeds of an earlier result made with another config, grid, budget or CPU model "
-                    "(without it: a one-line error before anything is measured)")
+    add_restart(ap, "another config, grid, budget or CPU model")
     ap.add_argument("--out", default="results")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)

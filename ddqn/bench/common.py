@@ -8,6 +8,7 @@ in ``ddqn.config`` (``config_values``).
 """
 from __future__ import annotations
 
+import argparse
 import ctypes
 import json
 import multiprocessing as mp
@@ -128,6 +129,14 @@ def made_on_another_cpu(m: dict[str, Any] | None) -> list[str]:
 
 
 SHOWN = 4  # differing config values named in a refusal
+
+
+def add_restart(ap: argparse.ArgumentParser, made_with: str) -> None:
+    """The ``--restart`` option of a bench that adds to a kept result (:func:`kept_or_restart`); ``made_with``: what
+    makes the kept result another's, e.g. "another config, budget, grid or CPU model"."""
+    ap.add_argument("--restart", action="store_true",
+                    help=f"begin the kept result anew when it was made with {made_with} (without it: a one-line "
+                    "error before anything is measured; make: RESTART=1)")
 
 
 def kept_or_restart(path: Path, what: str, why: list[str], restart: bool) -> bool:

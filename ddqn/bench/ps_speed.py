@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ddqn.bench.common import (
+    add_restart,
     kept_or_restart,
     made_on_another_cpu,
     net_spec,
@@ -119,9 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parts", nargs="+", default=["applies", "loopback", "service"],
                     choices=["applies", "loopback", "service"],
                     help="what to measure (the rest is kept from the file, when it was measured on this CPU model)")
-    ap.add_argument("--restart", action="store_true",
-                    help="drop the parts not measured now when they were measured on another CPU model (without it: "
-                    "a one-line error, nothing measured)")
+    add_restart(ap, "another CPU model (its parts not measured now)")
     ap.add_argument("--service-nets", nargs="+", default=["small", "paper", "large", "x64"])
     ap.add_argument("--service-solvers", nargs="+", default=["rmsprop", "adagrad", "adam"])
     ap.add_argument("--service-messages", type=int, default=40, help="messages per timed phase (3 rounds each)")

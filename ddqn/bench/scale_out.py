@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddqn.bench.common import figure, kept_or_restart, machine, made_elsewhere, write_result
+from ddqn.bench.common import add_restart, figure, kept_or_restart, machine, made_elsewhere, write_result
 from ddqn.bench.runs import same_grid
 from ddqn.bench.sim_runs import eval_curve, in_parallel, real_run, run_numbers, seeded_config, simulate
 from ddqn.bench.stats import RULE, best_trailing_mean, reach_levels, speedup
@@ -247,9 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sim-set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for the simulations only (e.g. eval_episodes=10 for a smoke run)")
     ap.add_argument("--out", default="results")
-    ap.add_argument("--restart", action="store_true",
-                    help="begin the config's part anew when it was measured on another CPU model or with other config "
-                    "values (without it: a one-line error, nothing run)")
+    add_restart(ap, "other config values or on another CPU model (the config's part)")
     args = ap.parse_args(argv)
     if not (args.validate or args.project or args.controls):
         args.validate = args.project = args.controls = True

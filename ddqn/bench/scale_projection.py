@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from ddqn.bench.common import figure, kept_or_restart, machine, made_elsewhere, measured_here, write_result
+from ddqn.bench.common import add_restart, figure, kept_or_restart, machine, made_elsewhere, measured_here, write_result
 from ddqn.bench.sim_runs import eval_curve, in_parallel, real_run, run_numbers, seeded_config, simulate
 from ddqn.bench.stats import (
     RULE,
@@ -441,9 +441,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--fixed-cycle", action="store_true",
                     help="tests only: the simulator's fixed compute times, not this CPU's (recorded; not a result)")
     ap.add_argument("--out", default="results")
-    ap.add_argument("--restart", action="store_true",
-                    help="begin the result anew when it was made on another CPU model or with other config values "
-                    "(without it: a one-line error, nothing run)")
+    add_restart(ap, "other config values or on another CPU model")
     args = ap.parse_args(argv)
     if not (args.screen or args.project or args.tune_dc or args.staleness or args.validate):
         ap.error("give --screen, --project, --tune-dc, --staleness and/or --validate")

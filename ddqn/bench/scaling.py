@@ -40,7 +40,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ddqn.bench.common import cpu_tag, kept_or_restart, machine, made_elsewhere, write_result
+from ddqn.bench.common import add_restart, cpu_tag, kept_or_restart, machine, made_elsewhere, write_result
 from ddqn.bench.runs import (
     confirm_best,
     grid_overrides,
@@ -301,9 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--per-cpu", action="store_true",
                     help="one result per CPU model, results/<result>-<CPU>.json: this machine's, so runs made on "
                     "another model are neither refused nor mixed in but fill that model's table")
-    ap.add_argument("--restart", action="store_true",
-                    help="begin the result anew when its kept runs were made with another config, budget, grid or "
-                    "CPU model (without it: a one-line error, nothing trained)")
+    add_restart(ap, "another config, budget, grid or CPU model")
     ap.add_argument("--summarize", action="store_true",
                     help="no training: recompute the comparison from results/<result>.json's curves and the runs' "
                     "summaries")

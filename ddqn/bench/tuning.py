@@ -31,7 +31,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ddqn.bench.common import cpu_tag, kept_or_restart, machine, write_result
+from ddqn.bench.common import add_restart, cpu_tag, kept_or_restart, machine, write_result
 from ddqn.bench.runs import confirm_best, grid_overrides, plot_curves, run_record, snapshot_scores, train_or_reuse
 from ddqn.bench.stats import RULE, reach_levels, standard_error
 from ddqn.config import config_values, load_config, save_config, value_differences
@@ -241,9 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--every", type=int, default=5000,
                     help="env steps (summed over workers) between evaluations and snapshots: the evaluation grid")
-    ap.add_argument("--restart", action="store_true",
-                    help="begin tuning.json anew when its rows were run with other workers, --set or grid (without "
-                    "it: a one-line error, nothing trained)")
+    add_restart(ap, "other workers, --set or grid")
     ap.add_argument("--confirm-episodes", type=int, default=500,
                     help="fresh games the best snapshot is re-played on (an unbiased score for it)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
